@@ -1,0 +1,65 @@
+//! Building the AWS clients from configuration.
+//!
+//! The SDK's own retries are disabled on purpose: `retry::call` is the single retry layer,
+//! so every retry is logged and bounded by `retry.max_elapsed_seconds`, and two layers
+//! never multiply unseen. Timeouts are explicit so a hung endpoint becomes a transient
+//! error instead of a stuck job.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::config::Config;
+
+/// Extra time a long poll may take beyond its `WaitTimeSeconds` before it counts as hung.
+const LONG_POLL_SLACK: Duration = Duration::from_secs(10);
+
+/// The clients the worker uses.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+/// Loads the shared SDK configuration: the usual credential chain, the configured region
+/// and endpoint, no SDK retries, explicit timeouts.
+pub async fn load_sdk_config(config: &Config) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts(config, Duration::ZERO));
+    if let Some(region) = &config.aws.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &config.aws.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+fn timeouts(config: &Config, extra: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(config.aws.connect_timeout_seconds))
+        .operation_attempt_timeout(Duration::from_secs(config.aws.request_timeout_seconds) + extra)
+        .build()
+}
+
+impl Clients {
+    /// Builds every client from one SDK configuration. The SQS client allows long polls
+    /// their wait time on top of the request timeout.
+    pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
+        let long_poll =
+            Duration::from_secs(u64::from(config.sqs.wait_time_seconds)) + LONG_POLL_SLACK;
+        let sqs = aws_sdk_sqs::config::Builder::from(sdk)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts(config, long_poll))
+            .build();
+        Self {
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            iam: aws_sdk_iam::Client::new(sdk),
+            sts: aws_sdk_sts::Client::new(sdk),
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! Configuration: declared once as serde structs, loaded from a TOML file with
+//! `IAM_KEY_REVOKER__<SECTION>__<KEY>` environment overrides, and validated before
+//! anything else starts. Every error names the key it is about.
+//!
+//! `config/default.toml` documents every key with its default; the defaults below are
+//! the single source of those values and a test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::retry::BackoffPolicy;
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
+
+/// SQS never keeps a message invisible for longer than 12 hours.
+pub const SQS_MAX_VISIBILITY_SECONDS: u32 = 43_200;
+
+/// A configuration problem, always about one key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read into the schema.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value was read but breaks a rule.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// AWS clients.
+    pub aws: AwsSection,
+    /// The job queue and its dead-letter queue.
+    pub sqs: SqsSection,
+    /// Concurrency, deduplication and shutdown.
+    pub worker: WorkerSection,
+    /// IAM request budget.
+    pub iam: IamSection,
+    /// Backoff for transient AWS errors and for jobs left on the queue.
+    pub retry: RetrySection,
+    /// Users and keys that are never touched.
+    pub protect: ProtectSection,
+    /// Acting in other accounts.
+    pub cross_account: CrossAccountSection,
+    /// Outcome events.
+    pub results: ResultsSection,
+    /// The metrics and health listener.
+    pub metrics: MetricsSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSection {
+    /// Region for every client; unset means the SDK's usual sources (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Endpoint override for every AWS client (a local emulator); unset means AWS itself.
+    pub endpoint_url: Option<String>,
+    /// Upper bound on one AWS request attempt (long polls get `sqs.wait_time_seconds` on top).
+    pub request_timeout_seconds: u64,
+    /// Upper bound on opening a connection to an AWS endpoint.
+    pub connect_timeout_seconds: u64,
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            request_timeout_seconds: 10,
+            connect_timeout_seconds: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqsSection {
+    /// URL of the job queue (required).
+    pub queue_url: String,
+    /// Where rejected jobs go; unset means the queue's `RedrivePolicy` target.
+    pub dead_letter_queue_url: Option<String>,
+    /// Long-poll wait of each receive, 0 to 20.
+    pub wait_time_seconds: u32,
+    /// Visibility timeout asked for on receive, and renewed by the heartbeat.
+    pub visibility_timeout_seconds: u32,
+    /// Only where the queue has no redrive policy: a message received more often than
+    /// this is dead-lettered with `too_many_receives` instead of being worked again.
+    pub max_receive_count: u32,
+}
+
+impl Default for SqsSection {
+    fn default() -> Self {
+        Self {
+            queue_url: String::new(),
+            dead_letter_queue_url: None,
+            wait_time_seconds: 20,
+            visibility_timeout_seconds: 60,
+            max_receive_count: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Jobs processed concurrently; the worker never holds more messages than this.
+    pub max_in_flight: usize,
+    /// How long in-flight jobs may finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+    /// How many finished request ids are remembered to recognise redeliveries.
+    pub dedup_capacity: usize,
+    /// How long a finished request id is remembered.
+    pub dedup_ttl_seconds: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 16,
+            shutdown_grace_seconds: 25,
+            dedup_capacity: 100_000,
+            dedup_ttl_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IamSection {
+    /// Client-side limit on IAM requests per second, shared by every job of one account.
+    pub max_requests_per_second: u32,
+}
+
+impl Default for IamSection {
+    fn default() -> Self {
+        Self {
+            max_requests_per_second: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// First backoff delay after a transient AWS error.
+    pub initial_delay_ms: u64,
+    /// Largest single backoff delay.
+    pub max_delay_ms: u64,
+    /// Growth factor between delays, at least 1.
+    pub multiplier: f32,
+    /// Add random jitter to each delay (recommended: spreads retries of concurrent jobs).
+    pub jitter: bool,
+    /// Total backoff a job may spend in-process before it ends `retry`.
+    pub max_elapsed_seconds: u64,
+    /// Visibility delay of a job that ends `retry` on its first receive; doubles with
+    /// each further receive.
+    pub visibility_base_seconds: u32,
+    /// Cap on that delay (at most SQS's 43200).
+    pub visibility_max_seconds: u32,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            initial_delay_ms: 100,
+            max_delay_ms: 5_000,
+            multiplier: 2.0,
+            jitter: true,
+            max_elapsed_seconds: 20,
+            visibility_base_seconds: 30,
+            visibility_max_seconds: SQS_MAX_VISIBILITY_SECONDS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectSection {
+    /// Glob patterns of user names never touched (matched case-insensitively, as IAM
+    /// user names are).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub users: Vec<String>,
+    /// Glob patterns of access key ids never touched.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub access_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrossAccountSection {
+    /// Role assumed in `account_id` for jobs that name another account.
+    pub role_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResultsSection {
+    /// Queue that receives one JSON outcome event per finished job.
+    pub queue_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address of the metrics and health listener.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9090".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `iam_key_revoker=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Accepts a TOML list, or one string of comma-separated items (as environment
+/// variables write lists).
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        Text(String),
+        Number(i64),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(items) => items,
+        ListOrString::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        ListOrString::Number(n) => vec![n.to_string()],
+    })
+}
+
+impl Config {
+    /// Reads `file` (when given), applies the process's `IAM_KEY_REVOKER__*` variables
+    /// on top, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule a value must satisfy; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(region) = &self.aws.region {
+            if region.trim().is_empty() {
+                return Err(invalid("aws.region", "must not be empty when set"));
+            }
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            check_url("aws.endpoint_url", url)?;
+        }
+        if self.aws.request_timeout_seconds == 0 {
+            return Err(invalid("aws.request_timeout_seconds", "must be at least 1"));
+        }
+        if self.aws.connect_timeout_seconds == 0 {
+            return Err(invalid("aws.connect_timeout_seconds", "must be at least 1"));
+        }
+        if self.sqs.queue_url.trim().is_empty() {
+            return Err(invalid("sqs.queue_url", "must be set"));
+        }
+        check_url("sqs.queue_url", &self.sqs.queue_url)?;
+        if let Some(url) = &self.sqs.dead_letter_queue_url {
+            check_url("sqs.dead_letter_queue_url", url)?;
+            if url == &self.sqs.queue_url {
+                return Err(invalid(
+                    "sqs.dead_letter_queue_url",
+                    "must differ from sqs.queue_url",
+                ));
+            }
+        }
+        if self.sqs.wait_time_seconds > 20 {
+            return Err(invalid("sqs.wait_time_seconds", "must be between 0 and 20"));
+        }
+        if !(2..=SQS_MAX_VISIBILITY_SECONDS).contains(&self.sqs.visibility_timeout_seconds) {
+            return Err(invalid(
+                "sqs.visibility_timeout_seconds",
+                format!("must be between 2 and {SQS_MAX_VISIBILITY_SECONDS}"),
+            ));
+        }
+        if self.sqs.max_receive_count == 0 {
+            return Err(invalid("sqs.max_receive_count", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.worker.max_in_flight) {
+            return Err(invalid(
+                "worker.max_in_flight",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.worker.dedup_capacity == 0 {
+            return Err(invalid("worker.dedup_capacity", "must be at least 1"));
+        }
+        if self.iam.max_requests_per_second == 0 {
+            return Err(invalid("iam.max_requests_per_second", "must be at least 1"));
+        }
+        BackoffPolicy::from_config(&self.retry)?;
+        if self.retry.visibility_base_seconds == 0 {
+            return Err(invalid(
+                "retry.visibility_base_seconds",
+                "must be at least 1",
+            ));
+        }
+        if !(self.retry.visibility_base_seconds..=SQS_MAX_VISIBILITY_SECONDS)
+            .contains(&self.retry.visibility_max_seconds)
+        {
+            return Err(invalid(
+                "retry.visibility_max_seconds",
+                format!(
+                    "must be between retry.visibility_base_seconds and {SQS_MAX_VISIBILITY_SECONDS}"
+                ),
+            ));
+        }
+        crate::guard::Protection::new(&self.protect)?;
+        if let Some(role) = &self.cross_account.role_name {
+            let ok = !role.is_empty()
+                && role.len() <= 64
+                && role
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+            if !ok {
+                return Err(invalid(
+                    "cross_account.role_name",
+                    "must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)",
+                ));
+            }
+        }
+        if let Some(url) = &self.results.queue_url {
+            check_url("results.queue_url", url)?;
+        }
+        if self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "metrics.listen",
+                format!(
+                    "must be an address such as 0.0.0.0:9090, not {:?}",
+                    self.metrics.listen
+                ),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("is not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The backoff policy for transient AWS errors (validated on load).
+    pub fn backoff(&self) -> BackoffPolicy {
+        // validate() already accepted these values, so this cannot fail for a loaded config;
+        // a hand-built invalid one falls back to the defaults rather than panicking.
+        BackoffPolicy::from_config(&self.retry).unwrap_or_else(|_| {
+            BackoffPolicy::from_config(&RetrySection::default()).expect("defaults are valid")
+        })
+    }
+
+    /// The visibility timeout as a duration.
+    pub fn visibility_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.sqs.visibility_timeout_seconds))
+    }
+}
+
+fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(invalid(key, format!("must be an http(s) URL, not {url:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [sqs]
+        queue_url = "http://127.0.0.1:5000/123456789012/jobs"
+    "#;
+
+    #[test]
+    fn default_toml_documents_exactly_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
+                .expect("config/default.toml exists");
+        let parsed: toml::Value = toml::from_str(&text).expect("default.toml parses");
+        let mut defaults = Config::default();
+        // The one required key has no default; the file shows an example value.
+        defaults.sqs.queue_url = parsed["sqs"]["queue_url"].as_str().unwrap().to_owned();
+        let expected = toml::Value::try_from(&defaults).expect("defaults serialise");
+        assert_eq!(
+            parsed, expected,
+            "config/default.toml must list every key with its default"
+        );
+    }
+
+    #[test]
+    fn minimal_file_loads_with_defaults() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        assert_eq!(config.worker.max_in_flight, 16);
+        assert_eq!(config.sqs.wait_time_seconds, 20);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn comma_separated_lists_are_split() {
+        let text = format!("{MINIMAL}\n[protect]\nusers = \"admin, break-glass-*\"\naccess_keys = [\"AKIAPROTECTED*\"]\n");
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.protect.users, vec!["admin", "break-glass-*"]);
+        assert_eq!(config.protect.access_keys, vec!["AKIAPROTECTED*"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("", "sqs.queue_url"),
+            ("[sqs]\nqueue_url = \"not a url\"", "sqs.queue_url"),
+            (
+                &format!("{MINIMAL}wait_time_seconds = 21"),
+                "sqs.wait_time_seconds",
+            ),
+            (
+                &format!("{MINIMAL}visibility_timeout_seconds = 1"),
+                "sqs.visibility_timeout_seconds",
+            ),
+            (
+                &format!("{MINIMAL}[worker]\nmax_in_flight = 0"),
+                "worker.max_in_flight",
+            ),
+            (
+                &format!("{MINIMAL}[retry]\nmultiplier = 0.5"),
+                "retry.multiplier",
+            ),
+            (
+                &format!("{MINIMAL}[retry]\ninitial_delay_ms = 0"),
+                "retry.initial_delay_ms",
+            ),
+            (
+                &format!("{MINIMAL}[retry]\nmax_delay_ms = 1\ninitial_delay_ms = 10"),
+                "retry.max_delay_ms",
+            ),
+            (
+                &format!("{MINIMAL}[retry]\nvisibility_max_seconds = 50000"),
+                "retry.visibility_max_seconds",
+            ),
+            (
+                &format!("{MINIMAL}[protect]\nusers = [\"a[\"]"),
+                "protect.users",
+            ),
+            (
+                &format!("{MINIMAL}[metrics]\nlisten = \"nowhere\""),
+                "metrics.listen",
+            ),
+            (&format!("{MINIMAL}[log]\nlevel = \"=bad=\""), "log.level"),
+            (
+                &format!("{MINIMAL}[iam]\nmax_requests_per_second = 0"),
+                "iam.max_requests_per_second",
+            ),
+            (
+                &format!("{MINIMAL}[cross_account]\nrole_name = \"no spaces\""),
+                "cross_account.role_name",
+            ),
+            (
+                &format!("{MINIMAL}[aws]\nendpoint_url = \"localhost:5000\""),
+                "aws.endpoint_url",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(
+                err.contains(key),
+                "error for {text:?} should name {key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_with_their_path() {
+        let err = Config::from_toml(&format!("{MINIMAL}queue_ur1 = \"x\"")).unwrap_err();
+        assert!(err.to_string().contains("queue_ur1"), "{err}");
+        let err =
+            Config::from_toml(&format!("{MINIMAL}[worker]\nmax_in_flight = \"many\"")).unwrap_err();
+        assert!(err.to_string().contains("worker.max_in_flight"), "{err}");
+    }
+}

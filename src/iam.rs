@@ -1,0 +1,579 @@
+//! The IAM action, at the least cost in IAM calls.
+//!
+//! - User and key named: one `DeleteAccessKey`/`UpdateAccessKey` with both. IAM answers
+//!   `NoSuchEntity` when the key is not that user's, so this can never touch another
+//!   user's key; only then `GetAccessKeyLastUsed` tells whether the key is gone or owned
+//!   by someone else.
+//! - Key only: `GetAccessKeyLastUsed` names the owner, then act as above.
+//! - All keys: `ListAccessKeys` (paginated), then act on each.
+//!
+//! Every request waits for the shared IAM rate limiter and goes through `retry::call`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use aws_sdk_iam::types::StatusType;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::classify::{AwsError, ErrorClass};
+use crate::guard::Protection;
+use crate::job::{Action, Job, Target};
+use crate::outcome::Reason;
+use crate::retry::{call, BackoffPolicy, RetryCounter};
+
+/// What the IAM step decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The action was applied (or the key was already in the asked-for state).
+    Revoked,
+    /// The key or user does not exist.
+    AlreadyAbsent,
+    /// Nothing was changed, for this reason.
+    Rejected(Reason, String),
+}
+
+/// The IAM step's result, with what it learnt for the audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamResult {
+    pub effect: Effect,
+    /// The user acted on (the owner IAM reported, for key-only jobs).
+    pub user_name: Option<String>,
+    /// The key(s) concerned.
+    pub access_key_ids: Vec<String>,
+    /// How many keys this job actually changed.
+    pub keys_changed: usize,
+}
+
+impl IamResult {
+    fn rejected(
+        reason: Reason,
+        detail: String,
+        user_name: Option<&str>,
+        key: Option<&str>,
+    ) -> Self {
+        Self {
+            effect: Effect::Rejected(reason, detail),
+            user_name: user_name.map(str::to_owned),
+            access_key_ids: key.map(str::to_owned).into_iter().collect(),
+            keys_changed: 0,
+        }
+    }
+
+    fn absent(user_name: Option<&str>, keys: Vec<String>) -> Self {
+        Self {
+            effect: Effect::AlreadyAbsent,
+            user_name: user_name.map(str::to_owned),
+            access_key_ids: keys,
+            keys_changed: 0,
+        }
+    }
+}
+
+/// Who IAM says owns a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    User(String),
+    /// The key exists but IAM names no user for it.
+    Unknown,
+    /// No such key.
+    Absent,
+}
+
+/// Result of one write.
+enum Written {
+    Done,
+    /// IAM answered `NoSuchEntity`: no such key for that user.
+    NotFound,
+}
+
+/// One key as listed.
+struct ListedKey {
+    id: String,
+    active: bool,
+}
+
+/// IAM access for the worker: the client, the shared rate limiter and the backoff policy.
+#[derive(Debug, Clone)]
+pub struct Iam {
+    client: aws_sdk_iam::Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    policy: BackoffPolicy,
+    protection: Protection,
+}
+
+impl Iam {
+    /// `max_requests_per_second` is shared by every job using this value (and its clones).
+    pub fn new(
+        client: aws_sdk_iam::Client,
+        max_requests_per_second: NonZeroU32,
+        policy: BackoffPolicy,
+        protection: Protection,
+    ) -> Self {
+        Self {
+            client,
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(
+                max_requests_per_second,
+            ))),
+            policy,
+            protection,
+        }
+    }
+
+    /// Carries out a validated job whose named user and key already passed the guards.
+    /// A transient error that outlasts the backoff, or a permanent one other than
+    /// access denied, is returned as `Err`.
+    pub async fn revoke(&self, job: &Job, retries: &RetryCounter) -> Result<IamResult, AwsError> {
+        let result = match &job.target {
+            Target::Key {
+                access_key_id,
+                user_name: Some(user),
+            } => {
+                self.revoke_named(user, access_key_id, job.action, retries)
+                    .await
+            }
+            Target::Key {
+                access_key_id,
+                user_name: None,
+            } => self.revoke_by_key(access_key_id, job.action, retries).await,
+            Target::AllKeys { user_name } => self.revoke_all(user_name, job.action, retries).await,
+        };
+        match result {
+            Err(e) if e.is_access_denied() => Ok(IamResult::rejected(
+                Reason::AccessDenied,
+                e.to_string(),
+                job.user_name(),
+                job.access_key_id(),
+            )),
+            other => other,
+        }
+    }
+
+    async fn revoke_named(
+        &self,
+        user: &str,
+        key: &str,
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        match self.write(user, key, action, retries).await? {
+            Written::Done => Ok(revoked(user, vec![key.to_owned()], 1)),
+            Written::NotFound => match self.owner(key, retries).await? {
+                Owner::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
+                Owner::User(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
+                Owner::User(owner) => Ok(IamResult::rejected(
+                    Reason::OwnerMismatch,
+                    format!("access key {key} belongs to user {owner}, not {user}"),
+                    Some(user),
+                    Some(key),
+                )),
+                Owner::Unknown => Ok(IamResult::rejected(
+                    Reason::OwnerMismatch,
+                    format!(
+                        "IAM has no access key {key} for user {user} and names no owner for it"
+                    ),
+                    Some(user),
+                    Some(key),
+                )),
+            },
+        }
+    }
+
+    async fn revoke_by_key(
+        &self,
+        key: &str,
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let owner = match self.owner(key, retries).await? {
+            Owner::Absent => return Ok(IamResult::absent(None, vec![key.to_owned()])),
+            Owner::Unknown => {
+                return Ok(IamResult::rejected(
+                    Reason::OwnerUnknown,
+                    format!("IAM names no owner for access key {key}"),
+                    None,
+                    Some(key),
+                ))
+            }
+            Owner::User(owner) => owner,
+        };
+        if self.protection.user(&owner) {
+            return Ok(IamResult::rejected(
+                Reason::Protected,
+                format!("access key {key} belongs to protected user {owner}"),
+                Some(&owner),
+                Some(key),
+            ));
+        }
+        match self.write(&owner, key, action, retries).await? {
+            Written::Done => Ok(revoked(&owner, vec![key.to_owned()], 1)),
+            // Deleted by someone else between the two calls, or moved: look again.
+            Written::NotFound => match self.owner(key, retries).await? {
+                Owner::Absent => Ok(IamResult::absent(Some(&owner), vec![key.to_owned()])),
+                _ => Err(inconsistent(key)),
+            },
+        }
+    }
+
+    async fn revoke_all(
+        &self,
+        user: &str,
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let Some(keys) = self.list_keys(user, retries).await? else {
+            return Ok(IamResult::absent(Some(user), Vec::new()));
+        };
+        if let Some(protected) = keys.iter().find(|k| self.protection.key(&k.id)) {
+            return Ok(IamResult::rejected(
+                Reason::Protected,
+                format!("user {user} has protected access key {}", protected.id),
+                Some(user),
+                Some(&protected.id),
+            ));
+        }
+        let mut present = Vec::new();
+        let mut changed = 0;
+        for key in keys {
+            if action == Action::Deactivate && !key.active {
+                present.push(key.id);
+                continue;
+            }
+            match self.write(user, &key.id, action, retries).await? {
+                Written::Done => {
+                    changed += 1;
+                    present.push(key.id);
+                }
+                // Deleted since the listing: nothing left to do for it.
+                Written::NotFound => {}
+            }
+        }
+        if present.is_empty() {
+            Ok(IamResult::absent(Some(user), Vec::new()))
+        } else {
+            Ok(revoked(user, present, changed))
+        }
+    }
+
+    async fn write(
+        &self,
+        user: &str,
+        key: &str,
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<Written, AwsError> {
+        let result = match action {
+            Action::Delete => {
+                call(&self.policy, retries, "DeleteAccessKey", || async {
+                    self.limiter.until_ready().await;
+                    self.client
+                        .delete_access_key()
+                        .user_name(user)
+                        .access_key_id(key)
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| AwsError::from_sdk("DeleteAccessKey", e))
+                })
+                .await
+            }
+            Action::Deactivate => {
+                call(&self.policy, retries, "UpdateAccessKey", || async {
+                    self.limiter.until_ready().await;
+                    self.client
+                        .update_access_key()
+                        .user_name(user)
+                        .access_key_id(key)
+                        .status(StatusType::Inactive)
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| AwsError::from_sdk("UpdateAccessKey", e))
+                })
+                .await
+            }
+        };
+        match result {
+            Ok(()) => Ok(Written::Done),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(Written::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn owner(&self, key: &str, retries: &RetryCounter) -> Result<Owner, AwsError> {
+        let result = call(&self.policy, retries, "GetAccessKeyLastUsed", || async {
+            self.limiter.until_ready().await;
+            self.client
+                .get_access_key_last_used()
+                .access_key_id(key)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetAccessKeyLastUsed", e))
+        })
+        .await;
+        match result {
+            Ok(out) => Ok(match out.user_name() {
+                Some(user) if !user.is_empty() => Owner::User(user.to_owned()),
+                _ => Owner::Unknown,
+            }),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(Owner::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key of `user`, or `None` when the user does not exist.
+    async fn list_keys(
+        &self,
+        user: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<Vec<ListedKey>>, AwsError> {
+        let mut keys = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call(&self.policy, retries, "ListAccessKeys", || async {
+                self.limiter.until_ready().await;
+                self.client
+                    .list_access_keys()
+                    .user_name(user)
+                    .set_marker(marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ListAccessKeys", e))
+            })
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            keys.extend(page.access_key_metadata().iter().filter_map(|k| {
+                Some(ListedKey {
+                    id: k.access_key_id()?.to_owned(),
+                    active: k.status() != Some(&StatusType::Inactive),
+                })
+            }));
+            match page.marker() {
+                Some(next) if page.is_truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(Some(keys)),
+            }
+        }
+    }
+}
+
+fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
+    IamResult {
+        effect: Effect::Revoked,
+        user_name: Some(user.to_owned()),
+        access_key_ids: keys,
+        keys_changed: changed,
+    }
+}
+
+/// IAM contradicted itself (NoSuchEntity for a key it reports as the user's): an
+/// eventual-consistency window. Try again later rather than guess.
+fn inconsistent(key: &str) -> AwsError {
+    AwsError {
+        operation: "GetAccessKeyLastUsed",
+        class: ErrorClass::Transient,
+        code: Some("InconsistentOwner".to_owned()),
+        message: format!("IAM reported conflicting ownership for access key {key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProtectSection, RetrySection};
+    use aws_sdk_iam::operation::delete_access_key::{DeleteAccessKeyError, DeleteAccessKeyOutput};
+    use aws_sdk_iam::operation::get_access_key_last_used::GetAccessKeyLastUsedOutput;
+    use aws_sdk_iam::types::error::NoSuchEntityException;
+    use aws_sdk_iam::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+    fn iam(client: Client) -> Iam {
+        let policy = BackoffPolicy::from_config(&RetrySection {
+            initial_delay_ms: 10,
+            max_delay_ms: 100,
+            jitter: false,
+            max_elapsed_seconds: 2,
+            ..RetrySection::default()
+        })
+        .unwrap();
+        Iam::new(
+            client,
+            NonZeroU32::new(1_000).unwrap(),
+            policy,
+            Protection::new(&ProtectSection::default()).unwrap(),
+        )
+    }
+
+    fn job(user: Option<&str>) -> Job {
+        Job {
+            request_id: "r".into(),
+            target: Target::Key {
+                access_key_id: KEY.into(),
+                user_name: user.map(str::to_owned),
+            },
+            action: Action::Delete,
+            account_id: None,
+            reason: None,
+            requested_by: None,
+            batch_id: None,
+        }
+    }
+
+    fn no_such_entity() -> DeleteAccessKeyError {
+        DeleteAccessKeyError::NoSuchEntityException(
+            NoSuchEntityException::builder()
+                .message("not found")
+                .meta(ErrorMetadata::builder().code("NoSuchEntity").build())
+                .build(),
+        )
+    }
+
+    /// An IAM query-protocol error body, as IAM sends it.
+    fn error_xml(code: &str) -> String {
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn happy_path_is_exactly_one_call() {
+        let delete = mock!(Client::delete_access_key)
+            .match_requests(|r| r.user_name() == Some("alice") && r.access_key_id() == Some(KEY))
+            .then_output(|| DeleteAccessKeyOutput::builder().build());
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let retries = RetryCounter::default();
+        let result = iam(client)
+            .revoke(&job(Some("alice")), &retries)
+            .await
+            .unwrap();
+        assert_eq!(result.effect, Effect::Revoked);
+        assert_eq!(result.keys_changed, 1);
+        assert_eq!(delete.num_calls(), 1);
+        assert_eq!(retries.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_and_5xx_are_retried_until_success() {
+        let delete = mock!(Client::delete_access_key)
+            .sequence()
+            .http_status(400, Some(error_xml("Throttling")))
+            .http_status(503, None)
+            .http_status(500, Some(error_xml("ServiceFailure")))
+            .output(|| DeleteAccessKeyOutput::builder().build())
+            .build();
+        let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&delete], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let retries = RetryCounter::default();
+        let result = iam(client)
+            .revoke(&job(Some("alice")), &retries)
+            .await
+            .unwrap();
+        assert_eq!(result.effect, Effect::Revoked);
+        assert_eq!(delete.num_calls(), 4);
+        assert_eq!(retries.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_throttling_gives_up_as_transient_after_the_budget() {
+        let delete = mock!(Client::delete_access_key)
+            .sequence()
+            .http_status(400, Some(error_xml("Throttling")))
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&delete], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let retries = RetryCounter::default();
+        let start = tokio::time::Instant::now();
+        let err = iam(client)
+            .revoke(&job(Some("alice")), &retries)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient);
+        assert_eq!(err.code.as_deref(), Some("Throttling"));
+        assert!(start.elapsed() <= std::time::Duration::from_secs(2));
+        assert!(retries.get() >= 5, "{}", retries.get());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_denied_is_rejected_without_retry() {
+        let delete = mock!(Client::delete_access_key)
+            .sequence()
+            .http_status(403, Some(error_xml("AccessDenied")))
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&delete], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let result = iam(client)
+            .revoke(&job(Some("alice")), &RetryCounter::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            result.effect,
+            Effect::Rejected(Reason::AccessDenied, _)
+        ));
+        assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_then_other_owner_is_owner_mismatch() {
+        let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+        let owner = mock!(Client::get_access_key_last_used).then_output(|| {
+            GetAccessKeyLastUsedOutput::builder()
+                .user_name("bob")
+                .build()
+        });
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete, &owner], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let result = iam(client)
+            .revoke(&job(Some("alice")), &RetryCounter::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            result.effect,
+            Effect::Rejected(Reason::OwnerMismatch, _)
+        ));
+        assert_eq!((delete.num_calls(), owner.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_but_reported_as_the_users_is_retried_not_absent() {
+        let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+        let owner = mock!(Client::get_access_key_last_used).then_output(|| {
+            GetAccessKeyLastUsedOutput::builder()
+                .user_name("alice")
+                .build()
+        });
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete, &owner], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let err = iam(client)
+            .revoke(&job(Some("alice")), &RetryCounter::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_only_with_no_owner_is_owner_unknown() {
+        let owner = mock!(Client::get_access_key_last_used)
+            .then_output(|| GetAccessKeyLastUsedOutput::builder().build());
+        let delete = mock!(Client::delete_access_key)
+            .then_output(|| DeleteAccessKeyOutput::builder().build());
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let result = iam(client)
+            .revoke(&job(None), &RetryCounter::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            result.effect,
+            Effect::Rejected(Reason::OwnerUnknown, _)
+        ));
+        assert_eq!(delete.num_calls(), 0);
+    }
+}

@@ -1,0 +1,523 @@
+//! The job message (contract section 1): strict parsing and validation, SNS envelope
+//! included. A body either becomes a [`Job`] that satisfies every rule, or an
+//! [`InvalidJob`] that says which rule it broke.
+
+use serde::{Deserialize, Deserializer};
+
+/// What to do with the key(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Delete the key (irreversible).
+    #[default]
+    Delete,
+    /// Set the key `Inactive` (reversible).
+    Deactivate,
+}
+
+impl Action {
+    /// The contract's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Delete => "delete",
+            Action::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// Which key(s) a job is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One key; the owner is looked up when `user_name` is absent.
+    Key {
+        access_key_id: String,
+        user_name: Option<String>,
+    },
+    /// Every key of one user (offboarding).
+    AllKeys { user_name: String },
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub request_id: String,
+    pub target: Target,
+    pub action: Action,
+    pub account_id: Option<String>,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    pub batch_id: Option<String>,
+}
+
+impl Job {
+    /// The user the job names, if it names one.
+    pub fn user_name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Key { user_name, .. } => user_name.as_deref(),
+            Target::AllKeys { user_name } => Some(user_name),
+        }
+    }
+
+    /// The key the job names, if it names one.
+    pub fn access_key_id(&self) -> Option<&str> {
+        match &self.target {
+            Target::Key { access_key_id, .. } => Some(access_key_id),
+            Target::AllKeys { .. } => None,
+        }
+    }
+}
+
+/// Why a body is not a valid job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidJob(pub String);
+
+/// The message exactly as the contract allows it: unknown fields and wrong types are
+/// refused by serde; `null` counts as a wrong type, not as absence.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    request_id: String,
+    #[serde(default, deserialize_with = "present")]
+    access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    user_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    all_keys: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    action: Option<Action>,
+    #[serde(default, deserialize_with = "present")]
+    account_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    reason: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    requested_by: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    batch_id: Option<String>,
+}
+
+/// An optional field that, when present, must have its type (`null` is refused).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The part of an SNS notification the worker reads.
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// Parses and validates a message body.
+pub fn parse(body: &str) -> Result<Job, InvalidJob> {
+    let inner = unwrap_sns(body)?;
+    let raw: RawJob = serde_json::from_str(inner.as_deref().unwrap_or(body))
+        .map_err(|e| InvalidJob(format!("not a valid job object: {e}")))?;
+    validate(raw)
+}
+
+/// Returns the inner message when `body` is an SNS notification envelope.
+fn unwrap_sns(body: &str) -> Result<Option<String>, InvalidJob> {
+    // Only an object with a "Type" key is considered an envelope; a job has no such field.
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| InvalidJob(format!("body is not JSON: {e}")))?;
+    let Some(kind) = value.as_object().and_then(|o| o.get("Type")) else {
+        return Ok(None);
+    };
+    if kind != "Notification" {
+        return Err(InvalidJob(
+            "SNS envelope of a type other than \"Notification\"".to_owned(),
+        ));
+    }
+    let envelope: SnsEnvelope = serde_json::from_value(value)
+        .map_err(|e| InvalidJob(format!("SNS envelope without a string \"Message\": {e}")))?;
+    Ok(Some(envelope.message))
+}
+
+fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
+    check_chars("request_id", &raw.request_id, 1, 128, |c| {
+        c.is_ascii_alphanumeric() || "._:/-".contains(c)
+    })?;
+    if let Some(key) = &raw.access_key_id {
+        check_chars("access_key_id", key, 16, 128, |c| {
+            c.is_ascii_uppercase() || c.is_ascii_digit()
+        })?;
+    }
+    if let Some(user) = &raw.user_name {
+        check_user_name(user)?;
+    }
+    if let Some(account) = &raw.account_id {
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidJob(
+                "account_id must be exactly 12 digits".to_owned(),
+            ));
+        }
+    }
+    check_len("reason", raw.reason.as_deref(), 1024)?;
+    check_len("requested_by", raw.requested_by.as_deref(), 256)?;
+    check_len("batch_id", raw.batch_id.as_deref(), 128)?;
+
+    let target = match (
+        raw.all_keys.unwrap_or(false),
+        raw.access_key_id,
+        raw.user_name,
+    ) {
+        (true, Some(_), _) => {
+            return Err(InvalidJob(
+                "access_key_id and all_keys: true are mutually exclusive".to_owned(),
+            ))
+        }
+        (true, None, Some(user_name)) => Target::AllKeys { user_name },
+        (true, None, None) => {
+            return Err(InvalidJob("all_keys: true requires user_name".to_owned()))
+        }
+        (false, Some(access_key_id), user_name) => Target::Key {
+            access_key_id,
+            user_name,
+        },
+        (false, None, _) => {
+            return Err(InvalidJob(
+                "access_key_id is required unless all_keys is true".to_owned(),
+            ))
+        }
+    };
+    Ok(Job {
+        request_id: raw.request_id,
+        target,
+        action: raw.action.unwrap_or_default(),
+        account_id: raw.account_id,
+        reason: raw.reason,
+        requested_by: raw.requested_by,
+        batch_id: raw.batch_id,
+    })
+}
+
+/// IAM's rule for user names: 1-64 of `[A-Za-z0-9+=,.@_-]`.
+pub fn check_user_name(user: &str) -> Result<(), InvalidJob> {
+    check_chars("user_name", user, 1, 64, |c| {
+        c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+    })
+}
+
+fn check_chars(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), InvalidJob> {
+    let len = value.chars().count();
+    if len < min || len > max {
+        return Err(InvalidJob(format!(
+            "{field} must be {min} to {max} characters long, not {len}"
+        )));
+    }
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        return Err(InvalidJob(format!(
+            "{field} contains a character that is not allowed: {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), InvalidJob> {
+    match value.map(|v| v.chars().count()) {
+        Some(len) if len > max => Err(InvalidJob(format!(
+            "{field} must be at most {max} characters, not {len}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Best-effort request id of a body that failed validation, for the dead-letter copy's
+/// `revoker-request-id` attribute: present only when the body (or its SNS message) is a
+/// JSON object whose `request_id` is a non-empty string without control characters.
+pub fn salvage_request_id(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let object = value.as_object()?;
+    let id = match object.get("Message").and_then(|m| m.as_str()) {
+        Some(inner) if object.get("Type").is_some() => {
+            let inner: serde_json::Value = serde_json::from_str(inner).ok()?;
+            inner.get("request_id")?.as_str()?.to_owned()
+        }
+        _ => object.get("request_id")?.as_str()?.to_owned(),
+    };
+    let usable = !id.is_empty() && id.chars().count() <= 256 && !id.chars().any(char::is_control);
+    usable.then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+    #[test]
+    fn valid_jobs() {
+        let job = parse(&format!(
+            r#"{{"request_id":"r-1","access_key_id":"{KEY}","user_name":"alice"}}"#
+        ))
+        .unwrap();
+        assert_eq!(job.request_id, "r-1");
+        assert_eq!(job.action, Action::Delete);
+        assert_eq!(
+            job.target,
+            Target::Key {
+                access_key_id: KEY.into(),
+                user_name: Some("alice".into())
+            }
+        );
+
+        let job = parse(&format!(
+            r#"{{"request_id":"a.b:c/d-e_","access_key_id":"{KEY}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(job.user_name(), None);
+        assert_eq!(job.access_key_id(), Some(KEY));
+
+        let job = parse(
+            r#"{"request_id":"r","user_name":"bob+x=y,z.w@q_-","all_keys":true,"action":"deactivate",
+                "account_id":"222222222222","reason":"offboarding","requested_by":"hr","batch_id":"b1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.target,
+            Target::AllKeys {
+                user_name: "bob+x=y,z.w@q_-".into()
+            }
+        );
+        assert_eq!(job.action, Action::Deactivate);
+        assert_eq!(job.account_id.as_deref(), Some("222222222222"));
+        assert_eq!(job.batch_id.as_deref(), Some("b1"));
+
+        let job = parse(&format!(
+            r#"{{"request_id":"r","access_key_id":"{KEY}","all_keys":false}}"#
+        ))
+        .unwrap();
+        assert_eq!(job.access_key_id(), Some(KEY));
+    }
+
+    #[test]
+    fn sns_envelope_is_unwrapped() {
+        let inner = format!(r#"{{"request_id":"sns-1","access_key_id":"{KEY}"}}"#);
+        let envelope = serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "m",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:leaks",
+            "Message": inner,
+            "Timestamp": "2026-01-01T00:00:00.000Z",
+        });
+        let job = parse(&envelope.to_string()).unwrap();
+        assert_eq!(job.request_id, "sns-1");
+    }
+
+    /// Every rule of contract section 1, each broken once.
+    #[test]
+    fn every_rule_is_enforced() {
+        let long = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
+        let cases: Vec<(String, &str)> = vec![
+            ("".into(), "empty body"),
+            ("not json".into(), "not JSON"),
+            ("[]".into(), "array"),
+            ("\"text\"".into(), "string"),
+            ("{}".into(), "empty object"),
+            (
+                format!(r#"{{"access_key_id":"{KEY}"}}"#),
+                "missing request_id",
+            ),
+            (
+                format!(r#"{{"request_id":"","access_key_id":"{KEY}"}}"#),
+                "empty request_id",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{}","access_key_id":"{KEY}"}}"#,
+                    long(129, 'r')
+                ),
+                "long request_id",
+            ),
+            (
+                format!(r#"{{"request_id":"a b","access_key_id":"{KEY}"}}"#),
+                "space in request_id",
+            ),
+            (
+                format!(r#"{{"request_id":"é","access_key_id":"{KEY}"}}"#),
+                "non-ascii request_id",
+            ),
+            (
+                format!(r#"{{"request_id":7,"access_key_id":"{KEY}"}}"#),
+                "numeric request_id",
+            ),
+            (
+                r#"{"request_id":"r","access_key_id":"AKIASHORT"}"#.into(),
+                "short key",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{}"}}"#,
+                    long(129, 'A')
+                ),
+                "long key",
+            ),
+            (
+                r#"{"request_id":"r","access_key_id":"akiaiosfodnn7example"}"#.into(),
+                "lowercase key",
+            ),
+            (
+                r#"{"request_id":"r","access_key_id":"AKIAIOSFODNN7EXAMP-E"}"#.into(),
+                "dash in key",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":""}}"#),
+                "empty user",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"{}"}}"#,
+                    long(65, 'u')
+                ),
+                "long user",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"a/b"}}"#),
+                "slash in user",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":null}}"#),
+                "null user",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","all_keys":true,"user_name":"u"}}"#
+                ),
+                "key and all_keys",
+            ),
+            (
+                r#"{"request_id":"r","all_keys":true}"#.into(),
+                "all_keys without user",
+            ),
+            (
+                r#"{"request_id":"r","user_name":"u"}"#.into(),
+                "neither key nor all_keys",
+            ),
+            (
+                r#"{"request_id":"r","user_name":"u","all_keys":"true"}"#.into(),
+                "all_keys as string",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","action":"destroy"}}"#),
+                "unknown action",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","action":"Delete"}}"#),
+                "action case",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","account_id":"12345678901"}}"#
+                ),
+                "short account",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","account_id":"12345678901a"}}"#
+                ),
+                "letter in account",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","account_id":123456789012}}"#
+                ),
+                "numeric account",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","reason":"{}"}}"#,
+                    long(1025, 'x')
+                ),
+                "long reason",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","requested_by":"{}"}}"#,
+                    long(257, 'x')
+                ),
+                "long requested_by",
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"r","access_key_id":"{KEY}","batch_id":"{}"}}"#,
+                    long(129, 'x')
+                ),
+                "long batch_id",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}","colour":"red"}}"#),
+                "unknown field",
+            ),
+            (
+                format!(r#"{{"request_id":"r","request_id":"s","access_key_id":"{KEY}"}}"#),
+                "duplicate field",
+            ),
+            (
+                format!(r#"{{"request_id":"r","access_key_id":"{KEY}"}} trailing"#),
+                "trailing garbage",
+            ),
+            (
+                r#"{"Type":"SubscriptionConfirmation","Message":"{}"}"#.into(),
+                "SNS non-notification",
+            ),
+            (
+                r#"{"Type":"Notification","Message":{"request_id":"r"}}"#.into(),
+                "SNS message not a string",
+            ),
+            (
+                r#"{"Type":"Notification","Message":"{\"request_id\":\"r\"}"}"#.into(),
+                "SNS inner invalid",
+            ),
+        ];
+        for (body, name) in &cases {
+            assert!(parse(body).is_err(), "{name}: {body} should be invalid");
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let long = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
+        let body = format!(
+            r#"{{"request_id":"{}","access_key_id":"{}","user_name":"{}","reason":"{}","requested_by":"{}","batch_id":"{}"}}"#,
+            long(128, 'r'),
+            long(128, 'A'),
+            long(64, 'u'),
+            long(1024, 'é'),
+            long(256, 'x'),
+            long(128, 'b'),
+        );
+        assert!(parse(&body).is_ok());
+        assert!(parse(&format!(
+            r#"{{"request_id":"r","access_key_id":"{}"}}"#,
+            long(16, '1')
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn salvaged_request_ids() {
+        assert_eq!(
+            salvage_request_id(r#"{"request_id":"abc","x":1}"#).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            salvage_request_id(r#"{"request_id":"has space"}"#).as_deref(),
+            Some("has space")
+        );
+        assert_eq!(salvage_request_id(r#"{"request_id":""}"#), None);
+        assert_eq!(salvage_request_id(r#"{"request_id":5}"#), None);
+        assert_eq!(salvage_request_id("garbage"), None);
+        assert_eq!(
+            salvage_request_id(r#"{"Type":"Notification","Message":"{\"request_id\":\"in\"}"}"#)
+                .as_deref(),
+            Some("in")
+        );
+    }
+}

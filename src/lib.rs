@@ -1,0 +1,37 @@
+//! # iam-key-revoker
+//!
+//! A worker that revokes AWS IAM access keys on request. Upstream systems (a leaked-key
+//! detector, an HR offboarding flow) put jobs on an SQS queue; the worker deletes or
+//! deactivates exactly the key each job names, never another, survives throttling,
+//! duplicates and crashes without losing a job, and writes an audit line per job.
+//! The external contract (job message, outcomes, configuration, command line) is
+//! documented in README.md.
+//!
+//! ## Layout
+//! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
+//! - [`job`]: parsing and validating a job message, SNS envelope included.
+//! - [`guard`]: the protected list and the record of recently finished request ids.
+//! - [`iam`]: the IAM action, at the least cost in IAM calls.
+//! - [`queue`]: SQS receive, batched delete, dead-letter copy, visibility, DLQ discovery.
+//! - [`worker`]: the receive loop and the straight path of one job ([`worker::Worker::handle`]).
+//! - [`outcome`]: outcomes, reason codes and the audit line.
+//! - [`classify`]: the one function that classifies AWS errors.
+//! - [`retry`]: the backoff policy and the single retry wrapper for AWS calls.
+//! - [`clients`]: building the AWS clients (SDK retries off, explicit timeouts).
+//! - [`telemetry`]: logging set-up.
+
+pub mod classify;
+pub mod clients;
+pub mod config;
+pub mod guard;
+pub mod iam;
+pub mod job;
+pub mod outcome;
+pub mod queue;
+pub mod retry;
+pub mod telemetry;
+pub mod worker;
+
+pub use config::Config;
+pub use outcome::{JobReport, Outcome, Reason};
+pub use worker::Worker;

@@ -1,0 +1,143 @@
+//! Outcomes (contract section 2) and the audit line written for every finished job.
+
+use std::time::Duration;
+
+/// Why a job was rejected or left for later. `as_str` gives the contract's reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The body is not a valid job.
+    InvalidMessage,
+    /// The user or key matches the protected list.
+    Protected,
+    /// IAM says the key belongs to another user than the job names.
+    OwnerMismatch,
+    /// No user named and the key's owner cannot be determined.
+    OwnerUnknown,
+    /// The worker may not act (IAM or STS said AccessDenied).
+    AccessDenied,
+    /// Received more often than `sqs.max_receive_count` on a queue with no redrive policy.
+    TooManyReceives,
+    /// AWS refused the request for a permanent reason other than access denied.
+    AwsError,
+    /// The job names another account and no cross-account role is configured.
+    CrossAccountDisabled,
+    /// A transient AWS failure outlasted the in-process backoff.
+    TransientError,
+    /// Another delivery of the same request id is being worked right now.
+    InProgress,
+    /// The worker shut down before the job finished.
+    Shutdown,
+}
+
+impl Reason {
+    /// The contract's reason code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidMessage => "invalid_message",
+            Reason::Protected => "protected",
+            Reason::OwnerMismatch => "owner_mismatch",
+            Reason::OwnerUnknown => "owner_unknown",
+            Reason::AccessDenied => "access_denied",
+            Reason::TooManyReceives => "too_many_receives",
+            Reason::AwsError => "aws_error",
+            Reason::CrossAccountDisabled => "cross_account_disabled",
+            Reason::TransientError => "transient_error",
+            Reason::InProgress => "in_progress",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// How a job ended: exactly one per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The key(s) existed and were deleted.
+    Deleted,
+    /// The key(s) are now `Inactive`.
+    Deactivated,
+    /// Nothing to do: the key or user does not exist.
+    AlreadyAbsent,
+    /// The request id finished recently; no IAM write was made.
+    Duplicate,
+    /// A permanent problem; nothing changed in IAM; the message went to the dead-letter queue.
+    Rejected(Reason),
+    /// Left on the queue for a later attempt.
+    Retry(Reason),
+}
+
+impl Outcome {
+    /// The contract's outcome name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::Deactivated => "deactivated",
+            Outcome::AlreadyAbsent => "already_absent",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Retry(_) => "retry",
+        }
+    }
+
+    /// The reason code, `none` where no reason applies.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Outcome::Rejected(reason) | Outcome::Retry(reason) => reason.as_str(),
+            _ => "none",
+        }
+    }
+
+    /// Whether the job is finished for good (its request id can be remembered).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Outcome::Retry(_))
+    }
+}
+
+/// Everything known about a finished job: the audit line's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// The SQS message id.
+    pub message_id: String,
+    pub request_id: Option<String>,
+    pub outcome: Outcome,
+    /// Human-readable detail (why it was rejected, what failed).
+    pub detail: Option<String>,
+    pub user_name: Option<String>,
+    /// The key(s) acted on or named.
+    pub access_key_ids: Vec<String>,
+    pub account_id: Option<String>,
+    pub batch_id: Option<String>,
+    pub action: Option<&'static str>,
+    /// Which delivery of the message this was (`ApproximateReceiveCount`).
+    pub attempts: u32,
+    /// In-process retries of transient AWS errors.
+    pub retries: u32,
+    /// From receive to outcome.
+    pub duration: Duration,
+    /// Whether the message was settled on the queue as the outcome requires (deleted,
+    /// dead-lettered then deleted, or released); false means SQS will redeliver it.
+    pub settled: bool,
+}
+
+impl JobReport {
+    /// Writes the audit line: one structured line per finished job.
+    pub fn log(&self) {
+        tracing::info!(
+            target: "audit",
+            message_id = %self.message_id,
+            request_id = self.request_id.as_deref().unwrap_or(""),
+            outcome = self.outcome.as_str(),
+            reason = self.outcome.reason(),
+            detail = self.detail.as_deref().unwrap_or(""),
+            user_name = self.user_name.as_deref().unwrap_or(""),
+            access_key_ids = %self.access_key_ids.join(","),
+            account_id = self.account_id.as_deref().unwrap_or(""),
+            batch_id = self.batch_id.as_deref().unwrap_or(""),
+            action = self.action.unwrap_or(""),
+            attempts = self.attempts,
+            retries = self.retries,
+            duration_ms = self.duration.as_millis() as u64,
+            settled = self.settled,
+            "Job finished"
+        );
+    }
+}

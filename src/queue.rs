@@ -1,0 +1,502 @@
+//! SQS: receiving jobs, settling messages (batched delete, dead-letter copy, visibility
+//! changes) and finding the dead-letter queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::classify::{AwsError, ErrorClass};
+use crate::outcome::Outcome;
+use crate::retry::{call, BackoffPolicy, RetryCounter};
+
+/// SQS accepts at most ten entries per batch call and per receive.
+pub const SQS_BATCH_MAX: usize = 10;
+
+/// How long the delete batcher waits for more deletes before sending a partial batch.
+/// Short against a job's duration, long enough to gather the deletes of jobs finishing
+/// together.
+const DELETE_LINGER: Duration = Duration::from_millis(15);
+
+/// The job queue and where its rejected jobs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues {
+    pub queue_url: String,
+    pub dead_letter_queue_url: String,
+    /// Whether SQS itself moves messages after `maxReceiveCount` (a redrive policy exists).
+    pub has_redrive_policy: bool,
+}
+
+/// Startup problems with the queues.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueSetupError {
+    #[error(
+        "no dead-letter queue: set sqs.dead_letter_queue_url or give the queue a RedrivePolicy"
+    )]
+    NoDeadLetterQueue,
+    #[error("the queue's RedrivePolicy is unreadable: {0}")]
+    BadRedrivePolicy(String),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+/// SQS access for the worker.
+#[derive(Debug, Clone)]
+pub struct Sqs {
+    client: aws_sdk_sqs::Client,
+    policy: BackoffPolicy,
+}
+
+/// Attributes of a received message the worker reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// `ApproximateReceiveCount`: 1 on first delivery.
+    pub receive_count: u32,
+    /// `SentTimestamp`, in milliseconds since the epoch.
+    pub sent_timestamp_ms: Option<u64>,
+}
+
+impl Delivery {
+    /// Reads the system attributes of `message`.
+    pub fn of(message: &Message) -> Self {
+        let attr = |name: MessageSystemAttributeName| {
+            message
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Self {
+            receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
+                .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            sent_timestamp_ms: attr(MessageSystemAttributeName::SentTimestamp),
+        }
+    }
+}
+
+impl Sqs {
+    pub fn new(client: aws_sdk_sqs::Client, policy: BackoffPolicy) -> Self {
+        Self { client, policy }
+    }
+
+    /// The client (for components that share it).
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+
+    /// Works out the dead-letter queue: the configured one, else the queue's
+    /// `RedrivePolicy` target. Also reports whether the queue has a redrive policy.
+    pub async fn discover(
+        &self,
+        queue_url: &str,
+        configured_dlq: Option<&str>,
+    ) -> Result<Queues, QueueSetupError> {
+        let retries = RetryCounter::default();
+        let attrs = call(&self.policy, &retries, "GetQueueAttributes", || async {
+            self.client
+                .get_queue_attributes()
+                .queue_url(queue_url)
+                .attribute_names(QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
+        })
+        .await?;
+        let redrive = attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .filter(|p| !p.is_empty());
+        let dlq_from_policy = match redrive {
+            Some(policy) => Some(self.redrive_target(policy).await?),
+            None => None,
+        };
+        let dead_letter_queue_url = configured_dlq
+            .map(str::to_owned)
+            .or(dlq_from_policy)
+            .ok_or(QueueSetupError::NoDeadLetterQueue)?;
+        Ok(Queues {
+            queue_url: queue_url.to_owned(),
+            dead_letter_queue_url,
+            has_redrive_policy: redrive.is_some(),
+        })
+    }
+
+    async fn redrive_target(&self, policy: &str) -> Result<String, QueueSetupError> {
+        let parsed: serde_json::Value = serde_json::from_str(policy)
+            .map_err(|e| QueueSetupError::BadRedrivePolicy(e.to_string()))?;
+        let arn = parsed
+            .get("deadLetterTargetArn")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| QueueSetupError::BadRedrivePolicy("no deadLetterTargetArn".into()))?;
+        // arn:aws:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+            return Err(QueueSetupError::BadRedrivePolicy(format!(
+                "deadLetterTargetArn {arn:?} is not an SQS queue ARN"
+            )));
+        };
+        let retries = RetryCounter::default();
+        let out = call(&self.policy, &retries, "GetQueueUrl", || async {
+            self.client
+                .get_queue_url()
+                .queue_name(*name)
+                .queue_owner_aws_account_id(*account)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetQueueUrl", e))
+        })
+        .await?;
+        out.queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| QueueSetupError::BadRedrivePolicy("GetQueueUrl returned no URL".into()))
+    }
+
+    /// One long poll for up to `max` messages (at most ten), asking for the visibility
+    /// timeout and the attributes the worker reads. Not retried here: the receive loop
+    /// backs off on its own.
+    pub async fn receive(
+        &self,
+        queue_url: &str,
+        max: usize,
+        wait_time_seconds: u32,
+        visibility_timeout_seconds: u32,
+    ) -> Result<Vec<Message>, AwsError> {
+        let max = max.clamp(1, SQS_BATCH_MAX) as i32;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_time_seconds as i32)
+            .visibility_timeout(visibility_timeout_seconds as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ReceiveMessage", e))?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    /// Sets the visibility timeout of a received message (heartbeat, release, retry delay).
+    pub async fn set_visibility(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        seconds: u32,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        call(&self.policy, retries, "ChangeMessageVisibility", || async {
+            self.client
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(receipt_handle)
+                .visibility_timeout(seconds as i32)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ChangeMessageVisibility", e))
+        })
+        .await
+    }
+
+    /// Copies `message` to the dead-letter queue: the body byte for byte, with the
+    /// `revoker-*` attributes saying why.
+    pub async fn dead_letter(
+        &self,
+        dlq_url: &str,
+        message: &Message,
+        outcome: Outcome,
+        detail: &str,
+        request_id: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let string = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                // Cannot fail: data_type, the only required field, is set just above.
+                .expect("data_type is set")
+        };
+        // SQS refuses empty attribute values.
+        let detail = if detail.is_empty() {
+            outcome.reason()
+        } else {
+            detail
+        };
+        let mut attributes = HashMap::from([
+            ("revoker-outcome".to_owned(), string(outcome.as_str())),
+            ("revoker-reason".to_owned(), string(outcome.reason())),
+            ("revoker-detail".to_owned(), string(detail)),
+        ]);
+        if let Some(id) = request_id {
+            attributes.insert("revoker-request-id".to_owned(), string(id));
+        }
+        let fifo = dlq_url.ends_with(".fifo");
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned()
+            .unwrap_or_else(|| "rejected".to_owned());
+        let body = message.body().unwrap_or_default();
+        call(&self.policy, retries, "SendMessage", || async {
+            self.client
+                .send_message()
+                .queue_url(dlq_url)
+                .message_body(body)
+                .set_message_attributes(Some(attributes.clone()))
+                .set_message_group_id(fifo.then(|| group.clone()))
+                .set_message_deduplication_id(
+                    fifo.then(|| message.message_id().unwrap_or_default().to_owned()),
+                )
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("SendMessage", e))
+        })
+        .await
+    }
+}
+
+/// A request to delete one message, answered when its batch settles.
+struct DeleteRequest {
+    receipt_handle: String,
+    reply: oneshot::Sender<Result<(), AwsError>>,
+}
+
+/// Deletes messages in batches across concurrent jobs: each job asks for its own message
+/// and waits for the answer, while one task sends them ten at a time with
+/// `DeleteMessageBatch`. Entries a batch reports as failed are deleted one by one (with
+/// retries), so a partial failure never loses a delete silently.
+#[derive(Debug, Clone)]
+pub struct Deleter {
+    tx: mpsc::Sender<DeleteRequest>,
+}
+
+impl Deleter {
+    /// Starts the batching task; it ends when every `Deleter` clone is dropped and the
+    /// requests already queued are sent.
+    pub fn spawn(sqs: Sqs, queue_url: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(run_deleter(sqs, queue_url, rx));
+        (Self { tx }, task)
+    }
+
+    /// Deletes one message; returns once SQS confirmed it (or it failed for good).
+    pub async fn delete(&self, receipt_handle: &str) -> Result<(), AwsError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || AwsError {
+            operation: "DeleteMessageBatch",
+            class: ErrorClass::Transient,
+            code: None,
+            message: "the delete batcher has stopped".to_owned(),
+        };
+        self.tx
+            .send(DeleteRequest {
+                receipt_handle: receipt_handle.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run_deleter(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<DeleteRequest>) {
+    let mut batch = Vec::with_capacity(SQS_BATCH_MAX);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let linger = tokio::time::sleep(DELETE_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < SQS_BATCH_MAX {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(request) => batch.push(request),
+                    None => break,
+                },
+                () = &mut linger => break,
+            }
+        }
+        delete_batch(&sqs, &queue_url, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn delete_batch(sqs: &Sqs, queue_url: &str, batch: Vec<DeleteRequest>) {
+    let retries = RetryCounter::default();
+    let entries: Vec<_> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&r.receipt_handle)
+                .build()
+                // Cannot fail: both required fields are set just above.
+                .expect("id and receipt handle are set")
+        })
+        .collect();
+    let result = call(&sqs.policy, &retries, "DeleteMessageBatch", || async {
+        sqs.client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries.clone()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DeleteMessageBatch", e))
+    })
+    .await;
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            for request in batch {
+                let _ = request.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let failed: HashMap<&str, &str> = out.failed().iter().map(|f| (f.id(), f.code())).collect();
+    for (i, request) in batch.into_iter().enumerate() {
+        let id = i.to_string();
+        let result = match failed.get(id.as_str()) {
+            None => Ok(()),
+            Some(code) => {
+                tracing::warn!(
+                    error_code = code,
+                    "Batch delete entry failed, deleting singly"
+                );
+                delete_one(sqs, queue_url, &request.receipt_handle, &retries).await
+            }
+        };
+        let _ = request.reply.send(result);
+    }
+}
+
+async fn delete_one(
+    sqs: &Sqs,
+    queue_url: &str,
+    receipt_handle: &str,
+    retries: &RetryCounter,
+) -> Result<(), AwsError> {
+    call(&sqs.policy, retries, "DeleteMessage", || async {
+        sqs.client
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| AwsError::from_sdk("DeleteMessage", e))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetrySection;
+    use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
+    use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchResultEntry};
+    use aws_sdk_sqs::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    fn sqs(client: Client) -> Sqs {
+        let policy = BackoffPolicy::from_config(&RetrySection {
+            initial_delay_ms: 10,
+            max_delay_ms: 50,
+            jitter: false,
+            max_elapsed_seconds: 1,
+            ..RetrySection::default()
+        })
+        .unwrap();
+        Sqs::new(client, policy)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_deletes_share_one_batch_and_partial_failures_are_retried_singly() {
+        let batch = mock!(Client::delete_message_batch).then_compute_output(|req| {
+            let entries = req.entries();
+            let mut out = DeleteMessageBatchOutput::builder();
+            for e in entries {
+                if e.receipt_handle() == "rh-3" {
+                    out = out.failed(
+                        BatchResultErrorEntry::builder()
+                            .id(e.id())
+                            .code("InternalError")
+                            .sender_fault(false)
+                            .build()
+                            .unwrap(),
+                    );
+                } else {
+                    out = out.successful(
+                        DeleteMessageBatchResultEntry::builder()
+                            .id(e.id())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+            }
+            out.build().unwrap()
+        });
+        let single = mock!(Client::delete_message)
+            .match_requests(|r| r.receipt_handle() == Some("rh-3"))
+            .then_output(|| DeleteMessageOutput::builder().build());
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch, &single], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into());
+        let results = futures_join_all(&deleter, 10).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            batch.num_calls(),
+            1,
+            "ten concurrent deletes, one batch call"
+        );
+        assert_eq!(single.num_calls(), 1, "the failed entry is deleted singly");
+        drop(deleter);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_batch_reports_the_error_to_every_job() {
+        let batch = mock!(Client::delete_message_batch)
+            .sequence()
+            .http_status(403, None)
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&batch], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into());
+        let results = futures_join_all(&deleter, 3).await;
+        assert!(results.iter().all(Result::is_err));
+        assert_eq!(batch.num_calls(), 1, "permanent errors are not retried");
+    }
+
+    async fn futures_join_all(deleter: &Deleter, n: usize) -> Vec<Result<(), AwsError>> {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let d = deleter.clone();
+            set.spawn(async move { d.delete(&format!("rh-{i}")).await });
+        }
+        set.join_all().await
+    }
+
+    #[test]
+    fn delivery_attributes_are_read() {
+        let message = Message::builder()
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000000")
+            .build();
+        assert_eq!(
+            Delivery::of(&message),
+            Delivery {
+                receive_count: 3,
+                sent_timestamp_ms: Some(1_700_000_000_000)
+            }
+        );
+        assert_eq!(Delivery::of(&Message::builder().build()).receive_count, 1);
+    }
+}

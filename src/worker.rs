@@ -1,0 +1,563 @@
+//! The worker: the receive loop and the path of one job, in a straight line:
+//! receive → parse/validate → guard (protected, duplicate) → IAM action → settle the
+//! message (delete / dead-letter / release) → record.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::Message;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::classify::{AwsError, ErrorClass};
+use crate::clients::Clients;
+use crate::config::{Config, ConfigError};
+use crate::guard::{Claim, Dedup, InFlight, Protection};
+use crate::iam::{Effect, Iam};
+use crate::job::{self, Action, Job};
+use crate::outcome::{JobReport, Outcome, Reason};
+use crate::queue::{Deleter, Delivery, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
+use crate::retry::{call, visibility_delay, RetryCounter};
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Queue(#[from] QueueSetupError),
+}
+
+/// The decision for one job, before its message is settled.
+struct Decision {
+    outcome: Outcome,
+    detail: Option<String>,
+    /// The in-flight mark of the job's request id, recorded as finished once the outcome
+    /// is durable.
+    claim: Option<InFlight>,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
+        Self {
+            outcome,
+            detail: detail.into(),
+            claim: None,
+        }
+    }
+}
+
+/// A running worker's shared state. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Worker {
+    config: Arc<Config>,
+    queues: Queues,
+    sqs: Sqs,
+    iam: Iam,
+    sts: aws_sdk_sts::Client,
+    deleter: Deleter,
+    dedup: Dedup,
+    protection: Protection,
+    own_account: OnceCell<String>,
+}
+
+impl Worker {
+    /// Validates `config`, finds the dead-letter queue and starts the delete batcher.
+    pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
+        config.validate()?;
+        let policy = config.backoff();
+        let protection = Protection::new(&config.protect)?;
+        let sqs = Sqs::new(clients.sqs, policy);
+        let queues = sqs
+            .discover(
+                &config.sqs.queue_url,
+                config.sqs.dead_letter_queue_url.as_deref(),
+            )
+            .await?;
+        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone());
+        let rate = NonZeroU32::new(config.iam.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
+        let iam = Iam::new(clients.iam, rate, policy, protection.clone());
+        let dedup = Dedup::new(
+            NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
+            Duration::from_secs(config.worker.dedup_ttl_seconds),
+        );
+        if config.cross_account.role_name.is_some() {
+            tracing::warn!(
+                "cross_account.role_name is set, but this version acts only in its own account: \
+                 jobs for other accounts are rejected with cross_account_disabled"
+            );
+        }
+        tracing::info!(
+            queue_url = %queues.queue_url,
+            dead_letter_queue_url = %queues.dead_letter_queue_url,
+            redrive_policy = queues.has_redrive_policy,
+            max_in_flight = config.worker.max_in_flight,
+            "Worker ready"
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            queues,
+            sqs,
+            iam,
+            sts: clients.sts,
+            deleter,
+            dedup,
+            protection,
+            own_account: OnceCell::new(),
+        })
+    }
+
+    /// The queues in use.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Receives and works jobs until `shutdown` is cancelled, then lets in-flight jobs
+    /// finish within `worker.shutdown_grace_seconds` and releases the messages of those
+    /// that did not, so SQS redelivers them at once.
+    ///
+    /// A receive cut short by shutdown is dropped: SQS redelivers anything it had already
+    /// handed out once the visibility timeout passes, so nothing is lost.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.worker.max_in_flight));
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let mut backoff = self.config.backoff().endless();
+        loop {
+            // Never ask for more messages than there are free slots to work them in, so
+            // no message waits out its visibility timeout in a local buffer.
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let mut slots = vec![first];
+            while slots.len() < SQS_BATCH_MAX {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => slots.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.sqs.receive(
+                    &self.queues.queue_url,
+                    slots.len(),
+                    self.config.sqs.wait_time_seconds,
+                    self.config.sqs.visibility_timeout_seconds,
+                ) => received,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    backoff = self.config.backoff().endless();
+                    messages
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            for message in messages {
+                // Cannot be empty: SQS returns at most as many messages as were asked for.
+                let Some(permit) = slots.pop() else { break };
+                let worker = Arc::clone(&self);
+                let hard_stop = hard_stop.clone();
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    worker.handle_until(message, hard_stop).await;
+                });
+            }
+        }
+        tracker.close();
+        tracing::info!(
+            in_flight = tracker.len(),
+            "Shutting down: no longer receiving"
+        );
+        let grace = Duration::from_secs(self.config.worker.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "Shutdown grace period over: releasing unfinished messages"
+            );
+            hard_stop.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("Shutdown complete");
+    }
+
+    /// Works one message like [`Worker::handle`], unless `hard_stop` fires first: then the
+    /// message is made visible again at once and the job ends `retry`/`shutdown`.
+    async fn handle_until(&self, message: Message, hard_stop: CancellationToken) -> JobReport {
+        let started = Instant::now();
+        let message_id = message.message_id().unwrap_or_default().to_owned();
+        let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+        let delivery = Delivery::of(&message);
+        tokio::select! {
+            report = self.handle(message) => report,
+            () = hard_stop.cancelled() => {
+                let retries = RetryCounter::default();
+                let settled = self
+                    .sqs
+                    .set_visibility(&self.queues.queue_url, &receipt, 0, &retries)
+                    .await
+                    .inspect_err(|e| tracing::error!(error = %e, message_id, "Could not release message"))
+                    .is_ok();
+                let report = JobReport {
+                    message_id,
+                    request_id: None,
+                    outcome: Outcome::Retry(Reason::Shutdown),
+                    detail: Some("interrupted by shutdown; released for redelivery".into()),
+                    user_name: None,
+                    access_key_ids: Vec::new(),
+                    account_id: None,
+                    batch_id: None,
+                    action: None,
+                    attempts: delivery.receive_count,
+                    retries: retries.get(),
+                    duration: started.elapsed(),
+                    settled,
+                };
+                report.log();
+                report
+            }
+        }
+    }
+
+    /// One iteration: works one received message to its outcome, settles it on the
+    /// queue, writes the audit line and returns the report.
+    pub async fn handle(&self, message: Message) -> JobReport {
+        let started = Instant::now();
+        let delivery = Delivery::of(&message);
+        let retries = RetryCounter::default();
+        let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+        let mut report = JobReport {
+            message_id: message.message_id().unwrap_or_default().to_owned(),
+            request_id: None,
+            outcome: Outcome::Retry(Reason::TransientError),
+            detail: None,
+            user_name: None,
+            access_key_ids: Vec::new(),
+            account_id: None,
+            batch_id: None,
+            action: None,
+            attempts: delivery.receive_count,
+            retries: 0,
+            duration: Duration::ZERO,
+            settled: false,
+        };
+
+        let heartbeat = Heartbeat::start(self, &receipt);
+        let decision = self.decide(&message, delivery, &retries, &mut report).await;
+        heartbeat.stop().await;
+
+        let (outcome, settled) = self
+            .settle(
+                &message,
+                &receipt,
+                delivery,
+                &decision,
+                report.request_id.as_deref(),
+                &retries,
+            )
+            .await;
+        if outcome.is_final() {
+            if let Some(claim) = decision.claim {
+                claim.finish();
+            }
+        }
+        report.outcome = outcome;
+        report.detail = decision.detail;
+        report.settled = settled;
+        report.retries = retries.get();
+        report.duration = started.elapsed();
+        report.log();
+        report
+    }
+
+    /// Decides the outcome; changes IAM but not the queue.
+    async fn decide(
+        &self,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+        report: &mut JobReport,
+    ) -> Decision {
+        let body = message.body().unwrap_or_default();
+        let max_receives = self.config.sqs.max_receive_count;
+        if !self.queues.has_redrive_policy && delivery.receive_count > max_receives {
+            report.request_id = job::salvage_request_id(body);
+            return Decision::new(
+                Outcome::Rejected(Reason::TooManyReceives),
+                format!(
+                    "received {} times, more than sqs.max_receive_count = {max_receives}",
+                    delivery.receive_count
+                ),
+            );
+        }
+        let job = match job::parse(body) {
+            Ok(job) => job,
+            Err(e) => {
+                report.request_id = job::salvage_request_id(body);
+                return Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string());
+            }
+        };
+        report.request_id = Some(job.request_id.clone());
+        report.user_name = job.user_name().map(str::to_owned);
+        report.access_key_ids = job.access_key_id().map(str::to_owned).into_iter().collect();
+        report.account_id = job.account_id.clone();
+        report.batch_id = job.batch_id.clone();
+        report.action = Some(job.action.as_str());
+
+        let claim = match self.dedup.claim(&job.request_id) {
+            Claim::Finished => {
+                return Decision::new(
+                    Outcome::Duplicate,
+                    "request id finished recently; nothing done".to_owned(),
+                )
+            }
+            Claim::InProgress => {
+                return Decision::new(
+                    Outcome::Retry(Reason::InProgress),
+                    "another delivery of this request id is being worked".to_owned(),
+                )
+            }
+            Claim::Fresh(claim) => claim,
+        };
+        let mut decision = self.act(&job, retries, report).await;
+        decision.claim = Some(claim);
+        decision
+    }
+
+    /// Guards, then the IAM action.
+    async fn act(&self, job: &Job, retries: &RetryCounter, report: &mut JobReport) -> Decision {
+        if let Some(user) = job.user_name().filter(|u| self.protection.user(u)) {
+            return Decision::new(
+                Outcome::Rejected(Reason::Protected),
+                format!("user {user} is protected"),
+            );
+        }
+        if let Some(key) = job.access_key_id().filter(|k| self.protection.key(k)) {
+            return Decision::new(
+                Outcome::Rejected(Reason::Protected),
+                format!("access key {key} is protected"),
+            );
+        }
+        if let Some(account) = &job.account_id {
+            match self.own_account(retries).await {
+                Ok(own) if own == account => {}
+                Ok(own) => {
+                    return Decision::new(
+                        Outcome::Rejected(Reason::CrossAccountDisabled),
+                        format!("job names account {account}; this worker acts only in {own}"),
+                    )
+                }
+                Err(e) => return aws_failure(e),
+            }
+        }
+        match self.iam.revoke(job, retries).await {
+            Ok(result) => {
+                if result.user_name.is_some() {
+                    report.user_name = result.user_name;
+                }
+                if !result.access_key_ids.is_empty() {
+                    report.access_key_ids = result.access_key_ids;
+                }
+                match result.effect {
+                    Effect::Revoked => Decision::new(
+                        match job.action {
+                            Action::Delete => Outcome::Deleted,
+                            Action::Deactivate => Outcome::Deactivated,
+                        },
+                        format!("{} key(s) changed", result.keys_changed),
+                    ),
+                    Effect::AlreadyAbsent => Decision::new(Outcome::AlreadyAbsent, None),
+                    Effect::Rejected(reason, detail) => {
+                        Decision::new(Outcome::Rejected(reason), detail)
+                    }
+                }
+            }
+            Err(e) => aws_failure(e),
+        }
+    }
+
+    /// The worker's own account, asked of STS once.
+    async fn own_account(&self, retries: &RetryCounter) -> Result<&String, AwsError> {
+        self.own_account
+            .get_or_try_init(|| async {
+                let out = call(
+                    &self.config.backoff(),
+                    retries,
+                    "GetCallerIdentity",
+                    || async {
+                        self.sts
+                            .get_caller_identity()
+                            .send()
+                            .await
+                            .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
+                    },
+                )
+                .await?;
+                out.account.ok_or_else(|| AwsError {
+                    operation: "GetCallerIdentity",
+                    class: ErrorClass::Transient,
+                    code: None,
+                    message: "STS returned no account".into(),
+                })
+            })
+            .await
+    }
+
+    /// Settles the message as `decision` requires. Returns the outcome (a rejection whose
+    /// dead-letter copy failed becomes `retry`, since nothing durable happened) and
+    /// whether the message was settled.
+    async fn settle(
+        &self,
+        message: &Message,
+        receipt: &str,
+        delivery: Delivery,
+        decision: &Decision,
+        request_id: Option<&str>,
+        retries: &RetryCounter,
+    ) -> (Outcome, bool) {
+        let outcome = decision.outcome;
+        let message_id = message.message_id().unwrap_or_default();
+        match outcome {
+            Outcome::Deleted
+            | Outcome::Deactivated
+            | Outcome::AlreadyAbsent
+            | Outcome::Duplicate => (outcome, self.delete(receipt, message_id).await),
+            Outcome::Rejected(_) => {
+                let detail = decision.detail.as_deref().unwrap_or_default();
+                match self
+                    .sqs
+                    .dead_letter(
+                        &self.queues.dead_letter_queue_url,
+                        message,
+                        outcome,
+                        detail,
+                        request_id,
+                        retries,
+                    )
+                    .await
+                {
+                    // Invariant 4: deleted only once the copy is durable.
+                    Ok(()) => (outcome, self.delete(receipt, message_id).await),
+                    Err(e) => {
+                        tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
+                        let retry = Outcome::Retry(Reason::TransientError);
+                        (retry, self.delay(receipt, delivery, retry, retries).await)
+                    }
+                }
+            }
+            Outcome::Retry(_) => (
+                outcome,
+                self.delay(receipt, delivery, outcome, retries).await,
+            ),
+        }
+    }
+
+    async fn delete(&self, receipt: &str, message_id: &str) -> bool {
+        self.deleter
+            .delete(receipt)
+            .await
+            .inspect_err(|e| {
+                tracing::error!(error = %e, message_id, "Could not delete message; SQS will redeliver it")
+            })
+            .is_ok()
+    }
+
+    /// Leaves the message invisible for the retry delay.
+    async fn delay(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        outcome: Outcome,
+        retries: &RetryCounter,
+    ) -> bool {
+        let retry = &self.config.retry;
+        let seconds = match outcome {
+            // The other delivery finishes well within one visibility timeout.
+            Outcome::Retry(Reason::InProgress) => self.config.sqs.visibility_timeout_seconds,
+            _ => visibility_delay(
+                delivery.receive_count,
+                retry.visibility_base_seconds,
+                retry.visibility_max_seconds,
+            ),
+        };
+        self.sqs
+            .set_visibility(&self.queues.queue_url, receipt, seconds, retries)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "Could not set the retry delay"))
+            .is_ok()
+    }
+}
+
+/// Maps an AWS failure that escaped the IAM step to an outcome.
+fn aws_failure(e: AwsError) -> Decision {
+    if e.class == ErrorClass::Transient {
+        Decision::new(Outcome::Retry(Reason::TransientError), e.to_string())
+    } else if e.is_access_denied() {
+        Decision::new(Outcome::Rejected(Reason::AccessDenied), e.to_string())
+    } else {
+        Decision::new(Outcome::Rejected(Reason::AwsError), e.to_string())
+    }
+}
+
+/// Extends a message's visibility every half visibility timeout while its job runs, so a
+/// long job is never handed to another consumer.
+struct Heartbeat {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    /// A job dropped mid-way (hard stop) must not leave its heartbeat running.
+    _on_drop: tokio_util::sync::DropGuard,
+}
+
+impl Heartbeat {
+    fn start(worker: &Worker, receipt: &str) -> Self {
+        let stop = CancellationToken::new();
+        let timeout = worker.config.sqs.visibility_timeout_seconds;
+        let period = Duration::from_millis(u64::from(timeout) * 500);
+        let sqs = worker.sqs.clone();
+        let queue_url = worker.queues.queue_url.clone();
+        let receipt = receipt.to_owned();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(period) => {}
+                }
+                let retries = RetryCounter::default();
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    result = sqs.set_visibility(&queue_url, &receipt, timeout, &retries) => {
+                        match result {
+                            Ok(()) => tracing::debug!(seconds = timeout, "Extended message visibility"),
+                            Err(e) => tracing::warn!(error = %e, "Could not extend message visibility"),
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            _on_drop: stop.clone().drop_guard(),
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the heartbeat and waits until no extension is in flight, so it cannot undo
+    /// the visibility the settle step sets next.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
