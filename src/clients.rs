@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 
 use crate::config::Config;
 
@@ -27,6 +27,12 @@ pub struct Clients {
 /// Loads the shared SDK configuration: the usual credential chain, the configured region
 /// and endpoint, no SDK retries, explicit timeouts.
 pub async fn load_sdk_config(config: &Config) -> SdkConfig {
+    sdk_loader(config).load().await
+}
+
+/// The loader behind [`load_sdk_config`], for callers that add to it (tests supply
+/// fixed credentials).
+pub fn sdk_loader(config: &Config) -> ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts(config, Duration::ZERO));
@@ -36,7 +42,7 @@ pub async fn load_sdk_config(config: &Config) -> SdkConfig {
     if let Some(url) = &config.aws.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    loader.load().await
+    loader
 }
 
 fn timeouts(config: &Config, extra: Duration) -> TimeoutConfig {

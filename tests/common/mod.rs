@@ -1,0 +1,321 @@
+//! Shared integration-test harness: clients for the local AWS emulator, per-test queues
+//! and users (tests never share state), and a fault-injecting proxy.
+//!
+//! The emulator's address comes from `IAM_KEY_REVOKER_TEST_ENDPOINT`, which
+//! `scripts/test` sets after starting it.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_iam::types::StatusType;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use iam_key_revoker::clients::{sdk_loader, Clients};
+use iam_key_revoker::config::Config;
+use iam_key_revoker::Worker;
+
+pub const REGION: &str = "us-east-1";
+
+/// The emulator's endpoint.
+pub fn endpoint() -> String {
+    std::env::var("IAM_KEY_REVOKER_TEST_ENDPOINT").expect(
+        "IAM_KEY_REVOKER_TEST_ENDPOINT is not set: run the suite with scripts/test, \
+         which starts the local AWS emulator",
+    )
+}
+
+/// A short name unique to this test run and call, usable for queues and users.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// SDK clients talking to `endpoint` with the emulator's fixed credentials.
+pub async fn clients_for(config: &Config) -> Clients {
+    let sdk = sdk_loader(config)
+        .credentials_provider(aws_sdk_iam::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    Clients::new(&sdk, config)
+}
+
+/// A job queue with its dead-letter queue, and a config pointing the worker at them.
+pub struct TestEnv {
+    pub name: String,
+    pub config: Config,
+    pub clients: Clients,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl TestEnv {
+    /// Queue whose RedrivePolicy names the DLQ (the worker discovers it).
+    pub async fn new(test: &str) -> Self {
+        Self::build(test, true).await
+    }
+
+    /// Queue without a redrive policy; the DLQ is given in the config.
+    pub async fn without_redrive(test: &str) -> Self {
+        Self::build(test, false).await
+    }
+
+    async fn build(test: &str, redrive: bool) -> Self {
+        let name = unique(test);
+        let mut config = base_config();
+        let clients = clients_for(&config).await;
+        let dlq_url = create_queue(&clients.sqs, &format!("{name}-dlq"), None).await;
+        let redrive_policy = if redrive {
+            let arn = queue_arn(&clients.sqs, &dlq_url).await;
+            Some(format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#
+            ))
+        } else {
+            None
+        };
+        let queue_url = create_queue(&clients.sqs, &name, redrive_policy).await;
+        config.sqs.queue_url = queue_url.clone();
+        if !redrive {
+            config.sqs.dead_letter_queue_url = Some(dlq_url.clone());
+        }
+        Self {
+            name,
+            config,
+            clients,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// A worker for this environment's config and clients.
+    pub async fn worker(&self) -> Worker {
+        Worker::build(self.config.clone(), self.clients.clone())
+            .await
+            .expect("worker starts")
+    }
+
+    /// Creates a user with `keys` access keys; returns its name and key ids.
+    pub async fn user_with_keys(&self, suffix: &str, keys: usize) -> (String, Vec<String>) {
+        let user = format!("{}-{suffix}", self.name);
+        let user: String = user
+            .chars()
+            .rev()
+            .take(64)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect();
+        create_user_with_keys(&self.clients.iam, &user, keys).await
+    }
+
+    pub async fn send(&self, body: &str) -> String {
+        send(&self.clients.sqs, &self.queue_url, body).await
+    }
+
+    /// Receives one message as the worker would (system attributes included).
+    pub async fn receive_one(&self) -> Message {
+        receive(&self.clients.sqs, &self.queue_url, 1, 2)
+            .await
+            .into_iter()
+            .next()
+            .expect("a message is waiting")
+    }
+
+    /// Sends `body` and receives it back, ready for `Worker::handle`.
+    pub async fn deliver(&self, body: &str) -> Message {
+        self.send(body).await;
+        self.receive_one().await
+    }
+
+    pub async fn key_status(&self, user: &str, key: &str) -> Option<StatusType> {
+        key_status(&self.clients.iam, user, key).await
+    }
+
+    /// Every message on the dead-letter queue, with message attributes.
+    pub async fn dead_letters(&self) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let batch = receive(&self.clients.sqs, &self.dlq_url, 10, 1).await;
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
+    }
+
+    /// (visible, in flight) message counts of the job queue.
+    pub async fn queue_depth(&self) -> (u64, u64) {
+        queue_depth(&self.clients.sqs, &self.queue_url).await
+    }
+
+    /// Waits until the job queue holds no message at all, or panics after `limit`.
+    pub async fn wait_until_drained(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.queue_depth().await == (0, 0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue not drained within {limit:?}: {:?}",
+                self.queue_depth().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Configuration for the emulator with short timings for tests.
+pub fn base_config() -> Config {
+    let mut config = Config::default();
+    config.aws.region = Some(REGION.to_owned());
+    config.aws.endpoint_url = Some(endpoint());
+    config.aws.request_timeout_seconds = 5;
+    config.sqs.queue_url = "http://placeholder/q".to_owned();
+    config.sqs.wait_time_seconds = 1;
+    config.sqs.visibility_timeout_seconds = 30;
+    config.iam.max_requests_per_second = 1_000;
+    config.retry.initial_delay_ms = 20;
+    config.retry.max_delay_ms = 200;
+    config.retry.max_elapsed_seconds = 2;
+    config.worker.shutdown_grace_seconds = 10;
+    config
+}
+
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    redrive_policy: Option<String>,
+) -> String {
+    let mut request = sqs.create_queue().queue_name(name);
+    if let Some(policy) = redrive_policy {
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy);
+    }
+    request
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue arn")
+}
+
+pub async fn create_user_with_keys(
+    iam: &aws_sdk_iam::Client,
+    user: &str,
+    keys: usize,
+) -> (String, Vec<String>) {
+    iam.create_user()
+        .user_name(user)
+        .send()
+        .await
+        .expect("create user");
+    let mut ids = Vec::new();
+    for _ in 0..keys {
+        let key = iam
+            .create_access_key()
+            .user_name(user)
+            .send()
+            .await
+            .expect("create key");
+        ids.push(key.access_key.expect("key").access_key_id);
+    }
+    (user.to_owned(), ids)
+}
+
+pub async fn key_status(iam: &aws_sdk_iam::Client, user: &str, key: &str) -> Option<StatusType> {
+    let keys = iam
+        .list_access_keys()
+        .user_name(user)
+        .send()
+        .await
+        .expect("list keys");
+    keys.access_key_metadata()
+        .iter()
+        .find(|k| k.access_key_id() == Some(key))
+        .and_then(|k| k.status().cloned())
+}
+
+pub async fn send(sqs: &aws_sdk_sqs::Client, queue_url: &str, body: &str) -> String {
+    sqs.send_message()
+        .queue_url(queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send")
+        .message_id
+        .expect("message id")
+}
+
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    max: i32,
+    wait_seconds: i32,
+) -> Vec<Message> {
+    sqs.receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(max)
+        .wait_time_seconds(wait_seconds)
+        .visibility_timeout(30)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> (u64, u64) {
+    let attrs: HashMap<QueueAttributeName, String> = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let n = |name| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// The string value of a message attribute.
+pub fn attribute(message: &Message, name: &str) -> Option<String> {
+    message
+        .message_attributes()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value().map(str::to_owned))
+}
+
+/// A job body naming a user and a key.
+pub fn job(request_id: &str, user: &str, key: &str) -> String {
+    serde_json::json!({"request_id": request_id, "user_name": user, "access_key_id": key})
+        .to_string()
+}

@@ -1,0 +1,207 @@
+//! A small fault-injecting HTTP/1.1 proxy for the faults the emulator cannot produce:
+//! slow answers, error statuses and requests that hang. It sits between the worker and
+//! the emulator, forwards each request as is, and records the operation of each one
+//! (`Action=` for IAM/STS query requests, `X-Amz-Target` for SQS JSON requests).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does to the requests it applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Forward untouched.
+    None,
+    /// Wait, then forward.
+    Delay(Duration),
+    /// Answer with this status and body instead of forwarding.
+    Status(u16, String),
+    /// Never answer.
+    Hang,
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scope {
+    /// IAM (and STS) query-protocol requests only; SQS passes untouched.
+    Iam,
+    /// Every request.
+    All,
+}
+
+#[derive(Debug)]
+struct State {
+    fault: Fault,
+    scope: Scope,
+    operations: Vec<String>,
+}
+
+/// A running proxy; it stops when the test's runtime ends.
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+/// An IAM query-protocol error body.
+pub fn iam_error(code: &str) -> String {
+    format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+    )
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (an `http://host:port` URL).
+    pub async fn start(upstream: &str, scope: Scope) -> Self {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            fault: Fault::None,
+            scope,
+            operations: Vec::new(),
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(serve(client, upstream.clone(), shared.clone()));
+            }
+        });
+        Self { url, state }
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().fault = fault;
+    }
+
+    /// Operations seen so far, in order.
+    pub fn operations(&self) -> Vec<String> {
+        self.state.lock().unwrap().operations.clone()
+    }
+
+    /// How many requests of `operation` were seen.
+    pub fn count(&self, operation: &str) -> usize {
+        self.operations().iter().filter(|o| *o == operation).count()
+    }
+}
+
+async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
+    let (read, mut write) = client.into_split();
+    let mut read = BufReader::new(read);
+    while let Some(request) = read_message(&mut read).await {
+        let (operation, is_query) = operation_of(&request);
+        let fault = {
+            let mut s = state.lock().unwrap();
+            s.operations.push(operation);
+            if s.scope == Scope::All || is_query {
+                s.fault.clone()
+            } else {
+                Fault::None
+            }
+        };
+        let response = match fault {
+            Fault::Hang => {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+                return;
+            }
+            Fault::Status(code, body) => format!(
+                "HTTP/1.1 {code} Injected\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+            Fault::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                match forward(&upstream, &request).await {
+                    Some(r) => r,
+                    None => return,
+                }
+            }
+            Fault::None => match forward(&upstream, &request).await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        if write.write_all(&response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn forward(upstream: &str, request: &[u8]) -> Option<Vec<u8>> {
+    let stream = TcpStream::connect(upstream).await.ok()?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(request).await.ok()?;
+    read_message(&mut BufReader::new(read)).await
+}
+
+/// Reads one HTTP/1.1 message (head and body) as raw bytes.
+async fn read_message<R: AsyncBufRead + Unpin>(read: &mut R) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut content_length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut line = Vec::new();
+        if read.read_until(b'\n', &mut line).await.ok()? == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(v) = text.strip_prefix("content-length:") {
+            content_length = v.trim().parse().ok()?;
+        }
+        if text.starts_with("transfer-encoding:") && text.contains("chunked") {
+            chunked = true;
+        }
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    if chunked {
+        loop {
+            let mut size_line = Vec::new();
+            read.read_until(b'\n', &mut size_line).await.ok()?;
+            raw.extend_from_slice(&size_line);
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&size_line).trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            read.read_exact(&mut chunk).await.ok()?;
+            raw.extend_from_slice(&chunk);
+            if size == 0 {
+                return Some(raw);
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    read.read_exact(&mut body).await.ok()?;
+    raw.extend_from_slice(&body);
+    Some(raw)
+}
+
+/// The operation a request calls, and whether it is a query-protocol (IAM/STS) request.
+fn operation_of(request: &[u8]) -> (String, bool) {
+    let text = String::from_utf8_lossy(request);
+    if let Some(target) = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("x-amz-target:")
+            .then(|| l.to_owned())
+    }) {
+        let op = target
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        return (op, false);
+    }
+    let op = text
+        .split(['&', '\n'])
+        .find_map(|part| part.trim().strip_prefix("Action="))
+        .unwrap_or("unknown")
+        .to_owned();
+    (op, true)
+}
