@@ -297,9 +297,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let config: Config = figment.extract().map_err(load_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -308,7 +306,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Config = Figment::from(Toml::string(text))
             .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(load_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -428,6 +426,28 @@ impl Config {
     pub fn visibility_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.sqs.visibility_timeout_seconds))
     }
+}
+
+/// Renders figment's errors as "`section.key`: problem (source)", whatever the source
+/// (environment keys arrive in upper case).
+fn load_error(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("`{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Load(lines.join("; "))
 }
 
 fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {

@@ -153,6 +153,11 @@ impl TestEnv {
         }
     }
 
+    /// How many messages wait on the dead-letter queue (without receiving them).
+    pub async fn dead_letters_peek(&self) -> u64 {
+        queue_depth(&self.clients.sqs, &self.dlq_url).await.0
+    }
+
     /// (visible, in flight) message counts of the job queue.
     pub async fn queue_depth(&self) -> (u64, u64) {
         queue_depth(&self.clients.sqs, &self.queue_url).await

@@ -1,0 +1,251 @@
+//! The `iam-key-revoker` binary as operators run it: configuration from environment
+//! variables, exit codes, the JSON audit trail, and SIGTERM with jobs in flight.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::proxy::{Fault, FaultProxy, Scope};
+use common::{job, TestEnv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iam-key-revoker");
+
+/// A command for the binary with the emulator's credentials and `endpoint`.
+fn command(env: &TestEnv, endpoint: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("IAM_KEY_REVOKER__AWS__REGION", common::REGION)
+        .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", endpoint)
+        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", &env.queue_url)
+        .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
+        .env("IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND", "1000")
+        .env("IAM_KEY_REVOKER__METRICS__LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for the process to end (at most `limit`) and returns its output.
+async fn wait(child: std::process::Child, limit: Duration) -> Output {
+    tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("process exits in time")
+    .unwrap()
+    .unwrap()
+}
+
+/// The JSON audit lines ("Job finished") of a run.
+fn audit_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+        .filter(|v| v["message"] == "Job finished")
+        .collect()
+}
+
+async fn wait_for_in_flight(env: &TestEnv, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while env.queue_depth().await != (0, n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            env.queue_depth().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
+    let env = TestEnv::new("term").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    proxy.set_fault(Fault::Delay(Duration::from_secs(2)));
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let (user, keys) = env.user_with_keys(&format!("t{i}"), 1).await;
+        env.send(&job(&format!("term-{i}"), &user, &keys[0])).await;
+        users.push((user, keys));
+    }
+    let child = command(&env, &proxy.url)
+        .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "20")
+        .spawn()
+        .unwrap();
+    wait_for_in_flight(&env, 4).await;
+    sigterm(child.id());
+    let output = wait(child, Duration::from_secs(25)).await;
+
+    assert!(output.status.success(), "exit 0: {output:?}");
+    for (user, keys) in &users {
+        assert_eq!(
+            env.key_status(user, &keys[0]).await,
+            None,
+            "finished during grace"
+        );
+    }
+    assert_eq!(env.queue_depth().await, (0, 0), "every message settled");
+    let audit = audit_lines(&output);
+    assert_eq!(audit.len(), 4, "one audit line per job");
+    for line in &audit {
+        assert_eq!(line["outcome"], "deleted");
+        assert_eq!(line["reason"], "none");
+        assert!(line["request_id"].as_str().unwrap().starts_with("term-"));
+        assert!(line["user_name"].as_str().unwrap().contains("-t"));
+        assert!(line["access_key_ids"].as_str().unwrap().starts_with("AKIA"));
+        assert!(line["duration_ms"].as_u64().is_some());
+        assert_eq!(line["attempts"], 1);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("testing"), "no credential in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_releases_unfinished_messages() {
+    let env = TestEnv::new("grace").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    proxy.set_fault(Fault::Delay(Duration::from_secs(8)));
+    for i in 0..3 {
+        let (user, keys) = env.user_with_keys(&format!("g{i}"), 1).await;
+        env.send(&job(&format!("grace-{i}"), &user, &keys[0])).await;
+    }
+    let child = command(&env, &proxy.url)
+        .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1")
+        .env("IAM_KEY_REVOKER__SQS__VISIBILITY_TIMEOUT_SECONDS", "600")
+        .spawn()
+        .unwrap();
+    wait_for_in_flight(&env, 3).await;
+    sigterm(child.id());
+    let output = wait(child, Duration::from_secs(15)).await;
+
+    assert!(output.status.success(), "exit 0: {output:?}");
+    // Released at once, not after the 600 s visibility timeout: nothing lost.
+    assert_eq!(
+        env.queue_depth().await,
+        (3, 0),
+        "all three back on the queue"
+    );
+    let audit = audit_lines(&output);
+    assert_eq!(audit.len(), 3);
+    assert!(audit
+        .iter()
+        .all(|l| l["outcome"] == "retry" && l["reason"] == "shutdown"));
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_2_and_name_the_key() {
+    let env = TestEnv::new("cfg").await;
+    let cases = [
+        (
+            "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT",
+            "0",
+            "worker.max_in_flight",
+        ),
+        (
+            "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT",
+            "many",
+            "max_in_flight",
+        ),
+        (
+            "IAM_KEY_REVOKER__PROTECT__USERS",
+            "ok,bad[",
+            "protect.users",
+        ),
+        ("IAM_KEY_REVOKER__SQS__QUEUE_URL", "", "sqs.queue_url"),
+        ("IAM_KEY_REVOKER__SQS__NO_SUCH_KEY", "1", "no_such_key"),
+        ("IAM_KEY_REVOKER__LOG__FORMAT", "xml", "format"),
+    ];
+    for (var, value, key) in cases {
+        let output = command(&env, &common::endpoint())
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}={value}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(key),
+            "{var}={value} should name {key}: {stderr}"
+        );
+    }
+    let output = Command::new(BIN)
+        .args(["run", "--config", "/no/such/file.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/file.toml"));
+    let output = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "unknown subcommand is a usage error"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_without_any_dead_letter_queue_refuses_to_start() {
+    let env = TestEnv::new("nodlq").await;
+    let bare = common::create_queue(&env.clients.sqs, &common::unique("nodlq-bare"), None).await;
+    let output = command(&env, &common::endpoint())
+        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", &bare)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("dead_letter_queue_url"));
+}
+
+#[tokio::test]
+async fn a_config_file_with_environment_overrides_runs_the_worker() {
+    let env = TestEnv::new("file").await;
+    let (user, keys) = env.user_with_keys("f", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("worker.toml");
+    std::fs::write(
+        &path,
+        "[sqs]\nqueue_url = \"http://wrong.invalid/q\"\n[protect]\nusers = [\"someone-else\"]\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    // The environment overrides the file's queue and protects this user by a list.
+    let protected_body = job("file-1", &user, &keys[0]);
+    env.send(&protected_body).await;
+    let mut child = command(&env, &common::endpoint());
+    let child = child
+        .args(["--config", path.to_str().unwrap()])
+        .env("IAM_KEY_REVOKER__PROTECT__USERS", format!("nobody,{user}"))
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while env.dead_letters_peek().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job not rejected in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sigterm(child.id());
+    let output = wait(child, Duration::from_secs(15)).await;
+    assert!(output.status.success());
+    assert!(
+        env.key_status(&user, &keys[0]).await.is_some(),
+        "protected via the environment"
+    );
+    let audit = audit_lines(&output);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["outcome"], "rejected");
+    assert_eq!(audit[0]["reason"], "protected");
+}
