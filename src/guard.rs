@@ -1,13 +1,15 @@
 //! Guards that run before any IAM write: the protected list, and the record of request
 //! ids that finished recently (or are being worked right now).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use lru::LruCache;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 use crate::config::{ConfigError, ProtectSection};
 
@@ -65,8 +67,8 @@ pub enum Claim {
     Fresh(InFlight),
     /// Finished recently: end `duplicate` without touching IAM.
     Finished,
-    /// Another delivery is being worked right now.
-    InProgress,
+    /// Another delivery is being worked right now: await this, then claim again.
+    InProgress(OwnedNotified),
 }
 
 /// A bounded, expiring record of finished request ids, plus the ones in flight.
@@ -79,7 +81,8 @@ pub struct Dedup {
 #[derive(Debug)]
 struct DedupState {
     finished: LruCache<String, Instant>,
-    in_flight: HashSet<String>,
+    /// Request ids being worked, each with the signal its waiters get when it ends.
+    in_flight: HashMap<String, Arc<Notify>>,
 }
 
 impl Dedup {
@@ -88,7 +91,7 @@ impl Dedup {
         Self {
             inner: Arc::new(Mutex::new(DedupState {
                 finished: LruCache::new(capacity),
-                in_flight: HashSet::new(),
+                in_flight: HashMap::new(),
             })),
             ttl,
         }
@@ -111,9 +114,13 @@ impl Dedup {
             }
             state.finished.pop(request_id);
         }
-        if !state.in_flight.insert(request_id.to_owned()) {
-            return Claim::InProgress;
+        if let Some(done) = state.in_flight.get(request_id) {
+            // Created under the lock, so the end of that delivery cannot be missed.
+            return Claim::InProgress(Arc::clone(done).notified_owned());
         }
+        state
+            .in_flight
+            .insert(request_id.to_owned(), Arc::new(Notify::new()));
         Claim::Fresh(InFlight {
             dedup: self.clone(),
             request_id: request_id.to_owned(),
@@ -145,7 +152,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.dedup.state().in_flight.remove(&self.request_id);
+        if let Some(done) = self.dedup.state().in_flight.remove(&self.request_id) {
+            done.notify_waiters();
+        }
     }
 }
 
@@ -178,25 +187,41 @@ mod tests {
         assert!(!none.user("admin"));
     }
 
-    #[test]
-    fn finished_ids_are_duplicates_in_flight_ids_are_in_progress() {
+    #[tokio::test]
+    async fn a_second_delivery_waits_for_the_first_then_is_a_duplicate() {
         let d = dedup(10, 60_000);
         let Claim::Fresh(first) = d.claim("r1") else {
             panic!("fresh")
         };
-        assert!(matches!(d.claim("r1"), Claim::InProgress));
+        let Claim::InProgress(wait) = d.claim("r1") else {
+            panic!("in progress")
+        };
+        let waiter = tokio::spawn(wait);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while the first is in flight");
         first.finish();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(d.claim("r1"), Claim::Finished));
         assert!(d.is_finished("r1"));
     }
 
-    #[test]
-    fn an_unfinished_claim_is_released_on_drop() {
+    #[tokio::test]
+    async fn an_unfinished_claim_is_released_on_drop_and_wakes_waiters() {
         let d = dedup(10, 60_000);
         let Claim::Fresh(first) = d.claim("r1") else {
             panic!("fresh")
         };
+        let Claim::InProgress(wait) = d.claim("r1") else {
+            panic!("in progress")
+        };
         drop(first);
+        // Woken although the first did not finish; the id is free to be worked again.
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap();
         assert!(matches!(d.claim("r1"), Claim::Fresh(_)));
         assert!(!d.is_finished("r1"));
     }

@@ -23,8 +23,6 @@ pub enum Reason {
     CrossAccountDisabled,
     /// A transient AWS failure outlasted the in-process backoff.
     TransientError,
-    /// Another delivery of the same request id is being worked right now.
-    InProgress,
     /// The worker shut down before the job finished.
     Shutdown,
 }
@@ -42,7 +40,6 @@ impl Reason {
             Reason::AwsError => "aws_error",
             Reason::CrossAccountDisabled => "cross_account_disabled",
             Reason::TransientError => "transient_error",
-            Reason::InProgress => "in_progress",
             Reason::Shutdown => "shutdown",
         }
     }

@@ -316,20 +316,19 @@ impl Worker {
         report.batch_id = job.batch_id.clone();
         report.action = Some(job.action.as_str());
 
-        let claim = match self.dedup.claim(&job.request_id) {
-            Claim::Finished => {
-                return Decision::new(
-                    Outcome::Duplicate,
-                    "request id finished recently; nothing done".to_owned(),
-                )
+        // A concurrent delivery of the same request id waits for that one to end, then
+        // ends `duplicate` (or does the work itself if that one did not finish).
+        let claim = loop {
+            match self.dedup.claim(&job.request_id) {
+                Claim::Finished => {
+                    return Decision::new(
+                        Outcome::Duplicate,
+                        "request id finished recently; nothing done".to_owned(),
+                    )
+                }
+                Claim::InProgress(ended) => ended.await,
+                Claim::Fresh(claim) => break claim,
             }
-            Claim::InProgress => {
-                return Decision::new(
-                    Outcome::Retry(Reason::InProgress),
-                    "another delivery of this request id is being worked".to_owned(),
-                )
-            }
-            Claim::Fresh(claim) => claim,
         };
         let mut decision = self.act(&job, retries, report).await;
         decision.claim = Some(claim);
@@ -453,14 +452,11 @@ impl Worker {
                     Err(e) => {
                         tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
                         let retry = Outcome::Retry(Reason::TransientError);
-                        (retry, self.delay(receipt, delivery, retry, retries).await)
+                        (retry, self.delay(receipt, delivery, retries).await)
                     }
                 }
             }
-            Outcome::Retry(_) => (
-                outcome,
-                self.delay(receipt, delivery, outcome, retries).await,
-            ),
+            Outcome::Retry(_) => (outcome, self.delay(receipt, delivery, retries).await),
         }
     }
 
@@ -475,23 +471,13 @@ impl Worker {
     }
 
     /// Leaves the message invisible for the retry delay.
-    async fn delay(
-        &self,
-        receipt: &str,
-        delivery: Delivery,
-        outcome: Outcome,
-        retries: &RetryCounter,
-    ) -> bool {
+    async fn delay(&self, receipt: &str, delivery: Delivery, retries: &RetryCounter) -> bool {
         let retry = &self.config.retry;
-        let seconds = match outcome {
-            // The other delivery finishes well within one visibility timeout.
-            Outcome::Retry(Reason::InProgress) => self.config.sqs.visibility_timeout_seconds,
-            _ => visibility_delay(
-                delivery.receive_count,
-                retry.visibility_base_seconds,
-                retry.visibility_max_seconds,
-            ),
-        };
+        let seconds = visibility_delay(
+            delivery.receive_count,
+            retry.visibility_base_seconds,
+            retry.visibility_max_seconds,
+        );
         self.sqs
             .set_visibility(&self.queues.queue_url, receipt, seconds, retries)
             .await

@@ -561,3 +561,35 @@ async fn iam_via(env: &TestEnv, url: &str) -> aws_sdk_iam::Client {
     config.aws.endpoint_url = Some(url.to_owned());
     common::clients_for(&config).await.iam
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_of_one_request_id_act_once() {
+    let mut env = TestEnv::new("concurrent").await;
+    let (user, keys) = env.user_with_keys("mo", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    proxy.set_fault(common::proxy::Fault::Delay(Duration::from_millis(800)));
+    env.clients.iam = iam_via(&env, &proxy.url).await;
+    let worker = std::sync::Arc::new(env.worker().await);
+    let body = job("cc-1", &user, &keys[0]);
+    let first = env.deliver(&body).await;
+    let second = env.deliver(&body).await;
+
+    let a = tokio::spawn({
+        let w = worker.clone();
+        async move { w.handle(first).await }
+    });
+    let b = tokio::spawn({
+        let w = worker.clone();
+        async move { w.handle(second).await }
+    });
+    let mut outcomes = vec![a.await.unwrap().outcome, b.await.unwrap().outcome];
+    outcomes.sort_by_key(|o| o.as_str());
+
+    assert_eq!(outcomes, vec![Outcome::Deleted, Outcome::Duplicate]);
+    assert_eq!(proxy.count("DeleteAccessKey"), 1, "one IAM write for both");
+    assert_eq!(
+        env.queue_depth().await,
+        (0, 0),
+        "both messages settled at once"
+    );
+}

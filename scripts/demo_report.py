@@ -1,0 +1,40 @@
+"""Prints what the demo worker did: each user's keys now, and the dead-letter queue."""
+
+import sys
+import time
+
+import boto3
+
+endpoint, wait = sys.argv[1], sys.argv[2] == "wait"
+session = boto3.session.Session(
+    aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+)
+sqs = session.client("sqs", endpoint_url=endpoint)
+iam = session.client("iam", endpoint_url=endpoint)
+queue = sqs.get_queue_url(QueueName="iam-key-revocations")["QueueUrl"]
+dlq = sqs.get_queue_url(QueueName="iam-key-revocations-dlq")["QueueUrl"]
+
+if wait:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+            break
+        time.sleep(0.5)
+    else:
+        sys.exit("The queue did not drain within 60 s")
+    sys.exit(0)
+
+print("\nKeys left in IAM:")
+for name in ["alice", "bob", "carol", "dave", "break-glass-admin"]:
+    keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
+    shown = ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys) or "none"
+    print(f"  {name:18} {shown}")
+print("\nDead-letter queue (rejected jobs, body unchanged):")
+messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+for m in messages.get("Messages", []):
+    a = m["MessageAttributes"]
+    print(f"  {a['revoker-reason']['StringValue']:16} {a['revoker-detail']['StringValue']}")

@@ -1,0 +1,58 @@
+"""Creates the demo's queues, users and keys on the local emulator, and enqueues a
+mix of revocation jobs: some to revoke, some the worker must refuse."""
+
+import json
+import sys
+
+import boto3
+
+endpoint = sys.argv[1]
+session = boto3.session.Session(
+    aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+)
+sqs = session.client("sqs", endpoint_url=endpoint)
+iam = session.client("iam", endpoint_url=endpoint)
+
+dlq = sqs.create_queue(QueueName="iam-key-revocations-dlq")["QueueUrl"]
+dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+queue = sqs.create_queue(
+    QueueName="iam-key-revocations",
+    Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+)["QueueUrl"]
+
+
+def user(name, keys):
+    iam.create_user(UserName=name)
+    return [iam.create_access_key(UserName=name)["AccessKey"]["AccessKeyId"] for _ in range(keys)]
+
+
+alice = user("alice", 2)           # a leaked key: revoke one of her two keys
+bob = user("bob", 1)               # a leak detector that knows only the key id
+carol = user("carol", 2)           # offboarding: every key (IAM allows two per user)
+dave = user("dave", 1)             # suspicious: deactivate, reversibly
+admin = user("break-glass-admin", 1)  # protected by config/local.toml
+
+jobs = [
+    {"request_id": "leak-0001", "user_name": "alice", "access_key_id": alice[0], "reason": "found in a public repo"},
+    {"request_id": "leak-0002", "access_key_id": bob[0], "requested_by": "leak-detector"},
+    {"request_id": "hr-0001", "user_name": "carol", "all_keys": True, "batch_id": "offboarding-2026-11"},
+    {"request_id": "sec-0001", "user_name": "dave", "access_key_id": dave[0], "action": "deactivate"},
+    # The same job delivered twice: the second ends `duplicate`.
+    {"request_id": "leak-0001", "user_name": "alice", "access_key_id": alice[0]},
+    # A key named for the wrong user: refused, and alice's other key stays.
+    {"request_id": "leak-0003", "user_name": "dave", "access_key_id": alice[1]},
+    # A protected user: refused, never touched.
+    {"request_id": "leak-0004", "user_name": "break-glass-admin", "access_key_id": admin[0]},
+    # A key that no longer exists: nothing to do.
+    {"request_id": "leak-0005", "access_key_id": "AKIAEXAMPLEGONE00000"},
+]
+for job in jobs:
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(job))
+sqs.send_message(QueueUrl=queue, MessageBody='{"request_id": "bad-0001", "access_key_id": "not-a-key"}')
+
+print(f"Queue:             {queue}")
+print(f"Dead-letter queue: {dlq}")
+print("Users and keys:")
+for name, keys in [("alice", alice), ("bob", bob), ("carol", carol), ("dave", dave), ("break-glass-admin", admin)]:
+    print(f"  {name:18} {' '.join(keys)}")
+print(f"Enqueued {len(jobs) + 1} jobs.")
