@@ -12,6 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 
 use crate::config::Config;
+use crate::metrics::RequestCounter;
 
 /// Extra time a long poll may take beyond its `WaitTimeSeconds` before it counts as hung.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(10);
@@ -53,19 +54,27 @@ fn timeouts(config: &Config, extra: Duration) -> TimeoutConfig {
 }
 
 impl Clients {
-    /// Builds every client from one SDK configuration. The SQS client allows long polls
-    /// their wait time on top of the request timeout.
+    /// Builds every client from one SDK configuration, each counting its requests in the
+    /// metrics. The SQS client allows long polls their wait time on top of the request
+    /// timeout.
     pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
         let long_poll =
             Duration::from_secs(u64::from(config.sqs.wait_time_seconds)) + LONG_POLL_SLACK;
         let sqs = aws_sdk_sqs::config::Builder::from(sdk)
             .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts(config, long_poll))
+            .interceptor(RequestCounter)
+            .build();
+        let iam = aws_sdk_iam::config::Builder::from(sdk)
+            .interceptor(RequestCounter)
+            .build();
+        let sts = aws_sdk_sts::config::Builder::from(sdk)
+            .interceptor(RequestCounter)
             .build();
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
-            iam: aws_sdk_iam::Client::new(sdk),
-            sts: aws_sdk_sts::Client::new(sdk),
+            iam: aws_sdk_iam::Client::from_conf(iam),
+            sts: aws_sdk_sts::Client::from_conf(sts),
         }
     }
 }

@@ -221,12 +221,15 @@ pub struct ResultsSection {
 pub struct MetricsSection {
     /// Address of the metrics and health listener.
     pub listen: String,
+    /// `/readyz` answers 503 once the last successful receive is older than this.
+    pub ready_max_receive_age_seconds: u64,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9090".to_owned(),
+            ready_max_receive_age_seconds: 60,
         }
     }
 }
@@ -405,6 +408,12 @@ impl Config {
                     "must be an address such as 0.0.0.0:9090, not {:?}",
                     self.metrics.listen
                 ),
+            ));
+        }
+        if self.metrics.ready_max_receive_age_seconds == 0 {
+            return Err(invalid(
+                "metrics.ready_max_receive_age_seconds",
+                "must be at least 1",
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -263,7 +263,7 @@ impl Iam {
     ) -> Result<Written, AwsError> {
         let result = match action {
             Action::Delete => {
-                call(&self.policy, retries, "DeleteAccessKey", || async {
+                call(&self.policy, retries, "iam", "DeleteAccessKey", || async {
                     self.limiter.until_ready().await;
                     self.client
                         .delete_access_key()
@@ -277,7 +277,7 @@ impl Iam {
                 .await
             }
             Action::Deactivate => {
-                call(&self.policy, retries, "UpdateAccessKey", || async {
+                call(&self.policy, retries, "iam", "UpdateAccessKey", || async {
                     self.limiter.until_ready().await;
                     self.client
                         .update_access_key()
@@ -300,15 +300,21 @@ impl Iam {
     }
 
     async fn owner(&self, key: &str, retries: &RetryCounter) -> Result<Owner, AwsError> {
-        let result = call(&self.policy, retries, "GetAccessKeyLastUsed", || async {
-            self.limiter.until_ready().await;
-            self.client
-                .get_access_key_last_used()
-                .access_key_id(key)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetAccessKeyLastUsed", e))
-        })
+        let result = call(
+            &self.policy,
+            retries,
+            "iam",
+            "GetAccessKeyLastUsed",
+            || async {
+                self.limiter.until_ready().await;
+                self.client
+                    .get_access_key_last_used()
+                    .access_key_id(key)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetAccessKeyLastUsed", e))
+            },
+        )
         .await;
         match result {
             Ok(out) => Ok(match out.user_name() {
@@ -329,7 +335,7 @@ impl Iam {
         let mut keys = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = call(&self.policy, retries, "ListAccessKeys", || async {
+            let page = call(&self.policy, retries, "iam", "ListAccessKeys", || async {
                 self.limiter.until_ready().await;
                 self.client
                     .list_access_keys()

@@ -18,20 +18,29 @@
 //! - [`classify`]: the one function that classifies AWS errors.
 //! - [`retry`]: the backoff policy and the single retry wrapper for AWS calls.
 //! - [`clients`]: building the AWS clients (SDK retries off, explicit timeouts).
+//! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
+//! - [`server`]: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+//! - [`results`]: outcome events sent to the results queue.
+//! - [`app`]: the application: the worker and its listener, built and run together.
 //! - [`telemetry`]: logging set-up.
 
+pub mod app;
 pub mod classify;
 pub mod clients;
 pub mod config;
 pub mod guard;
 pub mod iam;
 pub mod job;
+pub mod metrics;
 pub mod outcome;
 pub mod queue;
+pub mod results;
 pub mod retry;
+pub mod server;
 pub mod telemetry;
 pub mod worker;
 
+pub use app::Application;
 pub use config::Config;
 pub use outcome::{JobReport, Outcome, Reason};
 pub use worker::Worker;

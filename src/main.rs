@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use iam_key_revoker::clients::{load_sdk_config, Clients};
 use iam_key_revoker::config::Config;
 use iam_key_revoker::telemetry;
-use iam_key_revoker::worker::{StartupError, Worker};
+use iam_key_revoker::worker::StartupError;
+use iam_key_revoker::Application;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -83,12 +84,12 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let sdk = load_sdk_config(&config).await;
     let clients = Clients::new(&sdk, &config);
-    let worker = Worker::build(config, clients)
+    let app = Application::build(config, clients)
         .await
         .context("Failed to start the worker")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    std::sync::Arc::new(worker).run(shutdown).await;
+    app.run_until_stopped(shutdown).await;
     Ok(())
 }
 

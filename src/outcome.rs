@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::job::Action;
+
 /// Why a job was rejected or left for later. `as_str` gives the contract's reason code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -103,7 +105,9 @@ pub struct JobReport {
     pub access_key_ids: Vec<String>,
     pub account_id: Option<String>,
     pub batch_id: Option<String>,
-    pub action: Option<&'static str>,
+    pub action: Option<Action>,
+    /// How many keys this job changed (deleted or deactivated).
+    pub keys_changed: usize,
     /// Which delivery of the message this was (`ApproximateReceiveCount`).
     pub attempts: u32,
     /// In-process retries of transient AWS errors.
@@ -129,7 +133,8 @@ impl JobReport {
             access_key_ids = %self.access_key_ids.join(","),
             account_id = self.account_id.as_deref().unwrap_or(""),
             batch_id = self.batch_id.as_deref().unwrap_or(""),
-            action = self.action.unwrap_or(""),
+            action = self.action.map_or("", Action::as_str),
+            keys_changed = self.keys_changed,
             attempts = self.attempts,
             retries = self.retries,
             duration_ms = self.duration.as_millis() as u64,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,15 +95,21 @@ impl Sqs {
         configured_dlq: Option<&str>,
     ) -> Result<Queues, QueueSetupError> {
         let retries = RetryCounter::default();
-        let attrs = call(&self.policy, &retries, "GetQueueAttributes", || async {
-            self.client
-                .get_queue_attributes()
-                .queue_url(queue_url)
-                .attribute_names(QueueAttributeName::RedrivePolicy)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
-        })
+        let attrs = call(
+            &self.policy,
+            &retries,
+            "sqs",
+            "GetQueueAttributes",
+            || async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
+            },
+        )
         .await?;
         let redrive = attrs
             .attributes()
@@ -139,7 +145,7 @@ impl Sqs {
             )));
         };
         let retries = RetryCounter::default();
-        let out = call(&self.policy, &retries, "GetQueueUrl", || async {
+        let out = call(&self.policy, &retries, "sqs", "GetQueueUrl", || async {
             self.client
                 .get_queue_url()
                 .queue_name(*name)
@@ -189,17 +195,23 @@ impl Sqs {
         seconds: u32,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
-        call(&self.policy, retries, "ChangeMessageVisibility", || async {
-            self.client
-                .change_message_visibility()
-                .queue_url(queue_url)
-                .receipt_handle(receipt_handle)
-                .visibility_timeout(seconds as i32)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| AwsError::from_sdk("ChangeMessageVisibility", e))
-        })
+        call(
+            &self.policy,
+            retries,
+            "sqs",
+            "ChangeMessageVisibility",
+            || async {
+                self.client
+                    .change_message_visibility()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt_handle)
+                    .visibility_timeout(seconds as i32)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| AwsError::from_sdk("ChangeMessageVisibility", e))
+            },
+        )
         .await
     }
 
@@ -243,7 +255,7 @@ impl Sqs {
             .cloned()
             .unwrap_or_else(|| "rejected".to_owned());
         let body = message.body().unwrap_or_default();
-        call(&self.policy, retries, "SendMessage", || async {
+        call(&self.policy, retries, "sqs", "SendMessage", || async {
             self.client
                 .send_message()
                 .queue_url(dlq_url)
@@ -259,6 +271,43 @@ impl Sqs {
                 .map_err(|e| AwsError::from_sdk("SendMessage", e))
         })
         .await
+    }
+}
+
+impl Sqs {
+    /// Sends up to ten bodies with one `SendMessageBatch`; returns how many entries the
+    /// queue refused.
+    pub async fn send_batch(&self, queue_url: &str, bodies: &[String]) -> Result<usize, AwsError> {
+        let entries: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    // Cannot fail: both required fields are set just above.
+                    .expect("id and body are set")
+            })
+            .collect();
+        let retries = RetryCounter::default();
+        let out = call(
+            &self.policy,
+            &retries,
+            "sqs",
+            "SendMessageBatch",
+            || async {
+                self.client
+                    .send_message_batch()
+                    .queue_url(queue_url)
+                    .set_entries(Some(entries.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("SendMessageBatch", e))
+            },
+        )
+        .await?;
+        Ok(out.failed().len())
     }
 }
 
@@ -307,22 +356,31 @@ impl Deleter {
 }
 
 async fn run_deleter(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<DeleteRequest>) {
-    let mut batch = Vec::with_capacity(SQS_BATCH_MAX);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        let linger = tokio::time::sleep(DELETE_LINGER);
-        tokio::pin!(linger);
-        while batch.len() < SQS_BATCH_MAX {
-            tokio::select! {
-                next = rx.recv() => match next {
-                    Some(request) => batch.push(request),
-                    None => break,
-                },
-                () = &mut linger => break,
-            }
-        }
-        delete_batch(&sqs, &queue_url, std::mem::take(&mut batch)).await;
+    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, DELETE_LINGER).await {
+        delete_batch(&sqs, &queue_url, batch).await;
     }
+}
+
+/// Waits for one item, then gathers more until there are `max` or `linger` has passed.
+/// `None` once the channel is closed and empty.
+pub(crate) async fn next_batch<T>(
+    rx: &mut mpsc::Receiver<T>,
+    max: usize,
+    linger: Duration,
+) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    let deadline = tokio::time::sleep(linger);
+    tokio::pin!(deadline);
+    while batch.len() < max {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(item) => batch.push(item),
+                None => break,
+            },
+            () = &mut deadline => break,
+        }
+    }
+    Some(batch)
 }
 
 async fn delete_batch(sqs: &Sqs, queue_url: &str, batch: Vec<DeleteRequest>) {
@@ -339,15 +397,21 @@ async fn delete_batch(sqs: &Sqs, queue_url: &str, batch: Vec<DeleteRequest>) {
                 .expect("id and receipt handle are set")
         })
         .collect();
-    let result = call(&sqs.policy, &retries, "DeleteMessageBatch", || async {
-        sqs.client
-            .delete_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries.clone()))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("DeleteMessageBatch", e))
-    })
+    let result = call(
+        &sqs.policy,
+        &retries,
+        "sqs",
+        "DeleteMessageBatch",
+        || async {
+            sqs.client
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DeleteMessageBatch", e))
+        },
+    )
     .await;
     let out = match result {
         Ok(out) => out,
@@ -381,7 +445,7 @@ async fn delete_one(
     receipt_handle: &str,
     retries: &RetryCounter,
 ) -> Result<(), AwsError> {
-    call(&sqs.policy, retries, "DeleteMessage", || async {
+    call(&sqs.policy, retries, "sqs", "DeleteMessage", || async {
         sqs.client
             .delete_message()
             .queue_url(queue_url)

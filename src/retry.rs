@@ -105,10 +105,12 @@ impl RetryCounter {
 /// Runs one AWS operation, retrying transient errors with `policy` until its budget is
 /// spent. Not-found and permanent errors return at once.
 ///
-/// `send` performs one attempt and maps the SDK error with [`AwsError::from_sdk`].
+/// `service` (`iam`, `sqs`, `sts`) and `operation` label the retry metric; `send`
+/// performs one attempt and maps the SDK error with [`AwsError::from_sdk`].
 pub async fn call<T, F, Fut>(
     policy: &BackoffPolicy,
     retries: &RetryCounter,
+    service: &'static str,
     operation: &'static str,
     send: F,
 ) -> Result<T, AwsError>
@@ -121,6 +123,7 @@ where
         .when(|e: &AwsError| e.class == ErrorClass::Transient)
         .notify(|e: &AwsError, delay: Duration| {
             retries.bump();
+            crate::metrics::aws_retry(service, operation, e.code.as_deref());
             tracing::warn!(
                 operation,
                 error_code = e.code.as_deref().unwrap_or("none"),
@@ -186,7 +189,7 @@ mod tests {
         let retries = RetryCounter::default();
         let mut attempts = 0;
         let start = tokio::time::Instant::now();
-        let result = call(&policy, &retries, "DeleteAccessKey", || {
+        let result = call(&policy, &retries, "iam", "DeleteAccessKey", || {
             attempts += 1;
             let n = attempts;
             async move {
@@ -212,7 +215,7 @@ mod tests {
         let retries = RetryCounter::default();
         let mut attempts = 0;
         let start = tokio::time::Instant::now();
-        let _ = call(&policy, &retries, "DeleteAccessKey", || {
+        let _ = call(&policy, &retries, "iam", "DeleteAccessKey", || {
             attempts += 1;
             let n = attempts;
             async move {
@@ -234,7 +237,7 @@ mod tests {
         let policy = policy(false);
         let retries = RetryCounter::default();
         let start = tokio::time::Instant::now();
-        let result: Result<(), _> = call(&policy, &retries, "DeleteAccessKey", || async {
+        let result: Result<(), _> = call(&policy, &retries, "iam", "DeleteAccessKey", || async {
             Err(transient())
         })
         .await;
@@ -254,7 +257,7 @@ mod tests {
         for class in [ErrorClass::Permanent, ErrorClass::NotFound] {
             let retries = RetryCounter::default();
             let mut attempts = 0;
-            let result: Result<(), _> = call(&policy, &retries, "DeleteAccessKey", || {
+            let result: Result<(), _> = call(&policy, &retries, "iam", "DeleteAccessKey", || {
                 attempts += 1;
                 async move {
                     Err(AwsError {

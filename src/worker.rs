@@ -17,9 +17,12 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{Claim, Dedup, InFlight, Protection};
 use crate::iam::{Effect, Iam};
 use crate::job::{self, Action, Job};
+use crate::metrics;
 use crate::outcome::{JobReport, Outcome, Reason};
 use crate::queue::{Deleter, Delivery, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
+use crate::results::{OutcomeEvent, Results};
 use crate::retry::{call, visibility_delay, RetryCounter};
+use crate::server::Health;
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Queue(#[from] QueueSetupError),
+    #[error("cannot listen on metrics.listen = {0}: {1}")]
+    Listen(String, #[source] std::io::Error),
 }
 
 /// The decision for one job, before its message is settled.
@@ -61,6 +66,8 @@ pub struct Worker {
     dedup: Dedup,
     protection: Protection,
     own_account: OnceCell<String>,
+    health: Arc<Health>,
+    results: Option<Results>,
 }
 
 impl Worker {
@@ -96,7 +103,17 @@ impl Worker {
             max_in_flight = config.worker.max_in_flight,
             "Worker ready"
         );
+        let health = Arc::new(Health::new(Duration::from_secs(
+            config.metrics.ready_max_receive_age_seconds,
+        )));
+        let results = config
+            .results
+            .queue_url
+            .clone()
+            .map(|url| Results::spawn(sqs.clone(), url));
         Ok(Self {
+            health,
+            results,
             config: Arc::new(config),
             queues,
             sqs,
@@ -112,6 +129,11 @@ impl Worker {
     /// The queues in use.
     pub fn queues(&self) -> &Queues {
         &self.queues
+    }
+
+    /// Readiness, shared with the health endpoint.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
     }
 
     /// Receives and works jobs until `shutdown` is cancelled, then lets in-flight jobs
@@ -154,6 +176,9 @@ impl Worker {
             let messages = match received {
                 Ok(messages) => {
                     backoff = self.config.backoff().endless();
+                    self.health.receive_succeeded();
+                    metrics::receive_succeeded();
+                    metrics::messages_received(messages.len());
                     messages
                 }
                 Err(e) => {
@@ -170,8 +195,9 @@ impl Worker {
                 let Some(permit) = slots.pop() else { break };
                 let worker = Arc::clone(&self);
                 let hard_stop = hard_stop.clone();
+                let in_flight = metrics::job_started();
                 tracker.spawn(async move {
-                    let _permit = permit;
+                    let _slot = (permit, in_flight);
                     worker.handle_until(message, hard_stop).await;
                 });
             }
@@ -189,6 +215,14 @@ impl Worker {
             );
             hard_stop.cancel();
             tracker.wait().await;
+        }
+        if let Some(results) = &self.results {
+            if tokio::time::timeout(Duration::from_secs(5), results.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Outcome events still unsent at shutdown");
+            }
         }
         tracing::info!("Shutdown complete");
     }
@@ -220,12 +254,13 @@ impl Worker {
                     account_id: None,
                     batch_id: None,
                     action: None,
+                    keys_changed: 0,
                     attempts: delivery.receive_count,
                     retries: retries.get(),
                     duration: started.elapsed(),
                     settled,
                 };
-                report.log();
+                self.record(&report, delivery);
                 report
             }
         }
@@ -248,6 +283,7 @@ impl Worker {
             account_id: None,
             batch_id: None,
             action: None,
+            keys_changed: 0,
             attempts: delivery.receive_count,
             retries: 0,
             duration: Duration::ZERO,
@@ -278,8 +314,23 @@ impl Worker {
         report.settled = settled;
         report.retries = retries.get();
         report.duration = started.elapsed();
-        report.log();
+        self.record(&report, delivery);
         report
+    }
+
+    /// The last step of every job: the audit line, the metrics and the outcome event.
+    fn record(&self, report: &JobReport, delivery: Delivery) {
+        report.log();
+        metrics::job_finished(
+            report.outcome,
+            report.duration,
+            delivery.sent_timestamp_ms,
+            report.action,
+            report.keys_changed,
+        );
+        if let Some(results) = &self.results {
+            results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
+        }
     }
 
     /// Decides the outcome; changes IAM but not the queue.
@@ -314,7 +365,7 @@ impl Worker {
         report.access_key_ids = job.access_key_id().map(str::to_owned).into_iter().collect();
         report.account_id = job.account_id.clone();
         report.batch_id = job.batch_id.clone();
-        report.action = Some(job.action.as_str());
+        report.action = Some(job.action);
 
         // A concurrent delivery of the same request id waits for that one to end, then
         // ends `duplicate` (or does the work itself if that one did not finish).
@@ -369,6 +420,7 @@ impl Worker {
                 if !result.access_key_ids.is_empty() {
                     report.access_key_ids = result.access_key_ids;
                 }
+                report.keys_changed = result.keys_changed;
                 match result.effect {
                     Effect::Revoked => Decision::new(
                         match job.action {
@@ -394,6 +446,7 @@ impl Worker {
                 let out = call(
                     &self.config.backoff(),
                     retries,
+                    "sts",
                     "GetCallerIdentity",
                     || async {
                         self.sts

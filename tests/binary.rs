@@ -3,53 +3,16 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::{job, TestEnv};
 
-const BIN: &str = env!("CARGO_BIN_EXE_iam-key-revoker");
+use common::process::{sigterm, wait, worker_command, BIN};
 
-/// A command for the binary with the emulator's credentials and `endpoint`.
 fn command(env: &TestEnv, endpoint: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("IAM_KEY_REVOKER__AWS__REGION", common::REGION)
-        .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", endpoint)
-        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", &env.queue_url)
-        .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
-        .env("IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND", "1000")
-        .env("IAM_KEY_REVOKER__METRICS__LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
-/// Waits for the process to end (at most `limit`) and returns its output.
-async fn wait(child: std::process::Child, limit: Duration) -> Output {
-    tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await
-    .expect("process exits in time")
-    .unwrap()
-    .unwrap()
+    worker_command(env, endpoint, 0)
 }
 
 /// The JSON audit lines ("Job finished") of a run.
@@ -89,7 +52,7 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
         .spawn()
         .unwrap();
     wait_for_in_flight(&env, 4).await;
-    sigterm(child.id());
+    sigterm(&child);
     let output = wait(child, Duration::from_secs(25)).await;
 
     assert!(output.status.success(), "exit 0: {output:?}");
@@ -131,7 +94,7 @@ async fn sigterm_past_the_grace_period_releases_unfinished_messages() {
         .spawn()
         .unwrap();
     wait_for_in_flight(&env, 3).await;
-    sigterm(child.id());
+    sigterm(&child);
     let output = wait(child, Duration::from_secs(15)).await;
 
     assert!(output.status.success(), "exit 0: {output:?}");
@@ -237,7 +200,7 @@ async fn a_config_file_with_environment_overrides_runs_the_worker() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sigterm(child.id());
+    sigterm(&child);
     let output = wait(child, Duration::from_secs(15)).await;
     assert!(output.status.success());
     assert!(

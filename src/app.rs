@@ -1,0 +1,71 @@
+//! The application: the worker and its metrics/health listener, built and run together,
+//! so the binary and the tests start exactly the same thing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::Clients;
+use crate::config::Config;
+use crate::worker::{StartupError, Worker};
+
+/// A built, not yet running, application.
+pub struct Application {
+    worker: Arc<Worker>,
+    listener: TcpListener,
+    address: SocketAddr,
+}
+
+impl Application {
+    /// Binds the listener, then builds the worker (which checks the queues).
+    pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
+        crate::metrics::install();
+        let listen = config.metrics.listen.clone();
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|e| StartupError::Listen(listen.clone(), e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| StartupError::Listen(listen, e))?;
+        let worker = Arc::new(Worker::build(config, clients).await?);
+        Ok(Self {
+            worker,
+            listener,
+            address,
+        })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (the real port when the
+    /// configuration asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &Arc<Worker> {
+        &self.worker
+    }
+
+    /// Runs until `shutdown` is cancelled and in-flight jobs are done (see
+    /// [`Worker::run`]). The listener keeps answering during the drain, with `/readyz`
+    /// at 503, and stops last.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let stop_listener = CancellationToken::new();
+        tracing::info!(address = %self.address, "Serving /metrics, /healthz and /readyz");
+        let server = tokio::spawn(crate::server::serve(
+            self.listener,
+            crate::metrics::install(),
+            self.worker.health(),
+            stop_listener.clone(),
+        ));
+        Arc::clone(&self.worker).run(shutdown).await;
+        stop_listener.cancel();
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "Metrics listener failed"),
+            Err(e) => tracing::error!(error = %e, "Metrics listener panicked"),
+        }
+    }
+}

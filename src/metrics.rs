@@ -1,0 +1,274 @@
+//! Every metric the worker exports (contract section 4): names, labels, buckets and the
+//! typed functions the rest of the code records through. No other module names a
+//! metric. Labels only ever hold bounded values: never a user name or key id.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::job::Action;
+use crate::outcome::{Outcome, Reason};
+
+pub const JOBS_TOTAL: &str = "iam_key_revoker_jobs_total";
+pub const KEYS_REVOKED_TOTAL: &str = "iam_key_revoker_keys_revoked_total";
+pub const MESSAGES_RECEIVED_TOTAL: &str = "iam_key_revoker_messages_received_total";
+pub const AWS_REQUESTS_TOTAL: &str = "iam_key_revoker_aws_requests_total";
+pub const AWS_RETRIES_TOTAL: &str = "iam_key_revoker_aws_retries_total";
+pub const JOB_DURATION_SECONDS: &str = "iam_key_revoker_job_duration_seconds";
+pub const REVOCATION_LATENCY_SECONDS: &str = "iam_key_revoker_revocation_latency_seconds";
+pub const JOBS_IN_FLIGHT: &str = "iam_key_revoker_jobs_in_flight";
+pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_timestamp_seconds";
+pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
+pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
+
+/// Every series name the worker exports (histograms by their base name).
+pub const ALL: &[&str] = &[
+    JOBS_TOTAL,
+    KEYS_REVOKED_TOTAL,
+    MESSAGES_RECEIVED_TOTAL,
+    AWS_REQUESTS_TOTAL,
+    AWS_RETRIES_TOTAL,
+    JOB_DURATION_SECONDS,
+    REVOCATION_LATENCY_SECONDS,
+    JOBS_IN_FLIGHT,
+    LAST_RECEIVE_SUCCESS,
+    BUILD_INFO,
+    RESULTS_PUBLISH_FAILURES_TOTAL,
+];
+
+/// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
+/// spending its whole backoff budget).
+const JOB_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+/// From enqueue to outcome: milliseconds when the queue is idle, hours when a job waited
+/// out retry delays or a backlog.
+const REVOCATION_LATENCY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    7200.0, 21600.0, 43200.0,
+];
+
+/// Every outcome/reason pair the worker can record, created at zero on start so that
+/// rates and alerts work before the first occurrence.
+const OUTCOMES: &[Outcome] = &[
+    Outcome::Deleted,
+    Outcome::Deactivated,
+    Outcome::AlreadyAbsent,
+    Outcome::Duplicate,
+    Outcome::Rejected(Reason::InvalidMessage),
+    Outcome::Rejected(Reason::Protected),
+    Outcome::Rejected(Reason::OwnerMismatch),
+    Outcome::Rejected(Reason::OwnerUnknown),
+    Outcome::Rejected(Reason::AccessDenied),
+    Outcome::Rejected(Reason::TooManyReceives),
+    Outcome::Rejected(Reason::CrossAccountDisabled),
+    Outcome::Rejected(Reason::AwsError),
+    Outcome::Retry(Reason::TransientError),
+    Outcome::Retry(Reason::Shutdown),
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same
+/// handle), describes every series and creates the known label sets at zero.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(JOB_DURATION_SECONDS.into()),
+                    JOB_DURATION_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(REVOCATION_LATENCY_SECONDS.into()),
+                        REVOCATION_LATENCY_BUCKETS,
+                    )
+                })
+                // Cannot fail: both bucket lists above are non-empty constants.
+                .expect("bucket lists are non-empty");
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is already global (an embedding program's): keep
+                // rendering our own, which then stays empty, rather than fail.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(JOBS_TOTAL, "Jobs finished, by outcome and reason");
+    describe_counter!(
+        KEYS_REVOKED_TOTAL,
+        "Access keys deleted or deactivated (keys, not jobs)"
+    );
+    describe_counter!(
+        MESSAGES_RECEIVED_TOTAL,
+        "Messages received from the job queue"
+    );
+    describe_counter!(
+        AWS_REQUESTS_TOTAL,
+        "AWS request attempts, by service, operation and result"
+    );
+    describe_counter!(
+        AWS_RETRIES_TOTAL,
+        "In-process retries of transient AWS errors"
+    );
+    describe_counter!(
+        RESULTS_PUBLISH_FAILURES_TOTAL,
+        "Outcome events that could not be published to the results queue"
+    );
+    describe_histogram!(
+        JOB_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from receive to outcome"
+    );
+    describe_histogram!(
+        REVOCATION_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Time from enqueue (SentTimestamp) to outcome, for deleted, deactivated and already_absent jobs"
+    );
+    describe_gauge!(JOBS_IN_FLIGHT, "Jobs being worked now");
+    describe_gauge!(
+        LAST_RECEIVE_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful receive from the job queue"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build"
+    );
+
+    for outcome in OUTCOMES {
+        counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason())
+            .increment(0);
+    }
+    for action in [Action::Delete, Action::Deactivate] {
+        counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(0);
+    }
+    counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
+    counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(0);
+    gauge!(JOBS_IN_FLIGHT).set(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// A finished job: its outcome, how long it took from receive, the enqueue-to-outcome
+/// latency where it applies, and the keys it changed.
+pub fn job_finished(
+    outcome: Outcome,
+    duration: Duration,
+    sent_timestamp_ms: Option<u64>,
+    action: Option<Action>,
+    keys_changed: usize,
+) {
+    counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason()).increment(1);
+    histogram!(JOB_DURATION_SECONDS, "outcome" => outcome.as_str()).record(duration.as_secs_f64());
+    if matches!(
+        outcome,
+        Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent
+    ) {
+        if let Some(sent) = sent_timestamp_ms {
+            let latency_ms = now_ms().saturating_sub(sent);
+            histogram!(REVOCATION_LATENCY_SECONDS).record(latency_ms as f64 / 1000.0);
+        }
+    }
+    if let (Some(action), true) = (action, keys_changed > 0) {
+        counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(keys_changed as u64);
+    }
+}
+
+/// Messages handed to the worker by one receive.
+pub fn messages_received(count: usize) {
+    counter!(MESSAGES_RECEIVED_TOTAL).increment(count as u64);
+}
+
+/// A receive from the job queue succeeded (with or without messages).
+pub fn receive_succeeded() {
+    gauge!(LAST_RECEIVE_SUCCESS).set(now_ms() as f64 / 1000.0);
+}
+
+/// Counts a job in flight until the returned guard is dropped.
+pub fn job_started() -> InFlightJob {
+    gauge!(JOBS_IN_FLIGHT).increment(1.0);
+    InFlightJob(())
+}
+
+/// Decrements the in-flight gauge when dropped, however the job ends.
+#[derive(Debug)]
+pub struct InFlightJob(());
+
+impl Drop for InFlightJob {
+    fn drop(&mut self) {
+        gauge!(JOBS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// An in-process retry of a transient AWS error.
+pub fn aws_retry(service: &'static str, operation: &'static str, error_code: Option<&str>) {
+    // Codes come from AWS, not from job input; unknown ones are folded into "other" so a
+    // misbehaving endpoint cannot grow the label set without bound.
+    let code = match error_code {
+        None => "none".to_owned(),
+        Some(c) if c.len() <= 64 && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') => {
+            c.to_owned()
+        }
+        Some(_) => "other".to_owned(),
+    };
+    counter!(AWS_RETRIES_TOTAL, "service" => service, "operation" => operation, "error_code" => code)
+        .increment(1);
+}
+
+/// An outcome event that could not be published.
+pub fn results_publish_failed(count: usize) {
+    counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(count as u64);
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counts every AWS request attempt, for every client it is installed on, so that no call
+/// path can forget to: `iam_key_revoker_aws_requests_total{service, operation, result}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestCounter;
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
+            .unwrap_or_else(|| ("unknown".to_owned(), "unknown".to_owned()));
+        let result = match context.output_or_error() {
+            Some(Ok(_)) => "ok",
+            _ => "error",
+        };
+        counter!(AWS_REQUESTS_TOTAL, "service" => service, "operation" => operation, "result" => result)
+            .increment(1);
+        Ok(())
+    }
+}

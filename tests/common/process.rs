@@ -1,0 +1,63 @@
+//! Running the `iam-key-revoker` binary the way operators do: configured by
+//! environment variables, stopped with SIGTERM.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::TestEnv;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_iam-key-revoker");
+
+/// `iam-key-revoker run` for `env`'s queue, talking to `endpoint` with the emulator's
+/// credentials, serving metrics on `metrics_port` (0: any free port).
+pub fn worker_command(env: &TestEnv, endpoint: &str, metrics_port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("IAM_KEY_REVOKER__AWS__REGION", super::REGION)
+        .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", endpoint)
+        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", &env.queue_url)
+        .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
+        .env("IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND", "1000")
+        .env(
+            "IAM_KEY_REVOKER__METRICS__LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for the process to end (at most `limit`) and returns its output.
+pub async fn wait(child: Child, limit: Duration) -> Output {
+    tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("process exits in time")
+    .unwrap()
+    .unwrap()
+}

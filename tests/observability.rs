@@ -1,0 +1,452 @@
+//! Metrics, health, outcome events and the shipped dashboard and alerts, checked on the
+//! binary as operators run it (a process of its own, so its counters start at zero).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::proxy::{Fault, FaultProxy, Scope};
+use common::{job, TestEnv};
+use serde_json::json;
+
+use common::process::{free_port, sigterm, wait, worker_command as command};
+
+/// A plain HTTP GET; returns the status code and body, or None if nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Parses a Prometheus text exposition into "name{labels}" → value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("series {series} is exported"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_outcome_key_and_request_exactly() {
+    let env = TestEnv::new("metrics").await;
+    let results_url =
+        common::create_queue(&env.clients.sqs, &common::unique("results"), None).await;
+    let (alice, a_keys) = env.user_with_keys("alice", 2).await;
+    let (bob, b_keys) = env.user_with_keys("bob", 2).await;
+    let (carol, c_keys) = env.user_with_keys("carol", 1).await;
+    let jobs = [
+        job("m-del-1", &alice, &a_keys[0]),
+        job("m-del-2", &bob, &b_keys[0]),
+        json!({"request_id": "m-keyonly", "access_key_id": c_keys[0]}).to_string(),
+        json!({"request_id": "m-deact", "user_name": alice, "access_key_id": a_keys[1], "action": "deactivate"}).to_string(),
+        job("m-absent", &alice, "AKIA0000000000000ABS"),
+        job("m-mismatch", &alice, &b_keys[1]),
+        "{\"request_id\":\"m-invalid\"}".to_owned(),
+        job("m-del-1", &alice, &a_keys[0]),
+    ];
+    for body in &jobs {
+        env.send(body).await;
+    }
+    let port = free_port();
+    let child = command(&env, &common::endpoint(), port)
+        .env("IAM_KEY_REVOKER__RESULTS__QUEUE_URL", &results_url)
+        .spawn()
+        .unwrap();
+    env.wait_until_drained(Duration::from_secs(30)).await;
+    // Outcome events: one per job, on the results queue.
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while events.len() < jobs.len() && tokio::time::Instant::now() < deadline {
+        events.extend(common::receive(&env.clients.sqs, &results_url, 10, 1).await);
+    }
+    let scrape = get(port, "/metrics").expect("metrics served").1;
+    sigterm(&child);
+    let output = wait(child, Duration::from_secs(30)).await;
+    assert!(output.status.success());
+
+    let s = samples(&scrape);
+    let jobs_total = |outcome: &str, reason: &str| {
+        value(
+            &s,
+            &format!("iam_key_revoker_jobs_total{{outcome=\"{outcome}\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(jobs_total("deleted", "none"), 3.0);
+    assert_eq!(jobs_total("deactivated", "none"), 1.0);
+    assert_eq!(jobs_total("already_absent", "none"), 1.0);
+    assert_eq!(jobs_total("duplicate", "none"), 1.0);
+    assert_eq!(jobs_total("rejected", "owner_mismatch"), 1.0);
+    assert_eq!(jobs_total("rejected", "invalid_message"), 1.0);
+    assert_eq!(
+        jobs_total("rejected", "protected"),
+        0.0,
+        "known series exist at zero"
+    );
+    assert_eq!(
+        value(&s, "iam_key_revoker_keys_revoked_total{action=\"delete\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "iam_key_revoker_keys_revoked_total{action=\"deactivate\"}"
+        ),
+        1.0
+    );
+    assert_eq!(value(&s, "iam_key_revoker_messages_received_total"), 8.0);
+    assert_eq!(value(&s, "iam_key_revoker_jobs_in_flight"), 0.0);
+    assert_eq!(
+        value(&s, "iam_key_revoker_build_info{version=\"0.1.0\"}"),
+        1.0
+    );
+    assert!(value(&s, "iam_key_revoker_last_receive_success_timestamp_seconds") > 1.7e9);
+
+    let requests = |service: &str, op: &str, result: &str| {
+        s.get(&format!(
+            "iam_key_revoker_aws_requests_total{{service=\"{service}\",operation=\"{op}\",result=\"{result}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    // Two named deletes + the key-only delete succeed; the absent and the mismatched key
+    // are refused by IAM, which only then costs an owner lookup each.
+    assert_eq!(requests("iam", "DeleteAccessKey", "ok"), 3.0);
+    assert_eq!(requests("iam", "DeleteAccessKey", "error"), 2.0);
+    assert_eq!(requests("iam", "GetAccessKeyLastUsed", "ok"), 2.0);
+    assert_eq!(requests("iam", "GetAccessKeyLastUsed", "error"), 1.0);
+    assert_eq!(requests("iam", "UpdateAccessKey", "ok"), 1.0);
+    assert_eq!(
+        requests("sqs", "SendMessage", "ok"),
+        2.0,
+        "two dead-letter copies"
+    );
+    assert!(requests("sqs", "ReceiveMessage", "ok") >= 1.0);
+    assert!(requests("sqs", "DeleteMessageBatch", "ok") >= 1.0);
+    assert!(
+        requests("sqs", "SendMessageBatch", "ok") >= 1.0,
+        "events are batched"
+    );
+
+    // Real histograms: cumulative buckets up to +Inf, per outcome for job duration.
+    assert_eq!(
+        value(
+            &s,
+            "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",le=\"+Inf\"}"
+        ),
+        3.0
+    );
+    assert!(s.contains_key(
+        "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",le=\"0.005\"}"
+    ));
+    assert_eq!(
+        value(&s, "iam_key_revoker_revocation_latency_seconds_count"),
+        5.0
+    );
+    assert!(s.contains_key("iam_key_revoker_revocation_latency_seconds_bucket{le=\"43200\"}"));
+
+    let labels: Vec<&str> = scrape.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        labels
+            .iter()
+            .all(|l| !l.contains(&alice) && !l.contains(&a_keys[0])),
+        "no user name or key id in any label"
+    );
+    promtool_accepts_metrics(&scrape);
+
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).expect("events are JSON"))
+        .collect();
+    assert_eq!(events.len(), jobs.len(), "one event per job");
+    let event = |id: &str, outcome: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == id && e["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("event {id} {outcome}"))
+            .clone()
+    };
+    let deleted = event("m-del-2", "deleted");
+    assert_eq!(deleted["reason"], "none");
+    assert_eq!(deleted["user_name"], bob.as_str());
+    assert_eq!(deleted["access_key_ids"], json!([b_keys[0]]));
+    assert_eq!(deleted["action"], "delete");
+    assert_eq!(deleted["keys_changed"], 1);
+    assert_eq!(deleted["attempts"], 1);
+    let enqueued = deleted["enqueued_at_ms"].as_u64().unwrap();
+    let received = deleted["received_at_ms"].as_u64().unwrap();
+    let finished = deleted["finished_at_ms"].as_u64().unwrap();
+    assert!(
+        enqueued <= received + 5 && received <= finished,
+        "{deleted}"
+    );
+    assert_eq!(event("m-keyonly", "deleted")["user_name"], carol.as_str());
+    assert_eq!(event("m-mismatch", "rejected")["reason"], "owner_mismatch");
+    assert_eq!(event("m-invalid", "rejected")["reason"], "invalid_message");
+    event("m-del-1", "duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_queue_outage_never_affects_the_revocation() {
+    let env = TestEnv::new("results-down").await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    env.send(&job("rd-1", &user, &keys[0])).await;
+    let missing = format!(
+        "{}/123456789012/{}",
+        common::endpoint(),
+        common::unique("no-such-queue")
+    );
+    let port = free_port();
+    let child = command(&env, &common::endpoint(), port)
+        .env("IAM_KEY_REVOKER__RESULTS__QUEUE_URL", &missing)
+        .env("IAM_KEY_REVOKER__RETRY__MAX_ELAPSED_SECONDS", "1")
+        .spawn()
+        .unwrap();
+    env.wait_until_drained(Duration::from_secs(30)).await;
+    let failures = || {
+        get(port, "/metrics")
+            .map(|(_, body)| {
+                value(
+                    &samples(&body),
+                    "iam_key_revoker_results_publish_failures_total",
+                )
+            })
+            .unwrap_or(0.0)
+    };
+    eventually(
+        "the publish failure to be counted",
+        Duration::from_secs(15),
+        || failures() >= 1.0,
+    )
+    .await;
+    let scrape = samples(&get(port, "/metrics").unwrap().1);
+    sigterm(&child);
+    assert!(wait(child, Duration::from_secs(30)).await.status.success());
+
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        None,
+        "revoked regardless"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        failures_in(&scrape),
+        1.0,
+        "counted once, not retried forever"
+    );
+}
+
+fn failures_in(s: &HashMap<String, f64>) -> f64 {
+    value(s, "iam_key_revoker_results_publish_failures_total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_sqs_reachability_and_turns_503_at_shutdown() {
+    let env = TestEnv::new("ready").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    let port = free_port();
+    let child = command(&env, &proxy.url, port)
+        .env(
+            "IAM_KEY_REVOKER__METRICS__READY_MAX_RECEIVE_AGE_SECONDS",
+            "2",
+        )
+        .env("IAM_KEY_REVOKER__RETRY__MAX_DELAY_MS", "500")
+        .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "20")
+        .spawn()
+        .unwrap();
+    let status = |path: &str| get(port, path).map(|(code, _)| code);
+
+    eventually(
+        "ready after the first receive",
+        Duration::from_secs(15),
+        || status("/readyz") == Some(200),
+    )
+    .await;
+    proxy.set_fault(Fault::Status(503, String::new()));
+    eventually(
+        "503 while SQS is unreachable",
+        Duration::from_secs(15),
+        || status("/readyz") == Some(503),
+    )
+    .await;
+    assert_eq!(status("/healthz"), Some(200), "the process itself is fine");
+    proxy.set_fault(Fault::None);
+    eventually(
+        "200 again once SQS recovers",
+        Duration::from_secs(15),
+        || status("/readyz") == Some(200),
+    )
+    .await;
+
+    // A slow job in flight keeps the process draining after SIGTERM: not ready, alive.
+    let (user, keys) = env.user_with_keys("slow", 1).await;
+    proxy.set_fault(Fault::Delay(Duration::from_secs(3)));
+    env.send(&job("rz-1", &user, &keys[0])).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while env.queue_depth().await != (0, 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never went in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    eventually("503 during shutdown", Duration::from_secs(5), || {
+        status("/readyz") == Some(503)
+    })
+    .await;
+    assert_eq!(status("/healthz"), Some(200), "still draining");
+    let output = wait(child, Duration::from_secs(30)).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        None,
+        "finished during the grace period"
+    );
+    assert_eq!(env.queue_depth().await, (0, 0));
+}
+
+fn promtool_accepts_metrics(scrape: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Metric names a PromQL text refers to, histograms by their base name.
+fn series_named_in(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("iam_key_revoker_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| base.ends_with("_seconds"))
+            .unwrap_or(name);
+        names.push(base.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn dashboard_and_alerts_name_only_exported_series() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/grafana/iam-key-revoker.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let alerts = std::fs::read_to_string(format!("{root}/deploy/prometheus/alerts.yml")).unwrap();
+    let mut named = series_named_in(&alerts);
+    for expr in &exprs {
+        named.extend(series_named_in(expr));
+    }
+    for name in &named {
+        assert!(
+            iam_key_revoker::metrics::ALL.contains(&name.as_str()),
+            "{name} is not a series the worker exports"
+        );
+    }
+    // The dashboard shows what the issue asks of it.
+    let all = exprs.join("\n");
+    for needle in [
+        "histogram_quantile(0.5, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "iam_key_revoker_jobs_total",
+        "iam_key_revoker_keys_revoked_total",
+        "iam_key_revoker_jobs_in_flight",
+        "iam_key_revoker_aws_retries_total",
+        "result=\"error\"",
+        "time() - max(iam_key_revoker_last_receive_success_timestamp_seconds)",
+    ] {
+        assert!(all.contains(needle), "the dashboard queries {needle}");
+    }
+    // Each alert has a summary and a runbook line, and promtool accepts the rules.
+    assert_eq!(
+        alerts.matches("- alert:").count(),
+        alerts.matches("runbook:").count()
+    );
+    assert_eq!(
+        alerts.matches("- alert:").count(),
+        alerts.matches("summary:").count()
+    );
+    let output = Command::new("promtool")
+        .args([
+            "check",
+            "rules",
+            &format!("{root}/deploy/prometheus/alerts.yml"),
+        ])
+        .output()
+        .expect("promtool is installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
