@@ -53,6 +53,14 @@ impl AwsError {
         }
     }
 
+    /// Whether the service asked us to slow down.
+    pub fn is_throttling(&self) -> bool {
+        self.code
+            .as_deref()
+            .map(strip_sqs_prefix)
+            .is_some_and(|code| THROTTLING_CODES.contains(&code))
+    }
+
     /// Whether the caller lacks permission (reason `access_denied`).
     pub fn is_access_denied(&self) -> bool {
         matches!(
@@ -70,8 +78,8 @@ impl AwsError {
     }
 }
 
-/// Error codes that mean "slow down" or "try again" (contract section 3).
-const TRANSIENT_CODES: &[&str] = &[
+/// Error codes that mean "slow down".
+const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -80,6 +88,10 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "TooManyRequestsException",
     "SlowDown",
+];
+
+/// Error codes that mean "try again" (contract section 3), besides throttling.
+const RETRYABLE_CODES: &[&str] = &[
     "ServiceFailure",
     "ServiceUnavailable",
     "ServiceUnavailableException",
@@ -138,7 +150,7 @@ where
 
 fn classify_service(code: Option<&str>, status: u16) -> ErrorClass {
     if let Some(code) = code.map(strip_sqs_prefix) {
-        if TRANSIENT_CODES.contains(&code) {
+        if THROTTLING_CODES.contains(&code) || RETRYABLE_CODES.contains(&code) {
             return ErrorClass::Transient;
         }
         if NOT_FOUND_CODES.contains(&code) {

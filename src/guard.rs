@@ -39,6 +39,17 @@ impl Protection {
     pub fn key(&self, access_key_id: &str) -> bool {
         self.keys.is_match(access_key_id)
     }
+
+    /// Why `job` is refused before any IAM call, if the user or key it names is
+    /// protected.
+    pub fn refuses(&self, job: &crate::job::Job) -> Option<String> {
+        if let Some(user) = job.user_name().filter(|u| self.user(u)) {
+            return Some(format!("user {user} is protected"));
+        }
+        job.access_key_id()
+            .filter(|k| self.key(k))
+            .map(|key| format!("access key {key} is protected"))
+    }
 }
 
 fn compile(key: &'static str, patterns: &[String]) -> Result<GlobSet, ConfigError> {

@@ -9,16 +9,19 @@
 //!
 //! Every request waits for the shared IAM rate limiter and goes through `retry::call`.
 
-use std::num::NonZeroU32;
+use std::future::Future;
 use std::sync::Arc;
 
 use aws_sdk_iam::types::StatusType;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::classify::{AwsError, ErrorClass};
 use crate::guard::Protection;
 use crate::job::{Action, Job, Target};
 use crate::outcome::Reason;
+use crate::ratelimit::AdaptiveRate;
 use crate::retry::{call, BackoffPolicy, RetryCounter};
 
 /// What the IAM step decided.
@@ -69,6 +72,29 @@ impl IamResult {
     }
 }
 
+/// What the worker would do with a job, as predicted from read-only calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prediction {
+    /// The key(s) exist and belong to the user: the action would be applied.
+    Would(Action),
+    /// The key or user does not exist.
+    AlreadyAbsent,
+    /// The key belongs to another user than the job names.
+    OwnerMismatch(String),
+    /// No user named and IAM names no owner.
+    OwnerUnknown,
+    /// The user or a key is protected.
+    Protected(String),
+}
+
+/// A prediction with what it learnt (the owner, the keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub prediction: Prediction,
+    pub user_name: Option<String>,
+    pub access_key_ids: Vec<String>,
+}
+
 /// Who IAM says owns a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
@@ -92,11 +118,11 @@ struct ListedKey {
     active: bool,
 }
 
-/// IAM access for the worker: the client, the shared rate limiter and the backoff policy.
+/// IAM access for the worker: the client, the shared adaptive rate and the backoff policy.
 #[derive(Debug, Clone)]
 pub struct Iam {
     client: aws_sdk_iam::Client,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    rate: Arc<AdaptiveRate>,
     policy: BackoffPolicy,
     protection: Protection,
 }
@@ -105,18 +131,40 @@ impl Iam {
     /// `max_requests_per_second` is shared by every job using this value (and its clones).
     pub fn new(
         client: aws_sdk_iam::Client,
-        max_requests_per_second: NonZeroU32,
+        max_requests_per_second: u32,
         policy: BackoffPolicy,
         protection: Protection,
     ) -> Self {
         Self {
             client,
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(
-                max_requests_per_second,
-            ))),
+            rate: Arc::new(AdaptiveRate::new(max_requests_per_second)),
             policy,
             protection,
         }
+    }
+
+    /// The shared request rate.
+    pub fn rate(&self) -> &AdaptiveRate {
+        &self.rate
+    }
+
+    /// One request attempt: waits for its slot in the shared rate, sends, and tells the
+    /// rate whether IAM throttled.
+    async fn attempt<T, E>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.rate.acquire().await;
+        let result = request.await.map_err(|e| AwsError::from_sdk(operation, e));
+        match &result {
+            Err(e) if e.is_throttling() => self.rate.throttled(),
+            _ => self.rate.succeeded(),
+        }
+        result
     }
 
     /// Carries out a validated job whose named user and key already passed the guards.
@@ -145,6 +193,80 @@ impl Iam {
                 job.access_key_id(),
             )),
             other => other,
+        }
+    }
+
+    /// Predicts, with read-only calls, what [`Iam::revoke`] would do with `job`.
+    pub async fn preview(&self, job: &Job, retries: &RetryCounter) -> Result<Preview, AwsError> {
+        let preview = |prediction, user: Option<&str>, keys: Vec<String>| Preview {
+            prediction,
+            user_name: user.map(str::to_owned),
+            access_key_ids: keys,
+        };
+        if let Some(detail) = self.protection.refuses(job) {
+            let keys = job.access_key_id().map(str::to_owned).into_iter().collect();
+            return Ok(preview(
+                Prediction::Protected(detail),
+                job.user_name(),
+                keys,
+            ));
+        }
+        match &job.target {
+            Target::Key {
+                access_key_id: key,
+                user_name,
+            } => {
+                let keys = vec![key.clone()];
+                Ok(match (self.owner(key, retries).await?, user_name) {
+                    (Owner::Absent, user) => {
+                        preview(Prediction::AlreadyAbsent, user.as_deref(), keys)
+                    }
+                    (Owner::User(owner), Some(user)) if owner.eq_ignore_ascii_case(user) => {
+                        preview(Prediction::Would(job.action), Some(user), keys)
+                    }
+                    (Owner::User(owner), Some(user)) => preview(
+                        Prediction::OwnerMismatch(format!(
+                            "access key {key} belongs to user {owner}, not {user}"
+                        )),
+                        Some(user),
+                        keys,
+                    ),
+                    (Owner::Unknown, Some(user)) => preview(
+                        Prediction::OwnerMismatch(format!(
+                            "IAM names no owner for access key {key}"
+                        )),
+                        Some(user),
+                        keys,
+                    ),
+                    (Owner::Unknown, None) => preview(Prediction::OwnerUnknown, None, keys),
+                    (Owner::User(owner), None) if self.protection.user(&owner) => preview(
+                        Prediction::Protected(format!(
+                            "access key {key} belongs to protected user {owner}"
+                        )),
+                        Some(&owner),
+                        keys,
+                    ),
+                    (Owner::User(owner), None) => {
+                        preview(Prediction::Would(job.action), Some(&owner), keys)
+                    }
+                })
+            }
+            Target::AllKeys { user_name: user } => {
+                let Some(listed) = self.list_keys(user, retries).await? else {
+                    return Ok(preview(Prediction::AlreadyAbsent, Some(user), Vec::new()));
+                };
+                let keys: Vec<String> = listed.iter().map(|k| k.id.clone()).collect();
+                if let Some(protected) = keys.iter().find(|k| self.protection.key(k)) {
+                    let detail = format!("user {user} has protected access key {protected}");
+                    return Ok(preview(Prediction::Protected(detail), Some(user), keys));
+                }
+                let prediction = if keys.is_empty() {
+                    Prediction::AlreadyAbsent
+                } else {
+                    Prediction::Would(job.action)
+                };
+                Ok(preview(prediction, Some(user), keys))
+            }
         }
     }
 
@@ -264,30 +386,32 @@ impl Iam {
         let result = match action {
             Action::Delete => {
                 call(&self.policy, retries, "iam", "DeleteAccessKey", || async {
-                    self.limiter.until_ready().await;
-                    self.client
-                        .delete_access_key()
-                        .user_name(user)
-                        .access_key_id(key)
-                        .send()
-                        .await
-                        .map(drop)
-                        .map_err(|e| AwsError::from_sdk("DeleteAccessKey", e))
+                    self.attempt(
+                        "DeleteAccessKey",
+                        self.client
+                            .delete_access_key()
+                            .user_name(user)
+                            .access_key_id(key)
+                            .send(),
+                    )
+                    .await
+                    .map(drop)
                 })
                 .await
             }
             Action::Deactivate => {
                 call(&self.policy, retries, "iam", "UpdateAccessKey", || async {
-                    self.limiter.until_ready().await;
-                    self.client
-                        .update_access_key()
-                        .user_name(user)
-                        .access_key_id(key)
-                        .status(StatusType::Inactive)
-                        .send()
-                        .await
-                        .map(drop)
-                        .map_err(|e| AwsError::from_sdk("UpdateAccessKey", e))
+                    self.attempt(
+                        "UpdateAccessKey",
+                        self.client
+                            .update_access_key()
+                            .user_name(user)
+                            .access_key_id(key)
+                            .status(StatusType::Inactive)
+                            .send(),
+                    )
+                    .await
+                    .map(drop)
                 })
                 .await
             }
@@ -306,13 +430,14 @@ impl Iam {
             "iam",
             "GetAccessKeyLastUsed",
             || async {
-                self.limiter.until_ready().await;
-                self.client
-                    .get_access_key_last_used()
-                    .access_key_id(key)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("GetAccessKeyLastUsed", e))
+                self.attempt(
+                    "GetAccessKeyLastUsed",
+                    self.client
+                        .get_access_key_last_used()
+                        .access_key_id(key)
+                        .send(),
+                )
+                .await
             },
         )
         .await;
@@ -336,14 +461,15 @@ impl Iam {
         let mut marker: Option<String> = None;
         loop {
             let page = call(&self.policy, retries, "iam", "ListAccessKeys", || async {
-                self.limiter.until_ready().await;
-                self.client
-                    .list_access_keys()
-                    .user_name(user)
-                    .set_marker(marker.clone())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ListAccessKeys", e))
+                self.attempt(
+                    "ListAccessKeys",
+                    self.client
+                        .list_access_keys()
+                        .user_name(user)
+                        .set_marker(marker.clone())
+                        .send(),
+                )
+                .await
             })
             .await;
             let page = match page {
@@ -409,7 +535,7 @@ mod tests {
         .unwrap();
         Iam::new(
             client,
-            NonZeroU32::new(1_000).unwrap(),
+            1_000,
             policy,
             Protection::new(&ProtectSection::default()).unwrap(),
         )
@@ -476,13 +602,16 @@ mod tests {
         let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&delete], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
-        let result = iam(client)
-            .revoke(&job(Some("alice")), &retries)
-            .await
-            .unwrap();
+        let iam = iam(client);
+        let result = iam.revoke(&job(Some("alice")), &retries).await.unwrap();
         assert_eq!(result.effect, Effect::Revoked);
         assert_eq!(delete.num_calls(), 4);
         assert_eq!(retries.get(), 3);
+        assert_eq!(
+            iam.rate().current(),
+            500.0,
+            "the throttled answer halved the rate"
+        );
     }
 
     #[tokio::test(start_paused = true)]

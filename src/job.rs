@@ -58,6 +58,42 @@ impl Job {
         }
     }
 
+    /// The message body for this job: a JSON object with exactly the contract's fields.
+    pub fn to_body(&self) -> String {
+        let mut object = serde_json::Map::new();
+        let mut put = |field: &str, value: serde_json::Value| {
+            object.insert(field.to_owned(), value);
+        };
+        put("request_id", self.request_id.clone().into());
+        match &self.target {
+            Target::Key {
+                access_key_id,
+                user_name,
+            } => {
+                put("access_key_id", access_key_id.clone().into());
+                if let Some(user) = user_name {
+                    put("user_name", user.clone().into());
+                }
+            }
+            Target::AllKeys { user_name } => {
+                put("user_name", user_name.clone().into());
+                put("all_keys", true.into());
+            }
+        }
+        put("action", self.action.as_str().into());
+        for (field, value) in [
+            ("account_id", &self.account_id),
+            ("reason", &self.reason),
+            ("requested_by", &self.requested_by),
+            ("batch_id", &self.batch_id),
+        ] {
+            if let Some(value) = value {
+                put(field, value.clone().into());
+            }
+        }
+        serde_json::Value::Object(object).to_string()
+    }
+
     /// The key the job names, if it names one.
     pub fn access_key_id(&self) -> Option<&str> {
         match &self.target {
@@ -295,6 +331,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(job.access_key_id(), Some(KEY));
+    }
+
+    #[test]
+    fn a_job_round_trips_through_its_body() {
+        for body in [
+            format!(r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"u","reason":"why"}}"#),
+            format!(r#"{{"request_id":"r","access_key_id":"{KEY}","action":"deactivate","account_id":"123456789012"}}"#),
+            r#"{"request_id":"r","user_name":"u","all_keys":true,"batch_id":"b","requested_by":"hr"}"#.to_owned(),
+        ] {
+            let job = parse(&body).unwrap();
+            assert_eq!(parse(&job.to_body()).unwrap(), job, "{body}");
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! documented in README.md.
 //!
 //! ## Layout
+//! - [`batch`]: reading and validating batch files (JSON Lines, CSV) for `enqueue` and `plan`.
+//! - [`commands`]: the `enqueue` and `plan` commands end to end.
+//! - [`enqueue`]: sending jobs in batches, FIFO included, with progress.
+//! - [`plan`]: the read-only pre-flight of a batch.
 //! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
 //! - [`job`]: parsing and validating a job message, SNS envelope included.
 //! - [`guard`]: the protected list and the record of recently finished request ids.
@@ -16,6 +20,7 @@
 //! - [`worker`]: the receive loop and the straight path of one job ([`worker::Worker::handle`]).
 //! - [`outcome`]: outcomes, reason codes and the audit line.
 //! - [`classify`]: the one function that classifies AWS errors.
+//! - [`ratelimit`]: the adaptive IAM request rate (AIMD on throttling).
 //! - [`retry`]: the backoff policy and the single retry wrapper for AWS calls.
 //! - [`clients`]: building the AWS clients (SDK retries off, explicit timeouts).
 //! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
@@ -25,15 +30,20 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod app;
+pub mod batch;
 pub mod classify;
 pub mod clients;
+pub mod commands;
 pub mod config;
+pub mod enqueue;
 pub mod guard;
 pub mod iam;
 pub mod job;
 pub mod metrics;
 pub mod outcome;
+pub mod plan;
 pub mod queue;
+pub mod ratelimit;
 pub mod results;
 pub mod retry;
 pub mod server;

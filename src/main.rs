@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use iam_key_revoker::batch::Format;
 use iam_key_revoker::clients::{load_sdk_config, Clients};
+use iam_key_revoker::commands::{self, Input, PlanOutput};
 use iam_key_revoker::config::Config;
+use iam_key_revoker::queue::QueueSetupError;
 use iam_key_revoker::telemetry;
 use iam_key_revoker::worker::StartupError;
 use iam_key_revoker::Application;
@@ -27,10 +30,120 @@ struct Cli {
 enum Command {
     /// Run the worker until SIGTERM or SIGINT.
     Run {
-        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
         #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
         config: Option<PathBuf>,
     },
+    /// Put one job (from flags) or a batch (--file) on the queue; prints the request ids.
+    Enqueue {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
+        /// SendMessageBatch calls in flight at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+    },
+    /// Read-only pre-flight of a batch: what the worker would do with each job.
+    Plan {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// The batch file (JSON Lines, or CSV with a header row of contract fields).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The file's format (default: from its extension; .csv is CSV).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Print a table or JSON.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputArg,
+    },
+}
+
+/// One job from flags, or a batch file.
+#[derive(Args)]
+struct InputArgs {
+    /// A batch file (JSON Lines, or CSV with a header row of contract fields).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id"])]
+    file: Option<PathBuf>,
+    /// The file's format (default: from its extension; .csv is CSV).
+    #[arg(long, value_enum, requires = "file")]
+    format: Option<FormatArg>,
+    /// Request id (generated when absent).
+    #[arg(long)]
+    request_id: Option<String>,
+    #[arg(long)]
+    access_key_id: Option<String>,
+    #[arg(long)]
+    user_name: Option<String>,
+    /// Revoke every key of --user-name.
+    #[arg(long)]
+    all_keys: bool,
+    /// delete (default) or deactivate.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    account_id: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    requested_by: Option<String>,
+    #[arg(long)]
+    batch_id: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Table,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Jsonl => Format::JsonLines,
+            FormatArg::Csv => Format::Csv,
+        }
+    }
+}
+
+impl InputArgs {
+    fn into_input(self) -> Input {
+        if let Some(path) = self.file {
+            return Input::File {
+                path,
+                format: self.format.map(Format::from),
+            };
+        }
+        let mut fields = serde_json::Map::new();
+        let text_fields = [
+            ("request_id", self.request_id),
+            ("access_key_id", self.access_key_id),
+            ("user_name", self.user_name),
+            ("action", self.action),
+            ("account_id", self.account_id),
+            ("reason", self.reason),
+            ("requested_by", self.requested_by),
+            ("batch_id", self.batch_id),
+        ];
+        for (name, value) in text_fields {
+            if let Some(value) = value {
+                fields.insert(name.to_owned(), value.into());
+            }
+        }
+        if self.all_keys {
+            fields.insert("all_keys".to_owned(), true.into());
+        }
+        Input::One(fields)
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,15 +158,20 @@ fn main() -> ExitCode {
             };
         }
     };
-    let Command::Run { config } = cli.command;
-    let config = match Config::load(config.as_deref()) {
+    let config_path = match &cli.command {
+        Command::Run { config }
+        | Command::Enqueue { config, .. }
+        | Command::Plan { config, .. } => config.clone(),
+    };
+    let config = match Config::load(config_path.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log);
+    // The worker logs to standard output; the commands keep it for their results.
+    telemetry::init(&config.log, !matches!(cli.command, Command::Run { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,33 +182,64 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    runtime.block_on(async move {
+        let clients = Clients::new(&load_sdk_config(&config).await, &config);
+        match cli.command {
+            Command::Run { .. } => run(config, clients).await,
+            Command::Enqueue {
+                input, concurrency, ..
+            } => ExitCode::from(
+                commands::enqueue(
+                    &config,
+                    clients,
+                    input.into_input(),
+                    usize::from(concurrency),
+                )
+                .await,
+            ),
+            Command::Plan {
+                file,
+                format,
+                output,
+                ..
+            } => {
+                let input = Input::File {
+                    path: file,
+                    format: format.map(Format::from),
+                };
+                let output = match output {
+                    OutputArg::Table => PlanOutput::Table,
+                    OutputArg::Json => PlanOutput::Json,
+                };
+                ExitCode::from(commands::plan(&config, clients, input, output).await)
+            }
+        }
+    })
+}
+
+async fn run(config: Config, clients: Clients) -> ExitCode {
+    let app = match Application::build(config, clients)
+        .await
+        .context("Failed to start the worker")
+    {
+        Ok(app) => app,
         Err(e) => {
             let code = match e.downcast_ref::<StartupError>() {
-                Some(StartupError::Config(_)) => 2,
-                Some(StartupError::Queue(
-                    iam_key_revoker::queue::QueueSetupError::NoDeadLetterQueue,
-                )) => 2,
+                Some(
+                    StartupError::Config(_)
+                    | StartupError::Queue(QueueSetupError::NoDeadLetterQueue),
+                ) => 2,
                 _ => 1,
             };
             tracing::error!(error = format!("{e:#}"), "Worker stopped");
             eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            return ExitCode::from(code);
         }
-    }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
-    let sdk = load_sdk_config(&config).await;
-    let clients = Clients::new(&sdk, &config);
-    let app = Application::build(config, clients)
-        .await
-        .context("Failed to start the worker")?;
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await;
-    Ok(())
+    ExitCode::SUCCESS
 }
 
 /// Cancels `shutdown` on SIGTERM (what Kubernetes and most supervisors send) or SIGINT

@@ -30,6 +30,7 @@ pub const JOBS_IN_FLIGHT: &str = "iam_key_revoker_jobs_in_flight";
 pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
+pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -44,6 +45,7 @@ pub const ALL: &[&str] = &[
     LAST_RECEIVE_SUCCESS,
     BUILD_INFO,
     RESULTS_PUBLISH_FAILURES_TOTAL,
+    IAM_RATE_LIMIT,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -152,6 +154,10 @@ fn describe() {
         BUILD_INFO,
         "Always 1; the version label names the running build"
     );
+    describe_gauge!(
+        IAM_RATE_LIMIT,
+        "Current client-side IAM request rate: iam.max_requests_per_second, lowered while IAM throttles"
+    );
 
     for outcome in OUTCOMES {
         counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason())
@@ -230,6 +236,11 @@ pub fn aws_retry(service: &'static str, operation: &'static str, error_code: Opt
     };
     counter!(AWS_RETRIES_TOTAL, "service" => service, "operation" => operation, "error_code" => code)
         .increment(1);
+}
+
+/// The adaptive IAM request rate changed.
+pub fn iam_rate_limit(requests_per_second: f64) {
+    gauge!(IAM_RATE_LIMIT).set(requests_per_second);
 }
 
 /// An outcome event that could not be published.

@@ -274,17 +274,44 @@ impl Sqs {
     }
 }
 
+/// One message of a `SendMessageBatch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    /// FIFO queues only.
+    pub group_id: Option<String>,
+    /// FIFO queues only.
+    pub deduplication_id: Option<String>,
+}
+
+/// An entry of a batch that SQS refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Position of the entry in the batch.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// Whether the fault is the sender's (sending it again cannot help).
+    pub sender_fault: bool,
+}
+
 impl Sqs {
-    /// Sends up to ten bodies with one `SendMessageBatch`; returns how many entries the
-    /// queue refused.
-    pub async fn send_batch(&self, queue_url: &str, bodies: &[String]) -> Result<usize, AwsError> {
-        let entries: Vec<_> = bodies
+    /// Sends up to ten messages with one `SendMessageBatch` (transient failures of the
+    /// whole call retried); returns the entries the queue refused.
+    pub async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[Outgoing],
+    ) -> Result<Vec<Refused>, AwsError> {
+        let entries: Vec<_> = messages
             .iter()
             .enumerate()
-            .map(|(i, body)| {
+            .map(|(i, m)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body)
+                    .message_body(&m.body)
+                    .set_message_group_id(m.group_id.clone())
+                    .set_message_deduplication_id(m.deduplication_id.clone())
                     .build()
                     // Cannot fail: both required fields are set just above.
                     .expect("id and body are set")
@@ -307,7 +334,21 @@ impl Sqs {
             },
         )
         .await?;
-        Ok(out.failed().len())
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| Refused {
+                index: f.id().parse().unwrap_or(usize::MAX),
+                code: f.code().to_owned(),
+                message: f.message().unwrap_or_default().to_owned(),
+                sender_fault: f.sender_fault(),
+            })
+            .collect())
+    }
+
+    /// The backoff policy of this client's calls.
+    pub fn policy(&self) -> &BackoffPolicy {
+        &self.policy
     }
 }
 

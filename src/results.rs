@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outcome::JobReport;
-use crate::queue::{next_batch, Sqs, SQS_BATCH_MAX};
+use crate::queue::{next_batch, Outgoing, Sqs, SQS_BATCH_MAX};
 
 /// Events waiting to be sent; past this, new events are dropped and counted.
 const BUFFER: usize = 10_000;
@@ -127,14 +127,19 @@ async fn run(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<Command>) {
         let mut flushes = Vec::new();
         for command in batch {
             match command {
-                Command::Publish(body) => bodies.push(body),
+                Command::Publish(body) => bodies.push(Outgoing {
+                    body,
+                    group_id: None,
+                    deduplication_id: None,
+                }),
                 Command::Flush(done) => flushes.push(done),
             }
         }
         if !bodies.is_empty() {
             match sqs.send_batch(&queue_url, &bodies).await {
-                Ok(0) => {}
-                Ok(failed) => {
+                Ok(refused) if refused.is_empty() => {}
+                Ok(refused) => {
+                    let failed = refused.len();
                     crate::metrics::results_publish_failed(failed);
                     tracing::warn!(
                         failed,

@@ -2,7 +2,7 @@
 //! receive → parse/validate → guard (protected, duplicate) → IAM action → settle the
 //! message (delete / dead-letter / release) → record.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,8 +84,12 @@ impl Worker {
             )
             .await?;
         let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone());
-        let rate = NonZeroU32::new(config.iam.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let iam = Iam::new(clients.iam, rate, policy, protection.clone());
+        let iam = Iam::new(
+            clients.iam,
+            config.iam.max_requests_per_second,
+            policy,
+            protection.clone(),
+        );
         let dedup = Dedup::new(
             NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
             Duration::from_secs(config.worker.dedup_ttl_seconds),
@@ -388,17 +392,8 @@ impl Worker {
 
     /// Guards, then the IAM action.
     async fn act(&self, job: &Job, retries: &RetryCounter, report: &mut JobReport) -> Decision {
-        if let Some(user) = job.user_name().filter(|u| self.protection.user(u)) {
-            return Decision::new(
-                Outcome::Rejected(Reason::Protected),
-                format!("user {user} is protected"),
-            );
-        }
-        if let Some(key) = job.access_key_id().filter(|k| self.protection.key(k)) {
-            return Decision::new(
-                Outcome::Rejected(Reason::Protected),
-                format!("access key {key} is protected"),
-            );
+        if let Some(detail) = self.protection.refuses(job) {
+            return Decision::new(Outcome::Rejected(Reason::Protected), detail);
         }
         if let Some(account) = &job.account_id {
             match self.own_account(retries).await {

@@ -8,28 +8,35 @@ use super::TestEnv;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_iam-key-revoker");
 
-/// `iam-key-revoker run` for `env`'s queue, talking to `endpoint` with the emulator's
-/// credentials, serving metrics on `metrics_port` (0: any free port).
-pub fn worker_command(env: &TestEnv, endpoint: &str, metrics_port: u16) -> Command {
+/// The binary with nothing but the emulator's credentials, `endpoint` and `queue_url`
+/// in its environment.
+pub fn command(endpoint: &str, queue_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg("run")
-        .env_clear()
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("IAM_KEY_REVOKER__AWS__REGION", super::REGION)
         .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", endpoint)
-        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", &env.queue_url)
-        .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
+        .env("IAM_KEY_REVOKER__SQS__QUEUE_URL", queue_url)
         .env("IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND", "1000")
-        .env(
-            "IAM_KEY_REVOKER__METRICS__LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    cmd
+}
+
+/// `iam-key-revoker run` for `env`'s queue, talking to `endpoint`, serving metrics on
+/// `metrics_port` (0: any free port).
+pub fn worker_command(env: &TestEnv, endpoint: &str, metrics_port: u16) -> Command {
+    let mut cmd = command(endpoint, &env.queue_url);
+    cmd.arg("run")
+        .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
+        .env(
+            "IAM_KEY_REVOKER__METRICS__LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        );
     cmd
 }
 

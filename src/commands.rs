@@ -1,0 +1,185 @@
+//! The `enqueue` and `plan` commands end to end: read and validate the input, talk to
+//! AWS, print the result. Each returns the process exit code (contract section 6):
+//! 0 success, 2 usage or validation error, 1 any other failure.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::batch::{self, Format, Line};
+use crate::classify::AwsError;
+use crate::clients::Clients;
+use crate::config::Config;
+use crate::enqueue::{self, Progress};
+use crate::guard::Protection;
+use crate::iam::Iam;
+use crate::plan;
+use crate::queue::Sqs;
+use crate::retry::{call, RetryCounter};
+
+/// Where the jobs come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A batch file.
+    File {
+        path: PathBuf,
+        format: Option<Format>,
+    },
+    /// One job given field by field (command-line flags).
+    One(serde_json::Map<String, serde_json::Value>),
+}
+
+/// How `plan` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanOutput {
+    Table,
+    Json,
+}
+
+fn load(input: &Input) -> Result<Vec<Line>, u8> {
+    match input {
+        Input::File { path, format } => {
+            let format = format.unwrap_or_else(|| Format::of(path));
+            batch::read(path, format).map_err(|e| {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                2
+            })
+        }
+        Input::One(fields) => Ok(vec![Line {
+            number: 1,
+            job: batch::validate_object(fields.clone()),
+        }]),
+    }
+}
+
+/// Reports every invalid line; true when there was at least one.
+fn report_invalid(lines: &[Line], input: &Input) -> bool {
+    let mut invalid = false;
+    for line in lines {
+        if let Err(e) = &line.job {
+            invalid = true;
+            match input {
+                Input::File { path, .. } => eprintln!("{}:{}: {e}", path.display(), line.number),
+                Input::One(_) => eprintln!("error: invalid job: {e}"),
+            }
+        }
+    }
+    invalid
+}
+
+/// `enqueue`: validates everything first; sends nothing if any line is invalid.
+pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrency: usize) -> u8 {
+    let lines = match load(&input) {
+        Ok(lines) => lines,
+        Err(code) => return code,
+    };
+    if report_invalid(&lines, &input) {
+        eprintln!("Nothing was sent: fix the lines above and run again.");
+        return 2;
+    }
+    if lines.is_empty() {
+        eprintln!("Nothing to send: the file holds no jobs.");
+        return 0;
+    }
+    let jobs: Vec<_> = lines.into_iter().filter_map(|l| l.job.ok()).collect();
+    let sqs = Sqs::new(clients.sqs, config.backoff());
+    let started = Instant::now();
+    let sent = enqueue::send(
+        &sqs,
+        &config.sqs.queue_url,
+        &jobs,
+        concurrency,
+        &Progress::new(jobs.len()),
+    )
+    .await;
+    let mut failed = 0;
+    for s in &sent {
+        match &s.result {
+            Ok(()) => println!("{}", s.request_id),
+            Err(e) => {
+                failed += 1;
+                eprintln!("not sent: {}: {e}", s.request_id);
+            }
+        }
+    }
+    eprintln!(
+        "sent {}, failed {failed}, elapsed {:.1} s",
+        sent.len() - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// `plan`: predicts every line with read-only IAM calls and prints the plan.
+pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanOutput) -> u8 {
+    let lines = match load(&input) {
+        Ok(lines) => lines,
+        Err(code) => return code,
+    };
+    let protection = match Protection::new(&config.protect) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let own_account = if lines
+        .iter()
+        .any(|l| l.job.as_ref().is_ok_and(|j| j.account_id.is_some()))
+    {
+        match own_account(config, &clients.sts).await {
+            Ok(account) => Some(account),
+            Err(e) => {
+                eprintln!("error: cannot tell this worker's own account: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let iam = Iam::new(
+        clients.iam,
+        config.iam.max_requests_per_second,
+        config.backoff(),
+        protection,
+    );
+    let rows = plan::plan(&lines, &iam, own_account.as_deref()).await;
+    match output {
+        PlanOutput::Table => {
+            print!("{}", plan::table(&rows));
+            eprintln!("{}", plan::summary(&rows));
+        }
+        PlanOutput::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+    }
+    if rows.iter().any(|r| r.prediction == "error") {
+        1
+    } else {
+        0
+    }
+}
+
+async fn own_account(config: &Config, sts: &aws_sdk_sts::Client) -> Result<String, AwsError> {
+    let out = call(
+        &config.backoff(),
+        &RetryCounter::default(),
+        "sts",
+        "GetCallerIdentity",
+        || async {
+            sts.get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
+        },
+    )
+    .await?;
+    Ok(out.account.unwrap_or_default())
+}

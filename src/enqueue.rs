@@ -1,0 +1,191 @@
+//! `enqueue`: sends validated jobs to the queue with `SendMessageBatch`, ten a call,
+//! several calls in flight. Entries a batch reports as failed are sent again (when the
+//! fault is not the sender's); every job ends either sent or reported as failed, never
+//! silently lost. FIFO queues get `MessageGroupId` per user and `MessageDeduplicationId`
+//! from the request id, so a resend can never create a second job.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::job::Job;
+use crate::queue::{Outgoing, Sqs, SQS_BATCH_MAX};
+
+/// How often entries a batch refused are sent again.
+const MAX_ROUNDS: u32 = 5;
+
+/// What became of each job, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub request_id: String,
+    /// `Err` holds why the job could not be sent.
+    pub result: Result<(), String>,
+}
+
+/// Sends `jobs` to `queue_url` with up to `concurrency` batch calls in flight.
+pub async fn send(
+    sqs: &Sqs,
+    queue_url: &str,
+    jobs: &[Job],
+    concurrency: usize,
+    progress: &Progress,
+) -> Vec<Sent> {
+    let fifo = queue_url.ends_with(".fifo");
+    let messages: Vec<Outgoing> = jobs
+        .iter()
+        .map(|job| Outgoing {
+            body: job.to_body(),
+            group_id: fifo.then(|| message_group(job)),
+            deduplication_id: fifo.then(|| job.request_id.clone()),
+        })
+        .collect();
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (chunk_index, chunk) in messages.chunks(SQS_BATCH_MAX).enumerate() {
+        let (sqs, queue_url, chunk, slots) = (
+            sqs.clone(),
+            queue_url.to_owned(),
+            chunk.to_vec(),
+            slots.clone(),
+        );
+        tasks.spawn(async move {
+            // Cannot fail: the semaphore is never closed.
+            let _slot = slots.acquire_owned().await.expect("semaphore open");
+            (chunk_index, send_chunk(&sqs, &queue_url, &chunk).await)
+        });
+    }
+    let mut results: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); jobs.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (chunk_index, outcomes) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "A sending task failed");
+                continue;
+            }
+        };
+        progress.advance(outcomes.len());
+        for (offset, outcome) in outcomes.into_iter().enumerate() {
+            results[chunk_index * SQS_BATCH_MAX + offset] = outcome;
+        }
+    }
+    progress.finish();
+    jobs.iter()
+        .zip(results)
+        .map(|(job, result)| Sent {
+            request_id: job.request_id.clone(),
+            result,
+        })
+        .collect()
+}
+
+/// Jobs of one user stay in order on a FIFO queue; key-only jobs are grouped by key.
+fn message_group(job: &Job) -> String {
+    job.user_name()
+        .or(job.access_key_id())
+        .unwrap_or(&job.request_id)
+        .to_owned()
+}
+
+/// Sends one chunk (at most ten), resending refused entries whose fault was not ours.
+async fn send_chunk(sqs: &Sqs, queue_url: &str, chunk: &[Outgoing]) -> Vec<Result<(), String>> {
+    let mut results: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); chunk.len()];
+    let mut pending: Vec<usize> = (0..chunk.len()).collect();
+    let mut delays = sqs.policy().endless();
+    for round in 1..=MAX_ROUNDS {
+        let batch: Vec<Outgoing> = pending.iter().map(|&i| chunk[i].clone()).collect();
+        let refused = match sqs.send_batch(queue_url, &batch).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                for &i in &pending {
+                    results[i] = Err(e.to_string());
+                }
+                return results;
+            }
+        };
+        let mut again = Vec::new();
+        for (position, &i) in pending.iter().enumerate() {
+            results[i] = match refused.iter().find(|r| r.index == position) {
+                None => Ok(()),
+                Some(r) => {
+                    if !r.sender_fault {
+                        again.push(i);
+                    }
+                    Err(format!(
+                        "{}: {} (after {round} attempt(s))",
+                        r.code, r.message
+                    ))
+                }
+            };
+        }
+        if again.is_empty() {
+            break;
+        }
+        pending = again;
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+    }
+    results
+}
+
+/// Progress of a send: a bar on a terminal, a plain line a second otherwise (on stderr).
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    done: Mutex<(usize, Instant)>,
+}
+
+impl Progress {
+    /// A bar when standard error is a terminal, plain lines when it is not.
+    pub fn new(total: usize) -> Self {
+        Self::with_bar(total, std::io::stderr().is_terminal())
+    }
+
+    /// Nothing shown (tests, library callers).
+    pub fn hidden(total: usize) -> Self {
+        Self {
+            bar: Some(ProgressBar::hidden()),
+            total,
+            done: Mutex::new((0, Instant::now())),
+        }
+    }
+
+    fn with_bar(total: usize, bar: bool) -> Self {
+        let bar = bar.then(|| {
+            let bar = ProgressBar::new(total as u64);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs sent ({per_sec})",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Self {
+            bar,
+            total,
+            done: Mutex::new((0, Instant::now())),
+        }
+    }
+
+    fn advance(&self, n: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+            return;
+        }
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.0 += n;
+        if done.1.elapsed() >= Duration::from_secs(1) || done.0 == self.total {
+            eprintln!("enqueue: {}/{} jobs sent", done.0, self.total);
+            done.1 = Instant::now();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

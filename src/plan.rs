@@ -1,0 +1,203 @@
+//! `plan`: a read-only pre-flight of a batch. For every line it predicts what the worker
+//! would do (`would_delete`, `would_deactivate`, `already_absent`, `owner_mismatch`,
+//! `owner_unknown`, `protected`, `cross_account_disabled`, `invalid`, or `error` when IAM
+//! could not be read), using only read calls: nothing changes in IAM or on the queue.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::batch::Line;
+use crate::iam::{Iam, Prediction};
+use crate::job::Action;
+use crate::retry::RetryCounter;
+
+/// Lines previewed at once (the shared IAM rate still bounds the calls).
+const CONCURRENCY: usize = 8;
+
+/// One line of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanRow {
+    pub line: usize,
+    pub request_id: Option<String>,
+    pub prediction: &'static str,
+    pub user_name: Option<String>,
+    pub access_key_ids: Vec<String>,
+    pub detail: Option<String>,
+}
+
+/// Predicts every line. `own_account` is the worker's account, needed only when a line
+/// names an `account_id`.
+pub async fn plan(lines: &[Line], iam: &Iam, own_account: Option<&str>) -> Vec<PlanRow> {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    for (index, line) in lines.iter().enumerate() {
+        let (line, iam, slots) = (line.clone(), iam.clone(), slots.clone());
+        let own_account = own_account.map(str::to_owned);
+        tasks.spawn(async move {
+            // Cannot fail: the semaphore is never closed.
+            let _slot = slots.acquire_owned().await.expect("semaphore open");
+            (index, predict(&line, &iam, own_account.as_deref()).await)
+        });
+    }
+    let mut rows: Vec<Option<PlanRow>> = vec![None; lines.len()];
+    while let Some(Ok((index, row))) = tasks.join_next().await {
+        rows[index] = Some(row);
+    }
+    rows.into_iter().flatten().collect()
+}
+
+async fn predict(line: &Line, iam: &Iam, own_account: Option<&str>) -> PlanRow {
+    let mut row = PlanRow {
+        line: line.number,
+        request_id: None,
+        prediction: "invalid",
+        user_name: None,
+        access_key_ids: Vec::new(),
+        detail: None,
+    };
+    let job = match &line.job {
+        Ok(job) => job,
+        Err(e) => {
+            row.detail = Some(e.to_string());
+            return row;
+        }
+    };
+    row.request_id = Some(job.request_id.clone());
+    row.user_name = job.user_name().map(str::to_owned);
+    row.access_key_ids = job.access_key_id().map(str::to_owned).into_iter().collect();
+    if let Some(account) = &job.account_id {
+        if own_account != Some(account.as_str()) {
+            row.prediction = "cross_account_disabled";
+            row.detail = Some(format!(
+                "this worker acts only in {}",
+                own_account.unwrap_or("its own account")
+            ));
+            return row;
+        }
+    }
+    match iam.preview(job, &RetryCounter::default()).await {
+        Ok(preview) => {
+            if preview.user_name.is_some() {
+                row.user_name = preview.user_name;
+            }
+            if !preview.access_key_ids.is_empty() {
+                row.access_key_ids = preview.access_key_ids;
+            }
+            (row.prediction, row.detail) = match preview.prediction {
+                Prediction::Would(Action::Delete) => ("would_delete", None),
+                Prediction::Would(Action::Deactivate) => ("would_deactivate", None),
+                Prediction::AlreadyAbsent => ("already_absent", None),
+                Prediction::OwnerMismatch(detail) => ("owner_mismatch", Some(detail)),
+                Prediction::OwnerUnknown => ("owner_unknown", None),
+                Prediction::Protected(detail) => ("protected", Some(detail)),
+            };
+        }
+        Err(e) => {
+            row.prediction = "error";
+            row.detail = Some(e.to_string());
+        }
+    }
+    row
+}
+
+/// The plan as an aligned text table.
+pub fn table(rows: &[PlanRow]) -> String {
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.line.to_string(),
+                r.request_id.clone().unwrap_or_default(),
+                r.prediction.to_owned(),
+                r.user_name.clone().unwrap_or_default(),
+                r.access_key_ids.join(","),
+                r.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = [
+        "LINE",
+        "REQUEST_ID",
+        "PREDICTION",
+        "USER",
+        "ACCESS_KEYS",
+        "DETAIL",
+    ]
+    .map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// How many lines got each prediction, in a fixed order.
+pub fn summary(rows: &[PlanRow]) -> String {
+    let kinds = [
+        "would_delete",
+        "would_deactivate",
+        "already_absent",
+        "owner_mismatch",
+        "owner_unknown",
+        "protected",
+        "cross_account_disabled",
+        "invalid",
+        "error",
+    ];
+    kinds
+        .iter()
+        .map(|k| (k, rows.iter().filter(|r| r.prediction == *k).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_aligned() {
+        let rows = vec![
+            PlanRow {
+                line: 1,
+                request_id: Some("r-1".into()),
+                prediction: "would_delete",
+                user_name: Some("alice".into()),
+                access_key_ids: vec!["AKIA1".into()],
+                detail: None,
+            },
+            PlanRow {
+                line: 12,
+                request_id: None,
+                prediction: "invalid",
+                user_name: None,
+                access_key_ids: vec![],
+                detail: Some("not JSON".into()),
+            },
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let column = lines[0].find("PREDICTION").unwrap();
+        assert_eq!(lines[1].find("would_delete"), Some(column));
+        assert_eq!(lines[2].find("invalid"), Some(column));
+        assert_eq!(summary(&rows), "would_delete: 1, invalid: 1");
+    }
+}

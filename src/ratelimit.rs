@@ -1,0 +1,197 @@
+//! The client-side IAM request budget (`iam.max_requests_per_second`), shared by every
+//! job acting in one account, that adapts to throttling: additive increase,
+//! multiplicative decrease (AIMD), so a bulk run settles just below the account's real
+//! limit instead of oscillating through errors.
+//!
+//! - Requests are spaced `1 / rate` apart (no bursts above the rate).
+//! - A throttled answer halves the rate, at most once per second: the throttled answers
+//!   of concurrent requests are one signal, not many.
+//! - Each second without throttling adds 5% of the configured maximum back, so a halved
+//!   rate recovers in about ten seconds, never above the maximum.
+//!
+//! `governor`, the usual token bucket, can neither change its quota at run time nor run
+//! on tokio's clock (which the tests pause), so this small scheduler is written here.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+const DECREASE_FACTOR: f64 = 0.5;
+const INCREASE_FRACTION_PER_SECOND: f64 = 0.05;
+const ADJUST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An adaptive request rate.
+#[derive(Debug)]
+pub struct AdaptiveRate {
+    max: f64,
+    floor: f64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    rate: f64,
+    next_slot: Instant,
+    last_decrease: Option<Instant>,
+    last_increase: Instant,
+}
+
+impl AdaptiveRate {
+    /// Starts at `max_per_second` (at least 1).
+    pub fn new(max_per_second: u32) -> Self {
+        let max = f64::from(max_per_second.max(1));
+        crate::metrics::iam_rate_limit(max);
+        Self {
+            max,
+            // Never slower than one request every ten seconds, nor than 5% of the maximum.
+            floor: (max * 0.05).max(0.1),
+            state: Mutex::new(State {
+                rate: max,
+                next_slot: Instant::now(),
+                last_decrease: None,
+                last_increase: Instant::now(),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain numbers, consistent after any panic: recover, don't poison.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current rate, requests per second.
+    pub fn current(&self) -> f64 {
+        self.state().rate
+    }
+
+    /// Waits for this request's slot.
+    pub async fn acquire(&self) {
+        let slot = {
+            let mut state = self.state();
+            let now = Instant::now();
+            let slot = state.next_slot.max(now);
+            state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// IAM answered with throttling: slow down (once per second at most).
+    pub fn throttled(&self) {
+        let mut state = self.state();
+        let now = Instant::now();
+        if state
+            .last_decrease
+            .is_some_and(|at| now.duration_since(at) < ADJUST_INTERVAL)
+        {
+            return;
+        }
+        state.rate = (state.rate * DECREASE_FACTOR).max(self.floor);
+        state.last_decrease = Some(now);
+        crate::metrics::iam_rate_limit(state.rate);
+        tracing::warn!(
+            rate_per_second = state.rate,
+            "IAM is throttling: lowering the request rate"
+        );
+    }
+
+    /// IAM answered without throttling: speed back up, slowly, up to the maximum.
+    pub fn succeeded(&self) {
+        let mut state = self.state();
+        if state.rate >= self.max {
+            return;
+        }
+        let now = Instant::now();
+        let calm = state
+            .last_decrease
+            .is_none_or(|at| now.duration_since(at) >= ADJUST_INTERVAL);
+        if calm && now.duration_since(state.last_increase) >= ADJUST_INTERVAL {
+            state.rate = (state.rate + self.max * INCREASE_FRACTION_PER_SECOND).min(self.max);
+            state.last_increase = now;
+            crate::metrics::iam_rate_limit(state.rate);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_never_exceeds_the_configured_rate() {
+        let rate = Arc::new(AdaptiveRate::new(10));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let rate = rate.clone();
+            tasks.spawn(async move {
+                rate.acquire().await;
+                start.elapsed()
+            });
+        }
+        let mut times = tasks.join_all().await;
+        times.sort();
+        // Any one-second window holds at most ten requests.
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 10,
+                "{in_window} requests within a second from {t:?}"
+            );
+        }
+        let last = *times.last().unwrap();
+        assert!(
+            last >= Duration::from_millis(4_900) && last < Duration::from_millis(5_000),
+            "{last:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_halves_the_rate_once_per_second_and_it_recovers_slowly() {
+        let rate = AdaptiveRate::new(20);
+        rate.throttled();
+        rate.throttled(); // the same burst of throttled answers: one signal
+        assert_eq!(rate.current(), 10.0);
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        rate.throttled();
+        assert_eq!(rate.current(), 5.0);
+
+        // Requests now come 200 ms apart.
+        let start = Instant::now();
+        rate.acquire().await;
+        rate.acquire().await;
+        rate.acquire().await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // One step (+1/s) per calm second, never above the maximum.
+        let mut seconds = 0;
+        while rate.current() < 20.0 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            rate.succeeded();
+            seconds += 1;
+            assert!(seconds < 60, "recovers");
+        }
+        assert_eq!(seconds, 15, "from 5/s to 20/s in steps of 1/s");
+        rate.succeeded();
+        assert_eq!(rate.current(), 20.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_has_a_floor() {
+        let rate = AdaptiveRate::new(10);
+        for _ in 0..20 {
+            rate.throttled();
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert_eq!(rate.current(), 0.5);
+    }
+}

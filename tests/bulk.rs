@@ -1,0 +1,359 @@
+//! Bulk offboarding from the command line: `enqueue --file` and `plan --file` against the
+//! emulator, as an operator runs them.
+
+mod common;
+
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_iam::types::StatusType;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use common::TestEnv;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// `iam-key-revoker <args>` against `queue_url` on the emulator, with `env`'s
+/// protected users.
+fn cli(env: &TestEnv, queue_url: &str, args: &[&str]) -> Output {
+    common::process::command(&common::endpoint(), queue_url)
+        .args(args)
+        .env(
+            "IAM_KEY_REVOKER__PROTECT__USERS",
+            env.config.protect.users.join(","),
+        )
+        .output()
+        .expect("the binary runs")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+async fn drain(env: &TestEnv, limit: Duration) {
+    let worker = Arc::new(env.worker().await);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    env.wait_until_drained(limit).await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_line_file_is_validated_enqueued_and_drained() {
+    let mut env = TestEnv::new("bulk500").await;
+    env.config.worker.max_in_flight = 32;
+    let mut users = Vec::new();
+    for chunk in (0..500).collect::<Vec<_>>().chunks(8) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in chunk {
+            let iam = env.clients.iam.clone();
+            let user = format!("{}-{i}", env.name);
+            tasks.spawn(async move { common::create_user_with_keys(&iam, &user, 1).await });
+        }
+        users.extend(tasks.join_all().await);
+    }
+    // Half the lines carry a request id, half get one generated.
+    let lines: Vec<String> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (user, keys))| {
+            let mut job =
+                json!({"user_name": user, "access_key_id": keys[0], "batch_id": "offboarding-500"});
+            if i % 2 == 0 {
+                job["request_id"] = format!("bulk-{i}").into();
+            }
+            job.to_string()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "batch.jsonl", &(lines.join("\n") + "\n"));
+
+    let output = cli(&env, &env.queue_url, &["enqueue", "--file", &file]);
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 500, "one request id printed per job");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 500);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sent 500, failed 0"));
+    assert_eq!(
+        env.queue_depth().await,
+        (500, 0),
+        "every job on the queue, none twice"
+    );
+
+    drain(&env, Duration::from_secs(120)).await;
+    for (user, keys) in &users {
+        assert_eq!(
+            env.key_status(user, &keys[0]).await,
+            None,
+            "{user}'s key is gone"
+        );
+    }
+    assert!(env.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_file_with_bad_lines_sends_nothing_and_names_each_line() {
+    let env = TestEnv::new("badfile").await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write(
+        &dir,
+        "jobs.jsonl",
+        "{\"request_id\":\"ok-1\",\"access_key_id\":\"AKIA0000000000000001\"}\n\
+         {\"request_id\":\"bad key\",\"access_key_id\":\"AKIA0000000000000002\"}\n\
+         {\"request_id\":\"ok-3\",\"access_key_id\":\"AKIA0000000000000003\"}\n\
+         {broken\n\
+         {\"request_id\":\"ok-1\",\"access_key_id\":\"AKIA0000000000000005\"}\n",
+    );
+    let output = cli(&env, &env.queue_url, &["enqueue", "--file", &jsonl]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in [2, 4, 5] {
+        assert!(
+            stderr.contains(&format!("jobs.jsonl:{line}:")),
+            "line {line} named: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("jobs.jsonl:1:") && !stderr.contains("jobs.jsonl:3:"));
+    assert!(stderr.contains("repeats line 1"));
+    assert!(output.stdout.is_empty());
+
+    let csv = write(
+        &dir,
+        "jobs.csv",
+        "request_id,access_key_id,colour\nr,AKIA0000000000000001,red\n",
+    );
+    let output = cli(&env, &env.queue_url, &["enqueue", "--file", &csv]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("colour"));
+
+    let output = cli(
+        &env,
+        &env.queue_url,
+        &["enqueue", "--access-key-id", "short"],
+    );
+    assert_eq!(output.status.code(), Some(2), "one invalid job from flags");
+
+    assert_eq!(env.queue_depth().await, (0, 0), "nothing was sent");
+}
+
+#[tokio::test]
+async fn one_job_from_flags_is_enqueued_and_its_id_printed() {
+    let env = TestEnv::new("flags").await;
+    let output = cli(
+        &env,
+        &env.queue_url,
+        &[
+            "enqueue",
+            "--user-name",
+            "leaver",
+            "--all-keys",
+            "--reason",
+            "offboarding",
+            "--batch-id",
+            "hr-7",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "a generated request id: {id}");
+    let message = env.receive_one().await;
+    let body: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"request_id": id, "user_name": "leaver", "all_keys": true, "action": "delete",
+               "reason": "offboarding", "batch_id": "hr-7"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_queue_round_trip() {
+    let mut env = TestEnv::new("fifo").await;
+    let sqs = env.clients.sqs.clone();
+    let fifo = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap()
+        }
+    };
+    let dlq = fifo(format!("{}-dlq.fifo", env.name)).await;
+    let queue = fifo(format!("{}.fifo", env.name)).await;
+    env.queue_url = queue.clone();
+    env.config.sqs.queue_url = queue.clone();
+    env.config.sqs.dead_letter_queue_url = Some(dlq);
+    let (alice, a_keys) = env.user_with_keys("alice", 2).await;
+    let (bob, b_keys) = env.user_with_keys("bob", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "jobs.csv",
+        &format!(
+            "request_id,user_name,access_key_id\nf-1,{alice},{}\nf-2,{alice},{}\nf-3,{bob},{}\n",
+            a_keys[0], a_keys[1], b_keys[0]
+        ),
+    );
+
+    let output = cli(&env, &queue, &["enqueue", "--file", &file]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Sending the same file again within the deduplication window adds nothing.
+    assert!(cli(&env, &queue, &["enqueue", "--file", &file])
+        .status
+        .success());
+    assert_eq!(env.queue_depth().await.0, 3, "deduplicated by request id");
+
+    let messages = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert!(!messages.is_empty());
+    for m in &messages {
+        let attrs = m.attributes().unwrap();
+        let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+        assert_eq!(
+            attrs
+                .get(&MessageSystemAttributeName::MessageGroupId)
+                .map(String::as_str),
+            body["user_name"].as_str(),
+            "grouped per user"
+        );
+        assert_eq!(
+            attrs
+                .get(&MessageSystemAttributeName::MessageDeduplicationId)
+                .map(String::as_str),
+            body["request_id"].as_str()
+        );
+    }
+
+    drain(&env, Duration::from_secs(60)).await;
+    assert_eq!(env.key_status(&alice, &a_keys[0]).await, None);
+    assert_eq!(env.key_status(&alice, &a_keys[1]).await, None);
+    assert_eq!(env.key_status(&bob, &b_keys[0]).await, None);
+}
+
+#[tokio::test]
+async fn plan_predicts_each_outcome_and_changes_nothing() {
+    let mut env = TestEnv::new("plan").await;
+    let (alice, a_keys) = env.user_with_keys("alice", 2).await;
+    let (bob, b_keys) = env.user_with_keys("bob", 1).await;
+    let (admin, admin_keys) = env.user_with_keys("admin", 1).await;
+    let (leaver, leaver_keys) = env.user_with_keys("leaver", 2).await;
+    env.config.protect.users = vec![admin.clone()];
+    let lines = [
+        json!({"request_id": "p-del", "user_name": alice, "access_key_id": a_keys[0]}),
+        json!({"request_id": "p-deact", "access_key_id": a_keys[1], "action": "deactivate"}),
+        json!({"request_id": "p-absent", "access_key_id": "AKIA0000000000PLAN00"}),
+        json!({"request_id": "p-mismatch", "user_name": alice, "access_key_id": b_keys[0]}),
+        json!({"request_id": "p-protected", "user_name": admin, "access_key_id": admin_keys[0]}),
+        json!({"request_id": "p-owner-protected", "access_key_id": admin_keys[0]}),
+        json!({"request_id": "p-all", "user_name": leaver, "all_keys": true}),
+        json!({"request_id": "p-nouser", "user_name": "nobody-at-all-xyz", "all_keys": true}),
+        json!({"request_id": "p-account", "access_key_id": a_keys[0], "account_id": "222222222222"}),
+        json!({"request_id": "p-invalid", "access_key_id": "lower"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "plan.jsonl", &text);
+
+    let output = cli(
+        &env,
+        &env.queue_url,
+        &["plan", "--file", &file, "--output", "json"],
+    );
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON plan");
+    let predictions: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["request_id"].as_str().unwrap_or("-"),
+                r["prediction"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        predictions,
+        vec![
+            ("p-del", "would_delete"),
+            ("p-deact", "would_deactivate"),
+            ("p-absent", "already_absent"),
+            ("p-mismatch", "owner_mismatch"),
+            ("p-protected", "protected"),
+            ("p-owner-protected", "protected"),
+            ("p-all", "would_delete"),
+            ("p-nouser", "already_absent"),
+            ("p-account", "cross_account_disabled"),
+            ("-", "invalid"),
+        ]
+    );
+    assert_eq!(
+        rows[1]["user_name"],
+        alice.as_str(),
+        "owner found for key-only lines"
+    );
+    assert_eq!(rows[6]["access_key_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(rows[9]["line"], 10);
+
+    // The table form, for people.
+    let table = cli(&env, &env.queue_url, &["plan", "--file", &file]);
+    assert!(table.status.success());
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(stdout.starts_with("LINE"));
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains("p-mismatch") && l.contains("owner_mismatch")));
+
+    // Nothing changed.
+    for (user, key) in [
+        (&alice, &a_keys[0]),
+        (&bob, &b_keys[0]),
+        (&admin, &admin_keys[0]),
+        (&leaver, &leaver_keys[0]),
+    ] {
+        assert_eq!(env.key_status(user, key).await, Some(StatusType::Active));
+    }
+    assert_eq!(
+        env.key_status(&alice, &a_keys[1]).await,
+        Some(StatusType::Active)
+    );
+    assert_eq!(env.queue_depth().await, (0, 0));
+}
