@@ -23,6 +23,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
+    /// The shared configuration, source of the clients built later (other accounts).
+    pub sdk: SdkConfig,
 }
 
 /// Loads the shared SDK configuration: the usual credential chain, the configured region
@@ -75,6 +77,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             iam: aws_sdk_iam::Client::from_conf(iam),
             sts: aws_sdk_sts::Client::from_conf(sts),
+            sdk: sdk.clone(),
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::accounts::Accounts;
 use crate::batch::{self, Format, Line};
-use crate::classify::AwsError;
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::enqueue::{self, Progress};
@@ -14,7 +14,6 @@ use crate::guard::Protection;
 use crate::iam::Iam;
 use crate::plan;
 use crate::queue::Sqs;
-use crate::retry::{call, RetryCounter};
 
 /// Where the jobs come from.
 #[derive(Debug, Clone)]
@@ -126,27 +125,14 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
             return 2;
         }
     };
-    let own_account = if lines
-        .iter()
-        .any(|l| l.job.as_ref().is_ok_and(|j| j.account_id.is_some()))
-    {
-        match own_account(config, &clients.sts).await {
-            Ok(account) => Some(account),
-            Err(e) => {
-                eprintln!("error: cannot tell this worker's own account: {e}");
-                return 1;
-            }
-        }
-    } else {
-        None
-    };
     let iam = Iam::new(
         clients.iam,
         config.iam.max_requests_per_second,
         config.backoff(),
-        protection,
+        protection.clone(),
     );
-    let rows = plan::plan(&lines, &iam, own_account.as_deref()).await;
+    let accounts = Accounts::new(config, iam, clients.sts, clients.sdk, protection);
+    let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
     match output {
         PlanOutput::Table => {
             print!("{}", plan::table(&rows));
@@ -165,21 +151,4 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
     } else {
         0
     }
-}
-
-async fn own_account(config: &Config, sts: &aws_sdk_sts::Client) -> Result<String, AwsError> {
-    let out = call(
-        &config.backoff(),
-        &RetryCounter::default(),
-        "sts",
-        "GetCallerIdentity",
-        || async {
-            sts.get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
-        },
-    )
-    .await?;
-    Ok(out.account.unwrap_or_default())
 }

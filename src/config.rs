@@ -207,6 +207,8 @@ pub struct ProtectSection {
 pub struct CrossAccountSection {
     /// Role assumed in `account_id` for jobs that name another account.
     pub role_name: Option<String>,
+    /// External id the member accounts' trust policies require, if any.
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -395,6 +397,18 @@ impl Config {
                 return Err(invalid(
                     "cross_account.role_name",
                     "must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)",
+                ));
+            }
+        }
+        if let Some(id) = &self.cross_account.external_id {
+            let ok = (2..=1224).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c));
+            if !ok {
+                return Err(invalid(
+                    "cross_account.external_id",
+                    "must be 2-1224 of A-Za-z0-9+=,.@:/-_",
                 ));
             }
         }

@@ -15,6 +15,7 @@
 //! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
 //! - [`job`]: parsing and validating a job message, SNS envelope included.
 //! - [`guard`]: the protected list and the record of recently finished request ids.
+//! - [`accounts`]: which account a job acts in; cross-account roles, cached per account.
 //! - [`iam`]: the IAM action, at the least cost in IAM calls.
 //! - [`queue`]: SQS receive, batched delete, dead-letter copy, visibility, DLQ discovery.
 //! - [`worker`]: the receive loop and the straight path of one job ([`worker::Worker::handle`]).
@@ -29,6 +30,7 @@
 //! - [`app`]: the application: the worker and its listener, built and run together.
 //! - [`telemetry`]: logging set-up.
 
+pub mod accounts;
 pub mod app;
 pub mod batch;
 pub mod classify;

@@ -223,6 +223,17 @@ impl Drop for InFlightJob {
     }
 }
 
+/// One AWS request attempt and whether it succeeded.
+pub fn aws_request(
+    service: impl Into<::metrics::SharedString>,
+    operation: impl Into<::metrics::SharedString>,
+    ok: bool,
+) {
+    let result = if ok { "ok" } else { "error" };
+    counter!(AWS_REQUESTS_TOTAL, "service" => service.into(), "operation" => operation.into(), "result" => result)
+        .increment(1);
+}
+
 /// An in-process retry of a transient AWS error.
 pub fn aws_retry(service: &'static str, operation: &'static str, error_code: Option<&str>) {
     // Codes come from AWS, not from job input; unknown ones are folded into "other" so a
@@ -274,12 +285,11 @@ impl Intercept for RequestCounter {
             .load::<Metadata>()
             .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
             .unwrap_or_else(|| ("unknown".to_owned(), "unknown".to_owned()));
-        let result = match context.output_or_error() {
-            Some(Ok(_)) => "ok",
-            _ => "error",
-        };
-        counter!(AWS_REQUESTS_TOTAL, "service" => service, "operation" => operation, "result" => result)
-            .increment(1);
+        aws_request(
+            service,
+            operation,
+            matches!(context.output_or_error(), Some(Ok(_))),
+        );
         Ok(())
     }
 }

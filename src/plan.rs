@@ -9,8 +9,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accounts::{AccountError, Accounts};
 use crate::batch::Line;
-use crate::iam::{Iam, Prediction};
+use crate::iam::Prediction;
 use crate::job::Action;
 use crate::retry::RetryCounter;
 
@@ -28,18 +29,16 @@ pub struct PlanRow {
     pub detail: Option<String>,
 }
 
-/// Predicts every line. `own_account` is the worker's account, needed only when a line
-/// names an `account_id`.
-pub async fn plan(lines: &[Line], iam: &Iam, own_account: Option<&str>) -> Vec<PlanRow> {
+/// Predicts every line, each in the account it names.
+pub async fn plan(lines: &[Line], accounts: Arc<Accounts>) -> Vec<PlanRow> {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut tasks = JoinSet::new();
     for (index, line) in lines.iter().enumerate() {
-        let (line, iam, slots) = (line.clone(), iam.clone(), slots.clone());
-        let own_account = own_account.map(str::to_owned);
+        let (line, accounts, slots) = (line.clone(), accounts.clone(), slots.clone());
         tasks.spawn(async move {
             // Cannot fail: the semaphore is never closed.
             let _slot = slots.acquire_owned().await.expect("semaphore open");
-            (index, predict(&line, &iam, own_account.as_deref()).await)
+            (index, predict(&line, &accounts).await)
         });
     }
     let mut rows: Vec<Option<PlanRow>> = vec![None; lines.len()];
@@ -49,7 +48,7 @@ pub async fn plan(lines: &[Line], iam: &Iam, own_account: Option<&str>) -> Vec<P
     rows.into_iter().flatten().collect()
 }
 
-async fn predict(line: &Line, iam: &Iam, own_account: Option<&str>) -> PlanRow {
+async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
     let mut row = PlanRow {
         line: line.number,
         request_id: None,
@@ -68,17 +67,19 @@ async fn predict(line: &Line, iam: &Iam, own_account: Option<&str>) -> PlanRow {
     row.request_id = Some(job.request_id.clone());
     row.user_name = job.user_name().map(str::to_owned);
     row.access_key_ids = job.access_key_id().map(str::to_owned).into_iter().collect();
-    if let Some(account) = &job.account_id {
-        if own_account != Some(account.as_str()) {
-            row.prediction = "cross_account_disabled";
-            row.detail = Some(format!(
-                "this worker acts only in {}",
-                own_account.unwrap_or("its own account")
-            ));
+    let retries = RetryCounter::default();
+    let iam = match accounts.iam_for(job.account_id.as_deref(), &retries).await {
+        Ok(iam) => iam,
+        Err(e) => {
+            row.prediction = match e {
+                AccountError::Disabled { .. } => "cross_account_disabled",
+                AccountError::Aws(_) => "error",
+            };
+            row.detail = Some(e.to_string());
             return row;
         }
-    }
-    match iam.preview(job, &RetryCounter::default()).await {
+    };
+    match iam.preview(job, &retries).await {
         Ok(preview) => {
             if preview.user_name.is_some() {
                 row.user_name = preview.user_name;

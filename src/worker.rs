@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::{AccountError, Accounts};
 use crate::classify::{AwsError, ErrorClass};
 use crate::clients::Clients;
 use crate::config::{Config, ConfigError};
@@ -21,7 +22,7 @@ use crate::metrics;
 use crate::outcome::{JobReport, Outcome, Reason};
 use crate::queue::{Deleter, Delivery, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
 use crate::results::{OutcomeEvent, Results};
-use crate::retry::{call, visibility_delay, RetryCounter};
+use crate::retry::{visibility_delay, RetryCounter};
 use crate::server::Health;
 
 /// Why the worker could not start.
@@ -60,12 +61,10 @@ pub struct Worker {
     config: Arc<Config>,
     queues: Queues,
     sqs: Sqs,
-    iam: Iam,
-    sts: aws_sdk_sts::Client,
+    accounts: Accounts,
     deleter: Deleter,
     dedup: Dedup,
     protection: Protection,
-    own_account: OnceCell<String>,
     health: Arc<Health>,
     results: Option<Results>,
 }
@@ -94,12 +93,6 @@ impl Worker {
             NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
             Duration::from_secs(config.worker.dedup_ttl_seconds),
         );
-        if config.cross_account.role_name.is_some() {
-            tracing::warn!(
-                "cross_account.role_name is set, but this version acts only in its own account: \
-                 jobs for other accounts are rejected with cross_account_disabled"
-            );
-        }
         tracing::info!(
             queue_url = %queues.queue_url,
             dead_letter_queue_url = %queues.dead_letter_queue_url,
@@ -115,18 +108,17 @@ impl Worker {
             .queue_url
             .clone()
             .map(|url| Results::spawn(sqs.clone(), url));
+        let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, protection.clone());
         Ok(Self {
             health,
             results,
             config: Arc::new(config),
             queues,
             sqs,
-            iam,
-            sts: clients.sts,
+            accounts,
             deleter,
             dedup,
             protection,
-            own_account: OnceCell::new(),
         })
     }
 
@@ -395,19 +387,21 @@ impl Worker {
         if let Some(detail) = self.protection.refuses(job) {
             return Decision::new(Outcome::Rejected(Reason::Protected), detail);
         }
-        if let Some(account) = &job.account_id {
-            match self.own_account(retries).await {
-                Ok(own) if own == account => {}
-                Ok(own) => {
-                    return Decision::new(
-                        Outcome::Rejected(Reason::CrossAccountDisabled),
-                        format!("job names account {account}; this worker acts only in {own}"),
-                    )
-                }
-                Err(e) => return aws_failure(e),
+        let iam = match self
+            .accounts
+            .iam_for(job.account_id.as_deref(), retries)
+            .await
+        {
+            Ok(iam) => iam,
+            Err(e @ AccountError::Disabled { .. }) => {
+                return Decision::new(
+                    Outcome::Rejected(Reason::CrossAccountDisabled),
+                    e.to_string(),
+                );
             }
-        }
-        match self.iam.revoke(job, retries).await {
+            Err(AccountError::Aws(e)) => return aws_failure(e),
+        };
+        match iam.revoke(job, retries).await {
             Ok(result) => {
                 if result.user_name.is_some() {
                     report.user_name = result.user_name;
@@ -432,34 +426,6 @@ impl Worker {
             }
             Err(e) => aws_failure(e),
         }
-    }
-
-    /// The worker's own account, asked of STS once.
-    async fn own_account(&self, retries: &RetryCounter) -> Result<&String, AwsError> {
-        self.own_account
-            .get_or_try_init(|| async {
-                let out = call(
-                    &self.config.backoff(),
-                    retries,
-                    "sts",
-                    "GetCallerIdentity",
-                    || async {
-                        self.sts
-                            .get_caller_identity()
-                            .send()
-                            .await
-                            .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
-                    },
-                )
-                .await?;
-                out.account.ok_or_else(|| AwsError {
-                    operation: "GetCallerIdentity",
-                    class: ErrorClass::Transient,
-                    code: None,
-                    message: "STS returned no account".into(),
-                })
-            })
-            .await
     }
 
     /// Settles the message as `decision` requires. Returns the outcome (a rejection whose

@@ -35,6 +35,8 @@ pub enum Scope {
 struct State {
     fault: Fault,
     scope: Scope,
+    /// Faults for one operation only, over the general one.
+    by_operation: std::collections::HashMap<String, Fault>,
     operations: Vec<String>,
 }
 
@@ -64,6 +66,7 @@ impl FaultProxy {
         let state = Arc::new(Mutex::new(State {
             fault: Fault::None,
             scope,
+            by_operation: std::collections::HashMap::new(),
             operations: Vec::new(),
         }));
         let shared = state.clone();
@@ -77,6 +80,15 @@ impl FaultProxy {
 
     pub fn set_fault(&self, fault: Fault) {
         self.state.lock().unwrap().fault = fault;
+    }
+
+    /// A fault for `operation` only (whatever the scope).
+    pub fn set_fault_for(&self, operation: &str, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .by_operation
+            .insert(operation.to_owned(), fault);
     }
 
     /// Operations seen so far, in order.
@@ -97,8 +109,11 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
         let (operation, is_query) = operation_of(&request);
         let fault = {
             let mut s = state.lock().unwrap();
+            let specific = s.by_operation.get(&operation).cloned();
             s.operations.push(operation);
-            if s.scope == Scope::All || is_query {
+            if let Some(fault) = specific {
+                fault
+            } else if s.scope == Scope::All || is_query {
                 s.fault.clone()
             } else {
                 Fault::None

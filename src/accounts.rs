@@ -1,0 +1,247 @@
+//! Which account a job acts in, and with what credentials.
+//!
+//! Jobs without `account_id` (or naming the worker's own account) use the worker's own
+//! credentials. A job for another account is carried out with credentials from
+//! `sts:AssumeRole` on `arn:aws:iam::<account_id>:role/<cross_account.role_name>`, built on
+//! `aws-config`'s `AssumeRoleProvider`. Each account gets its own IAM client and its own
+//! IAM request budget (IAM's quotas are per account), cached for the life of the worker;
+//! the client's identity cache refreshes the credentials before they expire. Concurrent
+//! jobs for a new account wait for one AssumeRole instead of making one each.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::SdkConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::sync::OnceCell;
+
+use crate::classify::{classify, AwsError, ErrorClass};
+use crate::config::Config;
+use crate::guard::Protection;
+use crate::iam::Iam;
+use crate::metrics::RequestCounter;
+use crate::retry::{call, BackoffPolicy, RetryCounter};
+
+/// Why a job cannot act in the account it names.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Another account, and no `cross_account.role_name` is configured.
+    #[error("job names account {account}; no cross_account.role_name is configured, so this worker acts only in {own}")]
+    Disabled { account: String, own: String },
+    /// STS refused or failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+/// The worker's IAM access, per account.
+#[derive(Debug)]
+pub struct Accounts {
+    own: Arc<Iam>,
+    own_account: OnceCell<String>,
+    sts: aws_sdk_sts::Client,
+    sdk: SdkConfig,
+    role_name: Option<String>,
+    external_id: Option<String>,
+    session_name: String,
+    max_requests_per_second: u32,
+    policy: BackoffPolicy,
+    protection: Protection,
+    others: Mutex<HashMap<String, Arc<OnceCell<Arc<Iam>>>>>,
+}
+
+impl Accounts {
+    /// `own` acts in the worker's account; `sdk` carries the worker's own credentials,
+    /// the source for assuming roles elsewhere.
+    pub fn new(
+        config: &Config,
+        own: Iam,
+        sts: aws_sdk_sts::Client,
+        sdk: SdkConfig,
+        protection: Protection,
+    ) -> Self {
+        Self {
+            own: Arc::new(own),
+            own_account: OnceCell::new(),
+            sts,
+            sdk,
+            role_name: config.cross_account.role_name.clone(),
+            external_id: config.cross_account.external_id.clone(),
+            session_name: session_name(),
+            max_requests_per_second: config.iam.max_requests_per_second,
+            policy: config.backoff(),
+            protection,
+            others: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// IAM access for a job naming `account` (or none).
+    pub async fn iam_for(
+        &self,
+        account: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Result<Arc<Iam>, AccountError> {
+        let Some(account) = account else {
+            return Ok(Arc::clone(&self.own));
+        };
+        let own = self.own_account(retries).await?;
+        if own == account {
+            return Ok(Arc::clone(&self.own));
+        }
+        let Some(role_name) = &self.role_name else {
+            return Err(AccountError::Disabled {
+                account: account.to_owned(),
+                own: own.clone(),
+            });
+        };
+        let cell = {
+            let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(others.entry(account.to_owned()).or_default())
+        };
+        let iam = cell
+            .get_or_try_init(|| async {
+                self.assume(account, role_name, retries).await.map(Arc::new)
+            })
+            .await?;
+        Ok(Arc::clone(iam))
+    }
+
+    /// The worker's own account, asked of STS once.
+    pub async fn own_account(&self, retries: &RetryCounter) -> Result<&String, AwsError> {
+        self.own_account
+            .get_or_try_init(|| async {
+                let out = call(
+                    &self.policy,
+                    retries,
+                    "sts",
+                    "GetCallerIdentity",
+                    || async {
+                        self.sts
+                            .get_caller_identity()
+                            .send()
+                            .await
+                            .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
+                    },
+                )
+                .await?;
+                out.account.ok_or_else(|| AwsError {
+                    operation: "GetCallerIdentity",
+                    class: ErrorClass::Transient,
+                    code: None,
+                    message: "STS returned no account".into(),
+                })
+            })
+            .await
+    }
+
+    /// Assumes the role in `account` once, and builds that account's IAM access on it.
+    async fn assume(
+        &self,
+        account: &str,
+        role_name: &str,
+        retries: &RetryCounter,
+    ) -> Result<Iam, AwsError> {
+        let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
+        let mut builder = AssumeRoleProvider::builder(&role_arn)
+            .session_name(&self.session_name)
+            .configure(&self.sdk);
+        if let Some(external_id) = &self.external_id {
+            builder = builder.external_id(external_id);
+        }
+        let provider = Counted(builder.build().await);
+        let first = call(&self.policy, retries, "sts", "AssumeRole", || async {
+            provider
+                .0
+                .provide_credentials()
+                .await
+                .map_err(assume_role_error)
+        })
+        .await;
+        metrics_for_first(&first);
+        let first = first?;
+        tracing::info!(account, role_arn, "Assumed the cross-account role");
+        let credentials = SharedCredentialsProvider::new(Prefetched {
+            first: Mutex::new(Some(first)),
+            inner: provider,
+        });
+        let client = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&self.sdk)
+                .credentials_provider(credentials)
+                .interceptor(RequestCounter)
+                .build(),
+        );
+        Ok(Iam::new(
+            client,
+            self.max_requests_per_second,
+            self.policy,
+            self.protection.clone(),
+        ))
+    }
+}
+
+fn metrics_for_first(result: &Result<Credentials, AwsError>) {
+    crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
+}
+
+/// A session name that says which worker acted: the pod or host name where there is one.
+fn session_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-".contains(*c))
+        .collect();
+    let mut name = format!("iam-key-revoker-{host}");
+    name.truncate(64);
+    name
+}
+
+/// Maps a failed AssumeRole to an [`AwsError`], classified like any other AWS error.
+fn assume_role_error(e: CredentialsError) -> AwsError {
+    let sdk = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>());
+    let (class, code) = match (sdk, &e) {
+        (Some(sdk), _) => classify(sdk),
+        (None, CredentialsError::InvalidConfiguration(_)) => (ErrorClass::Permanent, None),
+        (None, _) => (ErrorClass::Transient, None),
+    };
+    AwsError {
+        operation: "AssumeRole",
+        class,
+        code,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// Counts every later AssumeRole (credential refreshes) in the request metrics.
+#[derive(Debug)]
+struct Counted(AssumeRoleProvider);
+
+/// Hands out the credentials fetched while warming up first, then asks the role again.
+#[derive(Debug)]
+struct Prefetched {
+    first: Mutex<Option<Credentials>>,
+    inner: Counted,
+}
+
+impl ProvideCredentials for Prefetched {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match first {
+            Some(credentials) => future::ProvideCredentials::ready(Ok(credentials)),
+            None => future::ProvideCredentials::new(async move {
+                let result = self.inner.0.provide_credentials().await;
+                crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
+                result
+            }),
+        }
+    }
+}
