@@ -20,6 +20,9 @@ pub enum Fault {
     Status(u16, String),
     /// Never answer.
     Hang,
+    /// The inner fault for `n` out of every ten requests it applies to (deterministic:
+    /// the first `n` of each ten), the others forwarded untouched.
+    TenthsOf(u32, Box<Fault>),
 }
 
 /// Which requests a fault applies to.
@@ -38,6 +41,8 @@ struct State {
     /// Faults for one operation only, over the general one.
     by_operation: std::collections::HashMap<String, Fault>,
     operations: Vec<String>,
+    /// Requests a `TenthsOf` fault has seen.
+    counted: u32,
 }
 
 /// A running proxy; it stops when the test's runtime ends.
@@ -68,6 +73,7 @@ impl FaultProxy {
             scope,
             by_operation: std::collections::HashMap::new(),
             operations: Vec::new(),
+            counted: 0,
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -119,6 +125,18 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
                 Fault::None
             }
         };
+        let fault = match fault {
+            Fault::TenthsOf(n, inner) => {
+                let mut s = state.lock().unwrap();
+                s.counted += 1;
+                if (s.counted - 1) % 10 < n {
+                    *inner
+                } else {
+                    Fault::None
+                }
+            }
+            other => other,
+        };
         let response = match fault {
             Fault::Hang => {
                 tokio::time::sleep(Duration::from_secs(3_600)).await;
@@ -136,7 +154,7 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
                     None => return,
                 }
             }
-            Fault::None => match forward(&upstream, &request).await {
+            Fault::None | Fault::TenthsOf(..) => match forward(&upstream, &request).await {
                 Some(r) => r,
                 None => return,
             },

@@ -1,0 +1,288 @@
+"""The iam-key-revoker benchmark. Run it through scripts/bench, which installs and starts
+the local AWS emulator and builds the release worker.
+
+It provisions N users with one access key each, enqueues one job per key, runs the
+release worker until the queue is drained and every key is gone, and reports: drain
+time, jobs per second, the worker's CPU seconds per 1,000 jobs, its peak resident
+memory, IAM and SQS calls per job (from the worker's own metrics) and revocation
+latency p50/p99 (from its histogram).
+
+--iam-latency-ms puts a proxy in front of IAM that delays every IAM request, to show
+throughput against the bound max_in_flight / latency. --feed keeps the backlog under
+100 messages by enqueueing as the queue drains (the emulator slows down on deep queues).
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import boto3
+
+ACCOUNT = "123456789012"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- latency proxy
+async def read_message(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return head, body
+
+
+async def serve_proxy(upstream_port, delay, port, ready):
+    async def handle(reader, writer):
+        try:
+            while True:
+                head, body = await read_message(reader)
+                if body.startswith(b"Action="):  # IAM/STS query protocol; SQS speaks JSON
+                    await asyncio.sleep(delay)
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+                up_writer.write(head + body)
+                await up_writer.drain()
+                rhead, rbody = await read_message(up_reader)
+                up_writer.close()
+                writer.write(rhead + rbody)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, limit=1 << 24)
+    ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def start_proxy(upstream_port, delay_ms):
+    port = free_port()
+    ready = threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(serve_proxy(upstream_port, delay_ms / 1000, port, ready)),
+        daemon=True,
+    )
+    thread.start()
+    ready.wait(10)
+    return port
+
+
+# ---------------------------------------------------------------- metrics
+def scrape(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        series, value = line.rsplit(" ", 1)
+        samples[series] = float(value)
+    return samples
+
+
+def total(samples, prefix, **labels):
+    out = 0.0
+    for series, value in samples.items():
+        if not series.startswith(prefix + "{") and series != prefix:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            out += value
+    return out
+
+
+def quantile(samples, name, q):
+    buckets = []
+    for series, value in samples.items():
+        m = re.match(re.escape(name) + r'_bucket\{le="([^"]+)"\}$', series)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets.append((le, value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_le, prev_count = le, count
+    return None
+
+
+def proc_stats(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    peak_kib = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak_kib = int(line.split()[1])
+    return cpu, peak_kib / 1024
+
+
+# ---------------------------------------------------------------- the run
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoint", required=True, help="the emulator, http://127.0.0.1:PORT")
+    parser.add_argument("--binary", required=True, help="the release worker binary")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--iam-latency-ms", type=int, default=0)
+    parser.add_argument("--feed", action="store_true", help="enqueue as the queue drains, backlog < 100")
+    parser.add_argument("--record", help="append the result to this Markdown file")
+    args = parser.parse_args()
+
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    sqs = session.client("sqs", endpoint_url=args.endpoint)
+    iam = session.client("iam", endpoint_url=args.endpoint)
+    run = f"bench{int(time.time())}"
+
+    print(f"Provisioning {args.jobs} users with one key each ...", file=sys.stderr)
+    def provision(i):
+        user = f"{run}-{i}"
+        iam.create_user(UserName=user)
+        return user, iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(provision, range(args.jobs)))
+
+    dlq = sqs.create_queue(QueueName=f"{run}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(
+        QueueName=run,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+    )["QueueUrl"]
+    bodies = [json.dumps({"request_id": f"{run}-{i}", "user_name": u, "access_key_id": k}) for i, (u, k) in enumerate(keys)]
+
+    def enqueue(batch):
+        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
+        failed = sqs.send_message_batch(QueueUrl=queue, Entries=entries).get("Failed", [])
+        assert not failed, failed
+
+    def depth():
+        a = sqs.get_queue_attributes(
+            QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+    if not args.feed:
+        print(f"Enqueueing {args.jobs} jobs ...", file=sys.stderr)
+        for i in range(0, len(bodies), 10):
+            enqueue(bodies[i : i + 10])
+
+    worker_endpoint = args.endpoint
+    if args.iam_latency_ms:
+        upstream_port = int(args.endpoint.rsplit(":", 1)[1])
+        worker_endpoint = f"http://127.0.0.1:{start_proxy(upstream_port, args.iam_latency_ms)}"
+    metrics_port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "IAM_KEY_REVOKER__AWS__REGION": "us-east-1",
+        "IAM_KEY_REVOKER__AWS__ENDPOINT_URL": worker_endpoint,
+        "IAM_KEY_REVOKER__SQS__QUEUE_URL": queue,
+        "IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS": "1",
+        "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
+        "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
+        "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+    }
+    log = open(f"/tmp/{run}-worker.log", "w")
+    worker = subprocess.Popen([args.binary, "run"], env=env, stdout=log, stderr=log)
+    started = time.monotonic()
+    sent = 0 if args.feed else len(bodies)
+    while True:
+        if args.feed and sent < len(bodies):
+            visible, in_flight = depth()
+            while visible + in_flight < 90 and sent < len(bodies):
+                enqueue(bodies[sent : sent + 10])
+                sent += len(bodies[sent : sent + 10])
+                visible += 10
+        elif depth() == (0, 0):
+            break
+        if worker.poll() is not None:
+            sys.exit(f"the worker exited early: see /tmp/{run}-worker.log")
+        time.sleep(0.05)
+    drain = time.monotonic() - started
+    cpu, peak_mib = proc_stats(worker.pid)
+    samples = scrape(metrics_port)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+
+    gone = sum(1 for u, k in keys if not iam.list_access_keys(UserName=u)["AccessKeyMetadata"])
+    deleted = total(samples, "iam_key_revoker_jobs_total", outcome="deleted")
+    iam_calls = total(samples, "iam_key_revoker_aws_requests_total", service="iam")
+    sqs_calls = total(samples, "iam_key_revoker_aws_requests_total", service="sqs")
+    lat = "iam_key_revoker_revocation_latency_seconds"
+    p50, p99 = quantile(samples, lat, 0.5), quantile(samples, lat, 0.99)
+    result = {
+        "jobs": args.jobs,
+        "max_in_flight": args.max_in_flight,
+        "iam_latency_ms": args.iam_latency_ms,
+        "feed": args.feed,
+        "keys_gone": gone,
+        "jobs_deleted": int(deleted),
+        "drain_seconds": round(drain, 2),
+        "jobs_per_second": round(args.jobs / drain, 1),
+        "cpu_ms_per_job": round(cpu * 1000 / args.jobs, 3),
+        "cpu_seconds_per_1000_jobs": round(cpu * 1000 / args.jobs, 3),
+        "peak_rss_mib": round(peak_mib, 1),
+        "iam_calls_per_job": round(iam_calls / args.jobs, 3),
+        "sqs_calls_per_job": round(sqs_calls / args.jobs, 3),
+        "latency_p50_seconds": None if p50 is None else round(p50, 3),
+        "latency_p99_seconds": None if p99 is None else round(p99, 3),
+    }
+    if args.iam_latency_ms:
+        bound = args.max_in_flight / (args.iam_latency_ms / 1000)
+        result["bound_jobs_per_second"] = round(bound, 1)
+        result["fraction_of_bound"] = round(result["jobs_per_second"] / bound, 3)
+    print(json.dumps(result, indent=2))
+    if gone != args.jobs or int(deleted) != args.jobs:
+        sys.exit(f"only {gone} of {args.jobs} keys are gone, {int(deleted)} jobs deleted")
+    if args.record:
+        record(args, result)
+
+
+def record(args, result):
+    command = "scripts/bench " + " ".join(
+        a for a in [
+            f"--jobs {args.jobs}",
+            f"--max-in-flight {args.max_in_flight}",
+            f"--iam-latency-ms {args.iam_latency_ms}" if args.iam_latency_ms else "",
+            "--feed" if args.feed else "",
+        ] if a
+    )
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+    machine = f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.system()} {platform.release()}"
+    with open(args.record, "a") as f:
+        f.write(f"\n### `{command}`\n\n")
+        f.write(f"{datetime.date.today().isoformat()}, {machine}; emulator: moto server.\n\n")
+        f.write("| measure | value |\n| --- | --- |\n")
+        for key, value in result.items():
+            f.write(f"| {key} | {value} |\n")
+
+
+if __name__ == "__main__":
+    main()
