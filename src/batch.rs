@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::job::{self, InvalidJob, Job};
+use crate::job::{self, InvalidJob, Job, FIELDS};
 
 /// The format of a batch file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,19 +32,6 @@ pub struct Line {
     pub number: usize,
     pub job: Result<Job, InvalidJob>,
 }
-
-/// The contract's field names, the only CSV columns accepted.
-const FIELDS: &[&str] = &[
-    "request_id",
-    "access_key_id",
-    "user_name",
-    "all_keys",
-    "action",
-    "account_id",
-    "reason",
-    "requested_by",
-    "batch_id",
-];
 
 /// A fresh request id.
 pub fn new_request_id() -> String {

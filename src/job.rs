@@ -4,6 +4,19 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// The fields of a job message (contract section 1), and no others.
+pub const FIELDS: &[&str] = &[
+    "request_id",
+    "access_key_id",
+    "user_name",
+    "all_keys",
+    "action",
+    "account_id",
+    "reason",
+    "requested_by",
+    "batch_id",
+];
+
 /// What to do with the key(s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]

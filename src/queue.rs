@@ -20,7 +20,7 @@ pub const SQS_BATCH_MAX: usize = 10;
 /// How long the delete batcher waits for more deletes before sending a partial batch.
 /// Short against a job's duration, long enough to gather the deletes of jobs finishing
 /// together.
-const DELETE_LINGER: Duration = Duration::from_millis(15);
+const DELETE_LINGER: Duration = Duration::from_millis(25);
 
 /// The job queue and where its rejected jobs go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,9 @@ use crate::results::{OutcomeEvent, Results};
 use crate::retry::{visibility_delay, RetryCounter};
 use crate::server::Health;
 
+/// How long the receive loop waits for enough free slots to make a receive worthwhile.
+const RECEIVE_GATHER: Duration = Duration::from_millis(50);
+
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -154,10 +157,23 @@ impl Worker {
                 },
             };
             let mut slots = vec![first];
+            // Ask SQS for a worthwhile batch: when only a slot or two are free, wait a
+            // moment for more to free up rather than spend a receive on one message.
+            let worthwhile = (self.config.worker.max_in_flight / 4).clamp(1, SQS_BATCH_MAX);
+            let gather = tokio::time::sleep(RECEIVE_GATHER);
+            tokio::pin!(gather);
             while slots.len() < SQS_BATCH_MAX {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => slots.push(permit),
-                    Err(_) => break,
+                    Err(_) if slots.len() >= worthwhile => break,
+                    Err(_) => tokio::select! {
+                        permit = permits.clone().acquire_owned() => match permit {
+                            Ok(permit) => slots.push(permit),
+                            Err(_) => break,
+                        },
+                        () = &mut gather => break,
+                        () = shutdown.cancelled() => break,
+                    },
                 }
             }
             let received = tokio::select! {

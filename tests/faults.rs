@@ -37,21 +37,7 @@ async fn jobs(env: &TestEnv, count: usize) -> Vec<(String, String)> {
         .map(|(i, (u, k))| job(&format!("{}-{i}", env.name), u, k))
         .collect();
     for chunk in bodies.chunks(10) {
-        let mut batch = env
-            .clients
-            .sqs
-            .send_message_batch()
-            .queue_url(&env.queue_url);
-        for (i, body) in chunk.iter().enumerate() {
-            batch = batch.entries(
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .unwrap(),
-            );
-        }
-        assert!(batch.send().await.unwrap().failed().is_empty());
+        env.send_batch(chunk).await;
     }
     users
 }

@@ -119,6 +119,26 @@ impl TestEnv {
         create_user_with_keys(&self.clients.iam, &user, keys).await
     }
 
+    /// Sends up to ten bodies in one `SendMessageBatch`.
+    pub async fn send_batch(&self, bodies: &[String]) {
+        let mut batch = self
+            .clients
+            .sqs
+            .send_message_batch()
+            .queue_url(&self.queue_url);
+        for (i, body) in bodies.iter().enumerate() {
+            batch = batch.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let sent = batch.send().await.expect("send batch");
+        assert!(sent.failed().is_empty(), "{:?}", sent.failed());
+    }
+
     pub async fn send(&self, body: &str) -> String {
         send(&self.clients.sqs, &self.queue_url, body).await
     }

@@ -1,0 +1,262 @@
+//! Hostile input. Property tests: any text either parses to a job that satisfies every
+//! rule of contract section 1 (checked by an oracle written independently of the parser)
+//! or is rejected, never a panic. And thousands of random bodies through a live worker
+//! all end dead-lettered byte-identical, with no IAM write.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::proxy::{FaultProxy, Scope};
+use common::TestEnv;
+use iam_key_revoker::job::{self, Job, Target};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+/// The rules of contract section 1, restated independently of `job::parse`.
+fn oracle(object: &Map<String, Value>) -> bool {
+    if object.keys().any(|k| !job::FIELDS.contains(&k.as_str())) {
+        return false;
+    }
+    let text = |k: &str| object.get(k).map(|v| v.as_str());
+    let chars_ok = |v: &str, min: usize, max: usize, ok: &dyn Fn(char) -> bool| {
+        (min..=max).contains(&v.chars().count()) && v.chars().all(ok)
+    };
+    let Some(Some(request_id)) = text("request_id") else {
+        return false;
+    };
+    if !chars_ok(request_id, 1, 128, &|c| {
+        c.is_ascii_alphanumeric() || "._:/-".contains(c)
+    }) {
+        return false;
+    }
+    let key = match text("access_key_id") {
+        None => None,
+        Some(Some(k))
+            if chars_ok(k, 16, 128, &|c| {
+                c.is_ascii_uppercase() || c.is_ascii_digit()
+            }) =>
+        {
+            Some(k)
+        }
+        Some(_) => return false,
+    };
+    let user = match text("user_name") {
+        None => None,
+        Some(Some(u))
+            if chars_ok(u, 1, 64, &|c| {
+                c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+            }) =>
+        {
+            Some(u)
+        }
+        Some(_) => return false,
+    };
+    let all_keys = match object.get("all_keys") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return false,
+    };
+    if !matches!(text("action"), None | Some(Some("delete" | "deactivate"))) {
+        return false;
+    }
+    match text("account_id") {
+        None => {}
+        Some(Some(a)) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => {}
+        Some(_) => return false,
+    }
+    for (field, max) in [("reason", 1024), ("requested_by", 256), ("batch_id", 128)] {
+        match text(field) {
+            None => {}
+            Some(Some(v)) if v.chars().count() <= max => {}
+            Some(_) => return false,
+        }
+    }
+    match (all_keys, key, user) {
+        (true, Some(_), _) => false,
+        (true, None, user) => user.is_some(),
+        (false, key, _) => key.is_some(),
+    }
+}
+
+/// The job a valid object describes, as the oracle reads it.
+fn satisfies(job: &Job, object: &Map<String, Value>) -> bool {
+    let s = |k: &str| object.get(k).and_then(|v| v.as_str());
+    job.request_id == s("request_id").unwrap_or_default()
+        && job.user_name() == s("user_name")
+        && job.access_key_id() == s("access_key_id")
+        && matches!(job.target, Target::AllKeys { .. })
+            == (object.get("all_keys") == Some(&Value::Bool(true)))
+        && job.action.as_str() == s("action").unwrap_or("delete")
+        && job.account_id.as_deref() == s("account_id")
+}
+
+/// A value that is often valid for `field`, often subtly not.
+fn field_value(field: &'static str) -> BoxedStrategy<Value> {
+    let text = |pattern: &'static str| pattern.prop_map(Value::from).boxed();
+    let valid = match field {
+        "request_id" => text("[A-Za-z0-9._:/-]{1,130}"),
+        "access_key_id" => text("[A-Z0-9]{14,130}"),
+        "user_name" => text("[A-Za-z0-9+=,.@_-]{0,66}"),
+        "all_keys" => any::<bool>().prop_map(Value::from).boxed(),
+        "action" => prop_oneof![
+            Just("delete"),
+            Just("deactivate"),
+            Just("Delete"),
+            Just("destroy")
+        ]
+        .prop_map(Value::from)
+        .boxed(),
+        "account_id" => text("[0-9]{11,13}"),
+        "reason" => text(".{0,1030}"),
+        "requested_by" => text(".{0,260}"),
+        _ => text(".{0,130}"),
+    };
+    prop_oneof![
+        8 => valid,
+        1 => Just(Value::Null),
+        1 => any::<i64>().prop_map(Value::from),
+        1 => ".{0,20}".prop_map(Value::from),
+        1 => Just(json!(["x"])),
+    ]
+    .boxed()
+}
+
+fn job_object() -> impl Strategy<Value = Map<String, Value>> {
+    let fields: Vec<&'static str> = job::FIELDS.iter().copied().chain(["colour"]).collect();
+    let entries: Vec<_> = fields
+        .iter()
+        .map(|f| {
+            proptest::option::weighted(if *f == "colour" { 0.05 } else { 0.6 }, field_value(f))
+        })
+        .collect();
+    entries.prop_map(move |values| {
+        fields
+            .iter()
+            .zip(values)
+            .filter_map(|(f, v)| v.map(|v| ((*f).to_owned(), v)))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn any_text_is_a_valid_job_or_rejected_never_a_panic(body in any::<String>()) {
+        if let Ok(job) = job::parse(&body) {
+            let object: Map<String, Value> = serde_json::from_str(&job.to_body()).unwrap();
+            prop_assert!(oracle(&object), "accepted an invalid job: {body:?}");
+        }
+    }
+
+    #[test]
+    fn near_valid_objects_are_judged_exactly_as_the_contract_says(object in job_object()) {
+        let body = Value::Object(object.clone()).to_string();
+        let parsed = job::parse(&body);
+        prop_assert_eq!(parsed.is_ok(), oracle(&object), "{}: {:?}", body, parsed);
+        if let Ok(job) = parsed {
+            prop_assert!(satisfies(&job, &object));
+            prop_assert_eq!(job::parse(&job.to_body()).unwrap(), job);
+        }
+    }
+
+    #[test]
+    fn sns_envelopes_are_judged_by_their_message(object in job_object()) {
+        let inner = Value::Object(object.clone()).to_string();
+        let envelope = json!({"Type": "Notification", "MessageId": "m", "Message": inner}).to_string();
+        prop_assert_eq!(job::parse(&envelope).is_ok(), oracle(&object));
+    }
+}
+
+/// Text SQS accepts as a message body (XML 1.0 characters), random and never a job.
+fn random_bodies(count: usize) -> Vec<String> {
+    let chars = prop_oneof![
+        4 => proptest::char::range(' ', '~'),
+        1 => Just('\n'),
+        1 => Just('\t'),
+        1 => proptest::char::range('\u{a0}', '\u{d7ff}'),
+        1 => proptest::char::range('\u{e000}', '\u{fffd}'),
+        1 => proptest::char::range('\u{10000}', '\u{10ffff}'),
+    ];
+    let body = prop_oneof![
+        3 => proptest::collection::vec(chars, 1..300).prop_map(|c| c.into_iter().collect::<String>()),
+        1 => job_object().prop_filter("invalid", |o| !oracle(o)).prop_map(|o| Value::Object(o).to_string()),
+    ];
+    let mut runner = TestRunner::deterministic();
+    (0..count)
+        .map(|_| body.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_random_bodies_are_all_dead_lettered_byte_identical() {
+    let mut env = TestEnv::new("random").await;
+    env.config.worker.max_in_flight = 32;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    let mut proxied = env.config.clone();
+    proxied.aws.endpoint_url = Some(proxy.url.clone());
+    env.clients.iam = common::clients_for(&proxied).await.iam;
+    let bodies = random_bodies(2_000);
+    assert!(bodies.iter().all(|b| job::parse(b).is_err()));
+
+    let worker = Arc::new(env.worker().await);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    // Fed as the queue drains, and the dead-letter queue read as it fills: the emulator
+    // slows down on deep queues.
+    let mut dead = Vec::new();
+    let mut chunks = bodies.chunks(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(400);
+    while dead.len() < bodies.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker keeps up: {} done",
+            dead.len()
+        );
+        let (visible, in_flight) = env.queue_depth().await;
+        if visible + in_flight < 60 {
+            if let Some(chunk) = chunks.next() {
+                env.send_batch(chunk).await;
+            }
+        }
+        for message in common::receive(&env.clients.sqs, &env.dlq_url, 10, 0).await {
+            env.clients
+                .sqs
+                .delete_message()
+                .queue_url(&env.dlq_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            dead.push(message);
+        }
+    }
+    env.wait_until_drained(Duration::from_secs(60)).await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let mut expected: HashMap<&str, usize> = HashMap::new();
+    for body in &bodies {
+        *expected.entry(body.as_str()).or_default() += 1;
+    }
+    let mut got: HashMap<&str, usize> = HashMap::new();
+    for message in &dead {
+        *got.entry(message.body().unwrap()).or_default() += 1;
+        assert_eq!(
+            common::attribute(message, "revoker-reason").as_deref(),
+            Some("invalid_message")
+        );
+    }
+    assert_eq!(dead.len(), bodies.len(), "every body dead-lettered once");
+    assert!(env.dead_letters().await.is_empty(), "and no more");
+    assert_eq!(got, expected, "byte-identical copies");
+    let writes = proxy.count("DeleteAccessKey") + proxy.count("UpdateAccessKey");
+    assert_eq!(writes, 0, "no IAM write");
+    assert!(proxy.operations().is_empty(), "not even an IAM read");
+}
