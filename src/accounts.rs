@@ -154,17 +154,14 @@ impl Accounts {
         if let Some(external_id) = &self.external_id {
             builder = builder.external_id(external_id);
         }
-        let provider = Counted(builder.build().await);
+        let provider = builder.build().await;
         let first = call(&self.policy, retries, "sts", "AssumeRole", || async {
-            provider
-                .0
-                .provide_credentials()
-                .await
-                .map_err(assume_role_error)
+            let result = provider.provide_credentials().await;
+            // AssumeRoleProvider runs its own STS client, outside the request counter.
+            crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
+            result.map_err(assume_role_error)
         })
-        .await;
-        metrics_for_first(&first);
-        let first = first?;
+        .await?;
         tracing::info!(account, role_arn, "Assumed the cross-account role");
         let credentials = SharedCredentialsProvider::new(Prefetched {
             first: Mutex::new(Some(first)),
@@ -183,10 +180,6 @@ impl Accounts {
             self.protection.clone(),
         ))
     }
-}
-
-fn metrics_for_first(result: &Result<Credentials, AwsError>) {
-    crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
 }
 
 /// A session name that says which worker acted: the pod or host name where there is one.
@@ -218,15 +211,12 @@ fn assume_role_error(e: CredentialsError) -> AwsError {
     }
 }
 
-/// Counts every later AssumeRole (credential refreshes) in the request metrics.
-#[derive(Debug)]
-struct Counted(AssumeRoleProvider);
-
-/// Hands out the credentials fetched while warming up first, then asks the role again.
+/// Hands out the credentials fetched while warming up first, then asks the role again
+/// (counting each later AssumeRole in the request metrics).
 #[derive(Debug)]
 struct Prefetched {
     first: Mutex<Option<Credentials>>,
-    inner: Counted,
+    inner: AssumeRoleProvider,
 }
 
 impl ProvideCredentials for Prefetched {
@@ -238,7 +228,7 @@ impl ProvideCredentials for Prefetched {
         match first {
             Some(credentials) => future::ProvideCredentials::ready(Ok(credentials)),
             None => future::ProvideCredentials::new(async move {
-                let result = self.inner.0.provide_credentials().await;
+                let result = self.inner.provide_credentials().await;
                 crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
                 result
             }),

@@ -43,11 +43,6 @@ impl Application {
         self.address
     }
 
-    /// The worker.
-    pub fn worker(&self) -> &Arc<Worker> {
-        &self.worker
-    }
-
     /// Runs until `shutdown` is cancelled and in-flight jobs are done (see
     /// [`Worker::run`]). The listener keeps answering during the drain, with `/readyz`
     /// at 503, and stops last.

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -443,11 +442,6 @@ impl Config {
         BackoffPolicy::from_config(&self.retry).unwrap_or_else(|_| {
             BackoffPolicy::from_config(&RetrySection::default()).expect("defaults are valid")
         })
-    }
-
-    /// The visibility timeout as a duration.
-    pub fn visibility_timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.sqs.visibility_timeout_seconds))
     }
 }
 

@@ -139,7 +139,8 @@ impl Dedup {
     }
 
     /// Whether `request_id` finished within the ttl.
-    pub fn is_finished(&self, request_id: &str) -> bool {
+    #[cfg(test)]
+    fn is_finished(&self, request_id: &str) -> bool {
         let mut state = self.state();
         matches!(state.finished.get(request_id), Some(at) if at.elapsed() < self.ttl)
     }

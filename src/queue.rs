@@ -82,11 +82,6 @@ impl Sqs {
         Self { client, policy }
     }
 
-    /// The client (for components that share it).
-    pub fn client(&self) -> &aws_sdk_sqs::Client {
-        &self.client
-    }
-
     /// Works out the dead-letter queue: the configured one, else the queue's
     /// `RedrivePolicy` target. Also reports whether the queue has a redrive policy.
     pub async fn discover(

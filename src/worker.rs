@@ -145,7 +145,7 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.config.worker.max_in_flight));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let mut backoff = self.config.backoff().endless();
+        let mut backoff = self.sqs.policy().endless();
         loop {
             // Never ask for more messages than there are free slots to work them in, so
             // no message waits out its visibility timeout in a local buffer.
@@ -187,7 +187,7 @@ impl Worker {
             };
             let messages = match received {
                 Ok(messages) => {
-                    backoff = self.config.backoff().endless();
+                    backoff = self.sqs.policy().endless();
                     self.health.receive_succeeded();
                     metrics::receive_succeeded();
                     metrics::messages_received(messages.len());
@@ -257,20 +257,11 @@ impl Worker {
                     .inspect_err(|e| tracing::error!(error = %e, message_id, "Could not release message"))
                     .is_ok();
                 let report = JobReport {
-                    message_id,
-                    request_id: None,
-                    outcome: Outcome::Retry(Reason::Shutdown),
                     detail: Some("interrupted by shutdown; released for redelivery".into()),
-                    user_name: None,
-                    access_key_ids: Vec::new(),
-                    account_id: None,
-                    batch_id: None,
-                    action: None,
-                    keys_changed: 0,
-                    attempts: delivery.receive_count,
                     retries: retries.get(),
                     duration: started.elapsed(),
                     settled,
+                    ..JobReport::new(&message_id, delivery.receive_count, Outcome::Retry(Reason::Shutdown))
                 };
                 self.record(&report, delivery);
                 report
@@ -285,22 +276,11 @@ impl Worker {
         let delivery = Delivery::of(&message);
         let retries = RetryCounter::default();
         let receipt = message.receipt_handle().unwrap_or_default().to_owned();
-        let mut report = JobReport {
-            message_id: message.message_id().unwrap_or_default().to_owned(),
-            request_id: None,
-            outcome: Outcome::Retry(Reason::TransientError),
-            detail: None,
-            user_name: None,
-            access_key_ids: Vec::new(),
-            account_id: None,
-            batch_id: None,
-            action: None,
-            keys_changed: 0,
-            attempts: delivery.receive_count,
-            retries: 0,
-            duration: Duration::ZERO,
-            settled: false,
-        };
+        let mut report = JobReport::new(
+            message.message_id().unwrap_or_default(),
+            delivery.receive_count,
+            Outcome::Retry(Reason::TransientError),
+        );
 
         let heartbeat = Heartbeat::start(self, &receipt);
         let decision = self.decide(&message, delivery, &retries, &mut report).await;
