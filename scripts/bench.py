@@ -1,5 +1,6 @@
 """The iam-key-revoker benchmark. Run it through scripts/bench, which installs and starts
-the local AWS emulator and builds the release worker.
+the local AWS emulator (one process for IAM/STS, one for SQS) and builds the release
+worker.
 
 It provisions N users with one access key each, enqueues one job per key, runs the
 release worker until the queue is drained and every key is gone, and reports: drain
@@ -7,9 +8,10 @@ time, jobs per second, the worker's CPU seconds per 1,000 jobs, its peak residen
 memory, IAM and SQS calls per job (from the worker's own metrics) and revocation
 latency p50/p99 (from its histogram).
 
---iam-latency-ms puts a proxy in front of IAM that delays every IAM request, to show
-throughput against the bound max_in_flight / latency. --feed keeps the backlog under
-100 messages by enqueueing as the queue drains (the emulator slows down on deep queues).
+The worker reaches the emulators through a front (below) that keeps its connections
+open; --iam-latency-ms N makes every IAM request take N ms there, to show throughput
+against the bound max_in_flight / N. --feed keeps the backlog near --backlog (under 100)
+by enqueueing as the queue drains (the emulator slows down on deep queues).
 """
 
 import argparse
@@ -17,6 +19,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -24,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -39,7 +41,20 @@ def free_port():
         return s.getsockname()[1]
 
 
-# ---------------------------------------------------------------- latency proxy
+# ---------------------------------------------------------------- the front
+# The worker talks to the emulators through a small front, in a process of its own:
+# - it keeps the worker's connections open between requests, as AWS endpoints do (the
+#   emulator closes its connection after every response, which would make the worker pay
+#   a TCP handshake per request that it never pays against AWS);
+# - it sends IAM/STS requests (query protocol, "Action=...") to one emulator process and
+#   SQS requests (JSON protocol) to another, as AWS serves them from separate fleets (one
+#   emulator process serves one request at a time and would make the benchmark measure
+#   the emulator);
+# - with --iam-latency-ms N it answers every IAM request N ms after the request reached
+#   it, the emulator's own time included, so that IAM's latency is N ms as the worker
+#   sees it and the bound max_in_flight / latency is exact. (Adding N ms on top of the
+#   emulator's own 5-15 ms would make the real bound lower than the one reported.) The
+#   front measures the IAM response time it gives and the result reports it.
 async def read_message(reader):
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -50,20 +65,33 @@ async def read_message(reader):
     return head, body
 
 
-async def serve_proxy(upstream_port, delay, port, ready):
+def keep_alive(head):
+    lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
+    return b"\r\n".join(lines)
+
+
+async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats):
+    loop = asyncio.get_running_loop()
+
     async def handle(reader, writer):
         try:
             while True:
                 head, body = await read_message(reader)
-                if body.startswith(b"Action="):  # IAM/STS query protocol; SQS speaks JSON
-                    await asyncio.sleep(delay)
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+                arrived = loop.time()
+                iam = body.startswith(b"Action=")  # IAM/STS query protocol; SQS speaks JSON
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", iam_port if iam else sqs_port)
                 up_writer.write(head + body)
                 await up_writer.drain()
                 rhead, rbody = await read_message(up_reader)
                 up_writer.close()
-                writer.write(rhead + rbody)
+                if iam:
+                    await asyncio.sleep(max(0.0, arrived + delay - loop.time()))
+                writer.write(keep_alive(rhead) + rbody)
                 await writer.drain()
+                if iam:
+                    with iam_stats.get_lock():
+                        iam_stats[0] += 1
+                        iam_stats[1] += loop.time() - arrived
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -75,16 +103,19 @@ async def serve_proxy(upstream_port, delay, port, ready):
         await server.serve_forever()
 
 
-def start_proxy(upstream_port, delay_ms):
+def start_front(iam_port, sqs_port, delay_ms):
+    """Starts the front; returns its port and [IAM requests, their total seconds]."""
     port = free_port()
-    ready = threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(serve_proxy(upstream_port, delay_ms / 1000, port, ready)),
+    ready = multiprocessing.Event()
+    iam_stats = multiprocessing.Array("d", 2)
+    process = multiprocessing.Process(
+        target=lambda: asyncio.run(serve_front(iam_port, sqs_port, delay_ms / 1000, port, ready, iam_stats)),
         daemon=True,
     )
-    thread.start()
-    ready.wait(10)
-    return port
+    process.start()
+    if not ready.wait(10):
+        sys.exit("the benchmark front did not start")
+    return port, iam_stats
 
 
 # ---------------------------------------------------------------- metrics
@@ -145,18 +176,22 @@ def proc_stats(pid):
 # ---------------------------------------------------------------- the run
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--endpoint", required=True, help="the emulator, http://127.0.0.1:PORT")
+    parser.add_argument("--iam-endpoint", required=True, help="the emulator serving IAM/STS, http://127.0.0.1:PORT")
+    parser.add_argument("--sqs-endpoint", required=True, help="the emulator serving SQS, http://127.0.0.1:PORT")
     parser.add_argument("--binary", required=True, help="the release worker binary")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--iam-latency-ms", type=int, default=0)
-    parser.add_argument("--feed", action="store_true", help="enqueue as the queue drains, backlog < 100")
+    parser.add_argument("--feed", action="store_true", help="enqueue as the queue drains, keeping the backlog near --backlog")
+    parser.add_argument("--backlog", type=int, default=40, help="with --feed, the backlog to keep (under 100)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a worker configuration key, e.g. --set worker.prefetch=0 (repeatable)")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
 
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    sqs = session.client("sqs", endpoint_url=args.endpoint)
-    iam = session.client("iam", endpoint_url=args.endpoint)
+    sqs = session.client("sqs", endpoint_url=args.sqs_endpoint)
+    iam = session.client("iam", endpoint_url=args.iam_endpoint)
     run = f"bench{int(time.time())}"
 
     print(f"Provisioning {args.jobs} users with one key each ...", file=sys.stderr)
@@ -191,10 +226,9 @@ def main():
         for i in range(0, len(bodies), 10):
             enqueue(bodies[i : i + 10])
 
-    worker_endpoint = args.endpoint
-    if args.iam_latency_ms:
-        upstream_port = int(args.endpoint.rsplit(":", 1)[1])
-        worker_endpoint = f"http://127.0.0.1:{start_proxy(upstream_port, args.iam_latency_ms)}"
+    port_of = lambda url: int(url.rsplit(":", 1)[1])
+    front, iam_stats = start_front(port_of(args.iam_endpoint), port_of(args.sqs_endpoint), args.iam_latency_ms)
+    worker_endpoint = f"http://127.0.0.1:{front}"
     metrics_port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -209,6 +243,10 @@ def main():
         "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
         "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
     }
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        section, _, name = key.partition(".")
+        env[f"IAM_KEY_REVOKER__{section.upper()}__{name.upper()}"] = value
     log = open(f"/tmp/{run}-worker.log", "w")
     worker = subprocess.Popen([args.binary, "run"], env=env, stdout=log, stderr=log)
     # CPU spent starting up (loading CA certificates, configuration, discovering the
@@ -221,11 +259,12 @@ def main():
             time.sleep(0.05)
     startup_cpu, _ = proc_stats(worker.pid)
     started = time.monotonic()
+    iam_before = list(iam_stats)
     sent = 0 if args.feed else len(bodies)
     while True:
         if args.feed and sent < len(bodies):
             visible, in_flight = depth()
-            while visible + in_flight < 90 and sent < len(bodies):
+            while visible + in_flight < args.backlog and sent < len(bodies):
                 enqueue(bodies[sent : sent + 10])
                 sent += len(bodies[sent : sent + 10])
                 visible += 10
@@ -235,6 +274,7 @@ def main():
             sys.exit(f"the worker exited early: see /tmp/{run}-worker.log")
         time.sleep(0.05)
     drain = time.monotonic() - started
+    iam_requests, iam_seconds = (after - before for after, before in zip(iam_stats, iam_before))
     cpu, peak_mib = proc_stats(worker.pid)
     samples = scrape(metrics_port)
     worker.send_signal(signal.SIGTERM)
@@ -260,6 +300,7 @@ def main():
         "cpu_seconds_per_1000_jobs": round((cpu - startup_cpu) * 1000 / args.jobs, 3),
         "peak_rss_mib": round(peak_mib, 1),
         "iam_calls_per_job": round(iam_calls / args.jobs, 3),
+        "iam_response_ms_mean": round(1000 * iam_seconds / max(iam_requests, 1), 1),
         "sqs_calls_per_job": round(sqs_calls / args.jobs, 3),
         "latency_p50_seconds": None if p50 is None else round(p50, 3),
         "latency_p99_seconds": None if p99 is None else round(p99, 3),
@@ -282,6 +323,8 @@ def record(args, result):
             f"--max-in-flight {args.max_in_flight}",
             f"--iam-latency-ms {args.iam_latency_ms}" if args.iam_latency_ms else "",
             "--feed" if args.feed else "",
+            f"--backlog {args.backlog}" if args.feed else "",
+            *(f"--set {s}" for s in args.set),
         ] if a
     )
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
