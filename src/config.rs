@@ -119,8 +119,13 @@ impl Default for SqsSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSection {
-    /// Jobs processed concurrently; the worker never holds more messages than this.
+    /// Jobs processed concurrently.
     pub max_in_flight: usize,
+    /// Messages received ahead of a free job slot, so the next job starts the moment one
+    /// ends instead of after a receive round trip. A waiting message is kept invisible
+    /// like a running one; on shutdown it is released at once. The worker never holds
+    /// more than `max_in_flight + prefetch` messages. 0 receives only for free slots.
+    pub prefetch: usize,
     /// How long in-flight jobs may finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
     /// How many finished request ids are remembered to recognise redeliveries.
@@ -133,6 +138,7 @@ impl Default for WorkerSection {
     fn default() -> Self {
         Self {
             max_in_flight: 16,
+            prefetch: 10,
             shutdown_grace_seconds: 25,
             dedup_capacity: 100_000,
             dedup_ttl_seconds: 86_400,
@@ -362,6 +368,9 @@ impl Config {
                 "must be between 1 and 10000",
             ));
         }
+        if self.worker.prefetch > 1_000 {
+            return Err(invalid("worker.prefetch", "must be between 0 and 1000"));
+        }
         if self.worker.dedup_capacity == 0 {
             return Err(invalid("worker.dedup_capacity", "must be at least 1"));
         }
@@ -534,6 +543,10 @@ mod tests {
             (
                 &format!("{MINIMAL}[worker]\nmax_in_flight = 0"),
                 "worker.max_in_flight",
+            ),
+            (
+                &format!("{MINIMAL}[worker]\nprefetch = 1001"),
+                "worker.prefetch",
             ),
             (
                 &format!("{MINIMAL}[retry]\nmultiplier = 0.5"),

@@ -2,7 +2,9 @@
 //! receive → parse/validate → guard (protected, duplicate) → IAM action → settle the
 //! message (delete / dead-letter / release) → record.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,9 @@ pub struct Worker {
     protection: Protection,
     health: Arc<Health>,
     results: Option<Results>,
+    /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
+    /// while it waits for one or while its message is settled.
+    working: Semaphore,
 }
 
 impl Worker {
@@ -113,6 +118,7 @@ impl Worker {
             .map(|url| Results::spawn(sqs.clone(), url));
         let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, protection.clone());
         Ok(Self {
+            working: Semaphore::new(config.worker.max_in_flight),
             health,
             results,
             config: Arc::new(config),
@@ -137,18 +143,21 @@ impl Worker {
 
     /// Receives and works jobs until `shutdown` is cancelled, then lets in-flight jobs
     /// finish within `worker.shutdown_grace_seconds` and releases the messages of those
-    /// that did not, so SQS redelivers them at once.
+    /// that did not, so SQS redelivers them at once. Messages received ahead
+    /// (`worker.prefetch`) whose job has not started are released at shutdown.
     ///
     /// A receive cut short by shutdown is dropped: SQS redelivers anything it had already
     /// handed out once the visibility timeout passes, so nothing is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.worker.max_in_flight));
+        // A message holds one of these from its receive until it is settled.
+        let held = self.config.worker.max_in_flight + self.config.worker.prefetch;
+        let permits = Arc::new(Semaphore::new(held));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
         let mut backoff = self.sqs.policy().endless();
         loop {
-            // Never ask for more messages than there are free slots to work them in, so
-            // no message waits out its visibility timeout in a local buffer.
+            // Never hold more messages than max_in_flight + prefetch: a few wait for a job
+            // slot (their heartbeat running), none sits unwatched in a local buffer.
             let first = tokio::select! {
                 () = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit {
@@ -159,7 +168,7 @@ impl Worker {
             let mut slots = vec![first];
             // Ask SQS for a worthwhile batch: when only a slot or two are free, wait a
             // moment for more to free up rather than spend a receive on one message.
-            let worthwhile = (self.config.worker.max_in_flight / 4).clamp(1, SQS_BATCH_MAX);
+            let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
             let gather = tokio::time::sleep(RECEIVE_GATHER);
             tokio::pin!(gather);
             while slots.len() < SQS_BATCH_MAX {
@@ -206,11 +215,11 @@ impl Worker {
                 // Cannot be empty: SQS returns at most as many messages as were asked for.
                 let Some(permit) = slots.pop() else { break };
                 let worker = Arc::clone(&self);
+                let shutdown = shutdown.clone();
                 let hard_stop = hard_stop.clone();
-                let in_flight = metrics::job_started();
                 tracker.spawn(async move {
-                    let _slot = (permit, in_flight);
-                    worker.handle_until(message, hard_stop).await;
+                    let _held = permit;
+                    worker.handle_until(message, shutdown, hard_stop).await;
                 });
             }
         }
@@ -239,39 +248,60 @@ impl Worker {
         tracing::info!("Shutdown complete");
     }
 
-    /// Works one message like [`Worker::handle`], unless `hard_stop` fires first: then the
-    /// message is made visible again at once and the job ends `retry`/`shutdown`.
-    async fn handle_until(&self, message: Message, hard_stop: CancellationToken) -> JobReport {
+    /// Works one message like [`Worker::handle`], unless `hard_stop` fires first, or
+    /// `shutdown` fires before the job has a slot: then the message is made visible again
+    /// at once and the job ends `retry`/`shutdown`.
+    async fn handle_until(
+        &self,
+        message: Message,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> JobReport {
         let started = Instant::now();
         let message_id = message.message_id().unwrap_or_default().to_owned();
         let receipt = message.receipt_handle().unwrap_or_default().to_owned();
         let delivery = Delivery::of(&message);
-        tokio::select! {
-            report = self.handle(message) => report,
-            () = hard_stop.cancelled() => {
-                let retries = RetryCounter::default();
-                let settled = self
-                    .sqs
-                    .set_visibility(&self.queues.queue_url, &receipt, 0, &retries)
-                    .await
-                    .inspect_err(|e| tracing::error!(error = %e, message_id, "Could not release message"))
-                    .is_ok();
-                let report = JobReport {
-                    detail: Some("interrupted by shutdown; released for redelivery".into()),
-                    retries: retries.get(),
-                    duration: started.elapsed(),
-                    settled,
-                    ..JobReport::new(&message_id, delivery.receive_count, Outcome::Retry(Reason::Shutdown))
-                };
-                self.record(&report, delivery);
-                report
-            }
-        }
+        let detail = tokio::select! {
+            report = self.work(message, &shutdown) => match report {
+                Some(report) => return report,
+                None => "not started before shutdown; released for redelivery",
+            },
+            () = hard_stop.cancelled() => "interrupted by shutdown; released for redelivery",
+        };
+        let retries = RetryCounter::default();
+        let settled = self
+            .sqs
+            .set_visibility(&self.queues.queue_url, &receipt, 0, &retries)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, message_id, "Could not release message"))
+            .is_ok();
+        let report = JobReport {
+            detail: Some(detail.into()),
+            retries: retries.get(),
+            duration: started.elapsed(),
+            settled,
+            ..JobReport::new(
+                &message_id,
+                delivery.receive_count,
+                Outcome::Retry(Reason::Shutdown),
+            )
+        };
+        self.record(&report, delivery);
+        report
     }
 
     /// One iteration: works one received message to its outcome, settles it on the
     /// queue, writes the audit line and returns the report.
     pub async fn handle(&self, message: Message) -> JobReport {
+        let never = CancellationToken::new();
+        let report = self.work(message, &never).await;
+        report.expect("a job that is never cancelled always starts")
+    }
+
+    /// Waits for a job slot, then works the message like [`Worker::handle`]. `None` when
+    /// `shutdown` fires before a slot is free: nothing was done, the message is the
+    /// caller's to release.
+    async fn work(&self, message: Message, shutdown: &CancellationToken) -> Option<JobReport> {
         let started = Instant::now();
         let delivery = Delivery::of(&message);
         let retries = RetryCounter::default();
@@ -282,9 +312,20 @@ impl Worker {
             Outcome::Retry(Reason::TransientError),
         );
 
-        let heartbeat = Heartbeat::start(self, &receipt);
-        let decision = self.decide(&message, delivery, &retries, &mut report).await;
-        heartbeat.stop().await;
+        // The heartbeat covers the wait for a slot too. The slot is free for the next job
+        // while this one's message is settled.
+        let decided = self
+            .with_heartbeat(&receipt, async {
+                let slot = tokio::select! {
+                    biased;
+                    slot = self.working.acquire() => slot.ok(),
+                    () = shutdown.cancelled() => None,
+                };
+                let _slot = (slot?, metrics::job_started());
+                Some(self.decide(&message, delivery, &retries, &mut report).await)
+            })
+            .await;
+        let decision = decided?;
 
         let (outcome, settled) = self
             .settle(
@@ -307,7 +348,7 @@ impl Worker {
         report.retries = retries.get();
         report.duration = started.elapsed();
         self.record(&report, delivery);
-        report
+        Some(report)
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
@@ -480,6 +521,43 @@ impl Worker {
             .is_ok()
     }
 
+    /// Runs `work` while extending the message's visibility every half visibility
+    /// timeout, so a long job is never handed to another consumer. An extension in flight
+    /// when `work` ends is finished first, so it cannot undo the visibility that settling
+    /// the message sets next.
+    async fn with_heartbeat<T>(&self, receipt: &str, work: impl Future<Output = T>) -> T {
+        let timeout = self.config.sqs.visibility_timeout_seconds;
+        let period = Duration::from_millis(u64::from(timeout) * 500);
+        let mut work = pin!(work);
+        let beat = tokio::time::sleep(period);
+        let mut beat = pin!(beat);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = &mut beat => {}
+            }
+            let retries = RetryCounter::default();
+            let extend =
+                self.sqs
+                    .set_visibility(&self.queues.queue_url, receipt, timeout, &retries);
+            let mut extend = pin!(extend);
+            let (extended, out) = tokio::select! {
+                biased;
+                extended = &mut extend => (extended, None),
+                out = &mut work => (extend.await, Some(out)),
+            };
+            match extended {
+                Ok(()) => tracing::debug!(seconds = timeout, "Extended message visibility"),
+                Err(e) => tracing::warn!(error = %e, "Could not extend message visibility"),
+            }
+            if let Some(out) = out {
+                return out;
+            }
+            beat.as_mut().reset(tokio::time::Instant::now() + period);
+        }
+    }
+
     /// Leaves the message invisible for the retry delay.
     async fn delay(&self, receipt: &str, delivery: Delivery, retries: &RetryCounter) -> bool {
         let retry = &self.config.retry;
@@ -504,56 +582,5 @@ fn aws_failure(e: AwsError) -> Decision {
         Decision::new(Outcome::Rejected(Reason::AccessDenied), e.to_string())
     } else {
         Decision::new(Outcome::Rejected(Reason::AwsError), e.to_string())
-    }
-}
-
-/// Extends a message's visibility every half visibility timeout while its job runs, so a
-/// long job is never handed to another consumer.
-struct Heartbeat {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    /// A job dropped mid-way (hard stop) must not leave its heartbeat running.
-    _on_drop: tokio_util::sync::DropGuard,
-}
-
-impl Heartbeat {
-    fn start(worker: &Worker, receipt: &str) -> Self {
-        let stop = CancellationToken::new();
-        let timeout = worker.config.sqs.visibility_timeout_seconds;
-        let period = Duration::from_millis(u64::from(timeout) * 500);
-        let sqs = worker.sqs.clone();
-        let queue_url = worker.queues.queue_url.clone();
-        let receipt = receipt.to_owned();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(period) => {}
-                }
-                let retries = RetryCounter::default();
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    result = sqs.set_visibility(&queue_url, &receipt, timeout, &retries) => {
-                        match result {
-                            Ok(()) => tracing::debug!(seconds = timeout, "Extended message visibility"),
-                            Err(e) => tracing::warn!(error = %e, "Could not extend message visibility"),
-                        }
-                    }
-                }
-            }
-        });
-        Self {
-            _on_drop: stop.clone().drop_guard(),
-            stop,
-            task,
-        }
-    }
-
-    /// Stops the heartbeat and waits until no extension is in flight, so it cannot undo
-    /// the visibility the settle step sets next.
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
     }
 }

@@ -199,9 +199,7 @@ async fn thousands_of_random_bodies_are_all_dead_lettered_byte_identical() {
     let mut env = TestEnv::new("random").await;
     env.config.worker.max_in_flight = 32;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
-    let mut proxied = env.config.clone();
-    proxied.aws.endpoint_url = Some(proxy.url.clone());
-    env.clients.iam = common::clients_for(&proxied).await.iam;
+    env.route_iam_through(&proxy).await;
     let bodies = random_bodies(2_000);
     assert!(bodies.iter().all(|b| job::parse(b).is_err()));
 

@@ -186,18 +186,43 @@ impl TestEnv {
 
     /// Waits until the job queue holds no message at all, or panics after `limit`.
     pub async fn wait_until_drained(&self, limit: Duration) {
+        self.wait_for_depth((0, 0), limit).await;
+    }
+
+    /// Waits until the job queue's (visible, in flight) counts are `depth`, or panics
+    /// after `limit`.
+    pub async fn wait_for_depth(&self, depth: (u64, u64), limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.queue_depth().await == (0, 0) {
+            let now = self.queue_depth().await;
+            if now == depth {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "queue not drained within {limit:?}: {:?}",
-                self.queue_depth().await
+                "queue depth not {depth:?} within {limit:?}: {now:?}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends the IAM client's requests through `proxy` from now on.
+    pub async fn route_iam_through(&mut self, proxy: &proxy::FaultProxy) {
+        let mut proxied = self.config.clone();
+        proxied.aws.endpoint_url = Some(proxy.url.clone());
+        self.clients.iam = clients_for(&proxied).await.iam;
+    }
+
+    /// Plays a competing consumer polling the job queue for `period`: how many messages it
+    /// could receive (each kept invisible for 30 s once received).
+    pub async fn steal_for(&self, period: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + period;
+        let mut stolen = 0;
+        while tokio::time::Instant::now() < deadline {
+            stolen += receive(&self.clients.sqs, &self.queue_url, 10, 0).await.len();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stolen
     }
 }
 

@@ -43,6 +43,27 @@ struct State {
     operations: Vec<String>,
     /// Requests a `TenthsOf` fault has seen.
     counted: u32,
+    /// Requests received and not yet answered, and the most there ever were.
+    open: usize,
+    max_open: usize,
+}
+
+/// Marks one request as open until dropped, whichever way its handling ends.
+struct Open(Arc<Mutex<State>>);
+
+impl Open {
+    fn new(state: &Arc<Mutex<State>>) -> Self {
+        let mut s = state.lock().unwrap();
+        s.open += 1;
+        s.max_open = s.max_open.max(s.open);
+        Self(state.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().open -= 1;
+    }
 }
 
 /// A running proxy; it stops when the test's runtime ends.
@@ -74,6 +95,8 @@ impl FaultProxy {
             by_operation: std::collections::HashMap::new(),
             operations: Vec::new(),
             counted: 0,
+            open: 0,
+            max_open: 0,
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -102,6 +125,11 @@ impl FaultProxy {
         self.state.lock().unwrap().operations.clone()
     }
 
+    /// The most requests the proxy was ever working on at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.lock().unwrap().max_open
+    }
+
     /// How many requests of `operation` were seen.
     pub fn count(&self, operation: &str) -> usize {
         self.operations().iter().filter(|o| *o == operation).count()
@@ -112,6 +140,7 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
     let (read, mut write) = client.into_split();
     let mut read = BufReader::new(read);
     while let Some(request) = read_message(&mut read).await {
+        let _open = Open::new(&state);
         let (operation, is_query) = operation_of(&request);
         let fault = {
             let mut s = state.lock().unwrap();
