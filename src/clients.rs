@@ -3,11 +3,13 @@
 //! The SDK's own retries are disabled on purpose: `retry::call` is the single retry layer,
 //! so every retry is logged and bounded by `retry.max_elapsed_seconds`, and two layers
 //! never multiply unseen. Timeouts are explicit so a hung endpoint becomes a transient
-//! error instead of a stuck job.
+//! error instead of a stuck job; they also stand in for the SDK's stalled-stream
+//! protection, which is off.
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 
@@ -38,7 +40,10 @@ pub async fn load_sdk_config(config: &Config) -> SdkConfig {
 pub fn sdk_loader(config: &Config) -> ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts(config, Duration::ZERO));
+        .timeout_config(timeouts(config, Duration::ZERO))
+        // Every attempt has a timeout of its own (above), which covers a stalled body
+        // too; the SDK's throughput monitor would only add a timer to every request.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(region) = &config.aws.region {
         loader = loader.region(Region::new(region.clone()));
     }

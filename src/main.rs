@@ -12,6 +12,11 @@ use iam_key_revoker::commands::{self, Input, PlanOutput};
 use iam_key_revoker::config::Config;
 use iam_key_revoker::queue::QueueSetupError;
 use iam_key_revoker::telemetry;
+
+/// mimalloc rather than the system allocator: an AWS request allocates and frees hundreds
+/// of small buffers, and with glibc's allocator that was a fifth of the worker's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use iam_key_revoker::worker::StartupError;
 use iam_key_revoker::Application;
 use tokio_util::sync::CancellationToken;
@@ -172,7 +177,11 @@ fn main() -> ExitCode {
     };
     // The worker logs to standard output; the commands keep it for their results.
     telemetry::init(&config.log, !matches!(cli.command, Command::Run { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: every command spends its time waiting on AWS, and IAM's request quota
+    // caps the worker long before one core does (BENCHMARKS.md: over 100 jobs a second at
+    // a few per cent of a core). A multi-threaded scheduler cost a sixth more CPU per job
+    // in wake-ups across threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
