@@ -219,7 +219,9 @@ impl TestEnv {
         let deadline = tokio::time::Instant::now() + period;
         let mut stolen = 0;
         while tokio::time::Instant::now() < deadline {
-            stolen += receive(&self.clients.sqs, &self.queue_url, 10, 0).await.len();
+            stolen += receive(&self.clients.sqs, &self.queue_url, 10, 0)
+                .await
+                .len();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         stolen
