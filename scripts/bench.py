@@ -331,7 +331,7 @@ def record(args, result):
     machine = f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.system()} {platform.release()}"
     with open(args.record, "a") as f:
         f.write(f"\n### `{command}`\n\n")
-        f.write(f"{datetime.date.today().isoformat()}, {machine}; emulator: moto server.\n\n")
+        f.write(f"{datetime.date.today().isoformat()}, {machine}; emulators: moto server (IAM/STS and SQS processes) behind the benchmark front.\n\n")
         f.write("| measure | value |\n| --- | --- |\n")
         for key, value in result.items():
             f.write(f"| {key} | {value} |\n")
