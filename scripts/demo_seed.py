@@ -43,8 +43,8 @@ jobs = [
     {"request_id": "leak-0003", "user_name": "dave", "access_key_id": alice[1]},
     # A protected user: refused, never touched.
     {"request_id": "leak-0004", "user_name": "break-glass-admin", "access_key_id": admin[0]},
-    # A key that no longer exists: nothing to do.
-    {"request_id": "leak-0005", "access_key_id": "AKIAEXAMPLEGONE00000"},
+    # A key that no longer exists: alice's key list confirms it, nothing to do.
+    {"request_id": "leak-0005", "user_name": "alice", "access_key_id": "AKIAEXAMPLEGONE00000"},
 ]
 for job in jobs:
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(job))

@@ -2,7 +2,9 @@
 //!
 //! Jobs without `account_id` (or naming the worker's own account) use the worker's own
 //! credentials. A job for another account is carried out with credentials from
-//! `sts:AssumeRole` on `arn:aws:iam::<account_id>:role/<cross_account.role_name>`, built on
+//! `sts:AssumeRole` on `arn:<partition>:iam::<account_id>:role/<cross_account.role_name>`
+//! (the partition, `aws`, `aws-cn` or `aws-us-gov`, is the worker's own, read from its
+//! `GetCallerIdentity` ARN), built on
 //! `aws-config`'s `AssumeRoleProvider`. Each account gets its own IAM client and its own
 //! IAM request budget (IAM's quotas are per account), cached for the life of the worker;
 //! the client's identity cache refreshes the credentials before they expire. Concurrent
@@ -44,7 +46,7 @@ pub enum AccountError {
 #[derive(Debug)]
 pub struct Accounts {
     own: Arc<Iam>,
-    own_account: OnceCell<String>,
+    own_identity: OnceCell<Identity>,
     sts: aws_sdk_sts::Client,
     sdk: SdkConfig,
     role_name: Option<String>,
@@ -68,7 +70,7 @@ impl Accounts {
     ) -> Self {
         Self {
             own: Arc::new(own),
-            own_account: OnceCell::new(),
+            own_identity: OnceCell::new(),
             sts,
             sdk,
             role_name: config.cross_account.role_name.clone(),
@@ -90,31 +92,32 @@ impl Accounts {
         let Some(account) = account else {
             return Ok(Arc::clone(&self.own));
         };
-        let own = self.own_account(retries).await?;
-        if own == account {
+        let own = self.own_identity(retries).await?;
+        if own.account == account {
             return Ok(Arc::clone(&self.own));
         }
         let Some(role_name) = &self.role_name else {
             return Err(AccountError::Disabled {
                 account: account.to_owned(),
-                own: own.clone(),
+                own: own.account.clone(),
             });
         };
+        let role_arn = role_arn(&own.partition, account, role_name);
         let cell = {
             let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(others.entry(account.to_owned()).or_default())
         };
         let iam = cell
             .get_or_try_init(|| async {
-                self.assume(account, role_name, retries).await.map(Arc::new)
+                self.assume(account, &role_arn, retries).await.map(Arc::new)
             })
             .await?;
         Ok(Arc::clone(iam))
     }
 
-    /// The worker's own account, asked of STS once.
-    pub async fn own_account(&self, retries: &RetryCounter) -> Result<&String, AwsError> {
-        self.own_account
+    /// The worker's own account and partition, asked of STS once.
+    pub async fn own_identity(&self, retries: &RetryCounter) -> Result<&Identity, AwsError> {
+        self.own_identity
             .get_or_try_init(|| async {
                 let out = call(
                     &self.policy,
@@ -130,25 +133,35 @@ impl Accounts {
                     },
                 )
                 .await?;
-                out.account.ok_or_else(|| AwsError {
+                Identity::from_caller(out.account(), out.arn()).ok_or_else(|| AwsError {
                     operation: "GetCallerIdentity",
                     class: ErrorClass::Transient,
                     code: None,
-                    message: "STS returned no account".into(),
+                    message: "STS returned no account or ARN".into(),
                 })
             })
             .await
+    }
+
+    /// Whether the worker's own credentials work: one `GetCallerIdentity`, which needs no
+    /// permission, not retried.
+    pub async fn check_credentials(&self) -> Result<(), AwsError> {
+        self.sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
     }
 
     /// Assumes the role in `account` once, and builds that account's IAM access on it.
     async fn assume(
         &self,
         account: &str,
-        role_name: &str,
+        role_arn: &str,
         retries: &RetryCounter,
     ) -> Result<Iam, AwsError> {
-        let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
-        let mut builder = AssumeRoleProvider::builder(&role_arn)
+        let mut builder = AssumeRoleProvider::builder(role_arn)
             .session_name(&self.session_name)
             .configure(&self.sdk);
         if let Some(external_id) = &self.external_id {
@@ -180,6 +193,31 @@ impl Accounts {
             self.protection.clone(),
         ))
     }
+}
+
+/// Who the worker is: its account, and the partition its ARN names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    /// `aws`, `aws-cn`, `aws-us-gov`, ...: every ARN the worker builds uses it.
+    pub partition: String,
+}
+
+impl Identity {
+    /// From `GetCallerIdentity`'s `Account` and `Arn` (`arn:<partition>:sts::<account>:…`).
+    pub fn from_caller(account: Option<&str>, arn: Option<&str>) -> Option<Self> {
+        let partition = arn?.strip_prefix("arn:")?.split(':').next()?;
+        let account = account?;
+        (!partition.is_empty() && !account.is_empty()).then(|| Self {
+            account: account.to_owned(),
+            partition: partition.to_owned(),
+        })
+    }
+}
+
+/// The ARN of the role `role_name` in `account`, in `partition`.
+pub fn role_arn(partition: &str, account: &str, role_name: &str) -> String {
+    format!("arn:{partition}:iam::{account}:role/{role_name}")
 }
 
 /// A session name that says which worker acted: the pod or host name where there is one.
@@ -233,5 +271,70 @@ impl ProvideCredentials for Prefetched {
                 result
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProtectSection;
+    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    #[test]
+    fn role_arns_are_built_in_the_workers_partition() {
+        for (arn, partition) in [
+            ("arn:aws:sts::111122223333:assumed-role/w/s", "aws"),
+            ("arn:aws-cn:iam::111122223333:user/w", "aws-cn"),
+            (
+                "arn:aws-us-gov:sts::111122223333:assumed-role/w/s",
+                "aws-us-gov",
+            ),
+        ] {
+            let identity = Identity::from_caller(Some("111122223333"), Some(arn)).unwrap();
+            assert_eq!(identity.partition, partition);
+            assert_eq!(
+                role_arn(&identity.partition, "444455556666", "iam-key-revoker"),
+                format!("arn:{partition}:iam::444455556666:role/iam-key-revoker")
+            );
+        }
+        assert_eq!(Identity::from_caller(Some("1"), Some("not-an-arn")), None);
+        assert_eq!(Identity::from_caller(None, Some("arn:aws:sts::1:x")), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_identity_comes_from_get_caller_identity() {
+        let who = mock!(aws_sdk_sts::Client::get_caller_identity).then_output(|| {
+            GetCallerIdentityOutput::builder()
+                .account("111122223333")
+                .arn("arn:aws-cn:sts::111122223333:assumed-role/iam-key-revoker-worker/pod")
+                .build()
+        });
+        let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&who]);
+        let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, []);
+        let mut config = Config::default();
+        config.cross_account.role_name = Some("iam-key-revoker".into());
+        let protection = Protection::new(&ProtectSection::default()).unwrap();
+        let own = Iam::new(iam, 10, config.backoff(), protection.clone());
+        let sdk = SdkConfig::builder().build();
+        let accounts = Accounts::new(&config, own, sts, sdk, protection);
+        let identity = accounts
+            .own_identity(&RetryCounter::default())
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(
+            identity,
+            Identity {
+                account: "111122223333".into(),
+                partition: "aws-cn".into()
+            }
+        );
+        // Asked once, then remembered.
+        accounts
+            .own_identity(&RetryCounter::default())
+            .await
+            .unwrap();
+        assert_eq!(who.num_calls(), 1);
     }
 }

@@ -1,11 +1,19 @@
-//! The one place that decides what an AWS error means: transient (retry), permanent
-//! (never retry), or not-found (the thing asked about does not exist).
+//! The one place that decides what an AWS error means: transient (retry), a failure of
+//! the worker's own credentials (pause, never a verdict on a job), not-found (the thing
+//! asked about does not exist) or permanent (never retry).
+//!
+//! The codes and HTTP statuses are AWS's documented ones: the common errors of every
+//! query/JSON API (IAM API Reference, "Common Error Types"; SQS API Reference, "Common
+//! Errors"), where throttling is `Throttling`/`ThrottlingException`/`RequestThrottled`,
+//! an expired session `ExpiredToken`/`ExpiredTokenException` (403), an unknown access key
+//! `InvalidClientTokenId` (403), clock skew `RequestExpired`/`SignatureDoesNotMatch`.
 
+use std::error::Error as StdError;
 use std::fmt;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// What an AWS error means for the caller.
@@ -13,13 +21,21 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 pub enum ErrorClass {
     /// Throttling, 5xx, timeouts, broken connections: worth another attempt.
     Transient,
+    /// The worker's own credentials failed (expired, unknown, missing, clock skew): not
+    /// the job's fault. The worker pauses until its credentials work again.
+    Credentials,
     /// The entity (user, key, queue) does not exist.
     NotFound,
     /// Anything else: retrying cannot help.
     Permanent,
 }
 
-/// An AWS error reduced to what the worker acts on, with the SDK's full text kept for logs.
+/// The longest error message kept: AWS's messages are a sentence or two; anything longer
+/// is a dump nobody reads in an audit line.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// An AWS error reduced to what the worker acts on, and one readable line for people:
+/// `DeleteAccessKey: AccessDenied: User: … is not authorized to perform: …`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct AwsError {
     /// The API operation, e.g. `DeleteAccessKey`.
@@ -28,13 +44,17 @@ pub struct AwsError {
     pub class: ErrorClass,
     /// The service's error code, when it sent one.
     pub code: Option<String>,
-    /// Human-readable description (never contains credentials).
+    /// AWS's own message, or a short description of a failure on the way (one line,
+    /// never credentials).
     pub message: String,
 }
 
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {}", self.operation, self.message)
+        match &self.code {
+            Some(code) => write!(f, "{}: {code}: {}", self.operation, self.message),
+            None => write!(f, "{}: {}", self.operation, self.message),
+        }
     }
 }
 
@@ -42,14 +62,23 @@ impl AwsError {
     /// Classifies an SDK error from `operation`.
     pub fn from_sdk<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
         let (class, code) = classify(&err);
+        let message = match &err {
+            SdkError::ServiceError(service) => service
+                .err()
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP {}", service.raw().status().as_u16())),
+            SdkError::TimeoutError(_) => "request timed out".to_owned(),
+            other => causes(other),
+        };
         Self {
             operation,
             class,
             code,
-            message: DisplayErrorContext(&err).to_string(),
+            message: one_line(&message),
         }
     }
 
@@ -61,21 +90,41 @@ impl AwsError {
             .is_some_and(|code| THROTTLING_CODES.contains(&code))
     }
 
-    /// Whether the caller lacks permission (reason `access_denied`).
+    /// Whether the caller lacks permission (reason `access_denied`). A failure of the
+    /// worker's own credentials is not this: see [`ErrorClass::Credentials`].
     pub fn is_access_denied(&self) -> bool {
-        matches!(
-            self.code.as_deref().map(strip_sqs_prefix),
-            Some(
-                "AccessDenied"
-                    | "AccessDeniedException"
-                    | "UnauthorizedOperation"
-                    | "UnrecognizedClientException"
-                    | "InvalidClientTokenId"
-                    | "ExpiredToken"
-                    | "ExpiredTokenException"
+        self.class == ErrorClass::Permanent
+            && matches!(
+                self.code.as_deref().map(strip_sqs_prefix),
+                Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation")
             )
-        )
     }
+}
+
+/// The error's own text and its causes, joined with ": ", without the debug dump the
+/// SDK's `DisplayErrorContext` appends, and without a cause repeated word for word.
+pub fn causes(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// One line of at most [`MAX_MESSAGE_CHARS`] characters.
+fn one_line(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= MAX_MESSAGE_CHARS {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Error codes that mean "slow down".
@@ -90,7 +139,7 @@ const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
 ];
 
-/// Error codes that mean "try again" (contract section 3), besides throttling.
+/// Error codes that mean "try again" (README, "On real AWS"), besides throttling.
 const RETRYABLE_CODES: &[&str] = &[
     "ServiceFailure",
     "ServiceUnavailable",
@@ -102,6 +151,20 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestTimeoutException",
     "PriorRequestNotComplete",
     "KmsThrottled",
+];
+
+/// Error codes that mean the worker's own credentials failed: expired or unknown
+/// credentials, an unsigned request, or a clock too far off (a signature older than
+/// 15 minutes, or from the future).
+const CREDENTIAL_CODES: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+    "MissingAuthenticationToken",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
 ];
 
 /// Error codes that mean "no such thing".
@@ -117,13 +180,29 @@ fn strip_sqs_prefix(code: &str) -> &str {
     code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code)
 }
 
+/// Whether a credentials provider failed somewhere below `err` (no credentials found,
+/// the provider timed out or failed): the request was never sent.
+fn credentials_failed(err: &(dyn StdError + 'static)) -> bool {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Classifies an SDK error and returns the service's error code, if any.
 pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> (ErrorClass, Option<String>)
 where
-    E: ProvideErrorMetadata,
+    E: ProvideErrorMetadata + StdError + 'static,
 {
     match err {
         SdkError::TimeoutError(_) => (ErrorClass::Transient, None),
+        _ if !matches!(err, SdkError::ServiceError(_)) && credentials_failed(err) => {
+            (ErrorClass::Credentials, None)
+        }
         SdkError::DispatchFailure(failure) => {
             // A request the SDK could not even build or sign (a user error) will fail the
             // same way again; I/O, timeouts and anything else on the wire may not.
@@ -152,6 +231,9 @@ fn classify_service(code: Option<&str>, status: u16) -> ErrorClass {
     if let Some(code) = code.map(strip_sqs_prefix) {
         if THROTTLING_CODES.contains(&code) || RETRYABLE_CODES.contains(&code) {
             return ErrorClass::Transient;
+        }
+        if CREDENTIAL_CODES.contains(&code) {
+            return ErrorClass::Credentials;
         }
         if NOT_FOUND_CODES.contains(&code) {
             return ErrorClass::NotFound;
@@ -207,6 +289,12 @@ mod tests {
             ),
             ("QueueDoesNotExist", 400, ErrorClass::NotFound),
             ("AccessDenied", 403, ErrorClass::Permanent),
+            ("ExpiredToken", 403, ErrorClass::Credentials),
+            ("ExpiredTokenException", 403, ErrorClass::Credentials),
+            ("InvalidClientTokenId", 403, ErrorClass::Credentials),
+            ("RequestExpired", 400, ErrorClass::Credentials),
+            ("SignatureDoesNotMatch", 403, ErrorClass::Credentials),
+            ("UnrecognizedClientException", 400, ErrorClass::Credentials),
             ("ValidationError", 400, ErrorClass::Permanent),
             ("LimitExceeded", 409, ErrorClass::Permanent),
             ("ReceiptHandleIsInvalid", 400, ErrorClass::Permanent),
@@ -247,11 +335,83 @@ mod tests {
     }
 
     #[test]
-    fn access_denied_is_recognised() {
+    fn access_denied_is_recognised_and_credential_failures_are_not_it() {
         let err = AwsError::from_sdk("DeleteAccessKey", service("AccessDenied", 403));
         assert!(err.is_access_denied());
         assert_eq!(err.class, ErrorClass::Permanent);
-        let err = AwsError::from_sdk("DeleteAccessKey", service("Throttling", 400));
+        for code in ["Throttling", "ExpiredToken", "InvalidClientTokenId"] {
+            let err = AwsError::from_sdk("DeleteAccessKey", service(code, 403));
+            assert!(!err.is_access_denied(), "{code}");
+        }
+    }
+
+    /// A credentials provider that finds nothing, as the default chain does on a machine
+    /// with no credentials.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                CredentialsError::not_loaded("no providers in chain provided credentials"),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_a_credential_failure_in_one_line() {
+        let config = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            // Never reached: the request fails before it is signed.
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(NoCredentials)
+            .build();
+        let err = aws_sdk_iam::Client::from_conf(config)
+            .delete_access_key()
+            .user_name("alice")
+            .access_key_id("AKIAIOSFODNN7EXAMPLE")
+            .send()
+            .await
+            .unwrap_err();
+        let err = AwsError::from_sdk("DeleteAccessKey", err);
+        assert_eq!(err.class, ErrorClass::Credentials, "{err}");
         assert!(!err.is_access_denied());
+        assert!(err.message.contains("no providers in chain"), "{err}");
+        assert!(
+            !err.message.contains("DispatchFailure"),
+            "no debug dump: {err}"
+        );
+    }
+
+    #[test]
+    fn the_text_is_one_readable_line() {
+        let err = AwsError::from_sdk("DeleteAccessKey", service("AccessDenied", 403));
+        assert_eq!(err.to_string(), "DeleteAccessKey: AccessDenied: boom");
+        let long = ErrorMetadata::builder()
+            .code("X")
+            .message(format!("line one\nline two {}", "x".repeat(1_000)))
+            .build();
+        let err = AwsError::from_sdk(
+            "DeleteAccessKey",
+            SdkError::<_, HttpResponse>::service_error(
+                DeleteAccessKeyError::generic(long),
+                response(400),
+            ),
+        );
+        assert!(!err.to_string().contains('\n'));
+        assert!(err.message.starts_with("line one line two"));
+        assert_eq!(err.message.chars().count(), MAX_MESSAGE_CHARS);
+        let timeout: SdkError<DeleteAccessKeyError, HttpResponse> =
+            SdkError::timeout_error("attempt timed out");
+        assert_eq!(
+            AwsError::from_sdk("ListAccessKeys", timeout).to_string(),
+            "ListAccessKeys: request timed out"
+        );
     }
 }

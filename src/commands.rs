@@ -146,7 +146,10 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
             }
         },
     }
-    if rows.iter().any(|r| r.prediction == "error") {
+    // The whole plan is printed either way; invalid lines make it a validation error.
+    if rows.iter().any(|r| r.prediction == "invalid") {
+        2
+    } else if rows.iter().any(|r| r.prediction == "error") {
         1
     } else {
         0

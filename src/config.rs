@@ -271,7 +271,10 @@ impl Default for LogSection {
 }
 
 /// Accepts a TOML list, or one string of comma-separated items (as environment
-/// variables write lists).
+/// variables write lists). A string that names nothing is refused: an
+/// empty environment variable (`IAM_KEY_REVOKER__PROTECT__USERS=""`) must not silently
+/// replace the protected list from the file with none. An explicit `[]` in the file is
+/// how to say "protect nothing".
 fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -280,16 +283,25 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
         Text(String),
         Number(i64),
     }
-    Ok(match ListOrString::deserialize(d)? {
-        ListOrString::List(items) => items,
-        ListOrString::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        ListOrString::Number(n) => vec![n.to_string()],
-    })
+    match ListOrString::deserialize(d)? {
+        ListOrString::List(items) => Ok(items),
+        ListOrString::Number(n) => Ok(vec![n.to_string()]),
+        ListOrString::Text(text) => {
+            let items: Vec<String> = text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if items.is_empty() {
+                Err(serde::de::Error::custom(
+                    "is an empty list: a protected list is never cleared by an empty value (write [] in the file to protect nothing)",
+                ))
+            } else {
+                Ok(items)
+            }
+        }
+    }
 }
 
 impl Config {
@@ -593,6 +605,19 @@ mod tests {
                 "error for {text:?} should name {key}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_protected_list_from_a_string_is_refused_but_an_explicit_one_is_not() {
+        for key in ["users", "access_keys"] {
+            let err = Config::from_toml(&format!("{MINIMAL}[protect]\n{key} = \" , \"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("protect.{key}")), "{err}");
+            assert!(err.contains("empty"), "{err}");
+        }
+        let config = Config::from_toml(&format!("{MINIMAL}[protect]\nusers = []\n")).unwrap();
+        assert!(config.protect.users.is_empty());
     }
 
     #[test]

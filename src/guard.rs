@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use lru::LruCache;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::config::{ConfigError, ProtectSection};
 
@@ -76,24 +77,37 @@ fn compile(key: &'static str, patterns: &[String]) -> Result<GlobSet, ConfigErro
 pub enum Claim {
     /// Not seen recently: go ahead; the guard releases the in-flight mark when dropped.
     Fresh(InFlight),
-    /// Finished recently: end `duplicate` without touching IAM.
+    /// The same job finished recently: end `duplicate` without touching IAM.
     Finished,
+    /// This request id finished recently for a job that does something else: end
+    /// `rejected/request_id_conflict` without touching IAM.
+    Conflict,
     /// Another delivery is being worked right now: await this, then claim again.
     InProgress(OwnedNotified),
 }
 
-/// A bounded, expiring record of finished request ids, plus the ones in flight.
+/// A bounded, expiring record of the request ids whose job left IAM as it asked
+/// (`deleted`, `deactivated`, `already_absent`), each with the digest of what the job
+/// did ([`crate::job::Job::digest`]), plus the ones in flight.
 #[derive(Debug, Clone)]
 pub struct Dedup {
     inner: Arc<Mutex<DedupState>>,
     ttl: Duration,
+    capacity: NonZeroUsize,
 }
 
 #[derive(Debug)]
 struct DedupState {
-    finished: LruCache<String, Instant>,
+    /// Grows as ids finish, up to `capacity`: nothing is allocated up front.
+    finished: LruCache<String, Finished>,
     /// Request ids being worked, each with the signal its waiters get when it ends.
     in_flight: HashMap<String, Arc<Notify>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Finished {
+    at: Instant,
+    digest: u64,
 }
 
 impl Dedup {
@@ -101,10 +115,11 @@ impl Dedup {
     pub fn new(capacity: NonZeroUsize, ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Mutex::new(DedupState {
-                finished: LruCache::new(capacity),
+                finished: LruCache::unbounded(),
                 in_flight: HashMap::new(),
             })),
             ttl,
+            capacity,
         }
     }
 
@@ -116,12 +131,16 @@ impl Dedup {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Claims `request_id` for this delivery.
-    pub fn claim(&self, request_id: &str) -> Claim {
+    /// Claims `request_id` for this delivery of a job whose digest is `digest`.
+    pub fn claim(&self, request_id: &str, digest: u64) -> Claim {
         let mut state = self.state();
-        if let Some(finished_at) = state.finished.get(request_id) {
-            if finished_at.elapsed() < self.ttl {
-                return Claim::Finished;
+        if let Some(finished) = state.finished.get(request_id).copied() {
+            if finished.at.elapsed() < self.ttl {
+                return if finished.digest == digest {
+                    Claim::Finished
+                } else {
+                    Claim::Conflict
+                };
             }
             state.finished.pop(request_id);
         }
@@ -135,14 +154,8 @@ impl Dedup {
         Claim::Fresh(InFlight {
             dedup: self.clone(),
             request_id: request_id.to_owned(),
+            digest,
         })
-    }
-
-    /// Whether `request_id` finished within the ttl.
-    #[cfg(test)]
-    fn is_finished(&self, request_id: &str) -> bool {
-        let mut state = self.state();
-        matches!(state.finished.get(request_id), Some(at) if at.elapsed() < self.ttl)
     }
 }
 
@@ -151,13 +164,23 @@ impl Dedup {
 pub struct InFlight {
     dedup: Dedup,
     request_id: String,
+    digest: u64,
 }
 
 impl InFlight {
-    /// Records the request id as finished (its outcome is durable).
+    /// Records the request id as finished: its job left IAM as it asked and the outcome
+    /// is durable. Only for outcomes that [`crate::outcome::Outcome::is_remembered`].
     pub fn finish(self) {
+        let capacity = self.dedup.capacity.get();
         let mut state = self.dedup.state();
-        state.finished.put(self.request_id.clone(), Instant::now());
+        let finished = Finished {
+            at: Instant::now(),
+            digest: self.digest,
+        };
+        state.finished.put(self.request_id.clone(), finished);
+        while state.finished.len() > capacity {
+            state.finished.pop_lru();
+        }
         // Drop removes the in-flight mark.
     }
 }
@@ -199,13 +222,20 @@ mod tests {
         assert!(!none.user("admin"));
     }
 
+    const JOB: u64 = 1;
+    const OTHER_JOB: u64 = 2;
+
+    fn finished(d: &Dedup, id: &str) -> bool {
+        matches!(d.claim(id, JOB), Claim::Finished)
+    }
+
     #[tokio::test]
     async fn a_second_delivery_waits_for_the_first_then_is_a_duplicate() {
         let d = dedup(10, 60_000);
-        let Claim::Fresh(first) = d.claim("r1") else {
+        let Claim::Fresh(first) = d.claim("r1", JOB) else {
             panic!("fresh")
         };
-        let Claim::InProgress(wait) = d.claim("r1") else {
+        let Claim::InProgress(wait) = d.claim("r1", JOB) else {
             panic!("in progress")
         };
         let waiter = tokio::spawn(wait);
@@ -216,17 +246,30 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(d.claim("r1"), Claim::Finished));
-        assert!(d.is_finished("r1"));
+        assert!(finished(&d, "r1"));
+    }
+
+    #[tokio::test]
+    async fn the_same_id_for_another_job_is_a_conflict() {
+        let d = dedup(10, 60_000);
+        let Claim::Fresh(first) = d.claim("r1", JOB) else {
+            panic!("fresh")
+        };
+        first.finish();
+        assert!(matches!(d.claim("r1", OTHER_JOB), Claim::Conflict));
+        assert!(
+            finished(&d, "r1"),
+            "the conflict does not replace the record"
+        );
     }
 
     #[tokio::test]
     async fn an_unfinished_claim_is_released_on_drop_and_wakes_waiters() {
         let d = dedup(10, 60_000);
-        let Claim::Fresh(first) = d.claim("r1") else {
+        let Claim::Fresh(first) = d.claim("r1", JOB) else {
             panic!("fresh")
         };
-        let Claim::InProgress(wait) = d.claim("r1") else {
+        let Claim::InProgress(wait) = d.claim("r1", JOB) else {
             panic!("in progress")
         };
         drop(first);
@@ -234,30 +277,34 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), wait)
             .await
             .unwrap();
-        assert!(matches!(d.claim("r1"), Claim::Fresh(_)));
-        assert!(!d.is_finished("r1"));
+        assert!(matches!(d.claim("r1", OTHER_JOB), Claim::Fresh(_)));
     }
 
-    #[test]
-    fn record_is_bounded_and_expires() {
+    #[tokio::test(start_paused = true)]
+    async fn record_is_bounded_and_expires() {
         let d = dedup(2, 60_000);
         for id in ["a", "b", "c"] {
-            let Claim::Fresh(g) = d.claim(id) else {
+            let Claim::Fresh(g) = d.claim(id, JOB) else {
                 panic!()
             };
             g.finish();
         }
-        assert!(!d.is_finished("a"), "oldest evicted past capacity");
-        assert!(d.is_finished("b") && d.is_finished("c"));
+        assert!(
+            matches!(d.claim("a", JOB), Claim::Fresh(_)),
+            "oldest evicted past capacity"
+        );
+        assert!(finished(&d, "b") && finished(&d, "c"));
 
-        let d = dedup(10, 1);
-        let Claim::Fresh(g) = d.claim("x") else {
+        let d = dedup(10, 1_000);
+        let Claim::Fresh(g) = d.claim("x", JOB) else {
             panic!()
         };
         g.finish();
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(finished(&d, "x"), "remembered within the ttl");
+        tokio::time::advance(Duration::from_millis(2)).await;
         assert!(
-            matches!(d.claim("x"), Claim::Fresh(_)),
+            matches!(d.claim("x", OTHER_JOB), Claim::Fresh(_)),
             "expired ids are fresh again"
         );
     }

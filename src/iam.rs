@@ -2,9 +2,14 @@
 //!
 //! - User and key named: one `DeleteAccessKey`/`UpdateAccessKey` with both. IAM answers
 //!   `NoSuchEntity` when the key is not that user's, so this can never touch another
-//!   user's key; only then `GetAccessKeyLastUsed` tells whether the key is gone or owned
-//!   by someone else.
-//! - Key only: `GetAccessKeyLastUsed` names the owner, then act as above.
+//!   user's key. Only then `ListAccessKeys` of the user confirms the key is not theirs
+//!   (IAM is eventually consistent: a key still listed means "try again later", never
+//!   "absent"), and `GetAccessKeyLastUsed` says whether another user owns it.
+//! - Key only: `GetAccessKeyLastUsed` names the owner, then act as above. IAM's API
+//!   reference documents no error of its own for `GetAccessKeyLastUsed`; a key it cannot
+//!   resolve (`NoSuchEntity`, or `AccessDenied` as IAM answers for a key it cannot place)
+//!   is `owner_unknown`, never guessed to be absent: without a user there is no list that
+//!   could confirm it.
 //! - All keys: `ListAccessKeys` (paginated), then act on each.
 //!
 //! Every request waits for the shared IAM rate limiter and goes through `retry::call`.
@@ -25,7 +30,7 @@ use crate::ratelimit::AdaptiveRate;
 use crate::retry::{call, BackoffPolicy, RetryCounter};
 
 /// What the IAM step decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Effect {
     /// The action was applied (or the key was already in the asked-for state).
     Revoked,
@@ -33,10 +38,13 @@ pub enum Effect {
     AlreadyAbsent,
     /// Nothing was changed, for this reason.
     Rejected(Reason, String),
+    /// An AWS error ended the step (transient past its backoff, the worker's credentials,
+    /// or permanent). `keys_changed` says what was done before it (all-keys jobs).
+    Failed(AwsError),
 }
 
 /// The IAM step's result, with what it learnt for the audit line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IamResult {
     pub effect: Effect,
     /// The user acted on (the owner IAM reported, for key-only jobs).
@@ -99,10 +107,9 @@ pub struct Preview {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
     User(String),
-    /// The key exists but IAM names no user for it.
-    Unknown,
-    /// No such key.
-    Absent,
+    /// IAM could not place the key: it named no user, said `NoSuchEntity`, or answered
+    /// `AccessDenied` for the key. The text says which.
+    Unresolved(String),
 }
 
 /// Result of one write.
@@ -168,9 +175,9 @@ impl Iam {
     }
 
     /// Carries out a validated job whose named user and key already passed the guards.
-    /// A transient error that outlasts the backoff, or a permanent one other than
-    /// access denied, is returned as `Err`.
-    pub async fn revoke(&self, job: &Job, retries: &RetryCounter) -> Result<IamResult, AwsError> {
+    /// Access denied becomes `Rejected(access_denied)`; any other AWS error that ends the
+    /// step is [`Effect::Failed`], with what was changed before it.
+    pub async fn revoke(&self, job: &Job, retries: &RetryCounter) -> IamResult {
         let result = match &job.target {
             Target::Key {
                 access_key_id,
@@ -186,13 +193,19 @@ impl Iam {
             Target::AllKeys { user_name } => self.revoke_all(user_name, job.action, retries).await,
         };
         match result {
-            Err(e) if e.is_access_denied() => Ok(IamResult::rejected(
+            Ok(result) => result,
+            Err(e) if e.is_access_denied() => IamResult::rejected(
                 Reason::AccessDenied,
                 e.to_string(),
                 job.user_name(),
                 job.access_key_id(),
-            )),
-            other => other,
+            ),
+            Err(e) => IamResult {
+                effect: Effect::Failed(e),
+                user_name: job.user_name().map(str::to_owned),
+                access_key_ids: job.access_key_id().map(str::to_owned).into_iter().collect(),
+                keys_changed: 0,
+            },
         }
     }
 
@@ -214,39 +227,42 @@ impl Iam {
         match &job.target {
             Target::Key {
                 access_key_id: key,
-                user_name,
+                user_name: Some(user),
             } => {
                 let keys = vec![key.clone()];
-                Ok(match (self.owner(key, retries).await?, user_name) {
-                    (Owner::Absent, user) => {
-                        preview(Prediction::AlreadyAbsent, user.as_deref(), keys)
-                    }
-                    (Owner::User(owner), Some(user)) if owner.eq_ignore_ascii_case(user) => {
-                        preview(Prediction::Would(job.action), Some(user), keys)
-                    }
-                    (Owner::User(owner), Some(user)) => preview(
+                let listed = self.list_keys(user, retries).await?;
+                if listed.is_some_and(|l| l.iter().any(|k| &k.id == key)) {
+                    return Ok(preview(Prediction::Would(job.action), Some(user), keys));
+                }
+                Ok(match self.owner(key, retries).await? {
+                    Owner::User(owner) if !owner.eq_ignore_ascii_case(user) => preview(
                         Prediction::OwnerMismatch(format!(
                             "access key {key} belongs to user {owner}, not {user}"
                         )),
                         Some(user),
                         keys,
                     ),
-                    (Owner::Unknown, Some(user)) => preview(
-                        Prediction::OwnerMismatch(format!(
-                            "IAM names no owner for access key {key}"
-                        )),
-                        Some(user),
-                        keys,
-                    ),
-                    (Owner::Unknown, None) => preview(Prediction::OwnerUnknown, None, keys),
-                    (Owner::User(owner), None) if self.protection.user(&owner) => preview(
+                    // Listed a moment ago or not at all: IAM is settling; the worker
+                    // would act once it agrees.
+                    Owner::User(_) => preview(Prediction::Would(job.action), Some(user), keys),
+                    Owner::Unresolved(_) => preview(Prediction::AlreadyAbsent, Some(user), keys),
+                })
+            }
+            Target::Key {
+                access_key_id: key,
+                user_name: None,
+            } => {
+                let keys = vec![key.clone()];
+                Ok(match self.owner(key, retries).await? {
+                    Owner::Unresolved(_) => preview(Prediction::OwnerUnknown, None, keys),
+                    Owner::User(owner) if self.protection.user(&owner) => preview(
                         Prediction::Protected(format!(
                             "access key {key} belongs to protected user {owner}"
                         )),
                         Some(&owner),
                         keys,
                     ),
-                    (Owner::User(owner), None) => {
+                    Owner::User(owner) => {
                         preview(Prediction::Would(job.action), Some(&owner), keys)
                     }
                 })
@@ -279,24 +295,33 @@ impl Iam {
     ) -> Result<IamResult, AwsError> {
         match self.write(user, key, action, retries).await? {
             Written::Done => Ok(revoked(user, vec![key.to_owned()], 1)),
-            Written::NotFound => match self.owner(key, retries).await? {
-                Owner::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
-                Owner::User(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
-                Owner::User(owner) => Ok(IamResult::rejected(
-                    Reason::OwnerMismatch,
-                    format!("access key {key} belongs to user {owner}, not {user}"),
-                    Some(user),
-                    Some(key),
-                )),
-                Owner::Unknown => Ok(IamResult::rejected(
-                    Reason::OwnerMismatch,
-                    format!(
-                        "IAM has no access key {key} for user {user} and names no owner for it"
-                    ),
-                    Some(user),
-                    Some(key),
-                )),
-            },
+            Written::NotFound => self.not_the_users(user, key, retries).await,
+        }
+    }
+
+    /// IAM said `NoSuchEntity` to a write naming `user` and `key`. The user's own key list
+    /// decides whether their key is gone; IAM's owner lookup only tells a key that is
+    /// somebody else's (`owner_mismatch`) from one that is gone.
+    async fn not_the_users(
+        &self,
+        user: &str,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let listed = self.list_keys(user, retries).await?;
+        if listed.is_some_and(|keys| keys.iter().any(|k| k.id == key)) {
+            return Err(inconsistent(key));
+        }
+        match self.owner(key, retries).await? {
+            Owner::User(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
+            Owner::User(owner) => Ok(IamResult::rejected(
+                Reason::OwnerMismatch,
+                format!("access key {key} belongs to user {owner}, not {user}"),
+                Some(user),
+                Some(key),
+            )),
+            // Not among the user's keys, and IAM places it with nobody.
+            Owner::Unresolved(_) => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
         }
     }
 
@@ -307,11 +332,12 @@ impl Iam {
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
         let owner = match self.owner(key, retries).await? {
-            Owner::Absent => return Ok(IamResult::absent(None, vec![key.to_owned()])),
-            Owner::Unknown => {
+            Owner::Unresolved(why) => {
                 return Ok(IamResult::rejected(
                     Reason::OwnerUnknown,
-                    format!("IAM names no owner for access key {key}"),
+                    format!(
+                        "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+                    ),
                     None,
                     Some(key),
                 ))
@@ -329,10 +355,7 @@ impl Iam {
         match self.write(&owner, key, action, retries).await? {
             Written::Done => Ok(revoked(&owner, vec![key.to_owned()], 1)),
             // Deleted by someone else between the two calls, or moved: look again.
-            Written::NotFound => match self.owner(key, retries).await? {
-                Owner::Absent => Ok(IamResult::absent(Some(&owner), vec![key.to_owned()])),
-                _ => Err(inconsistent(key)),
-            },
+            Written::NotFound => self.not_the_users(&owner, key, retries).await,
         }
     }
 
@@ -360,13 +383,21 @@ impl Iam {
                 present.push(key.id);
                 continue;
             }
-            match self.write(user, &key.id, action, retries).await? {
-                Written::Done => {
+            match self.write(user, &key.id, action, retries).await {
+                Ok(Written::Done) => {
                     changed += 1;
                     present.push(key.id);
                 }
                 // Deleted since the listing: nothing left to do for it.
-                Written::NotFound => {}
+                Ok(Written::NotFound) => {}
+                // Keys already changed stay in the record; the rest is done on redelivery.
+                Err(e) if changed > 0 => {
+                    return Ok(IamResult {
+                        effect: Effect::Failed(e),
+                        ..revoked(user, present, changed)
+                    })
+                }
+                Err(e) => return Err(e),
             }
         }
         if present.is_empty() {
@@ -444,9 +475,11 @@ impl Iam {
         match result {
             Ok(out) => Ok(match out.user_name() {
                 Some(user) if !user.is_empty() => Owner::User(user.to_owned()),
-                _ => Owner::Unknown,
+                _ => Owner::Unresolved("GetAccessKeyLastUsed named no user".to_owned()),
             }),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(Owner::Absent),
+            Err(e) if e.class == ErrorClass::NotFound || e.is_access_denied() => {
+                Ok(Owner::Unresolved(e.to_string()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -517,7 +550,9 @@ mod tests {
     use crate::config::{ProtectSection, RetrySection};
     use aws_sdk_iam::operation::delete_access_key::{DeleteAccessKeyError, DeleteAccessKeyOutput};
     use aws_sdk_iam::operation::get_access_key_last_used::GetAccessKeyLastUsedOutput;
+    use aws_sdk_iam::operation::list_access_keys::ListAccessKeysOutput;
     use aws_sdk_iam::types::error::NoSuchEntityException;
+    use aws_sdk_iam::types::AccessKeyMetadata;
     use aws_sdk_iam::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
@@ -580,11 +615,8 @@ mod tests {
         let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
-        let result = iam(client)
-            .revoke(&job(Some("alice")), &retries)
-            .await
-            .unwrap();
-        assert_eq!(result.effect, Effect::Revoked);
+        let result = iam(client).revoke(&job(Some("alice")), &retries).await;
+        assert!(matches!(result.effect, Effect::Revoked));
         assert_eq!(result.keys_changed, 1);
         assert_eq!(delete.num_calls(), 1);
         assert_eq!(retries.get(), 0);
@@ -603,8 +635,8 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
         let iam = iam(client);
-        let result = iam.revoke(&job(Some("alice")), &retries).await.unwrap();
-        assert_eq!(result.effect, Effect::Revoked);
+        let result = iam.revoke(&job(Some("alice")), &retries).await;
+        assert!(matches!(result.effect, Effect::Revoked));
         assert_eq!(delete.num_calls(), 4);
         assert_eq!(retries.get(), 3);
         assert_eq!(
@@ -625,10 +657,13 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
         let start = tokio::time::Instant::now();
-        let err = iam(client)
+        let Effect::Failed(err) = iam(client)
             .revoke(&job(Some("alice")), &retries)
             .await
-            .unwrap_err();
+            .effect
+        else {
+            panic!("fails")
+        };
         assert_eq!(err.class, ErrorClass::Transient);
         assert_eq!(err.code.as_deref(), Some("Throttling"));
         assert!(start.elapsed() <= std::time::Duration::from_secs(2));
@@ -646,8 +681,7 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let result = iam(client)
             .revoke(&job(Some("alice")), &RetryCounter::default())
-            .await
-            .unwrap();
+            .await;
         assert!(matches!(
             result.effect,
             Effect::Rejected(Reason::AccessDenied, _)
@@ -655,20 +689,52 @@ mod tests {
         assert_eq!(delete.num_calls(), 1);
     }
 
+    fn listed(keys: &'static [&'static str]) -> aws_smithy_mocks::Rule {
+        mock!(Client::list_access_keys).then_output(move || {
+            let mut out = ListAccessKeysOutput::builder().set_access_key_metadata(Some(Vec::new()));
+            for key in keys {
+                out = out.access_key_metadata(
+                    AccessKeyMetadata::builder()
+                        .access_key_id(*key)
+                        .user_name("alice")
+                        .build(),
+                );
+            }
+            out.build().unwrap()
+        })
+    }
+
+    fn owned_by(user: &'static str) -> aws_smithy_mocks::Rule {
+        mock!(Client::get_access_key_last_used).then_output(move || {
+            GetAccessKeyLastUsedOutput::builder()
+                .user_name(user)
+                .build()
+        })
+    }
+
+    /// GetAccessKeyLastUsed answering with an IAM query-protocol error, as IAM sends it.
+    fn owner_error(status: u16, code: &str) -> aws_smithy_mocks::Rule {
+        mock!(Client::get_access_key_last_used)
+            .sequence()
+            .http_status(status, Some(error_xml(code)))
+            .repeatedly()
+            .build()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn not_found_then_other_owner_is_owner_mismatch() {
         let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
-        let owner = mock!(Client::get_access_key_last_used).then_output(|| {
-            GetAccessKeyLastUsedOutput::builder()
-                .user_name("bob")
-                .build()
-        });
-        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete, &owner], |c| c
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let list = listed(&[]);
+        let owner = owned_by("bob");
+        let client = mock_client!(
+            aws_sdk_iam,
+            RuleMode::MatchAny,
+            [&delete, &list, &owner],
+            |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+        );
         let result = iam(client)
             .revoke(&job(Some("alice")), &RetryCounter::default())
-            .await
-            .unwrap();
+            .await;
         assert!(matches!(
             result.effect,
             Effect::Rejected(Reason::OwnerMismatch, _)
@@ -677,20 +743,78 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn not_found_but_reported_as_the_users_is_retried_not_absent() {
-        let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
-        let owner = mock!(Client::get_access_key_last_used).then_output(|| {
-            GetAccessKeyLastUsedOutput::builder()
-                .user_name("alice")
-                .build()
-        });
-        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete, &owner], |c| c
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let err = iam(client)
-            .revoke(&job(Some("alice")), &RetryCounter::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Transient);
+    async fn not_found_but_still_listed_or_reported_as_the_users_is_retried_not_absent() {
+        for (list, owner) in [
+            (listed(&[KEY]), owned_by("nobody")),
+            (listed(&[]), owned_by("alice")),
+        ] {
+            let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+            let client = mock_client!(
+                aws_sdk_iam,
+                RuleMode::MatchAny,
+                [&delete, &list, &owner],
+                |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            );
+            let Effect::Failed(err) = iam(client)
+                .revoke(&job(Some("alice")), &RetryCounter::default())
+                .await
+                .effect
+            else {
+                panic!("fails")
+            };
+            assert_eq!(err.class, ErrorClass::Transient);
+            assert_eq!(list.num_calls(), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn named_user_key_gone_from_their_list_is_absent_whatever_the_owner_lookup_says() {
+        // IAM documents no error of its own for GetAccessKeyLastUsed; the emulator says
+        // NoSuchEntity, IAM may say AccessDenied. The user's own key list decides.
+        for owner in [
+            owner_error(404, "NoSuchEntity"),
+            owner_error(403, "AccessDenied"),
+        ] {
+            let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+            let list = listed(&["AKIAOTHERKEY00000001"]);
+            let client = mock_client!(
+                aws_sdk_iam,
+                RuleMode::MatchAny,
+                [&delete, &list, &owner],
+                |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            );
+            let result = iam(client)
+                .revoke(&job(Some("alice")), &RetryCounter::default())
+                .await;
+            assert!(
+                matches!(result.effect, Effect::AlreadyAbsent),
+                "{:?}",
+                result.effect
+            );
+            assert_eq!((list.num_calls(), owner.num_calls()), (1, 1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_only_that_iam_cannot_resolve_is_owner_unknown_never_absent() {
+        for (status, code) in [(404, "NoSuchEntity"), (403, "AccessDenied")] {
+            let owner = owner_error(status, code);
+            let delete = mock!(Client::delete_access_key)
+                .then_output(|| DeleteAccessKeyOutput::builder().build());
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let result = iam(client)
+                .revoke(&job(None), &RetryCounter::default())
+                .await;
+            let Effect::Rejected(Reason::OwnerUnknown, detail) = &result.effect else {
+                panic!("{code}: {:?}", result.effect)
+            };
+            assert!(
+                detail.contains(&format!("GetAccessKeyLastUsed: {code}")),
+                "{detail}"
+            );
+            assert_eq!(delete.num_calls(), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -703,8 +827,7 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let result = iam(client)
             .revoke(&job(None), &RetryCounter::default())
-            .await
-            .unwrap();
+            .await;
         assert!(matches!(
             result.effect,
             Effect::Rejected(Reason::OwnerUnknown, _)

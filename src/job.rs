@@ -63,6 +63,36 @@ pub struct Job {
 }
 
 impl Job {
+    /// A digest of what the job does to IAM: its target (key, user or all keys), account
+    /// and action. Two deliveries with the same request id and the same digest are the
+    /// same job; the same request id with another digest is a conflict. Reason, requester
+    /// and batch are not part of it: they change nothing in IAM. User names are compared
+    /// as IAM compares them, ignoring case.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        match &self.target {
+            Target::Key {
+                access_key_id,
+                user_name,
+            } => {
+                "key".hash(&mut hasher);
+                access_key_id.hash(&mut hasher);
+                user_name
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .hash(&mut hasher);
+            }
+            Target::AllKeys { user_name } => {
+                "all_keys".hash(&mut hasher);
+                user_name.to_ascii_lowercase().hash(&mut hasher);
+            }
+        }
+        self.account_id.hash(&mut hasher);
+        self.action.as_str().hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The user the job names, if it names one.
     pub fn user_name(&self) -> Option<&str> {
         match &self.target {
@@ -300,6 +330,41 @@ mod tests {
     use super::*;
 
     const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+    #[test]
+    fn the_digest_covers_what_changes_iam_and_nothing_else() {
+        let base = parse(&format!(
+            r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"alice"}}"#
+        ))
+        .unwrap();
+        let same = [
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"Alice","reason":"x","batch_id":"b","requested_by":"y"}}"#
+            ),
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"alice","action":"delete"}}"#
+            ),
+        ];
+        for body in same {
+            assert_eq!(parse(&body).unwrap().digest(), base.digest(), "{body}");
+        }
+        let different = [
+            r#"{"request_id":"r","access_key_id":"AKIAOTHERKEY00000001","user_name":"alice"}"#
+                .to_owned(),
+            format!(r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"bob"}}"#),
+            format!(r#"{{"request_id":"r","access_key_id":"{KEY}"}}"#),
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"alice","action":"deactivate"}}"#
+            ),
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","user_name":"alice","account_id":"123456789012"}}"#
+            ),
+            r#"{"request_id":"r","user_name":"alice","all_keys":true}"#.to_owned(),
+        ];
+        for body in different {
+            assert_ne!(parse(&body).unwrap().digest(), base.digest(), "{body}");
+        }
+    }
 
     #[test]
     fn valid_jobs() {

@@ -192,7 +192,12 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let clients = Clients::new(&load_sdk_config(&config).await, &config);
+        let sdk = load_sdk_config(&config).await;
+        if let Err((code, message)) = credentials_available(&sdk).await {
+            eprintln!("error: {message}");
+            return ExitCode::from(code);
+        }
+        let clients = Clients::new(&sdk, &config);
         match cli.command {
             Command::Run { .. } => run(config, clients).await,
             Command::Enqueue {
@@ -224,6 +229,36 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Whether the AWS credential chain finds credentials, before anything else is tried: one
+/// line that says where the chain looked beats the SDK's error chain of a whole screen.
+/// Exit code 2 when there are none (the environment must be set up), 1 when a provider
+/// failed (it may work next time).
+async fn credentials_available(sdk: &aws_config::SdkConfig) -> Result<(), (u8, String)> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_credential_types::provider::ProvideCredentials;
+    let one_line = |e: &CredentialsError| {
+        let text = iam_key_revoker::classify::causes(e);
+        text.lines().map(str::trim).collect::<Vec<_>>().join("; ")
+    };
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err((
+            2,
+            "no AWS credentials: no credential provider is configured".into(),
+        ));
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(e @ CredentialsError::CredentialsNotLoaded(_)) => Err((
+            2,
+            format!(
+                "no AWS credentials (environment, shared files and AWS_PROFILE, web identity/IRSA, ECS container, EC2 instance metadata): {}",
+                one_line(&e)
+            ),
+        )),
+        Err(e) => Err((1, format!("could not load AWS credentials: {}", one_line(&e)))),
+    }
 }
 
 async fn run(config: Config, clients: Clients) -> ExitCode {

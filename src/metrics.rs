@@ -31,6 +31,8 @@ pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_tim
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
+pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
+pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -46,6 +48,8 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
     RESULTS_PUBLISH_FAILURES_TOTAL,
     IAM_RATE_LIMIT,
+    CREDENTIALS_FAILING,
+    CREDENTIAL_FAILURES_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -76,8 +80,11 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Rejected(Reason::TooManyReceives),
     Outcome::Rejected(Reason::CrossAccountDisabled),
     Outcome::Rejected(Reason::AwsError),
+    Outcome::Rejected(Reason::RequestIdConflict),
     Outcome::Retry(Reason::TransientError),
     Outcome::Retry(Reason::Shutdown),
+    Outcome::Retry(Reason::Credentials),
+    Outcome::Retry(Reason::GroupOrder),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -159,6 +166,15 @@ fn describe() {
         "Current client-side IAM request rate: iam.max_requests_per_second, lowered while IAM throttles"
     );
 
+    describe_gauge!(
+        CREDENTIALS_FAILING,
+        "1 while the worker's own AWS credentials fail and it takes no new jobs, else 0"
+    );
+    describe_counter!(
+        CREDENTIAL_FAILURES_TOTAL,
+        "AWS calls refused because of the worker's own credentials, by error code (no_credentials: none could be loaded)"
+    );
+
     for outcome in OUTCOMES {
         counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason())
             .increment(0);
@@ -169,6 +185,7 @@ fn describe() {
     counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
     counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(0);
     gauge!(JOBS_IN_FLIGHT).set(0.0);
+    gauge!(CREDENTIALS_FAILING).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -238,20 +255,41 @@ pub fn aws_request(
 pub fn aws_retry(service: &'static str, operation: &'static str, error_code: Option<&str>) {
     // Codes come from AWS, not from job input; unknown ones are folded into "other" so a
     // misbehaving endpoint cannot grow the label set without bound.
-    let code = match error_code {
-        None => "none".to_owned(),
-        Some(c) if c.len() <= 64 && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') => {
-            c.to_owned()
-        }
-        Some(_) => "other".to_owned(),
-    };
+    let code = bounded_code(error_code.unwrap_or("none"));
     counter!(AWS_RETRIES_TOTAL, "service" => service, "operation" => operation, "error_code" => code)
         .increment(1);
+}
+
+/// The worker's own credentials failed with `error_code` (`None`: none could be
+/// loaded); it stops taking jobs until they work again.
+pub fn credentials_failed(error_code: Option<&str>) {
+    gauge!(CREDENTIALS_FAILING).set(1.0);
+    let code = bounded_code(error_code.unwrap_or("no_credentials"));
+    counter!(CREDENTIAL_FAILURES_TOTAL, "error_code" => code).increment(1);
+}
+
+/// The worker's own credentials work again.
+pub fn credentials_recovered() {
+    gauge!(CREDENTIALS_FAILING).set(0.0);
 }
 
 /// The adaptive IAM request rate changed.
 pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
+}
+
+/// Codes come from AWS, not from job input; odd ones are folded into "other" so a
+/// misbehaving endpoint cannot put arbitrary text into a label.
+fn bounded_code(code: &str) -> String {
+    if code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+    {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 /// An outcome event that could not be published.

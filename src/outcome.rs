@@ -1,4 +1,4 @@
-//! Outcomes (contract section 2) and the audit line written for every finished job.
+//! Outcomes (README, "Outcomes") and the audit line written for every finished job.
 
 use std::time::Duration;
 
@@ -21,12 +21,21 @@ pub enum Reason {
     TooManyReceives,
     /// AWS refused the request for a permanent reason other than access denied.
     AwsError,
+    /// The request id finished recently for a job that changes something else (another
+    /// key, user, account or action).
+    RequestIdConflict,
     /// The job names another account and no cross-account role is configured.
     CrossAccountDisabled,
     /// A transient AWS failure outlasted the in-process backoff.
     TransientError,
     /// The worker shut down before the job finished.
     Shutdown,
+    /// The worker's own credentials failed (expired, unknown, missing, clock skew): not
+    /// a verdict on the job, which goes back to the queue while the worker pauses.
+    Credentials,
+    /// An earlier job of the same FIFO message group stays on the queue, so this one
+    /// goes back too, to keep the group's order.
+    GroupOrder,
 }
 
 impl Reason {
@@ -40,9 +49,12 @@ impl Reason {
             Reason::AccessDenied => "access_denied",
             Reason::TooManyReceives => "too_many_receives",
             Reason::AwsError => "aws_error",
+            Reason::RequestIdConflict => "request_id_conflict",
             Reason::CrossAccountDisabled => "cross_account_disabled",
             Reason::TransientError => "transient_error",
             Reason::Shutdown => "shutdown",
+            Reason::Credentials => "credentials",
+            Reason::GroupOrder => "group_order",
         }
     }
 }
@@ -85,9 +97,20 @@ impl Outcome {
         }
     }
 
-    /// Whether the job is finished for good (its request id can be remembered).
+    /// Whether the message leaves the queue for good (deleted, or dead-lettered then
+    /// deleted).
     pub fn is_final(self) -> bool {
         !matches!(self, Outcome::Retry(_))
+    }
+
+    /// Whether a later delivery of the same job may end `duplicate`: only when this one
+    /// left IAM as the job asked. A rejected job is never remembered, so once an operator
+    /// fixes the cause and moves it back from the dead-letter queue it is worked again.
+    pub fn is_remembered(self) -> bool {
+        matches!(
+            self,
+            Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! changes) and finding the dead-letter queue.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
@@ -52,16 +52,18 @@ pub struct Sqs {
 }
 
 /// Attributes of a received message the worker reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
     /// `ApproximateReceiveCount`: 1 on first delivery.
     pub receive_count: u32,
     /// `SentTimestamp`, in milliseconds since the epoch.
     pub sent_timestamp_ms: Option<u64>,
+    /// When the worker got the message: SQS's 12-hour visibility limit counts from here.
+    pub received_at: Instant,
 }
 
 impl Delivery {
-    /// Reads the system attributes of `message`.
+    /// Reads the system attributes of `message`, received just now.
     pub fn of(message: &Message) -> Self {
         let attr = |name: MessageSystemAttributeName| {
             message
@@ -73,7 +75,13 @@ impl Delivery {
             receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
                 .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             sent_timestamp_ms: attr(MessageSystemAttributeName::SentTimestamp),
+            received_at: Instant::now(),
         }
+    }
+
+    /// How long the worker has held the message.
+    pub fn held(&self) -> Duration {
+        self.received_at.elapsed()
     }
 }
 
@@ -211,7 +219,10 @@ impl Sqs {
     }
 
     /// Copies `message` to the dead-letter queue: the body byte for byte, with the
-    /// `revoker-*` attributes saying why.
+    /// `revoker-*` attributes saying why. Attribute values are made valid SQS text and
+    /// the detail is bounded ([`dead_letter_attributes`]). When SQS refuses that copy for
+    /// good (its size or content), it is sent again with only `revoker-outcome` and
+    /// `revoker-reason`; an error is returned only when that fails too.
     pub async fn dead_letter(
         &self,
         dlq_url: &str,
@@ -221,28 +232,30 @@ impl Sqs {
         request_id: Option<&str>,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
-        let string = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                // Cannot fail: data_type, the only required field, is set just above.
-                .expect("data_type is set")
-        };
-        // SQS refuses empty attribute values.
-        let detail = if detail.is_empty() {
-            outcome.reason()
-        } else {
-            detail
-        };
-        let mut attributes = HashMap::from([
-            ("revoker-outcome".to_owned(), string(outcome.as_str())),
-            ("revoker-reason".to_owned(), string(outcome.reason())),
-            ("revoker-detail".to_owned(), string(detail)),
-        ]);
-        if let Some(id) = request_id {
-            attributes.insert("revoker-request-id".to_owned(), string(id));
+        let full = dead_letter_attributes(outcome, detail, request_id);
+        match self.copy_to(dlq_url, message, full, retries).await {
+            Err(e) if e.class == ErrorClass::Permanent => {
+                tracing::warn!(
+                    error = %e,
+                    "Dead-letter copy refused; sending it again with only revoker-outcome and revoker-reason"
+                );
+                let minimal = dead_letter_attributes(outcome, "", None)
+                    .into_iter()
+                    .filter(|(name, _)| name == "revoker-outcome" || name == "revoker-reason")
+                    .collect();
+                self.copy_to(dlq_url, message, minimal, retries).await
+            }
+            other => other,
         }
+    }
+
+    async fn copy_to(
+        &self,
+        dlq_url: &str,
+        message: &Message,
+        attributes: HashMap<String, MessageAttributeValue>,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
         let fifo = dlq_url.ends_with(".fifo");
         let group = message
             .attributes()
@@ -267,6 +280,60 @@ impl Sqs {
         })
         .await
     }
+}
+
+/// The longest `revoker-detail` value.
+pub const MAX_DETAIL_CHARS: usize = 1_024;
+
+/// The `revoker-*` attributes of a dead-lettered copy, each value valid SQS text.
+pub fn dead_letter_attributes(
+    outcome: Outcome,
+    detail: &str,
+    request_id: Option<&str>,
+) -> HashMap<String, MessageAttributeValue> {
+    let string = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            // Cannot fail: data_type, the only required field, is set just above.
+            .expect("data_type is set")
+    };
+    let detail = sqs_text(detail, MAX_DETAIL_CHARS);
+    // SQS refuses empty attribute values.
+    let detail = if detail.is_empty() {
+        outcome.reason().to_owned()
+    } else {
+        detail
+    };
+    let mut attributes = HashMap::from([
+        ("revoker-outcome".to_owned(), string(outcome.as_str())),
+        ("revoker-reason".to_owned(), string(outcome.reason())),
+        ("revoker-detail".to_owned(), string(&detail)),
+    ]);
+    if let Some(id) = request_id.map(|id| sqs_text(id, MAX_DETAIL_CHARS)) {
+        if !id.is_empty() {
+            attributes.insert("revoker-request-id".to_owned(), string(&id));
+        }
+    }
+    attributes
+}
+
+/// `text` as SQS accepts it in a message or a string attribute: at most `max_chars`
+/// characters, each outside SQS's allowed set (`#x9 | #xA | #xD | #x20-#xD7FF |
+/// #xE000-#xFFFD | #x10000-#x10FFFF`, SQS API Reference, SendMessage) replaced with
+/// U+FFFD.
+pub fn sqs_text(text: &str, max_chars: usize) -> String {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    text.chars()
+        .take(max_chars)
+        .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+        .collect()
 }
 
 /// One message of a `SendMessageBatch`.
@@ -498,8 +565,10 @@ async fn delete_one(
 mod tests {
     use super::*;
     use crate::config::RetrySection;
+    use crate::outcome::Reason;
     use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
     use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
     use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchResultEntry};
     use aws_sdk_sqs::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
@@ -584,19 +653,117 @@ mod tests {
         set.join_all().await
     }
 
+    /// An SQS JSON-protocol error as SQS sends it: the JSON body with `__type`, and the
+    /// query-compatible code in `x-amzn-query-error`.
+    fn sqs_error(
+        status: u16,
+        code: &str,
+    ) -> aws_smithy_runtime_api::client::orchestrator::HttpResponse {
+        let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_smithy_types::body::SdkBody::from(format!(
+                r#"{{"__type":"com.amazonaws.sqs#{code}","message":"refused by the test"}}"#
+            )),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        response
+            .headers_mut()
+            .insert("x-amzn-query-error", format!("{code};Sender"));
+        response
+    }
+
+    fn attribute<'a>(
+        r: &'a aws_sdk_sqs::operation::send_message::SendMessageInput,
+        name: &str,
+    ) -> Option<&'a str> {
+        r.message_attributes()?.get(name)?.string_value()
+    }
+
+    fn rejected_message() -> Message {
+        Message::builder()
+            .message_id("m-1")
+            .body("{\"request_id\":\"r\"}")
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_dead_letter_copy_is_sent_again_with_the_two_required_attributes() {
+        let full = mock!(Client::send_message)
+            .match_requests(|r| r.message_attributes().map_or(0, |a| a.len()) == 4)
+            .then_http_response(|| sqs_error(400, "InvalidMessageContents"));
+        let minimal = mock!(Client::send_message)
+            .match_requests(|r| {
+                r.message_attributes().map_or(0, |a| a.len()) == 2
+                    && attribute(r, "revoker-outcome") == Some("rejected")
+                    && attribute(r, "revoker-reason") == Some("access_denied")
+                    && r.message_body() == Some("{\"request_id\":\"r\"}")
+            })
+            .then_output(|| SendMessageOutput::builder().build());
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&full, &minimal], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        sqs(client)
+            .dead_letter(
+                "http://dlq",
+                &rejected_message(),
+                Outcome::Rejected(Reason::AccessDenied),
+                "DeleteAccessKey: AccessDenied: no",
+                Some("r"),
+                &RetryCounter::default(),
+            )
+            .await
+            .expect("the minimal copy is accepted");
+        assert_eq!((full.num_calls(), minimal.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_letter_attributes_are_valid_sqs_text_and_bounded() {
+        let send = mock!(Client::send_message)
+            .match_requests(|r| {
+                let detail = attribute(r, "revoker-detail").unwrap_or_default();
+                detail.chars().count() == MAX_DETAIL_CHARS
+                    && detail.starts_with("bad \u{FFFD} char")
+                    && attribute(r, "revoker-request-id") == Some("id\u{FFFD}")
+            })
+            .then_output(|| SendMessageOutput::builder().build());
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let detail = format!("bad \u{1} char {}", "x".repeat(5_000));
+        sqs(client)
+            .dead_letter(
+                "http://dlq",
+                &rejected_message(),
+                Outcome::Rejected(Reason::InvalidMessage),
+                &detail,
+                Some("id\u{FFFF}"),
+                &RetryCounter::default(),
+            )
+            .await
+            .expect("sent");
+        assert_eq!(send.num_calls(), 1);
+    }
+
+    #[test]
+    fn sqs_text_replaces_what_sqs_refuses() {
+        assert_eq!(sqs_text("a\tb\nc\r", 100), "a\tb\nc\r");
+        assert_eq!(
+            sqs_text("\u{0}\u{8}\u{1F}\u{FFFE}", 100),
+            "\u{FFFD}".repeat(4)
+        );
+        assert_eq!(sqs_text("é😀", 100), "é😀");
+        assert_eq!(sqs_text("abcdef", 3), "abc");
+    }
+
     #[test]
     fn delivery_attributes_are_read() {
         let message = Message::builder()
             .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
             .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000000")
             .build();
-        assert_eq!(
-            Delivery::of(&message),
-            Delivery {
-                receive_count: 3,
-                sent_timestamp_ms: Some(1_700_000_000_000)
-            }
-        );
+        let delivery = Delivery::of(&message);
+        assert_eq!(delivery.receive_count, 3);
+        assert_eq!(delivery.sent_timestamp_ms, Some(1_700_000_000_000));
         assert_eq!(Delivery::of(&Message::builder().build()).receive_count, 1);
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use crate::classify::{AwsError, ErrorClass};
-use crate::config::{ConfigError, RetrySection};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, RetrySection, SQS_MAX_VISIBILITY_SECONDS};
 
 /// Exponential backoff with jitter, bounded by a total time budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,18 +89,37 @@ impl BackoffPolicy {
     }
 }
 
-/// Counts in-process retries, so the audit line can say how hard a job had to try.
+/// Counts in-process retries, so the audit line can say how hard a job had to try, and
+/// carries the job's stop signal: once it fires (the shutdown grace period is over), a
+/// backoff in progress ends and no further retry starts, so the job reaches its outcome,
+/// and its audit line, within one request timeout.
 #[derive(Debug, Default)]
-pub struct RetryCounter(AtomicU32);
+pub struct RetryCounter {
+    count: AtomicU32,
+    stop: CancellationToken,
+}
 
 impl RetryCounter {
+    /// A counter whose retries end when `stop` is cancelled.
+    pub fn until(stop: CancellationToken) -> Self {
+        Self {
+            count: AtomicU32::new(0),
+            stop,
+        }
+    }
+
     /// Retries counted so far.
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether retrying has been called off.
+    pub fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -118,9 +139,18 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
 {
+    let stop = retries.stop.clone();
     send.retry(policy.builder())
-        .sleep(tokio::time::sleep)
-        .when(|e: &AwsError| e.class == ErrorClass::Transient)
+        .sleep(move |delay| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        })
+        .when(|e: &AwsError| e.class == ErrorClass::Transient && !retries.stopped())
         .notify(|e: &AwsError, delay: Duration| {
             retries.bump();
             crate::metrics::aws_retry(service, operation, e.code.as_deref());
@@ -135,6 +165,17 @@ where
         .await
 }
 
+/// How far a visibility change may reach: SQS keeps a message invisible for at most
+/// 12 hours counted from its receive, and refuses a `ChangeMessageVisibility` that would
+/// go past that (SQS API Reference, ChangeMessageVisibility). `held` is how long ago the
+/// message was received; a minute of margin covers the clocks of the two sides.
+pub fn within_visibility_limit(seconds: u32, held: Duration) -> u32 {
+    const MARGIN_SECONDS: u64 = 60;
+    let used = held.as_secs().saturating_add(MARGIN_SECONDS);
+    let left = u64::from(SQS_MAX_VISIBILITY_SECONDS).saturating_sub(used);
+    seconds.min(u32::try_from(left).unwrap_or(0))
+}
+
 /// Visibility delay for a job that ends `retry` on its `receive_count`-th receive:
 /// `base * 2^(receive_count - 1)`, saturating, capped at `max`.
 pub fn visibility_delay(receive_count: u32, base_seconds: u32, max_seconds: u32) -> u32 {
@@ -147,7 +188,6 @@ pub fn visibility_delay(receive_count: u32, base_seconds: u32, max_seconds: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SQS_MAX_VISIBILITY_SECONDS;
 
     fn policy(jitter: bool) -> BackoffPolicy {
         BackoffPolicy::from_config(&RetrySection {
@@ -181,6 +221,44 @@ mod tests {
             43_200
         );
         assert_eq!(visibility_delay(0, 30, SQS_MAX_VISIBILITY_SECONDS), 30);
+    }
+
+    #[test]
+    fn visibility_never_reaches_past_twelve_hours_from_the_receive() {
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(within_visibility_limit(30, Duration::ZERO), 30);
+        assert_eq!(
+            within_visibility_limit(SQS_MAX_VISIBILITY_SECONDS, Duration::ZERO),
+            SQS_MAX_VISIBILITY_SECONDS - 60
+        );
+        assert_eq!(
+            within_visibility_limit(SQS_MAX_VISIBILITY_SECONDS, 2 * hour),
+            10 * 3_600 - 60
+        );
+        assert_eq!(within_visibility_limit(600, 13 * hour), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_backoff_at_once_and_retries_no_more() {
+        let stop = CancellationToken::new();
+        let retries = RetryCounter::until(stop.clone());
+        let policy = policy(false);
+        let start = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            stop.cancel();
+        });
+        let result: Result<(), _> = call(&policy, &retries, "iam", "DeleteAccessKey", || {
+            attempts += 1;
+            async { Err(transient()) }
+        })
+        .await;
+        stopper.await.unwrap();
+        assert_eq!(result.unwrap_err().class, ErrorClass::Transient);
+        // 100 ms, then a 200 ms backoff cut short at 150 ms by the stop; one last attempt.
+        assert_eq!(attempts, 3);
+        assert_eq!(start.elapsed(), Duration::from_millis(150));
     }
 
     #[tokio::test(start_paused = true)]

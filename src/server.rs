@@ -1,8 +1,9 @@
 //! The one HTTP listener (`metrics.listen`): `/metrics` in Prometheus text format,
 //! `/healthz` (200 while the process runs) and `/readyz` (200 while the last successful
-//! receive is recent and the worker is not shutting down; 503 otherwise).
+//! receive is recent, the worker's credentials work and it is not shutting down; 503
+//! otherwise).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,10 @@ pub struct Health {
     last_receive_ms: AtomicU64,
     stopping: AtomicBool,
     max_age: Duration,
+    /// The worker's own credentials failed and have not worked since.
+    credentials_failing: AtomicBool,
+    /// Credential failures since a job last got through: spaces out the checks.
+    credential_strikes: AtomicU32,
 }
 
 impl Health {
@@ -31,7 +36,53 @@ impl Health {
             last_receive_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             max_age,
+            credentials_failing: AtomicBool::new(false),
+            credential_strikes: AtomicU32::new(0),
         }
+    }
+
+    /// The worker's own credentials failed: not ready, and no new jobs, until they work.
+    pub fn credentials_failed(&self, error_code: Option<&str>) {
+        if !self.credentials_failing.swap(true, Ordering::Relaxed) {
+            self.credential_strikes.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                error_code = error_code.unwrap_or("no_credentials"),
+                "The worker's AWS credentials failed: taking no new jobs until they work again"
+            );
+        }
+        crate::metrics::credentials_failed(error_code);
+    }
+
+    /// A check of the failing credentials failed again: wait longer before the next.
+    pub fn credentials_still_failing(&self, error_code: Option<&str>) {
+        self.credentials_failing.store(true, Ordering::Relaxed);
+        self.credential_strikes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::credentials_failed(error_code);
+    }
+
+    /// A check of the credentials succeeded: take jobs again.
+    pub fn credentials_recovered(&self) {
+        if self.credentials_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("The worker's AWS credentials work again: taking jobs");
+        }
+        crate::metrics::credentials_recovered();
+    }
+
+    /// A job got through IAM: the credentials are fine for real.
+    pub fn credentials_proven(&self) {
+        self.credential_strikes.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the worker's credentials are failing now.
+    pub fn credentials_failing(&self) -> bool {
+        self.credentials_failing.load(Ordering::Relaxed)
+    }
+
+    /// How long to wait before checking failing credentials again: 1 s, doubling with
+    /// each failure since a job last got through, at most 30 s.
+    pub fn credentials_check_delay(&self) -> Duration {
+        let strikes = self.credential_strikes.load(Ordering::Relaxed).clamp(1, 6);
+        Duration::from_secs(1 << (strikes - 1)).min(Duration::from_secs(30))
     }
 
     /// A receive from the job queue succeeded.
@@ -48,6 +99,7 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         let last = self.last_receive_ms.load(Ordering::Relaxed);
         !self.stopping.load(Ordering::Relaxed)
+            && !self.credentials_failing()
             && last > 0
             && now_ms().saturating_sub(last) <= self.max_age.as_millis() as u64
     }
@@ -119,5 +171,34 @@ mod tests {
             .last_receive_ms
             .store(now_ms() - 1_000, Ordering::Relaxed);
         assert!(!stale.is_ready(), "not ready when the last receive is old");
+    }
+
+    #[test]
+    fn failing_credentials_make_it_unready_and_space_out_the_checks() {
+        let health = Health::new(Duration::from_secs(60));
+        health.receive_succeeded();
+        health.credentials_failed(Some("ExpiredToken"));
+        assert!(!health.is_ready());
+        assert_eq!(health.credentials_check_delay(), Duration::from_secs(1));
+        health.credentials_recovered();
+        assert!(health.is_ready());
+        health.credentials_failed(Some("ExpiredToken"));
+        assert_eq!(health.credentials_check_delay(), Duration::from_secs(2));
+        health.credentials_failed(None);
+        assert_eq!(
+            health.credentials_check_delay(),
+            Duration::from_secs(2),
+            "more failures while failing do not count"
+        );
+        health.credentials_still_failing(None);
+        assert_eq!(health.credentials_check_delay(), Duration::from_secs(4));
+        for _ in 0..10 {
+            health.credentials_still_failing(None);
+        }
+        assert_eq!(health.credentials_check_delay(), Duration::from_secs(30));
+        health.credentials_proven();
+        health.credentials_recovered();
+        assert!(health.is_ready());
+        assert_eq!(health.credentials_check_delay(), Duration::from_secs(1));
     }
 }

@@ -8,8 +8,10 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::Message;
-use tokio::sync::Semaphore;
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,7 +26,7 @@ use crate::metrics;
 use crate::outcome::{JobReport, Outcome, Reason};
 use crate::queue::{Deleter, Delivery, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
 use crate::results::{OutcomeEvent, Results};
-use crate::retry::{visibility_delay, RetryCounter};
+use crate::retry::{visibility_delay, within_visibility_limit, RetryCounter};
 use crate::server::Health;
 
 /// How long the receive loop waits for enough free slots to make a receive worthwhile.
@@ -46,7 +48,7 @@ struct Decision {
     outcome: Outcome,
     detail: Option<String>,
     /// The in-flight mark of the job's request id, recorded as finished once the outcome
-    /// is durable.
+    /// is one a redelivery may repeat as `duplicate`.
     claim: Option<InFlight>,
 }
 
@@ -58,6 +60,32 @@ impl Decision {
             claim: None,
         }
     }
+}
+
+/// Where a job's message stands once the work under its heartbeat is done.
+enum Settling {
+    /// Deleted (or dead-lettered, then deleted), or that failed and SQS will redeliver.
+    Done {
+        outcome: Outcome,
+        detail: Option<String>,
+        settled: bool,
+    },
+    /// Stays on the queue: its visibility is set to `seconds` once the heartbeat has
+    /// stopped, so no extension can overwrite it.
+    Visibility {
+        outcome: Outcome,
+        detail: Option<String>,
+        seconds: u32,
+    },
+}
+
+/// A job's place in its FIFO message group: it starts once the previous job of the group
+/// in the same receive has ended, and tells the next one how it ended.
+#[derive(Default)]
+struct Turn {
+    /// Ends with whether the previous job's message left the queue for good.
+    previous: Option<oneshot::Receiver<bool>>,
+    next: Option<oneshot::Sender<bool>>,
 }
 
 /// A running worker's shared state. Cheap to share behind an `Arc`.
@@ -106,6 +134,8 @@ impl Worker {
             dead_letter_queue_url = %queues.dead_letter_queue_url,
             redrive_policy = queues.has_redrive_policy,
             max_in_flight = config.worker.max_in_flight,
+            protected_users = %config.protect.users.join(","),
+            protected_access_keys = %config.protect.access_keys.join(","),
             "Worker ready"
         );
         let health = Arc::new(Health::new(Duration::from_secs(
@@ -142,9 +172,14 @@ impl Worker {
     }
 
     /// Receives and works jobs until `shutdown` is cancelled, then lets in-flight jobs
-    /// finish within `worker.shutdown_grace_seconds` and releases the messages of those
-    /// that did not, so SQS redelivers them at once. Messages received ahead
-    /// (`worker.prefetch`) whose job has not started are released at shutdown.
+    /// finish within `worker.shutdown_grace_seconds`. Messages received ahead
+    /// (`worker.prefetch`) whose job has not started are released at shutdown, so SQS
+    /// redelivers them at once. Once the grace period is over, jobs stop retrying and
+    /// end within one request timeout: a job whose IAM write went through always gets
+    /// its audit line.
+    ///
+    /// While the worker's own credentials fail, it receives nothing; it checks them again
+    /// after a growing pause and resumes by itself once they work.
     ///
     /// A receive cut short by shutdown is dropped: SQS redelivers anything it had already
     /// handed out once the visibility timeout passes, so nothing is lost.
@@ -156,6 +191,14 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let mut backoff = self.sqs.policy().endless();
         loop {
+            if self.health.credentials_failing() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.health.credentials_check_delay()) => {}
+                }
+                self.check_credentials().await;
+                continue;
+            }
             // Never hold more messages than max_in_flight + prefetch: a few wait for a job
             // slot (their heartbeat running), none sits unwatched in a local buffer.
             let first = tokio::select! {
@@ -202,6 +245,11 @@ impl Worker {
                     metrics::messages_received(messages.len());
                     messages
                 }
+                Err(e) if e.class == ErrorClass::Credentials => {
+                    self.health.credentials_failed(e.code.as_deref());
+                    tracing::error!(error = %e, "Receive refused: the worker's credentials failed");
+                    continue;
+                }
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
@@ -211,7 +259,7 @@ impl Worker {
                     }
                 }
             };
-            for message in messages {
+            for (message, turn) in in_group_order(messages) {
                 // Cannot be empty: SQS returns at most as many messages as were asked for.
                 let Some(permit) = slots.pop() else { break };
                 let worker = Arc::clone(&self);
@@ -219,10 +267,14 @@ impl Worker {
                 let hard_stop = hard_stop.clone();
                 tracker.spawn(async move {
                     let _held = permit;
-                    worker.handle_until(message, shutdown, hard_stop).await;
+                    worker
+                        .handle_until(message, turn, shutdown, hard_stop)
+                        .await;
                 });
             }
         }
+        // Not ready from the moment shutdown starts until the process exits.
+        self.health.stopping();
         tracker.close();
         tracing::info!(
             in_flight = tracker.len(),
@@ -232,7 +284,7 @@ impl Worker {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(
                 in_flight = tracker.len(),
-                "Shutdown grace period over: releasing unfinished messages"
+                "Shutdown grace period over: jobs stop retrying and end now"
             );
             hard_stop.cancel();
             tracker.wait().await;
@@ -248,107 +300,112 @@ impl Worker {
         tracing::info!("Shutdown complete");
     }
 
-    /// Works one message like [`Worker::handle`], unless `hard_stop` fires first, or
-    /// `shutdown` fires before the job has a slot: then the message is made visible again
-    /// at once and the job ends `retry`/`shutdown`.
-    async fn handle_until(
-        &self,
-        message: Message,
-        shutdown: CancellationToken,
-        hard_stop: CancellationToken,
-    ) -> JobReport {
-        let started = Instant::now();
-        let message_id = message.message_id().unwrap_or_default().to_owned();
-        let receipt = message.receipt_handle().unwrap_or_default().to_owned();
-        let delivery = Delivery::of(&message);
-        let detail = tokio::select! {
-            report = self.work(message, &shutdown) => match report {
-                Some(report) => return report,
-                None => "not started before shutdown; released for redelivery",
-            },
-            () = hard_stop.cancelled() => "interrupted by shutdown; released for redelivery",
-        };
-        let retries = RetryCounter::default();
-        let settled = self
-            .sqs
-            .set_visibility(&self.queues.queue_url, &receipt, 0, &retries)
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, message_id, "Could not release message"))
-            .is_ok();
-        let report = JobReport {
-            detail: Some(detail.into()),
-            retries: retries.get(),
-            duration: started.elapsed(),
-            settled,
-            ..JobReport::new(
-                &message_id,
-                delivery.receive_count,
-                Outcome::Retry(Reason::Shutdown),
-            )
-        };
-        self.record(&report, delivery);
-        report
+    /// Asks STS whether the worker's credentials work again.
+    async fn check_credentials(&self) {
+        match self.accounts.check_credentials().await {
+            Ok(()) => self.health.credentials_recovered(),
+            Err(e) if e.class == ErrorClass::Credentials => {
+                tracing::warn!(error = %e, "The worker's credentials still fail");
+                self.health.credentials_still_failing(e.code.as_deref());
+            }
+            // Not a credential problem: let the receive loop find out what it is.
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not check the worker's credentials");
+                self.health.credentials_recovered();
+            }
+        }
     }
 
     /// One iteration: works one received message to its outcome, settles it on the
     /// queue, writes the audit line and returns the report.
     pub async fn handle(&self, message: Message) -> JobReport {
         let never = CancellationToken::new();
-        let report = self.work(message, &never).await;
-        report.expect("a job that is never cancelled always starts")
+        self.handle_until(message, Turn::default(), never.clone(), never)
+            .await
     }
 
-    /// Waits for a job slot, then works the message like [`Worker::handle`]. `None` when
-    /// `shutdown` fires before a slot is free: nothing was done, the message is the
-    /// caller's to release.
-    async fn work(&self, message: Message, shutdown: &CancellationToken) -> Option<JobReport> {
+    /// Works one message: waits for its turn in its FIFO group and for a job slot, then
+    /// decides, settles and records. The message's visibility is extended from receipt
+    /// until it is settled. When `shutdown` fires before the job has a slot, the message
+    /// is made visible again at once and the job ends `retry/shutdown`; `hard_stop` ends
+    /// retries, not the job.
+    async fn handle_until(
+        &self,
+        message: Message,
+        turn: Turn,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> JobReport {
         let started = Instant::now();
         let delivery = Delivery::of(&message);
-        let retries = RetryCounter::default();
         let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+        let retries = RetryCounter::until(hard_stop);
         let mut report = JobReport::new(
             message.message_id().unwrap_or_default(),
             delivery.receive_count,
             Outcome::Retry(Reason::TransientError),
         );
-
-        // The heartbeat covers the wait for a slot too. The slot is free for the next job
-        // while this one's message is settled.
-        let decided = self
-            .with_heartbeat(&receipt, async {
+        let Turn { previous, next } = turn;
+        let settling = self
+            .with_heartbeat(&receipt, delivery, async {
+                if let Some(previous) = previous {
+                    // A dropped sender means the previous job ended without a word: go on.
+                    if !previous.await.unwrap_or(true) {
+                        return Settling::Visibility {
+                            outcome: Outcome::Retry(Reason::GroupOrder),
+                            detail: Some("an earlier job of its FIFO message group stays on the queue; released to keep the group in order".into()),
+                            seconds: 0,
+                        };
+                    }
+                }
                 let slot = tokio::select! {
                     biased;
                     slot = self.working.acquire() => slot.ok(),
                     () = shutdown.cancelled() => None,
                 };
-                let _slot = (slot?, metrics::job_started());
-                Some(self.decide(&message, delivery, &retries, &mut report).await)
+                let Some(slot) = slot else {
+                    return Settling::Visibility {
+                        outcome: Outcome::Retry(Reason::Shutdown),
+                        detail: Some("not started before shutdown; released for redelivery".into()),
+                        seconds: 0,
+                    };
+                };
+                let decision = {
+                    let _slot = (slot, metrics::job_started());
+                    self.decide(&message, delivery, &retries, &mut report).await
+                };
+                // The slot is free for the next job while this one's message is settled.
+                self.settle(&message, &receipt, delivery, decision, report.request_id.as_deref(), &retries)
+                    .await
             })
             .await;
-        let decision = decided?;
-
-        let (outcome, settled) = self
-            .settle(
-                &message,
-                &receipt,
-                delivery,
-                &decision,
-                report.request_id.as_deref(),
-                &retries,
-            )
-            .await;
-        if outcome.is_final() {
-            if let Some(claim) = decision.claim {
-                claim.finish();
+        let (outcome, detail, settled) = match settling {
+            Settling::Done {
+                outcome,
+                detail,
+                settled,
+            } => (outcome, detail, settled),
+            Settling::Visibility {
+                outcome,
+                detail,
+                seconds,
+            } => {
+                let settled = self
+                    .set_visibility(&receipt, delivery, seconds, &retries)
+                    .await;
+                (outcome, detail, settled)
             }
+        };
+        if let Some(next) = next {
+            let _ = next.send(outcome.is_final());
         }
         report.outcome = outcome;
-        report.detail = decision.detail;
+        report.detail = detail;
         report.settled = settled;
         report.retries = retries.get();
         report.duration = started.elapsed();
         self.record(&report, delivery);
-        Some(report)
+        report
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
@@ -402,12 +459,22 @@ impl Worker {
 
         // A concurrent delivery of the same request id waits for that one to end, then
         // ends `duplicate` (or does the work itself if that one did not finish).
+        let digest = job.digest();
         let claim = loop {
-            match self.dedup.claim(&job.request_id) {
+            match self.dedup.claim(&job.request_id, digest) {
                 Claim::Finished => {
                     return Decision::new(
                         Outcome::Duplicate,
                         "request id finished recently; nothing done".to_owned(),
+                    )
+                }
+                Claim::Conflict => {
+                    return Decision::new(
+                        Outcome::Rejected(Reason::RequestIdConflict),
+                        format!(
+                            "request id {} finished recently for a job that changes something else (another key, user, account or action); nothing done",
+                            job.request_id
+                        ),
                     )
                 }
                 Claim::InProgress(ended) => ended.await,
@@ -424,6 +491,12 @@ impl Worker {
         if let Some(detail) = self.protection.refuses(job) {
             return Decision::new(Outcome::Rejected(Reason::Protected), detail);
         }
+        if self.health.credentials_failing() {
+            return Decision::new(
+                Outcome::Retry(Reason::Credentials),
+                "the worker's credentials are failing; released until they work again".to_owned(),
+            );
+        }
         let iam = match self
             .accounts
             .iam_for(job.account_id.as_deref(), retries)
@@ -436,78 +509,137 @@ impl Worker {
                     e.to_string(),
                 );
             }
-            Err(AccountError::Aws(e)) => return aws_failure(e),
+            Err(AccountError::Aws(e)) => return self.aws_failure(e, 0),
         };
-        match iam.revoke(job, retries).await {
-            Ok(result) => {
-                if result.user_name.is_some() {
-                    report.user_name = result.user_name;
-                }
-                if !result.access_key_ids.is_empty() {
-                    report.access_key_ids = result.access_key_ids;
-                }
-                report.keys_changed = result.keys_changed;
-                match result.effect {
-                    Effect::Revoked => Decision::new(
-                        match job.action {
-                            Action::Delete => Outcome::Deleted,
-                            Action::Deactivate => Outcome::Deactivated,
-                        },
-                        format!("{} key(s) changed", result.keys_changed),
-                    ),
-                    Effect::AlreadyAbsent => Decision::new(Outcome::AlreadyAbsent, None),
-                    Effect::Rejected(reason, detail) => {
-                        Decision::new(Outcome::Rejected(reason), detail)
-                    }
-                }
+        let result = iam.revoke(job, retries).await;
+        if result.user_name.is_some() {
+            report.user_name = result.user_name;
+        }
+        if !result.access_key_ids.is_empty() {
+            report.access_key_ids = result.access_key_ids;
+        }
+        report.keys_changed = result.keys_changed;
+        match result.effect {
+            Effect::Revoked => {
+                self.health.credentials_proven();
+                Decision::new(
+                    match job.action {
+                        Action::Delete => Outcome::Deleted,
+                        Action::Deactivate => Outcome::Deactivated,
+                    },
+                    format!("{} key(s) changed", result.keys_changed),
+                )
             }
-            Err(e) => aws_failure(e),
+            Effect::AlreadyAbsent => {
+                self.health.credentials_proven();
+                Decision::new(Outcome::AlreadyAbsent, None)
+            }
+            Effect::Rejected(reason, detail) => Decision::new(Outcome::Rejected(reason), detail),
+            Effect::Failed(e) => self.aws_failure(e, result.keys_changed),
         }
     }
 
-    /// Settles the message as `decision` requires. Returns the outcome (a rejection whose
-    /// dead-letter copy failed becomes `retry`, since nothing durable happened) and
-    /// whether the message was settled.
+    /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the
+    /// worker's own credentials is never a verdict on the job; nor can a job that
+    /// already changed keys be `rejected` (that says nothing changed): it stays on the
+    /// queue, and its redelivery does the rest.
+    fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
+        let detail = e.to_string();
+        match e.class {
+            ErrorClass::Credentials => {
+                self.health.credentials_failed(e.code.as_deref());
+                Decision::new(Outcome::Retry(Reason::Credentials), detail)
+            }
+            ErrorClass::Transient => Decision::new(Outcome::Retry(Reason::TransientError), detail),
+            _ if keys_changed > 0 => Decision::new(
+                Outcome::Retry(Reason::TransientError),
+                format!("{keys_changed} key(s) changed, then {detail}"),
+            ),
+            _ if e.is_access_denied() => {
+                Decision::new(Outcome::Rejected(Reason::AccessDenied), detail)
+            }
+            _ => Decision::new(Outcome::Rejected(Reason::AwsError), detail),
+        }
+    }
+
+    /// Settles the message as `decision` requires, as far as can be done while its
+    /// heartbeat runs: deletes it, or copies it to the dead-letter queue and deletes it.
+    /// A rejection whose dead-letter copy failed becomes `retry`, since nothing durable
+    /// happened. The job's request id is remembered once its outcome may be repeated as
+    /// `duplicate`: the IAM change is made, whatever becomes of the message.
     async fn settle(
         &self,
         message: &Message,
         receipt: &str,
         delivery: Delivery,
-        decision: &Decision,
+        decision: Decision,
         request_id: Option<&str>,
         retries: &RetryCounter,
-    ) -> (Outcome, bool) {
-        let outcome = decision.outcome;
+    ) -> Settling {
+        let Decision {
+            outcome,
+            detail,
+            claim,
+        } = decision;
+        if outcome.is_remembered() {
+            if let Some(claim) = claim {
+                claim.finish();
+            }
+        }
         let message_id = message.message_id().unwrap_or_default();
         match outcome {
             Outcome::Deleted
             | Outcome::Deactivated
             | Outcome::AlreadyAbsent
-            | Outcome::Duplicate => (outcome, self.delete(receipt, message_id).await),
+            | Outcome::Duplicate => Settling::Done {
+                outcome,
+                detail,
+                settled: self.delete(receipt, message_id).await,
+            },
             Outcome::Rejected(_) => {
-                let detail = decision.detail.as_deref().unwrap_or_default();
-                match self
+                let copied = self
                     .sqs
                     .dead_letter(
                         &self.queues.dead_letter_queue_url,
                         message,
                         outcome,
-                        detail,
+                        detail.as_deref().unwrap_or_default(),
                         request_id,
                         retries,
                     )
-                    .await
-                {
+                    .await;
+                match copied {
                     // Invariant 4: deleted only once the copy is durable.
-                    Ok(()) => (outcome, self.delete(receipt, message_id).await),
+                    Ok(()) => Settling::Done {
+                        outcome,
+                        detail,
+                        settled: self.delete(receipt, message_id).await,
+                    },
                     Err(e) => {
                         tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
-                        let retry = Outcome::Retry(Reason::TransientError);
-                        (retry, self.delay(receipt, delivery, retries).await)
+                        let detail = format!(
+                            "{}; the dead-letter copy failed: {e}",
+                            detail.as_deref().unwrap_or(outcome.reason())
+                        );
+                        Settling::Visibility {
+                            outcome: Outcome::Retry(Reason::TransientError),
+                            detail: Some(detail),
+                            seconds: self.retry_delay(delivery),
+                        }
                     }
                 }
             }
-            Outcome::Retry(_) => (outcome, self.delay(receipt, delivery, retries).await),
+            // Not the job's fault: back on the queue at once, for this or another replica.
+            Outcome::Retry(Reason::Credentials | Reason::Shutdown) => Settling::Visibility {
+                outcome,
+                detail,
+                seconds: 0,
+            },
+            Outcome::Retry(_) => Settling::Visibility {
+                outcome,
+                detail,
+                seconds: self.retry_delay(delivery),
+            },
         }
     }
 
@@ -522,10 +654,15 @@ impl Worker {
     }
 
     /// Runs `work` while extending the message's visibility every half visibility
-    /// timeout, so a long job is never handed to another consumer. An extension in flight
-    /// when `work` ends is finished first, so it cannot undo the visibility that settling
-    /// the message sets next.
-    async fn with_heartbeat<T>(&self, receipt: &str, work: impl Future<Output = T>) -> T {
+    /// timeout, so a long job is never handed to another consumer (never past SQS's 12
+    /// hours from the receive). An extension in flight when `work` ends is finished
+    /// first, so it cannot undo the visibility that settling the message sets next.
+    async fn with_heartbeat<T>(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        work: impl Future<Output = T>,
+    ) -> T {
         let timeout = self.config.sqs.visibility_timeout_seconds;
         let period = Duration::from_millis(u64::from(timeout) * 500);
         let mut work = pin!(work);
@@ -538,9 +675,10 @@ impl Worker {
                 () = &mut beat => {}
             }
             let retries = RetryCounter::default();
+            let seconds = within_visibility_limit(timeout, delivery.held());
             let extend =
                 self.sqs
-                    .set_visibility(&self.queues.queue_url, receipt, timeout, &retries);
+                    .set_visibility(&self.queues.queue_url, receipt, seconds, &retries);
             let mut extend = pin!(extend);
             let (extended, out) = tokio::select! {
                 biased;
@@ -548,7 +686,7 @@ impl Worker {
                 out = &mut work => (extend.await, Some(out)),
             };
             match extended {
-                Ok(()) => tracing::debug!(seconds = timeout, "Extended message visibility"),
+                Ok(()) => tracing::debug!(seconds, "Extended message visibility"),
                 Err(e) => tracing::warn!(error = %e, "Could not extend message visibility"),
             }
             if let Some(out) = out {
@@ -558,29 +696,111 @@ impl Worker {
         }
     }
 
-    /// Leaves the message invisible for the retry delay.
-    async fn delay(&self, receipt: &str, delivery: Delivery, retries: &RetryCounter) -> bool {
+    /// The delay of a job that ends `retry`: grows with the receive count.
+    fn retry_delay(&self, delivery: Delivery) -> u32 {
         let retry = &self.config.retry;
-        let seconds = visibility_delay(
+        visibility_delay(
             delivery.receive_count,
             retry.visibility_base_seconds,
             retry.visibility_max_seconds,
-        );
+        )
+    }
+
+    /// Sets the message's visibility to `seconds` from now, within SQS's 12-hour limit.
+    async fn set_visibility(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        seconds: u32,
+        retries: &RetryCounter,
+    ) -> bool {
+        let seconds = within_visibility_limit(seconds, delivery.held());
         self.sqs
             .set_visibility(&self.queues.queue_url, receipt, seconds, retries)
             .await
-            .inspect_err(|e| tracing::error!(error = %e, "Could not set the retry delay"))
+            .inspect_err(
+                |e| tracing::error!(error = %e, seconds, "Could not set the message's visibility"),
+            )
             .is_ok()
     }
 }
 
-/// Maps an AWS failure that escaped the IAM step to an outcome.
-fn aws_failure(e: AwsError) -> Decision {
-    if e.class == ErrorClass::Transient {
-        Decision::new(Outcome::Retry(Reason::TransientError), e.to_string())
-    } else if e.is_access_denied() {
-        Decision::new(Outcome::Rejected(Reason::AccessDenied), e.to_string())
-    } else {
-        Decision::new(Outcome::Rejected(Reason::AwsError), e.to_string())
+/// Pairs each message with its turn: messages of one FIFO message group (in the order
+/// SQS handed them out, which is the group's order) run one after another; others, and
+/// standard-queue messages, run at once.
+fn in_group_order(messages: Vec<Message>) -> Vec<(Message, Turn)> {
+    let mut last_of_group: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<(Message, Turn)> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned();
+        let mut turn = Turn::default();
+        if let Some(group) = group {
+            if let Some(&before) = last_of_group.get(&group) {
+                let (tx, rx) = oneshot::channel();
+                out[before].1.next = Some(tx);
+                turn.previous = Some(rx);
+            }
+            last_of_group.insert(group, out.len());
+        }
+        out.push((message, turn));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, group: Option<&str>) -> Message {
+        let mut m = Message::builder().message_id(id);
+        if let Some(group) = group {
+            m = m.attributes(MessageSystemAttributeName::MessageGroupId, group);
+        }
+        m.build()
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_fifo_group_are_chained_in_order_and_others_are_free() {
+        let turns = in_group_order(vec![
+            message("a1", Some("alice")),
+            message("b1", Some("bob")),
+            message("a2", Some("alice")),
+            message("s", None),
+            message("a3", Some("alice")),
+        ]);
+        let shape: Vec<(&str, bool, bool)> = turns
+            .iter()
+            .map(|(m, t)| {
+                (
+                    m.message_id().unwrap(),
+                    t.previous.is_some(),
+                    t.next.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a1", false, true),
+                ("b1", false, false),
+                ("a2", true, true),
+                ("s", false, false),
+                ("a3", true, false),
+            ]
+        );
+        // a1's end reaches a2, and a2's reaches a3.
+        let mut turns = turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+        let a3 = turns.pop().unwrap();
+        let _s = turns.pop().unwrap();
+        let a2 = turns.pop().unwrap();
+        let _b1 = turns.pop().unwrap();
+        let a1 = turns.pop().unwrap();
+        a1.next.unwrap().send(true).unwrap();
+        assert!(a2.previous.unwrap().await.unwrap());
+        a2.next.unwrap().send(false).unwrap();
+        assert!(!a3.previous.unwrap().await.unwrap());
     }
 }

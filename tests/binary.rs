@@ -3,25 +3,16 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::{job, TestEnv};
 
-use common::process::{sigterm, wait, worker_command, BIN};
+use common::process::{audit_lines, sigterm, wait, worker_command, BIN};
 
 fn command(env: &TestEnv, endpoint: &str) -> Command {
     worker_command(env, endpoint, 0)
-}
-
-/// The JSON audit lines ("Job finished") of a run.
-fn audit_lines(output: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
-        .filter(|v| v["message"] == "Job finished")
-        .collect()
 }
 
 async fn wait_for_in_flight(env: &TestEnv, n: u64) {
@@ -79,38 +70,6 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
     assert!(!stdout.contains("testing"), "no credential in the logs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_past_the_grace_period_releases_unfinished_messages() {
-    let env = TestEnv::new("grace").await;
-    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
-    proxy.set_fault(Fault::Delay(Duration::from_secs(8)));
-    for i in 0..3 {
-        let (user, keys) = env.user_with_keys(&format!("g{i}"), 1).await;
-        env.send(&job(&format!("grace-{i}"), &user, &keys[0])).await;
-    }
-    let child = command(&env, &proxy.url)
-        .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1")
-        .env("IAM_KEY_REVOKER__SQS__VISIBILITY_TIMEOUT_SECONDS", "600")
-        .spawn()
-        .unwrap();
-    wait_for_in_flight(&env, 3).await;
-    sigterm(&child);
-    let output = wait(child, Duration::from_secs(15)).await;
-
-    assert!(output.status.success(), "exit 0: {output:?}");
-    // Released at once, not after the 600 s visibility timeout: nothing lost.
-    assert_eq!(
-        env.queue_depth().await,
-        (3, 0),
-        "all three back on the queue"
-    );
-    let audit = audit_lines(&output);
-    assert_eq!(audit.len(), 3);
-    assert!(audit
-        .iter()
-        .all(|l| l["outcome"] == "retry" && l["reason"] == "shutdown"));
-}
-
 #[tokio::test]
 async fn configuration_errors_exit_2_and_name_the_key() {
     let env = TestEnv::new("cfg").await;
@@ -129,6 +88,13 @@ async fn configuration_errors_exit_2_and_name_the_key() {
             "IAM_KEY_REVOKER__PROTECT__USERS",
             "ok,bad[",
             "protect.users",
+        ),
+        // An empty variable never clears a protected list from the file.
+        ("IAM_KEY_REVOKER__PROTECT__USERS", "", "protect.users"),
+        (
+            "IAM_KEY_REVOKER__PROTECT__ACCESS_KEYS",
+            " ",
+            "protect.access_keys",
         ),
         ("IAM_KEY_REVOKER__SQS__QUEUE_URL", "", "sqs.queue_url"),
         ("IAM_KEY_REVOKER__SQS__NO_SUCH_KEY", "1", "no_such_key"),
@@ -211,4 +177,31 @@ async fn a_config_file_with_environment_overrides_runs_the_worker() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["outcome"], "rejected");
     assert_eq!(audit[0]["reason"], "protected");
+    // The effective protected list is logged at start.
+    let ready = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "Worker ready")
+        .expect("a start line");
+    assert_eq!(ready["protected_users"], format!("nobody,{user}"));
+}
+
+#[tokio::test]
+async fn missing_credentials_at_start_are_one_clear_line() {
+    let env = TestEnv::new("nocreds").await;
+    let home = tempfile::tempdir().unwrap();
+    let output = command(&env, &common::endpoint())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: no AWS credentials"), "{stderr}");
+    for place in ["environment", "web identity", "instance metadata"] {
+        assert!(stderr.contains(place), "names {place}: {stderr}");
+    }
+    assert!(!stderr.contains("DispatchFailure"), "{stderr}");
 }

@@ -16,14 +16,16 @@ use tokio_util::sync::CancellationToken;
 /// `iam-key-revoker <args>` against `queue_url` on the emulator, with `env`'s
 /// protected users.
 fn cli(env: &TestEnv, queue_url: &str, args: &[&str]) -> Output {
-    common::process::command(&common::endpoint(), queue_url)
-        .args(args)
-        .env(
+    let mut command = common::process::command(&common::endpoint(), queue_url);
+    command.args(args);
+    // An empty list from the environment is refused: set it only when there is one.
+    if !env.config.protect.users.is_empty() {
+        command.env(
             "IAM_KEY_REVOKER__PROTECT__USERS",
             env.config.protect.users.join(","),
-        )
-        .output()
-        .expect("the binary runs")
+        );
+    }
+    command.output().expect("the binary runs")
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
@@ -276,7 +278,8 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     let lines = [
         json!({"request_id": "p-del", "user_name": alice, "access_key_id": a_keys[0]}),
         json!({"request_id": "p-deact", "access_key_id": a_keys[1], "action": "deactivate"}),
-        json!({"request_id": "p-absent", "access_key_id": "AKIA0000000000PLAN00"}),
+        json!({"request_id": "p-unknown", "access_key_id": "AKIA0000000000PLAN00"}),
+        json!({"request_id": "p-absent", "user_name": alice, "access_key_id": "AKIA0000000000PLAN01"}),
         json!({"request_id": "p-mismatch", "user_name": alice, "access_key_id": b_keys[0]}),
         json!({"request_id": "p-protected", "user_name": admin, "access_key_id": admin_keys[0]}),
         json!({"request_id": "p-owner-protected", "access_key_id": admin_keys[0]}),
@@ -295,8 +298,10 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         &["plan", "--file", &file, "--output", "json"],
     );
 
-    assert!(
-        output.status.success(),
+    // The whole plan is printed; the invalid line makes it exit 2.
+    assert_eq!(
+        output.status.code(),
+        Some(2),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -315,6 +320,7 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         vec![
             ("p-del", "would_delete"),
             ("p-deact", "would_deactivate"),
+            ("p-unknown", "owner_unknown"),
             ("p-absent", "already_absent"),
             ("p-mismatch", "owner_mismatch"),
             ("p-protected", "protected"),
@@ -330,12 +336,12 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         alice.as_str(),
         "owner found for key-only lines"
     );
-    assert_eq!(rows[6]["access_key_ids"].as_array().unwrap().len(), 2);
-    assert_eq!(rows[9]["line"], 10);
+    assert_eq!(rows[7]["access_key_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(rows[10]["line"], 11);
 
     // The table form, for people.
     let table = cli(&env, &env.queue_url, &["plan", "--file", &file]);
-    assert!(table.status.success());
+    assert_eq!(table.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&table.stdout);
     assert!(stdout.starts_with("LINE"));
     assert!(stdout

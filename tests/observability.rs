@@ -9,21 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::proxy::{Fault, FaultProxy, Scope};
-use common::{job, TestEnv};
+use common::{eventually, job, TestEnv};
 use serde_json::json;
 
 use common::process::{free_port, http_get as get, sigterm, wait, worker_command as command};
-
-async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Parses a Prometheus text exposition into "name{labels}" → value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -261,28 +250,39 @@ fn failures_in(s: &HashMap<String, f64>) -> f64 {
     value(s, "iam_key_revoker_results_publish_failures_total")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_sqs_reachability_and_turns_503_at_shutdown() {
-    let env = TestEnv::new("ready").await;
-    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+/// Starts the worker through `proxy` with `/readyz` turning 503 once the last receive is
+/// older than `ready_age_seconds`, and waits until it is ready; returns it and its port.
+async fn ready_worker(
+    env: &TestEnv,
+    proxy: &FaultProxy,
+    ready_age_seconds: &str,
+) -> (std::process::Child, u16) {
     let port = free_port();
-    let child = command(&env, &proxy.url, port)
+    let child = command(env, &proxy.url, port)
         .env(
             "IAM_KEY_REVOKER__METRICS__READY_MAX_RECEIVE_AGE_SECONDS",
-            "2",
+            ready_age_seconds,
         )
         .env("IAM_KEY_REVOKER__RETRY__MAX_DELAY_MS", "500")
         .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "20")
         .spawn()
         .unwrap();
-    let status = |path: &str| get(port, path).map(|(code, _)| code);
-
     eventually(
         "ready after the first receive",
         Duration::from_secs(15),
-        || status("/readyz") == Some(200),
+        || get(port, "/readyz").map(|(code, _)| code) == Some(200),
     )
     .await;
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_sqs_reachability() {
+    let env = TestEnv::new("ready").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    let (child, port) = ready_worker(&env, &proxy, "2").await;
+    let status = |path: &str| get(port, path).map(|(code, _)| code);
+
     proxy.set_fault(Fault::Status(503, String::new()));
     eventually(
         "503 while SQS is unreachable",
@@ -299,20 +299,28 @@ async fn readyz_follows_sqs_reachability_and_turns_503_at_shutdown() {
     )
     .await;
 
+    sigterm(&child);
+    let output = wait(child, Duration::from_secs(30)).await;
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Readiness at shutdown comes from the shutdown itself, not from the last receive
+/// growing old: the ready age here is far longer than the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_from_sigterm_until_exit() {
+    let env = TestEnv::new("ready-stop").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    let (child, port) = ready_worker(&env, &proxy, "600").await;
+    let status = |path: &str| get(port, path).map(|(code, _)| code);
+
     // A slow job in flight keeps the process draining after SIGTERM: not ready, alive.
     let (user, keys) = env.user_with_keys("slow", 1).await;
-    proxy.set_fault(Fault::Delay(Duration::from_secs(3)));
+    proxy.set_fault(Fault::Delay(Duration::from_secs(4)));
     env.send(&job("rz-1", &user, &keys[0])).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while env.queue_depth().await != (0, 1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job never went in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_depth((0, 1), Duration::from_secs(20)).await;
+    assert_eq!(status("/readyz"), Some(200), "ready while working");
     sigterm(&child);
-    eventually("503 during shutdown", Duration::from_secs(5), || {
+    eventually("503 during shutdown", Duration::from_secs(2), || {
         status("/readyz") == Some(503)
     })
     .await;

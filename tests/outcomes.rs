@@ -87,13 +87,15 @@ async fn redelivered_request_id_is_duplicate_and_writes_nothing() {
         .handle(env.deliver(&job("dup-1", &user, &keys[0])).await)
         .await;
     assert_eq!(first.outcome, Outcome::Deleted);
-    // Same request id, now naming the user's other key: must not be touched.
+    // The same job delivered again (SQS delivers at least once). The same id for another
+    // key is a conflict instead: tests/failure_semantics.rs.
     let second = worker
-        .handle(env.deliver(&job("dup-1", &user, &keys[1])).await)
+        .handle(env.deliver(&job("dup-1", &user, &keys[0])).await)
         .await;
 
     assert_eq!(second.outcome, Outcome::Duplicate);
     assert!(second.settled);
+    assert_eq!(second.retries, 0);
     assert_eq!(
         env.key_status(&user, &keys[1]).await,
         Some(StatusType::Active)
@@ -116,8 +118,10 @@ async fn a_restarted_worker_ends_a_finished_job_already_absent() {
     assert_eq!(env.queue_depth().await, (0, 0));
 }
 
+/// With a user named, the user's own key list confirms the key is gone. A key-only job
+/// has no such list: a key IAM cannot place is `owner_unknown`, never guessed absent.
 #[tokio::test]
-async fn missing_key_is_already_absent() {
+async fn missing_key_is_already_absent_when_the_user_is_named() {
     let env = TestEnv::new("absent").await;
     let (user, _) = env.user_with_keys("erin", 0).await;
     let worker = env.worker().await;
@@ -145,10 +149,14 @@ async fn missing_key_is_already_absent() {
         .await;
 
     assert_eq!(named.outcome, Outcome::AlreadyAbsent);
-    assert_eq!(key_only.outcome, Outcome::AlreadyAbsent);
+    assert_eq!(key_only.outcome, Outcome::Rejected(Reason::OwnerUnknown));
     assert_eq!(no_user.outcome, Outcome::AlreadyAbsent);
     assert_eq!(env.queue_depth().await, (0, 0));
-    assert!(env.dead_letters().await.is_empty());
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1, "only the key-only job");
+    assert!(common::attribute(&dead[0], "revoker-detail")
+        .unwrap()
+        .contains("GetAccessKeyLastUsed: NoSuchEntity"));
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ async fn a_mixed_batch_drains_with_each_job_settled_once() {
         env.send(&job(&format!("drain-{i}"), user, &keys[0])).await;
     }
     // A redelivered duplicate of a job, and two invalid messages.
-    env.send(&job("drain-0", &users[0].0, &users[0].1[1])).await;
+    env.send(&job("drain-0", &users[0].0, &users[0].1[0])).await;
     env.send("{\"request_id\":\"bad-1\"}").await;
     env.send("garbage").await;
 

@@ -228,6 +228,18 @@ impl TestEnv {
     }
 }
 
+/// Waits until `check` holds, polling every 100 ms; panics naming `what` after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Configuration for the emulator with short timings for tests.
 pub fn base_config() -> Config {
     let mut config = Config::default();

@@ -94,3 +94,12 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 pub fn http_body(port: u16, path: &str) -> Option<String> {
     http_get(port, path).map(|(_, body)| body)
 }
+
+/// The JSON audit lines ("Job finished") of a run.
+pub fn audit_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+        .filter(|v| v["message"] == "Job finished")
+        .collect()
+}
