@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::Clients;
+use crate::aws::clients::Clients;
 use crate::config::Config;
 use crate::worker::{StartupError, Worker};
 

@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::retry::BackoffPolicy;
+use crate::aws::retry::BackoffPolicy;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";

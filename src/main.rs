@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use iam_key_revoker::batch::Format;
-use iam_key_revoker::clients::{load_sdk_config, Clients};
-use iam_key_revoker::commands::{self, Input, PlanOutput};
+use iam_key_revoker::aws::clients::{load_sdk_config, Clients};
+use iam_key_revoker::aws::sqs::QueueSetupError;
+use iam_key_revoker::cli::batch::Format;
+use iam_key_revoker::cli::commands::{self, Input, PlanOutput};
 use iam_key_revoker::config::Config;
-use iam_key_revoker::queue::QueueSetupError;
 use iam_key_revoker::telemetry;
 
 /// mimalloc rather than the system allocator: an AWS request allocates and frees hundreds
@@ -239,7 +239,7 @@ async fn credentials_available(sdk: &aws_config::SdkConfig) -> Result<(), (u8, S
     use aws_credential_types::provider::error::CredentialsError;
     use aws_credential_types::provider::ProvideCredentials;
     let one_line = |e: &CredentialsError| {
-        let text = iam_key_revoker::classify::causes(e);
+        let text = iam_key_revoker::aws::classify::causes(e);
         text.lines().map(str::trim).collect::<Vec<_>>().join("; ")
     };
     let Some(provider) = sdk.credentials_provider() else {

@@ -143,27 +143,6 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    /// A report for message `message_id` on its `attempts`-th delivery, before anything
-    /// is known of its job.
-    pub fn new(message_id: &str, attempts: u32, outcome: Outcome) -> Self {
-        Self {
-            message_id: message_id.to_owned(),
-            request_id: None,
-            outcome,
-            detail: None,
-            user_name: None,
-            access_key_ids: Vec::new(),
-            account_id: None,
-            batch_id: None,
-            action: None,
-            keys_changed: 0,
-            attempts,
-            retries: 0,
-            duration: Duration::ZERO,
-            settled: false,
-        }
-    }
-
     /// Writes the audit line: one structured line per finished job.
     pub fn log(&self) {
         tracing::info!(

@@ -13,12 +13,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
-use iam_key_revoker::classify::{AwsError, ErrorClass};
+use iam_key_revoker::aws::classify::{AwsError, ErrorClass};
+use iam_key_revoker::aws::iam::{Effect, Iam};
+use iam_key_revoker::aws::retry::{BackoffPolicy, RetryCounter};
 use iam_key_revoker::config::{ProtectSection, RetrySection};
 use iam_key_revoker::guard::Protection;
-use iam_key_revoker::iam::{Effect, Iam};
 use iam_key_revoker::job::{Action, Job, Target};
-use iam_key_revoker::retry::{BackoffPolicy, RetryCounter};
 use iam_key_revoker::Reason;
 
 const MESSAGE: &str = "as AWS documents it";

@@ -13,12 +13,26 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Every `.rs` file under `dir`, folders included.
+fn source_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(source_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Every AWS operation the source calls: each goes through `call(.., "<service>", "<Op>", ..)`
 /// or maps its error with `AwsError::from_sdk("<Op>", ..)`.
 fn operations_in_code() -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
-    for entry in std::fs::read_dir(format!("{ROOT}/src")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    for path in source_files(std::path::Path::new(&format!("{ROOT}/src"))) {
+        let text = std::fs::read_to_string(path).unwrap();
         let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         for marker in ["from_sdk(\"", "\"iam\", \"", "\"sqs\", \"", "\"sts\", \""] {
             for (at, _) in text.match_indices(marker) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use iam_key_revoker::clients::{sdk_loader, Clients};
+use iam_key_revoker::aws::clients::{sdk_loader, Clients};
 use iam_key_revoker::config::Config;
 use iam_key_revoker::Worker;
 

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::sqs::{next_batch, Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
-use crate::queue::{next_batch, Outgoing, Sqs, SQS_BATCH_MAX};
 
 /// Events waiting to be sent; past this, new events are dropped and counted.
 const BUFFER: usize = 10_000;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
-use crate::classify::{AwsError, ErrorClass};
+use crate::aws::classify::{AwsError, ErrorClass};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, RetrySection, SQS_MAX_VISIBILITY_SECONDS};

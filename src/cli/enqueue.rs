@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::job::Job;
-use crate::queue::{Outgoing, Sqs, SQS_BATCH_MAX};
 
 /// How often entries a batch refused are sent again.
 const MAX_ROUNDS: u32 = 5;

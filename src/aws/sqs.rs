@@ -10,9 +10,9 @@ use aws_sdk_sqs::types::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::classify::{AwsError, ErrorClass};
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::outcome::Outcome;
-use crate::retry::{call, BackoffPolicy, RetryCounter};
 
 /// SQS accepts at most ten entries per batch call and per receive.
 pub const SQS_BATCH_MAX: usize = 10;

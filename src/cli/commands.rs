@@ -5,15 +5,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::accounts::Accounts;
-use crate::batch::{self, Format, Line};
-use crate::clients::Clients;
+use crate::aws::accounts::Accounts;
+use crate::aws::clients::Clients;
+use crate::aws::iam::Iam;
+use crate::aws::sqs::Sqs;
+use crate::cli::batch::{self, Format, Line};
+use crate::cli::enqueue::{self, Progress};
+use crate::cli::plan;
 use crate::config::Config;
-use crate::enqueue::{self, Progress};
 use crate::guard::Protection;
-use crate::iam::Iam;
-use crate::plan;
-use crate::queue::Sqs;
 
 /// Where the jobs come from.
 #[derive(Debug, Clone)]

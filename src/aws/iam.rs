@@ -22,12 +22,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::classify::{AwsError, ErrorClass};
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::ratelimit::AdaptiveRate;
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::guard::Protection;
 use crate::job::{Action, Job, Target};
 use crate::outcome::Reason;
-use crate::ratelimit::AdaptiveRate;
-use crate::retry::{call, BackoffPolicy, RetryCounter};
 
 /// What the IAM step decided.
 #[derive(Debug, Clone)]

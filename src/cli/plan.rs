@@ -9,11 +9,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::accounts::{AccountError, Accounts};
-use crate::batch::Line;
-use crate::iam::Prediction;
+use crate::aws::accounts::{AccountError, Accounts};
+use crate::aws::iam::Prediction;
+use crate::aws::retry::RetryCounter;
+use crate::cli::batch::Line;
 use crate::job::Action;
-use crate::retry::RetryCounter;
 
 /// Lines previewed at once (the shared IAM rate still bounds the calls).
 const CONCURRENCY: usize = 8;

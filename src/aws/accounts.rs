@@ -24,12 +24,12 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::sync::OnceCell;
 
-use crate::classify::{classify, AwsError, ErrorClass};
+use crate::aws::classify::{classify, AwsError, ErrorClass};
+use crate::aws::iam::Iam;
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::config::Config;
 use crate::guard::Protection;
-use crate::iam::Iam;
 use crate::metrics::RequestCounter;
-use crate::retry::{call, BackoffPolicy, RetryCounter};
 
 /// Why a job cannot act in the account it names.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,11 @@
+//! The AWS boundary: the clients, the one classification of AWS errors, the retry and
+//! the IAM request rate every call goes through, and the narrow functions the worker and
+//! the command-line tools call on IAM, SQS and STS.
+
+pub mod accounts;
+pub mod classify;
+pub mod clients;
+pub mod iam;
+pub mod ratelimit;
+pub mod retry;
+pub mod sqs;

@@ -1,0 +1,381 @@
+//! The worker: the receive loop ([`Worker::run`]), the path of one job
+//! ([`Worker::handle`], in `pipeline`), settling its message and the heartbeat (in
+//! `settle`), and outcome events ([`results`]).
+
+mod pipeline;
+pub mod results;
+mod settle;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::aws::accounts::Accounts;
+use crate::aws::classify::ErrorClass;
+use crate::aws::clients::Clients;
+use crate::aws::iam::Iam;
+use crate::aws::sqs::{Deleter, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
+use crate::config::{Config, ConfigError};
+use crate::guard::{Dedup, Protection};
+use crate::metrics;
+use crate::outcome::{Outcome, Reason};
+use crate::server::Health;
+use crate::worker::results::Results;
+use crate::worker::settle::Settling;
+
+/// How long the receive loop waits for enough free slots to make a receive worthwhile.
+const RECEIVE_GATHER: Duration = Duration::from_millis(50);
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Queue(#[from] QueueSetupError),
+    #[error("cannot listen on metrics.listen = {0}: {1}")]
+    Listen(String, #[source] std::io::Error),
+}
+
+/// A job's place in its FIFO message group: it starts once the previous job of the group
+/// in the same receive has ended, and tells the next one how it ended.
+#[derive(Default)]
+struct Turn {
+    /// Ends with whether the previous job's message left the queue for good.
+    previous: Option<oneshot::Receiver<bool>>,
+    next: Option<oneshot::Sender<bool>>,
+}
+
+impl Turn {
+    /// Waits for the previous job of the group. When its message stays on the queue,
+    /// this one goes back too, to keep the group in order.
+    async fn wait(previous: Option<oneshot::Receiver<bool>>) -> Option<Settling> {
+        // A dropped sender means the previous job ended without a word: go on.
+        let left_the_queue = previous?.await.unwrap_or(true);
+        (!left_the_queue).then(|| Settling::Visibility {
+            decision: pipeline::Decision {
+                outcome: Outcome::Retry(Reason::GroupOrder),
+                detail: Some(
+                    "an earlier job of its FIFO message group stays on the queue; released to keep the group in order"
+                        .into(),
+                ),
+            },
+            seconds: 0,
+        })
+    }
+}
+
+/// A running worker's shared state. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Worker {
+    config: Arc<Config>,
+    queues: Queues,
+    sqs: Sqs,
+    accounts: Accounts,
+    deleter: Deleter,
+    dedup: Dedup,
+    protection: Protection,
+    health: Arc<Health>,
+    results: Option<Results>,
+    /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
+    /// while it waits for one or while its message is settled.
+    working: Semaphore,
+}
+
+impl Worker {
+    /// Validates `config`, finds the dead-letter queue and starts the delete batcher.
+    pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
+        config.validate()?;
+        let policy = config.backoff();
+        let protection = Protection::new(&config.protect)?;
+        let sqs = Sqs::new(clients.sqs, policy);
+        let queues = sqs
+            .discover(
+                &config.sqs.queue_url,
+                config.sqs.dead_letter_queue_url.as_deref(),
+            )
+            .await?;
+        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone());
+        let iam = Iam::new(
+            clients.iam,
+            config.iam.max_requests_per_second,
+            policy,
+            protection.clone(),
+        );
+        let dedup = Dedup::new(
+            NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
+            Duration::from_secs(config.worker.dedup_ttl_seconds),
+        );
+        tracing::info!(
+            queue_url = %queues.queue_url,
+            dead_letter_queue_url = %queues.dead_letter_queue_url,
+            redrive_policy = queues.has_redrive_policy,
+            max_in_flight = config.worker.max_in_flight,
+            protected_users = %config.protect.users.join(","),
+            protected_access_keys = %config.protect.access_keys.join(","),
+            "Worker ready"
+        );
+        let health = Arc::new(Health::new(Duration::from_secs(
+            config.metrics.ready_max_receive_age_seconds,
+        )));
+        let results = config
+            .results
+            .queue_url
+            .clone()
+            .map(|url| Results::spawn(sqs.clone(), url));
+        let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, protection.clone());
+        Ok(Self {
+            working: Semaphore::new(config.worker.max_in_flight),
+            health,
+            results,
+            config: Arc::new(config),
+            queues,
+            sqs,
+            accounts,
+            deleter,
+            dedup,
+            protection,
+        })
+    }
+
+    /// The queues in use.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Readiness, shared with the health endpoint.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Receives and works jobs until `shutdown` is cancelled, then lets in-flight jobs
+    /// finish within `worker.shutdown_grace_seconds`. Messages received ahead
+    /// (`worker.prefetch`) whose job has not started are released at shutdown, so SQS
+    /// redelivers them at once. Once the grace period is over, jobs stop retrying and
+    /// end within one request timeout: a job whose IAM write went through always gets
+    /// its audit line.
+    ///
+    /// While the worker's own credentials fail, it receives nothing; it checks them again
+    /// after a growing pause and resumes by itself once they work.
+    ///
+    /// A receive cut short by shutdown is dropped: SQS redelivers anything it had already
+    /// handed out once the visibility timeout passes, so nothing is lost.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // A message holds one of these from its receive until it is settled.
+        let held = self.config.worker.max_in_flight + self.config.worker.prefetch;
+        let permits = Arc::new(Semaphore::new(held));
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let mut backoff = self.sqs.policy().endless();
+        loop {
+            if self.health.credentials_failing() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.health.credentials_check_delay()) => {}
+                }
+                self.check_credentials().await;
+                continue;
+            }
+            // Never hold more messages than max_in_flight + prefetch: a few wait for a job
+            // slot (their heartbeat running), none sits unwatched in a local buffer.
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let mut slots = vec![first];
+            // Ask SQS for a worthwhile batch: when only a slot or two are free, wait a
+            // moment for more to free up rather than spend a receive on one message.
+            let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
+            let gather = tokio::time::sleep(RECEIVE_GATHER);
+            tokio::pin!(gather);
+            while slots.len() < SQS_BATCH_MAX {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => slots.push(permit),
+                    Err(_) if slots.len() >= worthwhile => break,
+                    Err(_) => tokio::select! {
+                        permit = permits.clone().acquire_owned() => match permit {
+                            Ok(permit) => slots.push(permit),
+                            Err(_) => break,
+                        },
+                        () = &mut gather => break,
+                        () = shutdown.cancelled() => break,
+                    },
+                }
+            }
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.sqs.receive(
+                    &self.queues.queue_url,
+                    slots.len(),
+                    self.config.sqs.wait_time_seconds,
+                    self.config.sqs.visibility_timeout_seconds,
+                ) => received,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    backoff = self.sqs.policy().endless();
+                    self.health.receive_succeeded();
+                    metrics::receive_succeeded();
+                    metrics::messages_received(messages.len());
+                    messages
+                }
+                Err(e) if e.class == ErrorClass::Credentials => {
+                    self.health.credentials_failed(e.code.as_deref());
+                    tracing::error!(error = %e, "Receive refused: the worker's credentials failed");
+                    continue;
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            for (message, turn) in in_group_order(messages) {
+                // Cannot be empty: SQS returns at most as many messages as were asked for.
+                let Some(permit) = slots.pop() else { break };
+                let worker = Arc::clone(&self);
+                let shutdown = shutdown.clone();
+                let hard_stop = hard_stop.clone();
+                tracker.spawn(async move {
+                    let _held = permit;
+                    worker
+                        .handle_until(message, turn, shutdown, hard_stop)
+                        .await;
+                });
+            }
+        }
+        // Not ready from the moment shutdown starts until the process exits.
+        self.health.stopping();
+        tracker.close();
+        tracing::info!(
+            in_flight = tracker.len(),
+            "Shutting down: no longer receiving"
+        );
+        let grace = Duration::from_secs(self.config.worker.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "Shutdown grace period over: jobs stop retrying and end now"
+            );
+            hard_stop.cancel();
+            tracker.wait().await;
+        }
+        if let Some(results) = &self.results {
+            if tokio::time::timeout(Duration::from_secs(5), results.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Outcome events still unsent at shutdown");
+            }
+        }
+        tracing::info!("Shutdown complete");
+    }
+
+    /// Asks STS whether the worker's credentials work again.
+    async fn check_credentials(&self) {
+        match self.accounts.check_credentials().await {
+            Ok(()) => self.health.credentials_recovered(),
+            Err(e) if e.class == ErrorClass::Credentials => {
+                tracing::warn!(error = %e, "The worker's credentials still fail");
+                self.health.credentials_still_failing(e.code.as_deref());
+            }
+            // Not a credential problem: let the receive loop find out what it is.
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not check the worker's credentials");
+                self.health.credentials_recovered();
+            }
+        }
+    }
+}
+
+/// Pairs each message with its turn: messages of one FIFO message group (in the order
+/// SQS handed them out, which is the group's order) run one after another; others, and
+/// standard-queue messages, run at once.
+fn in_group_order(messages: Vec<Message>) -> Vec<(Message, Turn)> {
+    let mut last_of_group: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<(Message, Turn)> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned();
+        let mut turn = Turn::default();
+        if let Some(group) = group {
+            if let Some(&before) = last_of_group.get(&group) {
+                let (tx, rx) = oneshot::channel();
+                out[before].1.next = Some(tx);
+                turn.previous = Some(rx);
+            }
+            last_of_group.insert(group, out.len());
+        }
+        out.push((message, turn));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, group: Option<&str>) -> Message {
+        let mut m = Message::builder().message_id(id);
+        if let Some(group) = group {
+            m = m.attributes(MessageSystemAttributeName::MessageGroupId, group);
+        }
+        m.build()
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_fifo_group_are_chained_in_order_and_others_are_free() {
+        let turns = in_group_order(vec![
+            message("a1", Some("alice")),
+            message("b1", Some("bob")),
+            message("a2", Some("alice")),
+            message("s", None),
+            message("a3", Some("alice")),
+        ]);
+        let shape: Vec<(&str, bool, bool)> = turns
+            .iter()
+            .map(|(m, t)| {
+                (
+                    m.message_id().unwrap(),
+                    t.previous.is_some(),
+                    t.next.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a1", false, true),
+                ("b1", false, false),
+                ("a2", true, true),
+                ("s", false, false),
+                ("a3", true, false),
+            ]
+        );
+        // a1's end reaches a2, and a2's reaches a3.
+        let mut turns = turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+        let a3 = turns.pop().unwrap();
+        let _s = turns.pop().unwrap();
+        let a2 = turns.pop().unwrap();
+        let _b1 = turns.pop().unwrap();
+        let a1 = turns.pop().unwrap();
+        a1.next.unwrap().send(true).unwrap();
+        assert!(a2.previous.unwrap().await.unwrap());
+        a2.next.unwrap().send(false).unwrap();
+        assert!(!a3.previous.unwrap().await.unwrap());
+    }
+}

@@ -1,0 +1,385 @@
+//! The path of one job, as a line of typed steps:
+//!
+//! admit (receive count, parse, claim the request id) → guard (protected list, the
+//! worker's credentials) → revoke (the IAM action) → remember → settle the message
+//! (delete, dead-letter, or leave it for later) → record (audit line, metrics, event).
+//!
+//! Each step returns a value; the job's report is built once, at the end, from them.
+
+use std::time::Instant;
+
+use aws_sdk_sqs::types::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Turn, Worker};
+use crate::aws::accounts::AccountError;
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::iam::{Effect, IamResult};
+use crate::aws::retry::RetryCounter;
+use crate::aws::sqs::Delivery;
+use crate::guard::{Claim, InFlight};
+use crate::job::{self, Action, Job};
+use crate::metrics;
+use crate::outcome::{JobReport, Outcome, Reason};
+use crate::worker::results::OutcomeEvent;
+use crate::worker::settle::{Settled, Settling};
+
+/// An outcome and why.
+#[derive(Debug)]
+pub(super) struct Decision {
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
+        Self {
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What is known of a job for its audit line: from its body, then from IAM.
+#[derive(Debug, Default)]
+pub(super) struct Facts {
+    pub request_id: Option<String>,
+    pub user_name: Option<String>,
+    pub access_key_ids: Vec<String>,
+    pub account_id: Option<String>,
+    pub batch_id: Option<String>,
+    pub action: Option<Action>,
+    pub keys_changed: usize,
+}
+
+impl Facts {
+    fn of(job: &Job) -> Self {
+        Self {
+            request_id: Some(job.request_id.clone()),
+            user_name: job.user_name().map(str::to_owned),
+            access_key_ids: job.access_key_id().map(str::to_owned).into_iter().collect(),
+            account_id: job.account_id.clone(),
+            batch_id: job.batch_id.clone(),
+            action: Some(job.action),
+            keys_changed: 0,
+        }
+    }
+
+    /// Only the request id, read from a body that is not a valid job.
+    fn salvaged(body: &str) -> Self {
+        Self {
+            request_id: job::salvage_request_id(body),
+            ..Self::default()
+        }
+    }
+
+    /// What IAM reported: the owner it found, the keys concerned, the keys changed.
+    fn learn(&mut self, result: &IamResult) {
+        if let Some(user) = &result.user_name {
+            self.user_name = Some(user.clone());
+        }
+        if !result.access_key_ids.is_empty() {
+            self.access_key_ids.clone_from(&result.access_key_ids);
+        }
+        self.keys_changed = result.keys_changed;
+    }
+}
+
+/// A job worked to its decision, before its message is settled.
+#[derive(Debug)]
+pub(super) struct Worked {
+    pub decision: Decision,
+    pub facts: Facts,
+    /// The in-flight mark of its request id, while it holds one.
+    pub claim: Option<InFlight>,
+}
+
+/// The first step's result.
+enum Admission {
+    /// A valid job, its request id claimed by this delivery.
+    Admitted { job: Job, claim: InFlight },
+    /// Decided already: invalid, received too often, a duplicate or a conflict.
+    Decided(Worked),
+}
+
+impl Worker {
+    /// One iteration: works one received message to its outcome, settles it on the
+    /// queue, writes the audit line and returns the report.
+    pub async fn handle(&self, message: Message) -> JobReport {
+        let never = CancellationToken::new();
+        self.handle_until(message, Turn::default(), never.clone(), never)
+            .await
+    }
+
+    /// Works one message: waits for its turn in its FIFO group and for a job slot, then
+    /// goes down the job's path. The message's visibility is extended from receipt
+    /// until it is settled. When `shutdown` fires before the job has a slot, the message
+    /// is made visible again at once and the job ends `retry/shutdown`; `hard_stop` ends
+    /// retries, not the job.
+    pub(super) async fn handle_until(
+        &self,
+        message: Message,
+        turn: Turn,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> JobReport {
+        let started = Instant::now();
+        let delivery = Delivery::of(&message);
+        let receipt = message.receipt_handle().unwrap_or_default();
+        let retries = RetryCounter::until(hard_stop);
+        let Turn { previous, next } = turn;
+        let (facts, settling) = self
+            .with_heartbeat(receipt, delivery, async {
+                if let Some(released) = Turn::wait(previous).await {
+                    return (Facts::default(), released);
+                }
+                let Some(slot) = self.slot(&shutdown).await else {
+                    return (Facts::default(), Settling::released_at_shutdown());
+                };
+                let worked = {
+                    let _slot = (slot, metrics::job_started());
+                    self.work(&message, delivery, &retries).await
+                };
+                // The slot is free for the next job while this one's message is settled.
+                let Worked {
+                    decision,
+                    facts,
+                    claim,
+                } = worked;
+                remember(decision.outcome, claim);
+                let settling = self
+                    .settle(
+                        &message,
+                        delivery,
+                        decision,
+                        facts.request_id.as_deref(),
+                        &retries,
+                    )
+                    .await;
+                (facts, settling)
+            })
+            .await;
+        let settled = self.finish(receipt, delivery, settling, &retries).await;
+        if let Some(next) = next {
+            let _ = next.send(settled.outcome.is_final());
+        }
+        let report = report(
+            &message,
+            delivery,
+            facts,
+            settled,
+            retries.get(),
+            started.elapsed(),
+        );
+        self.record(&report, delivery);
+        report
+    }
+
+    /// Waits for a job slot; `None` when shutdown comes first.
+    async fn slot(&self, shutdown: &CancellationToken) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::select! {
+            biased;
+            slot = self.working.acquire() => slot.ok(),
+            () = shutdown.cancelled() => None,
+        }
+    }
+
+    /// admit → guard → revoke: the job's decision, with what is known of it. Changes IAM,
+    /// not the queue.
+    async fn work(&self, message: &Message, delivery: Delivery, retries: &RetryCounter) -> Worked {
+        let (job, claim) = match self.admit(message, delivery).await {
+            Admission::Admitted { job, claim } => (job, claim),
+            Admission::Decided(worked) => return worked,
+        };
+        let mut facts = Facts::of(&job);
+        let decision = match self.guard(&job) {
+            Some(refused) => refused,
+            None => self.revoke(&job, retries, &mut facts).await,
+        };
+        Worked {
+            decision,
+            facts,
+            claim: Some(claim),
+        }
+    }
+
+    /// Reads the job and claims its request id. A concurrent delivery of the same
+    /// request id waits for that one to end, then ends `duplicate` (or does the work
+    /// itself if that one did not finish).
+    async fn admit(&self, message: &Message, delivery: Delivery) -> Admission {
+        let body = message.body().unwrap_or_default();
+        let decided = |decision, facts| {
+            Admission::Decided(Worked {
+                decision,
+                facts,
+                claim: None,
+            })
+        };
+        let max_receives = self.config.sqs.max_receive_count;
+        if !self.queues.has_redrive_policy && delivery.receive_count > max_receives {
+            let detail = format!(
+                "received {} times, more than sqs.max_receive_count = {max_receives}",
+                delivery.receive_count
+            );
+            return decided(
+                Decision::new(Outcome::Rejected(Reason::TooManyReceives), detail),
+                Facts::salvaged(body),
+            );
+        }
+        let job = match job::parse(body) {
+            Ok(job) => job,
+            Err(e) => {
+                return decided(
+                    Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
+                    Facts::salvaged(body),
+                )
+            }
+        };
+        let digest = job.digest();
+        loop {
+            let decision = match self.dedup.claim(&job.request_id, digest) {
+                Claim::Fresh(claim) => return Admission::Admitted { job, claim },
+                Claim::InProgress(ended) => {
+                    ended.await;
+                    continue;
+                }
+                Claim::Finished => Decision::new(
+                    Outcome::Duplicate,
+                    "request id finished recently; nothing done".to_owned(),
+                ),
+                Claim::Conflict => Decision::new(
+                    Outcome::Rejected(Reason::RequestIdConflict),
+                    format!(
+                        "request id {} finished recently for a job that changes something else (another key, user, account or action); nothing done",
+                        job.request_id
+                    ),
+                ),
+            };
+            return decided(decision, Facts::of(&job));
+        }
+    }
+
+    /// Refuses a job before any IAM call: a protected user or key, or the worker's own
+    /// credentials failing (not the job's fault: it goes back to the queue).
+    fn guard(&self, job: &Job) -> Option<Decision> {
+        if let Some(detail) = self.protection.refuses(job) {
+            return Some(Decision::new(Outcome::Rejected(Reason::Protected), detail));
+        }
+        self.health.credentials_failing().then(|| {
+            Decision::new(
+                Outcome::Retry(Reason::Credentials),
+                "the worker's credentials are failing; released until they work again".to_owned(),
+            )
+        })
+    }
+
+    /// The IAM action, in the account the job names.
+    async fn revoke(&self, job: &Job, retries: &RetryCounter, facts: &mut Facts) -> Decision {
+        let iam = match self
+            .accounts
+            .iam_for(job.account_id.as_deref(), retries)
+            .await
+        {
+            Ok(iam) => iam,
+            Err(e @ AccountError::Disabled { .. }) => {
+                return Decision::new(
+                    Outcome::Rejected(Reason::CrossAccountDisabled),
+                    e.to_string(),
+                );
+            }
+            Err(AccountError::Aws(e)) => return self.aws_failure(e, 0),
+        };
+        let result = iam.revoke(job, retries).await;
+        facts.learn(&result);
+        match result.effect {
+            Effect::Revoked => {
+                self.health.credentials_proven();
+                let outcome = match job.action {
+                    Action::Delete => Outcome::Deleted,
+                    Action::Deactivate => Outcome::Deactivated,
+                };
+                Decision::new(outcome, format!("{} key(s) changed", result.keys_changed))
+            }
+            Effect::AlreadyAbsent => {
+                self.health.credentials_proven();
+                Decision::new(Outcome::AlreadyAbsent, None)
+            }
+            Effect::Rejected(reason, detail) => Decision::new(Outcome::Rejected(reason), detail),
+            Effect::Failed(e) => self.aws_failure(e, result.keys_changed),
+        }
+    }
+
+    /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the
+    /// worker's own credentials is never a verdict on the job; nor can a job that
+    /// already changed keys be `rejected` (that says nothing changed): it stays on the
+    /// queue, and its redelivery does the rest.
+    fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
+        let detail = e.to_string();
+        match e.class {
+            ErrorClass::Credentials => {
+                self.health.credentials_failed(e.code.as_deref());
+                Decision::new(Outcome::Retry(Reason::Credentials), detail)
+            }
+            ErrorClass::Transient => Decision::new(Outcome::Retry(Reason::TransientError), detail),
+            _ if keys_changed > 0 => Decision::new(
+                Outcome::Retry(Reason::TransientError),
+                format!("{keys_changed} key(s) changed, then {detail}"),
+            ),
+            _ if e.is_access_denied() => {
+                Decision::new(Outcome::Rejected(Reason::AccessDenied), detail)
+            }
+            _ => Decision::new(Outcome::Rejected(Reason::AwsError), detail),
+        }
+    }
+
+    /// The last step of every job: the audit line, the metrics and the outcome event.
+    fn record(&self, report: &JobReport, delivery: Delivery) {
+        report.log();
+        metrics::job_finished(
+            report.outcome,
+            report.duration,
+            delivery.sent_timestamp_ms,
+            report.action,
+            report.keys_changed,
+        );
+        if let Some(results) = &self.results {
+            results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
+        }
+    }
+}
+
+/// Records the request id as finished when a redelivery of the job may end `duplicate`:
+/// the IAM change is made (or nothing was there), whatever becomes of the message.
+/// Otherwise the claim is dropped, and the id is free to be worked again.
+fn remember(outcome: Outcome, claim: Option<InFlight>) {
+    if let (true, Some(claim)) = (outcome.is_remembered(), claim) {
+        claim.finish();
+    }
+}
+
+/// The job's report, built once from what its steps returned.
+fn report(
+    message: &Message,
+    delivery: Delivery,
+    facts: Facts,
+    settled: Settled,
+    retries: u32,
+    duration: std::time::Duration,
+) -> JobReport {
+    JobReport {
+        message_id: message.message_id().unwrap_or_default().to_owned(),
+        request_id: facts.request_id,
+        outcome: settled.outcome,
+        detail: settled.detail,
+        user_name: facts.user_name,
+        access_key_ids: facts.access_key_ids,
+        account_id: facts.account_id,
+        batch_id: facts.batch_id,
+        action: facts.action,
+        keys_changed: facts.keys_changed,
+        attempts: delivery.receive_count,
+        retries,
+        duration,
+        settled: settled.settled,
+    }
+}

@@ -1,0 +1,226 @@
+//! Settling a job's message as its outcome requires, and keeping it invisible until
+//! then: delete it, copy it to the dead-letter queue and delete it, or leave it on the
+//! queue for later (released at once, or invisible for the retry delay).
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::Message;
+
+use super::pipeline::Decision;
+use super::Worker;
+use crate::aws::retry::{visibility_delay, within_visibility_limit, RetryCounter};
+use crate::aws::sqs::Delivery;
+use crate::outcome::{Outcome, Reason};
+
+/// Where a job's message stands once the work under its heartbeat is done.
+#[derive(Debug)]
+pub(super) enum Settling {
+    /// Deleted (or dead-lettered, then deleted), or that failed and SQS will redeliver.
+    Done(Settled),
+    /// Stays on the queue: its visibility is set to `seconds` once the heartbeat has
+    /// stopped, so no extension can overwrite it.
+    Visibility { decision: Decision, seconds: u32 },
+}
+
+impl Settling {
+    /// A job that never got a slot before shutdown: back on the queue at once.
+    pub fn released_at_shutdown() -> Self {
+        Self::Visibility {
+            decision: Decision {
+                outcome: Outcome::Retry(Reason::Shutdown),
+                detail: Some("not started before shutdown; released for redelivery".into()),
+            },
+            seconds: 0,
+        }
+    }
+}
+
+/// How a job ended on the queue.
+#[derive(Debug)]
+pub(super) struct Settled {
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+    /// Whether the message was settled as the outcome requires; false means SQS will
+    /// redeliver it.
+    pub settled: bool,
+}
+
+impl Worker {
+    /// Settles the message as `decision` requires, as far as can be done while its
+    /// heartbeat runs: deletes it, or copies it to the dead-letter queue and deletes it.
+    /// A rejection whose dead-letter copy failed becomes `retry`, since nothing durable
+    /// happened.
+    pub(super) async fn settle(
+        &self,
+        message: &Message,
+        delivery: Delivery,
+        decision: Decision,
+        request_id: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Settling {
+        let receipt = message.receipt_handle().unwrap_or_default();
+        let message_id = message.message_id().unwrap_or_default();
+        let done = |decision: Decision, settled| {
+            Settling::Done(Settled {
+                outcome: decision.outcome,
+                detail: decision.detail,
+                settled,
+            })
+        };
+        match decision.outcome {
+            Outcome::Deleted
+            | Outcome::Deactivated
+            | Outcome::AlreadyAbsent
+            | Outcome::Duplicate => done(decision, self.delete(receipt, message_id).await),
+            Outcome::Rejected(_) => {
+                let copied = self
+                    .sqs
+                    .dead_letter(
+                        &self.queues.dead_letter_queue_url,
+                        message,
+                        decision.outcome,
+                        decision.detail.as_deref().unwrap_or_default(),
+                        request_id,
+                        retries,
+                    )
+                    .await;
+                match copied {
+                    // Invariant 4: deleted only once the copy is durable.
+                    Ok(()) => done(decision, self.delete(receipt, message_id).await),
+                    Err(e) => {
+                        tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
+                        let detail = format!(
+                            "{}; the dead-letter copy failed: {e}",
+                            decision
+                                .detail
+                                .as_deref()
+                                .unwrap_or(decision.outcome.reason())
+                        );
+                        Settling::Visibility {
+                            decision: Decision {
+                                outcome: Outcome::Retry(Reason::TransientError),
+                                detail: Some(detail),
+                            },
+                            seconds: self.retry_delay(delivery),
+                        }
+                    }
+                }
+            }
+            // Not the job's fault: back on the queue at once, for this or another replica.
+            Outcome::Retry(Reason::Credentials | Reason::Shutdown | Reason::GroupOrder) => {
+                Settling::Visibility {
+                    decision,
+                    seconds: 0,
+                }
+            }
+            Outcome::Retry(_) => Settling::Visibility {
+                seconds: self.retry_delay(delivery),
+                decision,
+            },
+        }
+    }
+
+    /// The last change to the message, after its heartbeat has stopped.
+    pub(super) async fn finish(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        settling: Settling,
+        retries: &RetryCounter,
+    ) -> Settled {
+        match settling {
+            Settling::Done(settled) => settled,
+            Settling::Visibility { decision, seconds } => Settled {
+                settled: self
+                    .set_visibility(receipt, delivery, seconds, retries)
+                    .await,
+                outcome: decision.outcome,
+                detail: decision.detail,
+            },
+        }
+    }
+
+    async fn delete(&self, receipt: &str, message_id: &str) -> bool {
+        self.deleter
+            .delete(receipt)
+            .await
+            .inspect_err(|e| {
+                tracing::error!(error = %e, message_id, "Could not delete message; SQS will redeliver it")
+            })
+            .is_ok()
+    }
+
+    /// Runs `work` while extending the message's visibility every half visibility
+    /// timeout, so a job is never handed to another consumer while it runs or while its
+    /// message is settled (never past SQS's 12 hours from the receive). An extension in
+    /// flight when `work` ends is finished first, so it cannot undo the visibility that
+    /// [`Worker::finish`] sets next.
+    pub(super) async fn with_heartbeat<T>(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let timeout = self.config.sqs.visibility_timeout_seconds;
+        let period = Duration::from_millis(u64::from(timeout) * 500);
+        let mut work = pin!(work);
+        let beat = tokio::time::sleep(period);
+        let mut beat = pin!(beat);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = &mut beat => {}
+            }
+            let retries = RetryCounter::default();
+            let seconds = within_visibility_limit(timeout, delivery.held());
+            let extend =
+                self.sqs
+                    .set_visibility(&self.queues.queue_url, receipt, seconds, &retries);
+            let mut extend = pin!(extend);
+            let (extended, out) = tokio::select! {
+                biased;
+                extended = &mut extend => (extended, None),
+                out = &mut work => (extend.await, Some(out)),
+            };
+            match extended {
+                Ok(()) => tracing::debug!(seconds, "Extended message visibility"),
+                Err(e) => tracing::warn!(error = %e, "Could not extend message visibility"),
+            }
+            if let Some(out) = out {
+                return out;
+            }
+            beat.as_mut().reset(tokio::time::Instant::now() + period);
+        }
+    }
+
+    /// The delay of a job that ends `retry`: grows with the receive count.
+    fn retry_delay(&self, delivery: Delivery) -> u32 {
+        let retry = &self.config.retry;
+        visibility_delay(
+            delivery.receive_count,
+            retry.visibility_base_seconds,
+            retry.visibility_max_seconds,
+        )
+    }
+
+    /// Sets the message's visibility to `seconds` from now, within SQS's 12-hour limit.
+    async fn set_visibility(
+        &self,
+        receipt: &str,
+        delivery: Delivery,
+        seconds: u32,
+        retries: &RetryCounter,
+    ) -> bool {
+        let seconds = within_visibility_limit(seconds, delivery.held());
+        self.sqs
+            .set_visibility(&self.queues.queue_url, receipt, seconds, retries)
+            .await
+            .inspect_err(
+                |e| tracing::error!(error = %e, seconds, "Could not set the message's visibility"),
+            )
+            .is_ok()
+    }
+}
