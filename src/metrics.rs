@@ -190,11 +190,13 @@ fn describe() {
 }
 
 /// A finished job: its outcome, how long it took from receive, the enqueue-to-outcome
-/// latency where it applies, and the keys it changed.
+/// latency where it applies (to `decided_at_ms`, when the IAM step ended), and the keys
+/// it changed.
 pub fn job_finished(
     outcome: Outcome,
     duration: Duration,
     sent_timestamp_ms: Option<u64>,
+    decided_at_ms: Option<u64>,
     action: Option<Action>,
     keys_changed: usize,
 ) {
@@ -205,7 +207,9 @@ pub fn job_finished(
         Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent
     ) {
         if let Some(sent) = sent_timestamp_ms {
-            let latency_ms = now_ms().saturating_sub(sent);
+            // The key was revoked when the outcome was decided; settling the message
+            // (a batched delete) comes after and is not part of it.
+            let latency_ms = decided_at_ms.unwrap_or_else(now_ms).saturating_sub(sent);
             histogram!(REVOCATION_LATENCY_SECONDS).record(latency_ms as f64 / 1000.0);
         }
     }
@@ -297,7 +301,8 @@ pub fn results_publish_failed(count: usize) {
     counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(count as u64);
 }
 
-fn now_ms() -> u64 {
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

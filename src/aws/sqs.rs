@@ -17,10 +17,12 @@ use crate::outcome::Outcome;
 /// SQS accepts at most ten entries per batch call and per receive.
 pub const SQS_BATCH_MAX: usize = 10;
 
-/// How long the delete batcher waits for more deletes before sending a partial batch.
-/// Short against a job's duration, long enough to gather the deletes of jobs finishing
-/// together.
-const DELETE_LINGER: Duration = Duration::from_millis(25);
+/// How long the delete batcher waits for more deletes before sending a partial batch,
+/// while other jobs are still being worked (their deletes are coming). At IAM's default
+/// pace of ten requests a second this gathers about five deletes a call; a lone job's
+/// delete goes at once. The key is revoked before its delete waits, so this delays the
+/// message's deletion and the audit line, never a revocation.
+const DELETE_LINGER: Duration = Duration::from_millis(500);
 
 /// The job queue and where its rejected jobs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,10 +433,15 @@ pub struct Deleter {
 
 impl Deleter {
     /// Starts the batching task; it ends when every `Deleter` clone is dropped and the
-    /// requests already queued are sent.
-    pub fn spawn(sqs: Sqs, queue_url: String) -> (Self, tokio::task::JoinHandle<()>) {
+    /// requests already queued are sent. `more_coming` says whether other deletes are on
+    /// their way (jobs still being worked): only then does a partial batch wait for them.
+    pub fn spawn(
+        sqs: Sqs,
+        queue_url: String,
+        more_coming: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(run_deleter(sqs, queue_url, rx));
+        let task = tokio::spawn(run_deleter(sqs, queue_url, rx, more_coming));
         (Self { tx }, task)
     }
 
@@ -458,23 +465,40 @@ impl Deleter {
     }
 }
 
-async fn run_deleter(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<DeleteRequest>) {
-    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, DELETE_LINGER).await {
+async fn run_deleter(
+    sqs: Sqs,
+    queue_url: String,
+    mut rx: mpsc::Receiver<DeleteRequest>,
+    more_coming: impl Fn() -> bool,
+) {
+    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, DELETE_LINGER, &more_coming).await {
         delete_batch(&sqs, &queue_url, batch).await;
     }
 }
 
-/// Waits for one item, then gathers more until there are `max` or `linger` has passed.
-/// `None` once the channel is closed and empty.
+/// Waits for one item, then gathers more until there are `max`, `linger` has passed, or
+/// `more_coming` says no more are on their way. `None` once the channel is closed and
+/// empty.
 pub(crate) async fn next_batch<T>(
     rx: &mut mpsc::Receiver<T>,
     max: usize,
     linger: Duration,
+    more_coming: impl Fn() -> bool,
 ) -> Option<Vec<T>> {
     let mut batch = vec![rx.recv().await?];
     let deadline = tokio::time::sleep(linger);
     tokio::pin!(deadline);
     while batch.len() < max {
+        // Whatever is queued already joins the batch; waiting only pays while more come.
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= max || !more_coming() {
+            break;
+        }
         tokio::select! {
             next = rx.recv() => match next {
                 Some(item) => batch.push(item),
@@ -616,7 +640,7 @@ mod tests {
             .then_output(|| DeleteMessageOutput::builder().build());
         let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch, &single], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into());
+        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into(), || true);
         let results = futures_join_all(&deleter, 10).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
@@ -630,6 +654,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_waits_only_while_more_items_are_coming() {
+        let linger = Duration::from_millis(500);
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(1).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let lone = next_batch(&mut rx, 10, linger, || false).await.unwrap();
+        assert_eq!(lone, vec![1]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "nothing else coming: at once"
+        );
+
+        tx.send(2).await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send(3).await.unwrap();
+            tx
+        });
+        let start = tokio::time::Instant::now();
+        let shared = next_batch(&mut rx, 10, linger, || true).await.unwrap();
+        assert_eq!(shared, vec![2, 3], "the later one joined the batch");
+        assert_eq!(start.elapsed(), linger, "never longer than the linger");
+        let tx = late.await.unwrap();
+        for i in 0..12 {
+            tx.send(i).await.unwrap();
+        }
+        let full = next_batch(&mut rx, 10, linger, || true).await.unwrap();
+        assert_eq!(full.len(), 10, "a full batch goes at once");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_batch_reports_the_error_to_every_job() {
         let batch = mock!(Client::delete_message_batch)
             .sequence()
@@ -638,7 +694,7 @@ mod tests {
             .build();
         let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&batch], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into());
+        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into(), || true);
         let results = futures_join_all(&deleter, 3).await;
         assert!(results.iter().all(Result::is_err));
         assert_eq!(batch.num_calls(), 1, "permanent errors are not retried");

@@ -8,11 +8,12 @@ mod settle;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,7 +30,8 @@ use crate::server::Health;
 use crate::worker::results::Results;
 use crate::worker::settle::Settling;
 
-/// How long the receive loop waits for enough free slots to make a receive worthwhile.
+/// How long the receive loop waits for enough free slots to make a receive worthwhile
+/// when no message waits for a slot, and how often it looks again while some do.
 const RECEIVE_GATHER: Duration = Duration::from_millis(50);
 
 /// Why the worker could not start.
@@ -85,7 +87,9 @@ pub struct Worker {
     results: Option<Results>,
     /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
     /// while it waits for one or while its message is settled.
-    working: Semaphore,
+    working: Arc<Semaphore>,
+    /// Messages received and waiting for a job slot.
+    waiting: AtomicUsize,
 }
 
 impl Worker {
@@ -101,7 +105,13 @@ impl Worker {
                 config.sqs.dead_letter_queue_url.as_deref(),
             )
             .await?;
-        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone());
+        let max_in_flight = config.worker.max_in_flight;
+        let working = Arc::new(Semaphore::new(max_in_flight));
+        let busy = Arc::clone(&working);
+        // Deletes of jobs finishing together share a call while other jobs are worked.
+        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move || {
+            busy.available_permits() < max_in_flight
+        });
         let iam = Iam::new(
             clients.iam,
             config.iam.max_requests_per_second,
@@ -131,7 +141,8 @@ impl Worker {
             .map(|url| Results::spawn(sqs.clone(), url));
         let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, protection.clone());
         Ok(Self {
-            working: Semaphore::new(config.worker.max_in_flight),
+            working,
+            waiting: AtomicUsize::new(0),
             health,
             results,
             config: Arc::new(config),
@@ -192,24 +203,8 @@ impl Worker {
                 },
             };
             let mut slots = vec![first];
-            // Ask SQS for a worthwhile batch: when only a slot or two are free, wait a
-            // moment for more to free up rather than spend a receive on one message.
-            let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
-            let gather = tokio::time::sleep(RECEIVE_GATHER);
-            tokio::pin!(gather);
-            while slots.len() < SQS_BATCH_MAX {
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => slots.push(permit),
-                    Err(_) if slots.len() >= worthwhile => break,
-                    Err(_) => tokio::select! {
-                        permit = permits.clone().acquire_owned() => match permit {
-                            Ok(permit) => slots.push(permit),
-                            Err(_) => break,
-                        },
-                        () = &mut gather => break,
-                        () = shutdown.cancelled() => break,
-                    },
-                }
+            if !self.gather(&permits, &mut slots, &shutdown).await {
+                break;
             }
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -281,6 +276,54 @@ impl Worker {
             }
         }
         tracing::info!("Shutdown complete");
+    }
+
+    /// Takes more free message permits before a receive, so that one receive asks for
+    /// as many messages as is worthwhile. While messages wait for a job slot (the slots,
+    /// or the IAM rate behind them, are the bound), it waits until the waiting ones are
+    /// no more than half of what a receive would bring, or a full batch is free: at
+    /// IAM's default pace a receive then brings several messages instead of one each
+    /// time a slot frees. With none waiting, the slots are about to idle: it waits at
+    /// most `RECEIVE_GATHER` for a quarter of the permits. False when shutdown came.
+    async fn gather(
+        &self,
+        permits: &Arc<Semaphore>,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let held = self.config.worker.max_in_flight + self.config.worker.prefetch;
+        let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
+        let gather = tokio::time::sleep(RECEIVE_GATHER);
+        tokio::pin!(gather);
+        let mut gathered = false;
+        loop {
+            while slots.len() < SQS_BATCH_MAX {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => slots.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let waiting = self.waiting.load(Ordering::Relaxed);
+            let enough = slots.len() >= SQS_BATCH_MAX
+                || if waiting == 0 {
+                    gathered || slots.len() >= worthwhile
+                } else {
+                    2 * waiting <= slots.len()
+                };
+            if enough {
+                return true;
+            }
+            tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => slots.push(permit),
+                    Err(_) => return true,
+                },
+                () = &mut gather, if !gathered => gathered = true,
+                // The waiting ones may have found slots meanwhile: look again.
+                () = tokio::time::sleep(RECEIVE_GATHER) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
     }
 
     /// Asks STS whether the worker's credentials work again.

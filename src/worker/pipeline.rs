@@ -6,6 +6,7 @@
 //!
 //! Each step returns a value; the job's report is built once, at the end, from them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use aws_sdk_sqs::types::Message;
@@ -50,6 +51,8 @@ pub(super) struct Facts {
     pub batch_id: Option<String>,
     pub action: Option<Action>,
     pub keys_changed: usize,
+    /// When the job's outcome was decided (Unix ms): the revocation's time.
+    pub decided_at_ms: Option<u64>,
 }
 
 impl Facts {
@@ -62,6 +65,7 @@ impl Facts {
             batch_id: job.batch_id.clone(),
             action: Some(job.action),
             keys_changed: 0,
+            decided_at_ms: None,
         }
     }
 
@@ -136,10 +140,11 @@ impl Worker {
                 let Some(slot) = self.slot(&shutdown).await else {
                     return (Facts::default(), Settling::released_at_shutdown());
                 };
-                let worked = {
+                let mut worked = {
                     let _slot = (slot, metrics::job_started());
                     self.work(&message, delivery, &retries).await
                 };
+                worked.facts.decided_at_ms = Some(metrics::now_ms());
                 // The slot is free for the next job while this one's message is settled.
                 let Worked {
                     decision,
@@ -163,6 +168,7 @@ impl Worker {
         if let Some(next) = next {
             let _ = next.send(settled.outcome.is_final());
         }
+        let decided_at_ms = facts.decided_at_ms;
         let report = report(
             &message,
             delivery,
@@ -171,12 +177,21 @@ impl Worker {
             retries.get(),
             started.elapsed(),
         );
-        self.record(&report, delivery);
+        self.record(&report, delivery, decided_at_ms);
         report
     }
 
-    /// Waits for a job slot; `None` when shutdown comes first.
+    /// Waits for a job slot (counted as waiting meanwhile); `None` when shutdown comes
+    /// first.
     async fn slot(&self, shutdown: &CancellationToken) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         tokio::select! {
             biased;
             slot = self.working.acquire() => slot.ok(),
@@ -333,12 +348,13 @@ impl Worker {
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
-    fn record(&self, report: &JobReport, delivery: Delivery) {
+    fn record(&self, report: &JobReport, delivery: Delivery, decided_at_ms: Option<u64>) {
         report.log();
         metrics::job_finished(
             report.outcome,
             report.duration,
             delivery.sent_timestamp_ms,
+            decided_at_ms,
             report.action,
             report.keys_changed,
         );
