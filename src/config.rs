@@ -7,12 +7,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::aws::retry::BackoffPolicy;
+use crate::aws::retry::{BackoffError, BackoffPolicy};
+use crate::guard::{ProtectedList, Protection};
+use crate::job::is_iam_name;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
@@ -333,71 +336,142 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every rule a value must satisfy; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(region) = &self.aws.region {
-            if region.trim().is_empty() {
-                return Err(invalid("aws.region", "must not be empty when set"));
-            }
+    /// Checks every rule a value must satisfy, section by section, and returns the
+    /// values that need parsing (the backoff policy, the protected patterns), parsed
+    /// once. The error names the key.
+    pub fn validate(&self) -> Result<Parsed, ConfigError> {
+        self.aws.validate()?;
+        self.sqs.validate()?;
+        self.worker.validate()?;
+        self.iam.validate()?;
+        let backoff = self.retry.validate()?;
+        let protection = self.protect.validate()?;
+        self.cross_account.validate()?;
+        if let Some(url) = &self.results.queue_url {
+            check_url("results.queue_url", url)?;
         }
-        if let Some(url) = &self.aws.endpoint_url {
+        self.metrics.validate()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("is not a valid filter: {e}")));
+        }
+        Ok(Parsed {
+            backoff,
+            protection,
+        })
+    }
+}
+
+/// The configuration values that are parsed into types of their own, by
+/// [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// `retry.*` as a backoff policy for transient AWS errors.
+    pub backoff: BackoffPolicy,
+    /// `protect.*` as compiled patterns.
+    pub protection: Protection,
+}
+
+impl AwsSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(invalid("aws.region", "must not be empty when set"));
+        }
+        if let Some(url) = &self.endpoint_url {
             check_url("aws.endpoint_url", url)?;
         }
-        if self.aws.request_timeout_seconds == 0 {
+        if self.request_timeout_seconds == 0 {
             return Err(invalid("aws.request_timeout_seconds", "must be at least 1"));
         }
-        if self.aws.connect_timeout_seconds == 0 {
+        if self.connect_timeout_seconds == 0 {
             return Err(invalid("aws.connect_timeout_seconds", "must be at least 1"));
         }
-        if self.sqs.queue_url.trim().is_empty() {
+        Ok(())
+    }
+}
+
+impl SqsSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue_url.trim().is_empty() {
             return Err(invalid("sqs.queue_url", "must be set"));
         }
-        check_url("sqs.queue_url", &self.sqs.queue_url)?;
-        if let Some(url) = &self.sqs.dead_letter_queue_url {
+        check_url("sqs.queue_url", &self.queue_url)?;
+        if let Some(url) = &self.dead_letter_queue_url {
             check_url("sqs.dead_letter_queue_url", url)?;
-            if url == &self.sqs.queue_url {
+            if url == &self.queue_url {
                 return Err(invalid(
                     "sqs.dead_letter_queue_url",
                     "must differ from sqs.queue_url",
                 ));
             }
         }
-        if self.sqs.wait_time_seconds > 20 {
+        if self.wait_time_seconds > 20 {
             return Err(invalid("sqs.wait_time_seconds", "must be between 0 and 20"));
         }
-        if !(2..=SQS_MAX_VISIBILITY_SECONDS).contains(&self.sqs.visibility_timeout_seconds) {
+        if !(2..=SQS_MAX_VISIBILITY_SECONDS).contains(&self.visibility_timeout_seconds) {
             return Err(invalid(
                 "sqs.visibility_timeout_seconds",
                 format!("must be between 2 and {SQS_MAX_VISIBILITY_SECONDS}"),
             ));
         }
-        if self.sqs.max_receive_count == 0 {
+        if self.max_receive_count == 0 {
             return Err(invalid("sqs.max_receive_count", "must be at least 1"));
         }
-        if !(1..=10_000).contains(&self.worker.max_in_flight) {
+        Ok(())
+    }
+}
+
+impl WorkerSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.max_in_flight) {
             return Err(invalid(
                 "worker.max_in_flight",
                 "must be between 1 and 10000",
             ));
         }
-        if self.worker.prefetch > 1_000 {
+        if self.prefetch > 1_000 {
             return Err(invalid("worker.prefetch", "must be between 0 and 1000"));
         }
-        if self.worker.dedup_capacity == 0 {
+        if self.dedup_capacity == 0 {
             return Err(invalid("worker.dedup_capacity", "must be at least 1"));
         }
-        if self.iam.max_requests_per_second == 0 {
+        Ok(())
+    }
+}
+
+impl IamSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_requests_per_second == 0 {
             return Err(invalid("iam.max_requests_per_second", "must be at least 1"));
         }
-        BackoffPolicy::from_config(&self.retry)?;
-        if self.retry.visibility_base_seconds == 0 {
+        Ok(())
+    }
+}
+
+impl RetrySection {
+    fn validate(&self) -> Result<BackoffPolicy, ConfigError> {
+        let policy = BackoffPolicy::new(
+            Duration::from_millis(self.initial_delay_ms),
+            Duration::from_millis(self.max_delay_ms),
+            self.multiplier,
+            self.jitter,
+            Duration::from_secs(self.max_elapsed_seconds),
+        )
+        .map_err(|e| match e {
+            BackoffError::InitialZero => invalid("retry.initial_delay_ms", "must be at least 1"),
+            BackoffError::MaxBelowInitial => invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.initial_delay_ms",
+            ),
+            BackoffError::Multiplier => invalid("retry.multiplier", "must be between 1 and 10"),
+        })?;
+        if self.visibility_base_seconds == 0 {
             return Err(invalid(
                 "retry.visibility_base_seconds",
                 "must be at least 1",
             ));
         }
-        if !(self.retry.visibility_base_seconds..=SQS_MAX_VISIBILITY_SECONDS)
-            .contains(&self.retry.visibility_max_seconds)
+        if !(self.visibility_base_seconds..=SQS_MAX_VISIBILITY_SECONDS)
+            .contains(&self.visibility_max_seconds)
         {
             return Err(invalid(
                 "retry.visibility_max_seconds",
@@ -406,21 +480,33 @@ impl Config {
                 ),
             ));
         }
-        crate::guard::Protection::new(&self.protect)?;
-        if let Some(role) = &self.cross_account.role_name {
-            let ok = !role.is_empty()
-                && role.len() <= 64
-                && role
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
-            if !ok {
+        Ok(policy)
+    }
+}
+
+impl ProtectSection {
+    fn validate(&self) -> Result<Protection, ConfigError> {
+        Protection::new(&self.users, &self.access_keys).map_err(|e| {
+            let key = match e.list {
+                ProtectedList::Users => "protect.users",
+                ProtectedList::AccessKeys => "protect.access_keys",
+            };
+            invalid(key, e.to_string())
+        })
+    }
+}
+
+impl CrossAccountSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(role) = &self.role_name {
+            if !is_iam_name(role, 64) {
                 return Err(invalid(
                     "cross_account.role_name",
                     "must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)",
                 ));
             }
         }
-        if let Some(id) = &self.cross_account.external_id {
+        if let Some(id) = &self.external_id {
             let ok = (2..=1224).contains(&id.len())
                 && id
                     .chars()
@@ -432,37 +518,28 @@ impl Config {
                 ));
             }
         }
-        if let Some(url) = &self.results.queue_url {
-            check_url("results.queue_url", url)?;
-        }
-        if self.metrics.listen.parse::<SocketAddr>().is_err() {
+        Ok(())
+    }
+}
+
+impl MetricsSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "metrics.listen",
                 format!(
                     "must be an address such as 0.0.0.0:9090, not {:?}",
-                    self.metrics.listen
+                    self.listen
                 ),
             ));
         }
-        if self.metrics.ready_max_receive_age_seconds == 0 {
+        if self.ready_max_receive_age_seconds == 0 {
             return Err(invalid(
                 "metrics.ready_max_receive_age_seconds",
                 "must be at least 1",
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(invalid("log.level", format!("is not a valid filter: {e}")));
-        }
         Ok(())
-    }
-
-    /// The backoff policy for transient AWS errors (validated on load).
-    pub fn backoff(&self) -> BackoffPolicy {
-        // validate() already accepted these values, so this cannot fail for a loaded config;
-        // a hand-built invalid one falls back to the defaults rather than panicking.
-        BackoffPolicy::from_config(&self.retry).unwrap_or_else(|_| {
-            BackoffPolicy::from_config(&RetrySection::default()).expect("defaults are valid")
-        })
     }
 }
 

@@ -12,8 +12,6 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{ConfigError, ProtectSection};
-
 /// Users and keys that are never changed, as glob patterns.
 #[derive(Debug, Clone)]
 pub struct Protection {
@@ -21,14 +19,38 @@ pub struct Protection {
     keys: GlobSet,
 }
 
+/// Which protected list a pattern is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectedList {
+    Users,
+    AccessKeys,
+}
+
+/// A protected pattern that is not a valid glob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("has an invalid pattern {pattern:?}: {problem}")]
+pub struct PatternError {
+    pub list: ProtectedList,
+    pub pattern: String,
+    pub problem: String,
+}
+
 impl Protection {
-    /// Compiles the configured patterns. User names match case-insensitively, because
-    /// IAM treats `Admin` and `admin` as the same user.
-    pub fn new(section: &ProtectSection) -> Result<Self, ConfigError> {
+    /// Compiles the glob patterns of protected users and keys. User names match
+    /// case-insensitively, because IAM treats `Admin` and `admin` as the same user.
+    pub fn new(users: &[String], access_keys: &[String]) -> Result<Self, PatternError> {
         Ok(Self {
-            users: compile("protect.users", &section.users)?,
-            keys: compile("protect.access_keys", &section.access_keys)?,
+            users: compile(ProtectedList::Users, users)?,
+            keys: compile(ProtectedList::AccessKeys, access_keys)?,
         })
+    }
+
+    /// Protects nothing.
+    pub fn none() -> Self {
+        Self {
+            users: GlobSet::empty(),
+            keys: GlobSet::empty(),
+        }
     }
 
     /// Whether this user may never be touched.
@@ -53,23 +75,22 @@ impl Protection {
     }
 }
 
-fn compile(key: &'static str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
+fn compile(list: ProtectedList, patterns: &[String]) -> Result<GlobSet, PatternError> {
+    let error = |pattern: &str, e: globset::Error| PatternError {
+        list,
+        pattern: pattern.to_owned(),
+        problem: e.to_string(),
+    };
     let mut set = GlobSetBuilder::new();
     for pattern in patterns {
         let glob = GlobBuilder::new(pattern)
             .case_insensitive(true)
             .literal_separator(false)
             .build()
-            .map_err(|e| ConfigError::Invalid {
-                key,
-                problem: format!("has an invalid pattern {pattern:?}: {e}"),
-            })?;
+            .map_err(|e| error(pattern, e))?;
         set.add(glob);
     }
-    set.build().map_err(|e| ConfigError::Invalid {
-        key,
-        problem: e.to_string(),
-    })
+    set.build().map_err(|e| error("", e))
 }
 
 /// What the record says about a request id that is about to be worked.
@@ -206,10 +227,10 @@ mod tests {
 
     #[test]
     fn protection_matches_globs_and_ignores_case_of_users() {
-        let p = Protection::new(&ProtectSection {
-            users: vec!["admin".into(), "break-glass-*".into()],
-            access_keys: vec!["AKIAPROTECTED*".into()],
-        })
+        let p = Protection::new(
+            &["admin".into(), "break-glass-*".into()],
+            &["AKIAPROTECTED*".into()],
+        )
         .unwrap();
         assert!(p.user("admin"));
         assert!(p.user("Admin"));
@@ -218,8 +239,10 @@ mod tests {
         assert!(!p.user("administrator"));
         assert!(p.key("AKIAPROTECTED0001"));
         assert!(!p.key("AKIAOTHER00000001"));
-        let none = Protection::new(&ProtectSection::default()).unwrap();
-        assert!(!none.user("admin"));
+        assert!(!Protection::none().user("admin"));
+        let err = Protection::new(&[], &["AKIA[".into()]).unwrap_err();
+        assert_eq!(err.list, ProtectedList::AccessKeys);
+        assert_eq!(err.pattern, "AKIA[");
     }
 
     const JOB: u64 = 1;

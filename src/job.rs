@@ -1,10 +1,10 @@
-//! The job message (contract section 1): strict parsing and validation, SNS envelope
+//! The job message (README, "The job message"): strict parsing and validation, SNS envelope
 //! included. A body either becomes a [`Job`] that satisfies every rule, or an
 //! [`InvalidJob`] that says which rule it broke.
 
 use serde::{Deserialize, Deserializer};
 
-/// The fields of a job message (contract section 1), and no others.
+/// The fields of a job message (README, "The job message"), and no others.
 pub const FIELDS: &[&str] = &[
     "request_id",
     "access_key_id",
@@ -271,11 +271,19 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
     })
 }
 
+/// A character IAM allows in user and role names: `[A-Za-z0-9+=,.@_-]`.
+pub fn is_iam_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+}
+
+/// Whether `name` is an IAM user or role name of at most `max` characters.
+pub fn is_iam_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len()) && name.chars().all(is_iam_name_char)
+}
+
 /// IAM's rule for user names: 1-64 of `[A-Za-z0-9+=,.@_-]`.
 pub fn check_user_name(user: &str) -> Result<(), InvalidJob> {
-    check_chars("user_name", user, 1, 64, |c| {
-        c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
-    })
+    check_chars("user_name", user, 1, 64, is_iam_name_char)
 }
 
 fn check_chars(
@@ -437,7 +445,7 @@ mod tests {
         assert_eq!(job.request_id, "sns-1");
     }
 
-    /// Every rule of contract section 1, each broken once.
+    /// Every rule of README's "The job message", each broken once.
     #[test]
     fn every_rule_is_enforced() {
         let long = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();

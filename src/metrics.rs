@@ -1,4 +1,4 @@
-//! Every metric the worker exports (contract section 4): names, labels, buckets and the
+//! Every metric the worker exports (README, "Observability"): names, labels, buckets and the
 //! typed functions the rest of the code records through. No other module names a
 //! metric. Labels only ever hold bounded values: never a user name or key id.
 

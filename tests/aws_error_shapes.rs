@@ -16,10 +16,10 @@ use aws_smithy_types::retry::RetryConfig;
 use iam_key_revoker::aws::classify::{AwsError, ErrorClass};
 use iam_key_revoker::aws::iam::{Effect, Iam};
 use iam_key_revoker::aws::retry::{BackoffPolicy, RetryCounter};
-use iam_key_revoker::config::{ProtectSection, RetrySection};
 use iam_key_revoker::guard::Protection;
 use iam_key_revoker::job::{Action, Job, Target};
 use iam_key_revoker::Reason;
+use std::time::Duration;
 
 const MESSAGE: &str = "as AWS documents it";
 
@@ -222,20 +222,15 @@ async fn sqs_errors() {
 }
 
 fn iam(client: aws_sdk_iam::Client) -> Iam {
-    let policy = BackoffPolicy::from_config(&RetrySection {
-        initial_delay_ms: 10,
-        max_delay_ms: 50,
-        jitter: false,
-        max_elapsed_seconds: 1,
-        ..RetrySection::default()
-    })
-    .unwrap();
-    Iam::new(
-        client,
-        1_000,
-        policy,
-        Protection::new(&ProtectSection::default()).unwrap(),
+    let policy = BackoffPolicy::new(
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+        2.0,
+        false,
+        Duration::from_secs(1),
     )
+    .unwrap();
+    Iam::new(client, 1_000, policy, Protection::none())
 }
 
 fn delete_job() -> Job {

@@ -15,18 +15,6 @@ fn command(env: &TestEnv, endpoint: &str) -> Command {
     worker_command(env, endpoint, 0)
 }
 
-async fn wait_for_in_flight(env: &TestEnv, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while env.queue_depth().await != (0, n) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            env.queue_depth().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
     let env = TestEnv::new("term").await;
@@ -42,7 +30,7 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
         .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "20")
         .spawn()
         .unwrap();
-    wait_for_in_flight(&env, 4).await;
+    env.wait_for_depth((0, 4), Duration::from_secs(20)).await;
     sigterm(&child);
     let output = wait(child, Duration::from_secs(25)).await;
 

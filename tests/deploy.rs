@@ -329,7 +329,7 @@ fn pod_label(deployment: &Yaml) -> String {
 }
 
 #[test]
-fn the_image_is_built_and_run_as_the_issue_asks() {
+fn the_image_is_built_and_run_as_deploying_says() {
     let dockerfile = read("Dockerfile");
     assert!(dockerfile.contains("cargo build --release --locked"));
     assert_eq!(

@@ -181,9 +181,8 @@ async fn the_heartbeat_covers_a_slow_dead_letter_copy() {
     let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
     // Every SQS call of the worker goes through the proxy; copies to the DLQ are slow.
     proxy.set_fault_for("SendMessage", Fault::Delay(Duration::from_secs(5)));
-    env.config.aws.endpoint_url = Some(proxy.url.clone());
     env.config.sqs.visibility_timeout_seconds = 2;
-    env.clients = common::clients_for(&env.config).await;
+    env.route_all_through(&proxy).await;
     let worker = env.worker().await;
     let direct = common::clients_for(&common::base_config()).await;
     common::send(&direct.sqs, &env.queue_url, "not a job").await;
@@ -346,4 +345,38 @@ async fn the_jobs_of_one_fifo_message_group_run_one_after_another() {
         assert_eq!(env.key_status(&alice, key).await, None);
     }
     assert_eq!(env.key_status(&bob, &bob_keys[0]).await, None);
+}
+
+#[tokio::test]
+async fn a_dead_letter_copy_that_fails_leaves_the_job_on_the_queue_as_retry() {
+    let mut env = TestEnv::new("dlq-down").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    proxy.set_fault_for("SendMessage", Fault::Status(500, String::new()));
+    env.config.retry.max_elapsed_seconds = 1;
+    env.config.retry.max_delay_ms = 200;
+    let direct = env.clients.clone();
+    env.route_all_through(&proxy).await;
+    let worker = env.worker().await;
+    common::send(&direct.sqs, &env.queue_url, "not a job").await;
+    let message = common::receive(&direct.sqs, &env.queue_url, 1, 2)
+        .await
+        .pop()
+        .unwrap();
+
+    let report = worker.handle(message).await;
+
+    assert_eq!(report.outcome, Outcome::Retry(Reason::TransientError));
+    assert!(report.settled, "its retry delay was set");
+    let detail = report.detail.unwrap_or_default();
+    assert!(detail.contains("the dead-letter copy failed"), "{detail}");
+    assert!(
+        proxy.count("SendMessage") >= 2,
+        "the copy was retried first"
+    );
+    assert_eq!(
+        env.queue_depth().await,
+        (0, 1),
+        "still on the queue, invisible for the retry delay"
+    );
+    assert_eq!(env.dead_letters_peek().await, 0);
 }

@@ -135,7 +135,12 @@ async fn a_ten_second_outage_mid_run_is_ridden_out() {
     ]);
     let mut child = spawn(&mut cmd, &dir.path().join("worker.log"));
     let ready = || common::process::http_status(port, "/readyz");
+    let started_by = tokio::time::Instant::now() + Duration::from_secs(60);
     while env.queue_depth().await.0 > 30 {
+        assert!(
+            tokio::time::Instant::now() < started_by,
+            "the worker made no progress before the outage"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -404,7 +404,7 @@ fn dashboard_and_alerts_name_only_exported_series() {
             "{name} is not a series the worker exports"
         );
     }
-    // The dashboard shows what the issue asks of it.
+    // The dashboard shows what README's "Observability" says it does.
     let all = exprs.join("\n");
     for needle in [
         "histogram_quantile(0.5, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",

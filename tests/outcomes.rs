@@ -43,7 +43,7 @@ async fn happy_path_costs_exactly_one_iam_call() {
     let mut env = TestEnv::new("one-call").await;
     let (user, keys) = env.user_with_keys("u", 1).await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
-    env.clients.iam = iam_via(&env, &proxy.url).await;
+    env.route_iam_through(&proxy).await;
     let worker = env.worker().await;
 
     let report = worker
@@ -494,7 +494,7 @@ async fn iam_outage_ends_retry_with_a_growing_visibility_delay() {
     let (user, keys) = env.user_with_keys("kim", 1).await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
     proxy.set_fault(common::proxy::Fault::Status(503, String::new()));
-    env.clients.iam = iam_via(&env, &proxy.url).await;
+    env.route_iam_through(&proxy).await;
     let worker = env.worker().await;
     let body = job("rt-1", &user, &keys[0]);
 
@@ -538,8 +538,7 @@ async fn a_hung_iam_endpoint_times_out_into_retry() {
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
     proxy.set_fault(common::proxy::Fault::Hang);
     let direct_iam = env.clients.iam.clone();
-    env.clients = common::clients_for(&env.config).await;
-    env.clients.iam = iam_via(&env, &proxy.url).await;
+    env.route_iam_through(&proxy).await;
     let worker = env.worker().await;
 
     let report = worker
@@ -563,20 +562,13 @@ async fn a_hung_iam_endpoint_times_out_into_retry() {
     );
 }
 
-/// An IAM client for `env` that goes through `url` (the fault proxy).
-async fn iam_via(env: &TestEnv, url: &str) -> aws_sdk_iam::Client {
-    let mut config = env.config.clone();
-    config.aws.endpoint_url = Some(url.to_owned());
-    common::clients_for(&config).await.iam
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_of_one_request_id_act_once() {
     let mut env = TestEnv::new("concurrent").await;
     let (user, keys) = env.user_with_keys("mo", 1).await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
     proxy.set_fault(common::proxy::Fault::Delay(Duration::from_millis(800)));
-    env.clients.iam = iam_via(&env, &proxy.url).await;
+    env.route_iam_through(&proxy).await;
     let worker = std::sync::Arc::new(env.worker().await);
     let body = job("cc-1", &user, &keys[0]);
     let first = env.deliver(&body).await;

@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 use crate::aws::classify::{classify, AwsError, ErrorClass};
 use crate::aws::iam::Iam;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
-use crate::config::Config;
+use crate::config::{Config, Parsed};
 use crate::guard::Protection;
 use crate::metrics::RequestCounter;
 
@@ -66,7 +66,7 @@ impl Accounts {
         own: Iam,
         sts: aws_sdk_sts::Client,
         sdk: SdkConfig,
-        protection: Protection,
+        parsed: &Parsed,
     ) -> Self {
         Self {
             own: Arc::new(own),
@@ -77,8 +77,8 @@ impl Accounts {
             external_id: config.cross_account.external_id.clone(),
             session_name: session_name(),
             max_requests_per_second: config.iam.max_requests_per_second,
-            policy: config.backoff(),
-            protection,
+            policy: parsed.backoff,
+            protection: parsed.protection.clone(),
             others: Mutex::new(HashMap::new()),
         }
     }
@@ -225,7 +225,8 @@ fn session_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
     let host: String = host
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-".contains(*c))
+        // Session names allow IAM's name characters but `_`.
+        .filter(|c| crate::job::is_iam_name_char(*c) && *c != '_')
         .collect();
     let mut name = format!("iam-key-revoker-{host}");
     name.truncate(64);
@@ -277,7 +278,6 @@ impl ProvideCredentials for Prefetched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProtectSection;
     use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
@@ -313,11 +313,12 @@ mod tests {
         let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&who]);
         let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, []);
         let mut config = Config::default();
+        config.sqs.queue_url = "https://sqs.us-east-1.amazonaws.com/111122223333/jobs".into();
         config.cross_account.role_name = Some("iam-key-revoker".into());
-        let protection = Protection::new(&ProtectSection::default()).unwrap();
-        let own = Iam::new(iam, 10, config.backoff(), protection.clone());
+        let parsed = config.validate().unwrap();
+        let own = Iam::new(iam, 10, parsed.backoff, parsed.protection.clone());
         let sdk = SdkConfig::builder().build();
-        let accounts = Accounts::new(&config, own, sts, sdk, protection);
+        let accounts = Accounts::new(&config, own, sts, sdk, &parsed);
         let identity = accounts
             .own_identity(&RetryCounter::default())
             .await

@@ -87,12 +87,78 @@ pub enum Prediction {
     Would(Action),
     /// The key or user does not exist.
     AlreadyAbsent,
-    /// The key belongs to another user than the job names.
-    OwnerMismatch(String),
-    /// No user named and IAM names no owner.
-    OwnerUnknown,
-    /// The user or a key is protected.
-    Protected(String),
+    /// The job would be rejected for this reason (`owner_mismatch`, `owner_unknown`,
+    /// `protected`).
+    Rejected(Reason, String),
+}
+
+/// The decision table for one key: what IAM's answers mean. The worker acts on it
+/// ([`Iam::revoke`]) and `plan` predicts from it ([`Iam::preview`]), so the two cannot
+/// drift apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// The key is this user's: act on it.
+    Act(String),
+    /// Not among the user's keys, and IAM places it with nobody.
+    Absent,
+    /// IAM contradicts itself (eventual consistency): look again later.
+    Settling,
+    /// Refused, nothing changed.
+    Refuse(Reason, String),
+}
+
+/// What IAM says about a key and the user a job names.
+enum Seen {
+    /// Among the user's keys (`ListAccessKeys`).
+    Listed,
+    /// Not among them (or no such user); `GetAccessKeyLastUsed` names this owner.
+    NotListed(Owner),
+}
+
+/// The table for a key named with its user.
+fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
+    match seen {
+        Seen::Listed => Verdict::Act(user.to_owned()),
+        Seen::NotListed(Owner::User(owner)) if owner.eq_ignore_ascii_case(user) => {
+            Verdict::Settling
+        }
+        Seen::NotListed(Owner::User(owner)) => Verdict::Refuse(
+            Reason::OwnerMismatch,
+            format!("access key {key} belongs to user {owner}, not {user}"),
+        ),
+        Seen::NotListed(Owner::Unresolved(_)) => Verdict::Absent,
+    }
+}
+
+/// The table for a key named alone: IAM must name its owner, who must not be protected.
+fn key_only(key: &str, owner: Owner, protection: &Protection) -> Verdict {
+    match owner {
+        Owner::Unresolved(why) => Verdict::Refuse(
+            Reason::OwnerUnknown,
+            format!(
+                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+            ),
+        ),
+        Owner::User(owner) if protection.user(&owner) => Verdict::Refuse(
+            Reason::Protected,
+            format!("access key {key} belongs to protected user {owner}"),
+        ),
+        Owner::User(owner) => Verdict::Act(owner),
+    }
+}
+
+/// The table for every key of a user (`None`: no such user).
+fn all_keys(user: &str, keys: Option<&[ListedKey]>, protection: &Protection) -> Verdict {
+    match keys {
+        None | Some([]) => Verdict::Absent,
+        Some(keys) => match keys.iter().find(|k| protection.key(&k.id)) {
+            Some(protected) => Verdict::Refuse(
+                Reason::Protected,
+                format!("user {user} has protected access key {}", protected.id),
+            ),
+            None => Verdict::Act(user.to_owned()),
+        },
+    }
 }
 
 /// A prediction with what it learnt (the owner, the keys).
@@ -211,79 +277,64 @@ impl Iam {
 
     /// Predicts, with read-only calls, what [`Iam::revoke`] would do with `job`.
     pub async fn preview(&self, job: &Job, retries: &RetryCounter) -> Result<Preview, AwsError> {
-        let preview = |prediction, user: Option<&str>, keys: Vec<String>| Preview {
-            prediction,
-            user_name: user.map(str::to_owned),
-            access_key_ids: keys,
-        };
         if let Some(detail) = self.protection.refuses(job) {
-            let keys = job.access_key_id().map(str::to_owned).into_iter().collect();
-            return Ok(preview(
-                Prediction::Protected(detail),
-                job.user_name(),
-                keys,
-            ));
+            return Ok(Preview {
+                prediction: Prediction::Rejected(Reason::Protected, detail),
+                user_name: job.user_name().map(str::to_owned),
+                access_key_ids: job.access_key_id().map(str::to_owned).into_iter().collect(),
+            });
         }
-        match &job.target {
+        let (verdict, user, keys) = match &job.target {
             Target::Key {
                 access_key_id: key,
                 user_name: Some(user),
             } => {
-                let keys = vec![key.clone()];
-                let listed = self.list_keys(user, retries).await?;
-                if listed.is_some_and(|l| l.iter().any(|k| &k.id == key)) {
-                    return Ok(preview(Prediction::Would(job.action), Some(user), keys));
-                }
-                Ok(match self.owner(key, retries).await? {
-                    Owner::User(owner) if !owner.eq_ignore_ascii_case(user) => preview(
-                        Prediction::OwnerMismatch(format!(
-                            "access key {key} belongs to user {owner}, not {user}"
-                        )),
-                        Some(user),
-                        keys,
-                    ),
-                    // Listed a moment ago or not at all: IAM is settling; the worker
-                    // would act once it agrees.
-                    Owner::User(_) => preview(Prediction::Would(job.action), Some(user), keys),
-                    Owner::Unresolved(_) => preview(Prediction::AlreadyAbsent, Some(user), keys),
-                })
+                let seen = self.seen(user, key, retries).await?;
+                (
+                    named_key(key, user, seen),
+                    Some(user.clone()),
+                    vec![key.clone()],
+                )
             }
             Target::Key {
                 access_key_id: key,
                 user_name: None,
             } => {
-                let keys = vec![key.clone()];
-                Ok(match self.owner(key, retries).await? {
-                    Owner::Unresolved(_) => preview(Prediction::OwnerUnknown, None, keys),
-                    Owner::User(owner) if self.protection.user(&owner) => preview(
-                        Prediction::Protected(format!(
-                            "access key {key} belongs to protected user {owner}"
-                        )),
-                        Some(&owner),
-                        keys,
-                    ),
-                    Owner::User(owner) => {
-                        preview(Prediction::Would(job.action), Some(&owner), keys)
-                    }
-                })
+                let verdict = key_only(key, self.owner(key, retries).await?, &self.protection);
+                let owner = match &verdict {
+                    Verdict::Act(owner) => Some(owner.clone()),
+                    _ => None,
+                };
+                (verdict, owner, vec![key.clone()])
             }
             Target::AllKeys { user_name: user } => {
-                let Some(listed) = self.list_keys(user, retries).await? else {
-                    return Ok(preview(Prediction::AlreadyAbsent, Some(user), Vec::new()));
-                };
-                let keys: Vec<String> = listed.iter().map(|k| k.id.clone()).collect();
-                if let Some(protected) = keys.iter().find(|k| self.protection.key(k)) {
-                    let detail = format!("user {user} has protected access key {protected}");
-                    return Ok(preview(Prediction::Protected(detail), Some(user), keys));
-                }
-                let prediction = if keys.is_empty() {
-                    Prediction::AlreadyAbsent
-                } else {
-                    Prediction::Would(job.action)
-                };
-                Ok(preview(prediction, Some(user), keys))
+                let listed = self.list_keys(user, retries).await?;
+                let keys = listed.iter().flatten().map(|k| k.id.clone()).collect();
+                let verdict = all_keys(user, listed.as_deref(), &self.protection);
+                (verdict, Some(user.clone()), keys)
             }
+        };
+        let prediction = match verdict {
+            // IAM still settling: the worker would act once it agrees.
+            Verdict::Act(_) | Verdict::Settling => Prediction::Would(job.action),
+            Verdict::Absent => Prediction::AlreadyAbsent,
+            Verdict::Refuse(reason, detail) => Prediction::Rejected(reason, detail),
+        };
+        Ok(Preview {
+            prediction,
+            user_name: user,
+            access_key_ids: keys,
+        })
+    }
+
+    /// Whether `key` is among `user`'s keys and, when it is not, whom IAM names as its
+    /// owner.
+    async fn seen(&self, user: &str, key: &str, retries: &RetryCounter) -> Result<Seen, AwsError> {
+        let listed = self.list_keys(user, retries).await?;
+        if listed.is_some_and(|keys| keys.iter().any(|k| k.id == key)) {
+            return Ok(Seen::Listed);
         }
+        Ok(Seen::NotListed(self.owner(key, retries).await?))
     }
 
     async fn revoke_named(
@@ -308,20 +359,13 @@ impl Iam {
         key: &str,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        let listed = self.list_keys(user, retries).await?;
-        if listed.is_some_and(|keys| keys.iter().any(|k| k.id == key)) {
-            return Err(inconsistent(key));
-        }
-        match self.owner(key, retries).await? {
-            Owner::User(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
-            Owner::User(owner) => Ok(IamResult::rejected(
-                Reason::OwnerMismatch,
-                format!("access key {key} belongs to user {owner}, not {user}"),
-                Some(user),
-                Some(key),
-            )),
-            // Not among the user's keys, and IAM places it with nobody.
-            Owner::Unresolved(_) => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
+        match named_key(key, user, self.seen(user, key, retries).await?) {
+            // Still listed right after NoSuchEntity: IAM is settling too.
+            Verdict::Act(_) | Verdict::Settling => Err(inconsistent(key)),
+            Verdict::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
+            Verdict::Refuse(reason, detail) => {
+                Ok(IamResult::rejected(reason, detail, Some(user), Some(key)))
+            }
         }
     }
 
@@ -331,27 +375,24 @@ impl Iam {
         action: Action,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        let owner = match self.owner(key, retries).await? {
-            Owner::Unresolved(why) => {
-                return Ok(IamResult::rejected(
-                    Reason::OwnerUnknown,
-                    format!(
-                        "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
-                    ),
-                    None,
-                    Some(key),
-                ))
-            }
-            Owner::User(owner) => owner,
+        let owner = self.owner(key, retries).await?;
+        let named = match &owner {
+            Owner::User(user) => Some(user.clone()),
+            Owner::Unresolved(_) => None,
         };
-        if self.protection.user(&owner) {
-            return Ok(IamResult::rejected(
-                Reason::Protected,
-                format!("access key {key} belongs to protected user {owner}"),
-                Some(&owner),
-                Some(key),
-            ));
-        }
+        let owner = match key_only(key, owner, &self.protection) {
+            Verdict::Act(owner) => owner,
+            Verdict::Refuse(reason, detail) => {
+                return Ok(IamResult::rejected(
+                    reason,
+                    detail,
+                    named.as_deref(),
+                    Some(key),
+                ));
+            }
+            // key_only never answers these: without a user there is no list to consult.
+            Verdict::Absent | Verdict::Settling => return Err(inconsistent(key)),
+        };
         match self.write(&owner, key, action, retries).await? {
             Written::Done => Ok(revoked(&owner, vec![key.to_owned()], 1)),
             // Deleted by someone else between the two calls, or moved: look again.
@@ -365,17 +406,21 @@ impl Iam {
         action: Action,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        let Some(keys) = self.list_keys(user, retries).await? else {
-            return Ok(IamResult::absent(Some(user), Vec::new()));
+        let listed = self.list_keys(user, retries).await?;
+        let keys = match all_keys(user, listed.as_deref(), &self.protection) {
+            Verdict::Act(_) => listed.unwrap_or_default(),
+            Verdict::Refuse(reason, detail) => {
+                let protected = listed
+                    .iter()
+                    .flatten()
+                    .find(|k| self.protection.key(&k.id))
+                    .map(|k| k.id.as_str());
+                return Ok(IamResult::rejected(reason, detail, Some(user), protected));
+            }
+            Verdict::Absent | Verdict::Settling => {
+                return Ok(IamResult::absent(Some(user), Vec::new()))
+            }
         };
-        if let Some(protected) = keys.iter().find(|k| self.protection.key(&k.id)) {
-            return Ok(IamResult::rejected(
-                Reason::Protected,
-                format!("user {user} has protected access key {}", protected.id),
-                Some(user),
-                Some(&protected.id),
-            ));
-        }
         let mut present = Vec::new();
         let mut changed = 0;
         for key in keys {
@@ -547,7 +592,6 @@ fn inconsistent(key: &str) -> AwsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProtectSection, RetrySection};
     use aws_sdk_iam::operation::delete_access_key::{DeleteAccessKeyError, DeleteAccessKeyOutput};
     use aws_sdk_iam::operation::get_access_key_last_used::GetAccessKeyLastUsedOutput;
     use aws_sdk_iam::operation::list_access_keys::ListAccessKeysOutput;
@@ -556,24 +600,20 @@ mod tests {
     use aws_sdk_iam::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
+    use std::time::Duration;
 
     const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 
     fn iam(client: Client) -> Iam {
-        let policy = BackoffPolicy::from_config(&RetrySection {
-            initial_delay_ms: 10,
-            max_delay_ms: 100,
-            jitter: false,
-            max_elapsed_seconds: 2,
-            ..RetrySection::default()
-        })
-        .unwrap();
-        Iam::new(
-            client,
-            1_000,
-            policy,
-            Protection::new(&ProtectSection::default()).unwrap(),
+        let policy = BackoffPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            2.0,
+            false,
+            Duration::from_secs(2),
         )
+        .unwrap();
+        Iam::new(client, 1_000, policy, Protection::none())
     }
 
     fn job(user: Option<&str>) -> Job {
@@ -605,6 +645,53 @@ mod tests {
         format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error><RequestId>1</RequestId></ErrorResponse>"
         )
+    }
+
+    #[test]
+    fn the_decision_table() {
+        let user = |u: &str| Owner::User(u.to_owned());
+        let unresolved = || Owner::Unresolved("GetAccessKeyLastUsed: AccessDenied: no".into());
+        let named = |seen| named_key(KEY, "alice", seen);
+        assert_eq!(named(Seen::Listed), Verdict::Act("alice".into()));
+        assert_eq!(named(Seen::NotListed(user("Alice"))), Verdict::Settling);
+        assert!(matches!(
+            named(Seen::NotListed(user("bob"))),
+            Verdict::Refuse(Reason::OwnerMismatch, _)
+        ));
+        assert_eq!(named(Seen::NotListed(unresolved())), Verdict::Absent);
+
+        let protection = Protection::new(&["admin".into()], &["AKIAPROTECTED*".into()]).unwrap();
+        assert_eq!(
+            key_only(KEY, user("alice"), &protection),
+            Verdict::Act("alice".into())
+        );
+        assert!(matches!(
+            key_only(KEY, user("Admin"), &protection),
+            Verdict::Refuse(Reason::Protected, _)
+        ));
+        assert!(matches!(
+            key_only(KEY, unresolved(), &protection),
+            Verdict::Refuse(Reason::OwnerUnknown, _)
+        ));
+
+        let listed = |id: &str| ListedKey {
+            id: id.to_owned(),
+            active: true,
+        };
+        assert_eq!(all_keys("alice", None, &protection), Verdict::Absent);
+        assert_eq!(all_keys("alice", Some(&[]), &protection), Verdict::Absent);
+        assert_eq!(
+            all_keys("alice", Some(&[listed(KEY)]), &protection),
+            Verdict::Act("alice".into())
+        );
+        assert!(matches!(
+            all_keys(
+                "alice",
+                Some(&[listed(KEY), listed("AKIAPROTECTED01")]),
+                &protection
+            ),
+            Verdict::Refuse(Reason::Protected, _)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use crate::aws::classify::{AwsError, ErrorClass};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, RetrySection, SQS_MAX_VISIBILITY_SECONDS};
+use crate::config::SQS_MAX_VISIBILITY_SECONDS;
 
 /// Exponential backoff with jitter, bounded by a total time budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,31 +25,42 @@ pub struct BackoffPolicy {
     max_elapsed: Duration,
 }
 
+/// Why backoff values do not make a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("the initial delay must be at least 1 ms")]
+    InitialZero,
+    #[error("the largest delay must be at least the initial delay")]
+    MaxBelowInitial,
+    #[error("the multiplier must be between 1 and 10")]
+    Multiplier,
+}
+
 impl BackoffPolicy {
-    /// Validates the `retry.*` values.
-    pub fn from_config(section: &RetrySection) -> Result<Self, ConfigError> {
-        let bad = |key, problem: &str| ConfigError::Invalid {
-            key,
-            problem: problem.to_owned(),
-        };
-        if section.initial_delay_ms == 0 {
-            return Err(bad("retry.initial_delay_ms", "must be at least 1"));
+    /// A policy: the first delay, the largest single delay, the growth factor between
+    /// delays, whether to add jitter, and the total time it may spend sleeping.
+    pub fn new(
+        initial: Duration,
+        max: Duration,
+        multiplier: f32,
+        jitter: bool,
+        max_elapsed: Duration,
+    ) -> Result<Self, BackoffError> {
+        if initial < Duration::from_millis(1) {
+            return Err(BackoffError::InitialZero);
         }
-        if section.max_delay_ms < section.initial_delay_ms {
-            return Err(bad(
-                "retry.max_delay_ms",
-                "must be at least retry.initial_delay_ms",
-            ));
+        if max < initial {
+            return Err(BackoffError::MaxBelowInitial);
         }
-        if !section.multiplier.is_finite() || !(1.0..=10.0).contains(&section.multiplier) {
-            return Err(bad("retry.multiplier", "must be between 1 and 10"));
+        if !multiplier.is_finite() || !(1.0..=10.0).contains(&multiplier) {
+            return Err(BackoffError::Multiplier);
         }
         Ok(Self {
-            initial: Duration::from_millis(section.initial_delay_ms),
-            max: Duration::from_millis(section.max_delay_ms),
-            multiplier: section.multiplier,
-            jitter: section.jitter,
-            max_elapsed: Duration::from_secs(section.max_elapsed_seconds),
+            initial,
+            max,
+            multiplier,
+            jitter,
+            max_elapsed,
         })
     }
 
@@ -190,15 +201,27 @@ mod tests {
     use super::*;
 
     fn policy(jitter: bool) -> BackoffPolicy {
-        BackoffPolicy::from_config(&RetrySection {
-            initial_delay_ms: 100,
-            max_delay_ms: 1_000,
-            multiplier: 2.0,
+        BackoffPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            2.0,
             jitter,
-            max_elapsed_seconds: 5,
-            ..RetrySection::default()
-        })
+            Duration::from_secs(5),
+        )
         .unwrap()
+    }
+
+    #[test]
+    fn values_that_make_no_policy_are_refused() {
+        let ms = Duration::from_millis;
+        let new = |initial, max, multiplier| {
+            BackoffPolicy::new(initial, max, multiplier, true, Duration::from_secs(1))
+        };
+        assert_eq!(new(ms(0), ms(10), 2.0), Err(BackoffError::InitialZero));
+        assert_eq!(new(ms(10), ms(5), 2.0), Err(BackoffError::MaxBelowInitial));
+        assert_eq!(new(ms(10), ms(50), 0.5), Err(BackoffError::Multiplier));
+        assert_eq!(new(ms(10), ms(50), f32::NAN), Err(BackoffError::Multiplier));
+        assert!(new(ms(10), ms(10), 1.0).is_ok());
     }
 
     fn transient() -> AwsError {

@@ -588,7 +588,6 @@ async fn delete_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RetrySection;
     use crate::outcome::Reason;
     use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
     use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
@@ -598,13 +597,13 @@ mod tests {
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
     fn sqs(client: Client) -> Sqs {
-        let policy = BackoffPolicy::from_config(&RetrySection {
-            initial_delay_ms: 10,
-            max_delay_ms: 50,
-            jitter: false,
-            max_elapsed_seconds: 1,
-            ..RetrySection::default()
-        })
+        let policy = BackoffPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+            2.0,
+            false,
+            Duration::from_secs(1),
+        )
         .unwrap();
         Sqs::new(client, policy)
     }

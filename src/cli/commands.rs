@@ -1,5 +1,5 @@
 //! The `enqueue` and `plan` commands end to end: read and validate the input, talk to
-//! AWS, print the result. Each returns the process exit code (contract section 6):
+//! AWS, print the result. Each returns the process exit code (README, "Running it"):
 //! 0 success, 2 usage or validation error, 1 any other failure.
 
 use std::path::PathBuf;
@@ -11,9 +11,8 @@ use crate::aws::iam::Iam;
 use crate::aws::sqs::Sqs;
 use crate::cli::batch::{self, Format, Line};
 use crate::cli::enqueue::{self, Progress};
-use crate::cli::plan;
+use crate::cli::plan::{self, Predicted};
 use crate::config::Config;
-use crate::guard::Protection;
 
 /// Where the jobs come from.
 #[derive(Debug, Clone)]
@@ -80,7 +79,14 @@ pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrenc
         return 0;
     }
     let jobs: Vec<_> = lines.into_iter().filter_map(|l| l.job.ok()).collect();
-    let sqs = Sqs::new(clients.sqs, config.backoff());
+    let parsed = match config.validate() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let sqs = Sqs::new(clients.sqs, parsed.backoff);
     let started = Instant::now();
     let sent = enqueue::send(
         &sqs,
@@ -118,8 +124,8 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
         Ok(lines) => lines,
         Err(code) => return code,
     };
-    let protection = match Protection::new(&config.protect) {
-        Ok(p) => p,
+    let parsed = match config.validate() {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
@@ -128,10 +134,10 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
     let iam = Iam::new(
         clients.iam,
         config.iam.max_requests_per_second,
-        config.backoff(),
-        protection.clone(),
+        parsed.backoff,
+        parsed.protection.clone(),
     );
-    let accounts = Accounts::new(config, iam, clients.sts, clients.sdk, protection);
+    let accounts = Accounts::new(config, iam, clients.sts, clients.sdk, &parsed);
     let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
     match output {
         PlanOutput::Table => {
@@ -147,9 +153,9 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
         },
     }
     // The whole plan is printed either way; invalid lines make it a validation error.
-    if rows.iter().any(|r| r.prediction == "invalid") {
+    if rows.iter().any(|r| r.prediction == Predicted::Invalid) {
         2
-    } else if rows.iter().any(|r| r.prediction == "error") {
+    } else if rows.iter().any(|r| r.prediction == Predicted::Error) {
         1
     } else {
         0

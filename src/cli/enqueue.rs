@@ -189,3 +189,100 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::retry::BackoffPolicy;
+    use crate::job::{Action, Target};
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+    use aws_sdk_sqs::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn job(i: usize) -> Job {
+        Job {
+            request_id: format!("r-{i}"),
+            target: Target::AllKeys {
+                user_name: format!("u{i}"),
+            },
+            action: Action::Delete,
+            account_id: None,
+            reason: None,
+            requested_by: None,
+            batch_id: None,
+        }
+    }
+
+    /// SQS refuses some entries of a batch (`SendMessageBatch` answers 200 with a
+    /// `Failed` list): those whose fault is SQS's are sent again, the sender's are not.
+    #[tokio::test(start_paused = true)]
+    async fn refused_entries_are_sent_again_unless_the_fault_is_the_senders() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let batch = mock!(Client::send_message_batch).then_compute_output(move |req| {
+            let first = counted.fetch_add(1, Ordering::Relaxed) == 0;
+            let mut out = SendMessageBatchOutput::builder()
+                .set_successful(Some(Vec::new()))
+                .set_failed(Some(Vec::new()));
+            for e in req.entries() {
+                let body = e.message_body();
+                let refuse = |code: &str, sender_fault| {
+                    BatchResultErrorEntry::builder()
+                        .id(e.id())
+                        .code(code)
+                        .sender_fault(sender_fault)
+                        .build()
+                        .unwrap()
+                };
+                out = if body.contains("\"r-1\"") {
+                    out.failed(refuse("InvalidMessageContents", true))
+                } else if first && body.contains("\"r-2\"") {
+                    out.failed(refuse("InternalError", false))
+                } else {
+                    out.successful(
+                        SendMessageBatchResultEntry::builder()
+                            .id(e.id())
+                            .message_id("m")
+                            .md5_of_message_body("x")
+                            .build()
+                            .unwrap(),
+                    )
+                };
+            }
+            out.build().unwrap()
+        });
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let policy = BackoffPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+            1.0,
+            false,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let jobs: Vec<Job> = (0..3).map(job).collect();
+        let sent = send(
+            &Sqs::new(client, policy),
+            "https://sqs.us-east-1.amazonaws.com/111122223333/jobs",
+            &jobs,
+            1,
+            &Progress::hidden(3),
+        )
+        .await;
+
+        assert_eq!(sent[0].result, Ok(()));
+        assert!(
+            sent[1]
+                .result
+                .as_ref()
+                .is_err_and(|e| e.starts_with("InvalidMessageContents")),
+            "the sender's fault is reported, not resent: {:?}",
+            sent[1]
+        );
+        assert_eq!(sent[2].result, Ok(()), "sent again, then accepted");
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one resend round");
+    }
+}

@@ -14,16 +14,51 @@ use crate::aws::iam::Prediction;
 use crate::aws::retry::RetryCounter;
 use crate::cli::batch::Line;
 use crate::job::Action;
+use crate::outcome::Reason;
 
 /// Lines previewed at once (the shared IAM rate still bounds the calls).
 const CONCURRENCY: usize = 8;
+
+/// What the worker would do with one line: the worker's own outcomes, predicted from
+/// the same decision table ([`Prediction`]), plus what only a plan can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Predicted {
+    Would(Action),
+    AlreadyAbsent,
+    /// The worker would reject the job for this reason.
+    Rejected(Reason),
+    /// The line is not a valid job.
+    Invalid,
+    /// IAM could not be read.
+    Error,
+}
+
+impl Predicted {
+    /// The name printed in the plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Predicted::Would(Action::Delete) => "would_delete",
+            Predicted::Would(Action::Deactivate) => "would_deactivate",
+            Predicted::AlreadyAbsent => "already_absent",
+            Predicted::Rejected(reason) => reason.as_str(),
+            Predicted::Invalid => "invalid",
+            Predicted::Error => "error",
+        }
+    }
+}
+
+impl Serialize for Predicted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// One line of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlanRow {
     pub line: usize,
     pub request_id: Option<String>,
-    pub prediction: &'static str,
+    pub prediction: Predicted,
     pub user_name: Option<String>,
     pub access_key_ids: Vec<String>,
     pub detail: Option<String>,
@@ -52,7 +87,7 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
     let mut row = PlanRow {
         line: line.number,
         request_id: None,
-        prediction: "invalid",
+        prediction: Predicted::Invalid,
         user_name: None,
         access_key_ids: Vec::new(),
         detail: None,
@@ -72,8 +107,8 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
         Ok(iam) => iam,
         Err(e) => {
             row.prediction = match e {
-                AccountError::Disabled { .. } => "cross_account_disabled",
-                AccountError::Aws(_) => "error",
+                AccountError::Disabled { .. } => Predicted::Rejected(Reason::CrossAccountDisabled),
+                AccountError::Aws(_) => Predicted::Error,
             };
             row.detail = Some(e.to_string());
             return row;
@@ -88,16 +123,13 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
                 row.access_key_ids = preview.access_key_ids;
             }
             (row.prediction, row.detail) = match preview.prediction {
-                Prediction::Would(Action::Delete) => ("would_delete", None),
-                Prediction::Would(Action::Deactivate) => ("would_deactivate", None),
-                Prediction::AlreadyAbsent => ("already_absent", None),
-                Prediction::OwnerMismatch(detail) => ("owner_mismatch", Some(detail)),
-                Prediction::OwnerUnknown => ("owner_unknown", None),
-                Prediction::Protected(detail) => ("protected", Some(detail)),
+                Prediction::Would(action) => (Predicted::Would(action), None),
+                Prediction::AlreadyAbsent => (Predicted::AlreadyAbsent, None),
+                Prediction::Rejected(reason, detail) => (Predicted::Rejected(reason), Some(detail)),
             };
         }
         Err(e) => {
-            row.prediction = "error";
+            row.prediction = Predicted::Error;
             row.detail = Some(e.to_string());
         }
     }
@@ -112,7 +144,7 @@ pub fn table(rows: &[PlanRow]) -> String {
             [
                 r.line.to_string(),
                 r.request_id.clone().unwrap_or_default(),
-                r.prediction.to_owned(),
+                r.prediction.as_str().to_owned(),
                 r.user_name.clone().unwrap_or_default(),
                 r.access_key_ids.join(","),
                 r.detail.clone().unwrap_or_default(),
@@ -147,24 +179,18 @@ pub fn table(rows: &[PlanRow]) -> String {
     out
 }
 
-/// How many lines got each prediction, in a fixed order.
+/// How many lines got each prediction, in the order they first appear.
 pub fn summary(rows: &[PlanRow]) -> String {
-    let kinds = [
-        "would_delete",
-        "would_deactivate",
-        "already_absent",
-        "owner_mismatch",
-        "owner_unknown",
-        "protected",
-        "cross_account_disabled",
-        "invalid",
-        "error",
-    ];
-    kinds
+    let mut counts: Vec<(Predicted, usize)> = Vec::new();
+    for row in rows {
+        match counts.iter_mut().find(|(p, _)| *p == row.prediction) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((row.prediction, 1)),
+        }
+    }
+    counts
         .iter()
-        .map(|k| (k, rows.iter().filter(|r| r.prediction == *k).count()))
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k}: {n}"))
+        .map(|(p, n)| format!("{}: {n}", p.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -179,7 +205,7 @@ mod tests {
             PlanRow {
                 line: 1,
                 request_id: Some("r-1".into()),
-                prediction: "would_delete",
+                prediction: Predicted::Would(Action::Delete),
                 user_name: Some("alice".into()),
                 access_key_ids: vec!["AKIA1".into()],
                 detail: None,
@@ -187,7 +213,7 @@ mod tests {
             PlanRow {
                 line: 12,
                 request_id: None,
-                prediction: "invalid",
+                prediction: Predicted::Invalid,
                 user_name: None,
                 access_key_ids: vec![],
                 detail: Some("not JSON".into()),

@@ -95,9 +95,9 @@ pub struct Worker {
 impl Worker {
     /// Validates `config`, finds the dead-letter queue and starts the delete batcher.
     pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
-        config.validate()?;
-        let policy = config.backoff();
-        let protection = Protection::new(&config.protect)?;
+        let parsed = config.validate()?;
+        let policy = parsed.backoff;
+        let protection = parsed.protection.clone();
         let sqs = Sqs::new(clients.sqs, policy);
         let queues = sqs
             .discover(
@@ -139,7 +139,7 @@ impl Worker {
             .queue_url
             .clone()
             .map(|url| Results::spawn(sqs.clone(), url));
-        let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, protection.clone());
+        let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, &parsed);
         Ok(Self {
             working,
             waiting: AtomicUsize::new(0),

@@ -208,9 +208,27 @@ impl TestEnv {
 
     /// Sends the IAM client's requests through `proxy` from now on.
     pub async fn route_iam_through(&mut self, proxy: &proxy::FaultProxy) {
+        self.clients.iam = self.proxied(proxy).await.iam;
+    }
+
+    /// Sends the IAM and STS clients' requests through `proxy` (assumed roles included:
+    /// they are built from the same SDK configuration); SQS stays direct.
+    pub async fn route_iam_and_sts_through(&mut self, proxy: &proxy::FaultProxy) {
+        let sqs = self.clients.sqs.clone();
+        self.clients = self.proxied(proxy).await;
+        self.clients.sqs = sqs;
+    }
+
+    /// Sends every request of the worker through `proxy`, SQS included.
+    pub async fn route_all_through(&mut self, proxy: &proxy::FaultProxy) {
+        self.config.aws.endpoint_url = Some(proxy.url.clone());
+        self.clients = clients_for(&self.config).await;
+    }
+
+    async fn proxied(&self, proxy: &proxy::FaultProxy) -> Clients {
         let mut proxied = self.config.clone();
         proxied.aws.endpoint_url = Some(proxy.url.clone());
-        self.clients.iam = clients_for(&proxied).await.iam;
+        clients_for(&proxied).await
     }
 
     /// Plays a competing consumer polling the job queue for `period`: how many messages it
