@@ -216,6 +216,11 @@ impl Iam {
         }
     }
 
+    /// The shared request rate, to watch from elsewhere.
+    pub fn shared_rate(&self) -> Arc<AdaptiveRate> {
+        Arc::clone(&self.rate)
+    }
+
     /// The shared request rate.
     pub fn rate(&self) -> &AdaptiveRate {
         &self.rate

@@ -77,6 +77,14 @@ impl AdaptiveRate {
         tokio::time::sleep_until(slot).await;
     }
 
+    /// How far ahead requests are already scheduled: how long the requests waiting now
+    /// will keep IAM busy. Long means the rate, not the callers, is the bound.
+    pub fn booked_ahead(&self) -> Duration {
+        self.state()
+            .next_slot
+            .saturating_duration_since(Instant::now())
+    }
+
     /// IAM answered with throttling: slow down (once per second at most).
     pub fn throttled(&self) {
         let mut state = self.state();
@@ -118,6 +126,22 @@ impl AdaptiveRate {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn booked_ahead_is_the_time_the_waiting_requests_take() {
+        let rate = Arc::new(AdaptiveRate::new(10));
+        assert_eq!(rate.booked_ahead(), Duration::ZERO);
+        let mut waiting = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let rate = rate.clone();
+            waiting.spawn(async move { rate.acquire().await });
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(rate.booked_ahead(), Duration::from_millis(500));
+        waiting.join_all().await;
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(rate.booked_ahead(), Duration::ZERO);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_never_exceeds_the_configured_rate() {

@@ -17,12 +17,16 @@ use crate::outcome::Outcome;
 /// SQS accepts at most ten entries per batch call and per receive.
 pub const SQS_BATCH_MAX: usize = 10;
 
-/// How long the delete batcher waits for more deletes before sending a partial batch,
-/// while other jobs are still being worked (their deletes are coming). At IAM's default
-/// pace of ten requests a second this gathers about five deletes a call; a lone job's
-/// delete goes at once. The key is revoked before its delete waits, so this delays the
-/// message's deletion and the audit line, never a revocation.
-const DELETE_LINGER: Duration = Duration::from_millis(500);
+/// How long the delete batcher waits for more deletes before sending a partial batch
+/// while other jobs are being worked: short against a job's duration, long enough to
+/// gather the deletes of jobs finishing together.
+pub const DELETE_LINGER: Duration = Duration::from_millis(25);
+
+/// The same while IAM's rate, not the job slots, is the bound: jobs then finish at
+/// IAM's pace (ten a second by default), and this gathers about five deletes a call.
+/// The key is revoked before its delete waits, so this delays the message's deletion
+/// and the audit line, never a revocation.
+pub const DELETE_LINGER_RATE_BOUND: Duration = Duration::from_millis(500);
 
 /// The job queue and where its rejected jobs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,15 +437,15 @@ pub struct Deleter {
 
 impl Deleter {
     /// Starts the batching task; it ends when every `Deleter` clone is dropped and the
-    /// requests already queued are sent. `more_coming` says whether other deletes are on
-    /// their way (jobs still being worked): only then does a partial batch wait for them.
+    /// requests already queued are sent. `linger` says how long a partial batch may wait
+    /// for more deletes now (zero when none are on their way).
     pub fn spawn(
         sqs: Sqs,
         queue_url: String,
-        more_coming: impl Fn() -> bool + Send + Sync + 'static,
+        linger: impl Fn() -> Duration + Send + Sync + 'static,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(run_deleter(sqs, queue_url, rx, more_coming));
+        let task = tokio::spawn(run_deleter(sqs, queue_url, rx, linger));
         (Self { tx }, task)
     }
 
@@ -469,36 +473,38 @@ async fn run_deleter(
     sqs: Sqs,
     queue_url: String,
     mut rx: mpsc::Receiver<DeleteRequest>,
-    more_coming: impl Fn() -> bool,
+    linger: impl Fn() -> Duration,
 ) {
-    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, DELETE_LINGER, &more_coming).await {
+    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, &linger).await {
         delete_batch(&sqs, &queue_url, batch).await;
     }
 }
 
-/// Waits for one item, then gathers more until there are `max`, `linger` has passed, or
-/// `more_coming` says no more are on their way. `None` once the channel is closed and
-/// empty.
+/// Waits for one item, then gathers more until there are `max` or the time `linger`
+/// allows (asked again as items arrive; zero: send now) has passed since the first.
+/// `None` once the channel is closed and empty.
 pub(crate) async fn next_batch<T>(
     rx: &mut mpsc::Receiver<T>,
     max: usize,
-    linger: Duration,
-    more_coming: impl Fn() -> bool,
+    linger: impl Fn() -> Duration,
 ) -> Option<Vec<T>> {
     let mut batch = vec![rx.recv().await?];
-    let deadline = tokio::time::sleep(linger);
+    let first = tokio::time::Instant::now();
+    let deadline = tokio::time::sleep_until(first);
     tokio::pin!(deadline);
     while batch.len() < max {
-        // Whatever is queued already joins the batch; waiting only pays while more come.
+        // Whatever is queued already joins the batch.
         while batch.len() < max {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
-        if batch.len() >= max || !more_coming() {
+        let wait = linger();
+        if batch.len() >= max || first.elapsed() >= wait {
             break;
         }
+        deadline.as_mut().reset(first + wait);
         tokio::select! {
             next = rx.recv() => match next {
                 Some(item) => batch.push(item),
@@ -639,7 +645,7 @@ mod tests {
             .then_output(|| DeleteMessageOutput::builder().build());
         let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch, &single], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into(), || true);
+        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into(), || DELETE_LINGER);
         let results = futures_join_all(&deleter, 10).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
@@ -658,7 +664,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         tx.send(1).await.unwrap();
         let start = tokio::time::Instant::now();
-        let lone = next_batch(&mut rx, 10, linger, || false).await.unwrap();
+        let lone = next_batch(&mut rx, 10, || Duration::ZERO).await.unwrap();
         assert_eq!(lone, vec![1]);
         assert_eq!(
             start.elapsed(),
@@ -673,14 +679,14 @@ mod tests {
             tx
         });
         let start = tokio::time::Instant::now();
-        let shared = next_batch(&mut rx, 10, linger, || true).await.unwrap();
+        let shared = next_batch(&mut rx, 10, || linger).await.unwrap();
         assert_eq!(shared, vec![2, 3], "the later one joined the batch");
         assert_eq!(start.elapsed(), linger, "never longer than the linger");
         let tx = late.await.unwrap();
         for i in 0..12 {
             tx.send(i).await.unwrap();
         }
-        let full = next_batch(&mut rx, 10, linger, || true).await.unwrap();
+        let full = next_batch(&mut rx, 10, || linger).await.unwrap();
         assert_eq!(full.len(), 10, "a full batch goes at once");
     }
 
@@ -693,7 +699,7 @@ mod tests {
             .build();
         let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&batch], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into(), || true);
+        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into(), || DELETE_LINGER);
         let results = futures_join_all(&deleter, 3).await;
         assert!(results.iter().all(Result::is_err));
         assert_eq!(batch.num_calls(), 1, "permanent errors are not retried");

@@ -21,7 +21,10 @@ use crate::aws::accounts::Accounts;
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
 use crate::aws::iam::Iam;
-use crate::aws::sqs::{Deleter, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
+use crate::aws::ratelimit::AdaptiveRate;
+use crate::aws::sqs::{
+    Deleter, QueueSetupError, Queues, Sqs, DELETE_LINGER, DELETE_LINGER_RATE_BOUND, SQS_BATCH_MAX,
+};
 use crate::config::{Config, ConfigError};
 use crate::guard::{Dedup, Protection};
 use crate::metrics;
@@ -29,6 +32,10 @@ use crate::outcome::{Outcome, Reason};
 use crate::server::Health;
 use crate::worker::results::Results;
 use crate::worker::settle::Settling;
+
+/// IAM's rate, not the job slots, bounds the worker when its requests are booked at
+/// least this far ahead: then receives and deletes can wait to fill their batches.
+const RATE_BOUND: Duration = Duration::from_millis(250);
 
 /// How long the receive loop waits for enough free slots to make a receive worthwhile
 /// when no message waits for a slot, and how often it looks again while some do.
@@ -90,6 +97,8 @@ pub struct Worker {
     working: Arc<Semaphore>,
     /// Messages received and waiting for a job slot.
     waiting: AtomicUsize,
+    /// The IAM rate of the worker's own account.
+    rate: Arc<AdaptiveRate>,
 }
 
 impl Worker {
@@ -105,19 +114,28 @@ impl Worker {
                 config.sqs.dead_letter_queue_url.as_deref(),
             )
             .await?;
-        let max_in_flight = config.worker.max_in_flight;
-        let working = Arc::new(Semaphore::new(max_in_flight));
-        let busy = Arc::clone(&working);
-        // Deletes of jobs finishing together share a call while other jobs are worked.
-        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move || {
-            busy.available_permits() < max_in_flight
-        });
         let iam = Iam::new(
             clients.iam,
             config.iam.max_requests_per_second,
             policy,
             protection.clone(),
         );
+        let rate = iam.shared_rate();
+        let max_in_flight = config.worker.max_in_flight;
+        let working = Arc::new(Semaphore::new(max_in_flight));
+        let busy = Arc::clone(&working);
+        let deletes_rate = Arc::clone(&rate);
+        // While other jobs are worked their deletes are coming: let them share a call,
+        // for longer while IAM's rate is the bound. A lone job's delete goes at once.
+        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move || {
+            if busy.available_permits() == max_in_flight {
+                Duration::ZERO
+            } else if deletes_rate.booked_ahead() >= RATE_BOUND {
+                DELETE_LINGER_RATE_BOUND
+            } else {
+                DELETE_LINGER
+            }
+        });
         let dedup = Dedup::new(
             NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
             Duration::from_secs(config.worker.dedup_ttl_seconds),
@@ -143,6 +161,7 @@ impl Worker {
         Ok(Self {
             working,
             waiting: AtomicUsize::new(0),
+            rate,
             health,
             results,
             config: Arc::new(config),
@@ -279,12 +298,13 @@ impl Worker {
     }
 
     /// Takes more free message permits before a receive, so that one receive asks for
-    /// as many messages as is worthwhile. While messages wait for a job slot (the slots,
-    /// or the IAM rate behind them, are the bound), it waits until the waiting ones are
-    /// no more than half of what a receive would bring, or a full batch is free: at
-    /// IAM's default pace a receive then brings several messages instead of one each
-    /// time a slot frees. With none waiting, the slots are about to idle: it waits at
-    /// most `RECEIVE_GATHER` for a quarter of the permits. False when shutdown came.
+    /// as many messages as is worthwhile. While IAM's rate is the bound (its requests
+    /// booked `RATE_BOUND` ahead) and messages wait for a job slot, it waits until the
+    /// waiting ones are no more than half of what a receive would bring, or a full batch
+    /// is free: at IAM's default pace a receive then brings several messages instead of
+    /// one each time a slot frees. Otherwise the slots are the bound and must not idle:
+    /// it waits at most `RECEIVE_GATHER` for a quarter of the permits. False when
+    /// shutdown came.
     async fn gather(
         &self,
         permits: &Arc<Semaphore>,
@@ -304,11 +324,12 @@ impl Worker {
                 }
             }
             let waiting = self.waiting.load(Ordering::Relaxed);
+            let rate_bound = waiting > 0 && self.rate.booked_ahead() >= RATE_BOUND;
             let enough = slots.len() >= SQS_BATCH_MAX
-                || if waiting == 0 {
-                    gathered || slots.len() >= worthwhile
-                } else {
+                || if rate_bound {
                     2 * waiting <= slots.len()
+                } else {
+                    gathered || slots.len() >= worthwhile
                 };
             if enough {
                 return true;
