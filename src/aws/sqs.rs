@@ -437,12 +437,12 @@ pub struct Deleter {
 
 impl Deleter {
     /// Starts the batching task; it ends when every `Deleter` clone is dropped and the
-    /// requests already queued are sent. `linger` says how long a partial batch may wait
-    /// for more deletes now (zero when none are on their way).
+    /// requests already queued are sent. `linger(n)` says how long a partial batch of
+    /// `n` may wait for more deletes now (zero when none are on their way).
     pub fn spawn(
         sqs: Sqs,
         queue_url: String,
-        linger: impl Fn() -> Duration + Send + Sync + 'static,
+        linger: impl Fn(usize) -> Duration + Send + Sync + 'static,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(run_deleter(sqs, queue_url, rx, linger));
@@ -473,7 +473,7 @@ async fn run_deleter(
     sqs: Sqs,
     queue_url: String,
     mut rx: mpsc::Receiver<DeleteRequest>,
-    linger: impl Fn() -> Duration,
+    linger: impl Fn(usize) -> Duration,
 ) {
     while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, &linger).await {
         delete_batch(&sqs, &queue_url, batch).await;
@@ -481,12 +481,12 @@ async fn run_deleter(
 }
 
 /// Waits for one item, then gathers more until there are `max` or the time `linger`
-/// allows (asked again as items arrive; zero: send now) has passed since the first.
-/// `None` once the channel is closed and empty.
+/// allows a batch of that size (asked again as items arrive; zero: send now) has passed
+/// since the first. `None` once the channel is closed and empty.
 pub(crate) async fn next_batch<T>(
     rx: &mut mpsc::Receiver<T>,
     max: usize,
-    linger: impl Fn() -> Duration,
+    linger: impl Fn(usize) -> Duration,
 ) -> Option<Vec<T>> {
     let mut batch = vec![rx.recv().await?];
     let first = tokio::time::Instant::now();
@@ -500,7 +500,7 @@ pub(crate) async fn next_batch<T>(
                 Err(_) => break,
             }
         }
-        let wait = linger();
+        let wait = linger(batch.len());
         if batch.len() >= max || first.elapsed() >= wait {
             break;
         }
@@ -645,7 +645,7 @@ mod tests {
             .then_output(|| DeleteMessageOutput::builder().build());
         let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch, &single], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into(), || DELETE_LINGER);
+        let (deleter, task) = Deleter::spawn(sqs(client), "http://q".into(), |_| DELETE_LINGER);
         let results = futures_join_all(&deleter, 10).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
@@ -664,7 +664,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         tx.send(1).await.unwrap();
         let start = tokio::time::Instant::now();
-        let lone = next_batch(&mut rx, 10, || Duration::ZERO).await.unwrap();
+        let lone = next_batch(&mut rx, 10, |_| Duration::ZERO).await.unwrap();
         assert_eq!(lone, vec![1]);
         assert_eq!(
             start.elapsed(),
@@ -679,14 +679,14 @@ mod tests {
             tx
         });
         let start = tokio::time::Instant::now();
-        let shared = next_batch(&mut rx, 10, || linger).await.unwrap();
+        let shared = next_batch(&mut rx, 10, |_| linger).await.unwrap();
         assert_eq!(shared, vec![2, 3], "the later one joined the batch");
         assert_eq!(start.elapsed(), linger, "never longer than the linger");
         let tx = late.await.unwrap();
         for i in 0..12 {
             tx.send(i).await.unwrap();
         }
-        let full = next_batch(&mut rx, 10, || linger).await.unwrap();
+        let full = next_batch(&mut rx, 10, |_| linger).await.unwrap();
         assert_eq!(full.len(), 10, "a full batch goes at once");
     }
 
@@ -699,7 +699,7 @@ mod tests {
             .build();
         let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&batch], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into(), || DELETE_LINGER);
+        let (deleter, _task) = Deleter::spawn(sqs(client), "http://q".into(), |_| DELETE_LINGER);
         let results = futures_join_all(&deleter, 3).await;
         assert!(results.iter().all(Result::is_err));
         assert_eq!(batch.num_calls(), 1, "permanent errors are not retried");

@@ -97,6 +97,8 @@ pub struct Worker {
     working: Arc<Semaphore>,
     /// Messages received and waiting for a job slot.
     waiting: AtomicUsize,
+    /// Messages being handled, from receipt to their audit line.
+    in_progress: Arc<AtomicUsize>,
     /// The IAM rate of the worker's own account.
     rate: Arc<AdaptiveRate>,
 }
@@ -121,14 +123,14 @@ impl Worker {
             protection.clone(),
         );
         let rate = iam.shared_rate();
-        let max_in_flight = config.worker.max_in_flight;
-        let working = Arc::new(Semaphore::new(max_in_flight));
-        let busy = Arc::clone(&working);
+        let working = Arc::new(Semaphore::new(config.worker.max_in_flight));
+        let in_progress = Arc::new(AtomicUsize::new(0));
+        let others = Arc::clone(&in_progress);
         let deletes_rate = Arc::clone(&rate);
-        // While other jobs are worked their deletes are coming: let them share a call,
-        // for longer while IAM's rate is the bound. A lone job's delete goes at once.
-        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move || {
-            if busy.available_permits() == max_in_flight {
+        // While other messages are being handled their deletes are coming: let them share
+        // a call, for longer while IAM's rate is the bound. A lone delete goes at once.
+        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move |n| {
+            if others.load(Ordering::Relaxed) <= n {
                 Duration::ZERO
             } else if deletes_rate.booked_ahead() >= RATE_BOUND {
                 DELETE_LINGER_RATE_BOUND
@@ -161,6 +163,7 @@ impl Worker {
         Ok(Self {
             working,
             waiting: AtomicUsize::new(0),
+            in_progress,
             rate,
             health,
             results,

@@ -128,6 +128,7 @@ impl Worker {
         hard_stop: CancellationToken,
     ) -> JobReport {
         let started = Instant::now();
+        let _in_progress = Counted::new(&self.in_progress);
         let delivery = Delivery::of(&message);
         let receipt = message.receipt_handle().unwrap_or_default();
         let retries = RetryCounter::until(hard_stop);
@@ -184,14 +185,7 @@ impl Worker {
     /// Waits for a job slot (counted as waiting meanwhile); `None` when shutdown comes
     /// first.
     async fn slot(&self, shutdown: &CancellationToken) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(&self.waiting);
+        let _waiting = Counted::new(&self.waiting);
         tokio::select! {
             biased;
             slot = self.working.acquire() => slot.ok(),
@@ -361,6 +355,22 @@ impl Worker {
         if let Some(results) = &self.results {
             results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
         }
+    }
+}
+
+/// Counts one in `counter` while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

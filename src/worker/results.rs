@@ -122,7 +122,7 @@ impl Results {
 }
 
 async fn run(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<Command>) {
-    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, || LINGER).await {
+    while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, |_| LINGER).await {
         let mut bodies = Vec::new();
         let mut flushes = Vec::new();
         for command in batch {
