@@ -1,6 +1,10 @@
 //! Logging: one JSON object per line (`log.format = "json"`) or human-readable lines,
 //! filtered by `log.level`. The worker logs to standard output; the `enqueue` and `plan`
-//! commands log to standard error, keeping standard output for their results.
+//! commands log to standard error, keeping standard output for their results. Human
+//! lines are coloured only on a terminal, and never when `NO_COLOR` is set
+//! (<https://no-color.org>).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,8 +22,14 @@ pub fn init(log: &LogSection, to_stderr: bool) {
                 Box::new(std::io::stdout())
             }
         });
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(terminal, std::env::var_os("NO_COLOR").as_deref()))
         .with_writer(writer);
     let result = match log.format {
         LogFormat::Json => builder
@@ -32,5 +42,28 @@ pub fn init(log: &LogSection, to_stderr: bool) {
     };
     if let Err(e) = result {
         eprintln!("logging was already set up: {e}");
+    }
+}
+
+/// Whether human log lines get colour: only on a terminal, and `NO_COLOR` (set and not
+/// empty) always wins.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_against_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "pipes and files get plain text");
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
     }
 }

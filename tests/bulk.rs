@@ -363,3 +363,36 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     );
     assert_eq!(env.queue_depth().await, (0, 0));
 }
+
+/// `plan ... | head`: the reader goes away before the plan is printed. The command ends
+/// quietly (no panic, no backtrace), and human log lines in a pipe carry no colour codes.
+#[tokio::test]
+async fn plan_into_a_closed_pipe_ends_quietly_and_pipes_get_no_colour() {
+    let env = TestEnv::new("pipe").await;
+    let lines: String = (0..50)
+        .map(|i| format!("{}\n", json!({"request_id": format!("pipe-{i}"), "user_name": "nobody-pipe", "all_keys": true})))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "plan.jsonl", &lines);
+    let mut child = common::process::command(&common::endpoint(), &env.queue_url)
+        .args(["plan", "--file", &file])
+        .env("IAM_KEY_REVOKER__LOG__FORMAT", "pretty")
+        .env("IAM_KEY_REVOKER__LOG__LEVEL", "debug")
+        .spawn()
+        .unwrap();
+    // Close the reading end at once, as `head` does once it has its lines.
+    drop(child.stdout.take());
+    let output = common::process::wait(child, Duration::from_secs(60)).await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in a pipe: {stderr}"
+    );
+    assert!(
+        stderr.contains("already_absent: 50"),
+        "the summary still: {stderr}"
+    );
+}

@@ -26,6 +26,21 @@ pub enum Input {
     One(serde_json::Map<String, serde_json::Value>),
 }
 
+/// Writes `text` to standard output. A closed pipe (`plan ... | head`) is not an error
+/// worth a word: the reader has what it wanted. Returns whether it was written.
+fn write_stdout(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            false
+        }
+    }
+}
+
 /// How `plan` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanOutput {
@@ -99,7 +114,10 @@ pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrenc
     let mut failed = 0;
     for s in &sent {
         match &s.result {
-            Ok(()) => println!("{}", s.request_id),
+            Ok(()) => {
+                // A reader that went away (`| head`) gets no more ids; the jobs are sent.
+                let _ = write_stdout(&format!("{}\n", s.request_id));
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("not sent: {}: {e}", s.request_id);
@@ -141,11 +159,13 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
     let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
     match output {
         PlanOutput::Table => {
-            print!("{}", plan::table(&rows));
+            let _ = write_stdout(&plan::table(&rows));
             eprintln!("{}", plan::summary(&rows));
         }
         PlanOutput::Json => match serde_json::to_string_pretty(&rows) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => {
+                let _ = write_stdout(&format!("{json}\n"));
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;
