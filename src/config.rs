@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -311,6 +311,15 @@ impl Config {
     /// Reads `file` (when given), applies the process's `IAM_KEY_REVOKER__*` variables
     /// on top, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_queue(file, None)
+    }
+
+    /// Like [`Config::load`], with `queue_url` (a command-line flag) over
+    /// `sqs.queue_url` from every other source.
+    pub fn load_with_queue(
+        file: Option<&Path>,
+        queue_url: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
@@ -321,7 +330,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if let Some(url) = queue_url {
+            figment = figment.merge(Serialized::default("sqs.queue_url", url));
+        }
         let config: Config = figment.extract().map_err(load_error)?;
         config.validate()?;
         Ok(config)

@@ -44,6 +44,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
         config: Option<PathBuf>,
+        /// The job queue (instead of sqs.queue_url): a producer needs no worker config.
+        #[arg(long, value_name = "URL")]
+        queue_url: Option<String>,
         #[command(flatten)]
         input: InputArgs,
         /// SendMessageBatch calls in flight at once.
@@ -70,7 +73,8 @@ enum Command {
 /// One job from flags, or a batch file.
 #[derive(Args)]
 struct InputArgs {
-    /// A batch file (JSON Lines, or CSV with a header row of contract fields).
+    /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
+    /// standard input.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id"])]
     file: Option<PathBuf>,
     /// The file's format (default: from its extension; .csv is CSV).
@@ -79,24 +83,47 @@ struct InputArgs {
     /// Request id (generated when absent).
     #[arg(long)]
     request_id: Option<String>,
+    /// The access key to revoke (AKIA...).
     #[arg(long)]
     access_key_id: Option<String>,
+    /// Its user; without it the worker asks IAM who owns the key.
     #[arg(long)]
     user_name: Option<String>,
     /// Revoke every key of --user-name.
     #[arg(long)]
     all_keys: bool,
-    /// delete (default) or deactivate.
-    #[arg(long)]
-    action: Option<String>,
+    /// What to do with the key(s) (default: delete).
+    #[arg(long, value_enum)]
+    action: Option<ActionArg>,
+    /// Act in this account (12 digits) through the configured cross-account role.
     #[arg(long)]
     account_id: Option<String>,
+    /// Why, for the audit trail.
     #[arg(long)]
     reason: Option<String>,
+    /// Who asks, for the audit trail.
     #[arg(long)]
     requested_by: Option<String>,
+    /// Groups the jobs of one bulk batch.
     #[arg(long)]
     batch_id: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActionArg {
+    /// Delete the key (irreversible).
+    Delete,
+    /// Set the key Inactive (reversible).
+    Deactivate,
+}
+
+impl ActionArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            ActionArg::Delete => "delete",
+            ActionArg::Deactivate => "deactivate",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,7 +160,7 @@ impl InputArgs {
             ("request_id", self.request_id),
             ("access_key_id", self.access_key_id),
             ("user_name", self.user_name),
-            ("action", self.action),
+            ("action", self.action.map(|a| a.as_str().to_owned())),
             ("account_id", self.account_id),
             ("reason", self.reason),
             ("requested_by", self.requested_by),
@@ -168,7 +195,11 @@ fn main() -> ExitCode {
         | Command::Enqueue { config, .. }
         | Command::Plan { config, .. } => config.clone(),
     };
-    let config = match Config::load(config_path.as_deref()) {
+    let queue_url = match &cli.command {
+        Command::Enqueue { queue_url, .. } => queue_url.as_deref(),
+        _ => None,
+    };
+    let config = match Config::load_with_queue(config_path.as_deref(), queue_url) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

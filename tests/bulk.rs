@@ -396,3 +396,75 @@ async fn plan_into_a_closed_pipe_ends_quietly_and_pipes_get_no_colour() {
         "the summary still: {stderr}"
     );
 }
+
+/// A producer with nothing but credentials: `--queue-url` instead of a worker config,
+/// `--action` checked by the command line, and a batch from standard input.
+#[tokio::test]
+async fn a_producer_needs_only_the_queue_url_and_can_pipe_a_batch() {
+    let env = TestEnv::new("producer").await;
+    let producer = || {
+        let mut command = common::process::command(&common::endpoint(), &env.queue_url);
+        command.env_remove("IAM_KEY_REVOKER__SQS__QUEUE_URL").args([
+            "enqueue",
+            "--queue-url",
+            &env.queue_url,
+        ]);
+        command
+    };
+    let one = producer()
+        .args([
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--action",
+            "deactivate",
+        ])
+        .args(["--request-id", "prod-1"])
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&one.stdout).trim(), "prod-1");
+
+    let bad = producer()
+        .args([
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--action",
+            "remove",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("deactivate"));
+
+    let mut piped = producer()
+        .args(["--file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let batch = format!(
+        "{}\n{}\n",
+        json!({"request_id": "prod-2", "user_name": "leaver", "all_keys": true}),
+        json!({"request_id": "prod-3", "access_key_id": "AKIAIOSFODNN7EXAMPL2"})
+    );
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    let piped = common::process::wait(piped, Duration::from_secs(30)).await;
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "prod-2\nprod-3\n");
+
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let message = env.receive_one().await;
+        let body: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        bodies.push(body["request_id"].as_str().unwrap().to_owned());
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["prod-1", "prod-2", "prod-3"]);
+}

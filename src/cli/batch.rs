@@ -38,9 +38,13 @@ pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Reads and validates a batch file.
+/// Reads and validates a batch file (`-`: standard input).
 pub fn read(path: &Path, format: Format) -> std::io::Result<Vec<Line>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path)?
+    };
     Ok(parse(&text, format))
 }
 

@@ -67,7 +67,8 @@ pub async fn send(
                 continue;
             }
         };
-        progress.advance(outcomes.len());
+        // Only what SQS accepted counts as sent; refusals are reported at the end.
+        progress.advance(outcomes.iter().filter(|o| o.is_ok()).count());
         for (offset, outcome) in outcomes.into_iter().enumerate() {
             results[chunk_index * SQS_BATCH_MAX + offset] = outcome;
         }
