@@ -118,6 +118,11 @@ async fn a_role_that_cannot_be_assumed_ends_access_denied() {
     );
     assert_eq!(proxy.count("AssumeRole"), 1, "AccessDenied is not retried");
     assert_eq!(
+        report.detail.as_deref(),
+        Some("AssumeRole: AccessDenied: injected"),
+        "one readable line, not the SDK's error dump"
+    );
+    assert_eq!(
         common::key_status(&member, &user, &keys[0]).await,
         Some(StatusType::Active)
     );

@@ -21,10 +21,9 @@ use aws_credential_types::Credentials;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::sync::OnceCell;
 
-use crate::aws::classify::{classify, AwsError, ErrorClass};
+use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::Iam;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::config::{Config, Parsed};
@@ -237,17 +236,16 @@ fn session_name() -> String {
 fn assume_role_error(e: CredentialsError) -> AwsError {
     let sdk = std::error::Error::source(&e)
         .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>());
-    let (class, code) = match (sdk, &e) {
-        (Some(sdk), _) => classify(sdk),
-        (None, CredentialsError::InvalidConfiguration(_)) => (ErrorClass::Permanent, None),
-        (None, _) => (ErrorClass::Transient, None),
-    };
-    AwsError {
-        operation: "AssumeRole",
-        class,
-        code,
-        message: DisplayErrorContext(&e).to_string(),
+    if let Some(sdk) = sdk {
+        return AwsError::of("AssumeRole", sdk);
     }
+    let class = match &e {
+        CredentialsError::InvalidConfiguration(_) => ErrorClass::Permanent,
+        // The worker's own (source) credentials are missing: not the job's fault.
+        CredentialsError::CredentialsNotLoaded(_) => ErrorClass::Credentials,
+        _ => ErrorClass::Transient,
+    };
+    AwsError::other("AssumeRole", class, &e)
 }
 
 /// Hands out the credentials fetched while warming up first, then asks the role again

@@ -64,8 +64,17 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        let (class, code) = classify(&err);
-        let message = match &err {
+        Self::of(operation, &err)
+    }
+
+    /// Classifies an SDK error from `operation` that the caller keeps (one wrapped in a
+    /// credentials provider's error, for instance).
+    pub fn of<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let (class, code) = classify(err);
+        let message = match err {
             SdkError::ServiceError(service) => service
                 .err()
                 .message()
@@ -79,6 +88,20 @@ impl AwsError {
             class,
             code,
             message: one_line(&message),
+        }
+    }
+
+    /// An error that is not the SDK's, as one readable line.
+    pub fn other(
+        operation: &'static str,
+        class: ErrorClass,
+        err: &(dyn StdError + 'static),
+    ) -> Self {
+        Self {
+            operation,
+            class,
+            code: None,
+            message: one_line(&causes(err)),
         }
     }
 

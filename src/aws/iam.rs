@@ -221,11 +221,6 @@ impl Iam {
         Arc::clone(&self.rate)
     }
 
-    /// The shared request rate.
-    pub fn rate(&self) -> &AdaptiveRate {
-        &self.rate
-    }
-
     /// One request attempt: waits for its slot in the shared rate, sends, and tells the
     /// rate whether IAM throttled.
     async fn attempt<T, E>(
@@ -732,7 +727,7 @@ mod tests {
         assert_eq!(delete.num_calls(), 4);
         assert_eq!(retries.get(), 3);
         assert_eq!(
-            iam.rate().current(),
+            iam.shared_rate().current(),
             500.0,
             "the throttled answer halved the rate"
         );

@@ -94,7 +94,7 @@ pub struct Worker {
     results: Option<Results>,
     /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
     /// while it waits for one or while its message is settled.
-    working: Arc<Semaphore>,
+    working: Semaphore,
     /// Messages received and waiting for a job slot.
     waiting: AtomicUsize,
     /// Messages being handled, from receipt to their audit line.
@@ -123,7 +123,7 @@ impl Worker {
             protection.clone(),
         );
         let rate = iam.shared_rate();
-        let working = Arc::new(Semaphore::new(config.worker.max_in_flight));
+        let working = Semaphore::new(config.worker.max_in_flight);
         let in_progress = Arc::new(AtomicUsize::new(0));
         let others = Arc::clone(&in_progress);
         let deletes_rate = Arc::clone(&rate);
