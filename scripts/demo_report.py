@@ -1,7 +1,9 @@
 """Prints what the demo worker did: each user's keys now, and the dead-letter queue."""
 
+import json
 import sys
 import time
+import urllib.parse
 
 import boto3
 
@@ -29,10 +31,20 @@ if wait:
     sys.exit(0)
 
 print("\nKeys left in IAM:")
-for name in ["alice", "bob", "carol", "dave", "break-glass-admin"]:
+users = ["alice", "bob", "carol", "dave", "break-glass-admin", "erin", "frank"]
+for name in users:
     keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
     shown = ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys) or "none"
     print(f"  {name:18} {shown}")
+print("\nSessions cut off (the inline policy iam-key-revoker-revoke-older-sessions):")
+for name in users:
+    try:
+        document = iam.get_user_policy(UserName=name, PolicyName="iam-key-revoker-revoke-older-sessions")["PolicyDocument"]
+    except iam.exceptions.NoSuchEntityException:
+        continue
+    if isinstance(document, str):
+        document = json.loads(urllib.parse.unquote(document))
+    print(f"  {name:18} {json.dumps(document)}")
 print("\nDead-letter queue (rejected jobs, body unchanged):")
 messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
 for m in messages.get("Messages", []):

@@ -31,6 +31,8 @@ bob = user("bob", 1)               # a leak detector that knows only the key id
 carol = user("carol", 2)           # offboarding: every key (IAM allows two per user)
 dave = user("dave", 1)             # suspicious: deactivate, reversibly
 admin = user("break-glass-admin", 1)  # protected by config/local.toml
+erin = user("erin", 1)             # AWS Health found her key in public code
+frank = user("frank", 1)           # GuardDuty saw his key used from a malicious IP
 
 jobs = [
     {"request_id": "leak-0001", "user_name": "alice", "access_key_id": alice[0], "reason": "found in a public repo"},
@@ -46,13 +48,39 @@ jobs = [
     # A key that no longer exists: alice's key list confirms it, nothing to do.
     {"request_id": "leak-0005", "user_name": "alice", "access_key_id": "AKIAEXAMPLEGONE00000"},
 ]
-for job in jobs:
+# What an EventBridge rule delivers, shaped as AWS documents these events.
+health_event = {
+    "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "AWS Health Event", "source": "aws.health", "account": "123456789012",
+    "time": "2026-11-28T06:27:57Z", "region": "us-east-1", "resources": [],
+    "detail": {
+        "eventArn": "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/AWS_RISK_CREDENTIALS_EXPOSED_ABC123",
+        "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED", "eventTypeCategory": "issue",
+        "startTime": "Sat, 28 Nov 2026 06:10:09 GMT",
+        "eventDescription": [{"language": "en_US", "latestDescription": "Your AWS Access Key was found publicly available on GitHub."}],
+        "affectedEntities": [{"entityValue": erin[0]}],
+    },
+}
+guardduty_finding = {
+    "version": "0", "id": "c8c4daa7-a20c-2f03-0070-b7393dd542ad",
+    "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": "123456789012",
+    "time": "2026-11-28T08:55:11Z", "region": "us-east-1", "resources": [],
+    "detail": {
+        "schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1", "partition": "aws",
+        "id": "16afba5c5c43e07c9e3e5e2e544e95df", "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
+        "resource": {"resourceType": "AccessKey", "accessKeyDetails": {
+            "accessKeyId": frank[0], "principalId": "AIDACKCEVSQ6C2EXAMPLE", "userType": "IAMUser", "userName": "frank"}},
+        "severity": 8, "title": "API was invoked from a known malicious IP address.",
+    },
+}
+for job in jobs + [health_event, guardduty_finding]:
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(job))
 sqs.send_message(QueueUrl=queue, MessageBody='{"request_id": "bad-0001", "access_key_id": "not-a-key"}')
 
 print(f"Queue:             {queue}")
 print(f"Dead-letter queue: {dlq}")
 print("Users and keys:")
-for name, keys in [("alice", alice), ("bob", bob), ("carol", carol), ("dave", dave), ("break-glass-admin", admin)]:
+for name, keys in [("alice", alice), ("bob", bob), ("carol", carol), ("dave", dave), ("break-glass-admin", admin),
+                   ("erin", erin), ("frank", frank)]:
     print(f"  {name:18} {' '.join(keys)}")
-print(f"Enqueued {len(jobs) + 1} jobs.")
+print(f"Enqueued {len(jobs) + 1} jobs, an AWS Health event (erin's key) and a GuardDuty finding (frank's key).")

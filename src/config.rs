@@ -15,7 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::guard::{ProtectedList, Protection};
-use crate::job::is_iam_name;
+use crate::intake::IntakeRules;
+use crate::job::{is_iam_name, Action};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
@@ -59,6 +60,8 @@ pub struct Config {
     pub protect: ProtectSection,
     /// Acting in other accounts.
     pub cross_account: CrossAccountSection,
+    /// Security events from EventBridge.
+    pub intake: IntakeSection,
     /// Outcome events.
     pub results: ResultsSection,
     /// The metrics and health listener.
@@ -219,6 +222,66 @@ pub struct CrossAccountSection {
     pub external_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeSection {
+    /// AWS Health event type codes that revoke the keys they name.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub health_event_types: Vec<String>,
+    /// What Health events do to the keys.
+    pub health_action: Action,
+    /// GuardDuty findings below this severity revoke nothing.
+    pub guardduty_min_severity: f64,
+    /// What GuardDuty findings do to the key.
+    pub guardduty_action: Action,
+    /// Whether jobs from security events also revoke the user's older sessions.
+    pub revoke_sessions: bool,
+}
+
+impl Default for IntakeSection {
+    fn default() -> Self {
+        let rules = IntakeRules::default();
+        Self {
+            health_event_types: rules.health_event_types,
+            health_action: rules.health_action,
+            guardduty_min_severity: rules.guardduty_min_severity,
+            guardduty_action: rules.guardduty_action,
+            revoke_sessions: rules.revoke_sessions,
+        }
+    }
+}
+
+impl IntakeSection {
+    fn validate(&self) -> Result<IntakeRules, ConfigError> {
+        if let Some(bad) = self.health_event_types.iter().find(|t| {
+            t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        }) {
+            return Err(invalid(
+                "intake.health_event_types",
+                format!("holds {bad:?}, which is not an AWS Health event type code (A-Z, 0-9, _)"),
+            ));
+        }
+        // GuardDuty severities run from 1.0 to 8.9 (GuardDuty User Guide, "Severity
+        // levels of GuardDuty findings").
+        if !(0.0..=10.0).contains(&self.guardduty_min_severity) {
+            return Err(invalid(
+                "intake.guardduty_min_severity",
+                "must be a number from 0 to 10",
+            ));
+        }
+        Ok(IntakeRules {
+            health_event_types: self.health_event_types.clone(),
+            health_action: self.health_action,
+            guardduty_min_severity: self.guardduty_min_severity,
+            guardduty_action: self.guardduty_action,
+            revoke_sessions: self.revoke_sessions,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResultsSection {
@@ -298,7 +361,7 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
                 .collect();
             if items.is_empty() {
                 Err(serde::de::Error::custom(
-                    "is an empty list: a protected list is never cleared by an empty value (write [] in the file to protect nothing)",
+                    "is an empty list: a list is never cleared by an empty value (write [] in the file for none)",
                 ))
             } else {
                 Ok(items)
@@ -359,6 +422,7 @@ impl Config {
         let backoff = self.retry.validate()?;
         let protection = self.protect.validate()?;
         self.cross_account.validate()?;
+        let intake = self.intake.validate()?;
         if let Some(url) = &self.results.queue_url {
             check_url("results.queue_url", url)?;
         }
@@ -369,6 +433,7 @@ impl Config {
         Ok(Parsed {
             backoff,
             protection,
+            intake,
         })
     }
 }
@@ -381,6 +446,8 @@ pub struct Parsed {
     pub backoff: BackoffPolicy,
     /// `protect.*` as compiled patterns.
     pub protection: Protection,
+    /// `intake.*`: how security events become jobs.
+    pub intake: IntakeRules,
 }
 
 impl AwsSection {

@@ -69,8 +69,9 @@ impl Protection {
         if let Some(user) = job.user_name().filter(|u| self.user(u)) {
             return Some(format!("user {user} is protected"));
         }
-        job.access_key_id()
-            .filter(|k| self.key(k))
+        job.access_key_ids()
+            .into_iter()
+            .find(|k| self.key(k))
             .map(|key| format!("access key {key} is protected"))
     }
 }

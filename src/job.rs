@@ -2,7 +2,7 @@
 //! included. A body either becomes a [`Job`] that satisfies every rule, or an
 //! [`InvalidJob`] that says which rule it broke.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The fields of a job message (README, "The job message"), and no others.
 pub const FIELDS: &[&str] = &[
@@ -15,10 +15,11 @@ pub const FIELDS: &[&str] = &[
     "reason",
     "requested_by",
     "batch_id",
+    "revoke_sessions",
 ];
 
 /// What to do with the key(s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Delete the key (irreversible).
@@ -29,6 +30,14 @@ pub enum Action {
 }
 
 impl Action {
+    /// The outcome of a key this action was applied to: `deleted` or `deactivated`.
+    pub fn outcome_name(self) -> &'static str {
+        match self {
+            Action::Delete => "deleted",
+            Action::Deactivate => "deactivated",
+        }
+    }
+
     /// The contract's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +57,19 @@ pub enum Target {
     },
     /// Every key of one user (offboarding).
     AllKeys { user_name: String },
+    /// Several keys named alone, each revoked from the owner IAM reports for it: a
+    /// security event that names more than one key (README, "Security events"). No job
+    /// message has this form.
+    Keys(Vec<String>),
+}
+
+/// The security event a job came from (README, "Security events").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The event's `source`: `aws.health` or `aws.guardduty`.
+    pub source: &'static str,
+    /// The Health event type code or the GuardDuty finding type.
+    pub event_type: String,
 }
 
 /// A validated job.
@@ -60,6 +82,11 @@ pub struct Job {
     pub reason: Option<String>,
     pub requested_by: Option<String>,
     pub batch_id: Option<String>,
+    /// Also cut off the temporary credentials issued before the revocation (README,
+    /// "Revoking sessions").
+    pub revoke_sessions: bool,
+    /// The security event the job came from; `None` for a job message.
+    pub origin: Option<Origin>,
 }
 
 impl Job {
@@ -87,9 +114,16 @@ impl Job {
                 "all_keys".hash(&mut hasher);
                 user_name.to_ascii_lowercase().hash(&mut hasher);
             }
+            Target::Keys(keys) => {
+                "keys".hash(&mut hasher);
+                let mut keys = keys.clone();
+                keys.sort();
+                keys.hash(&mut hasher);
+            }
         }
         self.account_id.hash(&mut hasher);
         self.action.as_str().hash(&mut hasher);
+        self.revoke_sessions.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -98,10 +132,13 @@ impl Job {
         match &self.target {
             Target::Key { user_name, .. } => user_name.as_deref(),
             Target::AllKeys { user_name } => Some(user_name),
+            Target::Keys(_) => None,
         }
     }
 
     /// The message body for this job: a JSON object with exactly the contract's fields.
+    /// A job of several keys (from a security event) has no such form: its body lists
+    /// them under `access_key_ids`, which [`parse`] refuses.
     pub fn to_body(&self) -> String {
         let mut object = serde_json::Map::new();
         let mut put = |field: &str, value: serde_json::Value| {
@@ -122,8 +159,12 @@ impl Job {
                 put("user_name", user_name.clone().into());
                 put("all_keys", true.into());
             }
+            Target::Keys(keys) => put("access_key_ids", keys.clone().into()),
         }
         put("action", self.action.as_str().into());
+        if self.revoke_sessions {
+            put("revoke_sessions", true.into());
+        }
         for (field, value) in [
             ("account_id", &self.account_id),
             ("reason", &self.reason),
@@ -141,7 +182,16 @@ impl Job {
     pub fn access_key_id(&self) -> Option<&str> {
         match &self.target {
             Target::Key { access_key_id, .. } => Some(access_key_id),
-            Target::AllKeys { .. } => None,
+            Target::AllKeys { .. } | Target::Keys(_) => None,
+        }
+    }
+
+    /// Every key the job names.
+    pub fn access_key_ids(&self) -> Vec<String> {
+        match &self.target {
+            Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
+            Target::AllKeys { .. } => Vec::new(),
+            Target::Keys(keys) => keys.clone(),
         }
     }
 }
@@ -173,6 +223,8 @@ struct RawJob {
     requested_by: Option<String>,
     #[serde(default, deserialize_with = "present")]
     batch_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    revoke_sessions: Option<bool>,
 }
 
 /// An optional field that, when present, must have its type (`null` is refused).
@@ -214,19 +266,15 @@ fn unwrap_sns(body: &str) -> Result<Option<String>, InvalidJob> {
 }
 
 fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
-    check_chars("request_id", &raw.request_id, 1, 128, |c| {
-        c.is_ascii_alphanumeric() || "._:/-".contains(c)
-    })?;
+    check_request_id(&raw.request_id)?;
     if let Some(key) = &raw.access_key_id {
-        check_chars("access_key_id", key, 16, 128, |c| {
-            c.is_ascii_uppercase() || c.is_ascii_digit()
-        })?;
+        check_access_key_id(key)?;
     }
     if let Some(user) = &raw.user_name {
         check_user_name(user)?;
     }
     if let Some(account) = &raw.account_id {
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_account_id(account) {
             return Err(InvalidJob(
                 "account_id must be exactly 12 digits".to_owned(),
             ));
@@ -268,6 +316,8 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         reason: raw.reason,
         requested_by: raw.requested_by,
         batch_id: raw.batch_id,
+        revoke_sessions: raw.revoke_sessions.unwrap_or(false),
+        origin: None,
     })
 }
 
@@ -279,6 +329,25 @@ pub fn is_iam_name_char(c: char) -> bool {
 /// Whether `name` is an IAM user or role name of at most `max` characters.
 pub fn is_iam_name(name: &str, max: usize) -> bool {
     (1..=max).contains(&name.len()) && name.chars().all(is_iam_name_char)
+}
+
+/// The rule for request ids: 1-128 of `[A-Za-z0-9._:/-]`.
+pub fn check_request_id(id: &str) -> Result<(), InvalidJob> {
+    check_chars("request_id", id, 1, 128, |c| {
+        c.is_ascii_alphanumeric() || "._:/-".contains(c)
+    })
+}
+
+/// IAM's rule for access key ids: 16-128 of `[A-Z0-9]`.
+pub fn check_access_key_id(key: &str) -> Result<(), InvalidJob> {
+    check_chars("access_key_id", key, 16, 128, |c| {
+        c.is_ascii_uppercase() || c.is_ascii_digit()
+    })
+}
+
+/// Whether `account` is an AWS account id: exactly 12 digits.
+pub fn is_account_id(account: &str) -> bool {
+    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// IAM's rule for user names: 1-64 of `[A-Za-z0-9+=,.@_-]`.

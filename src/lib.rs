@@ -20,6 +20,8 @@
 //! - [`cli`]: the `enqueue` and `plan` commands and the batch files they read.
 //! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
 //! - [`job`]: parsing and validating a job message, SNS envelope included.
+//! - [`intake`]: what a body asks for: a job message, or an AWS Health or GuardDuty
+//!   event from EventBridge that becomes one.
 //! - [`guard`]: the protected list and the record of recently finished request ids.
 //! - [`outcome`]: outcomes, reason codes and the audit line.
 //! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
@@ -32,6 +34,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod guard;
+pub mod intake;
 pub mod job;
 pub mod metrics;
 pub mod outcome;

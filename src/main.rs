@@ -75,7 +75,7 @@ enum Command {
 struct InputArgs {
     /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
     /// standard input.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions"])]
     file: Option<PathBuf>,
     /// The file's format (default: from its extension; .csv is CSV).
     #[arg(long, value_enum, requires = "file")]
@@ -107,6 +107,9 @@ struct InputArgs {
     /// Groups the jobs of one bulk batch.
     #[arg(long)]
     batch_id: Option<String>,
+    /// Also cut off the user's temporary credentials issued before the revocation.
+    #[arg(long)]
+    revoke_sessions: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,6 +176,9 @@ impl InputArgs {
         }
         if self.all_keys {
             fields.insert("all_keys".to_owned(), true.into());
+        }
+        if self.revoke_sessions {
+            fields.insert("revoke_sessions".to_owned(), true.into());
         }
         Input::One(fields)
     }

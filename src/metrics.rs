@@ -33,6 +33,7 @@ pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publis
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
+pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -50,6 +51,7 @@ pub const ALL: &[&str] = &[
     IAM_RATE_LIMIT,
     CREDENTIALS_FAILING,
     CREDENTIAL_FAILURES_TOTAL,
+    SESSIONS_REVOKED_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -81,6 +83,7 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Rejected(Reason::CrossAccountDisabled),
     Outcome::Rejected(Reason::AwsError),
     Outcome::Rejected(Reason::RequestIdConflict),
+    Outcome::Rejected(Reason::NotRevocable),
     Outcome::Retry(Reason::TransientError),
     Outcome::Retry(Reason::Shutdown),
     Outcome::Retry(Reason::Credentials),
@@ -166,6 +169,10 @@ fn describe() {
         "Current client-side IAM request rate: iam.max_requests_per_second, lowered while IAM throttles"
     );
 
+    describe_counter!(
+        SESSIONS_REVOKED_TOTAL,
+        "Users whose temporary credentials issued before a revocation were cut off by the session policy"
+    );
     describe_gauge!(
         CREDENTIALS_FAILING,
         "1 while the worker's own AWS credentials fail and it takes no new jobs, else 0"
@@ -183,6 +190,7 @@ fn describe() {
         counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(0);
     }
     counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
+    counter!(SESSIONS_REVOKED_TOTAL).increment(0);
     counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(0);
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
@@ -216,6 +224,11 @@ pub fn job_finished(
     if let (Some(action), true) = (action, keys_changed > 0) {
         counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(keys_changed as u64);
     }
+}
+
+/// One user's older sessions cut off by the session policy.
+pub fn sessions_revoked() {
+    counter!(SESSIONS_REVOKED_TOTAL).increment(1);
 }
 
 /// Messages handed to the worker by one receive.

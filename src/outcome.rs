@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::aws::iam::{KeyResult, LastUsed};
 use crate::job::Action;
 
 /// Why a job was rejected or left for later. `as_str` gives the contract's reason code.
@@ -24,6 +25,9 @@ pub enum Reason {
     /// The request id finished recently for a job that changes something else (another
     /// key, user, account or action).
     RequestIdConflict,
+    /// A security event that names nothing the worker may revoke (README, "Security
+    /// events").
+    NotRevocable,
     /// The job names another account and no cross-account role is configured.
     CrossAccountDisabled,
     /// A transient AWS failure outlasted the in-process backoff.
@@ -50,6 +54,7 @@ impl Reason {
             Reason::TooManyReceives => "too_many_receives",
             Reason::AwsError => "aws_error",
             Reason::RequestIdConflict => "request_id_conflict",
+            Reason::NotRevocable => "not_revocable",
             Reason::CrossAccountDisabled => "cross_account_disabled",
             Reason::TransientError => "transient_error",
             Reason::Shutdown => "shutdown",
@@ -131,6 +136,16 @@ pub struct JobReport {
     pub action: Option<Action>,
     /// How many keys this job changed (deleted or deactivated).
     pub keys_changed: usize,
+    /// The security event's `source`, for jobs that came from one.
+    pub event_source: Option<&'static str>,
+    /// The Health event type code or GuardDuty finding type.
+    pub event_type: Option<String>,
+    /// The cut-off time of the session policy put on the user(s) (ISO 8601, UTC).
+    pub sessions_revoked_before: Option<String>,
+    /// The keys' last use, where IAM was asked for the owner anyway.
+    pub last_used: Vec<LastUsed>,
+    /// Each key's owner and result, for jobs of several keys.
+    pub keys: Vec<KeyResult>,
     /// Which delivery of the message this was (`ApproximateReceiveCount`).
     pub attempts: u32,
     /// In-process retries of transient AWS errors.
@@ -158,11 +173,25 @@ impl JobReport {
             batch_id = self.batch_id.as_deref().unwrap_or(""),
             action = self.action.map_or("", Action::as_str),
             keys_changed = self.keys_changed,
+            event_source = self.event_source.unwrap_or(""),
+            event_type = self.event_type.as_deref().unwrap_or(""),
+            sessions_revoked_before = self.sessions_revoked_before.as_deref().unwrap_or(""),
+            last_used = %json_or_empty(&self.last_used),
+            keys = %json_or_empty(&self.keys),
             attempts = self.attempts,
             retries = self.retries,
             duration_ms = self.duration.as_millis() as u64,
             settled = self.settled,
             "Job finished"
         );
+    }
+}
+
+/// A list as one JSON array for the audit line; empty when there is nothing in it.
+fn json_or_empty<T: serde::Serialize>(items: &[T]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(items).unwrap_or_default()
     }
 }

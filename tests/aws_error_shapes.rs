@@ -245,6 +245,8 @@ fn delete_job() -> Job {
         reason: None,
         requested_by: None,
         batch_id: None,
+        revoke_sessions: false,
+        origin: None,
     }
 }
 

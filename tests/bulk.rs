@@ -276,12 +276,12 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     let (leaver, leaver_keys) = env.user_with_keys("leaver", 2).await;
     env.config.protect.users = vec![admin.clone()];
     let lines = [
-        json!({"request_id": "p-del", "user_name": alice, "access_key_id": a_keys[0]}),
+        json!({"request_id": "p-del", "user_name": alice, "access_key_id": a_keys[0], "revoke_sessions": true}),
         json!({"request_id": "p-deact", "access_key_id": a_keys[1], "action": "deactivate"}),
         json!({"request_id": "p-unknown", "access_key_id": "AKIA0000000000PLAN00"}),
         json!({"request_id": "p-absent", "user_name": alice, "access_key_id": "AKIA0000000000PLAN01"}),
         json!({"request_id": "p-mismatch", "user_name": alice, "access_key_id": b_keys[0]}),
-        json!({"request_id": "p-protected", "user_name": admin, "access_key_id": admin_keys[0]}),
+        json!({"request_id": "p-protected", "user_name": admin, "access_key_id": admin_keys[0], "revoke_sessions": true}),
         json!({"request_id": "p-owner-protected", "access_key_id": admin_keys[0]}),
         json!({"request_id": "p-all", "user_name": leaver, "all_keys": true}),
         json!({"request_id": "p-nouser", "user_name": "nobody-at-all-xyz", "all_keys": true}),
@@ -337,6 +337,15 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         "owner found for key-only lines"
     );
     assert_eq!(rows[7]["access_key_ids"].as_array().unwrap().len(), 2);
+    let sessions: Vec<bool> = rows
+        .iter()
+        .map(|r| r["would_revoke_sessions"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        sessions,
+        [true, false, false, false, false, false, false, false, false, false, false],
+        "only the line that asks, and not the protected one"
+    );
     assert_eq!(rows[10]["line"], 11);
 
     // The table form, for people.
@@ -347,6 +356,9 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     assert!(stdout
         .lines()
         .any(|l| l.contains("p-mismatch") && l.contains("owner_mismatch")));
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains("p-del") && l.contains("would_revoke_sessions")));
 
     // Nothing changed.
     for (user, key) in [

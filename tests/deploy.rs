@@ -59,6 +59,8 @@ fn permission(op: &str) -> Option<&'static str> {
         "UpdateAccessKey" => "iam:UpdateAccessKey",
         "ListAccessKeys" => "iam:ListAccessKeys",
         "GetAccessKeyLastUsed" => "iam:GetAccessKeyLastUsed",
+        "PutUserPolicy" => "iam:PutUserPolicy",
+        "GetUserPolicy" => "iam:GetUserPolicy",
         "ReceiveMessage" => "sqs:ReceiveMessage",
         "DeleteMessage" | "DeleteMessageBatch" => "sqs:DeleteMessage",
         "ChangeMessageVisibility" => "sqs:ChangeMessageVisibility",
@@ -163,6 +165,153 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
     let config = configmap_config();
     let role = config.cross_account.role_name.expect("role configured");
     assert_eq!(assume["Resource"], format!("arn:aws:iam::*:role/{role}"));
+}
+
+/// README "Revoking sessions": `iam:PutUserPolicy` can write any inline policy, so it
+/// stands in a statement of its own that an operator can leave out.
+#[test]
+fn the_session_policy_permissions_stand_in_their_own_statement() {
+    for path in [
+        "deploy/aws/worker-policy.json",
+        "deploy/aws/member-role-permissions.json",
+    ] {
+        let policy: serde_json::Value = serde_json::from_str(&read(path)).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        let own: Vec<&serde_json::Value> = statements
+            .iter()
+            .filter(|s| s["Action"].to_string().contains("iam:PutUserPolicy"))
+            .collect();
+        assert_eq!(own.len(), 1, "{path}");
+        let mut actions: Vec<&str> = own[0]["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        actions.sort_unstable();
+        assert_eq!(
+            actions,
+            ["iam:GetUserPolicy", "iam:PutUserPolicy"],
+            "{path}"
+        );
+        assert!(own[0]["Resource"].as_str().unwrap().ends_with(":user/*"));
+    }
+}
+
+/// Whether `event` matches an EventBridge event pattern: every field the pattern names
+/// must match one of its values (exact strings, or `{"numeric": [">=", n]}`), nested
+/// objects field by field (EventBridge User Guide, "Creating event patterns").
+fn matches_pattern(pattern: &serde_json::Value, event: &serde_json::Value) -> bool {
+    pattern.as_object().unwrap().iter().all(|(field, want)| {
+        let got = &event[field];
+        match want {
+            serde_json::Value::Object(_) => matches_pattern(want, got),
+            serde_json::Value::Array(options) => options.iter().any(|option| match option {
+                serde_json::Value::String(text) => got.as_str() == Some(text),
+                serde_json::Value::Object(rule) => {
+                    let numeric = rule["numeric"].as_array().unwrap();
+                    assert_eq!(numeric[0], ">=", "the only comparison used");
+                    got.as_f64()
+                        .is_some_and(|n| n >= numeric[1].as_f64().unwrap())
+                }
+                other => panic!("unexpected pattern value {other}"),
+            }),
+            other => panic!("unexpected pattern {other}"),
+        }
+    })
+}
+
+/// README "Security events": the shipped rules catch the events the worker takes, as
+/// AWS's documentation shows them, and the queue policy lets exactly those rules send.
+#[test]
+fn the_eventbridge_rules_match_the_documented_events_and_the_worker_agrees() {
+    let rules: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/eventbridge-rules.json")).unwrap();
+    let health = &rules["iam-key-revoker-health-credentials"]["EventPattern"];
+    let guardduty = &rules["iam-key-revoker-guardduty-access-keys"]["EventPattern"];
+    let health_event = serde_json::json!({
+        "version": "0", "id": "121345678-1234-1234-1234-123456789012",
+        "detail-type": "AWS Health Event", "source": "aws.health", "account": "123456789012",
+        "time": "2016-06-05T06:27:57Z", "region": "us-east-1", "resources": [],
+        "detail": {
+            "eventArn": "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/AWS_RISK_CREDENTIALS_EXPOSED_ABC123",
+            "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED",
+            "eventTypeCategory": "issue", "startTime": "Sat, 05 Jun 2016 15:10:09 GMT",
+            "eventDescription": [{"language": "en_US", "latestDescription": "A description of the event will be provided here"}],
+            "affectedEntities": [{"entityValue": "AKIAIOSFODNN7EXAMPLE"}]
+        }
+    });
+    let finding = |severity: f64, user_type: &str| {
+        serde_json::json!({
+            "version": "0", "id": "c8c4daa7-a20c-2f03-0070-b7393dd542ad",
+            "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": "123456789012",
+            "time": "2019-03-04T08:55:11Z", "region": "us-east-1", "resources": [],
+            "detail": {
+                "schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1",
+                "partition": "aws", "id": "16afba5c5c43e07c9e3e5e2e544e95df",
+                "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
+                "resource": {"resourceType": "AccessKey", "accessKeyDetails": {
+                    "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "principalId": "AIDACKCEVSQ6C2EXAMPLE",
+                    "userType": user_type, "userName": "some_user"}},
+                "severity": severity, "title": "API was invoked from a known malicious IP address."
+            }
+        })
+    };
+    assert!(matches_pattern(health, &health_event));
+    assert!(matches_pattern(guardduty, &finding(8.0, "IAMUser")));
+    assert!(matches_pattern(guardduty, &finding(7.0, "IAMUser")));
+    assert!(!matches_pattern(guardduty, &finding(5.0, "IAMUser")));
+    assert!(!matches_pattern(guardduty, &finding(8.0, "Root")));
+    assert!(!matches_pattern(health, &finding(8.0, "IAMUser")));
+    let mut other = health_event.clone();
+    other["detail"]["eventTypeCode"] = "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED".into();
+    assert!(!matches_pattern(health, &other));
+
+    // The rules and the worker's defaults say the same.
+    let intake = iam_key_revoker::intake::IntakeRules::default();
+    let types: Vec<String> = health["detail"]["eventTypeCode"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, intake.health_event_types);
+    assert_eq!(
+        guardduty["detail"]["severity"][0]["numeric"][1].as_f64(),
+        Some(intake.guardduty_min_severity)
+    );
+    // What the rules let through, the worker takes.
+    for event in [health_event, finding(8.0, "IAMUser")] {
+        assert!(matches!(
+            iam_key_revoker::intake::read(&event.to_string(), &intake),
+            Ok(iam_key_revoker::intake::Intake::Job(_))
+        ));
+    }
+
+    // The queue policy lets EventBridge send to the job queue, for these rules only.
+    let policy: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/job-queue-policy.json")).unwrap();
+    let statement = &policy["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    let sources: Vec<&str> = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for (name, rule) in rules.as_object().unwrap() {
+        if name.starts_with('_') {
+            continue;
+        }
+        assert!(
+            sources
+                .iter()
+                .any(|s| s.ends_with(&format!(":rule/{name}"))),
+            "{name}"
+        );
+        assert_eq!(rule["Target"], statement["Resource"], "{name}");
+    }
 }
 
 #[test]

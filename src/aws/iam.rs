@@ -53,6 +53,74 @@ pub struct IamResult {
     pub access_key_ids: Vec<String>,
     /// How many keys this job actually changed.
     pub keys_changed: usize,
+    /// Each key's last use, where IAM was asked for its owner anyway.
+    pub last_used: Vec<LastUsed>,
+    /// Each key's owner and result, for jobs of several keys (each may have another
+    /// owner).
+    pub keys: Vec<KeyResult>,
+}
+
+/// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastUsed {
+    pub access_key_id: String,
+    /// ISO 8601; absent when the key was never used (or before IAM tracked it).
+    pub date: Option<String>,
+    pub service: Option<String>,
+    pub region: Option<String>,
+}
+
+/// One key of a job of several keys: its owner and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyResult {
+    pub access_key_id: String,
+    pub user_name: String,
+    /// `deleted`, `deactivated` or `already_absent`.
+    pub result: &'static str,
+}
+
+/// What putting the session policy on a user came to (README, "Revoking sessions").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sessions {
+    /// The policy now denies temporary credentials issued before this time.
+    Revoked(String),
+    /// The user's policy already cut off at this later time; left as it is, so that the
+    /// time only moves forward.
+    AlreadyLater(String),
+    /// No such user: nothing left to cut off.
+    NoUser,
+}
+
+/// The inline user policy that cuts off older sessions.
+pub const SESSION_POLICY_NAME: &str = "iam-key-revoker-revoke-older-sessions";
+
+/// The session policy document: deny everything to temporary credentials issued before
+/// `before` (ISO 8601, UTC). Requests signed with long-term keys carry no
+/// `aws:TokenIssueTime`, so the condition never matches them (IAM User Guide, "Revoking
+/// IAM role temporary security credentials" and the `aws:TokenIssueTime` condition key,
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime>).
+pub fn session_policy(before: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": { "DateLessThan": { "aws:TokenIssueTime": before } }
+        }]
+    })
+    .to_string()
+}
+
+/// The cut-off time of a session policy document, if it is one of ours. `GetUserPolicy`
+/// returns the document URL-encoded (RFC 3986; IAM API reference, `GetUserPolicy`).
+fn session_policy_time(document: &str) -> Option<aws_smithy_types::DateTime> {
+    let decoded = percent_encoding::percent_decode_str(document)
+        .decode_utf8()
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
+    let text = value["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str()?;
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime).ok()
 }
 
 impl IamResult {
@@ -67,6 +135,8 @@ impl IamResult {
             user_name: user_name.map(str::to_owned),
             access_key_ids: key.map(str::to_owned).into_iter().collect(),
             keys_changed: 0,
+            last_used: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -76,7 +146,30 @@ impl IamResult {
             user_name: user_name.map(str::to_owned),
             access_key_ids: keys,
             keys_changed: 0,
+            last_used: Vec::new(),
+            keys: Vec::new(),
         }
+    }
+
+    fn with_keys(mut self, keys: &[String]) -> Self {
+        self.access_key_ids = keys.to_vec();
+        self
+    }
+
+    fn with_last_used(mut self, last_used: Option<LastUsed>) -> Self {
+        self.last_used.extend(last_used);
+        self
+    }
+
+    /// The users whose keys the job concerned: the one user, or each key's owner.
+    pub fn users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.user_name.iter().cloned().collect();
+        for key in &self.keys {
+            if !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name)) {
+                users.push(key.user_name.clone());
+            }
+        }
+        users
     }
 }
 
@@ -257,21 +350,77 @@ impl Iam {
                 user_name: None,
             } => self.revoke_by_key(access_key_id, job.action, retries).await,
             Target::AllKeys { user_name } => self.revoke_all(user_name, job.action, retries).await,
+            Target::Keys(keys) => self.revoke_keys(keys, job.action, retries).await,
         };
         match result {
             Ok(result) => result,
-            Err(e) if e.is_access_denied() => IamResult::rejected(
-                Reason::AccessDenied,
-                e.to_string(),
-                job.user_name(),
-                job.access_key_id(),
-            ),
             Err(e) => IamResult {
-                effect: Effect::Failed(e),
+                effect: if e.is_access_denied() {
+                    Effect::Rejected(Reason::AccessDenied, e.to_string())
+                } else {
+                    Effect::Failed(e)
+                },
                 user_name: job.user_name().map(str::to_owned),
-                access_key_ids: job.access_key_id().map(str::to_owned).into_iter().collect(),
+                access_key_ids: job.access_key_ids(),
                 keys_changed: 0,
+                last_used: Vec::new(),
+                keys: Vec::new(),
             },
+        }
+    }
+
+    /// Cuts off `user`'s temporary credentials issued before `before` with the session
+    /// policy (README, "Revoking sessions"). The time only moves forward: a policy that
+    /// already cuts off later is left as it is. Two IAM calls, both under the shared rate.
+    pub async fn revoke_sessions(
+        &self,
+        user: &str,
+        before: aws_smithy_types::DateTime,
+        retries: &RetryCounter,
+    ) -> Result<Sessions, AwsError> {
+        use aws_smithy_types::date_time::Format;
+        let current = call(&self.policy, retries, "iam", "GetUserPolicy", || async {
+            self.attempt(
+                "GetUserPolicy",
+                self.client
+                    .get_user_policy()
+                    .user_name(user)
+                    .policy_name(SESSION_POLICY_NAME)
+                    .send(),
+            )
+            .await
+        })
+        .await;
+        let current = match current {
+            Ok(out) => session_policy_time(out.policy_document()),
+            Err(e) if e.class == ErrorClass::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(later) = current.filter(|t| t.secs() >= before.secs()) {
+            return Ok(Sessions::AlreadyLater(
+                later.fmt(Format::DateTime).unwrap_or_default(),
+            ));
+        }
+        let before = before.fmt(Format::DateTime).unwrap_or_default();
+        let document = session_policy(&before);
+        let put = call(&self.policy, retries, "iam", "PutUserPolicy", || async {
+            self.attempt(
+                "PutUserPolicy",
+                self.client
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(SESSION_POLICY_NAME)
+                    .policy_document(&document)
+                    .send(),
+            )
+            .await
+            .map(drop)
+        })
+        .await;
+        match put {
+            Ok(()) => Ok(Sessions::Revoked(before)),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(Sessions::NoUser),
+            Err(e) => Err(e),
         }
     }
 
@@ -300,7 +449,7 @@ impl Iam {
                 access_key_id: key,
                 user_name: None,
             } => {
-                let verdict = key_only(key, self.owner(key, retries).await?, &self.protection);
+                let verdict = key_only(key, self.owner(key, retries).await?.0, &self.protection);
                 let owner = match &verdict {
                     Verdict::Act(owner) => Some(owner.clone()),
                     _ => None,
@@ -312,6 +461,22 @@ impl Iam {
                 let keys = listed.iter().flatten().map(|k| k.id.clone()).collect();
                 let verdict = all_keys(user, listed.as_deref(), &self.protection);
                 (verdict, Some(user.clone()), keys)
+            }
+            Target::Keys(keys) => {
+                let mut owners: Vec<String> = Vec::new();
+                let mut verdict = Verdict::Absent;
+                for key in keys {
+                    verdict = key_only(key, self.owner(key, retries).await?.0, &self.protection);
+                    match &verdict {
+                        Verdict::Act(owner) if !owners.contains(owner) => {
+                            owners.push(owner.clone())
+                        }
+                        Verdict::Act(_) => {}
+                        _ => break,
+                    }
+                }
+                let user = (owners.len() == 1).then(|| owners.remove(0));
+                (verdict, user, keys.clone())
             }
         };
         let prediction = match verdict {
@@ -334,7 +499,7 @@ impl Iam {
         if listed.is_some_and(|keys| keys.iter().any(|k| k.id == key)) {
             return Ok(Seen::Listed);
         }
-        Ok(Seen::NotListed(self.owner(key, retries).await?))
+        Ok(Seen::NotListed(self.owner(key, retries).await?.0))
     }
 
     async fn revoke_named(
@@ -375,7 +540,7 @@ impl Iam {
         action: Action,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        let owner = self.owner(key, retries).await?;
+        let (owner, last_used) = self.owner(key, retries).await?;
         let named = match &owner {
             Owner::User(user) => Some(user.clone()),
             Owner::Unresolved(_) => None,
@@ -383,21 +548,100 @@ impl Iam {
         let owner = match key_only(key, owner, &self.protection) {
             Verdict::Act(owner) => owner,
             Verdict::Refuse(reason, detail) => {
-                return Ok(IamResult::rejected(
-                    reason,
-                    detail,
-                    named.as_deref(),
-                    Some(key),
-                ));
+                return Ok(
+                    IamResult::rejected(reason, detail, named.as_deref(), Some(key))
+                        .with_last_used(last_used),
+                );
             }
             // key_only never answers these: without a user there is no list to consult.
             Verdict::Absent | Verdict::Settling => return Err(inconsistent(key)),
         };
-        match self.write(&owner, key, action, retries).await? {
-            Written::Done => Ok(revoked(&owner, vec![key.to_owned()], 1)),
+        let result = match self.write(&owner, key, action, retries).await? {
+            Written::Done => revoked(&owner, vec![key.to_owned()], 1),
             // Deleted by someone else between the two calls, or moved: look again.
-            Written::NotFound => self.not_the_users(&owner, key, retries).await,
+            Written::NotFound => self.not_the_users(&owner, key, retries).await?,
+        };
+        Ok(result.with_last_used(last_used))
+    }
+
+    /// Several keys named alone (a security event): every owner is found and judged
+    /// before any key is changed, so a refused key rejects the job with nothing changed.
+    /// Each key is then revoked from its own owner.
+    async fn revoke_keys(
+        &self,
+        keys: &[String],
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let mut owners = Vec::with_capacity(keys.len());
+        let mut last_used = Vec::new();
+        for key in keys {
+            let (owner, used) = self.owner(key, retries).await?;
+            last_used.extend(used);
+            match key_only(key, owner, &self.protection) {
+                Verdict::Act(owner) => owners.push((key.clone(), owner)),
+                Verdict::Refuse(reason, detail) => {
+                    return Ok(IamResult {
+                        last_used,
+                        ..IamResult::rejected(reason, detail, None, None)
+                    }
+                    .with_keys(keys));
+                }
+                Verdict::Absent | Verdict::Settling => return Err(inconsistent(key)),
+            }
         }
+        let mut results = Vec::with_capacity(owners.len());
+        let mut changed = 0;
+        for (key, owner) in owners {
+            let written = match self.write(&owner, &key, action, retries).await {
+                Ok(Written::Done) => Ok(true),
+                Ok(Written::NotFound) => match self.not_the_users(&owner, &key, retries).await {
+                    Ok(IamResult {
+                        effect: Effect::AlreadyAbsent,
+                        ..
+                    }) => Ok(false),
+                    Ok(_) => Err(inconsistent(&key)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let result = match written {
+                Ok(true) => {
+                    changed += 1;
+                    action.outcome_name()
+                }
+                Ok(false) => "already_absent",
+                // Keys already changed stay in the record; the rest is done on redelivery.
+                Err(e) if changed > 0 => {
+                    return Ok(IamResult {
+                        effect: Effect::Failed(e),
+                        keys: results,
+                        last_used,
+                        ..revoked_keys(keys, changed)
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            results.push(KeyResult {
+                access_key_id: key,
+                user_name: owner,
+                result,
+            });
+        }
+        let effect = if changed > 0 {
+            Effect::Revoked
+        } else {
+            Effect::AlreadyAbsent
+        };
+        let mut owners: Vec<&str> = results.iter().map(|k| k.user_name.as_str()).collect();
+        owners.dedup();
+        Ok(IamResult {
+            effect,
+            user_name: (owners.len() == 1).then(|| owners[0].to_owned()),
+            keys: results,
+            last_used,
+            ..revoked_keys(keys, changed)
+        })
     }
 
     async fn revoke_all(
@@ -499,7 +743,12 @@ impl Iam {
         }
     }
 
-    async fn owner(&self, key: &str, retries: &RetryCounter) -> Result<Owner, AwsError> {
+    /// Who IAM says owns `key`, and the key's last use when IAM told it.
+    async fn owner(
+        &self,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<(Owner, Option<LastUsed>), AwsError> {
         let result = call(
             &self.policy,
             retries,
@@ -518,12 +767,28 @@ impl Iam {
         )
         .await;
         match result {
-            Ok(out) => Ok(match out.user_name() {
-                Some(user) if !user.is_empty() => Owner::User(user.to_owned()),
-                _ => Owner::Unresolved("GetAccessKeyLastUsed named no user".to_owned()),
-            }),
+            Ok(out) => {
+                let last_used = out.access_key_last_used().map(|used| LastUsed {
+                    access_key_id: key.to_owned(),
+                    date: used
+                        .last_used_date()
+                        .and_then(|d| d.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                    // IAM writes "N/A" where a key was never used.
+                    service: Some(used.service_name())
+                        .filter(|s| !s.is_empty() && *s != "N/A")
+                        .map(str::to_owned),
+                    region: Some(used.region())
+                        .filter(|s| !s.is_empty() && *s != "N/A")
+                        .map(str::to_owned),
+                });
+                let owner = match out.user_name() {
+                    Some(user) if !user.is_empty() => Owner::User(user.to_owned()),
+                    _ => Owner::Unresolved("GetAccessKeyLastUsed named no user".to_owned()),
+                };
+                Ok((owner, last_used))
+            }
             Err(e) if e.class == ErrorClass::NotFound || e.is_access_denied() => {
-                Ok(Owner::Unresolved(e.to_string()))
+                Ok((Owner::Unresolved(e.to_string()), None))
             }
             Err(e) => Err(e),
         }
@@ -575,6 +840,19 @@ fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
         user_name: Some(user.to_owned()),
         access_key_ids: keys,
         keys_changed: changed,
+        last_used: Vec::new(),
+        keys: Vec::new(),
+    }
+}
+
+fn revoked_keys(keys: &[String], changed: usize) -> IamResult {
+    IamResult {
+        effect: Effect::Revoked,
+        user_name: None,
+        access_key_ids: keys.to_vec(),
+        keys_changed: changed,
+        last_used: Vec::new(),
+        keys: Vec::new(),
     }
 }
 
@@ -628,6 +906,8 @@ mod tests {
             reason: None,
             requested_by: None,
             batch_id: None,
+            revoke_sessions: false,
+            origin: None,
         }
     }
 

@@ -146,7 +146,8 @@ fn csv_rows(text: &str) -> Vec<Parsed> {
         .collect()
 }
 
-/// A CSV row as a job object: empty cells are absent; `all_keys` is `true` or `false`.
+/// A CSV row as a job object: empty cells are absent; `all_keys` and `revoke_sessions`
+/// are `true` or `false`.
 fn csv_object(
     headers: &csv::StringRecord,
     record: &csv::StringRecord,
@@ -156,13 +157,13 @@ fn csv_object(
         if cell.is_empty() {
             continue;
         }
-        let value = if column == "all_keys" {
+        let value = if column == "all_keys" || column == "revoke_sessions" {
             match cell.to_ascii_lowercase().as_str() {
                 "true" => true.into(),
                 "false" => false.into(),
                 _ => {
                     return Err(InvalidJob(format!(
-                        "all_keys must be true or false, not {cell:?}"
+                        "{column} must be true or false, not {cell:?}"
                     )))
                 }
             }

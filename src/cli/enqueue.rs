@@ -213,6 +213,8 @@ mod tests {
             reason: None,
             requested_by: None,
             batch_id: None,
+            revoke_sessions: false,
+            origin: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! would do (`would_delete`, `would_deactivate`, `already_absent`, `owner_mismatch`,
 //! `owner_unknown`, `protected`, `cross_account_disabled`, `invalid`, or `error` when IAM
 //! could not be read), using only read calls: nothing changes in IAM or on the queue.
+//! A job with `revoke_sessions` that would revoke (or find its key gone) also says
+//! `would_revoke_sessions`.
 
 use std::sync::Arc;
 
@@ -61,6 +63,8 @@ pub struct PlanRow {
     pub prediction: Predicted,
     pub user_name: Option<String>,
     pub access_key_ids: Vec<String>,
+    /// The worker would also put the session policy on the user.
+    pub would_revoke_sessions: bool,
     pub detail: Option<String>,
 }
 
@@ -90,6 +94,7 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
         prediction: Predicted::Invalid,
         user_name: None,
         access_key_ids: Vec::new(),
+        would_revoke_sessions: false,
         detail: None,
     };
     let job = match &line.job {
@@ -127,6 +132,11 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
                 Prediction::AlreadyAbsent => (Predicted::AlreadyAbsent, None),
                 Prediction::Rejected(reason, detail) => (Predicted::Rejected(reason), Some(detail)),
             };
+            row.would_revoke_sessions = job.revoke_sessions
+                && matches!(
+                    row.prediction,
+                    Predicted::Would(_) | Predicted::AlreadyAbsent
+                );
         }
         Err(e) => {
             row.prediction = Predicted::Error;
@@ -138,7 +148,7 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
 
 /// The plan as an aligned text table.
 pub fn table(rows: &[PlanRow]) -> String {
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
@@ -147,6 +157,11 @@ pub fn table(rows: &[PlanRow]) -> String {
                 r.prediction.as_str().to_owned(),
                 r.user_name.clone().unwrap_or_default(),
                 r.access_key_ids.join(","),
+                if r.would_revoke_sessions {
+                    "would_revoke_sessions".to_owned()
+                } else {
+                    String::new()
+                },
                 r.detail.clone().unwrap_or_default(),
             ]
         })
@@ -157,6 +172,7 @@ pub fn table(rows: &[PlanRow]) -> String {
         "PREDICTION",
         "USER",
         "ACCESS_KEYS",
+        "SESSIONS",
         "DETAIL",
     ]
     .map(str::to_owned);
@@ -208,6 +224,7 @@ mod tests {
                 prediction: Predicted::Would(Action::Delete),
                 user_name: Some("alice".into()),
                 access_key_ids: vec!["AKIA1".into()],
+                would_revoke_sessions: true,
                 detail: None,
             },
             PlanRow {
@@ -216,6 +233,7 @@ mod tests {
                 prediction: Predicted::Invalid,
                 user_name: None,
                 access_key_ids: vec![],
+                would_revoke_sessions: false,
                 detail: Some("not JSON".into()),
             },
         ];
@@ -225,6 +243,8 @@ mod tests {
         let column = lines[0].find("PREDICTION").unwrap();
         assert_eq!(lines[1].find("would_delete"), Some(column));
         assert_eq!(lines[2].find("invalid"), Some(column));
+        assert!(lines[1].contains("would_revoke_sessions"));
+        assert!(!lines[2].contains("would_revoke_sessions"));
         assert_eq!(summary(&rows), "would_delete: 1, invalid: 1");
     }
 }

@@ -27,6 +27,7 @@ use crate::aws::sqs::{
 };
 use crate::config::{Config, ConfigError};
 use crate::guard::{Dedup, Protection};
+use crate::intake::IntakeRules;
 use crate::metrics;
 use crate::outcome::{Outcome, Reason};
 use crate::server::Health;
@@ -90,6 +91,8 @@ pub struct Worker {
     deleter: Deleter,
     dedup: Dedup,
     protection: Protection,
+    /// How security events become jobs.
+    intake: IntakeRules,
     health: Arc<Health>,
     results: Option<Results>,
     /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
@@ -174,6 +177,7 @@ impl Worker {
             deleter,
             dedup,
             protection,
+            intake: parsed.intake.clone(),
         })
     }
 

@@ -1,8 +1,9 @@
 //! The path of one job, as a line of typed steps:
 //!
-//! admit (receive count, parse, claim the request id) → guard (protected list, the
-//! worker's credentials) → revoke (the IAM action) → remember → settle the message
-//! (delete, dead-letter, or leave it for later) → record (audit line, metrics, event).
+//! admit (receive count, read the job message or security event, claim the request id)
+//! → guard (protected list, the worker's credentials) → revoke (the IAM action, then the
+//! older sessions when asked) → remember → settle the message (delete, dead-letter, or
+//! leave it for later) → record (audit line, metrics, event).
 //!
 //! Each step returns a value; the job's report is built once, at the end, from them.
 
@@ -15,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{Effect, IamResult};
+use crate::aws::iam::{Effect, Iam, IamResult, KeyResult, LastUsed, Sessions};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::Delivery;
 use crate::guard::{Claim, InFlight};
-use crate::job::{self, Action, Job};
+use crate::intake::{self, Intake, NotRevocable};
+use crate::job::{self, Action, Job, Origin};
 use crate::metrics;
 use crate::outcome::{JobReport, Outcome, Reason};
 use crate::worker::results::OutcomeEvent;
@@ -53,6 +55,14 @@ pub(super) struct Facts {
     pub keys_changed: usize,
     /// When the job's outcome was decided (Unix ms): the revocation's time.
     pub decided_at_ms: Option<u64>,
+    /// The security event the job came from.
+    pub origin: Option<Origin>,
+    /// The cut-off time of the session policy put on the user(s).
+    pub sessions_revoked_before: Option<String>,
+    /// The keys' last use, where IAM told it.
+    pub last_used: Vec<LastUsed>,
+    /// Each key's owner and result, for jobs of several keys.
+    pub keys: Vec<KeyResult>,
 }
 
 impl Facts {
@@ -60,12 +70,23 @@ impl Facts {
         Self {
             request_id: Some(job.request_id.clone()),
             user_name: job.user_name().map(str::to_owned),
-            access_key_ids: job.access_key_id().map(str::to_owned).into_iter().collect(),
+            access_key_ids: job.access_key_ids(),
             account_id: job.account_id.clone(),
             batch_id: job.batch_id.clone(),
             action: Some(job.action),
-            keys_changed: 0,
-            decided_at_ms: None,
+            origin: job.origin.clone(),
+            ..Self::default()
+        }
+    }
+
+    fn not_revocable(event: NotRevocable) -> Self {
+        Self {
+            request_id: Some(event.request_id),
+            user_name: event.user_name,
+            access_key_ids: event.access_key_ids,
+            account_id: Some(event.account_id),
+            origin: Some(event.origin),
+            ..Self::default()
         }
     }
 
@@ -86,6 +107,8 @@ impl Facts {
             self.access_key_ids.clone_from(&result.access_key_ids);
         }
         self.keys_changed = result.keys_changed;
+        self.last_used.clone_from(&result.last_used);
+        self.keys.clone_from(&result.keys);
     }
 }
 
@@ -235,8 +258,15 @@ impl Worker {
                 Facts::salvaged(body),
             );
         }
-        let job = match job::parse(body) {
-            Ok(job) => job,
+        let mut job = match intake::read(body, &self.intake) {
+            Ok(Intake::Job(job)) => job,
+            Ok(Intake::NotRevocable(event)) => {
+                let detail = format!("{}; nothing done", event.detail);
+                return decided(
+                    Decision::new(Outcome::Rejected(Reason::NotRevocable), detail),
+                    Facts::not_revocable(event),
+                );
+            }
             Err(e) => {
                 return decided(
                     Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
@@ -244,6 +274,9 @@ impl Worker {
                 )
             }
         };
+        if job.origin.is_some() {
+            self.localize(&mut job).await;
+        }
         let digest = job.digest();
         loop {
             let decision = match self.dedup.claim(&job.request_id, digest) {
@@ -265,6 +298,18 @@ impl Worker {
                 ),
             };
             return decided(decision, Facts::of(&job));
+        }
+    }
+
+    /// An event names the account it happened in: a job in the worker's own account
+    /// names none. When STS cannot say which account is the worker's, the account stays
+    /// (acting in it works the same).
+    async fn localize(&self, job: &mut Job) {
+        let own = self.accounts.own_identity(&RetryCounter::default()).await;
+        if let (Ok(own), Some(account)) = (own, &job.account_id) {
+            if own.account == *account {
+                job.account_id = None;
+            }
         }
     }
 
@@ -300,7 +345,8 @@ impl Worker {
         };
         let result = iam.revoke(job, retries).await;
         facts.learn(&result);
-        match result.effect {
+        let users = result.users();
+        let decision = match result.effect {
             Effect::Revoked => {
                 self.health.credentials_proven();
                 let outcome = match job.action {
@@ -315,6 +361,82 @@ impl Worker {
             }
             Effect::Rejected(reason, detail) => Decision::new(Outcome::Rejected(reason), detail),
             Effect::Failed(e) => self.aws_failure(e, result.keys_changed),
+        };
+        if job.revoke_sessions && decision.outcome.is_remembered() {
+            return self
+                .revoke_sessions(&iam, &users, decision, retries, facts)
+                .await;
+        }
+        decision
+    }
+
+    /// After the key action (also when the key was already absent): the session policy
+    /// on each user whose key the job concerned (README, "Revoking sessions"). The cut-off
+    /// is the time of the revocation, rounded up to the second so that nothing minted
+    /// before it escapes. A user the protected list names never gets it.
+    async fn revoke_sessions(
+        &self,
+        iam: &Iam,
+        users: &[String],
+        decision: Decision,
+        retries: &RetryCounter,
+        facts: &mut Facts,
+    ) -> Decision {
+        let now_ms = metrics::now_ms();
+        let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
+        let mut notes = Vec::new();
+        for user in users {
+            if self.protection.user(user) {
+                notes.push(format!("user {user} is protected: sessions left alone"));
+                continue;
+            }
+            match iam.revoke_sessions(user, before, retries).await {
+                Ok(Sessions::Revoked(at)) => {
+                    metrics::sessions_revoked();
+                    notes.push(format!("sessions of {user} issued before {at} revoked"));
+                    facts.sessions_revoked_before = Some(at);
+                }
+                Ok(Sessions::AlreadyLater(at)) => {
+                    notes.push(format!(
+                        "sessions of {user} already revoked up to {at}, later than now"
+                    ));
+                    facts.sessions_revoked_before = Some(at);
+                }
+                Ok(Sessions::NoUser) => {
+                    notes.push(format!("user {user} does not exist: no sessions to revoke"));
+                }
+                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
+            }
+        }
+        let detail = match decision.detail {
+            Some(detail) => format!("{detail}; {}", notes.join("; ")),
+            None => notes.join("; "),
+        };
+        Decision::new(decision.outcome, detail)
+    }
+
+    /// The key action is done but the session policy could not be put. Transient and
+    /// credential failures leave the job on the queue (its redelivery finds the key gone
+    /// and puts the policy). A refusal dead-letters it with what was done, so that an
+    /// operator who grants `iam:PutUserPolicy` can move it back.
+    fn sessions_failure(&self, e: AwsError, done: Decision, keys_changed: usize) -> Decision {
+        let did = format!(
+            "{} ({keys_changed} key(s) changed), but older sessions were not revoked",
+            done.outcome.as_str()
+        );
+        match e.class {
+            ErrorClass::Credentials | ErrorClass::Transient => {
+                let mut decision = self.aws_failure(e, 0);
+                decision.detail = Some(format!("{did}: {}", decision.detail.unwrap_or_default()));
+                decision
+            }
+            _ if e.is_access_denied() => Decision::new(
+                Outcome::Rejected(Reason::AccessDenied),
+                format!(
+                    "{did}: {e}. The worker needs iam:PutUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
+                ),
+            ),
+            _ => Decision::new(Outcome::Rejected(Reason::AwsError), format!("{did}: {e}")),
         }
     }
 
@@ -403,6 +525,11 @@ fn report(
         batch_id: facts.batch_id,
         action: facts.action,
         keys_changed: facts.keys_changed,
+        event_source: facts.origin.as_ref().map(|o| o.source),
+        event_type: facts.origin.map(|o| o.event_type),
+        sessions_revoked_before: facts.sessions_revoked_before,
+        last_used: facts.last_used,
+        keys: facts.keys,
         attempts: delivery.receive_count,
         retries,
         duration,

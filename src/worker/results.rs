@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::iam::{KeyResult, LastUsed};
 use crate::aws::sqs::{next_batch, Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
 
@@ -28,6 +29,16 @@ pub struct OutcomeEvent {
     pub batch_id: Option<String>,
     pub action: Option<&'static str>,
     pub keys_changed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_revoked_before: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_used: Vec<LastUsed>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyResult>,
     pub attempts: u32,
     pub retries: u32,
     /// When the job was enqueued (`SentTimestamp`), Unix milliseconds.
@@ -56,6 +67,11 @@ impl OutcomeEvent {
             batch_id: report.batch_id.clone(),
             action: report.action.map(|a| a.as_str()),
             keys_changed: report.keys_changed,
+            event_source: report.event_source,
+            event_type: report.event_type.clone(),
+            sessions_revoked_before: report.sessions_revoked_before.clone(),
+            last_used: report.last_used.clone(),
+            keys: report.keys.clone(),
             attempts: report.attempts,
             retries: report.retries,
             enqueued_at_ms,
