@@ -12,6 +12,13 @@ The worker reaches the emulators through a front (below) that keeps its connecti
 open; --iam-latency-ms N makes every IAM request take N ms there, to show throughput
 against the bound max_in_flight / N. --feed keeps the backlog near --backlog (under 100)
 by enqueueing as the queue drains (the emulator slows down on deep queues).
+
+--urgent N measures the priority queue: the worker gets a priority queue too; N urgent
+jobs are first sent to it while the worker is idle, then the bulk jobs go on the main
+queue and, once the worker is draining them, N more urgent jobs follow, one every
+--urgent-every seconds. Each urgent job's time to revoke is measured from its send to
+the moment its key is gone from IAM (polled every 20 ms), and reported for the idle
+worker next to the worker behind the backlog.
 """
 
 import argparse
@@ -140,14 +147,17 @@ def total(samples, prefix, **labels):
     return out
 
 
-def quantile(samples, name, q):
-    buckets = []
+def quantile(samples, name, q, **labels):
+    """The q-quantile of histogram `name`, over every series with `labels` (summed)."""
+    by_le = {}
     for series, value in samples.items():
-        m = re.match(re.escape(name) + r'_bucket\{le="([^"]+)"\}$', series)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets.append((le, value))
-    buckets.sort()
+        m = re.match(re.escape(name) + r'_bucket\{(.*)\}$', series)
+        if not m or not all(f'{k}="{v}"' in series for k, v in labels.items()):
+            continue
+        le_text = re.search(r'le="([^"]+)"', m.group(1)).group(1)
+        le = float("inf") if le_text == "+Inf" else float(le_text)
+        by_le[le] = by_le.get(le, 0.0) + value
+    buckets = sorted(by_le.items())
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]
@@ -186,8 +196,12 @@ def main():
     parser.add_argument("--backlog", type=int, default=40, help="with --feed, the backlog to keep (under 100)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a worker configuration key, e.g. --set worker.prefetch=0 (repeatable)")
+    parser.add_argument("--urgent", type=int, default=0, help="urgent jobs to send to a priority queue, idle and behind the backlog")
+    parser.add_argument("--urgent-every", type=float, default=2.0, help="seconds between urgent jobs behind the backlog")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
+    if args.urgent and args.feed:
+        parser.error("--urgent keeps the whole backlog on the queue; it does not go with --feed")
 
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     sqs = session.client("sqs", endpoint_url=args.sqs_endpoint)
@@ -201,6 +215,7 @@ def main():
         return user, iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         keys = list(pool.map(provision, range(args.jobs)))
+        urgent_keys = list(pool.map(provision, range(args.jobs, args.jobs + 2 * args.urgent)))
 
     dlq = sqs.create_queue(QueueName=f"{run}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -209,6 +224,26 @@ def main():
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
     bodies = [json.dumps({"request_id": f"{run}-{i}", "user_name": u, "access_key_id": k}) for i, (u, k) in enumerate(keys)]
+    priority = None
+    if args.urgent:
+        pdlq = sqs.create_queue(QueueName=f"{run}-priority-dlq")["QueueUrl"]
+        pdlq_arn = sqs.get_queue_attributes(QueueUrl=pdlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        priority = sqs.create_queue(
+            QueueName=f"{run}-priority",
+            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": pdlq_arn, "maxReceiveCount": "5"})},
+        )["QueueUrl"]
+
+    def time_to_revoke(index):
+        """Sends urgent job `index` to the priority queue; seconds until its key is gone."""
+        user, key = urgent_keys[index]
+        body = json.dumps({"request_id": f"{run}-urgent-{index}", "user_name": user, "access_key_id": key})
+        sent_at = time.monotonic()
+        sqs.send_message(QueueUrl=priority, MessageBody=body)
+        while iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+            if time.monotonic() - sent_at > 120:
+                sys.exit(f"urgent job {index} not revoked within 120 s")
+            time.sleep(0.02)
+        return time.monotonic() - sent_at
 
     def enqueue(batch):
         entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
@@ -221,7 +256,7 @@ def main():
         )["Attributes"]
         return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
 
-    if not args.feed:
+    if not args.feed and not args.urgent:
         print(f"Enqueueing {args.jobs} jobs ...", file=sys.stderr)
         for i in range(0, len(bodies), 10):
             enqueue(bodies[i : i + 10])
@@ -243,6 +278,8 @@ def main():
         "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
         "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
     }
+    if priority:
+        env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
     for setting in args.set:
         key, _, value = setting.partition("=")
         section, _, name = key.partition(".")
@@ -258,17 +295,32 @@ def main():
         except OSError:
             time.sleep(0.05)
     startup_cpu, _ = proc_stats(worker.pid)
+    idle, behind = [], []
+    if args.urgent:
+        print(f"Urgent jobs on an idle worker ...", file=sys.stderr)
+        time.sleep(2)
+        for i in range(args.urgent):
+            idle.append(time_to_revoke(i))
+            time.sleep(0.2)
+        print(f"Enqueueing {args.jobs} jobs ...", file=sys.stderr)
+        for i in range(0, len(bodies), 10):
+            enqueue(bodies[i : i + 10])
     started = time.monotonic()
     iam_before = list(iam_stats)
     sent = 0 if args.feed else len(bodies)
+    next_urgent = started + args.urgent_every
     while True:
+        if len(behind) < args.urgent and time.monotonic() >= next_urgent:
+            backlog = sum(depth())
+            behind.append((time_to_revoke(args.urgent + len(behind)), backlog))
+            next_urgent = time.monotonic() + args.urgent_every
         if args.feed and sent < len(bodies):
             visible, in_flight = depth()
             while visible + in_flight < args.backlog and sent < len(bodies):
                 enqueue(bodies[sent : sent + 10])
                 sent += len(bodies[sent : sent + 10])
                 visible += 10
-        elif depth() == (0, 0):
+        elif depth() == (0, 0) and len(behind) >= args.urgent:
             break
         if worker.poll() is not None:
             sys.exit(f"the worker exited early: see /tmp/{run}-worker.log")
@@ -285,7 +337,7 @@ def main():
     iam_calls = total(samples, "iam_key_revoker_aws_requests_total", service="iam")
     sqs_calls = total(samples, "iam_key_revoker_aws_requests_total", service="sqs")
     lat = "iam_key_revoker_revocation_latency_seconds"
-    p50, p99 = quantile(samples, lat, 0.5), quantile(samples, lat, 0.99)
+    p50, p99 = quantile(samples, lat, 0.5, queue="main"), quantile(samples, lat, 0.99, queue="main")
     result = {
         "jobs": args.jobs,
         "max_in_flight": args.max_in_flight,
@@ -305,13 +357,23 @@ def main():
         "latency_p50_seconds": None if p50 is None else round(p50, 3),
         "latency_p99_seconds": None if p99 is None else round(p99, 3),
     }
+    if args.urgent:
+        behind_times = [t for t, _ in behind]
+        result["urgent_jobs"] = args.urgent
+        result["urgent_idle_seconds_max"] = round(max(idle), 3)
+        result["urgent_idle_seconds_mean"] = round(sum(idle) / len(idle), 3)
+        result["urgent_behind_backlog_seconds_max"] = round(max(behind_times), 3)
+        result["urgent_behind_backlog_seconds_mean"] = round(sum(behind_times) / len(behind_times), 3)
+        result["backlog_jobs_at_urgent_sends"] = [b for _, b in behind]
+        result["backlog_seconds_at_start"] = round(args.jobs / result["jobs_per_second"], 1)
     if args.iam_latency_ms:
         bound = args.max_in_flight / (args.iam_latency_ms / 1000)
         result["bound_jobs_per_second"] = round(bound, 1)
         result["fraction_of_bound"] = round(result["jobs_per_second"] / bound, 3)
     print(json.dumps(result, indent=2))
-    if gone != args.jobs or int(deleted) != args.jobs:
-        sys.exit(f"only {gone} of {args.jobs} keys are gone, {int(deleted)} jobs deleted")
+    expected = args.jobs + 2 * args.urgent
+    if gone != args.jobs or int(deleted) != expected:
+        sys.exit(f"only {gone} of {args.jobs} keys are gone, {int(deleted)} of {expected} jobs deleted")
     if args.record:
         record(args, result)
 
@@ -324,6 +386,7 @@ def record(args, result):
             f"--iam-latency-ms {args.iam_latency_ms}" if args.iam_latency_ms else "",
             "--feed" if args.feed else "",
             f"--backlog {args.backlog}" if args.feed else "",
+            f"--urgent {args.urgent} --urgent-every {args.urgent_every:g}" if args.urgent else "",
             *(f"--set {s}" for s in args.set),
         ] if a
     )

@@ -101,6 +101,10 @@ pub struct SqsSection {
     pub queue_url: String,
     /// Where rejected jobs go; unset means the queue's `RedrivePolicy` target.
     pub dead_letter_queue_url: Option<String>,
+    /// A second job queue for urgent jobs, always served first.
+    pub priority_queue_url: Option<String>,
+    /// Where the priority queue's rejected jobs go; unset means its `RedrivePolicy` target.
+    pub priority_dead_letter_queue_url: Option<String>,
     /// Long-poll wait of each receive, 0 to 20.
     pub wait_time_seconds: u32,
     /// Visibility timeout asked for on receive, and renewed by the heartbeat.
@@ -115,6 +119,8 @@ impl Default for SqsSection {
         Self {
             queue_url: String::new(),
             dead_letter_queue_url: None,
+            priority_queue_url: None,
+            priority_dead_letter_queue_url: None,
             wait_time_seconds: 20,
             visibility_timeout_seconds: 60,
             max_receive_count: 10,
@@ -480,6 +486,30 @@ impl SqsSection {
                 return Err(invalid(
                     "sqs.dead_letter_queue_url",
                     "must differ from sqs.queue_url",
+                ));
+            }
+        }
+        if let Some(url) = &self.priority_queue_url {
+            check_url("sqs.priority_queue_url", url)?;
+            if url == &self.queue_url || Some(url) == self.dead_letter_queue_url.as_ref() {
+                return Err(invalid(
+                    "sqs.priority_queue_url",
+                    "must differ from sqs.queue_url and its dead-letter queue",
+                ));
+            }
+        }
+        if let Some(url) = &self.priority_dead_letter_queue_url {
+            check_url("sqs.priority_dead_letter_queue_url", url)?;
+            if self.priority_queue_url.is_none() {
+                return Err(invalid(
+                    "sqs.priority_dead_letter_queue_url",
+                    "is set without sqs.priority_queue_url",
+                ));
+            }
+            if Some(url) == self.priority_queue_url.as_ref() || url == &self.queue_url {
+                return Err(invalid(
+                    "sqs.priority_dead_letter_queue_url",
+                    "must differ from the job queues",
                 ));
             }
         }

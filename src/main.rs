@@ -47,8 +47,11 @@ enum Command {
         /// The job queue (instead of sqs.queue_url): a producer needs no worker config.
         #[arg(long, value_name = "URL")]
         queue_url: Option<String>,
+        /// Send to the priority queue (sqs.priority_queue_url): urgent jobs, served first.
+        #[arg(long, conflicts_with = "queue_url")]
+        priority: bool,
         #[command(flatten)]
-        input: InputArgs,
+        input: Box<InputArgs>,
         /// SendMessageBatch calls in flight at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
@@ -205,13 +208,22 @@ fn main() -> ExitCode {
         Command::Enqueue { queue_url, .. } => queue_url.as_deref(),
         _ => None,
     };
-    let config = match Config::load_with_queue(config_path.as_deref(), queue_url) {
+    let mut config = match Config::load_with_queue(config_path.as_deref(), queue_url) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Command::Enqueue { priority: true, .. } = &cli.command {
+        match config.sqs.priority_queue_url.clone() {
+            Some(url) => config.sqs.queue_url = url,
+            None => {
+                eprintln!("error: --priority needs sqs.priority_queue_url (or IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL)");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // The worker logs to standard output; the commands keep it for their results.
     telemetry::init(&config.log, !matches!(cli.command, Command::Run { .. }));
     // One thread: every command spends its time waiting on AWS, and IAM's request quota
@@ -308,7 +320,7 @@ async fn run(config: Config, clients: Clients) -> ExitCode {
             let code = match e.downcast_ref::<StartupError>() {
                 Some(
                     StartupError::Config(_)
-                    | StartupError::Queue(QueueSetupError::NoDeadLetterQueue),
+                    | StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. }),
                 ) => 2,
                 _ => 1,
             };

@@ -16,6 +16,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::aws::sqs::{Depth, Lane};
 use crate::job::Action;
 use crate::outcome::{Outcome, Reason};
 
@@ -34,6 +35,7 @@ pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_se
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
 pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total";
+pub const QUEUE_MESSAGES: &str = "iam_key_revoker_queue_messages";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -52,6 +54,7 @@ pub const ALL: &[&str] = &[
     CREDENTIALS_FAILING,
     CREDENTIAL_FAILURES_TOTAL,
     SESSIONS_REVOKED_TOTAL,
+    QUEUE_MESSAGES,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -88,6 +91,7 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Retry(Reason::Shutdown),
     Outcome::Retry(Reason::Credentials),
     Outcome::Retry(Reason::GroupOrder),
+    Outcome::Retry(Reason::Preempted),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -169,6 +173,10 @@ fn describe() {
         "Current client-side IAM request rate: iam.max_requests_per_second, lowered while IAM throttles"
     );
 
+    describe_gauge!(
+        QUEUE_MESSAGES,
+        "Messages in the job and dead-letter queues by state (visible, in_flight, delayed), read from SQS every 30 s"
+    );
     describe_counter!(
         SESSIONS_REVOKED_TOTAL,
         "Users whose temporary credentials issued before a revocation were cut off by the session policy"
@@ -182,9 +190,11 @@ fn describe() {
         "AWS calls refused because of the worker's own credentials, by error code (no_credentials: none could be loaded)"
     );
 
-    for outcome in OUTCOMES {
-        counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason())
-            .increment(0);
+    for lane in [Lane::Main, Lane::Priority] {
+        for outcome in OUTCOMES {
+            counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason(), "queue" => lane.as_str())
+                .increment(0);
+        }
     }
     for action in [Action::Delete, Action::Deactivate] {
         counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(0);
@@ -201,6 +211,7 @@ fn describe() {
 /// latency where it applies (to `decided_at_ms`, when the IAM step ended), and the keys
 /// it changed.
 pub fn job_finished(
+    lane: Lane,
     outcome: Outcome,
     duration: Duration,
     sent_timestamp_ms: Option<u64>,
@@ -208,8 +219,11 @@ pub fn job_finished(
     action: Option<Action>,
     keys_changed: usize,
 ) {
-    counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason()).increment(1);
-    histogram!(JOB_DURATION_SECONDS, "outcome" => outcome.as_str()).record(duration.as_secs_f64());
+    let queue = lane.as_str();
+    counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason(), "queue" => queue)
+        .increment(1);
+    histogram!(JOB_DURATION_SECONDS, "outcome" => outcome.as_str(), "queue" => queue)
+        .record(duration.as_secs_f64());
     if matches!(
         outcome,
         Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent
@@ -218,11 +232,24 @@ pub fn job_finished(
             // The key was revoked when the outcome was decided; settling the message
             // (a batched delete) comes after and is not part of it.
             let latency_ms = decided_at_ms.unwrap_or_else(now_ms).saturating_sub(sent);
-            histogram!(REVOCATION_LATENCY_SECONDS).record(latency_ms as f64 / 1000.0);
+            histogram!(REVOCATION_LATENCY_SECONDS, "queue" => queue)
+                .record(latency_ms as f64 / 1000.0);
         }
     }
     if let (Some(action), true) = (action, keys_changed > 0) {
         counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(keys_changed as u64);
+    }
+}
+
+/// A queue's depth, read from SQS: `queue` is `jobs`, `dead_letter`, `priority` or
+/// `priority_dead_letter`.
+pub fn queue_depth(queue: &'static str, depth: Depth) {
+    for (state, count) in [
+        ("visible", depth.visible),
+        ("in_flight", depth.in_flight),
+        ("delayed", depth.delayed),
+    ] {
+        gauge!(QUEUE_MESSAGES, "queue" => queue, "state" => state).set(count as f64);
     }
 }
 

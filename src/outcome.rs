@@ -40,6 +40,9 @@ pub enum Reason {
     /// An earlier job of the same FIFO message group stays on the queue, so this one
     /// goes back too, to keep the group's order.
     GroupOrder,
+    /// A main-queue job that had not started gave way to a waiting priority job: its
+    /// message went back to the queue (README, "The priority queue").
+    Preempted,
 }
 
 impl Reason {
@@ -60,6 +63,7 @@ impl Reason {
             Reason::Shutdown => "shutdown",
             Reason::Credentials => "credentials",
             Reason::GroupOrder => "group_order",
+            Reason::Preempted => "preempted",
         }
     }
 }

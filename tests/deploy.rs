@@ -288,9 +288,9 @@ fn the_eventbridge_rules_match_the_documented_events_and_the_worker_agrees() {
         ));
     }
 
-    // The queue policy lets EventBridge send to the job queue, for these rules only.
+    // The queue policy lets EventBridge send to the priority queue, for these rules only.
     let policy: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/job-queue-policy.json")).unwrap();
+        serde_json::from_str(&read("deploy/aws/priority-queue-policy.json")).unwrap();
     let statement = &policy["Statement"][0];
     assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
     assert_eq!(statement["Action"], "sqs:SendMessage");

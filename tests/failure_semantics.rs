@@ -144,7 +144,7 @@ async fn expired_credentials_pause_the_worker_and_dead_letter_nothing() {
     eventually("every key revoked", Duration::from_secs(45), || {
         metric(
             &metrics(),
-            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\"}",
+            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\",queue=\"main\"}",
         ) == 4.0
     })
     .await;

@@ -73,7 +73,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     let jobs_total = |outcome: &str, reason: &str| {
         value(
             &s,
-            &format!("iam_key_revoker_jobs_total{{outcome=\"{outcome}\",reason=\"{reason}\"}}"),
+            &format!("iam_key_revoker_jobs_total{{outcome=\"{outcome}\",reason=\"{reason}\",queue=\"main\"}}"),
         )
     };
     assert_eq!(jobs_total("deleted", "none"), 3.0);
@@ -86,6 +86,14 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
         jobs_total("rejected", "protected"),
         0.0,
         "known series exist at zero"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\",queue=\"priority\"}"
+        ),
+        0.0,
+        "and for the priority queue"
     );
     assert_eq!(
         value(&s, "iam_key_revoker_keys_revoked_total{action=\"delete\"}"),
@@ -136,18 +144,31 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     assert_eq!(
         value(
             &s,
-            "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",le=\"+Inf\"}"
+            "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",queue=\"main\",le=\"+Inf\"}"
         ),
         3.0
     );
     assert!(s.contains_key(
-        "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",le=\"0.005\"}"
+        "iam_key_revoker_job_duration_seconds_bucket{outcome=\"deleted\",queue=\"main\",le=\"0.005\"}"
     ));
     assert_eq!(
-        value(&s, "iam_key_revoker_revocation_latency_seconds_count"),
+        value(
+            &s,
+            "iam_key_revoker_revocation_latency_seconds_count{queue=\"main\"}"
+        ),
         5.0
     );
-    assert!(s.contains_key("iam_key_revoker_revocation_latency_seconds_bucket{le=\"43200\"}"));
+    assert!(s.contains_key(
+        "iam_key_revoker_revocation_latency_seconds_bucket{queue=\"main\",le=\"43200\"}"
+    ));
+    // The queues' depths, read at start: the job queue and its dead-letter queue.
+    for queue in ["jobs", "dead_letter"] {
+        for state in ["visible", "in_flight", "delayed"] {
+            let series =
+                format!("iam_key_revoker_queue_messages{{queue=\"{queue}\",state=\"{state}\"}}");
+            assert!(s.contains_key(&series), "{series}");
+        }
+    }
 
     let labels: Vec<&str> = scrape.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(
@@ -235,7 +256,7 @@ async fn a_results_queue_outage_never_affects_the_revocation() {
     assert_eq!(
         value(
             &scrape,
-            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\"}"
+            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\",queue=\"main\"}"
         ),
         1.0
     );

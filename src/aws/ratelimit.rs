@@ -9,6 +9,13 @@
 //! - Each second without throttling adds 5% of the configured maximum back, so a halved
 //!   rate recovers in about ten seconds, never above the maximum.
 //!
+//! - Urgent requests (those of priority-queue jobs, run inside [`urgent`]) go first: an
+//!   urgent request takes the next free moment for urgent requests, ahead of the
+//!   requests already booked, and the first booked request to come due gives up its
+//!   moment and books again at the end. The rate over any second stays within one
+//!   request of the budget, and a bulk backlog never delays an urgent job by more than
+//!   one request interval.
+//!
 //! `governor`, the usual token bucket, can neither change its quota at run time nor run
 //! on tokio's clock (which the tests pause), so this small scheduler is written here.
 
@@ -29,10 +36,29 @@ pub struct AdaptiveRate {
     state: Mutex<State>,
 }
 
+tokio::task_local! {
+    static URGENT: bool;
+}
+
+/// Runs `work` with its IAM requests served before any other job's.
+pub async fn urgent<F: std::future::Future>(work: F) -> F::Output {
+    URGENT.scope(true, work).await
+}
+
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
+}
+
 #[derive(Debug)]
 struct State {
     rate: f64,
+    /// The next free moment at the end of the booked requests.
     next_slot: Instant,
+    /// The next free moment for an urgent request.
+    next_urgent: Instant,
+    /// Moments urgent requests took ahead of booked ones: that many booked requests
+    /// book again.
+    owed: u32,
     last_decrease: Option<Instant>,
     last_increase: Instant,
 }
@@ -49,6 +75,8 @@ impl AdaptiveRate {
             state: Mutex::new(State {
                 rate: max,
                 next_slot: Instant::now(),
+                next_urgent: Instant::now(),
+                owed: 0,
                 last_decrease: None,
                 last_increase: Instant::now(),
             }),
@@ -65,13 +93,42 @@ impl AdaptiveRate {
         self.state().rate
     }
 
-    /// Waits for this request's slot.
+    /// Waits for this request's slot; an urgent request's comes first.
     pub async fn acquire(&self) {
+        if is_urgent() {
+            return self.acquire_urgent().await;
+        }
+        loop {
+            let slot = {
+                let mut state = self.state();
+                let now = Instant::now();
+                let slot = state.next_slot.max(now);
+                state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+            let mut state = self.state();
+            if state.owed == 0 {
+                return;
+            }
+            // An urgent request used this moment: book again.
+            state.owed -= 1;
+        }
+    }
+
+    async fn acquire_urgent(&self) {
         let slot = {
             let mut state = self.state();
             let now = Instant::now();
-            let slot = state.next_slot.max(now);
-            state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
+            let interval = Duration::from_secs_f64(1.0 / state.rate);
+            let slot = state.next_urgent.max(now);
+            state.next_urgent = slot + interval;
+            if slot + interval <= state.next_slot {
+                // Ahead of booked requests: one of them gives its moment up.
+                state.owed += 1;
+            } else {
+                state.next_slot = state.next_slot.max(slot + interval);
+            }
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -126,6 +183,50 @@ impl AdaptiveRate {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_request_goes_before_a_booked_backlog_and_the_rate_holds() {
+        let rate = Arc::new(AdaptiveRate::new(10));
+        let start = Instant::now();
+        let mut backlog = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let rate = rate.clone();
+            backlog.spawn(async move {
+                rate.acquire().await;
+                Instant::now()
+            });
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(rate.booked_ahead(), Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        let urgent_at = urgent(async {
+            rate.acquire().await;
+            Instant::now()
+        })
+        .await;
+        assert!(
+            urgent_at - start <= Duration::from_millis(1_150),
+            "served within one interval, not after the backlog: {:?}",
+            urgent_at - start
+        );
+        let mut times: Vec<Instant> = backlog.join_all().await;
+        times.push(urgent_at);
+        times.sort();
+        // Over any window of one second: at most the rate, plus one.
+        for (i, t) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|u| **u - *t < Duration::from_secs(1))
+                .count();
+            assert!(
+                within <= 11,
+                "{within} requests within a second from {:?}",
+                *t - start
+            );
+        }
+        // The backlog gave exactly one moment up.
+        assert_eq!(*times.last().unwrap() - start, Duration::from_millis(5_000));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn booked_ahead_is_the_time_the_waiting_requests_take() {

@@ -37,13 +37,45 @@ pub struct Queues {
     pub has_redrive_policy: bool,
 }
 
+/// Which job queue a message came from (README, "The priority queue").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lane {
+    /// `sqs.queue_url`: bulk work when a priority queue is configured.
+    #[default]
+    Main,
+    /// `sqs.priority_queue_url`: urgent jobs, always served first.
+    Priority,
+}
+
+impl Lane {
+    /// The `queue` label of the job series.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Main => "main",
+            Lane::Priority => "priority",
+        }
+    }
+}
+
+/// How many messages a queue holds, by state (`GetQueueAttributes`'
+/// `ApproximateNumberOf…` attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
 /// Startup problems with the queues.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueSetupError {
-    #[error(
-        "no dead-letter queue: set sqs.dead_letter_queue_url or give the queue a RedrivePolicy"
-    )]
-    NoDeadLetterQueue,
+    #[error("no dead-letter queue for {queue}: set {key} or give the queue a RedrivePolicy")]
+    NoDeadLetterQueue {
+        /// The queue without one.
+        queue: String,
+        /// The configuration key that names it.
+        key: &'static str,
+    },
     #[error("the queue's RedrivePolicy is unreadable: {0}")]
     BadRedrivePolicy(String),
     #[error(transparent)]
@@ -60,6 +92,8 @@ pub struct Sqs {
 /// Attributes of a received message the worker reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// The job queue it came from.
+    pub lane: Lane,
     /// `ApproximateReceiveCount`: 1 on first delivery.
     pub receive_count: u32,
     /// `SentTimestamp`, in milliseconds since the epoch.
@@ -69,8 +103,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Reads the system attributes of `message`, received just now.
-    pub fn of(message: &Message) -> Self {
+    /// Reads the system attributes of `message`, received just now from `lane`.
+    pub fn of(message: &Message, lane: Lane) -> Self {
         let attr = |name: MessageSystemAttributeName| {
             message
                 .attributes()
@@ -78,6 +112,7 @@ impl Delivery {
                 .and_then(|v| v.parse::<u64>().ok())
         };
         Self {
+            lane,
             receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
                 .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             sent_timestamp_ms: attr(MessageSystemAttributeName::SentTimestamp),
@@ -98,10 +133,12 @@ impl Sqs {
 
     /// Works out the dead-letter queue: the configured one, else the queue's
     /// `RedrivePolicy` target. Also reports whether the queue has a redrive policy.
+    /// `dlq_key` is the configuration key of `configured_dlq`, for the error.
     pub async fn discover(
         &self,
         queue_url: &str,
         configured_dlq: Option<&str>,
+        dlq_key: &'static str,
     ) -> Result<Queues, QueueSetupError> {
         let retries = RetryCounter::default();
         let attrs = call(
@@ -131,11 +168,40 @@ impl Sqs {
         let dead_letter_queue_url = configured_dlq
             .map(str::to_owned)
             .or(dlq_from_policy)
-            .ok_or(QueueSetupError::NoDeadLetterQueue)?;
+            .ok_or_else(|| QueueSetupError::NoDeadLetterQueue {
+                queue: queue_url.to_owned(),
+                key: dlq_key,
+            })?;
         Ok(Queues {
             queue_url: queue_url.to_owned(),
             dead_letter_queue_url,
             has_redrive_policy: redrive.is_some(),
+        })
+    }
+
+    /// How many messages `queue_url` holds: visible, in flight (received, not deleted)
+    /// and delayed. One `GetQueueAttributes` call, not retried: a depth is read again soon.
+    pub async fn depth(&self, queue_url: &str) -> Result<Depth, AwsError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))?;
+        let read = |name: QueueAttributeName| {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Depth {
+            visible: read(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: read(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         })
     }
 
@@ -822,9 +888,12 @@ mod tests {
             .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
             .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000000")
             .build();
-        let delivery = Delivery::of(&message);
+        let delivery = Delivery::of(&message, Lane::Main);
         assert_eq!(delivery.receive_count, 3);
         assert_eq!(delivery.sent_timestamp_ms, Some(1_700_000_000_000));
-        assert_eq!(Delivery::of(&Message::builder().build()).receive_count, 1);
+        assert_eq!(
+            Delivery::of(&Message::builder().build(), Lane::Main).receive_count,
+            1
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +23,8 @@ use crate::aws::clients::Clients;
 use crate::aws::iam::Iam;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::sqs::{
-    Deleter, QueueSetupError, Queues, Sqs, DELETE_LINGER, DELETE_LINGER_RATE_BOUND, SQS_BATCH_MAX,
+    Deleter, Lane, QueueSetupError, Queues, Sqs, DELETE_LINGER, DELETE_LINGER_RATE_BOUND,
+    SQS_BATCH_MAX,
 };
 use crate::config::{Config, ConfigError};
 use crate::guard::{Dedup, Protection};
@@ -42,6 +43,9 @@ const RATE_BOUND: Duration = Duration::from_millis(250);
 /// when no message waits for a slot, and how often it looks again while some do.
 const RECEIVE_GATHER: Duration = Duration::from_millis(50);
 
+/// How often the queues' depths are read for `iam_key_revoker_queue_messages`.
+const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,6 +53,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Queue(#[from] QueueSetupError),
+    #[error("the priority queue: {0}")]
+    PriorityQueue(#[source] QueueSetupError),
     #[error("cannot listen on metrics.listen = {0}: {1}")]
     Listen(String, #[source] std::io::Error),
 }
@@ -81,14 +87,27 @@ impl Turn {
     }
 }
 
+/// A job queue the worker takes jobs from, with its dead-letter queue and its delete
+/// batcher.
+#[derive(Debug)]
+struct Source {
+    queues: Queues,
+    deleter: Deleter,
+}
+
 /// A running worker's shared state. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Worker {
     config: Arc<Config>,
-    queues: Queues,
+    /// `sqs.queue_url`.
+    main: Source,
+    /// `sqs.priority_queue_url`, served first.
+    priority: Option<Source>,
+    /// Priority jobs waiting for a job slot: while any do, main-queue messages are
+    /// neither received nor held waiting.
+    urgent_waiting: watch::Sender<usize>,
     sqs: Sqs,
     accounts: Accounts,
-    deleter: Deleter,
     dedup: Dedup,
     protection: Protection,
     /// How security events become jobs.
@@ -98,6 +117,10 @@ pub struct Worker {
     /// Job slots: a job holds one while it is processed (parse, guards, IAM action), not
     /// while it waits for one or while its message is settled.
     working: Semaphore,
+    /// With a priority queue, the job slots main-queue jobs may hold: all but a quarter,
+    /// which stay free for urgent jobs (while IAM's rate is the bound, every slot a
+    /// main-queue job holds waits for IAM, and an urgent job would wait for one).
+    main_slots: Option<Semaphore>,
     /// Messages received and waiting for a job slot.
     waiting: AtomicUsize,
     /// Messages being handled, from receipt to their audit line.
@@ -117,8 +140,21 @@ impl Worker {
             .discover(
                 &config.sqs.queue_url,
                 config.sqs.dead_letter_queue_url.as_deref(),
+                "sqs.dead_letter_queue_url",
             )
             .await?;
+        let priority_queues = match &config.sqs.priority_queue_url {
+            Some(url) => Some(
+                sqs.discover(
+                    url,
+                    config.sqs.priority_dead_letter_queue_url.as_deref(),
+                    "sqs.priority_dead_letter_queue_url",
+                )
+                .await
+                .map_err(StartupError::PriorityQueue)?,
+            ),
+            None => None,
+        };
         let iam = Iam::new(
             clients.iam,
             config.iam.max_requests_per_second,
@@ -127,28 +163,43 @@ impl Worker {
         );
         let rate = iam.shared_rate();
         let working = Semaphore::new(config.worker.max_in_flight);
+        let reserved = config.worker.max_in_flight / 4;
+        let main_slots = priority_queues
+            .as_ref()
+            .map(|_| Semaphore::new(config.worker.max_in_flight - reserved));
         let in_progress = Arc::new(AtomicUsize::new(0));
-        let others = Arc::clone(&in_progress);
-        let deletes_rate = Arc::clone(&rate);
-        // While other messages are being handled their deletes are coming: let them share
-        // a call, for longer while IAM's rate is the bound. A lone delete goes at once.
-        let (deleter, _task) = Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move |n| {
-            if others.load(Ordering::Relaxed) <= n {
-                Duration::ZERO
-            } else if deletes_rate.booked_ahead() >= RATE_BOUND {
-                DELETE_LINGER_RATE_BOUND
-            } else {
-                DELETE_LINGER
-            }
-        });
+        let source = |queues: Queues| {
+            let others = Arc::clone(&in_progress);
+            let deletes_rate = Arc::clone(&rate);
+            // While other messages are being handled their deletes are coming: let them
+            // share a call, for longer while IAM's rate is the bound. A lone delete goes
+            // at once.
+            let (deleter, _task) =
+                Deleter::spawn(sqs.clone(), queues.queue_url.clone(), move |n| {
+                    if others.load(Ordering::Relaxed) <= n {
+                        Duration::ZERO
+                    } else if deletes_rate.booked_ahead() >= RATE_BOUND {
+                        DELETE_LINGER_RATE_BOUND
+                    } else {
+                        DELETE_LINGER
+                    }
+                });
+            Source { queues, deleter }
+        };
+        let main = source(queues);
+        let priority = priority_queues.map(source);
         let dedup = Dedup::new(
             NonZeroUsize::new(config.worker.dedup_capacity).unwrap_or(NonZeroUsize::MIN),
             Duration::from_secs(config.worker.dedup_ttl_seconds),
         );
         tracing::info!(
-            queue_url = %queues.queue_url,
-            dead_letter_queue_url = %queues.dead_letter_queue_url,
-            redrive_policy = queues.has_redrive_policy,
+            queue_url = %main.queues.queue_url,
+            dead_letter_queue_url = %main.queues.dead_letter_queue_url,
+            redrive_policy = main.queues.has_redrive_policy,
+            priority_queue_url = priority.as_ref().map_or("", |p| p.queues.queue_url.as_str()),
+            priority_dead_letter_queue_url = priority
+                .as_ref()
+                .map_or("", |p| p.queues.dead_letter_queue_url.as_str()),
             max_in_flight = config.worker.max_in_flight,
             protected_users = %config.protect.users.join(","),
             protected_access_keys = %config.protect.access_keys.join(","),
@@ -165,25 +216,40 @@ impl Worker {
         let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, &parsed);
         Ok(Self {
             working,
+            main_slots,
             waiting: AtomicUsize::new(0),
             in_progress,
             rate,
             health,
             results,
             config: Arc::new(config),
-            queues,
+            main,
+            priority,
+            urgent_waiting: watch::Sender::new(0),
             sqs,
             accounts,
-            deleter,
             dedup,
             protection,
             intake: parsed.intake.clone(),
         })
     }
 
-    /// The queues in use.
+    /// The main job queue and its dead-letter queue.
     pub fn queues(&self) -> &Queues {
-        &self.queues
+        &self.main.queues
+    }
+
+    /// The priority queue and its dead-letter queue, when one is configured.
+    pub fn priority_queues(&self) -> Option<&Queues> {
+        self.priority.as_ref().map(|p| &p.queues)
+    }
+
+    /// The queue a message came from.
+    fn source(&self, lane: Lane) -> &Source {
+        match (lane, &self.priority) {
+            (Lane::Priority, Some(priority)) => priority,
+            _ => &self.main,
+        }
     }
 
     /// Readiness, shared with the health endpoint.
@@ -204,79 +270,18 @@ impl Worker {
     /// A receive cut short by shutdown is dropped: SQS redelivers anything it had already
     /// handed out once the visibility timeout passes, so nothing is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        // A message holds one of these from its receive until it is settled.
-        let held = self.config.worker.max_in_flight + self.config.worker.prefetch;
-        let permits = Arc::new(Semaphore::new(held));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let mut backoff = self.sqs.policy().endless();
-        loop {
-            if self.health.credentials_failing() {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(self.health.credentials_check_delay()) => {}
-                }
-                self.check_credentials().await;
-                continue;
-            }
-            // Never hold more messages than max_in_flight + prefetch: a few wait for a job
-            // slot (their heartbeat running), none sits unwatched in a local buffer.
-            let first = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let mut slots = vec![first];
-            if !self.gather(&permits, &mut slots, &shutdown).await {
-                break;
-            }
-            let received = tokio::select! {
-                () = shutdown.cancelled() => break,
-                received = self.sqs.receive(
-                    &self.queues.queue_url,
-                    slots.len(),
-                    self.config.sqs.wait_time_seconds,
-                    self.config.sqs.visibility_timeout_seconds,
-                ) => received,
-            };
-            let messages = match received {
-                Ok(messages) => {
-                    backoff = self.sqs.policy().endless();
-                    self.health.receive_succeeded();
-                    metrics::receive_succeeded();
-                    metrics::messages_received(messages.len());
-                    messages
-                }
-                Err(e) if e.class == ErrorClass::Credentials => {
-                    self.health.credentials_failed(e.code.as_deref());
-                    tracing::error!(error = %e, "Receive refused: the worker's credentials failed");
-                    continue;
-                }
-                Err(e) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
-                }
-            };
-            for (message, turn) in in_group_order(messages) {
-                // Cannot be empty: SQS returns at most as many messages as were asked for.
-                let Some(permit) = slots.pop() else { break };
-                let worker = Arc::clone(&self);
-                let shutdown = shutdown.clone();
-                let hard_stop = hard_stop.clone();
-                tracker.spawn(async move {
-                    let _held = permit;
-                    worker
-                        .handle_until(message, turn, shutdown, hard_stop)
-                        .await;
-                });
-            }
+        let depths = tokio::spawn(Arc::clone(&self).report_depths(shutdown.clone()));
+        let main = Arc::clone(&self).receive(Lane::Main, &tracker, &shutdown, &hard_stop);
+        if self.priority.is_some() {
+            let priority =
+                Arc::clone(&self).receive(Lane::Priority, &tracker, &shutdown, &hard_stop);
+            tokio::join!(main, priority);
+        } else {
+            main.await;
         }
+        depths.abort();
         // Not ready from the moment shutdown starts until the process exits.
         self.health.stopping();
         tracker.close();
@@ -304,6 +309,152 @@ impl Worker {
         tracing::info!("Shutdown complete");
     }
 
+    /// The receive loop of one job queue, until shutdown. The priority queue is
+    /// long-polled all the time; the main queue only while no priority job waits for a
+    /// job slot.
+    async fn receive(
+        self: Arc<Self>,
+        lane: Lane,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) {
+        // A message holds one of these from its receive until it is settled: never more
+        // than max_in_flight + prefetch from the main queue (a few wait for a job slot,
+        // their heartbeat running; none sits unwatched in a local buffer), and
+        // max_in_flight from the priority queue.
+        let held = match lane {
+            Lane::Main => self.config.worker.max_in_flight + self.config.worker.prefetch,
+            Lane::Priority => self.config.worker.max_in_flight,
+        };
+        let permits = Arc::new(Semaphore::new(held));
+        let queue_url = self.source(lane).queues.queue_url.clone();
+        let mut urgent_idle = self.urgent_waiting.subscribe();
+        let mut backoff = self.sqs.policy().endless();
+        loop {
+            if self.health.credentials_failing() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.health.credentials_check_delay()) => {}
+                }
+                // One loop asks STS; the other waits for its answer.
+                if lane == Lane::Main {
+                    self.check_credentials().await;
+                }
+                continue;
+            }
+            if lane == Lane::Main {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = urgent_idle.wait_for(|waiting| *waiting == 0) => {}
+                }
+            }
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let mut slots = vec![first];
+            match lane {
+                Lane::Main => {
+                    if !self.gather(held, &permits, &mut slots, shutdown).await {
+                        break;
+                    }
+                }
+                // An urgent job never waits for company.
+                Lane::Priority => {
+                    while slots.len() < SQS_BATCH_MAX {
+                        match permits.clone().try_acquire_owned() {
+                            Ok(permit) => slots.push(permit),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.sqs.receive(
+                    &queue_url,
+                    slots.len(),
+                    self.config.sqs.wait_time_seconds,
+                    self.config.sqs.visibility_timeout_seconds,
+                ) => received,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    backoff = self.sqs.policy().endless();
+                    self.health.receive_succeeded();
+                    metrics::receive_succeeded();
+                    metrics::messages_received(messages.len());
+                    messages
+                }
+                Err(e) if e.class == ErrorClass::Credentials => {
+                    self.health.credentials_failed(e.code.as_deref());
+                    tracing::error!(error = %e, queue = lane.as_str(), "Receive refused: the worker's credentials failed");
+                    continue;
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, queue = lane.as_str(), delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            for (message, turn) in in_group_order(messages) {
+                // Cannot be empty: SQS returns at most as many messages as were asked for.
+                let Some(permit) = slots.pop() else { break };
+                let worker = Arc::clone(&self);
+                let shutdown = shutdown.clone();
+                let hard_stop = hard_stop.clone();
+                tracker.spawn(async move {
+                    let _held = permit;
+                    worker
+                        .handle_until(message, lane, turn, shutdown, hard_stop)
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Reads every queue's depth every `QUEUE_DEPTH_INTERVAL` for
+    /// `iam_key_revoker_queue_messages`, so alerts need no CloudWatch exporter.
+    async fn report_depths(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut queues = vec![
+            ("jobs", self.main.queues.queue_url.clone()),
+            (
+                "dead_letter",
+                self.main.queues.dead_letter_queue_url.clone(),
+            ),
+        ];
+        if let Some(priority) = &self.priority {
+            queues.push(("priority", priority.queues.queue_url.clone()));
+            queues.push((
+                "priority_dead_letter",
+                priority.queues.dead_letter_queue_url.clone(),
+            ));
+        }
+        let mut tick = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (label, url) in &queues {
+                match self.sqs.depth(url).await {
+                    Ok(depth) => metrics::queue_depth(label, depth),
+                    Err(e) => {
+                        tracing::warn!(error = %e, queue = label, "Could not read the queue's depth")
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes more free message permits before a receive, so that one receive asks for
     /// as many messages as is worthwhile. While IAM's rate is the bound (its requests
     /// booked `RATE_BOUND` ahead) and messages wait for a job slot, it waits until the
@@ -314,11 +465,11 @@ impl Worker {
     /// shutdown came.
     async fn gather(
         &self,
+        held: usize,
         permits: &Arc<Semaphore>,
         slots: &mut Vec<OwnedSemaphorePermit>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let held = self.config.worker.max_in_flight + self.config.worker.prefetch;
         let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
         let gather = tokio::time::sleep(RECEIVE_GATHER);
         tokio::pin!(gather);

@@ -17,8 +17,9 @@ use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::{Effect, Iam, IamResult, KeyResult, LastUsed, Sessions};
+use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
-use crate::aws::sqs::Delivery;
+use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake, NotRevocable};
 use crate::job::{self, Action, Job, Origin};
@@ -133,26 +134,34 @@ impl Worker {
     /// One iteration: works one received message to its outcome, settles it on the
     /// queue, writes the audit line and returns the report.
     pub async fn handle(&self, message: Message) -> JobReport {
+        self.handle_from(message, Lane::Main).await
+    }
+
+    /// [`Worker::handle`] for a message received from `lane`'s queue.
+    pub async fn handle_from(&self, message: Message, lane: Lane) -> JobReport {
         let never = CancellationToken::new();
-        self.handle_until(message, Turn::default(), never.clone(), never)
+        self.handle_until(message, lane, Turn::default(), never.clone(), never)
             .await
     }
 
     /// Works one message: waits for its turn in its FIFO group and for a job slot, then
     /// goes down the job's path. The message's visibility is extended from receipt
     /// until it is settled. When `shutdown` fires before the job has a slot, the message
-    /// is made visible again at once and the job ends `retry/shutdown`; `hard_stop` ends
-    /// retries, not the job.
+    /// is made visible again at once and the job ends `retry/shutdown`; a main-queue
+    /// message waiting for a slot while a priority job waits too is released the same way
+    /// (`retry/preempted`). `hard_stop` ends retries, not the job. A priority job's IAM
+    /// requests go before any other job's.
     pub(super) async fn handle_until(
         &self,
         message: Message,
+        lane: Lane,
         turn: Turn,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> JobReport {
         let started = Instant::now();
         let _in_progress = Counted::new(&self.in_progress);
-        let delivery = Delivery::of(&message);
+        let delivery = Delivery::of(&message, lane);
         let receipt = message.receipt_handle().unwrap_or_default();
         let retries = RetryCounter::until(hard_stop);
         let Turn { previous, next } = turn;
@@ -161,12 +170,22 @@ impl Worker {
                 if let Some(released) = Turn::wait(previous).await {
                     return (Facts::default(), released);
                 }
-                let Some(slot) = self.slot(&shutdown).await else {
-                    return (Facts::default(), Settling::released_at_shutdown());
+                let slot = match self.slot(lane, &shutdown).await {
+                    SlotWait::Slot(slot, share) => (slot, share),
+                    SlotWait::Shutdown => {
+                        return (Facts::default(), Settling::released_at_shutdown())
+                    }
+                    SlotWait::Preempted => return (Facts::default(), Settling::preempted()),
                 };
                 let mut worked = {
                     let _slot = (slot, metrics::job_started());
-                    self.work(&message, delivery, &retries).await
+                    // On the heap: the IAM step's future is large, and a message's whole
+                    // path must fit a thread's stack even in a debug build.
+                    let work = Box::pin(self.work(&message, delivery, &retries));
+                    match lane {
+                        Lane::Priority => ratelimit::urgent(work).await,
+                        Lane::Main => work.await,
+                    }
                 };
                 worked.facts.decided_at_ms = Some(metrics::now_ms());
                 // The slot is free for the next job while this one's message is settled.
@@ -205,14 +224,40 @@ impl Worker {
         report
     }
 
-    /// Waits for a job slot (counted as waiting meanwhile); `None` when shutdown comes
-    /// first.
-    async fn slot(&self, shutdown: &CancellationToken) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    /// Waits for a job slot (counted as waiting meanwhile). A priority job goes before
+    /// every main-queue job, and a quarter of the slots are kept for priority jobs; a
+    /// main-queue job gives up its wait as soon as a priority job waits too, so that its
+    /// message is released rather than held.
+    async fn slot(&self, lane: Lane, shutdown: &CancellationToken) -> SlotWait<'_> {
         let _waiting = Counted::new(&self.waiting);
-        tokio::select! {
-            biased;
-            slot = self.working.acquire() => slot.ok(),
-            () = shutdown.cancelled() => None,
+        match lane {
+            Lane::Priority => {
+                let _urgent = UrgentWaiting::new(&self.urgent_waiting);
+                tokio::select! {
+                    biased;
+                    slot = self.working.acquire() => slot.map_or(SlotWait::Shutdown, |s| SlotWait::Slot(s, None)),
+                    () = shutdown.cancelled() => SlotWait::Shutdown,
+                }
+            }
+            Lane::Main => {
+                let mut urgent = self.urgent_waiting.subscribe();
+                let slot = async {
+                    let share = match &self.main_slots {
+                        Some(main) => Some(main.acquire().await?),
+                        None => None,
+                    };
+                    Ok::<_, tokio::sync::AcquireError>(SlotWait::Slot(
+                        self.working.acquire().await?,
+                        share,
+                    ))
+                };
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => SlotWait::Shutdown,
+                    slot = slot => slot.unwrap_or(SlotWait::Shutdown),
+                    _ = urgent.wait_for(|waiting| *waiting > 0) => SlotWait::Preempted,
+                }
+            }
         }
     }
 
@@ -248,7 +293,8 @@ impl Worker {
             })
         };
         let max_receives = self.config.sqs.max_receive_count;
-        if !self.queues.has_redrive_policy && delivery.receive_count > max_receives {
+        let has_redrive_policy = self.source(delivery.lane).queues.has_redrive_policy;
+        if !has_redrive_policy && delivery.receive_count > max_receives {
             let detail = format!(
                 "received {} times, more than sqs.max_receive_count = {max_receives}",
                 delivery.receive_count
@@ -467,6 +513,7 @@ impl Worker {
     fn record(&self, report: &JobReport, delivery: Delivery, decided_at_ms: Option<u64>) {
         report.log();
         metrics::job_finished(
+            delivery.lane,
             report.outcome,
             report.duration,
             delivery.sent_timestamp_ms,
@@ -477,6 +524,35 @@ impl Worker {
         if let Some(results) = &self.results {
             results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
         }
+    }
+}
+
+/// How the wait for a job slot ended.
+enum SlotWait<'a> {
+    /// A job slot, and for a main-queue job with a priority queue configured, its share
+    /// of the main queue's slots.
+    Slot(
+        tokio::sync::SemaphorePermit<'a>,
+        Option<tokio::sync::SemaphorePermit<'a>>,
+    ),
+    Shutdown,
+    /// A main-queue job gave way to a waiting priority job.
+    Preempted,
+}
+
+/// Counts a priority job as waiting for a slot while it lives.
+struct UrgentWaiting<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> UrgentWaiting<'a> {
+    fn new(waiting: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        waiting.send_modify(|n| *n += 1);
+        Self(waiting)
+    }
+}
+
+impl Drop for UrgentWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

@@ -35,6 +35,22 @@ impl Settling {
             seconds: 0,
         }
     }
+
+    /// A main-queue job that gave way to a waiting priority job before it started: back
+    /// on the queue at once, so the worker holds no more main-queue messages than it is
+    /// working while priority jobs wait.
+    pub fn preempted() -> Self {
+        Self::Visibility {
+            decision: Decision {
+                outcome: Outcome::Retry(Reason::Preempted),
+                detail: Some(
+                    "not started: a priority job waits for a job slot; released for redelivery"
+                        .into(),
+                ),
+            },
+            seconds: 0,
+        }
+    }
 }
 
 /// How a job ended on the queue.
@@ -73,12 +89,14 @@ impl Worker {
             Outcome::Deleted
             | Outcome::Deactivated
             | Outcome::AlreadyAbsent
-            | Outcome::Duplicate => done(decision, self.delete(receipt, message_id).await),
+            | Outcome::Duplicate => {
+                done(decision, self.delete(delivery, receipt, message_id).await)
+            }
             Outcome::Rejected(_) => {
                 let copied = self
                     .sqs
                     .dead_letter(
-                        &self.queues.dead_letter_queue_url,
+                        &self.source(delivery.lane).queues.dead_letter_queue_url,
                         message,
                         decision.outcome,
                         decision.detail.as_deref().unwrap_or_default(),
@@ -88,7 +106,7 @@ impl Worker {
                     .await;
                 match copied {
                     // Invariant 4: deleted only once the copy is durable.
-                    Ok(()) => done(decision, self.delete(receipt, message_id).await),
+                    Ok(()) => done(decision, self.delete(delivery, receipt, message_id).await),
                     Err(e) => {
                         tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
                         let detail = format!(
@@ -109,12 +127,12 @@ impl Worker {
                 }
             }
             // Not the job's fault: back on the queue at once, for this or another replica.
-            Outcome::Retry(Reason::Credentials | Reason::Shutdown | Reason::GroupOrder) => {
-                Settling::Visibility {
-                    decision,
-                    seconds: 0,
-                }
-            }
+            Outcome::Retry(
+                Reason::Credentials | Reason::Shutdown | Reason::GroupOrder | Reason::Preempted,
+            ) => Settling::Visibility {
+                decision,
+                seconds: 0,
+            },
             Outcome::Retry(_) => Settling::Visibility {
                 seconds: self.retry_delay(delivery),
                 decision,
@@ -142,8 +160,9 @@ impl Worker {
         }
     }
 
-    async fn delete(&self, receipt: &str, message_id: &str) -> bool {
-        self.deleter
+    async fn delete(&self, delivery: Delivery, receipt: &str, message_id: &str) -> bool {
+        self.source(delivery.lane)
+            .deleter
             .delete(receipt)
             .await
             .inspect_err(|e| {
@@ -176,9 +195,10 @@ impl Worker {
             }
             let retries = RetryCounter::default();
             let seconds = within_visibility_limit(timeout, delivery.held());
-            let extend =
-                self.sqs
-                    .set_visibility(&self.queues.queue_url, receipt, seconds, &retries);
+            let queue_url = &self.source(delivery.lane).queues.queue_url;
+            let extend = self
+                .sqs
+                .set_visibility(queue_url, receipt, seconds, &retries);
             let mut extend = pin!(extend);
             let (extended, out) = tokio::select! {
                 biased;
@@ -216,7 +236,12 @@ impl Worker {
     ) -> bool {
         let seconds = within_visibility_limit(seconds, delivery.held());
         self.sqs
-            .set_visibility(&self.queues.queue_url, receipt, seconds, retries)
+            .set_visibility(
+                &self.source(delivery.lane).queues.queue_url,
+                receipt,
+                seconds,
+                retries,
+            )
             .await
             .inspect_err(
                 |e| tracing::error!(error = %e, seconds, "Could not set the message's visibility"),

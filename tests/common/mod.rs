@@ -98,6 +98,22 @@ impl TestEnv {
         }
     }
 
+    /// Creates a priority queue whose RedrivePolicy names its own dead-letter queue, and
+    /// configures it; returns both URLs.
+    pub async fn add_priority_queue(&mut self) -> (String, String) {
+        let dlq = create_queue(&self.clients.sqs, &format!("{}-pdlq", self.name), None).await;
+        let arn = queue_arn(&self.clients.sqs, &dlq).await;
+        let policy = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#);
+        let url = create_queue(
+            &self.clients.sqs,
+            &format!("{}-prio", self.name),
+            Some(policy),
+        )
+        .await;
+        self.config.sqs.priority_queue_url = Some(url.clone());
+        (url, dlq)
+    }
+
     /// A worker for this environment's config and clients.
     pub async fn worker(&self) -> Worker {
         Worker::build(self.config.clone(), self.clients.clone())
