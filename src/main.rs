@@ -10,7 +10,7 @@ use iam_key_revoker::aws::clients::{load_sdk_config, Clients};
 use iam_key_revoker::aws::sqs::QueueSetupError;
 use iam_key_revoker::cli::batch::Format;
 use iam_key_revoker::cli::commands::{self, Input, PlanOutput};
-use iam_key_revoker::config::Config;
+use iam_key_revoker::config::{Config, LogFormat, LogSection};
 use iam_key_revoker::telemetry;
 
 /// mimalloc rather than the system allocator: an AWS request allocates and frees hundreds
@@ -55,6 +55,9 @@ enum Command {
         /// SendMessageBatch calls in flight at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
+        /// Log lines on standard error: for people, or one JSON object each.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormatArg,
     },
     /// Read-only pre-flight of a batch: what the worker would do with each job.
     Plan {
@@ -70,6 +73,9 @@ enum Command {
         /// Print a table or JSON.
         #[arg(long, value_enum, default_value = "table")]
         output: OutputArg,
+        /// Log lines on standard error: for people, or one JSON object each.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormatArg,
     },
 }
 
@@ -136,6 +142,14 @@ impl ActionArg {
 enum FormatArg {
     Jsonl,
     Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines (coloured on a terminal).
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -224,8 +238,21 @@ fn main() -> ExitCode {
             }
         }
     }
-    // The worker logs to standard output; the commands keep it for their results.
-    telemetry::init(&config.log, !matches!(cli.command, Command::Run { .. }));
+    // The worker logs to standard output as configured; the commands keep standard output
+    // for their results and log for people unless asked for JSON.
+    match &cli.command {
+        Command::Run { .. } => telemetry::init(&config.log, false),
+        Command::Enqueue { log_format, .. } | Command::Plan { log_format, .. } => {
+            let log = LogSection {
+                format: match log_format {
+                    LogFormatArg::Human => LogFormat::Pretty,
+                    LogFormatArg::Json => LogFormat::Json,
+                },
+                level: config.log.level.clone(),
+            };
+            telemetry::init(&log, true);
+        }
+    }
     // One thread: every command spends its time waiting on AWS, and IAM's request quota
     // caps the worker long before one core does (BENCHMARKS.md: over 100 jobs a second at
     // a few per cent of a core). A multi-threaded scheduler cost a sixth more CPU per job

@@ -480,3 +480,50 @@ async fn a_producer_needs_only_the_queue_url_and_can_pipe_a_batch() {
     bodies.sort();
     assert_eq!(bodies, ["prod-1", "prod-2", "prod-3"]);
 }
+
+/// `enqueue` and `plan` print their results on standard output and log for people on
+/// standard error, even where the worker's configuration says JSON; JSON when asked.
+#[tokio::test]
+async fn the_commands_log_for_people_unless_asked_for_json() {
+    let env = TestEnv::new("cli-logs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "plan.jsonl",
+        &format!(
+            "{}\n",
+            json!({"request_id": "log-1", "user_name": "nobody-logs", "all_keys": true})
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut command = common::process::command(&common::endpoint(), &env.queue_url);
+        command
+            .args(["plan", "--file", &file])
+            .args(extra)
+            .env("IAM_KEY_REVOKER__LOG__FORMAT", "json")
+            .env("IAM_KEY_REVOKER__LOG__LEVEL", "debug");
+        command.output().unwrap()
+    };
+    let is_json_log = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.get("level").is_some())
+    };
+
+    let human = run(&[]);
+    assert_eq!(human.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert!(stderr.lines().count() > 1, "debug lines: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("DEBUG")) && !stderr.lines().any(is_json_log),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&human.stdout).starts_with("LINE"));
+
+    let machine = run(&["--log-format", "json"]);
+    assert_eq!(machine.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&machine.stderr);
+    assert!(
+        stderr.lines().filter(|l| is_json_log(l)).count() > 1,
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&machine.stdout).starts_with("LINE"));
+}

@@ -144,16 +144,22 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
         serde_json::from_str(&read("deploy/aws/member-role-trust-policy.json")).unwrap();
     let statement = &trust["Statement"][0];
     assert_eq!(statement["Action"], "sts:AssumeRole");
-    assert!(
-        statement["Principal"]["AWS"]
-            .as_str()
-            .unwrap()
-            .contains(":role/"),
-        "a role, not a whole account"
+    assert_eq!(
+        statement["Principal"]["AWS"], "arn:aws:iam::WORKER_ACCOUNT_ID:role/iam-key-revoker-worker",
+        "exactly the worker's role, not a whole account"
     );
-    assert!(!statement["Condition"]["StringEquals"]["sts:ExternalId"].is_null());
+    // One model: the organization is the control; an external id in a ConfigMap is no
+    // secret, and the shipped configuration sets none.
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+        "ORGANIZATION_ID"
+    );
+    assert!(!trust.to_string().contains("sts:ExternalId"));
+    let config = configmap_config();
+    assert_eq!(config.cross_account.external_id, None);
 
-    // The worker may assume exactly the role name member accounts create.
+    // The worker may assume exactly the role name member accounts create, and only in
+    // accounts of its organization, whatever account a job names.
     let worker: serde_json::Value =
         serde_json::from_str(&read("deploy/aws/worker-policy.json")).unwrap();
     let assume = worker["Statement"]
@@ -162,156 +168,126 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
         .iter()
         .find(|s| s["Action"] == "sts:AssumeRole")
         .unwrap();
-    let config = configmap_config();
     let role = config.cross_account.role_name.expect("role configured");
     assert_eq!(assume["Resource"], format!("arn:aws:iam::*:role/{role}"));
-}
-
-/// README "Revoking sessions": `iam:PutUserPolicy` can write any inline policy, so it
-/// stands in a statement of its own that an operator can leave out.
-#[test]
-fn the_session_policy_permissions_stand_in_their_own_statement() {
-    for path in [
-        "deploy/aws/worker-policy.json",
-        "deploy/aws/member-role-permissions.json",
-    ] {
-        let policy: serde_json::Value = serde_json::from_str(&read(path)).unwrap();
-        let statements = policy["Statement"].as_array().unwrap();
-        let own: Vec<&serde_json::Value> = statements
-            .iter()
-            .filter(|s| s["Action"].to_string().contains("iam:PutUserPolicy"))
-            .collect();
-        assert_eq!(own.len(), 1, "{path}");
-        let mut actions: Vec<&str> = own[0]["Action"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        actions.sort_unstable();
-        assert_eq!(
-            actions,
-            ["iam:GetUserPolicy", "iam:PutUserPolicy"],
-            "{path}"
-        );
-        assert!(own[0]["Resource"].as_str().unwrap().ends_with(":user/*"));
-    }
-}
-
-/// Whether `event` matches an EventBridge event pattern: every field the pattern names
-/// must match one of its values (exact strings, or `{"numeric": [">=", n]}`), nested
-/// objects field by field (EventBridge User Guide, "Creating event patterns").
-fn matches_pattern(pattern: &serde_json::Value, event: &serde_json::Value) -> bool {
-    pattern.as_object().unwrap().iter().all(|(field, want)| {
-        let got = &event[field];
-        match want {
-            serde_json::Value::Object(_) => matches_pattern(want, got),
-            serde_json::Value::Array(options) => options.iter().any(|option| match option {
-                serde_json::Value::String(text) => got.as_str() == Some(text),
-                serde_json::Value::Object(rule) => {
-                    let numeric = rule["numeric"].as_array().unwrap();
-                    assert_eq!(numeric[0], ">=", "the only comparison used");
-                    got.as_f64()
-                        .is_some_and(|n| n >= numeric[1].as_f64().unwrap())
-                }
-                other => panic!("unexpected pattern value {other}"),
-            }),
-            other => panic!("unexpected pattern {other}"),
-        }
-    })
-}
-
-/// README "Security events": the shipped rules catch the events the worker takes, as
-/// AWS's documentation shows them, and the queue policy lets exactly those rules send.
-#[test]
-fn the_eventbridge_rules_match_the_documented_events_and_the_worker_agrees() {
-    let rules: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/eventbridge-rules.json")).unwrap();
-    let health = &rules["iam-key-revoker-health-credentials"]["EventPattern"];
-    let guardduty = &rules["iam-key-revoker-guardduty-access-keys"]["EventPattern"];
-    let health_event = serde_json::json!({
-        "version": "0", "id": "121345678-1234-1234-1234-123456789012",
-        "detail-type": "AWS Health Event", "source": "aws.health", "account": "123456789012",
-        "time": "2016-06-05T06:27:57Z", "region": "us-east-1", "resources": [],
-        "detail": {
-            "eventArn": "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/AWS_RISK_CREDENTIALS_EXPOSED_ABC123",
-            "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED",
-            "eventTypeCategory": "issue", "startTime": "Sat, 05 Jun 2016 15:10:09 GMT",
-            "eventDescription": [{"language": "en_US", "latestDescription": "A description of the event will be provided here"}],
-            "affectedEntities": [{"entityValue": "AKIAIOSFODNN7EXAMPLE"}]
-        }
-    });
-    let finding = |severity: f64, user_type: &str| {
-        serde_json::json!({
-            "version": "0", "id": "c8c4daa7-a20c-2f03-0070-b7393dd542ad",
-            "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": "123456789012",
-            "time": "2019-03-04T08:55:11Z", "region": "us-east-1", "resources": [],
-            "detail": {
-                "schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1",
-                "partition": "aws", "id": "16afba5c5c43e07c9e3e5e2e544e95df",
-                "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
-                "resource": {"resourceType": "AccessKey", "accessKeyDetails": {
-                    "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "principalId": "AIDACKCEVSQ6C2EXAMPLE",
-                    "userType": user_type, "userName": "some_user"}},
-                "severity": severity, "title": "API was invoked from a known malicious IP address."
-            }
-        })
-    };
-    assert!(matches_pattern(health, &health_event));
-    assert!(matches_pattern(guardduty, &finding(8.0, "IAMUser")));
-    assert!(matches_pattern(guardduty, &finding(7.0, "IAMUser")));
-    assert!(!matches_pattern(guardduty, &finding(5.0, "IAMUser")));
-    assert!(!matches_pattern(guardduty, &finding(8.0, "Root")));
-    assert!(!matches_pattern(health, &finding(8.0, "IAMUser")));
-    let mut other = health_event.clone();
-    other["detail"]["eventTypeCode"] = "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED".into();
-    assert!(!matches_pattern(health, &other));
-
-    // The rules and the worker's defaults say the same.
-    let intake = iam_key_revoker::intake::IntakeRules::default();
-    let types: Vec<String> = health["detail"]["eventTypeCode"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(types, intake.health_event_types);
     assert_eq!(
-        guardduty["detail"]["severity"][0]["numeric"][1].as_f64(),
-        Some(intake.guardduty_min_severity)
+        assume["Condition"]["StringEquals"]["aws:ResourceOrgID"],
+        "ORGANIZATION_ID"
     );
-    // What the rules let through, the worker takes.
-    for event in [health_event, finding(8.0, "IAMUser")] {
-        assert!(matches!(
-            iam_key_revoker::intake::read(&event.to_string(), &intake),
-            Ok(iam_key_revoker::intake::Intake::Job(_))
-        ));
-    }
+}
 
-    // The queue policy lets EventBridge send to the priority queue, for these rules only.
+/// The CloudFormation template (for a StackSet over every member account) creates the
+/// same role as the policy files: the same trust, the same permissions.
+#[test]
+fn the_member_role_template_matches_the_policy_files() {
+    let template: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role.cfn.json")).unwrap();
+    let role = &template["Resources"]["RevokerRole"];
+    assert_eq!(role["Type"], "AWS::IAM::Role");
+    let properties = &role["Properties"];
+    assert_eq!(
+        template["Parameters"]["RoleName"]["Default"],
+        configmap_config().cross_account.role_name.unwrap().as_str()
+    );
+    // The template's intrinsic functions, resolved to the policy files' placeholders.
+    fn unsub(value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) if map.len() == 1 && map.contains_key("Fn::Sub") => Value::from(
+                map["Fn::Sub"]
+                    .as_str()
+                    .unwrap()
+                    .replace("${AWS::Partition}", "aws")
+                    .replace("${AWS::AccountId}", "MEMBER_ACCOUNT_ID")
+                    .replace("${WorkerAccountId}", "WORKER_ACCOUNT_ID")
+                    .replace("${WorkerRoleName}", "iam-key-revoker-worker"),
+            ),
+            Value::Object(map) if map.get("Ref") == Some(&Value::from("OrganizationId")) => {
+                Value::from("ORGANIZATION_ID")
+            }
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), unsub(v))).collect(),
+            Value::Array(items) => items.iter().map(unsub).collect(),
+            other => other.clone(),
+        }
+    }
+    let permissions: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role-permissions.json")).unwrap();
+    assert_eq!(
+        unsub(&properties["Policies"][0]["PolicyDocument"]),
+        permissions
+    );
+    let trust: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role-trust-policy.json")).unwrap();
+    assert_eq!(unsub(&properties["AssumeRolePolicyDocument"]), trust);
+}
+
+/// KEDA reads the queues' depth with a role of its own that can do nothing else; the
+/// worker's role trusts only its service account, through the cluster's OIDC provider.
+#[test]
+fn the_scaler_and_the_worker_have_roles_of_their_own() {
+    let keda_docs = docs("deploy/kubernetes/keda-scaledobject.yaml");
+    let auth = kind(&keda_docs, "TriggerAuthentication");
+    assert_eq!(
+        auth["spec"]["podIdentity"]["provider"].as_str(),
+        Some("aws")
+    );
+    assert!(
+        auth["spec"]["podIdentity"]["identityOwner"].is_badvalue(),
+        "not the workload's (the worker's) role"
+    );
+    let role_arn = auth["spec"]["podIdentity"]["roleArn"].as_str().unwrap();
+    assert!(role_arn.ends_with(":role/iam-key-revoker-keda-scaler"));
     let policy: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/priority-queue-policy.json")).unwrap();
-    let statement = &policy["Statement"][0];
-    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
-    assert_eq!(statement["Action"], "sqs:SendMessage");
-    let sources: Vec<&str> = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+        serde_json::from_str(&read("deploy/aws/keda-scaler-policy.json")).unwrap();
+    assert_eq!(
+        policy_actions("deploy/aws/keda-scaler-policy.json"),
+        BTreeSet::from(["sqs:GetQueueAttributes".to_owned()])
+    );
+    let resources: Vec<&str> = policy["Statement"][0]["Resource"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap())
+        .map(|r| r.as_str().unwrap())
         .collect();
-    for (name, rule) in rules.as_object().unwrap() {
-        if name.starts_with('_') {
-            continue;
-        }
+    let scaled = kind(&keda_docs, "ScaledObject");
+    for trigger in scaled["spec"]["triggers"].as_vec().unwrap() {
+        let url = trigger["metadata"]["queueURL"].as_str().unwrap();
+        let name = url.rsplit('/').next().unwrap();
         assert!(
-            sources
-                .iter()
-                .any(|s| s.ends_with(&format!(":rule/{name}"))),
-            "{name}"
+            resources.iter().any(|r| r.ends_with(&format!(":{name}"))),
+            "the scaler may read {name}"
         );
-        assert_eq!(rule["Target"], statement["Resource"], "{name}");
     }
+    let keda_trust: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/keda-scaler-trust-policy.json")).unwrap();
+    assert!(keda_trust["Statement"][0]["Principal"]["AWS"]
+        .as_str()
+        .unwrap()
+        .ends_with(":role/keda-operator"));
+
+    // IRSA: the worker role trusts exactly this service account, for STS.
+    let trust: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/worker-trust-policy.json")).unwrap();
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+    let provider = statement["Principal"]["Federated"].as_str().unwrap();
+    let issuer = provider.split("oidc-provider/").nth(1).unwrap();
+    let conditions = &statement["Condition"]["StringEquals"];
+    let sa_docs = docs("deploy/kubernetes/serviceaccount.yaml");
+    let sa = kind(&sa_docs, "ServiceAccount");
+    assert_eq!(
+        conditions[format!("{issuer}:sub")],
+        format!(
+            "system:serviceaccount:{}:{}",
+            sa["metadata"]["namespace"].as_str().unwrap(),
+            sa["metadata"]["name"].as_str().unwrap()
+        )
+    );
+    assert_eq!(conditions[format!("{issuer}:aud")], "sts.amazonaws.com");
+    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":role/iam-key-revoker-worker"));
 }
 
 #[test]
@@ -330,13 +306,14 @@ fn kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("a {kind}"))
 }
 
-/// The worker configuration inside the ConfigMap, loaded and validated like any config.
+/// The worker configuration kustomize puts in the ConfigMap, loaded and validated like
+/// any config.
 fn configmap_config() -> Config {
-    let docs = docs("deploy/kubernetes/configmap.yaml");
-    let text = kind(&docs, "ConfigMap")["data"]["worker.toml"]
-        .as_str()
-        .expect("worker.toml");
-    Config::from_toml(text).expect("the ConfigMap holds a valid worker configuration")
+    let kustomization = docs("deploy/kubernetes/kustomization.yaml");
+    let generator = &kustomization[0]["configMapGenerator"][0];
+    let file = generator["files"][0].as_str().expect("a file");
+    Config::from_toml(&read(&format!("deploy/kubernetes/{file}")))
+        .expect("the ConfigMap holds a valid worker configuration")
 }
 
 #[test]
@@ -423,23 +400,98 @@ fn the_kubernetes_manifests_match_the_worker() {
         .unwrap()
         .contains(":role/"));
 
-    // KEDA scales this Deployment on this queue.
+    // KEDA scales this Deployment on the visible messages of both job queues, and owns
+    // the replica count.
     let keda_docs = docs("deploy/kubernetes/keda-scaledobject.yaml");
     let scaled = kind(&keda_docs, "ScaledObject");
     assert_eq!(
         scaled["spec"]["scaleTargetRef"]["name"],
         deployment["metadata"]["name"]
     );
-    let trigger = &scaled["spec"]["triggers"][0];
-    assert_eq!(trigger["type"].as_str(), Some("aws-sqs-queue"));
-    assert_eq!(
-        trigger["metadata"]["queueURL"].as_str(),
-        Some(config.sqs.queue_url.as_str())
-    );
     assert!(
-        kind(&keda_docs, "TriggerAuthentication")["metadata"]["name"]
-            == trigger["authenticationRef"]["name"]
+        deployment["spec"]["replicas"].is_badvalue(),
+        "no replicas where KEDA owns the count"
     );
+    let urls: Vec<&str> = scaled["spec"]["triggers"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|trigger| {
+            assert_eq!(trigger["type"].as_str(), Some("aws-sqs-queue"));
+            assert_eq!(
+                trigger["metadata"]["scaleOnInFlight"].as_str(),
+                Some("false"),
+                "parked retries and prefetched messages must not hold replicas up"
+            );
+            assert!(
+                kind(&keda_docs, "TriggerAuthentication")["metadata"]["name"]
+                    == trigger["authenticationRef"]["name"]
+            );
+            trigger["metadata"]["queueURL"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            config.sqs.queue_url.as_str(),
+            config.sqs.priority_queue_url.as_deref().unwrap()
+        ]
+    );
+
+    // The fleet stays within the account's IAM budget.
+    let budget: u32 = scaled["metadata"]["annotations"]
+        ["iam-key-revoker/iam-account-budget-requests-per-second"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let max_replicas = scaled["spec"]["maxReplicaCount"].as_i64().unwrap() as u32;
+    assert!(
+        max_replicas * config.iam.max_requests_per_second <= budget,
+        "{max_replicas} replicas × {} requests/s exceed the budget of {budget}",
+        config.iam.max_requests_per_second
+    );
+
+    // Disruptions and zones: never every replica at once, never all in one zone; no
+    // Kubernetes API token in a pod that never calls the API.
+    let min_replicas = scaled["spec"]["minReplicaCount"].as_i64().unwrap();
+    assert!(min_replicas >= 2, "one replica per zone at least");
+    let pdb_docs = docs("deploy/kubernetes/poddisruptionbudget.yaml");
+    let pdb = kind(&pdb_docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_i64(), Some(1));
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        Some(pod_label(deployment).as_str())
+    );
+    let spread = pod["topologySpreadConstraints"].as_vec().unwrap();
+    assert!(spread
+        .iter()
+        .any(|c| c["topologyKey"].as_str() == Some("topology.kubernetes.io/zone")));
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
+
+    // kustomize generates the ConfigMap with a hash in its name, so a change rolls the
+    // pods; the volume names the generator's ConfigMap, and every manifest is listed.
+    let kustomization = docs("deploy/kubernetes/kustomization.yaml");
+    let generated = kustomization[0]["configMapGenerator"][0]["name"].as_str();
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"].as_str(),
+        generated,
+        "the volume mounts the generated ConfigMap"
+    );
+    let listed: Vec<&str> = kustomization[0]["resources"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for file in [
+        "serviceaccount.yaml",
+        "deployment.yaml",
+        "poddisruptionbudget.yaml",
+        "keda-scaledobject.yaml",
+    ] {
+        assert!(listed.contains(&file), "{file}");
+    }
 
     // Prometheus scrapes these pods on that port and path.
     let scrape_docs = docs("deploy/prometheus/scrape-config.yml");
@@ -464,6 +516,20 @@ fn the_kubernetes_manifests_match_the_worker() {
         pod_label(deployment)
     );
     assert_eq!(scrape_docs[0]["rule_files"][0].as_str(), Some("alerts.yml"));
+    assert!(
+        scrape_docs[0]["global"].is_badvalue(),
+        "merged into an existing configuration: no global block"
+    );
+    // The Prometheus Operator's PodMonitor scrapes the same pods, port and path.
+    let monitor_docs = docs("deploy/prometheus/podmonitor.yaml");
+    let monitor = kind(&monitor_docs, "PodMonitor");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        Some(pod_label(deployment).as_str())
+    );
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some(port_name));
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
 
     // The image exposes the default port.
     assert!(read("Dockerfile").contains(&format!("EXPOSE {port}")));

@@ -428,26 +428,71 @@ fn dashboard_and_alerts_name_only_exported_series() {
     // The dashboard shows what README's "Observability" says it does.
     let all = exprs.join("\n");
     for needle in [
-        "histogram_quantile(0.5, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
-        "histogram_quantile(0.95, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
-        "histogram_quantile(0.99, sum by (le) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
-        "iam_key_revoker_jobs_total",
+        "histogram_quantile(0.5, sum by (le, queue) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le, queue) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le, queue) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
+        "sum by (queue, outcome, reason) (rate(iam_key_revoker_jobs_total",
         "iam_key_revoker_keys_revoked_total",
         "iam_key_revoker_jobs_in_flight",
         "iam_key_revoker_aws_retries_total",
         "result=\"error\"",
-        "time() - max(iam_key_revoker_last_receive_success_timestamp_seconds)",
+        "time() - max(iam_key_revoker_last_receive_success_timestamp_seconds",
+        "max by (queue, state) (iam_key_revoker_queue_messages",
+        "iam_key_revoker_iam_rate_limit_requests_per_second",
     ] {
         assert!(all.contains(needle), "the dashboard queries {needle}");
     }
-    // Each alert has a summary and a runbook line, and promtool accepts the rules.
+    // Every query follows the cluster and namespace variables.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(variables.contains(&"cluster") && variables.contains(&"namespace"));
+    for expr in &exprs {
+        assert_eq!(
+            expr.matches("iam_key_revoker_").count(),
+            expr.matches("namespace=~\"$namespace\"").count(),
+            "{expr}"
+        );
+    }
+    // Each alert has a summary, a description that shows the value and a runbook_url
+    // that points at its own section of README's "Runbooks".
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let rules = yaml_rust2::YamlLoader::load_from_str(&alerts).unwrap();
+    let rules = rules[0]["groups"][0]["rules"].as_vec().unwrap();
+    assert!(rules.len() >= 10);
+    for rule in rules {
+        let name = rule["alert"].as_str().unwrap();
+        let annotations = &rule["annotations"];
+        assert!(annotations["summary"].as_str().is_some(), "{name}");
+        assert!(
+            annotations["description"]
+                .as_str()
+                .unwrap()
+                .contains("{{ $value"),
+            "{name}"
+        );
+        let url = annotations["runbook_url"].as_str().unwrap();
+        assert_eq!(
+            url.rsplit_once('#').map(|(_, anchor)| anchor),
+            Some(name.to_lowercase().as_str()),
+            "{name}"
+        );
+        assert!(
+            readme.contains(&format!("\n### {name}\n")),
+            "README runbook for {name}"
+        );
+    }
+    // The Prometheus Operator rule holds exactly the same groups.
+    let operator =
+        std::fs::read_to_string(format!("{root}/deploy/prometheus/prometheus-rule.yaml")).unwrap();
+    let operator = yaml_rust2::YamlLoader::load_from_str(&operator).unwrap();
+    assert_eq!(operator[0]["kind"].as_str(), Some("PrometheusRule"));
     assert_eq!(
-        alerts.matches("- alert:").count(),
-        alerts.matches("runbook:").count()
-    );
-    assert_eq!(
-        alerts.matches("- alert:").count(),
-        alerts.matches("summary:").count()
+        operator[0]["spec"]["groups"],
+        yaml_rust2::YamlLoader::load_from_str(&alerts).unwrap()[0]["groups"]
     );
     let output = Command::new("promtool")
         .args([
