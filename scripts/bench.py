@@ -354,6 +354,10 @@ def main():
         "iam_calls_per_job": round(iam_calls / args.jobs, 3),
         "iam_response_ms_mean": round(1000 * iam_seconds / max(iam_requests, 1), 1),
         "sqs_calls_per_job": round(sqs_calls / args.jobs, 3),
+        "sqs_calls_by_operation": {
+            op: int(total(samples, "iam_key_revoker_aws_requests_total", service="sqs", operation=op))
+            for op in ["ReceiveMessage", "DeleteMessageBatch", "DeleteMessage", "ChangeMessageVisibility", "SendMessage", "GetQueueAttributes"]
+        },
         "latency_p50_seconds": None if p50 is None else round(p50, 3),
         "latency_p99_seconds": None if p99 is None else round(p99, 3),
     }
