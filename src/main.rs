@@ -347,7 +347,8 @@ async fn run(config: Config, clients: Clients) -> ExitCode {
             let code = match e.downcast_ref::<StartupError>() {
                 Some(
                     StartupError::Config(_)
-                    | StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. }),
+                    | StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
+                    | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. }),
                 ) => 2,
                 _ => 1,
             };

@@ -369,6 +369,32 @@ async fn a_protected_user_named_by_a_finding_keeps_its_key_and_gets_no_session_p
         .await;
     assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
     assert_eq!(session_cutoff(&env, &user).await, None);
+
+    // A Health event naming a protected user's key beside another user's: every owner
+    // is judged before any key changes, so neither key is touched.
+    let (other, other_keys) = env.user_with_keys("other", 1).await;
+    let report = worker
+        .handle(
+            env.deliver(&health_event(
+                &common::unique("mixed"),
+                "AWS_RISK_CREDENTIALS_EXPOSED",
+                &[&other_keys[0], &keys[0]],
+            ))
+            .await,
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
+    assert_eq!(report.keys_changed, 0);
+    assert_eq!(
+        env.key_status(&other, &other_keys[0]).await,
+        Some(StatusType::Active),
+        "nothing changed"
+    );
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Active)
+    );
+    assert_eq!(session_cutoff(&env, &other).await, None);
 }
 
 #[tokio::test]
