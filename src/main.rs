@@ -230,8 +230,12 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Enqueue { priority: true, .. } = &cli.command {
-        match config.sqs.priority_queue_url.clone() {
-            Some(url) => config.sqs.queue_url = url,
+        // The priority queue is the one to send to; it is not a second queue here.
+        match config.sqs.priority_queue_url.take() {
+            Some(url) => {
+                config.sqs.queue_url = url;
+                config.sqs.priority_dead_letter_queue_url = None;
+            }
             None => {
                 eprintln!("error: --priority needs sqs.priority_queue_url (or IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL)");
                 return ExitCode::from(2);

@@ -527,3 +527,45 @@ async fn the_commands_log_for_people_unless_asked_for_json() {
     );
     assert!(String::from_utf8_lossy(&machine.stdout).starts_with("LINE"));
 }
+
+/// README "The priority queue": `enqueue --priority` sends to `sqs.priority_queue_url`,
+/// and says so plainly when there is none.
+#[tokio::test]
+async fn enqueue_priority_sends_to_the_priority_queue() {
+    let mut env = TestEnv::new("enqueue-priority").await;
+    let (priority_url, _) = env.add_priority_queue().await;
+    let send = |priority_url: Option<&str>| {
+        let mut command = common::process::command(&common::endpoint(), &env.queue_url);
+        command.args([
+            "enqueue",
+            "--priority",
+            "--request-id",
+            "urgent-1",
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--revoke-sessions",
+        ]);
+        if let Some(url) = priority_url {
+            command.env("IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL", url);
+        }
+        command.output().unwrap()
+    };
+
+    let sent = send(Some(&priority_url));
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let on_priority = common::receive(&env.clients.sqs, &priority_url, 10, 1).await;
+    assert_eq!(on_priority.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(on_priority[0].body().unwrap()).unwrap();
+    assert_eq!(body["request_id"], "urgent-1");
+    assert_eq!(body["revoke_sessions"], true);
+    assert_eq!(env.queue_depth().await, (0, 0), "nothing on the main queue");
+
+    let refused = send(None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sqs.priority_queue_url"));
+}

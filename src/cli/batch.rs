@@ -258,6 +258,21 @@ mod tests {
     }
 
     #[test]
+    fn csv_revoke_sessions_is_a_boolean_column() {
+        let text = format!(
+            "request_id,access_key_id,revoke_sessions\nr1,{KEY},TRUE\nr2,{KEY},\nr3,{KEY},yes\n"
+        );
+        let lines = parse(&text, Format::Csv);
+        assert!(lines[0].job.as_ref().unwrap().revoke_sessions);
+        assert!(!lines[1].job.as_ref().unwrap().revoke_sessions);
+        let errors = errors(&lines);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0]
+            .1
+            .contains("revoke_sessions must be true or false"));
+    }
+
+    #[test]
     fn csv_header_must_name_contract_fields() {
         let lines = parse("request_id,colour\nr1,red\n", Format::Csv);
         assert_eq!(lines.len(), 1);
