@@ -772,6 +772,26 @@ mod tests {
             ),
             (&format!("{MINIMAL}[log]\nlevel = \"=bad=\""), "log.level"),
             (
+                &format!("{MINIMAL}[intake]\nguardduty_min_severity = 11.0"),
+                "intake.guardduty_min_severity",
+            ),
+            (
+                &format!("{MINIMAL}[intake]\nhealth_event_types = [\"aws risk\"]"),
+                "intake.health_event_types",
+            ),
+            (
+                &format!("{MINIMAL}[intake]\nhealth_action = \"destroy\""),
+                "intake.health_action",
+            ),
+            (
+                &format!("{MINIMAL}priority_queue_url = \"not a url\""),
+                "sqs.priority_queue_url",
+            ),
+            (
+                &format!("{MINIMAL}priority_dead_letter_queue_url = \"http://q/dlq\""),
+                "sqs.priority_dead_letter_queue_url",
+            ),
+            (
                 &format!("{MINIMAL}[iam]\nmax_requests_per_second = 0"),
                 "iam.max_requests_per_second",
             ),
