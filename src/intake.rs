@@ -77,11 +77,11 @@ pub struct NotRevocable {
 
 /// Reads a message body: a job message (SNS envelope included), or a security event.
 pub fn read(body: &str, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
-    match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(object)) if is_event(&object) => {
+    match job::body_json(body)? {
+        serde_json::Value::Object(object) if is_event(&object) => {
             event(serde_json::Value::Object(object), rules)
         }
-        _ => job::parse(body).map(Intake::Job),
+        value => job::parse_json(body, value).map(Intake::Job),
     }
 }
 
@@ -452,6 +452,16 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
         value["detail"]["affectedEntities"] = "AKIAIOSFODNN7EXAMPLE".into();
         assert!(read(&value.to_string(), &IntakeRules::default()).is_err());
+        // A job message read through the intake still refuses a field given twice.
+        let twice = r#"{"request_id":"r","access_key_id":"AKIAIOSFODNN7EXAMPLE","access_key_id":"AKIAI44QH8DHBEXAMPLE"}"#;
+        assert!(read(twice, &IntakeRules::default()).is_err());
+        assert!(matches!(
+            read(
+                r#"{"request_id":"r","access_key_id":"AKIAIOSFODNN7EXAMPLE"}"#,
+                &IntakeRules::default()
+            ),
+            Ok(Intake::Job(_))
+        ));
         // Top-level fields the worker does not read are fine.
         let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
         value["replay-name"] = "x".into();

@@ -241,17 +241,26 @@ struct SnsEnvelope {
 
 /// Parses and validates a message body.
 pub fn parse(body: &str) -> Result<Job, InvalidJob> {
-    let inner = unwrap_sns(body)?;
+    parse_json(body, body_json(body)?)
+}
+
+/// The body as JSON, or why it is not.
+pub fn body_json(body: &str) -> Result<serde_json::Value, InvalidJob> {
+    serde_json::from_str(body).map_err(|e| InvalidJob(format!("body is not JSON: {e}")))
+}
+
+/// [`parse`] for a body already read as `value` (`body_json`). The job object itself is
+/// read from the text, so that a field given twice is refused rather than collapsed.
+pub fn parse_json(body: &str, value: serde_json::Value) -> Result<Job, InvalidJob> {
+    let inner = unwrap_sns(value)?;
     let raw: RawJob = serde_json::from_str(inner.as_deref().unwrap_or(body))
         .map_err(|e| InvalidJob(format!("not a valid job object: {e}")))?;
     validate(raw)
 }
 
-/// Returns the inner message when `body` is an SNS notification envelope.
-fn unwrap_sns(body: &str) -> Result<Option<String>, InvalidJob> {
+/// Returns the inner message when `value` is an SNS notification envelope.
+fn unwrap_sns(value: serde_json::Value) -> Result<Option<String>, InvalidJob> {
     // Only an object with a "Type" key is considered an envelope; a job has no such field.
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| InvalidJob(format!("body is not JSON: {e}")))?;
     let Some(kind) = value.as_object().and_then(|o| o.get("Type")) else {
         return Ok(None);
     };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{job, TestEnv};
-use iam_key_revoker::aws::sqs::{Lane, QueueSetupError};
+use iam_key_revoker::aws::sqs::{Delivery, Lane, QueueSetupError};
 use iam_key_revoker::worker::StartupError;
 use iam_key_revoker::{Outcome, Worker};
 use tokio_util::sync::CancellationToken;
@@ -210,6 +210,16 @@ async fn shutdown_releases_the_messages_of_both_queues() {
     let (prio_visible, prio_in_flight) = common::queue_depth(&env.clients.sqs, &priority_url).await;
     assert_eq!((main_in_flight, prio_in_flight), (0, 0));
     assert!(main_visible > 0, "the backlog was not finished in 1.5 s");
+    // The priority queue's messages were taken (finished, or released with their receive
+    // counted), not left untouched.
+    let again = common::receive(&env.clients.sqs, &priority_url, 10, 1).await;
+    let received_before = again
+        .iter()
+        .any(|m| Delivery::of(m, Lane::Priority).receive_count >= 2);
+    assert!(
+        prio_visible < 6 || received_before,
+        "the priority loop took none of its {prio_visible} messages"
+    );
     assert!(
         main_visible + prio_visible < 26,
         "some jobs finished: {main_visible} + {prio_visible}"

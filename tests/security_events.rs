@@ -488,7 +488,7 @@ async fn without_put_user_policy_the_job_is_dead_lettered_with_what_was_done() {
 }
 
 #[tokio::test]
-async fn the_session_policy_costs_two_iam_calls_under_the_shared_rate() {
+async fn the_session_policy_costs_two_iam_calls_after_the_key_action() {
     let mut env = TestEnv::new("calls").await;
     let (user, keys) = env.user_with_keys("u", 1).await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;

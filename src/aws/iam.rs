@@ -1201,4 +1201,130 @@ mod tests {
         ));
         assert_eq!(delete.num_calls(), 0);
     }
+
+    /// An IAM query-protocol success answer, as IAM sends it.
+    fn answer(operation: &str, result: &str) -> String {
+        format!(
+            "<{operation}Response xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata></{operation}Response>"
+        )
+    }
+
+    /// GetUserPolicy answers with the policy document URL-encoded (IAM API reference,
+    /// `GetUserPolicy`: "The policy document returned in this structure is URL-encoded
+    /// compliant with RFC 3986"). A cut-off later than now is kept; an earlier one is
+    /// moved forward.
+    #[tokio::test(start_paused = true)]
+    async fn the_session_cutoff_is_read_url_encoded_and_only_moves_forward() {
+        let now = aws_smithy_types::DateTime::from_secs(1_800_000_000);
+        for (existing, kept) in [
+            ("2099-01-01T00:00:00Z", true),
+            ("2020-01-01T00:00:00Z", false),
+        ] {
+            let encoded = percent_encoding::utf8_percent_encode(
+                &session_policy(existing),
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            assert!(encoded.starts_with("%7B%22"), "{encoded}");
+            let get = mock!(Client::get_user_policy)
+                .sequence()
+                .http_status(
+                    200,
+                    Some(answer(
+                        "GetUserPolicy",
+                        &format!("<UserName>alice</UserName><PolicyName>{SESSION_POLICY_NAME}</PolicyName><PolicyDocument>{encoded}</PolicyDocument>"),
+                    )),
+                )
+                .build();
+            let put = mock!(Client::put_user_policy)
+                .sequence()
+                .http_status(200, Some(answer("PutUserPolicy", "")))
+                .build();
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&get, &put], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let sessions = iam(client)
+                .revoke_sessions("alice", now, &RetryCounter::default())
+                .await
+                .unwrap();
+            if kept {
+                assert_eq!(sessions, Sessions::AlreadyLater(existing.into()));
+                assert_eq!(put.num_calls(), 0, "never moved back");
+            } else {
+                assert_eq!(sessions, Sessions::Revoked("2027-01-15T08:00:00Z".into()));
+                assert_eq!(put.num_calls(), 1);
+            }
+        }
+    }
+
+    /// No policy yet (`NoSuchEntity` from GetUserPolicy): it is put. No such user
+    /// (`NoSuchEntity` from PutUserPolicy): nothing to cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_policy_is_put_and_a_missing_user_needs_none() {
+        let now = aws_smithy_types::DateTime::from_secs(1_800_000_000);
+        for (put_status, put_body, expected) in [
+            (
+                200,
+                answer("PutUserPolicy", ""),
+                Sessions::Revoked("2027-01-15T08:00:00Z".into()),
+            ),
+            (404, error_xml("NoSuchEntity"), Sessions::NoUser),
+        ] {
+            let get = mock!(Client::get_user_policy)
+                .sequence()
+                .http_status(404, Some(error_xml("NoSuchEntity")))
+                .build();
+            let put = mock!(Client::put_user_policy)
+                .sequence()
+                .http_status(put_status, Some(put_body))
+                .build();
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&get, &put], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let sessions = iam(client)
+                .revoke_sessions("alice", now, &RetryCounter::default())
+                .await
+                .unwrap();
+            assert_eq!(sessions, expected);
+            assert_eq!(put.num_calls(), 1);
+        }
+    }
+
+    /// GetAccessKeyLastUsed as the IAM API reference shows it: a used key names date,
+    /// service and Region; a never-used one answers `N/A` for both and no date.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_use_iam_reports_is_kept_and_n_a_means_none() {
+        for (last_used, expected) in [
+            (
+                "<Region>us-west-2</Region><LastUsedDate>2015-03-13T10:45:00Z</LastUsedDate><ServiceName>s3</ServiceName>",
+                (Some("2015-03-13T10:45:00Z"), Some("s3"), Some("us-west-2")),
+            ),
+            (
+                "<Region>N/A</Region><ServiceName>N/A</ServiceName>",
+                (None, None, None),
+            ),
+        ] {
+            let owner = mock!(Client::get_access_key_last_used)
+                .sequence()
+                .http_status(
+                    200,
+                    Some(answer(
+                        "GetAccessKeyLastUsed",
+                        &format!("<AccessKeyLastUsed>{last_used}</AccessKeyLastUsed><UserName>bob</UserName>"),
+                    )),
+                )
+                .build();
+            let delete = mock!(Client::delete_access_key)
+                .then_output(|| DeleteAccessKeyOutput::builder().build());
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let result = iam(client).revoke(&job(None), &RetryCounter::default()).await;
+            assert!(matches!(result.effect, Effect::Revoked));
+            assert_eq!(result.user_name.as_deref(), Some("bob"));
+            let used = &result.last_used[0];
+            assert_eq!(used.access_key_id, KEY);
+            assert_eq!(
+                (used.date.as_deref(), used.service.as_deref(), used.region.as_deref()),
+                expected
+            );
+        }
+    }
 }

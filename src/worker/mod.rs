@@ -364,14 +364,7 @@ impl Worker {
                     }
                 }
                 // An urgent job never waits for company.
-                Lane::Priority => {
-                    while slots.len() < SQS_BATCH_MAX {
-                        match permits.clone().try_acquire_owned() {
-                            Ok(permit) => slots.push(permit),
-                            Err(_) => break,
-                        }
-                    }
-                }
+                Lane::Priority => take_free(&permits, &mut slots),
             }
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -475,12 +468,7 @@ impl Worker {
         tokio::pin!(gather);
         let mut gathered = false;
         loop {
-            while slots.len() < SQS_BATCH_MAX {
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => slots.push(permit),
-                    Err(_) => break,
-                }
-            }
+            take_free(permits, slots);
             let waiting = self.waiting.load(Ordering::Relaxed);
             let rate_bound = waiting > 0 && self.rate.booked_ahead() >= RATE_BOUND;
             let enough = slots.len() >= SQS_BATCH_MAX
@@ -518,6 +506,16 @@ impl Worker {
                 tracing::warn!(error = %e, "Could not check the worker's credentials");
                 self.health.credentials_recovered();
             }
+        }
+    }
+}
+
+/// Adds the permits free right now to `slots`, up to a receive's worth.
+fn take_free(permits: &Arc<Semaphore>, slots: &mut Vec<OwnedSemaphorePermit>) {
+    while slots.len() < SQS_BATCH_MAX {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => slots.push(permit),
+            Err(_) => break,
         }
     }
 }
