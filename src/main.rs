@@ -271,7 +271,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // On the heap: `block_on` keeps the future it runs on the main thread's stack, and
+    // this one (configuration, credentials, the whole command) is tens of kilobytes.
+    runtime.block_on(Box::pin(async move {
         let sdk = load_sdk_config(&config).await;
         if let Err((code, message)) = credentials_available(&sdk).await {
             eprintln!("error: {message}");
@@ -308,7 +310,7 @@ fn main() -> ExitCode {
                 ExitCode::from(commands::plan(&config, clients, input, output).await)
             }
         }
-    })
+    }))
 }
 
 /// Whether the AWS credential chain finds credentials, before anything else is tried: one

@@ -316,16 +316,20 @@ impl Iam {
 
     /// One request attempt: waits for its slot in the shared rate, sends, and tells the
     /// rate whether IAM throttled.
-    async fn attempt<T, E>(
+    ///
+    /// `send` makes the request once the slot is granted, so the request's future (the
+    /// SDK's are kilobytes) is stored once in this one and not also as its argument.
+    async fn attempt<T, E, Fut>(
         &self,
         operation: &'static str,
-        request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        send: impl FnOnce() -> Fut,
     ) -> Result<T, AwsError>
     where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.rate.acquire().await;
-        let result = request.await.map_err(|e| AwsError::from_sdk(operation, e));
+        let result = send().await.map_err(|e| AwsError::from_sdk(operation, e));
         match &result {
             Err(e) if e.is_throttling() => self.rate.throttled(),
             _ => self.rate.succeeded(),
@@ -380,14 +384,13 @@ impl Iam {
     ) -> Result<Sessions, AwsError> {
         use aws_smithy_types::date_time::Format;
         let current = call(&self.policy, retries, "iam", "GetUserPolicy", || async {
-            self.attempt(
-                "GetUserPolicy",
+            self.attempt("GetUserPolicy", || {
                 self.client
                     .get_user_policy()
                     .user_name(user)
                     .policy_name(SESSION_POLICY_NAME)
-                    .send(),
-            )
+                    .send()
+            })
             .await
         })
         .await;
@@ -404,15 +407,14 @@ impl Iam {
         let before = before.fmt(Format::DateTime).unwrap_or_default();
         let document = session_policy(&before);
         let put = call(&self.policy, retries, "iam", "PutUserPolicy", || async {
-            self.attempt(
-                "PutUserPolicy",
+            self.attempt("PutUserPolicy", || {
                 self.client
                     .put_user_policy()
                     .user_name(user)
                     .policy_name(SESSION_POLICY_NAME)
                     .policy_document(&document)
-                    .send(),
-            )
+                    .send()
+            })
             .await
             .map(drop)
         })
@@ -706,14 +708,13 @@ impl Iam {
         let result = match action {
             Action::Delete => {
                 call(&self.policy, retries, "iam", "DeleteAccessKey", || async {
-                    self.attempt(
-                        "DeleteAccessKey",
+                    self.attempt("DeleteAccessKey", || {
                         self.client
                             .delete_access_key()
                             .user_name(user)
                             .access_key_id(key)
-                            .send(),
-                    )
+                            .send()
+                    })
                     .await
                     .map(drop)
                 })
@@ -721,15 +722,14 @@ impl Iam {
             }
             Action::Deactivate => {
                 call(&self.policy, retries, "iam", "UpdateAccessKey", || async {
-                    self.attempt(
-                        "UpdateAccessKey",
+                    self.attempt("UpdateAccessKey", || {
                         self.client
                             .update_access_key()
                             .user_name(user)
                             .access_key_id(key)
                             .status(StatusType::Inactive)
-                            .send(),
-                    )
+                            .send()
+                    })
                     .await
                     .map(drop)
                 })
@@ -755,13 +755,12 @@ impl Iam {
             "iam",
             "GetAccessKeyLastUsed",
             || async {
-                self.attempt(
-                    "GetAccessKeyLastUsed",
+                self.attempt("GetAccessKeyLastUsed", || {
                     self.client
                         .get_access_key_last_used()
                         .access_key_id(key)
-                        .send(),
-                )
+                        .send()
+                })
                 .await
             },
         )
@@ -804,14 +803,13 @@ impl Iam {
         let mut marker: Option<String> = None;
         loop {
             let page = call(&self.policy, retries, "iam", "ListAccessKeys", || async {
-                self.attempt(
-                    "ListAccessKeys",
+                self.attempt("ListAccessKeys", || {
                     self.client
                         .list_access_keys()
                         .user_name(user)
                         .set_marker(marker.clone())
-                        .send(),
-                )
+                        .send()
+                })
                 .await
             })
             .await;

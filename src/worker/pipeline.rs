@@ -7,6 +7,7 @@
 //!
 //! Each step returns a value; the job's report is built once, at the end, from them.
 
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -165,48 +166,45 @@ impl Worker {
         let receipt = message.receipt_handle().unwrap_or_default();
         let retries = RetryCounter::until(hard_stop);
         let Turn { previous, next } = turn;
-        let (facts, settling) = self
-            .with_heartbeat(receipt, delivery, async {
-                if let Some(released) = Turn::wait(previous).await {
-                    return (Facts::default(), released);
+        let job = pin!(async {
+            if let Some(released) = Turn::wait(previous).await {
+                return (Facts::default(), released);
+            }
+            let slot = match self.slot(lane, &shutdown).await {
+                SlotWait::Slot(slot, share) => (slot, share),
+                SlotWait::Shutdown => return (Facts::default(), Settling::released_at_shutdown()),
+                SlotWait::Preempted => return (Facts::default(), Settling::preempted()),
+            };
+            let mut worked = {
+                let _slot = (slot, metrics::job_started());
+                // On the heap: the IAM step's future is large, and a message's whole
+                // path must fit a thread's stack even in a debug build.
+                let work = Box::pin(self.work(&message, delivery, &retries));
+                match lane {
+                    Lane::Priority => ratelimit::urgent(work).await,
+                    Lane::Main => work.await,
                 }
-                let slot = match self.slot(lane, &shutdown).await {
-                    SlotWait::Slot(slot, share) => (slot, share),
-                    SlotWait::Shutdown => {
-                        return (Facts::default(), Settling::released_at_shutdown())
-                    }
-                    SlotWait::Preempted => return (Facts::default(), Settling::preempted()),
-                };
-                let mut worked = {
-                    let _slot = (slot, metrics::job_started());
-                    // On the heap: the IAM step's future is large, and a message's whole
-                    // path must fit a thread's stack even in a debug build.
-                    let work = Box::pin(self.work(&message, delivery, &retries));
-                    match lane {
-                        Lane::Priority => ratelimit::urgent(work).await,
-                        Lane::Main => work.await,
-                    }
-                };
-                worked.facts.decided_at_ms = Some(metrics::now_ms());
-                // The slot is free for the next job while this one's message is settled.
-                let Worked {
+            };
+            worked.facts.decided_at_ms = Some(metrics::now_ms());
+            // The slot is free for the next job while this one's message is settled.
+            let Worked {
+                decision,
+                facts,
+                claim,
+            } = worked;
+            remember(decision.outcome, claim);
+            let settling = self
+                .settle(
+                    &message,
+                    delivery,
                     decision,
-                    facts,
-                    claim,
-                } = worked;
-                remember(decision.outcome, claim);
-                let settling = self
-                    .settle(
-                        &message,
-                        delivery,
-                        decision,
-                        facts.request_id.as_deref(),
-                        &retries,
-                    )
-                    .await;
-                (facts, settling)
-            })
-            .await;
+                    facts.request_id.as_deref(),
+                    &retries,
+                )
+                .await;
+            (facts, settling)
+        });
+        let (facts, settling) = self.with_heartbeat(receipt, delivery, job).await;
         let settled = self.finish(receipt, delivery, settling, &retries).await;
         if let Some(next) = next {
             let _ = next.send(settled.outcome.is_final());

@@ -3,7 +3,7 @@
 //! queue for later (released at once, or invisible for the retry delay).
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::Message;
@@ -93,17 +93,17 @@ impl Worker {
                 done(decision, self.delete(delivery, receipt, message_id).await)
             }
             Outcome::Rejected(_) => {
-                let copied = self
-                    .sqs
-                    .dead_letter(
-                        &self.source(delivery.lane).queues.dead_letter_queue_url,
-                        message,
-                        decision.outcome,
-                        decision.detail.as_deref().unwrap_or_default(),
-                        request_id,
-                        retries,
-                    )
-                    .await;
+                // Boxed: an SQS request's future is kilobytes, and every message held
+                // would carry room for it inline while only rejected ones need it.
+                let copied = Box::pin(self.sqs.dead_letter(
+                    &self.source(delivery.lane).queues.dead_letter_queue_url,
+                    message,
+                    decision.outcome,
+                    decision.detail.as_deref().unwrap_or_default(),
+                    request_id,
+                    retries,
+                ))
+                .await;
                 match copied {
                     // Invariant 4: deleted only once the copy is durable.
                     Ok(()) => done(decision, self.delete(delivery, receipt, message_id).await),
@@ -151,9 +151,8 @@ impl Worker {
         match settling {
             Settling::Done(settled) => settled,
             Settling::Visibility { decision, seconds } => Settled {
-                settled: self
-                    .set_visibility(receipt, delivery, seconds, retries)
-                    .await,
+                // Boxed like the dead-letter copy: only jobs that end `retry` need it.
+                settled: Box::pin(self.set_visibility(receipt, delivery, seconds, retries)).await,
                 outcome: decision.outcome,
                 detail: decision.detail,
             },
@@ -176,15 +175,18 @@ impl Worker {
     /// message is settled (never past SQS's 12 hours from the receive). An extension in
     /// flight when `work` ends is finished first, so it cannot undo the visibility that
     /// [`Worker::finish`] sets next.
+    ///
+    /// `work` is pinned by the caller: taken by value, it would be stored twice in this
+    /// future (as the argument and as the pinned local), and every message held carries
+    /// this future.
     pub(super) async fn with_heartbeat<T>(
         &self,
         receipt: &str,
         delivery: Delivery,
-        work: impl Future<Output = T>,
+        mut work: Pin<&mut impl Future<Output = T>>,
     ) -> T {
         let timeout = self.config.sqs.visibility_timeout_seconds;
         let period = Duration::from_millis(u64::from(timeout) * 500);
-        let mut work = pin!(work);
         let beat = tokio::time::sleep(period);
         let mut beat = pin!(beat);
         loop {
@@ -196,10 +198,12 @@ impl Worker {
             let retries = RetryCounter::default();
             let seconds = within_visibility_limit(timeout, delivery.held());
             let queue_url = &self.source(delivery.lane).queues.queue_url;
-            let extend = self
-                .sqs
-                .set_visibility(queue_url, receipt, seconds, &retries);
-            let mut extend = pin!(extend);
+            // On the heap: it runs once per half visibility timeout, not in every
+            // message's future.
+            let mut extend = Box::pin(
+                self.sqs
+                    .set_visibility(queue_url, receipt, seconds, &retries),
+            );
             let (extended, out) = tokio::select! {
                 biased;
                 extended = &mut extend => (extended, None),
