@@ -12,6 +12,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::ConnectorBuilder;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::config::Config;
 use crate::metrics::RequestCounter;
@@ -39,6 +43,7 @@ pub async fn load_sdk_config(config: &Config) -> SdkConfig {
 /// fixed credentials).
 pub fn sdk_loader(config: &Config) -> ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts(config, Duration::ZERO))
         // Every attempt has a timeout of its own (above), which covers a stalled body
@@ -51,6 +56,26 @@ pub fn sdk_loader(config: &Config) -> ConfigLoader {
         loader = loader.endpoint_url(url);
     }
     loader
+}
+
+/// One HTTPS client for the SQS, IAM and STS clients and the credential providers. Left
+/// to itself the SDK gives each of them its own default client, and each loads the
+/// system's CA certificates again (about 100 KB of trust anchors apiece) and keeps its
+/// own connection pool and TLS session cache. This is that same default, built once:
+/// rustls with aws-lc, `HTTPS_PROXY`/`NO_PROXY` honoured, the client's timeouts and
+/// sleep. (`build_with_connector_fn` is how the SDK builds its default; the builder's
+/// public `build_https` would drop the proxy settings.)
+fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 fn timeouts(config: &Config, extra: Duration) -> TimeoutConfig {
