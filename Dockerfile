@@ -10,8 +10,10 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, in a layer of their own: rebuilt only when Cargo.toml or
-# Cargo.lock change, not on every source edit.
-COPY Cargo.toml Cargo.lock ./
+# Cargo.lock change, not on every source edit. build.rs and link/ set how the binary is
+# linked (see build.rs).
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY link ./link
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

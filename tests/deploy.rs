@@ -553,6 +553,14 @@ fn the_image_is_built_and_run_as_deploying_says() {
         "multi-stage"
     );
     assert!(dockerfile.contains("COPY config/ /etc/iam-key-revoker/"));
+    // build.rs and the linker script it names are in the build context before the first
+    // build, or the image's binary would be linked differently from everyone else's.
+    let first_build = dockerfile.find("cargo build").unwrap();
+    for copied in ["COPY Cargo.toml Cargo.lock build.rs ./", "COPY link ./link"] {
+        let at = dockerfile.find(copied).unwrap_or(usize::MAX);
+        assert!(at < first_build, "{copied} before the first cargo build");
+    }
+    assert!(read("build.rs").contains("link/cold-code.ld"));
     assert!(
         dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/iam-key-revoker\"]"),
         "exec form: SIGTERM reaches the worker"
