@@ -111,3 +111,35 @@ impl Clients {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_service_clients_share_the_loaders_https_client() {
+        let config = Config::from_toml(
+            r#"
+            [aws]
+            region = "us-east-1"
+            endpoint_url = "http://127.0.0.1:9"
+            [sqs]
+            queue_url = "http://127.0.0.1:9/123456789012/jobs"
+            "#,
+        )
+        .expect("valid");
+        let sdk = sdk_loader(&config)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .load()
+            .await;
+        assert!(sdk.http_client().is_some(), "set on the loader");
+        // A service client without one in its config would build its own default
+        // client (and load the CA certificates again) when it first sends.
+        let clients = Clients::new(&sdk, &config);
+        assert!(clients.sqs.config().http_client().is_some());
+        assert!(clients.iam.config().http_client().is_some());
+        assert!(clients.sts.config().http_client().is_some());
+    }
+}
