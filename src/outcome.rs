@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::aws::iam::{KeyResult, LastUsed};
-use crate::job::Action;
+use crate::job::{Action, Origin};
 
 /// Why a job was rejected or left for later. `as_str` gives the contract's reason code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,15 +123,10 @@ impl Outcome {
     }
 }
 
-/// Everything known about a finished job: the audit line's fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobReport {
-    /// The SQS message id.
-    pub message_id: String,
+/// What is known of a job, from its body and then from IAM; filled in along its path.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFacts {
     pub request_id: Option<String>,
-    pub outcome: Outcome,
-    /// Human-readable detail (why it was rejected, what failed).
-    pub detail: Option<String>,
     pub user_name: Option<String>,
     /// The key(s) acted on or named.
     pub access_key_ids: Vec<String>,
@@ -140,16 +135,37 @@ pub struct JobReport {
     pub action: Option<Action>,
     /// How many keys this job changed (deleted or deactivated).
     pub keys_changed: usize,
-    /// The security event's `source`, for jobs that came from one.
-    pub event_source: Option<&'static str>,
-    /// The Health event type code or GuardDuty finding type.
-    pub event_type: Option<String>,
+    /// The security event the job came from.
+    pub origin: Option<Origin>,
     /// The cut-off time of the session policy put on the user(s) (ISO 8601, UTC).
     pub sessions_revoked_before: Option<String>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
     pub keys: Vec<KeyResult>,
+}
+
+impl JobFacts {
+    /// The security event's `source`, for jobs that came from one.
+    pub fn event_source(&self) -> Option<&'static str> {
+        self.origin.as_ref().map(|o| o.source)
+    }
+
+    /// The Health event type code or GuardDuty finding type.
+    pub fn event_type(&self) -> Option<&str> {
+        self.origin.as_ref().map(|o| o.event_type.as_str())
+    }
+}
+
+/// Everything known about a finished job: the audit line's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// The SQS message id.
+    pub message_id: String,
+    pub outcome: Outcome,
+    /// Human-readable detail (why it was rejected, what failed).
+    pub detail: Option<String>,
+    pub facts: JobFacts,
     /// Which delivery of the message this was (`ApproximateReceiveCount`).
     pub attempts: u32,
     /// In-process retries of transient AWS errors.
@@ -164,24 +180,25 @@ pub struct JobReport {
 impl JobReport {
     /// Writes the audit line: one structured line per finished job.
     pub fn log(&self) {
+        let facts = &self.facts;
         tracing::info!(
             target: "audit",
             message_id = %self.message_id,
-            request_id = self.request_id.as_deref().unwrap_or(""),
+            request_id = facts.request_id.as_deref().unwrap_or(""),
             outcome = self.outcome.as_str(),
             reason = self.outcome.reason(),
             detail = self.detail.as_deref().unwrap_or(""),
-            user_name = self.user_name.as_deref().unwrap_or(""),
-            access_key_ids = %self.access_key_ids.join(","),
-            account_id = self.account_id.as_deref().unwrap_or(""),
-            batch_id = self.batch_id.as_deref().unwrap_or(""),
-            action = self.action.map_or("", Action::as_str),
-            keys_changed = self.keys_changed,
-            event_source = self.event_source.unwrap_or(""),
-            event_type = self.event_type.as_deref().unwrap_or(""),
-            sessions_revoked_before = self.sessions_revoked_before.as_deref().unwrap_or(""),
-            last_used = %json_or_empty(&self.last_used),
-            keys = %json_or_empty(&self.keys),
+            user_name = facts.user_name.as_deref().unwrap_or(""),
+            access_key_ids = %facts.access_key_ids.join(","),
+            account_id = facts.account_id.as_deref().unwrap_or(""),
+            batch_id = facts.batch_id.as_deref().unwrap_or(""),
+            action = facts.action.map_or("", Action::as_str),
+            keys_changed = facts.keys_changed,
+            event_source = facts.event_source().unwrap_or(""),
+            event_type = facts.event_type().unwrap_or(""),
+            sessions_revoked_before = facts.sessions_revoked_before.as_deref().unwrap_or(""),
+            last_used = %json_or_empty(&facts.last_used),
+            keys = %json_or_empty(&facts.keys),
             attempts = self.attempts,
             retries = self.retries,
             duration_ms = self.duration.as_millis() as u64,

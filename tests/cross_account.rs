@@ -64,7 +64,7 @@ async fn a_job_for_another_account_revokes_there_and_nowhere_else() {
         .await;
 
     assert_eq!(report.outcome, Outcome::Deleted, "{report:?}");
-    assert_eq!(report.account_id.as_deref(), Some(MEMBER));
+    assert_eq!(report.facts.account_id.as_deref(), Some(MEMBER));
     assert_eq!(
         common::key_status(&member, &user, &member_keys[0]).await,
         None,

@@ -23,7 +23,7 @@ async fn named_user_and_key_is_deleted_and_the_users_other_key_survives() {
 
     assert_eq!(report.outcome, Outcome::Deleted);
     assert!(report.settled);
-    assert_eq!(report.access_key_ids, vec![keys[0].clone()]);
+    assert_eq!(report.facts.access_key_ids, vec![keys[0].clone()]);
     assert_eq!(
         env.key_status(&user, &keys[0]).await,
         None,
@@ -65,7 +65,7 @@ async fn key_id_only_finds_the_owner_and_deletes() {
 
     assert_eq!(report.outcome, Outcome::Deleted);
     assert_eq!(
-        report.user_name.as_deref(),
+        report.facts.user_name.as_deref(),
         Some(user.as_str()),
         "owner reported in the audit"
     );
@@ -308,7 +308,7 @@ async fn sns_envelope_is_accepted() {
     let report = worker.handle(env.deliver(&envelope).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted);
-    assert_eq!(report.request_id.as_deref(), Some("sns-1"));
+    assert_eq!(report.facts.request_id.as_deref(), Some("sns-1"));
     assert_eq!(env.key_status(&user, &keys[0]).await, None);
 }
 
@@ -324,8 +324,8 @@ async fn all_keys_revokes_every_key_of_the_user_only() {
     let report = worker.handle(env.deliver(&body.to_string()).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted);
-    assert_eq!(report.access_key_ids.len(), 2);
-    assert_eq!(report.batch_id.as_deref(), Some("hr-42"));
+    assert_eq!(report.facts.access_key_ids.len(), 2);
+    assert_eq!(report.facts.batch_id.as_deref(), Some("hr-42"));
     for key in &keys {
         assert_eq!(env.key_status(&user, key).await, None);
     }

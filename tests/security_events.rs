@@ -158,15 +158,19 @@ async fn a_health_event_with_two_keys_deletes_both_cuts_sessions_and_is_duplicat
     let report = worker.handle(env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
-    assert_eq!(report.request_id, Some(format!("aws.health:{event_id}")));
-    assert_eq!(report.keys_changed, 2);
-    assert_eq!(report.event_source, Some("aws.health"));
     assert_eq!(
-        report.event_type.as_deref(),
+        report.facts.request_id,
+        Some(format!("aws.health:{event_id}"))
+    );
+    assert_eq!(report.facts.keys_changed, 2);
+    assert_eq!(report.facts.event_source(), Some("aws.health"));
+    assert_eq!(
+        report.facts.event_type(),
         Some("AWS_RISK_CREDENTIALS_EXPOSED")
     );
-    assert_eq!(report.account_id, None, "the worker's own account");
+    assert_eq!(report.facts.account_id, None, "the worker's own account");
     let per_key: Vec<(String, String, &str)> = report
+        .facts
         .keys
         .iter()
         .map(|k| (k.access_key_id.clone(), k.user_name.clone(), k.result))
@@ -186,6 +190,7 @@ async fn a_health_event_with_two_keys_deletes_both_cuts_sessions_and_is_duplicat
         "a key the event does not name is untouched"
     );
     let before = report
+        .facts
         .sessions_revoked_before
         .clone()
         .expect("sessions cut");
@@ -199,10 +204,10 @@ async fn a_health_event_with_two_keys_deletes_both_cuts_sessions_and_is_duplicat
         Some(before.as_str())
     );
     assert_eq!(
-        report.last_used.len(),
+        report.facts.last_used.len(),
         2,
         "looked up anyway: {:?}",
-        report.last_used
+        report.facts.last_used
     );
 
     // EventBridge delivers at least once: the same event again changes nothing.
@@ -232,7 +237,7 @@ async fn a_guardduty_finding_at_or_above_the_severity_deactivates_and_below_does
         "{:?}",
         low.detail
     );
-    assert_eq!(low.event_source, Some("aws.guardduty"));
+    assert_eq!(low.facts.event_source(), Some("aws.guardduty"));
     assert_eq!(
         env.key_status(&user, &keys[1]).await,
         Some(StatusType::Active)
@@ -254,9 +259,12 @@ async fn a_guardduty_finding_at_or_above_the_severity_deactivates_and_below_does
         )
         .await;
     assert_eq!(high.outcome, Outcome::Deactivated, "{:?}", high.detail);
-    assert_eq!(high.request_id, Some(format!("aws.guardduty:{high_id}")));
     assert_eq!(
-        high.event_type.as_deref(),
+        high.facts.request_id,
+        Some(format!("aws.guardduty:{high_id}"))
+    );
+    assert_eq!(
+        high.facts.event_type(),
         Some("UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS")
     );
     assert_eq!(
@@ -270,7 +278,7 @@ async fn a_guardduty_finding_at_or_above_the_severity_deactivates_and_below_does
     );
     assert_eq!(
         session_cutoff(&env, &user).await,
-        high.sessions_revoked_before
+        high.facts.sessions_revoked_before
     );
 }
 
@@ -384,7 +392,7 @@ async fn a_protected_user_named_by_a_finding_keeps_its_key_and_gets_no_session_p
         )
         .await;
     assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
-    assert_eq!(report.keys_changed, 0);
+    assert_eq!(report.facts.keys_changed, 0);
     assert_eq!(
         env.key_status(&other, &other_keys[0]).await,
         Some(StatusType::Active),
@@ -407,14 +415,14 @@ async fn plain_jobs_cut_sessions_only_when_asked_and_also_when_the_key_is_alread
     let asked = json!({"request_id": "s-1", "access_key_id": with_keys[0], "user_name": with, "revoke_sessions": true}).to_string();
     let report = worker.handle(env.deliver(&asked).await).await;
     assert_eq!(report.outcome, Outcome::Deleted);
-    let first = report.sessions_revoked_before.clone().expect("cut");
+    let first = report.facts.sessions_revoked_before.clone().expect("cut");
     assert_eq!(session_cutoff(&env, &with).await, Some(first.clone()));
-    assert_eq!(report.event_source, None);
+    assert_eq!(report.facts.event_source(), None);
 
     let plain = common::job("s-2", &without, &without_keys[0]);
     let report = worker.handle(env.deliver(&plain).await).await;
     assert_eq!(report.outcome, Outcome::Deleted);
-    assert_eq!(report.sessions_revoked_before, None);
+    assert_eq!(report.facts.sessions_revoked_before, None);
     assert_eq!(session_cutoff(&env, &without).await, None);
 
     // The key is gone already: the sessions it minted are still cut off, at a time that
@@ -423,7 +431,7 @@ async fn plain_jobs_cut_sessions_only_when_asked_and_also_when_the_key_is_alread
     let again = json!({"request_id": "s-3", "access_key_id": with_keys[0], "user_name": with, "revoke_sessions": true}).to_string();
     let report = worker.handle(env.deliver(&again).await).await;
     assert_eq!(report.outcome, Outcome::AlreadyAbsent);
-    let second = report.sessions_revoked_before.clone().expect("cut");
+    let second = report.facts.sessions_revoked_before.clone().expect("cut");
     assert!(second > first, "{second} after {first}");
     assert_eq!(session_cutoff(&env, &with).await, Some(second));
 }
@@ -448,7 +456,7 @@ async fn the_cutoff_never_moves_back() {
     let report = worker.handle(env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted);
-    assert_eq!(report.sessions_revoked_before.as_deref(), Some(later));
+    assert_eq!(report.facts.sessions_revoked_before.as_deref(), Some(later));
     assert_eq!(session_cutoff(&env, &user).await.as_deref(), Some(later));
 }
 

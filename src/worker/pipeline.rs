@@ -17,15 +17,15 @@ use tokio_util::sync::CancellationToken;
 use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{Effect, Iam, IamResult, KeyResult, LastUsed, Sessions};
+use crate::aws::iam::{Effect, Iam, IamResult, Sessions};
 use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake, NotRevocable};
-use crate::job::{self, Action, Job, Origin};
+use crate::job::{self, Action, Job};
 use crate::metrics;
-use crate::outcome::{JobReport, Outcome, Reason};
+use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::results::OutcomeEvent;
 use crate::worker::settle::{Settled, Settling};
 
@@ -45,29 +45,8 @@ impl Decision {
     }
 }
 
-/// What is known of a job for its audit line: from its body, then from IAM.
-#[derive(Debug, Default)]
-pub(super) struct Facts {
-    pub request_id: Option<String>,
-    pub user_name: Option<String>,
-    pub access_key_ids: Vec<String>,
-    pub account_id: Option<String>,
-    pub batch_id: Option<String>,
-    pub action: Option<Action>,
-    pub keys_changed: usize,
-    /// When the job's outcome was decided (Unix ms): the revocation's time.
-    pub decided_at_ms: Option<u64>,
-    /// The security event the job came from.
-    pub origin: Option<Origin>,
-    /// The cut-off time of the session policy put on the user(s).
-    pub sessions_revoked_before: Option<String>,
-    /// The keys' last use, where IAM told it.
-    pub last_used: Vec<LastUsed>,
-    /// Each key's owner and result, for jobs of several keys.
-    pub keys: Vec<KeyResult>,
-}
-
-impl Facts {
+/// What a job's path learns, step by step.
+impl JobFacts {
     fn of(job: &Job) -> Self {
         Self {
             request_id: Some(job.request_id.clone()),
@@ -118,7 +97,7 @@ impl Facts {
 #[derive(Debug)]
 pub(super) struct Worked {
     pub decision: Decision,
-    pub facts: Facts,
+    pub facts: JobFacts,
     /// The in-flight mark of its request id, while it holds one.
     pub claim: Option<InFlight>,
 }
@@ -168,14 +147,16 @@ impl Worker {
         let Turn { previous, next } = turn;
         let job = pin!(async {
             if let Some(released) = Turn::wait(previous).await {
-                return (Facts::default(), released);
+                return (JobFacts::default(), None, released);
             }
             let slot = match self.slot(lane, &shutdown).await {
                 SlotWait::Slot(slot, share) => (slot, share),
-                SlotWait::Shutdown => return (Facts::default(), Settling::released_at_shutdown()),
-                SlotWait::Preempted => return (Facts::default(), Settling::preempted()),
+                SlotWait::Shutdown => {
+                    return (JobFacts::default(), None, Settling::released_at_shutdown())
+                }
+                SlotWait::Preempted => return (JobFacts::default(), None, Settling::preempted()),
             };
-            let mut worked = {
+            let worked = {
                 let _slot = (slot, metrics::job_started());
                 // On the heap: the IAM step's future is large, and a message's whole
                 // path must fit a thread's stack even in a debug build.
@@ -185,7 +166,8 @@ impl Worker {
                     Lane::Main => work.await,
                 }
             };
-            worked.facts.decided_at_ms = Some(metrics::now_ms());
+            // When the outcome was decided: the revocation's time.
+            let decided_at_ms = Some(metrics::now_ms());
             // The slot is free for the next job while this one's message is settled.
             let Worked {
                 decision,
@@ -202,14 +184,13 @@ impl Worker {
                     &retries,
                 )
                 .await;
-            (facts, settling)
+            (facts, decided_at_ms, settling)
         });
-        let (facts, settling) = self.with_heartbeat(receipt, delivery, job).await;
+        let (facts, decided_at_ms, settling) = self.with_heartbeat(receipt, delivery, job).await;
         let settled = self.finish(receipt, delivery, settling, &retries).await;
         if let Some(next) = next {
             let _ = next.send(settled.outcome.is_final());
         }
-        let decided_at_ms = facts.decided_at_ms;
         let report = report(
             &message,
             delivery,
@@ -266,7 +247,7 @@ impl Worker {
             Admission::Admitted { job, claim } => (job, claim),
             Admission::Decided(worked) => return worked,
         };
-        let mut facts = Facts::of(&job);
+        let mut facts = JobFacts::of(&job);
         let decision = match self.guard(&job) {
             Some(refused) => refused,
             None => self.revoke(&job, retries, &mut facts).await,
@@ -299,7 +280,7 @@ impl Worker {
             );
             return decided(
                 Decision::new(Outcome::Rejected(Reason::TooManyReceives), detail),
-                Facts::salvaged(body),
+                JobFacts::salvaged(body),
             );
         }
         let mut job = match intake::read(body, &self.intake) {
@@ -308,13 +289,13 @@ impl Worker {
                 let detail = format!("{}; nothing done", event.detail);
                 return decided(
                     Decision::new(Outcome::Rejected(Reason::NotRevocable), detail),
-                    Facts::not_revocable(event),
+                    JobFacts::not_revocable(event),
                 );
             }
             Err(e) => {
                 return decided(
                     Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
-                    Facts::salvaged(body),
+                    JobFacts::salvaged(body),
                 )
             }
         };
@@ -341,7 +322,7 @@ impl Worker {
                     ),
                 ),
             };
-            return decided(decision, Facts::of(&job));
+            return decided(decision, JobFacts::of(&job));
         }
     }
 
@@ -372,7 +353,7 @@ impl Worker {
     }
 
     /// The IAM action, in the account the job names.
-    async fn revoke(&self, job: &Job, retries: &RetryCounter, facts: &mut Facts) -> Decision {
+    async fn revoke(&self, job: &Job, retries: &RetryCounter, facts: &mut JobFacts) -> Decision {
         let iam = match self
             .accounts
             .iam_for(job.account_id.as_deref(), retries)
@@ -424,7 +405,7 @@ impl Worker {
         users: &[String],
         decision: Decision,
         retries: &RetryCounter,
-        facts: &mut Facts,
+        facts: &mut JobFacts,
     ) -> Decision {
         let now_ms = metrics::now_ms();
         let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
@@ -516,8 +497,8 @@ impl Worker {
             report.duration,
             delivery.sent_timestamp_ms,
             decided_at_ms,
-            report.action,
-            report.keys_changed,
+            report.facts.action,
+            report.facts.keys_changed,
         );
         if let Some(results) = &self.results {
             results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
@@ -583,27 +564,16 @@ fn remember(outcome: Outcome, claim: Option<InFlight>) {
 fn report(
     message: &Message,
     delivery: Delivery,
-    facts: Facts,
+    facts: JobFacts,
     settled: Settled,
     retries: u32,
     duration: std::time::Duration,
 ) -> JobReport {
     JobReport {
         message_id: message.message_id().unwrap_or_default().to_owned(),
-        request_id: facts.request_id,
         outcome: settled.outcome,
         detail: settled.detail,
-        user_name: facts.user_name,
-        access_key_ids: facts.access_key_ids,
-        account_id: facts.account_id,
-        batch_id: facts.batch_id,
-        action: facts.action,
-        keys_changed: facts.keys_changed,
-        event_source: facts.origin.as_ref().map(|o| o.source),
-        event_type: facts.origin.map(|o| o.event_type),
-        sessions_revoked_before: facts.sessions_revoked_before,
-        last_used: facts.last_used,
-        keys: facts.keys,
+        facts,
         attempts: delivery.receive_count,
         retries,
         duration,
