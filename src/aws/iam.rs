@@ -1207,6 +1207,21 @@ mod tests {
         )
     }
 
+    /// `revoke_sessions` for alice with `now` as the cut-off, IAM answering GetUserPolicy
+    /// and PutUserPolicy with `get` and `put`.
+    async fn alices_sessions(
+        get: &aws_smithy_mocks::Rule,
+        put: &aws_smithy_mocks::Rule,
+        now: aws_smithy_types::DateTime,
+    ) -> Sessions {
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [get, put], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        iam(client)
+            .revoke_sessions("alice", now, &RetryCounter::default())
+            .await
+            .unwrap()
+    }
+
     /// GetUserPolicy answers with the policy document URL-encoded (IAM API reference,
     /// `GetUserPolicy`: "The policy document returned in this structure is URL-encoded
     /// compliant with RFC 3986"). A cut-off later than now is kept; an earlier one is
@@ -1238,12 +1253,7 @@ mod tests {
                 .sequence()
                 .http_status(200, Some(answer("PutUserPolicy", "")))
                 .build();
-            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&get, &put], |c| c
-                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-            let sessions = iam(client)
-                .revoke_sessions("alice", now, &RetryCounter::default())
-                .await
-                .unwrap();
+            let sessions = alices_sessions(&get, &put, now).await;
             if kept {
                 assert_eq!(sessions, Sessions::AlreadyLater(existing.into()));
                 assert_eq!(put.num_calls(), 0, "never moved back");
@@ -1275,12 +1285,7 @@ mod tests {
                 .sequence()
                 .http_status(put_status, Some(put_body))
                 .build();
-            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&get, &put], |c| c
-                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-            let sessions = iam(client)
-                .revoke_sessions("alice", now, &RetryCounter::default())
-                .await
-                .unwrap();
+            let sessions = alices_sessions(&get, &put, now).await;
             assert_eq!(sessions, expected);
             assert_eq!(put.num_calls(), 1);
         }
