@@ -58,6 +58,11 @@ impl Protection {
         self.users.is_match(user_name)
     }
 
+    /// Whether any access key is protected.
+    pub fn protects_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     /// Whether this key may never be touched.
     pub fn key(&self, access_key_id: &str) -> bool {
         self.keys.is_match(access_key_id)

@@ -16,7 +16,9 @@
 
 use serde::Deserialize;
 
-use crate::job::{self, Action, InvalidJob, Job, Origin, Target};
+use sha2::{Digest, Sha256};
+
+use crate::job::{self, Action, InvalidJob, Job, KnownOwner, Origin, OwnerSource, Target};
 
 /// `source` of AWS Health events.
 pub const HEALTH: &str = "aws.health";
@@ -115,10 +117,22 @@ struct HealthDetail {
     event_type_code: String,
 }
 
+/// The parts of a Health event's `detail` that name keys, their user and the account
+/// ("Reference: AWS Health events Amazon EventBridge schema",
+/// <https://docs.aws.amazon.com/health/latest/ug/aws-health-events-eventbridge-schema.html>).
+/// `affectedEntities` is optional there; `affectedAccount` is the account the event is
+/// about (`account` is the one it was sent to, another under an organizational view);
+/// `communicationId` is shared by the backup copies and pages of one event.
 #[derive(Deserialize)]
 struct HealthEntities {
-    #[serde(rename = "affectedEntities")]
+    #[serde(rename = "affectedEntities", default)]
     affected_entities: Vec<HealthEntity>,
+    #[serde(rename = "affectedAccount", default, deserialize_with = "present")]
+    affected_account: Option<String>,
+    #[serde(rename = "communicationId", default, deserialize_with = "present")]
+    communication_id: Option<String>,
+    #[serde(rename = "eventMetadata", default, deserialize_with = "present")]
+    event_metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +150,37 @@ struct FindingDetail {
     #[serde(rename = "type")]
     finding_type: String,
     resource: FindingResource,
+    #[serde(default)]
+    service: FindingService,
+}
+
+/// The caller of the API call a finding is about, when it is another account
+/// (GuardDuty User Guide, "Finding details": `remoteAccountDetails`, whose `affiliated`
+/// says whether that account belongs to the same organization).
+#[derive(Deserialize, Default)]
+struct FindingService {
+    #[serde(default)]
+    action: Option<FindingAction>,
+}
+
+#[derive(Deserialize)]
+struct FindingAction {
+    #[serde(rename = "awsApiCallAction", default)]
+    aws_api_call_action: Option<ApiCallAction>,
+}
+
+#[derive(Deserialize)]
+struct ApiCallAction {
+    #[serde(rename = "remoteAccountDetails", default)]
+    remote_account_details: Option<RemoteAccount>,
+}
+
+#[derive(Deserialize)]
+struct RemoteAccount {
+    #[serde(rename = "accountId")]
+    account_id: String,
+    #[serde(default)]
+    affiliated: bool,
 }
 
 #[derive(Deserialize)]
@@ -198,17 +243,51 @@ fn is_temporary_key(value: &str) -> bool {
 fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
     let detail: HealthDetail = serde_json::from_value(envelope.detail.clone())
         .map_err(|e| invalid("AWS Health event detail", e))?;
-    let request_id = format!("{HEALTH}:{}", envelope.id);
-    job::check_request_id(&request_id)?;
+    let entities: HealthEntities = serde_json::from_value(envelope.detail)
+        .map_err(|e| invalid("AWS Health event detail", e))?;
+    let account = match entities.affected_account {
+        Some(account) if job::is_account_id(&account) => account,
+        Some(_) => {
+            return Err(InvalidJob(
+                "AWS Health event detail.affectedAccount must be exactly 12 digits".to_owned(),
+            ))
+        }
+        None => envelope.account.clone(),
+    };
     let origin = Origin {
         source: HEALTH,
         event_type: detail.event_type_code.clone(),
     };
+    let values: Vec<String> = entities
+        .affected_entities
+        .into_iter()
+        .filter_map(|e| e.entity_value)
+        .collect();
+    let mut keys: Vec<String> = Vec::new();
+    for value in values.iter().filter(|v| is_long_term_key(v)) {
+        if !keys.contains(value) {
+            keys.push(value.clone());
+        }
+    }
+    if keys.len() > job::MAX_KEYS {
+        return Err(InvalidJob(format!(
+            "the AWS Health event names {} access keys; one event may name at most {}",
+            keys.len(),
+            job::MAX_KEYS
+        )));
+    }
+    let request_id = health_request_id(
+        &envelope.id,
+        entities.communication_id.as_deref(),
+        &account,
+        &keys,
+    );
+    job::check_request_id(&request_id)?;
     let not_revocable = |detail: String, keys: Vec<String>| {
         Ok(Intake::NotRevocable(NotRevocable {
             request_id: request_id.clone(),
             origin: origin.clone(),
-            account_id: envelope.account.clone(),
+            account_id: account.clone(),
             user_name: None,
             access_key_ids: keys,
             detail,
@@ -223,19 +302,9 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
             Vec::new(),
         );
     }
-    let entities: HealthEntities = serde_json::from_value(envelope.detail)
-        .map_err(|e| invalid("AWS Health event detail", e))?;
-    let values: Vec<String> = entities
-        .affected_entities
+    let owners: Vec<KnownOwner> = named_user(entities.event_metadata.as_ref(), &keys)
         .into_iter()
-        .filter_map(|e| e.entity_value)
         .collect();
-    let mut keys: Vec<String> = Vec::new();
-    for value in values.iter().filter(|v| is_long_term_key(v)) {
-        if !keys.contains(value) {
-            keys.push(value.clone());
-        }
-    }
     let target = match keys.len() {
         0 => {
             let temporary: Vec<String> =
@@ -257,13 +326,81 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         request_id,
         target,
         action: rules.health_action,
-        account_id: Some(envelope.account),
+        account_id: Some(account),
         reason: Some(format!("AWS Health event {}", origin.event_type)),
         requested_by: Some(HEALTH.to_owned()),
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
         origin: Some(origin),
+        owners,
+        continuation: None,
     }))
+}
+
+/// The request id of a Health event. Backup copies and pages of one event share its
+/// `communicationId`, each with a new EventBridge `id`; the schema names the
+/// communicationId with the account as the way to recognise them. So the id is the
+/// communicationId, the affected account and the keys this copy names: a backup copy has
+/// the same id (and ends `duplicate`), a page naming other keys another. An event without
+/// a communicationId is known by its EventBridge `id`.
+fn health_request_id(
+    event_id: &str,
+    communication_id: Option<&str>,
+    account: &str,
+    keys: &[String],
+) -> String {
+    let Some(communication) = communication_id.filter(|c| !c.is_empty()) else {
+        return format!("{HEALTH}:{event_id}");
+    };
+    let readable = communication.len() <= 64
+        && communication
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let communication = if readable {
+        communication.to_owned()
+    } else {
+        short_hash([communication])
+    };
+    let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    format!("{HEALTH}:{communication}:{account}:{}", short_hash(sorted))
+}
+
+/// 16 hex digits of SHA-256 over the parts, each ended by a newline: stable across
+/// builds and replicas, unlike `std`'s hasher.
+fn short_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The user a credential-exposure event names for one of its keys: AWS's own responders
+/// read `eventMetadata.userName` and `publicKey` (aws-samples
+/// notify-and-remediate-exposed-access-key, which trims `publicKey`). Taken only when
+/// both are there, the user name is a valid IAM name and the key is one the event names
+/// in `affectedEntities`; the worker still falls back to IAM's owner lookup when IAM
+/// does not know the user.
+fn named_user(
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+    keys: &[String],
+) -> Option<KnownOwner> {
+    let metadata = metadata?;
+    let user = metadata.get("userName")?.as_str()?.trim();
+    let key = metadata.get("publicKey")?.as_str()?.trim();
+    if job::check_user_name(user).is_err() || !keys.iter().any(|k| k == key) {
+        return None;
+    }
+    Some(KnownOwner {
+        access_key_id: key.to_owned(),
+        user_name: user.to_owned(),
+        source: OwnerSource::Event,
+    })
 }
 
 fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
@@ -285,6 +422,11 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         source: GUARDDUTY,
         event_type: finding.finding_type.clone(),
     };
+    let remote = finding
+        .service
+        .action
+        .and_then(|a| a.aws_api_call_action)
+        .and_then(|a| a.remote_account_details);
     let details = finding.resource.access_key_details;
     let not_revocable = |detail: String| {
         Ok(Intake::NotRevocable(NotRevocable {
@@ -335,6 +477,24 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         )));
     }
     job::check_user_name(&key.user_name)?;
+    // A caller from another account: its key lives there, never in the finding's account
+    // (a user of the same name there is somebody else).
+    let account_id = match remote {
+        None => finding.account_id.clone(),
+        Some(remote) if !job::is_account_id(&remote.account_id) => {
+            return Err(InvalidJob(
+                "GuardDuty finding remoteAccountDetails.accountId must be exactly 12 digits"
+                    .to_owned(),
+            ))
+        }
+        Some(remote) if remote.affiliated => remote.account_id,
+        Some(remote) => {
+            return not_revocable(format!(
+                "the GuardDuty finding's caller is in account {}, which is not affiliated with the organization: the worker cannot act there",
+                remote.account_id
+            ))
+        }
+    };
     Ok(Intake::Job(Job {
         request_id,
         target: Target::Key {
@@ -342,7 +502,7 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
             user_name: Some(key.user_name.clone()),
         },
         action: rules.guardduty_action,
-        account_id: Some(finding.account_id),
+        account_id: Some(account_id),
         reason: Some(format!(
             "GuardDuty finding {} (severity {})",
             origin.event_type, finding.severity
@@ -351,6 +511,8 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
         origin: Some(origin),
+        owners: Vec::new(),
+        continuation: None,
     }))
 }
 

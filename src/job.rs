@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The fields of a job message (README, "The job message"), and no others.
+/// The fields of a job message (README, "The job message"), and no others; a message of
+/// the worker's own may also carry `continuation` (README, "Continuations").
 pub const FIELDS: &[&str] = &[
     "request_id",
     "access_key_id",
@@ -72,6 +73,39 @@ pub struct Origin {
     pub event_type: String,
 }
 
+/// A key's owner as the job's source names it, for a job that names the key alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownOwner {
+    pub access_key_id: String,
+    pub user_name: String,
+    pub source: OwnerSource,
+}
+
+/// Where a [`KnownOwner`] comes from, which decides how far it is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerSource {
+    /// The security event named the user (AWS Health's `eventMetadata.userName`). Tried
+    /// first; a user IAM does not know (renamed, stale) falls back to IAM's owner lookup.
+    Event,
+    /// IAM named the owner to an earlier delivery of this job, which then changed the
+    /// key (README, "Continuations"). The key is revoked from that user, as if the job
+    /// named them: once the key is deleted IAM can no longer say whose it was.
+    Learned,
+}
+
+/// What earlier deliveries of a job did: a job that changed something and could not
+/// finish goes on in a message of the worker's own (README, "Continuations").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Continuation {
+    /// How many deliveries came before (the original message's receive count, added up).
+    pub deliveries: u32,
+    /// Keys an earlier delivery changed, and how (`deleted` or `deactivated`).
+    pub changed: Vec<(String, String)>,
+}
+
+/// The most keys one job (one security event) may name.
+pub const MAX_KEYS: usize = 100;
+
 /// A validated job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -87,6 +121,13 @@ pub struct Job {
     pub revoke_sessions: bool,
     /// The security event the job came from; `None` for a job message.
     pub origin: Option<Origin>,
+    /// Owners named for keys the job names alone (a Health event's user; owners IAM
+    /// named to an earlier delivery). Not part of what the job asks for: the digest
+    /// leaves them out.
+    pub owners: Vec<KnownOwner>,
+    /// Set on a message of the worker's own that carries on a job (README,
+    /// "Continuations").
+    pub continuation: Option<Continuation>,
 }
 
 impl Job {
@@ -159,7 +200,8 @@ impl Job {
                 put("user_name", user_name.clone().into());
                 put("all_keys", true.into());
             }
-            Target::Keys(keys) => put("access_key_ids", keys.clone().into()),
+            // Several keys travel only in a continuation, which lists them all.
+            Target::Keys(_) => {}
         }
         put("action", self.action.as_str().into());
         if self.revoke_sessions {
@@ -175,7 +217,89 @@ impl Job {
                 put(field, value.clone().into());
             }
         }
+        let continued = match (&self.continuation, &self.target) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Target::Keys(_)) => Some(Continuation::default()),
+            (None, _) => None,
+        };
+        if let Some(continuation) = continued {
+            put("continuation", self.continuation_json(&continuation));
+        }
         serde_json::Value::Object(object).to_string()
+    }
+
+    /// The `continuation` object (README, "Continuations"): every key the job names,
+    /// with the owner learned and what an earlier delivery did to it, and the security
+    /// event the job came from.
+    fn continuation_json(&self, continuation: &Continuation) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .access_key_ids()
+            .into_iter()
+            .map(|key| {
+                let mut entry = serde_json::Map::new();
+                let owner = self
+                    .owners
+                    .iter()
+                    .find(|o| o.access_key_id == key && o.source == OwnerSource::Learned);
+                if let Some(owner) = owner {
+                    entry.insert("user_name".into(), owner.user_name.clone().into());
+                }
+                if let Some((_, result)) = continuation.changed.iter().find(|(k, _)| *k == key) {
+                    entry.insert("result".into(), result.clone().into());
+                }
+                entry.insert("access_key_id".into(), key.into());
+                serde_json::Value::Object(entry)
+            })
+            .collect();
+        let mut object = serde_json::Map::new();
+        object.insert("deliveries".into(), continuation.deliveries.into());
+        object.insert("keys".into(), keys.into());
+        if let Some(origin) = &self.origin {
+            object.insert("event_source".into(), origin.source.into());
+            object.insert("event_type".into(), origin.event_type.clone().into());
+        }
+        serde_json::Value::Object(object)
+    }
+
+    /// This job carried on by a message of the worker's own (README, "Continuations"):
+    /// `learned` are the keys this delivery changed, with the owner IAM named and how;
+    /// `deliveries` counts every delivery so far. Owners and changes named before stay.
+    pub fn continued(&self, learned: &[(String, String, String)], deliveries: u32) -> Job {
+        let mut next = self.clone();
+        let mut continuation = self.continuation.clone().unwrap_or_default();
+        continuation.deliveries = deliveries;
+        for (key, user, how) in learned {
+            next.owners.retain(|o| o.access_key_id != *key);
+            next.owners.push(KnownOwner {
+                access_key_id: key.clone(),
+                user_name: user.clone(),
+                source: OwnerSource::Learned,
+            });
+            if !continuation.changed.iter().any(|(k, _)| k == key) {
+                continuation.changed.push((key.clone(), how.clone()));
+            }
+        }
+        // Hints of the event are not carried: IAM's lookup stands in for them.
+        next.owners.retain(|o| o.source == OwnerSource::Learned);
+        next.continuation = Some(continuation);
+        next
+    }
+
+    /// Whether the job names its keys without their user: IAM's owner lookup finds it,
+    /// and can no longer once a key is deleted.
+    pub fn names_keys_alone(&self) -> bool {
+        matches!(
+            self.target,
+            Target::Key {
+                user_name: None,
+                ..
+            } | Target::Keys(_)
+        )
+    }
+
+    /// The owner named for `key`, if the job's source named one.
+    pub fn known_owner(&self, key: &str) -> Option<&KnownOwner> {
+        self.owners.iter().find(|o| o.access_key_id == key)
     }
 
     /// The key the job names, if it names one.
@@ -225,6 +349,30 @@ struct RawJob {
     batch_id: Option<String>,
     #[serde(default, deserialize_with = "present")]
     revoke_sessions: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    continuation: Option<RawContinuation>,
+}
+
+/// A continuation as the worker writes it (README, "Continuations").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContinuation {
+    deliveries: u32,
+    keys: Vec<RawContinuedKey>,
+    #[serde(default, deserialize_with = "present")]
+    event_source: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContinuedKey {
+    access_key_id: String,
+    #[serde(default, deserialize_with = "present")]
+    user_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<String>,
 }
 
 /// An optional field that, when present, must have its type (`null` is refused).
@@ -293,6 +441,32 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
     check_len("requested_by", raw.requested_by.as_deref(), 256)?;
     check_len("batch_id", raw.batch_id.as_deref(), 128)?;
 
+    let continued = raw.continuation.map(continuation).transpose()?;
+    if let Some((keys, _, _, _)) = &continued {
+        if raw.all_keys == Some(true) {
+            return Err(InvalidJob(
+                "continuation is for jobs that name keys, not all_keys".to_owned(),
+            ));
+        }
+        match &raw.access_key_id {
+            Some(key) if keys.len() != 1 || keys[0] != *key => {
+                return Err(InvalidJob(
+                    "continuation.keys must name exactly the job's access_key_id".to_owned(),
+                ))
+            }
+            None if keys.len() < 2 => {
+                return Err(InvalidJob(
+                    "a continuation without access_key_id names at least two keys".to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if raw.user_name.is_some() && keys.len() > 1 {
+            return Err(InvalidJob(
+                "a continuation of several keys names no user_name".to_owned(),
+            ));
+        }
+    }
     let target = match (
         raw.all_keys.unwrap_or(false),
         raw.access_key_id,
@@ -311,11 +485,21 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
             access_key_id,
             user_name,
         },
+        (false, None, None) if continued.is_some() => Target::Keys(
+            continued
+                .as_ref()
+                .map(|(keys, ..)| keys.clone())
+                .unwrap_or_default(),
+        ),
         (false, None, _) => {
             return Err(InvalidJob(
                 "access_key_id is required unless all_keys is true".to_owned(),
             ))
         }
+    };
+    let (owners, continuation, origin) = match continued {
+        Some((_, owners, continuation, origin)) => (owners, Some(continuation), origin),
+        None => (Vec::new(), None, None),
     };
     Ok(Job {
         request_id: raw.request_id,
@@ -326,8 +510,77 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         requested_by: raw.requested_by,
         batch_id: raw.batch_id,
         revoke_sessions: raw.revoke_sessions.unwrap_or(false),
-        origin: None,
+        origin,
+        owners,
+        continuation,
     })
+}
+
+/// What a continuation carries, checked: its keys, the owners learned, what was done,
+/// and the security event.
+type Continued = (Vec<String>, Vec<KnownOwner>, Continuation, Option<Origin>);
+
+fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
+    if raw.keys.is_empty() || raw.keys.len() > MAX_KEYS {
+        return Err(InvalidJob(format!(
+            "continuation.keys must name 1 to {MAX_KEYS} keys, not {}",
+            raw.keys.len()
+        )));
+    }
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    let mut owners = Vec::new();
+    let mut changed = Vec::new();
+    for entry in raw.keys {
+        check_access_key_id(&entry.access_key_id)?;
+        if keys.contains(&entry.access_key_id) {
+            return Err(InvalidJob(format!(
+                "continuation.keys names {} twice",
+                entry.access_key_id
+            )));
+        }
+        if let Some(user) = entry.user_name {
+            check_user_name(&user)?;
+            owners.push(KnownOwner {
+                access_key_id: entry.access_key_id.clone(),
+                user_name: user,
+                source: OwnerSource::Learned,
+            });
+        }
+        match entry.result.as_deref() {
+            None => {}
+            Some(result @ ("deleted" | "deactivated")) => {
+                changed.push((entry.access_key_id.clone(), result.to_owned()));
+            }
+            Some(other) => return Err(InvalidJob(format!(
+                "continuation.keys[].result must be \"deleted\" or \"deactivated\", not {other:?}"
+            ))),
+        }
+        keys.push(entry.access_key_id);
+    }
+    let origin = match (raw.event_source.as_deref(), raw.event_type) {
+        (None, None) => None,
+        (Some(source), Some(event_type)) => {
+            let source = match source {
+                "aws.health" => "aws.health",
+                "aws.guardduty" => "aws.guardduty",
+                other => return Err(InvalidJob(format!(
+                    "continuation.event_source must be aws.health or aws.guardduty, not {other:?}"
+                ))),
+            };
+            check_len("continuation.event_type", Some(&event_type), 256)?;
+            Some(Origin { source, event_type })
+        }
+        _ => {
+            return Err(InvalidJob(
+                "continuation.event_source and event_type go together".to_owned(),
+            ))
+        }
+    };
+    let continuation = Continuation {
+        deliveries: raw.deliveries,
+        changed,
+    };
+    Ok((keys, owners, continuation, origin))
 }
 
 /// A character IAM allows in user and role names: `[A-Za-z0-9+=,.@_-]`.

@@ -87,11 +87,11 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Rejected(Reason::AwsError),
     Outcome::Rejected(Reason::RequestIdConflict),
     Outcome::Rejected(Reason::NotRevocable),
+    Outcome::Rejected(Reason::PolicyQuota),
     Outcome::Retry(Reason::TransientError),
     Outcome::Retry(Reason::Shutdown),
     Outcome::Retry(Reason::Credentials),
     Outcome::Retry(Reason::GroupOrder),
-    Outcome::Retry(Reason::Preempted),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -40,9 +40,9 @@ pub enum Reason {
     /// An earlier job of the same FIFO message group stays on the queue, so this one
     /// goes back too, to keep the group's order.
     GroupOrder,
-    /// A main-queue job that had not started gave way to a waiting priority job: its
-    /// message went back to the queue (README, "The priority queue").
-    Preempted,
+    /// IAM refused the session policy: the user's inline policies fill its quota
+    /// (README, "Revoking sessions").
+    PolicyQuota,
 }
 
 impl Reason {
@@ -63,7 +63,7 @@ impl Reason {
             Reason::Shutdown => "shutdown",
             Reason::Credentials => "credentials",
             Reason::GroupOrder => "group_order",
-            Reason::Preempted => "preempted",
+            Reason::PolicyQuota => "policy_quota",
         }
     }
 }
@@ -139,6 +139,8 @@ pub struct JobFacts {
     pub origin: Option<Origin>,
     /// The cut-off time of the session policy put on the user(s) (ISO 8601, UTC).
     pub sessions_revoked_before: Option<String>,
+    /// What the cut-off covers, and for which users there is none and why.
+    pub sessions: Option<String>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
@@ -197,6 +199,7 @@ impl JobReport {
             event_source = facts.event_source().unwrap_or(""),
             event_type = facts.event_type().unwrap_or(""),
             sessions_revoked_before = facts.sessions_revoked_before.as_deref().unwrap_or(""),
+            sessions = facts.sessions.as_deref().unwrap_or(""),
             last_used = %json_or_empty(&facts.last_used),
             keys = %json_or_empty(&facts.keys),
             attempts = self.attempts,

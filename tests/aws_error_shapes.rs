@@ -247,6 +247,8 @@ fn delete_job() -> Job {
         batch_id: None,
         revoke_sessions: false,
         origin: None,
+        owners: Vec::new(),
+        continuation: None,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_sdk_iam::types::StatusType;
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::TestEnv;
-use iam_key_revoker::aws::iam::SESSION_POLICY_NAME;
+use iam_key_revoker::aws::sessions::SESSION_POLICY_NAME;
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::{json, Value};
 
@@ -105,17 +105,46 @@ fn guardduty_finding(id: &str, severity: f64, key: &str, user: &str, user_type: 
     .to_string()
 }
 
-/// The cut-off time of the session policy on `user`, if it has one.
+/// The latest cut-off in force on `user`, if any: each is a session policy of its own,
+/// named for its time.
 async fn session_cutoff(env: &TestEnv, user: &str) -> Option<String> {
+    let mut cutoffs = Vec::new();
+    for name in session_policies(env, user).await {
+        cutoffs.push(policy_cutoff(env, user, &name).await);
+    }
+    cutoffs.into_iter().max()
+}
+
+/// The names of `user`'s session policies.
+async fn session_policies(env: &TestEnv, user: &str) -> Vec<String> {
+    let Ok(out) = env
+        .clients
+        .iam
+        .list_user_policies()
+        .user_name(user)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    out.policy_names()
+        .iter()
+        .filter(|n| n.starts_with(SESSION_POLICY_NAME))
+        .cloned()
+        .collect()
+}
+
+/// The cut-off of one session policy, its document checked.
+async fn policy_cutoff(env: &TestEnv, user: &str, name: &str) -> String {
     let out = env
         .clients
         .iam
         .get_user_policy()
         .user_name(user)
-        .policy_name(SESSION_POLICY_NAME)
+        .policy_name(name)
         .send()
         .await
-        .ok()?;
+        .unwrap();
     let decoded = percent_encoding::percent_decode_str(out.policy_document())
         .decode_utf8()
         .unwrap()
@@ -127,12 +156,10 @@ async fn session_cutoff(env: &TestEnv, user: &str) -> Option<String> {
     assert_eq!(statement["Effect"], "Deny");
     assert_eq!(statement["Action"], "*");
     assert_eq!(statement["Resource"], "*");
-    Some(
-        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
+    statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn is_iso_utc(text: &str) -> bool {
@@ -446,7 +473,7 @@ async fn the_cutoff_never_moves_back() {
         .put_user_policy()
         .user_name(&user)
         .policy_name(SESSION_POLICY_NAME)
-        .policy_document(iam_key_revoker::aws::iam::session_policy(later))
+        .policy_document(iam_key_revoker::aws::sessions::session_policy(later))
         .send()
         .await
         .unwrap();
@@ -509,7 +536,7 @@ async fn the_session_policy_costs_two_iam_calls_after_the_key_action() {
     assert_eq!(report.outcome, Outcome::Deleted);
     assert_eq!(
         proxy.operations(),
-        vec!["DeleteAccessKey", "GetUserPolicy", "PutUserPolicy"]
+        vec!["DeleteAccessKey", "ListUserPolicies", "PutUserPolicy"]
     );
 }
 

@@ -25,8 +25,9 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+use crate::aws::sessions::{ClockReader, ServerClock, UserTurns};
 use crate::guard::Protection;
-use crate::job::{Action, Job, Target};
+use crate::job::{Action, Job, OwnerSource, Target};
 use crate::outcome::Reason;
 
 /// What the IAM step decided.
@@ -58,6 +59,9 @@ pub struct IamResult {
     /// Each key's owner and result, for jobs of several keys (each may have another
     /// owner).
     pub keys: Vec<KeyResult>,
+    /// Each key's owner and result, for every job that names keys alone (one key too):
+    /// what a continuation carries on.
+    pub per_key: Vec<KeyResult>,
 }
 
 /// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
@@ -74,53 +78,14 @@ pub struct LastUsed {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyResult {
     pub access_key_id: String,
+    /// Empty where IAM could not place the key.
     pub user_name: String,
-    /// `deleted`, `deactivated` or `already_absent`.
+    /// `deleted`, `deactivated`, `already_absent`, `rejected` (with a reason) or `failed`
+    /// (a transient error: the job is retried).
     pub result: &'static str,
-}
-
-/// What putting the session policy on a user came to (README, "Revoking sessions").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sessions {
-    /// The policy now denies temporary credentials issued before this time.
-    Revoked(String),
-    /// The user's policy already cut off at this later time; left as it is, so that the
-    /// time only moves forward.
-    AlreadyLater(String),
-    /// No such user: nothing left to cut off.
-    NoUser,
-}
-
-/// The inline user policy that cuts off older sessions.
-pub const SESSION_POLICY_NAME: &str = "iam-key-revoker-revoke-older-sessions";
-
-/// The session policy document: deny everything to temporary credentials issued before
-/// `before` (ISO 8601, UTC). Requests signed with long-term keys carry no
-/// `aws:TokenIssueTime`, so the condition never matches them (IAM User Guide, "Revoking
-/// IAM role temporary security credentials" and the `aws:TokenIssueTime` condition key,
-/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime>).
-pub fn session_policy(before: &str) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": { "DateLessThan": { "aws:TokenIssueTime": before } }
-        }]
-    })
-    .to_string()
-}
-
-/// The cut-off time of a session policy document, if it is one of ours. `GetUserPolicy`
-/// returns the document URL-encoded (RFC 3986; IAM API reference, `GetUserPolicy`).
-fn session_policy_time(document: &str) -> Option<aws_smithy_types::DateTime> {
-    let decoded = percent_encoding::percent_decode_str(document)
-        .decode_utf8()
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
-    let text = value["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str()?;
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime).ok()
+    /// Why the key was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl IamResult {
@@ -137,6 +102,7 @@ impl IamResult {
             keys_changed: 0,
             last_used: Vec::new(),
             keys: Vec::new(),
+            per_key: Vec::new(),
         }
     }
 
@@ -148,6 +114,7 @@ impl IamResult {
             keys_changed: 0,
             last_used: Vec::new(),
             keys: Vec::new(),
+            per_key: Vec::new(),
         }
     }
 
@@ -156,16 +123,15 @@ impl IamResult {
         self
     }
 
-    fn with_last_used(mut self, last_used: Option<LastUsed>) -> Self {
-        self.last_used.extend(last_used);
-        self
-    }
-
     /// The users whose keys the job concerned: the one user, or each key's owner.
     pub fn users(&self) -> Vec<String> {
         let mut users: Vec<String> = self.user_name.iter().cloned().collect();
-        for key in &self.keys {
-            if !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name)) {
+        for key in self.keys.iter().chain(&self.per_key) {
+            let concerned = matches!(key.result, "deleted" | "deactivated" | "already_absent");
+            if concerned
+                && !key.user_name.is_empty()
+                && !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name))
+            {
                 users.push(key.user_name.clone());
             }
         }
@@ -219,14 +185,14 @@ fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
             Reason::OwnerMismatch,
             format!("access key {key} belongs to user {owner}, not {user}"),
         ),
-        Seen::NotListed(Owner::Unresolved(_)) => Verdict::Absent,
+        Seen::NotListed(Owner::Unresolved(..)) => Verdict::Absent,
     }
 }
 
 /// The table for a key named alone: IAM must name its owner, who must not be protected.
 fn key_only(key: &str, owner: Owner, protection: &Protection) -> Verdict {
     match owner {
-        Owner::Unresolved(why) => Verdict::Refuse(
+        Owner::Unresolved(_, why) => Verdict::Refuse(
             Reason::OwnerUnknown,
             format!(
                 "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
@@ -268,7 +234,63 @@ enum Owner {
     User(String),
     /// IAM could not place the key: it named no user, said `NoSuchEntity`, or answered
     /// `AccessDenied` for the key. The text says which.
-    Unresolved(String),
+    Unresolved(Unplaced, String),
+}
+
+/// How IAM failed to place a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unplaced {
+    /// `NoSuchEntity`: no such key in this account.
+    NotFound,
+    /// `AccessDenied` for the key.
+    Denied,
+    /// An answer that names no user.
+    NoUser,
+}
+
+/// Where a key named alone stands before any write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placed {
+    /// IAM names this owner (now, or to an earlier delivery of the job): revoke the key
+    /// from them.
+    Owner(String),
+    /// The security event names this user: try them first, then IAM's owner lookup.
+    Hinted(String),
+    /// No such key in the account a security event is about (`NoSuchEntity`): gone.
+    Gone,
+    /// IAM cannot place it: refused for this key, the others go on.
+    Unplaced(Reason, String),
+}
+
+/// The table for a key named alone, in a job from a security event or not. An event
+/// names the account the key is in: `NoSuchEntity` there means the key is gone, and
+/// `AccessDenied` is the worker's permission. A job message may name the wrong account,
+/// so for it an unplaced key is `owner_unknown`, never guessed absent.
+fn place(key: &str, owner: Owner, event: bool) -> Placed {
+    match owner {
+        Owner::User(owner) => Placed::Owner(owner),
+        Owner::Unresolved(Unplaced::NotFound, _) if event => Placed::Gone,
+        Owner::Unresolved(Unplaced::Denied, why) if event => Placed::Unplaced(
+            Reason::AccessDenied,
+            format!("IAM refused to say who owns access key {key} ({why}); the worker needs iam:GetAccessKeyLastUsed in the event's account"),
+        ),
+        Owner::Unresolved(_, why) => Placed::Unplaced(
+            Reason::OwnerUnknown,
+            format!(
+                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+            ),
+        ),
+    }
+}
+
+/// What became of one key of a job that names keys alone.
+enum KeyEnd {
+    /// Changed, from this user.
+    Changed(String),
+    /// Not there (any more); the user it was looked for under, if any.
+    Absent(Option<String>),
+    /// Refused for this key, nothing changed on it.
+    Refused(Option<String>, Reason, String),
 }
 
 /// Result of one write.
@@ -287,10 +309,14 @@ struct ListedKey {
 /// IAM access for the worker: the client, the shared adaptive rate and the backoff policy.
 #[derive(Debug, Clone)]
 pub struct Iam {
-    client: aws_sdk_iam::Client,
+    pub(super) client: aws_sdk_iam::Client,
     rate: Arc<AdaptiveRate>,
-    policy: BackoffPolicy,
+    pub(super) policy: BackoffPolicy,
     protection: Protection,
+    /// IAM's own clock, read from its answers.
+    pub(super) clock: Arc<ServerClock>,
+    /// One session-policy change per user at a time.
+    pub(super) session_turns: UserTurns,
 }
 
 impl Iam {
@@ -301,11 +327,22 @@ impl Iam {
         policy: BackoffPolicy,
         protection: Protection,
     ) -> Self {
+        let clock = Arc::new(ServerClock::default());
+        // IAM's answers carry its clock in `Date`: the session cut-off is never earlier.
+        let client = aws_sdk_iam::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(ClockReader::new(Arc::clone(&clock)))
+                .build(),
+        );
         Self {
             client,
             rate: Arc::new(AdaptiveRate::new(max_requests_per_second)),
             policy,
             protection,
+            clock,
+            session_turns: UserTurns::default(),
         }
     }
 
@@ -319,7 +356,7 @@ impl Iam {
     ///
     /// `send` makes the request once the slot is granted, so the request's future (the
     /// SDK's are kilobytes) is stored once in this one and not also as its argument.
-    async fn attempt<T, E, Fut>(
+    pub(super) async fn attempt<T, E, Fut>(
         &self,
         operation: &'static str,
         send: impl FnOnce() -> Fut,
@@ -352,9 +389,12 @@ impl Iam {
             Target::Key {
                 access_key_id,
                 user_name: None,
-            } => self.revoke_by_key(access_key_id, job.action, retries).await,
+            } => {
+                self.revoke_unnamed(job, std::slice::from_ref(access_key_id), retries)
+                    .await
+            }
             Target::AllKeys { user_name } => self.revoke_all(user_name, job.action, retries).await,
-            Target::Keys(keys) => self.revoke_keys(keys, job.action, retries).await,
+            Target::Keys(keys) => self.revoke_unnamed(job, keys, retries).await,
         };
         match result {
             Ok(result) => result,
@@ -369,61 +409,27 @@ impl Iam {
                 keys_changed: 0,
                 last_used: Vec::new(),
                 keys: Vec::new(),
+                per_key: Vec::new(),
             },
         }
     }
 
-    /// Cuts off `user`'s temporary credentials issued before `before` with the session
-    /// policy (README, "Revoking sessions"). The time only moves forward: a policy that
-    /// already cuts off later is left as it is. Two IAM calls, both under the shared rate.
-    pub async fn revoke_sessions(
+    /// A protected key `user` holds, if any: such a user gets no session cut-off. Asks
+    /// IAM only when some access key is protected.
+    pub async fn protected_key_of(
         &self,
         user: &str,
-        before: aws_smithy_types::DateTime,
         retries: &RetryCounter,
-    ) -> Result<Sessions, AwsError> {
-        use aws_smithy_types::date_time::Format;
-        let current = call(&self.policy, retries, "iam", "GetUserPolicy", || async {
-            self.attempt("GetUserPolicy", || {
-                self.client
-                    .get_user_policy()
-                    .user_name(user)
-                    .policy_name(SESSION_POLICY_NAME)
-                    .send()
-            })
-            .await
-        })
-        .await;
-        let current = match current {
-            Ok(out) => session_policy_time(out.policy_document()),
-            Err(e) if e.class == ErrorClass::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(later) = current.filter(|t| t.secs() >= before.secs()) {
-            return Ok(Sessions::AlreadyLater(
-                later.fmt(Format::DateTime).unwrap_or_default(),
-            ));
+    ) -> Result<Option<String>, AwsError> {
+        if !self.protection.protects_keys() {
+            return Ok(None);
         }
-        let before = before.fmt(Format::DateTime).unwrap_or_default();
-        let document = session_policy(&before);
-        let put = call(&self.policy, retries, "iam", "PutUserPolicy", || async {
-            self.attempt("PutUserPolicy", || {
-                self.client
-                    .put_user_policy()
-                    .user_name(user)
-                    .policy_name(SESSION_POLICY_NAME)
-                    .policy_document(&document)
-                    .send()
-            })
-            .await
-            .map(drop)
-        })
-        .await;
-        match put {
-            Ok(()) => Ok(Sessions::Revoked(before)),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(Sessions::NoUser),
-            Err(e) => Err(e),
-        }
+        let listed = self.list_keys(user, retries).await?;
+        Ok(listed
+            .into_iter()
+            .flatten()
+            .find(|k| self.protection.key(&k.id))
+            .map(|k| k.id))
     }
 
     /// Predicts, with read-only calls, what [`Iam::revoke`] would do with `job`.
@@ -536,114 +542,184 @@ impl Iam {
         }
     }
 
-    async fn revoke_by_key(
+    /// Keys named alone (a key-only job, a security event): every owner is found and
+    /// judged before any key is changed, so a protected owner refuses the job with
+    /// nothing changed. A key IAM cannot place is refused on its own and never blocks the
+    /// others; each placed key is revoked from its own owner, and a failure on one key
+    /// does not stop the next. A key an earlier delivery changed (README,
+    /// "Continuations") counts as changed by the job once IAM confirms it is gone.
+    async fn revoke_unnamed(
         &self,
-        key: &str,
-        action: Action,
-        retries: &RetryCounter,
-    ) -> Result<IamResult, AwsError> {
-        let (owner, last_used) = self.owner(key, retries).await?;
-        let named = match &owner {
-            Owner::User(user) => Some(user.clone()),
-            Owner::Unresolved(_) => None,
-        };
-        let owner = match key_only(key, owner, &self.protection) {
-            Verdict::Act(owner) => owner,
-            Verdict::Refuse(reason, detail) => {
-                return Ok(
-                    IamResult::rejected(reason, detail, named.as_deref(), Some(key))
-                        .with_last_used(last_used),
-                );
-            }
-            // key_only never answers these: without a user there is no list to consult.
-            Verdict::Absent | Verdict::Settling => return Err(inconsistent(key)),
-        };
-        let result = match self.write(&owner, key, action, retries).await? {
-            Written::Done => revoked(&owner, vec![key.to_owned()], 1),
-            // Deleted by someone else between the two calls, or moved: look again.
-            Written::NotFound => self.not_the_users(&owner, key, retries).await?,
-        };
-        Ok(result.with_last_used(last_used))
-    }
-
-    /// Several keys named alone (a security event): every owner is found and judged
-    /// before any key is changed, so a refused key rejects the job with nothing changed.
-    /// Each key is then revoked from its own owner.
-    async fn revoke_keys(
-        &self,
+        job: &Job,
         keys: &[String],
-        action: Action,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        let mut owners = Vec::with_capacity(keys.len());
+        let event = job.origin.is_some();
+        let mut placed = Vec::with_capacity(keys.len());
         let mut last_used = Vec::new();
         for key in keys {
-            let (owner, used) = self.owner(key, retries).await?;
-            last_used.extend(used);
-            match key_only(key, owner, &self.protection) {
-                Verdict::Act(owner) => owners.push((key.clone(), owner)),
-                Verdict::Refuse(reason, detail) => {
+            let place = match job.known_owner(key) {
+                Some(known) if known.source == OwnerSource::Learned => {
+                    Placed::Owner(known.user_name.clone())
+                }
+                Some(known) => Placed::Hinted(known.user_name.clone()),
+                None => {
+                    let (owner, used) = self.owner(key, retries).await?;
+                    last_used.extend(used);
+                    place(key, owner, event)
+                }
+            };
+            if let Placed::Owner(user) | Placed::Hinted(user) = &place {
+                if self.protection.user(user) {
+                    let detail = format!("access key {key} belongs to protected user {user}");
+                    let named = (keys.len() == 1).then_some(user.as_str());
                     return Ok(IamResult {
                         last_used,
-                        ..IamResult::rejected(reason, detail, None, None)
+                        ..IamResult::rejected(Reason::Protected, detail, named, None)
                     }
                     .with_keys(keys));
                 }
-                Verdict::Absent | Verdict::Settling => return Err(inconsistent(key)),
             }
+            placed.push((key.clone(), place));
         }
-        let mut results = Vec::with_capacity(owners.len());
+        let mut results = Vec::with_capacity(placed.len());
         let mut changed = 0;
-        for (key, owner) in owners {
-            let written = match self.write(&owner, &key, action, retries).await {
-                Ok(Written::Done) => Ok(true),
-                Ok(Written::NotFound) => match self.not_the_users(&owner, &key, retries).await {
-                    Ok(IamResult {
-                        effect: Effect::AlreadyAbsent,
-                        ..
-                    }) => Ok(false),
-                    Ok(_) => Err(inconsistent(&key)),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
+        let mut refused: Option<(Reason, String)> = None;
+        let mut failed: Option<AwsError> = None;
+        for (key, place) in placed {
+            let end = match place {
+                Placed::Owner(user) => self.revoke_from(&user, &key, job.action, retries).await,
+                Placed::Hinted(user) => {
+                    self.revoke_hinted(&user, &key, job.action, event, retries)
+                        .await
+                }
+                Placed::Gone => Ok(KeyEnd::Absent(None)),
+                Placed::Unplaced(reason, detail) => Ok(KeyEnd::Refused(None, reason, detail)),
             };
-            let result = match written {
-                Ok(true) => {
+            let earlier = job
+                .continuation
+                .as_ref()
+                .and_then(|c| c.changed.iter().find(|(k, _)| *k == key))
+                .map(|(_, how)| how.as_str());
+            let (user, result, reason) = match end {
+                Ok(KeyEnd::Changed(user)) => {
                     changed += 1;
-                    action.outcome_name()
+                    (Some(user), action_result(job.action), None)
                 }
-                Ok(false) => "already_absent",
-                // Keys already changed stay in the record; the rest is done on redelivery.
-                Err(e) if changed > 0 => {
-                    return Ok(IamResult {
-                        effect: Effect::Failed(e),
-                        keys: results,
-                        last_used,
-                        ..revoked_keys(keys, changed)
-                    })
+                // Gone now, changed by an earlier delivery of this job: the job's doing.
+                Ok(KeyEnd::Absent(user)) if earlier.is_some() => {
+                    changed += 1;
+                    (user, action_result(job.action), None)
                 }
-                Err(e) => return Err(e),
+                Ok(KeyEnd::Absent(user)) => (user, "already_absent", None),
+                Ok(KeyEnd::Refused(user, reason, detail)) => {
+                    refused.get_or_insert((reason, detail));
+                    (user, "rejected", Some(reason.as_str()))
+                }
+                Err(e) => {
+                    let user = match job.known_owner(&key) {
+                        Some(known) if known.source == OwnerSource::Learned => {
+                            Some(known.user_name.clone())
+                        }
+                        _ => None,
+                    };
+                    failed.get_or_insert(e);
+                    (user, "failed", None)
+                }
             };
             results.push(KeyResult {
                 access_key_id: key,
-                user_name: owner,
+                user_name: user.unwrap_or_default(),
                 result,
+                reason,
             });
         }
-        let effect = if changed > 0 {
-            Effect::Revoked
-        } else {
-            Effect::AlreadyAbsent
-        };
-        let mut owners: Vec<&str> = results.iter().map(|k| k.user_name.as_str()).collect();
+        let mut owners: Vec<&str> = results
+            .iter()
+            .map(|k| k.user_name.as_str())
+            .filter(|u| !u.is_empty())
+            .collect();
         owners.dedup();
+        let user_name = (owners.len() == 1).then(|| owners[0].to_owned());
+        let effect = match (failed, refused) {
+            (Some(e), _) if changed == 0 => return Err(e),
+            (Some(e), _) => Effect::Failed(e),
+            (None, Some((reason, detail))) if changed > 0 => Effect::Rejected(
+                reason,
+                format!(
+                    "{detail}; the job changed {changed} other key(s) first: {}",
+                    changed_keys(&results)
+                ),
+            ),
+            (None, Some((reason, detail))) => Effect::Rejected(reason, detail),
+            (None, None) if changed > 0 => Effect::Revoked,
+            (None, None) => Effect::AlreadyAbsent,
+        };
         Ok(IamResult {
             effect,
-            user_name: (owners.len() == 1).then(|| owners[0].to_owned()),
-            keys: results,
+            user_name,
+            access_key_ids: keys.to_vec(),
+            keys_changed: changed,
             last_used,
-            ..revoked_keys(keys, changed)
+            // One key's result is the job's own; several are listed one by one.
+            keys: if keys.len() > 1 {
+                results.clone()
+            } else {
+                Vec::new()
+            },
+            per_key: results,
         })
+    }
+
+    /// Revokes `key` from `user`, whom IAM names as its owner: a write naming both, and
+    /// when IAM answers `NoSuchEntity`, the user's own key list decides.
+    async fn revoke_from(
+        &self,
+        user: &str,
+        key: &str,
+        action: Action,
+        retries: &RetryCounter,
+    ) -> Result<KeyEnd, AwsError> {
+        match self.write(user, key, action, retries).await? {
+            Written::Done => Ok(KeyEnd::Changed(user.to_owned())),
+            Written::NotFound => Ok(key_end(self.not_the_users(user, key, retries).await?)),
+        }
+    }
+
+    /// Revokes `key` from the user a security event names. When IAM answers
+    /// `NoSuchEntity`, that alone never makes the key absent: IAM's owner lookup decides
+    /// (a renamed or stale user falls back to the owner IAM reports).
+    async fn revoke_hinted(
+        &self,
+        user: &str,
+        key: &str,
+        action: Action,
+        event: bool,
+        retries: &RetryCounter,
+    ) -> Result<KeyEnd, AwsError> {
+        if let Written::Done = self.write(user, key, action, retries).await? {
+            return Ok(KeyEnd::Changed(user.to_owned()));
+        }
+        let (owner, _) = self.owner(key, retries).await?;
+        match place(key, owner, event) {
+            Placed::Owner(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
+            Placed::Owner(owner) if self.protection.user(&owner) => Ok(KeyEnd::Refused(
+                Some(owner.clone()),
+                Reason::Protected,
+                format!("access key {key} belongs to protected user {owner}"),
+            )),
+            Placed::Owner(owner) => self.revoke_from(&owner, key, action, retries).await,
+            Placed::Gone => Ok(KeyEnd::Absent(None)),
+            // As for a job naming the user: when the user exists and does not list the key,
+            // it is gone.
+            Placed::Unplaced(reason, detail) => match self.list_keys(user, retries).await? {
+                Some(listed) if listed.iter().any(|k| k.id == key) => Err(inconsistent(key)),
+                Some(_) => Ok(KeyEnd::Absent(Some(user.to_owned()))),
+                None => Ok(KeyEnd::Refused(None, reason, detail)),
+            },
+            // `place` names no hint.
+            Placed::Hinted(_) => Err(inconsistent(key)),
+        }
     }
 
     async fn revoke_all(
@@ -782,12 +858,18 @@ impl Iam {
                 });
                 let owner = match out.user_name() {
                     Some(user) if !user.is_empty() => Owner::User(user.to_owned()),
-                    _ => Owner::Unresolved("GetAccessKeyLastUsed named no user".to_owned()),
+                    _ => Owner::Unresolved(
+                        Unplaced::NoUser,
+                        "GetAccessKeyLastUsed named no user".to_owned(),
+                    ),
                 };
                 Ok((owner, last_used))
             }
-            Err(e) if e.class == ErrorClass::NotFound || e.is_access_denied() => {
-                Ok((Owner::Unresolved(e.to_string()), None))
+            Err(e) if e.class == ErrorClass::NotFound => {
+                Ok((Owner::Unresolved(Unplaced::NotFound, e.to_string()), None))
+            }
+            Err(e) if e.is_access_denied() => {
+                Ok((Owner::Unresolved(Unplaced::Denied, e.to_string()), None))
             }
             Err(e) => Err(e),
         }
@@ -840,18 +922,31 @@ fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
         keys_changed: changed,
         last_used: Vec::new(),
         keys: Vec::new(),
+        per_key: Vec::new(),
     }
 }
 
-fn revoked_keys(keys: &[String], changed: usize) -> IamResult {
-    IamResult {
-        effect: Effect::Revoked,
-        user_name: None,
-        access_key_ids: keys.to_vec(),
-        keys_changed: changed,
-        last_used: Vec::new(),
-        keys: Vec::new(),
+/// The result a changed key reports for `action`.
+fn action_result(action: Action) -> &'static str {
+    action.outcome_name()
+}
+
+/// What [`Iam::not_the_users`] decided, for one key of several.
+fn key_end(result: IamResult) -> KeyEnd {
+    match result.effect {
+        Effect::Rejected(reason, detail) => KeyEnd::Refused(result.user_name, reason, detail),
+        _ => KeyEnd::Absent(result.user_name),
     }
+}
+
+/// The keys a job changed, for a detail: `AKIA… (alice)`.
+fn changed_keys(results: &[KeyResult]) -> String {
+    results
+        .iter()
+        .filter(|k| k.result == "deleted" || k.result == "deactivated")
+        .map(|k| format!("{} {} ({})", k.access_key_id, k.result, k.user_name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// IAM contradicted itself (NoSuchEntity for a key it reports as the user's): an
@@ -906,6 +1001,8 @@ mod tests {
             batch_id: None,
             revoke_sessions: false,
             origin: None,
+            owners: Vec::new(),
+            continuation: None,
         }
     }
 
@@ -928,7 +1025,12 @@ mod tests {
     #[test]
     fn the_decision_table() {
         let user = |u: &str| Owner::User(u.to_owned());
-        let unresolved = || Owner::Unresolved("GetAccessKeyLastUsed: AccessDenied: no".into());
+        let unresolved = || {
+            Owner::Unresolved(
+                Unplaced::Denied,
+                "GetAccessKeyLastUsed: AccessDenied: no".into(),
+            )
+        };
         let named = |seen| named_key(KEY, "alice", seen);
         assert_eq!(named(Seen::Listed), Verdict::Act("alice".into()));
         assert_eq!(named(Seen::NotListed(user("Alice"))), Verdict::Settling);
@@ -1205,90 +1307,6 @@ mod tests {
         format!(
             "<{operation}Response xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata></{operation}Response>"
         )
-    }
-
-    /// `revoke_sessions` for alice with `now` as the cut-off, IAM answering GetUserPolicy
-    /// and PutUserPolicy with `get` and `put`.
-    async fn alices_sessions(
-        get: &aws_smithy_mocks::Rule,
-        put: &aws_smithy_mocks::Rule,
-        now: aws_smithy_types::DateTime,
-    ) -> Sessions {
-        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [get, put], |c| c
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-        iam(client)
-            .revoke_sessions("alice", now, &RetryCounter::default())
-            .await
-            .unwrap()
-    }
-
-    /// GetUserPolicy answers with the policy document URL-encoded (IAM API reference,
-    /// `GetUserPolicy`: "The policy document returned in this structure is URL-encoded
-    /// compliant with RFC 3986"). A cut-off later than now is kept; an earlier one is
-    /// moved forward.
-    #[tokio::test(start_paused = true)]
-    async fn the_session_cutoff_is_read_url_encoded_and_only_moves_forward() {
-        let now = aws_smithy_types::DateTime::from_secs(1_800_000_000);
-        for (existing, kept) in [
-            ("2099-01-01T00:00:00Z", true),
-            ("2020-01-01T00:00:00Z", false),
-        ] {
-            let encoded = percent_encoding::utf8_percent_encode(
-                &session_policy(existing),
-                percent_encoding::NON_ALPHANUMERIC,
-            )
-            .to_string();
-            assert!(encoded.starts_with("%7B%22"), "{encoded}");
-            let get = mock!(Client::get_user_policy)
-                .sequence()
-                .http_status(
-                    200,
-                    Some(answer(
-                        "GetUserPolicy",
-                        &format!("<UserName>alice</UserName><PolicyName>{SESSION_POLICY_NAME}</PolicyName><PolicyDocument>{encoded}</PolicyDocument>"),
-                    )),
-                )
-                .build();
-            let put = mock!(Client::put_user_policy)
-                .sequence()
-                .http_status(200, Some(answer("PutUserPolicy", "")))
-                .build();
-            let sessions = alices_sessions(&get, &put, now).await;
-            if kept {
-                assert_eq!(sessions, Sessions::AlreadyLater(existing.into()));
-                assert_eq!(put.num_calls(), 0, "never moved back");
-            } else {
-                assert_eq!(sessions, Sessions::Revoked("2027-01-15T08:00:00Z".into()));
-                assert_eq!(put.num_calls(), 1);
-            }
-        }
-    }
-
-    /// No policy yet (`NoSuchEntity` from GetUserPolicy): it is put. No such user
-    /// (`NoSuchEntity` from PutUserPolicy): nothing to cut off.
-    #[tokio::test(start_paused = true)]
-    async fn a_missing_policy_is_put_and_a_missing_user_needs_none() {
-        let now = aws_smithy_types::DateTime::from_secs(1_800_000_000);
-        for (put_status, put_body, expected) in [
-            (
-                200,
-                answer("PutUserPolicy", ""),
-                Sessions::Revoked("2027-01-15T08:00:00Z".into()),
-            ),
-            (404, error_xml("NoSuchEntity"), Sessions::NoUser),
-        ] {
-            let get = mock!(Client::get_user_policy)
-                .sequence()
-                .http_status(404, Some(error_xml("NoSuchEntity")))
-                .build();
-            let put = mock!(Client::put_user_policy)
-                .sequence()
-                .http_status(put_status, Some(put_body))
-                .build();
-            let sessions = alices_sessions(&get, &put, now).await;
-            assert_eq!(sessions, expected);
-            assert_eq!(put.num_calls(), 1);
-        }
     }
 
     /// GetAccessKeyLastUsed as the IAM API reference shows it: a used key names date,

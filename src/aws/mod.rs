@@ -8,4 +8,5 @@ pub mod clients;
 pub mod iam;
 pub mod ratelimit;
 pub mod retry;
+pub mod sessions;
 pub mod sqs;

@@ -14,6 +14,9 @@ use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::outcome::Outcome;
 
+/// SQS's longest message delay, `DelaySeconds` (SQS API Reference, `SendMessage`).
+pub const MAX_DELAY_SECONDS: u32 = 900;
+
 /// SQS accepts at most ten entries per batch call and per receive.
 pub const SQS_BATCH_MAX: usize = 10;
 
@@ -288,6 +291,39 @@ impl Sqs {
             },
         )
         .await
+    }
+
+    /// Sends one message of the worker's own, a continuation of a job (README,
+    /// "Continuations"), `delay_seconds` from now (at most SQS's 900). A FIFO queue takes
+    /// no delay per message (SQS API Reference, `SendMessage`: `DelaySeconds`): there the
+    /// message joins the end of `fifo`'s message group, with that deduplication id.
+    /// Returns the new message's id.
+    pub async fn send_continuation(
+        &self,
+        queue_url: &str,
+        body: &str,
+        delay_seconds: u32,
+        fifo: Option<(&str, &str)>,
+        retries: &RetryCounter,
+    ) -> Result<String, AwsError> {
+        let delay = match fifo {
+            Some(_) => None,
+            None => Some(delay_seconds.min(MAX_DELAY_SECONDS) as i32),
+        };
+        let out = call(&self.policy, retries, "sqs", "SendMessage", || async {
+            self.client
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(body)
+                .set_delay_seconds(delay)
+                .set_message_group_id(fifo.map(|(group, _)| group.to_owned()))
+                .set_message_deduplication_id(fifo.map(|(_, dedup)| dedup.to_owned()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SendMessage", e))
+        })
+        .await?;
+        Ok(out.message_id().unwrap_or_default().to_owned())
     }
 
     /// Copies `message` to the dead-letter queue: the body byte for byte, with the

@@ -215,6 +215,8 @@ mod tests {
             batch_id: None,
             revoke_sessions: false,
             origin: None,
+            owners: Vec::new(),
+            continuation: None,
         }
     }
 

@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{Effect, Iam, IamResult, Sessions};
+use crate::aws::iam::{Effect, Iam, IamResult};
 use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
+use crate::aws::sessions::{Sessions, SESSIONS_COVERED};
 use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake, NotRevocable};
-use crate::job::{self, Action, Job};
+use crate::job::{self, Action, Job, OwnerSource};
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::results::OutcomeEvent;
@@ -100,6 +101,10 @@ pub(super) struct Worked {
     pub facts: JobFacts,
     /// The in-flight mark of its request id, while it holds one.
     pub claim: Option<InFlight>,
+    /// The job as a message of the worker's own would carry it on (README,
+    /// "Continuations"): set when this delivery changed keys whose owner only IAM's
+    /// lookup named, which a redelivery of the original could no longer find.
+    pub carry_on: Option<Box<Job>>,
 }
 
 /// The first step's result.
@@ -127,9 +132,10 @@ impl Worker {
     /// Works one message: waits for its turn in its FIFO group and for a job slot, then
     /// goes down the job's path. The message's visibility is extended from receipt
     /// until it is settled. When `shutdown` fires before the job has a slot, the message
-    /// is made visible again at once and the job ends `retry/shutdown`; a main-queue
-    /// message waiting for a slot while a priority job waits too is released the same way
-    /// (`retry/preempted`). `hard_stop` ends retries, not the job. A priority job's IAM
+    /// is made visible again at once and the job ends `retry/shutdown`. A main-queue
+    /// message waiting for a slot while a priority job waits is kept, its visibility
+    /// extended, never released: a release would cost it one of the queue's
+    /// `maxReceiveCount` receives. `hard_stop` ends retries, not the job. A priority job's IAM
     /// requests go before any other job's.
     pub(super) async fn handle_until(
         &self,
@@ -154,7 +160,6 @@ impl Worker {
                 SlotWait::Shutdown => {
                     return (JobFacts::default(), None, Settling::released_at_shutdown())
                 }
-                SlotWait::Preempted => return (JobFacts::default(), None, Settling::preempted()),
             };
             let worked = {
                 let _slot = (slot, metrics::job_started());
@@ -173,6 +178,7 @@ impl Worker {
                 decision,
                 facts,
                 claim,
+                carry_on,
             } = worked;
             remember(decision.outcome, claim);
             let settling = self
@@ -181,6 +187,7 @@ impl Worker {
                     delivery,
                     decision,
                     facts.request_id.as_deref(),
+                    carry_on,
                     &retries,
                 )
                 .await;
@@ -205,8 +212,8 @@ impl Worker {
 
     /// Waits for a job slot (counted as waiting meanwhile). A priority job goes before
     /// every main-queue job, and a quarter of the slots are kept for priority jobs; a
-    /// main-queue job gives up its wait as soon as a priority job waits too, so that its
-    /// message is released rather than held.
+    /// main-queue job leaves the line for a slot while a priority job waits, and joins it
+    /// again once none does (its message held meanwhile, its heartbeat running).
     async fn slot(&self, lane: Lane, shutdown: &CancellationToken) -> SlotWait<'_> {
         let _waiting = Counted::new(&self.waiting);
         match lane {
@@ -220,21 +227,29 @@ impl Worker {
             }
             Lane::Main => {
                 let mut urgent = self.urgent_waiting.subscribe();
-                let slot = async {
-                    let share = match &self.main_slots {
-                        Some(main) => Some(main.acquire().await?),
-                        None => None,
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return SlotWait::Shutdown,
+                        _ = urgent.wait_for(|waiting| *waiting == 0) => {}
+                    }
+                    let slot = async {
+                        let share = match &self.main_slots {
+                            Some(main) => Some(main.acquire().await?),
+                            None => None,
+                        };
+                        Ok::<_, tokio::sync::AcquireError>(SlotWait::Slot(
+                            self.working.acquire().await?,
+                            share,
+                        ))
                     };
-                    Ok::<_, tokio::sync::AcquireError>(SlotWait::Slot(
-                        self.working.acquire().await?,
-                        share,
-                    ))
-                };
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => SlotWait::Shutdown,
-                    slot = slot => slot.unwrap_or(SlotWait::Shutdown),
-                    _ = urgent.wait_for(|waiting| *waiting > 0) => SlotWait::Preempted,
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return SlotWait::Shutdown,
+                        slot = slot => return slot.unwrap_or(SlotWait::Shutdown),
+                        // Give way: leave the line for a slot until no priority job waits.
+                        _ = urgent.wait_for(|waiting| *waiting > 0) => {}
+                    }
                 }
             }
         }
@@ -248,14 +263,15 @@ impl Worker {
             Admission::Decided(worked) => return worked,
         };
         let mut facts = JobFacts::of(&job);
-        let decision = match self.guard(&job) {
-            Some(refused) => refused,
+        let (decision, carry_on) = match self.guard(&job) {
+            Some(refused) => (refused, None),
             None => self.revoke(&job, retries, &mut facts).await,
         };
         Worked {
             decision,
             facts,
             claim: Some(claim),
+            carry_on,
         }
     }
 
@@ -269,6 +285,7 @@ impl Worker {
                 decision,
                 facts,
                 claim: None,
+                carry_on: None,
             })
         };
         let max_receives = self.config.sqs.max_receive_count;
@@ -299,10 +316,12 @@ impl Worker {
                 )
             }
         };
+        // Before the account is localized: whether STS could name the worker's own
+        // account must not make a redelivery a conflict.
+        let digest = job.digest();
         if job.origin.is_some() {
             self.localize(&mut job).await;
         }
-        let digest = job.digest();
         loop {
             let decision = match self.dedup.claim(&job.request_id, digest) {
                 Claim::Fresh(claim) => return Admission::Admitted { job, claim },
@@ -352,8 +371,14 @@ impl Worker {
         })
     }
 
-    /// The IAM action, in the account the job names.
-    async fn revoke(&self, job: &Job, retries: &RetryCounter, facts: &mut JobFacts) -> Decision {
+    /// The IAM action, in the account the job names, and the job as a continuation
+    /// would carry it on.
+    async fn revoke(
+        &self,
+        job: &Job,
+        retries: &RetryCounter,
+        facts: &mut JobFacts,
+    ) -> (Decision, Option<Box<Job>>) {
         let iam = match self
             .accounts
             .iam_for(job.account_id.as_deref(), retries)
@@ -361,15 +386,32 @@ impl Worker {
         {
             Ok(iam) => iam,
             Err(e @ AccountError::Disabled { .. }) => {
-                return Decision::new(
+                let decision = Decision::new(
                     Outcome::Rejected(Reason::CrossAccountDisabled),
                     e.to_string(),
                 );
+                return (decision, None);
             }
-            Err(AccountError::Aws(e)) => return self.aws_failure(e, 0),
+            Err(AccountError::Aws(e)) => return (self.aws_failure(e, 0), None),
         };
         let result = iam.revoke(job, retries).await;
         facts.learn(&result);
+        let carry_on = carry_on(job, &result);
+        let decision = self.decide(job, &iam, result, retries, facts).await;
+        (decision, carry_on)
+    }
+
+    /// What the IAM step's result means for the job, with the older sessions cut off
+    /// when asked: after the key action, and also when a job of several keys changed
+    /// some before one was refused.
+    async fn decide(
+        &self,
+        job: &Job,
+        iam: &Iam,
+        result: IamResult,
+        retries: &RetryCounter,
+        facts: &mut JobFacts,
+    ) -> Decision {
         let users = result.users();
         let decision = match result.effect {
             Effect::Revoked => {
@@ -387,9 +429,11 @@ impl Worker {
             Effect::Rejected(reason, detail) => Decision::new(Outcome::Rejected(reason), detail),
             Effect::Failed(e) => self.aws_failure(e, result.keys_changed),
         };
-        if job.revoke_sessions && decision.outcome.is_remembered() {
+        let changed_then_refused =
+            matches!(decision.outcome, Outcome::Rejected(_)) && result.keys_changed > 0;
+        if job.revoke_sessions && (decision.outcome.is_remembered() || changed_then_refused) {
             return self
-                .revoke_sessions(&iam, &users, decision, retries, facts)
+                .revoke_sessions(iam, &users, decision, retries, facts)
                 .await;
         }
         decision
@@ -410,28 +454,51 @@ impl Worker {
         let now_ms = metrics::now_ms();
         let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
         let mut notes = Vec::new();
+        let mut skipped = Vec::new();
         for user in users {
             if self.protection.user(user) {
                 notes.push(format!("user {user} is protected: sessions left alone"));
+                skipped.push(format!("user {user} is protected"));
                 continue;
+            }
+            // A cut-off would also end the sessions minted with the protected key.
+            match iam.protected_key_of(user, retries).await {
+                Ok(Some(key)) => {
+                    notes.push(format!(
+                        "user {user} holds protected access key {key}: sessions left alone, since a cut-off would end the sessions that key minted too"
+                    ));
+                    skipped.push(format!("user {user} holds protected access key {key}"));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
             }
             match iam.revoke_sessions(user, before, retries).await {
                 Ok(Sessions::Revoked(at)) => {
                     metrics::sessions_revoked();
                     notes.push(format!("sessions of {user} issued before {at} revoked"));
                     facts.sessions_revoked_before = Some(at);
+                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
                 }
                 Ok(Sessions::AlreadyLater(at)) => {
                     notes.push(format!(
                         "sessions of {user} already revoked up to {at}, later than now"
                     ));
                     facts.sessions_revoked_before = Some(at);
+                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
                 }
                 Ok(Sessions::NoUser) => {
                     notes.push(format!("user {user} does not exist: no sessions to revoke"));
                 }
                 Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
             }
+        }
+        if !skipped.is_empty() {
+            let why = format!("no cut-off: {}", skipped.join("; "));
+            facts.sessions = Some(match facts.sessions.take() {
+                Some(covered) => format!("{covered}; {why}"),
+                None => why,
+            });
         }
         let detail = match decision.detail {
             Some(detail) => format!("{detail}; {}", notes.join("; ")),
@@ -458,7 +525,14 @@ impl Worker {
             _ if e.is_access_denied() => Decision::new(
                 Outcome::Rejected(Reason::AccessDenied),
                 format!(
-                    "{did}: {e}. The worker needs iam:PutUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
+                    "{did}: {e}. The worker needs iam:ListUserPolicies, iam:PutUserPolicy, iam:DeleteUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
+                ),
+            ),
+            // IAM and AWS STS quotas: a user's inline policies share 2,048 characters.
+            _ if e.code.as_deref() == Some("LimitExceeded") => Decision::new(
+                Outcome::Rejected(Reason::PolicyQuota),
+                format!(
+                    "{did}: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user; delete or shorten one of them (aws iam list-user-policies) and move this message back"
                 ),
             ),
             _ => Decision::new(Outcome::Rejected(Reason::AwsError), format!("{did}: {e}")),
@@ -515,8 +589,6 @@ enum SlotWait<'a> {
         Option<tokio::sync::SemaphorePermit<'a>>,
     ),
     Shutdown,
-    /// A main-queue job gave way to a waiting priority job.
-    Preempted,
 }
 
 /// Counts a priority job as waiting for a slot while it lives.
@@ -558,6 +630,34 @@ fn remember(outcome: Outcome, claim: Option<InFlight>) {
     if let (true, Some(claim)) = (outcome.is_remembered(), claim) {
         claim.finish();
     }
+}
+
+/// The job as a message of the worker's own carries it on, when this delivery changed
+/// keys whose owner only IAM's lookup named (README, "Continuations"): once a key is
+/// deleted, a redelivery of the original could not find its owner again to finish the
+/// job (the other keys, the session policy).
+fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
+    if !job.names_keys_alone() {
+        return None;
+    }
+    let learned: Vec<(String, String, String)> = result
+        .per_key
+        .iter()
+        .filter(|k| matches!(k.result, "deleted" | "deactivated") && !k.user_name.is_empty())
+        .filter(|k| {
+            !job.owners
+                .iter()
+                .any(|o| o.source == OwnerSource::Learned && o.access_key_id == k.access_key_id)
+        })
+        .map(|k| {
+            (
+                k.access_key_id.clone(),
+                k.user_name.clone(),
+                k.result.to_owned(),
+            )
+        })
+        .collect();
+    (!learned.is_empty()).then(|| Box::new(job.continued(&learned, 0)))
 }
 
 /// The job's report, built once from what its steps returned.

@@ -35,6 +35,9 @@ pub struct OutcomeEvent {
     pub event_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions_revoked_before: Option<String>,
+    /// What the session cut-off covers, and where there is none, why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub last_used: Vec<LastUsed>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -70,6 +73,7 @@ impl OutcomeEvent {
             event_source: report.facts.event_source(),
             event_type: report.facts.event_type().map(str::to_owned),
             sessions_revoked_before: report.facts.sessions_revoked_before.clone(),
+            sessions: report.facts.sessions.clone(),
             last_used: report.facts.last_used.clone(),
             keys: report.facts.keys.clone(),
             attempts: report.attempts,

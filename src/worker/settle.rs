@@ -6,12 +6,13 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::Message;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
 use super::pipeline::Decision;
 use super::Worker;
 use crate::aws::retry::{visibility_delay, within_visibility_limit, RetryCounter};
 use crate::aws::sqs::Delivery;
+use crate::job::Job;
 use crate::outcome::{Outcome, Reason};
 
 /// Where a job's message stands once the work under its heartbeat is done.
@@ -31,22 +32,6 @@ impl Settling {
             decision: Decision {
                 outcome: Outcome::Retry(Reason::Shutdown),
                 detail: Some("not started before shutdown; released for redelivery".into()),
-            },
-            seconds: 0,
-        }
-    }
-
-    /// A main-queue job that gave way to a waiting priority job before it started: back
-    /// on the queue at once, so the worker holds no more main-queue messages than it is
-    /// working while priority jobs wait.
-    pub fn preempted() -> Self {
-        Self::Visibility {
-            decision: Decision {
-                outcome: Outcome::Retry(Reason::Preempted),
-                detail: Some(
-                    "not started: a priority job waits for a job slot; released for redelivery"
-                        .into(),
-                ),
             },
             seconds: 0,
         }
@@ -74,10 +59,25 @@ impl Worker {
         delivery: Delivery,
         decision: Decision,
         request_id: Option<&str>,
+        carry_on: Option<Box<Job>>,
         retries: &RetryCounter,
     ) -> Settling {
         let receipt = message.receipt_handle().unwrap_or_default();
         let message_id = message.message_id().unwrap_or_default();
+        let unfinished = matches!(
+            decision.outcome,
+            Outcome::Rejected(_) | Outcome::Retry(Reason::TransientError | Reason::Credentials)
+        );
+        let decision = match carry_on {
+            // Boxed like the dead-letter copy: only unfinished jobs need it.
+            Some(next) if unfinished => {
+                match Box::pin(self.carry_on(message, delivery, next, decision, retries)).await {
+                    Ok(settling) => return settling,
+                    Err(decision) => decision,
+                }
+            }
+            _ => decision,
+        };
         let done = |decision: Decision, settled| {
             Settling::Done(Settled {
                 outcome: decision.outcome,
@@ -127,16 +127,75 @@ impl Worker {
                 }
             }
             // Not the job's fault: back on the queue at once, for this or another replica.
-            Outcome::Retry(
-                Reason::Credentials | Reason::Shutdown | Reason::GroupOrder | Reason::Preempted,
-            ) => Settling::Visibility {
-                decision,
-                seconds: 0,
-            },
+            Outcome::Retry(Reason::Credentials | Reason::Shutdown | Reason::GroupOrder) => {
+                Settling::Visibility {
+                    decision,
+                    seconds: 0,
+                }
+            }
             Outcome::Retry(_) => Settling::Visibility {
                 seconds: self.retry_delay(delivery),
                 decision,
             },
+        }
+    }
+
+    /// Carries an unfinished job on in a message of the worker's own that names the
+    /// owners IAM reported and what was changed (README, "Continuations"), then deletes
+    /// the original: once a key is deleted, a redelivery of the original could no longer
+    /// find its owner to finish the job. The continuation comes back after the retry
+    /// delay (at once after a refusal, so that it is dead-lettered itself, ready to be
+    /// moved back). When it cannot be sent, the message is settled as `decision` says.
+    async fn carry_on(
+        &self,
+        message: &Message,
+        delivery: Delivery,
+        mut next: Box<Job>,
+        decision: Decision,
+        retries: &RetryCounter,
+    ) -> Result<Settling, Decision> {
+        let receipt = message.receipt_handle().unwrap_or_default();
+        let message_id = message.message_id().unwrap_or_default();
+        if let Some(continuation) = next.continuation.as_mut() {
+            continuation.deliveries = continuation
+                .deliveries
+                .saturating_add(delivery.receive_count);
+        }
+        let reason = match decision.outcome {
+            Outcome::Rejected(reason) | Outcome::Retry(reason) => reason,
+            _ => Reason::TransientError,
+        };
+        let delay = match decision.outcome {
+            Outcome::Retry(Reason::TransientError) => self.retry_delay(delivery),
+            _ => 0,
+        };
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId));
+        let deduplication = format!("{message_id}-continued");
+        let fifo = group.map(|g| (g.as_str(), deduplication.as_str()));
+        let queue_url = &self.source(delivery.lane).queues.queue_url;
+        let sent = self
+            .sqs
+            .send_continuation(queue_url, &next.to_body(), delay, fifo, retries)
+            .await;
+        match sent {
+            Ok(id) => {
+                tracing::info!(message_id, continuation = %id, delay_seconds = delay, "Job carried on by a message of the worker's own");
+                let detail = format!(
+                    "{}; carried on by message {id}, which names the owners IAM reported, in {delay} s",
+                    decision.detail.as_deref().unwrap_or(decision.outcome.reason())
+                );
+                Ok(Settling::Done(Settled {
+                    outcome: Outcome::Retry(reason),
+                    detail: Some(detail),
+                    settled: self.delete(delivery, receipt, message_id).await,
+                }))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, message_id, "Could not send the job's continuation; settling the original");
+                Err(decision)
+            }
         }
     }
 

@@ -1,0 +1,361 @@
+//! Cutting off the temporary credentials a leaked key minted (README, "Revoking
+//! sessions"): an inline user policy that denies everything to credentials issued before
+//! a time T.
+//!
+//! - **What it covers.** `aws:TokenIssueTime` is in the context of requests signed with
+//!   temporary credentials only, so the Deny leaves the user's long-term keys alone and
+//!   cuts off credentials from `GetSessionToken` and `GetFederationToken` issued before
+//!   T. Sessions of *roles* assumed with the key are governed by the role's policies, not
+//!   the user's: they are not covered (IAM User Guide, "Disabling permissions for
+//!   temporary security credentials",
+//!   <https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html>).
+//! - **Never backwards.** IAM has no conditional put, and two jobs for one user (two
+//!   queues, two replicas) may interleave. Each cut-off is a policy of its own, named for
+//!   its T; a writer removes only cut-offs older than one in force (its own, just put), so
+//!   no writer can remove a later one. Within a process, changes for one user take turns.
+//! - **Never early.** T is not earlier than IAM's own clock, read from the `Date` of its
+//!   answers, when the worker's clock is behind.
+//! - **Quota.** A user's inline policies share 2,048 characters (IAM User Guide, "IAM and
+//!   AWS STS quotas",
+//!   <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html>); one
+//!   cut-off takes about 180, and the older one is removed once the newer is in force.
+//!   IAM answers `LimitExceeded` when there is no room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::date_time::{DateTime, Format};
+
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::iam::Iam;
+use crate::aws::retry::{call, RetryCounter};
+
+/// The name of the session policies: alone for the one earlier versions put, followed by
+/// `-` and T (`20261130T120001Z`) for each cut-off now.
+pub const SESSION_POLICY_NAME: &str = "iam-key-revoker-revoke-older-sessions";
+
+/// What cutting off a user's older sessions came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sessions {
+    /// Temporary credentials issued before this time are now denied.
+    Revoked(String),
+    /// A cut-off at this later time is in force already; nothing was put.
+    AlreadyLater(String),
+    /// No such user: nothing left to cut off.
+    NoUser,
+}
+
+/// What the cut-off covers, for the audit line and the outcome event.
+pub const SESSIONS_COVERED: &str = "denies temporary credentials the user obtained with GetSessionToken or GetFederationToken before the cut-off; sessions of roles assumed with the key are not covered (revoke them on each role)";
+
+/// The session policy document: deny everything to temporary credentials issued before
+/// `before` (ISO 8601, UTC). Requests signed with long-term keys carry no
+/// `aws:TokenIssueTime`, so the condition never matches them (IAM User Guide, the
+/// `aws:TokenIssueTime` condition key,
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime>).
+pub fn session_policy(before: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": { "DateLessThan": { "aws:TokenIssueTime": before } }
+        }]
+    })
+    .to_string()
+}
+
+/// The name of the cut-off at `before`.
+pub fn session_policy_name(before: DateTime) -> String {
+    let iso = before.fmt(Format::DateTime).unwrap_or_default();
+    let compact: String = iso.chars().filter(|c| *c != '-' && *c != ':').collect();
+    format!("{SESSION_POLICY_NAME}-{compact}")
+}
+
+/// The cut-off a policy name stands for: `Some(None)` for the unnamed one of earlier
+/// versions (its time is in its document), `None` for a policy that is not ours.
+fn name_time(name: &str) -> Option<Option<DateTime>> {
+    if name == SESSION_POLICY_NAME {
+        return Some(None);
+    }
+    let compact = name.strip_prefix(SESSION_POLICY_NAME)?.strip_prefix('-')?;
+    // 20261130T120001Z → 2026-11-30T12:00:01Z
+    let b = compact.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &compact[0..4],
+        &compact[4..6],
+        &compact[6..8],
+        &compact[9..11],
+        &compact[11..13],
+        &compact[13..15]
+    );
+    DateTime::from_str(&iso, Format::DateTime).ok().map(Some)
+}
+
+/// The cut-off time of a session policy document. `GetUserPolicy` returns the document
+/// URL-encoded (RFC 3986; IAM API reference, `GetUserPolicy`).
+pub fn session_policy_time(document: &str) -> Option<DateTime> {
+    let decoded = percent_encoding::percent_decode_str(document)
+        .decode_utf8()
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
+    let text = value["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str()?;
+    DateTime::from_str(text, Format::DateTime).ok()
+}
+
+/// The latest time IAM's answers reported (their `Date` header), in whole seconds.
+#[derive(Debug, Default)]
+pub struct ServerClock {
+    latest_secs: AtomicI64,
+}
+
+impl ServerClock {
+    /// `t`, or later when IAM's clock is ahead: the second after the latest `Date` IAM
+    /// sent (a `Date` is cut to the second, so IAM's time may be up to a second later).
+    pub fn at_least(&self, t: DateTime) -> DateTime {
+        let server = self.latest_secs.load(Ordering::Relaxed);
+        if server > 0 && server + 1 > t.secs() {
+            DateTime::from_secs(server + 1)
+        } else {
+            t
+        }
+    }
+
+    fn saw(&self, date: DateTime) {
+        self.latest_secs.fetch_max(date.secs(), Ordering::Relaxed);
+    }
+}
+
+/// Reads IAM's clock off the `Date` header of every answer.
+#[derive(Debug, Clone)]
+pub struct ClockReader(Arc<ServerClock>);
+
+impl ClockReader {
+    pub fn new(clock: Arc<ServerClock>) -> Self {
+        Self(clock)
+    }
+}
+
+impl Intercept for ClockReader {
+    fn name(&self) -> &'static str {
+        "ClockReader"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| DateTime::from_str(d, Format::HttpDate).ok());
+        if let Some(date) = date {
+            self.0.saw(date);
+        }
+        Ok(())
+    }
+}
+
+/// Turns per user: one change of a user's session policies at a time in this process.
+#[derive(Debug, Clone, Default)]
+pub struct UserTurns(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// A user's turn, held while their session policies change.
+pub struct UserTurn {
+    turns: UserTurns,
+    user: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl UserTurns {
+    /// Waits for `user`'s turn (user names compare as IAM compares them, ignoring case).
+    pub async fn take(&self, user: &str) -> UserTurn {
+        let user = user.to_ascii_lowercase();
+        let lock = {
+            let mut turns = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(turns.entry(user.clone()).or_default())
+        };
+        UserTurn {
+            turns: self.clone(),
+            user,
+            _held: lock.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for UserTurn {
+    fn drop(&mut self) {
+        let mut turns = self.turns.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and this turn's: nobody else waits for the user.
+        if turns
+            .get(&self.user)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            turns.remove(&self.user);
+        }
+    }
+}
+
+impl Iam {
+    /// Cuts off `user`'s temporary credentials issued before `before` (or IAM's clock,
+    /// when later). `ListUserPolicies`, then `PutUserPolicy` of a policy named for T
+    /// unless a later cut-off is in force, then `DeleteUserPolicy` of the older ones.
+    /// An unnamed policy of earlier versions is read with `GetUserPolicy`.
+    pub async fn revoke_sessions(
+        &self,
+        user: &str,
+        before: DateTime,
+        retries: &RetryCounter,
+    ) -> Result<Sessions, AwsError> {
+        let _turn = self.session_turns.take(user).await;
+        let Some(names) = self.user_policy_names(user, retries).await? else {
+            return Ok(Sessions::NoUser);
+        };
+        let before = self.clock.at_least(before);
+        let mut ours: Vec<(String, DateTime)> = Vec::new();
+        for name in names {
+            match name_time(&name) {
+                Some(Some(at)) => ours.push((name, at)),
+                Some(None) => {
+                    if let Some(at) = self.legacy_cutoff(user, retries).await? {
+                        ours.push((name, at));
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some((_, later)) = ours
+            .iter()
+            .filter(|(_, at)| at.secs() >= before.secs())
+            .max_by_key(|(_, at)| at.secs())
+        {
+            return Ok(Sessions::AlreadyLater(fmt(*later)));
+        }
+        let name = session_policy_name(before);
+        let document = session_policy(&fmt(before));
+        let put = call(&self.policy, retries, "iam", "PutUserPolicy", || async {
+            self.attempt("PutUserPolicy", || {
+                self.client
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(&name)
+                    .policy_document(&document)
+                    .send()
+            })
+            .await
+            .map(drop)
+        })
+        .await;
+        match put {
+            Ok(()) => {}
+            Err(e) if e.class == ErrorClass::NotFound => return Ok(Sessions::NoUser),
+            Err(e) => return Err(e),
+        }
+        // Older cut-offs are covered by the one just put: room for the next one.
+        for (older, _) in ours.iter().filter(|(_, at)| at.secs() < before.secs()) {
+            if let Err(e) = self.delete_user_policy(user, older, retries).await {
+                tracing::warn!(error = %e, user, policy = %older, "Could not remove an older session cut-off; the newer one is in force");
+            }
+        }
+        Ok(Sessions::Revoked(fmt(before)))
+    }
+
+    /// The names of `user`'s inline policies; `None` when there is no such user.
+    async fn user_policy_names(
+        &self,
+        user: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<Vec<String>>, AwsError> {
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call(&self.policy, retries, "iam", "ListUserPolicies", || async {
+                self.attempt("ListUserPolicies", || {
+                    self.client
+                        .list_user_policies()
+                        .user_name(user)
+                        .set_marker(marker.clone())
+                        .send()
+                })
+                .await
+            })
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            names.extend(page.policy_names().iter().cloned());
+            match page.marker() {
+                Some(next) if page.is_truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(Some(names)),
+            }
+        }
+    }
+
+    /// The cut-off of the unnamed policy earlier versions put, if it can be read.
+    async fn legacy_cutoff(
+        &self,
+        user: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<DateTime>, AwsError> {
+        let got = call(&self.policy, retries, "iam", "GetUserPolicy", || async {
+            self.attempt("GetUserPolicy", || {
+                self.client
+                    .get_user_policy()
+                    .user_name(user)
+                    .policy_name(SESSION_POLICY_NAME)
+                    .send()
+            })
+            .await
+        })
+        .await;
+        match got {
+            Ok(out) => Ok(session_policy_time(out.policy_document())),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_user_policy(
+        &self,
+        user: &str,
+        name: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let deleted = call(&self.policy, retries, "iam", "DeleteUserPolicy", || async {
+            self.attempt("DeleteUserPolicy", || {
+                self.client
+                    .delete_user_policy()
+                    .user_name(user)
+                    .policy_name(name)
+                    .send()
+            })
+            .await
+            .map(drop)
+        })
+        .await;
+        match deleted {
+            Err(e) if e.class != ErrorClass::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn fmt(at: DateTime) -> String {
+    at.fmt(Format::DateTime).unwrap_or_default()
+}
