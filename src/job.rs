@@ -551,9 +551,11 @@ fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
             Some(result @ ("deleted" | "deactivated")) => {
                 changed.push((entry.access_key_id.clone(), result.to_owned()));
             }
-            Some(other) => return Err(InvalidJob(format!(
+            Some(other) => {
+                return Err(InvalidJob(format!(
                 "continuation.keys[].result must be \"deleted\" or \"deactivated\", not {other:?}"
-            ))),
+            )))
+            }
         }
         keys.push(entry.access_key_id);
     }
@@ -563,9 +565,11 @@ fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
             let source = match source {
                 "aws.health" => "aws.health",
                 "aws.guardduty" => "aws.guardduty",
-                other => return Err(InvalidJob(format!(
+                other => {
+                    return Err(InvalidJob(format!(
                     "continuation.event_source must be aws.health or aws.guardduty, not {other:?}"
-                ))),
+                )))
+                }
             };
             check_len("continuation.event_type", Some(&event_type), 256)?;
             Some(Origin { source, event_type })

@@ -296,19 +296,19 @@ pub fn aws_request(
 }
 
 /// An in-process retry of a transient AWS error.
-pub fn aws_retry(service: &'static str, operation: &'static str, error_code: Option<&str>) {
-    // Codes come from AWS, not from job input; unknown ones are folded into "other" so a
-    // misbehaving endpoint cannot grow the label set without bound.
-    let code = bounded_code(error_code.unwrap_or("none"));
+/// `error_code` is a bounded label: a code the AWS boundary knows, or `other`.
+pub fn aws_retry(service: &'static str, operation: &'static str, error_code: &'static str) {
+    let code = error_code;
     counter!(AWS_RETRIES_TOTAL, "service" => service, "operation" => operation, "error_code" => code)
         .increment(1);
 }
 
-/// The worker's own credentials failed with `error_code` (`None`: none could be
-/// loaded); it stops taking jobs until they work again.
-pub fn credentials_failed(error_code: Option<&str>) {
+/// The worker's own credentials failed with `error_code` (a bounded label:
+/// `no_credentials` where none could be loaded); it stops taking jobs until they work
+/// again.
+pub fn credentials_failed(error_code: &'static str) {
     gauge!(CREDENTIALS_FAILING).set(1.0);
-    let code = bounded_code(error_code.unwrap_or("no_credentials"));
+    let code = error_code;
     counter!(CREDENTIAL_FAILURES_TOTAL, "error_code" => code).increment(1);
 }
 
@@ -320,20 +320,6 @@ pub fn credentials_recovered() {
 /// The adaptive IAM request rate changed.
 pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
-}
-
-/// Codes come from AWS, not from job input; odd ones are folded into "other" so a
-/// misbehaving endpoint cannot put arbitrary text into a label.
-fn bounded_code(code: &str) -> String {
-    if code.len() <= 64
-        && code
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-    {
-        code.to_owned()
-    } else {
-        "other".to_owned()
-    }
 }
 
 /// An outcome event that could not be published.

@@ -16,6 +16,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::classify::code_label;
+
 /// Readiness as the worker reports it.
 #[derive(Debug)]
 pub struct Health {
@@ -50,14 +52,14 @@ impl Health {
                 "The worker's AWS credentials failed: taking no new jobs until they work again"
             );
         }
-        crate::metrics::credentials_failed(error_code);
+        crate::metrics::credentials_failed(code_label(error_code, "no_credentials"));
     }
 
     /// A check of the failing credentials failed again: wait longer before the next.
     pub fn credentials_still_failing(&self, error_code: Option<&str>) {
         self.credentials_failing.store(true, Ordering::Relaxed);
         self.credential_strikes.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::credentials_failed(error_code);
+        crate::metrics::credentials_failed(code_label(error_code, "no_credentials"));
     }
 
     /// A check of the credentials succeeded: take jobs again.

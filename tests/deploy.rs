@@ -61,6 +61,8 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetAccessKeyLastUsed" => "iam:GetAccessKeyLastUsed",
         "PutUserPolicy" => "iam:PutUserPolicy",
         "GetUserPolicy" => "iam:GetUserPolicy",
+        "ListUserPolicies" => "iam:ListUserPolicies",
+        "DeleteUserPolicy" => "iam:DeleteUserPolicy",
         "ReceiveMessage" => "sqs:ReceiveMessage",
         "DeleteMessage" | "DeleteMessageBatch" => "sqs:DeleteMessage",
         "ChangeMessageVisibility" => "sqs:ChangeMessageVisibility",

@@ -198,6 +198,40 @@ const NOT_FOUND_CODES: &[&str] = &[
     "QueueDoesNotExist",
 ];
 
+/// Error codes the worker acts on or reports besides the lists above.
+const OTHER_KNOWN_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "LimitExceeded",
+    "InconsistentOwner",
+    "InvalidParameterValue",
+    "ValidationError",
+    "MalformedPolicyDocument",
+    "EntityTemporarilyUnmodifiable",
+];
+
+/// The error code as a metric label: one of the codes this module knows, `none` where
+/// there is none, `other` for any other, so that a misbehaving endpoint cannot grow a
+/// label set without bound (`none_label` names the absent code).
+pub fn code_label(code: Option<&str>, none_label: &'static str) -> &'static str {
+    let Some(code) = code else {
+        return none_label;
+    };
+    let code = strip_sqs_prefix(code);
+    [
+        THROTTLING_CODES,
+        RETRYABLE_CODES,
+        CREDENTIAL_CODES,
+        NOT_FOUND_CODES,
+        OTHER_KNOWN_CODES,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|known| **known == code)
+    .copied()
+    .unwrap_or("other")
+}
+
 /// SQS's query-compatible codes carry a prefix: `AWS.SimpleQueueService.NonExistentQueue`.
 fn strip_sqs_prefix(code: &str) -> &str {
     code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code)
@@ -285,6 +319,21 @@ mod tests {
     fn service(code: &str, status: u16) -> SdkError<DeleteAccessKeyError, HttpResponse> {
         let meta = ErrorMetadata::builder().code(code).message("boom").build();
         SdkError::service_error(DeleteAccessKeyError::generic(meta), response(status))
+    }
+
+    #[test]
+    fn metric_labels_are_known_codes_or_other() {
+        assert_eq!(code_label(Some("Throttling"), "none"), "Throttling");
+        assert_eq!(
+            code_label(Some("AWS.SimpleQueueService.NonExistentQueue"), "none"),
+            "NonExistentQueue"
+        );
+        assert_eq!(code_label(Some("ExpiredToken"), "none"), "ExpiredToken");
+        // Well-formed but unknown codes are folded too: each would be a new series.
+        assert_eq!(code_label(Some("SomethingNew"), "none"), "other");
+        assert_eq!(code_label(Some("Throttling2"), "none"), "other");
+        assert_eq!(code_label(Some("a b"), "none"), "other");
+        assert_eq!(code_label(None, "no_credentials"), "no_credentials");
     }
 
     #[test]

@@ -164,7 +164,11 @@ where
         .when(|e: &AwsError| e.class == ErrorClass::Transient && !retries.stopped())
         .notify(|e: &AwsError, delay: Duration| {
             retries.bump();
-            crate::metrics::aws_retry(service, operation, e.code.as_deref());
+            crate::metrics::aws_retry(
+                service,
+                operation,
+                crate::aws::classify::code_label(e.code.as_deref(), "none"),
+            );
             tracing::warn!(
                 operation,
                 error_code = e.code.as_deref().unwrap_or("none"),

@@ -40,6 +40,9 @@ struct State {
     scope: Scope,
     /// Faults for one operation only, over the general one.
     by_operation: std::collections::HashMap<String, Fault>,
+    /// Faults for requests whose text contains every one of some strings (an operation
+    /// and a key id, say), over all others.
+    by_content: Vec<(Vec<String>, Fault)>,
     operations: Vec<String>,
     /// Requests a `TenthsOf` fault has seen.
     counted: u32,
@@ -93,6 +96,7 @@ impl FaultProxy {
             fault: Fault::None,
             scope,
             by_operation: std::collections::HashMap::new(),
+            by_content: Vec::new(),
             operations: Vec::new(),
             counted: 0,
             open: 0,
@@ -120,6 +124,17 @@ impl FaultProxy {
             .insert(operation.to_owned(), fault);
     }
 
+    /// A fault for requests whose text contains every one of `needles` (e.g.
+    /// `Action=DeleteAccessKey` and `AccessKeyId=AKIA…`), over every other fault;
+    /// `Fault::None` takes it back.
+    pub fn set_fault_matching(&self, needles: &[String], fault: Fault) {
+        let mut s = self.state.lock().unwrap();
+        s.by_content.retain(|(n, _)| n != needles);
+        if fault != Fault::None {
+            s.by_content.push((needles.to_vec(), fault));
+        }
+    }
+
     /// Operations seen so far, in order.
     pub fn operations(&self) -> Vec<String> {
         self.state.lock().unwrap().operations.clone()
@@ -144,7 +159,13 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
         let (operation, is_query) = operation_of(&request);
         let fault = {
             let mut s = state.lock().unwrap();
-            let specific = s.by_operation.get(&operation).cloned();
+            let text = String::from_utf8_lossy(&request);
+            let matching = s
+                .by_content
+                .iter()
+                .find(|(needles, _)| needles.iter().all(|n| text.contains(n.as_str())))
+                .map(|(_, fault)| fault.clone());
+            let specific = matching.or_else(|| s.by_operation.get(&operation).cloned());
             s.operations.push(operation);
             if let Some(fault) = specific {
                 fault
