@@ -632,4 +632,160 @@ mod tests {
             Ok(Intake::Job(_))
         ));
     }
+
+    fn health_with(detail: serde_json::Value, keys: &[&str]) -> String {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&health_event("AWS_RISK_CREDENTIALS_EXPOSED", keys)).unwrap();
+        for (field, v) in detail.as_object().unwrap() {
+            value["detail"][field] = v.clone();
+        }
+        value.to_string()
+    }
+
+    fn job_of(body: &str) -> Job {
+        match read(body, &IntakeRules::default()) {
+            Ok(Intake::Job(job)) => job,
+            other => panic!("not a job: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_health_event_is_worked_in_the_affected_account() {
+        let body = health_with(
+            serde_json::json!({"affectedAccount": "210987654321"}),
+            &["AKIAIOSFODNN7EXAMPLE"],
+        );
+        assert_eq!(job_of(&body).account_id.as_deref(), Some("210987654321"));
+        let body = health_with(
+            serde_json::json!({"affectedAccount": "AKIAIOSFODNN7EXAMPLE"}),
+            &["AKIAIOSFODNN7EXAMPLE"],
+        );
+        assert!(read(&body, &IntakeRules::default()).is_err());
+    }
+
+    #[test]
+    fn affected_entities_are_optional_and_at_most_a_hundred_keys_are_taken() {
+        let mut value: serde_json::Value = serde_json::from_str(&health_event(
+            "AWS_RISK_CREDENTIALS_EXPOSED",
+            &["AKIAIOSFODNN7EXAMPLE"],
+        ))
+        .unwrap();
+        value["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("affectedEntities");
+        assert!(matches!(
+            read(&value.to_string(), &IntakeRules::default()),
+            Ok(Intake::NotRevocable(_))
+        ));
+        let keys: Vec<String> = (0..101).map(|i| format!("AKIA{i:016}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let many = health_event("AWS_RISK_CREDENTIALS_EXPOSED", &keys);
+        assert!(read(&many, &IntakeRules::default()).is_err());
+        assert!(matches!(
+            read(
+                &health_event("AWS_RISK_CREDENTIALS_EXPOSED", &keys[..100]),
+                &IntakeRules::default()
+            ),
+            Ok(Intake::Job(_))
+        ));
+    }
+
+    #[test]
+    fn copies_of_one_event_share_a_request_id_and_pages_of_other_keys_do_not() {
+        let copy = |id: &str, keys: &[&str], account: &str| {
+            let mut value: serde_json::Value = serde_json::from_str(&health_with(
+                serde_json::json!({"communicationId": "1a2b3c4d5e6f-1", "affectedAccount": account, "backupEvent": true}),
+                keys,
+            ))
+            .unwrap();
+            value["id"] = id.into();
+            job_of(&value.to_string()).request_id
+        };
+        let k1 = "AKIAIOSFODNN7EXAMPLE";
+        let k2 = "AKIAI44QH8DHBEXAMPLE";
+        let first = copy("e-1", &[k1, k2], "111122223333");
+        assert_eq!(copy("e-2", &[k2, k1], "111122223333"), first);
+        assert!(
+            first.starts_with("aws.health:1a2b3c4d5e6f-1:111122223333:"),
+            "{first}"
+        );
+        assert_ne!(copy("e-3", &[k1], "111122223333"), first, "another page");
+        assert_ne!(
+            copy("e-4", &[k1, k2], "444455556666"),
+            first,
+            "another account"
+        );
+    }
+
+    #[test]
+    fn the_user_the_event_names_is_taken_only_for_a_key_it_names() {
+        let body = health_with(
+            serde_json::json!({"eventMetadata": {"userName": "alice", "publicKey": " AKIAIOSFODNN7EXAMPLE\n"}}),
+            &["AKIAIOSFODNN7EXAMPLE", "AKIAI44QH8DHBEXAMPLE"],
+        );
+        let job = job_of(&body);
+        assert_eq!(
+            job.owners,
+            vec![KnownOwner {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                user_name: "alice".into(),
+                source: OwnerSource::Event,
+            }]
+        );
+        for metadata in [
+            serde_json::json!({"userName": "alice", "publicKey": "AKIAOTHERKEY00000000"}),
+            serde_json::json!({"userName": "not a user!", "publicKey": "AKIAIOSFODNN7EXAMPLE"}),
+            serde_json::json!({"publicKey": "AKIAIOSFODNN7EXAMPLE"}),
+        ] {
+            let body = health_with(
+                serde_json::json!({ "eventMetadata": metadata }),
+                &["AKIAIOSFODNN7EXAMPLE"],
+            );
+            assert!(job_of(&body).owners.is_empty(), "{metadata}");
+        }
+    }
+
+    fn finding(service: serde_json::Value, user_type: &str) -> String {
+        serde_json::json!({
+            "version": "0", "id": "e1", "detail-type": "GuardDuty Finding",
+            "source": "aws.guardduty", "account": "123456789012", "time": "2026-11-28T08:55:11Z",
+            "detail": {
+                "accountId": "123456789012", "id": "f1", "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
+                "severity": 8.0,
+                "resource": {"resourceType": "AccessKey", "accessKeyDetails": {
+                    "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "userName": "alice", "userType": user_type}},
+                "service": service
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_finding_about_another_accounts_caller_acts_there_only_when_affiliated() {
+        let remote = |affiliated: bool| serde_json::json!({"action": {"awsApiCallAction": {"remoteAccountDetails": {"accountId": "999988887777", "affiliated": affiliated}}}});
+        assert_eq!(
+            job_of(&finding(remote(true), "IAMUser"))
+                .account_id
+                .as_deref(),
+            Some("999988887777")
+        );
+        assert!(matches!(
+            read(&finding(remote(false), "IAMUser"), &IntakeRules::default()),
+            Ok(Intake::NotRevocable(_))
+        ));
+        assert_eq!(
+            job_of(&finding(serde_json::json!({}), "IAMUser"))
+                .account_id
+                .as_deref(),
+            Some("123456789012")
+        );
+        assert!(matches!(
+            read(
+                &finding(serde_json::json!({}), "Root"),
+                &IntakeRules::default()
+            ),
+            Ok(Intake::NotRevocable(_))
+        ));
+    }
 }

@@ -989,4 +989,65 @@ mod tests {
             Some("in")
         );
     }
+
+    #[test]
+    fn a_continuation_names_its_keys_owners_and_what_was_done() {
+        let body = r#"{"request_id":"aws.health:c-1:123456789012:ab","action":"delete","revoke_sessions":true,"continuation":{"deliveries":1,"keys":[{"access_key_id":"AKIAIOSFODNN7EXAMPLE","user_name":"alice","result":"deleted"},{"access_key_id":"AKIAI44QH8DHBEXAMPLE"}],"event_source":"aws.health","event_type":"AWS_RISK_CREDENTIALS_EXPOSED"}}"#;
+        let job = parse(body).unwrap();
+        assert_eq!(
+            job.target,
+            Target::Keys(vec![
+                "AKIAIOSFODNN7EXAMPLE".into(),
+                "AKIAI44QH8DHBEXAMPLE".into()
+            ])
+        );
+        assert_eq!(
+            job.known_owner("AKIAIOSFODNN7EXAMPLE").unwrap().user_name,
+            "alice"
+        );
+        assert!(job.known_owner("AKIAI44QH8DHBEXAMPLE").is_none());
+        assert_eq!(job.origin.as_ref().unwrap().source, "aws.health");
+        assert_eq!(parse(&job.to_body()).unwrap(), job);
+        // The same job as the original asked for: no conflict with it.
+        let original = Job {
+            owners: Vec::new(),
+            continuation: None,
+            ..job.clone()
+        };
+        assert_eq!(original.digest(), job.digest());
+    }
+
+    #[test]
+    fn a_continuation_that_does_not_fit_its_job_is_invalid() {
+        for body in [
+            // Another key than the job's.
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","continuation":{{"deliveries":1,"keys":[{{"access_key_id":"AKIAI44QH8DHBEXAMPLE"}}]}}}}"#
+            ),
+            // No key.
+            r#"{"request_id":"r","continuation":{"deliveries":1,"keys":[]}}"#.to_owned(),
+            // One key without access_key_id.
+            format!(
+                r#"{{"request_id":"r","continuation":{{"deliveries":1,"keys":[{{"access_key_id":"{KEY}"}}]}}}}"#
+            ),
+            // A result nobody writes.
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","continuation":{{"deliveries":1,"keys":[{{"access_key_id":"{KEY}","result":"restored"}}]}}}}"#
+            ),
+            // Another event source.
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","continuation":{{"deliveries":1,"keys":[{{"access_key_id":"{KEY}"}}],"event_source":"aws.ec2","event_type":"x"}}}}"#
+            ),
+            // With all_keys.
+            format!(
+                r#"{{"request_id":"r","user_name":"u","all_keys":true,"continuation":{{"deliveries":1,"keys":[{{"access_key_id":"{KEY}"}}]}}}}"#
+            ),
+            // Unknown fields.
+            format!(
+                r#"{{"request_id":"r","access_key_id":"{KEY}","continuation":{{"deliveries":1,"keys":[{{"access_key_id":"{KEY}"}}],"colour":"red"}}}}"#
+            ),
+        ] {
+            assert!(parse(&body).is_err(), "{body}");
+        }
+    }
 }

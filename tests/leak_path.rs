@@ -587,3 +587,33 @@ async fn held_bulk_jobs_keep_their_receives_while_urgent_jobs_go_first() {
         "no bulk job lost a receive to the urgent ones"
     );
 }
+
+/// Whether STS could name the worker's own account when an event first came in must not
+/// matter: a redelivery of the event is `duplicate`, never `request_id_conflict`.
+#[tokio::test]
+async fn a_redelivered_event_is_a_duplicate_whatever_sts_said_the_first_time() {
+    let mut env = TestEnv::new("digest").await;
+    let (user, keys) = env.user_with_keys("d", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    // The first GetCallerIdentity is refused, the next ones answer.
+    proxy.set_fault_for(
+        "GetCallerIdentity",
+        Fault::TenthsOf(1, Box::new(Fault::Status(403, iam_error("AccessDenied")))),
+    );
+    env.route_iam_and_sts_through(&proxy).await;
+    env.config.intake.revoke_sessions = false;
+    let worker = env.worker().await;
+    let body = health(&common::unique("sts"), &[&keys[0]], json!({}));
+
+    let first = worker.handle(env.deliver(&body).await).await;
+    assert_eq!(first.outcome, Outcome::Deleted, "{:?}", first.detail);
+    assert_eq!(
+        first.facts.account_id.as_deref(),
+        Some(ACCOUNT),
+        "STS could not tell it was the worker's own account"
+    );
+    assert_eq!(env.key_status(&user, &keys[0]).await, None);
+
+    let again = worker.handle(env.deliver(&body).await).await;
+    assert_eq!(again.outcome, Outcome::Duplicate, "{:?}", again.detail);
+}

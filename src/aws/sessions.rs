@@ -359,3 +359,140 @@ impl Iam {
 fn fmt(at: DateTime) -> String {
     at.fmt(Format::DateTime).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::retry::BackoffPolicy;
+    use crate::guard::Protection;
+    use aws_sdk_iam::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use std::time::Duration;
+
+    fn iam(client: Client) -> Iam {
+        let policy = BackoffPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            2.0,
+            false,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        Iam::new(client, 1_000, policy, Protection::none())
+    }
+
+    /// An IAM query-protocol success answer, as IAM sends it, with IAM's `Date`.
+    fn answer(operation: &str, result: &str, date: &str) -> HttpResponse {
+        let body = format!(
+            "<{operation}Response xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata></{operation}Response>"
+        );
+        let mut response =
+            HttpResponse::new(StatusCode::try_from(200).unwrap(), SdkBody::from(body));
+        response.headers_mut().insert("date", date.to_owned());
+        response
+    }
+
+    #[test]
+    fn a_cutoff_is_named_for_its_time_and_read_back_from_the_name() {
+        let at = DateTime::from_secs(1_800_000_000);
+        let name = session_policy_name(at);
+        assert_eq!(
+            name,
+            "iam-key-revoker-revoke-older-sessions-20270115T080000Z"
+        );
+        assert_eq!(name_time(&name), Some(Some(at)));
+        assert_eq!(name_time(SESSION_POLICY_NAME), Some(None));
+        for other in [
+            "AdminAccess",
+            "iam-key-revoker-revoke-older-sessions-2027",
+            "iam-key-revoker-revoke-older-sessions-20271315T080000Z",
+        ] {
+            assert_eq!(name_time(other), None, "{other}");
+        }
+        let encoded = percent_encoding::utf8_percent_encode(
+            &session_policy("2027-01-15T08:00:00Z"),
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string();
+        assert_eq!(session_policy_time(&encoded), Some(at));
+    }
+
+    /// The worker's clock is a minute behind IAM's: the cut-off is IAM's time (the second
+    /// after its `Date`), not the worker's.
+    #[tokio::test]
+    async fn the_cutoff_is_never_earlier_than_iams_clock() {
+        let worker_now = DateTime::from_secs(1_800_000_000); // 2027-01-15T08:00:00Z
+        let list = mock!(Client::list_user_policies).then_http_response(|| {
+            answer(
+                "ListUserPolicies",
+                "<PolicyNames/><IsTruncated>false</IsTruncated>",
+                "Fri, 15 Jan 2027 08:01:00 GMT",
+            )
+        });
+        let put = mock!(Client::put_user_policy)
+            .then_http_response(|| answer("PutUserPolicy", "", "Fri, 15 Jan 2027 08:01:00 GMT"));
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&list, &put], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+
+        let sessions = iam(client)
+            .revoke_sessions("alice", worker_now, &RetryCounter::default())
+            .await
+            .unwrap();
+
+        assert_eq!(sessions, Sessions::Revoked("2027-01-15T08:01:01Z".into()));
+        assert_eq!(put.num_calls(), 1);
+    }
+
+    /// A later cut-off in force (named, or the unnamed one of earlier versions) is kept:
+    /// nothing is put or removed.
+    #[tokio::test]
+    async fn a_later_cutoff_in_force_is_kept() {
+        let now = DateTime::from_secs(1_800_000_000);
+        let later = DateTime::from_secs(1_900_000_000);
+        let name = session_policy_name(later);
+        let list = mock!(Client::list_user_policies).then_http_response(move || {
+            answer(
+                "ListUserPolicies",
+                &format!("<PolicyNames><member>Other</member><member>{name}</member></PolicyNames><IsTruncated>false</IsTruncated>"),
+                "Fri, 15 Jan 2027 08:00:00 GMT",
+            )
+        });
+        let put = mock!(Client::put_user_policy)
+            .then_http_response(|| answer("PutUserPolicy", "", "Fri, 15 Jan 2027 08:00:00 GMT"));
+        let delete = mock!(Client::delete_user_policy)
+            .then_http_response(|| answer("DeleteUserPolicy", "", "Fri, 15 Jan 2027 08:00:00 GMT"));
+        let client = mock_client!(
+            aws_sdk_iam,
+            RuleMode::MatchAny,
+            [&list, &put, &delete],
+            |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+        );
+
+        let sessions = iam(client)
+            .revoke_sessions("alice", now, &RetryCounter::default())
+            .await
+            .unwrap();
+
+        assert_eq!(sessions, Sessions::AlreadyLater(fmt(later)));
+        assert_eq!(put.num_calls() + delete.num_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_user_takes_turns_whatever_the_case_of_the_name() {
+        let turns = UserTurns::default();
+        let alice = turns.take("alice").await;
+        let waiting = tokio::spawn({
+            let turns = turns.clone();
+            async move { turns.take("ALICE").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "Alice's second change waits");
+        let _bob = turns.take("bob").await;
+        drop(alice);
+        drop(waiting.await.unwrap());
+        assert!(turns.0.lock().unwrap().keys().all(|u| u == "bob"));
+    }
+}
