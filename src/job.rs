@@ -101,6 +101,22 @@ pub struct Continuation {
     pub deliveries: u32,
     /// Keys an earlier delivery changed, and how (`deleted` or `deactivated`).
     pub changed: Vec<(String, String)>,
+    /// When the job's first message was enqueued (`SentTimestamp`, Unix milliseconds):
+    /// the revocation's latency counts from there.
+    pub enqueued_at_ms: Option<u64>,
+    /// The keys' last use, as IAM reported it to an earlier delivery.
+    pub last_used: Vec<LastUsed>,
+}
+
+/// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastUsed {
+    pub access_key_id: String,
+    /// ISO 8601; absent when the key was never used (or before IAM tracked it).
+    pub date: Option<String>,
+    pub service: Option<String>,
+    pub region: Option<String>,
 }
 
 /// The most keys one job (one security event) may name.
@@ -253,6 +269,15 @@ impl Job {
             .collect();
         let mut object = serde_json::Map::new();
         object.insert("deliveries".into(), continuation.deliveries.into());
+        if let Some(at) = continuation.enqueued_at_ms {
+            object.insert("enqueued_at_ms".into(), at.into());
+        }
+        if !continuation.last_used.is_empty() {
+            object.insert(
+                "last_used".into(),
+                serde_json::to_value(&continuation.last_used).unwrap_or_default(),
+            );
+        }
         object.insert("keys".into(), keys.into());
         if let Some(origin) = &self.origin {
             object.insert("event_source".into(), origin.source.into());
@@ -262,9 +287,10 @@ impl Job {
     }
 
     /// This job carried on by a message of the worker's own (README, "Continuations"):
-    /// `learned` are the keys this delivery changed, with the owner IAM named and how;
-    /// `deliveries` counts every delivery so far. Owners and changes named before stay.
-    pub fn continued(&self, learned: &[(String, String, String)], deliveries: u32) -> Job {
+    /// `learned` are keys with the owner IAM named and, where this delivery changed the
+    /// key, how; `deliveries` counts every delivery so far. Owners and changes named
+    /// before stay.
+    pub fn continued(&self, learned: &[(String, String, Option<String>)], deliveries: u32) -> Job {
         let mut next = self.clone();
         let mut continuation = self.continuation.clone().unwrap_or_default();
         continuation.deliveries = deliveries;
@@ -275,8 +301,10 @@ impl Job {
                 user_name: user.clone(),
                 source: OwnerSource::Learned,
             });
-            if !continuation.changed.iter().any(|(k, _)| k == key) {
-                continuation.changed.push((key.clone(), how.clone()));
+            if let Some(how) = how {
+                if !continuation.changed.iter().any(|(k, _)| k == key) {
+                    continuation.changed.push((key.clone(), how.clone()));
+                }
             }
         }
         // Hints of the event are not carried: IAM's lookup stands in for them.
@@ -358,6 +386,10 @@ struct RawJob {
 #[serde(deny_unknown_fields)]
 struct RawContinuation {
     deliveries: u32,
+    #[serde(default, deserialize_with = "present")]
+    enqueued_at_ms: Option<u64>,
+    #[serde(default)]
+    last_used: Vec<LastUsed>,
     keys: Vec<RawContinuedKey>,
     #[serde(default, deserialize_with = "present")]
     event_source: Option<String>,
@@ -580,9 +612,30 @@ fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
             ))
         }
     };
+    for used in &raw.last_used {
+        if !keys.contains(&used.access_key_id) {
+            return Err(InvalidJob(format!(
+                "continuation.last_used names {}, which is not one of its keys",
+                used.access_key_id
+            )));
+        }
+        for (field, value) in [
+            ("date", &used.date),
+            ("service", &used.service),
+            ("region", &used.region),
+        ] {
+            check_len(
+                &format!("continuation.last_used[].{field}"),
+                value.as_deref(),
+                64,
+            )?;
+        }
+    }
     let continuation = Continuation {
         deliveries: raw.deliveries,
         changed,
+        enqueued_at_ms: raw.enqueued_at_ms,
+        last_used: raw.last_used,
     };
     Ok((keys, owners, continuation, origin))
 }

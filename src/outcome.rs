@@ -40,6 +40,10 @@ pub enum Reason {
     /// An earlier job of the same FIFO message group stays on the queue, so this one
     /// goes back too, to keep the group's order.
     GroupOrder,
+    /// A job that names keys alone, whose owners IAM just named, handed on to a message
+    /// of the worker's own that names them before any key is deleted (README,
+    /// "Continuations").
+    Continued,
     /// IAM refused the session policy: the user's inline policies fill its quota
     /// (README, "Revoking sessions").
     PolicyQuota,
@@ -64,6 +68,7 @@ impl Reason {
             Reason::Credentials => "credentials",
             Reason::GroupOrder => "group_order",
             Reason::PolicyQuota => "policy_quota",
+            Reason::Continued => "continued",
         }
     }
 }
@@ -141,6 +146,9 @@ pub struct JobFacts {
     pub sessions_revoked_before: Option<String>,
     /// What the cut-off covers, and for which users there is none and why.
     pub sessions: Option<String>,
+    /// When the job's first message was enqueued, for a job carried on by a message of
+    /// the worker's own (Unix milliseconds).
+    pub enqueued_at_ms: Option<u64>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.

@@ -27,14 +27,20 @@ fn source_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Every AWS operation the source calls: each goes through `call(.., "<service>", "<Op>", ..)`
-/// or maps its error with `AwsError::from_sdk("<Op>", ..)`.
+/// Every AWS operation the source calls: each goes through `call(.., "<service>", "<Op>", ..)`,
+/// IAM's `request("<Op>", ..)`, or maps its error with `AwsError::from_sdk("<Op>", ..)`.
 fn operations_in_code() -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
     for path in source_files(std::path::Path::new(&format!("{ROOT}/src"))) {
         let text = std::fs::read_to_string(path).unwrap();
         let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        for marker in ["from_sdk(\"", "\"iam\", \"", "\"sqs\", \"", "\"sts\", \""] {
+        for marker in [
+            "from_sdk(\"",
+            "request(\"",
+            "\"iam\", \"",
+            "\"sqs\", \"",
+            "\"sts\", \"",
+        ] {
             for (at, _) in text.match_indices(marker) {
                 let rest = &text[at + marker.len()..];
                 let op: String = rest

@@ -92,11 +92,12 @@ async fn next_message(env: &TestEnv, limit: Duration) -> aws_sdk_sqs::types::Mes
     }
 }
 
-/// A Health event naming two keys of two users: the first is deleted, the second's
-/// delete fails past the backoff. The job carries on in a message of the worker's own
-/// that names alice as the first key's owner; a new worker (a restart, another replica)
-/// finishes it: bob's key deleted, and alice's sessions cut off although her key is gone
-/// and IAM can no longer say whose it was.
+/// A Health event naming two keys of two users. Their owners found, the job is handed on
+/// to a message of the worker's own naming them before any key changes; the first key is
+/// deleted, the second's delete fails past the backoff, and the job carries on in another
+/// message that also says the first key was deleted. A new worker (a restart, another
+/// replica) finishes it: bob's key deleted, and alice's sessions cut off although her key
+/// is gone and IAM can no longer say whose it was.
 #[tokio::test]
 async fn a_health_event_that_failed_halfway_is_finished_by_another_worker() {
     let mut env = TestEnv::new("carry-on").await;
@@ -119,7 +120,8 @@ async fn a_health_event_that_failed_halfway_is_finished_by_another_worker() {
         json!({}),
     );
 
-    let first = env.worker().await.handle(env.deliver(&body).await).await;
+    let worker = env.worker().await;
+    let first = env.handle_job(&worker, env.deliver(&body).await).await;
 
     assert_eq!(
         first.outcome,
@@ -149,7 +151,7 @@ async fn a_health_event_that_failed_halfway_is_finished_by_another_worker() {
         first.facts.request_id.clone().unwrap()
     );
     assert_eq!(carried["continuation"]["event_source"], "aws.health");
-    let named: Vec<(String, Option<String>)> = carried["continuation"]["keys"]
+    let named: Vec<(String, Option<String>, Option<String>)> = carried["continuation"]["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -157,14 +159,19 @@ async fn a_health_event_that_failed_halfway_is_finished_by_another_worker() {
             (
                 k["access_key_id"].as_str().unwrap().to_owned(),
                 k["user_name"].as_str().map(str::to_owned),
+                k["result"].as_str().map(str::to_owned),
             )
         })
         .collect();
     assert_eq!(
         named,
         vec![
-            (alice_keys[0].clone(), Some(alice.clone())),
-            (bob_keys[0].clone(), None)
+            (
+                alice_keys[0].clone(),
+                Some(alice.clone()),
+                Some("deleted".into())
+            ),
+            (bob_keys[0].clone(), Some(bob.clone()), None)
         ]
     );
 
@@ -197,7 +204,7 @@ async fn a_refused_session_policy_is_put_when_its_continuation_is_moved_back() {
     let worker = env.worker().await;
     let body = json!({"request_id": common::unique("kd"), "access_key_id": keys[0], "revoke_sessions": true}).to_string();
 
-    let first = worker.handle(env.deliver(&body).await).await;
+    let first = env.handle_job(&worker, env.deliver(&body).await).await;
     assert_eq!(first.outcome, Outcome::Retry(Reason::AccessDenied));
     assert_eq!(env.key_status(&user, &keys[0]).await, None);
     let second = worker
@@ -295,7 +302,9 @@ async fn a_health_event_acts_in_the_affected_account() {
     ))
     .unwrap();
     here["account"] = "111122223333".into();
-    let report = worker.handle(env.deliver(&here.to_string()).await).await;
+    let report = env
+        .handle_job(&worker, env.deliver(&here.to_string()).await)
+        .await;
     assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
     assert_eq!(report.facts.account_id, None, "the worker's own account");
 }
@@ -317,14 +326,14 @@ async fn backup_copies_are_never_rejected_and_pages_are_worked() {
         )
     };
 
-    let first = worker
-        .handle(env.deliver(&page("e-1", &keys[0], false)).await)
+    let first = env
+        .handle_job(&worker, env.deliver(&page("e-1", &keys[0], false)).await)
         .await;
     assert_eq!(first.outcome, Outcome::Deleted, "{:?}", first.detail);
     assert_eq!(env.key_status(&user, &keys[0]).await, None);
 
     let backup = page("e-2-from-us-west-2", &keys[0], true);
-    let same_worker = worker.handle(env.deliver(&backup).await).await;
+    let same_worker = env.handle_job(&worker, env.deliver(&backup).await).await;
     assert_eq!(same_worker.outcome, Outcome::Duplicate);
     let other_worker = env.worker().await.handle(env.deliver(&backup).await).await;
     assert_eq!(
@@ -334,8 +343,8 @@ async fn backup_copies_are_never_rejected_and_pages_are_worked() {
         other_worker.detail
     );
 
-    let other_page = worker
-        .handle(env.deliver(&page("e-3", &keys[1], false)).await)
+    let other_page = env
+        .handle_job(&worker, env.deliver(&page("e-3", &keys[1], false)).await)
         .await;
     assert_eq!(
         other_page.outcome,
@@ -355,12 +364,8 @@ async fn a_key_gone_before_the_event_does_not_block_the_other() {
     let worker = env.worker().await;
     let gone = "AKIAGONEBEFOREEVENT1";
 
-    let report = worker
-        .handle(
-            env.deliver(&health(&common::unique("g"), &[gone, &keys[0]], json!({})))
-                .await,
-        )
-        .await;
+    let body = health(&common::unique("g"), &[gone, &keys[0]], json!({}));
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
     assert_eq!(env.key_status(&user, &keys[0]).await, None);
@@ -616,4 +621,51 @@ async fn a_redelivered_event_is_a_duplicate_whatever_sts_said_the_first_time() {
 
     let again = worker.handle(env.deliver(&body).await).await;
     assert_eq!(again.outcome, Outcome::Duplicate, "{:?}", again.detail);
+}
+
+/// The owners of a key-id-only job are durable before any key changes: the job is handed
+/// on to a message naming them. A worker that dies right after deleting the key (here:
+/// the key deleted out of band, the handed-on message given to a new worker) still cuts
+/// off the sessions of the key's owner, whom IAM can no longer name.
+#[tokio::test]
+async fn owners_are_durable_before_the_first_delete() {
+    let mut env = TestEnv::new("durable").await;
+    quick_retries(&mut env);
+    let (user, keys) = env.user_with_keys("d", 1).await;
+    let body = health(&common::unique("crash"), &[&keys[0]], json!({}));
+
+    let handed = env.worker().await.handle(env.deliver(&body).await).await;
+    assert_eq!(handed.outcome, Outcome::Retry(Reason::Continued));
+    assert!(handed.settled);
+    assert!(
+        env.key_status(&user, &keys[0]).await.is_some(),
+        "nothing changed yet"
+    );
+    let message = next_message(&env, Duration::from_secs(10)).await;
+    let carried: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+    assert_eq!(
+        carried["continuation"]["keys"][0]["user_name"],
+        user.as_str()
+    );
+
+    // The key is deleted, and the worker that deleted it dies before anything else.
+    env.clients
+        .iam
+        .delete_access_key()
+        .user_name(&user)
+        .access_key_id(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    let report = env.worker().await.handle(message).await;
+
+    assert_eq!(
+        report.outcome,
+        Outcome::AlreadyAbsent,
+        "{:?}",
+        report.detail
+    );
+    assert_eq!(report.facts.user_name.as_deref(), Some(user.as_str()));
+    assert_eq!(session_policies(&env, &user).await.len(), 1);
+    assert_eq!(env.queue_depth().await, (0, 0));
 }

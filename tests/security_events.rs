@@ -182,7 +182,7 @@ async fn a_health_event_with_two_keys_deletes_both_cuts_sessions_and_is_duplicat
         &[&alice_keys[0], &bob_keys[0], "123456789012"],
     );
 
-    let report = worker.handle(env.deliver(&body).await).await;
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
     assert_eq!(

@@ -64,15 +64,7 @@ pub struct IamResult {
     pub per_key: Vec<KeyResult>,
 }
 
-/// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LastUsed {
-    pub access_key_id: String,
-    /// ISO 8601; absent when the key was never used (or before IAM tracked it).
-    pub date: Option<String>,
-    pub service: Option<String>,
-    pub region: Option<String>,
-}
+pub use crate::job::LastUsed;
 
 /// One key of a job of several keys: its owner and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -283,6 +275,17 @@ fn place(key: &str, owner: Owner, event: bool) -> Placed {
     }
 }
 
+/// Where the keys of a job that names keys alone stand before any write.
+#[derive(Debug, Default)]
+pub struct Placement {
+    places: Vec<(String, Placed)>,
+    /// Each key's last use, where IAM was asked for its owner.
+    pub last_used: Vec<LastUsed>,
+    /// The owners IAM's lookup named (key, user): once such a key is deleted, IAM can no
+    /// longer name them.
+    pub looked_up: Vec<(String, String)>,
+}
+
 /// What became of one key of a job that names keys alone.
 enum KeyEnd {
     /// Changed, from this user.
@@ -311,7 +314,7 @@ struct ListedKey {
 pub struct Iam {
     pub(super) client: aws_sdk_iam::Client,
     rate: Arc<AdaptiveRate>,
-    pub(super) policy: BackoffPolicy,
+    policy: BackoffPolicy,
     protection: Protection,
     /// IAM's own clock, read from its answers.
     pub(super) clock: Arc<ServerClock>,
@@ -356,7 +359,7 @@ impl Iam {
     ///
     /// `send` makes the request once the slot is granted, so the request's future (the
     /// SDK's are kilobytes) is stored once in this one and not also as its argument.
-    pub(super) async fn attempt<T, E, Fut>(
+    async fn attempt<T, E, Fut>(
         &self,
         operation: &'static str,
         send: impl FnOnce() -> Fut,
@@ -372,6 +375,24 @@ impl Iam {
             _ => self.rate.succeeded(),
         }
         result
+    }
+
+    /// One IAM operation: its attempts under the shared rate, retried as the policy
+    /// says. `operation` names it once for the retry, the rate and the error.
+    pub(super) async fn request<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        retries: &RetryCounter,
+        send: impl Fn() -> Fut,
+    ) -> Result<T, AwsError>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        call(&self.policy, retries, "iam", operation, || {
+            self.attempt(operation, &send)
+        })
+        .await
     }
 
     /// Carries out a validated job whose named user and key already passed the guards.
@@ -398,19 +419,25 @@ impl Iam {
         };
         match result {
             Ok(result) => result,
-            Err(e) => IamResult {
-                effect: if e.is_access_denied() {
-                    Effect::Rejected(Reason::AccessDenied, e.to_string())
-                } else {
-                    Effect::Failed(e)
-                },
-                user_name: job.user_name().map(str::to_owned),
-                access_key_ids: job.access_key_ids(),
-                keys_changed: 0,
-                last_used: Vec::new(),
-                keys: Vec::new(),
-                per_key: Vec::new(),
+            Err(e) => self.failed(job, e),
+        }
+    }
+
+    /// The result of a job an AWS error ended before it changed anything: access denied
+    /// is `Rejected(access_denied)`, anything else [`Effect::Failed`].
+    fn failed(&self, job: &Job, e: AwsError) -> IamResult {
+        IamResult {
+            effect: if e.is_access_denied() {
+                Effect::Rejected(Reason::AccessDenied, e.to_string())
+            } else {
+                Effect::Failed(e)
             },
+            user_name: job.user_name().map(str::to_owned),
+            access_key_ids: job.access_key_ids(),
+            keys_changed: 0,
+            last_used: Vec::new(),
+            keys: Vec::new(),
+            per_key: Vec::new(),
         }
     }
 
@@ -554,9 +581,23 @@ impl Iam {
         keys: &[String],
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
+        match self.place_keys(job, keys, retries).await? {
+            Ok(placement) => self.revoke_placed(job, keys, placement, retries).await,
+            Err(refused) => Ok(*refused),
+        }
+    }
+
+    /// Where each key of a job that names keys alone stands, before any write: the
+    /// owner named by the job's source or found with `GetAccessKeyLastUsed`. A protected
+    /// owner refuses the whole job (`Err`), with nothing changed.
+    async fn place_keys(
+        &self,
+        job: &Job,
+        keys: &[String],
+        retries: &RetryCounter,
+    ) -> Result<Result<Placement, Box<IamResult>>, AwsError> {
         let event = job.origin.is_some();
-        let mut placed = Vec::with_capacity(keys.len());
-        let mut last_used = Vec::new();
+        let mut placement = Placement::default();
         for key in keys {
             let place = match job.known_owner(key) {
                 Some(known) if known.source == OwnerSource::Learned => {
@@ -565,7 +606,10 @@ impl Iam {
                 Some(known) => Placed::Hinted(known.user_name.clone()),
                 None => {
                     let (owner, used) = self.owner(key, retries).await?;
-                    last_used.extend(used);
+                    placement.last_used.extend(used);
+                    if let Owner::User(user) = &owner {
+                        placement.looked_up.push((key.clone(), user.clone()));
+                    }
                     place(key, owner, event)
                 }
             };
@@ -573,15 +617,61 @@ impl Iam {
                 if self.protection.user(user) {
                     let detail = format!("access key {key} belongs to protected user {user}");
                     let named = (keys.len() == 1).then_some(user.as_str());
-                    return Ok(IamResult {
-                        last_used,
-                        ..IamResult::rejected(Reason::Protected, detail, named, None)
-                    }
-                    .with_keys(keys));
+                    return Ok(Err(Box::new(
+                        IamResult {
+                            last_used: placement.last_used,
+                            ..IamResult::rejected(Reason::Protected, detail, named, None)
+                        }
+                        .with_keys(keys),
+                    )));
                 }
             }
-            placed.push((key.clone(), place));
+            placement.places.push((key.clone(), place));
         }
+        Ok(Ok(placement))
+    }
+
+    /// Finds the owners of the keys `job` names alone, changing nothing: the first half
+    /// of [`Iam::revoke`] for such a job. `Err` is the job's result when it ends here
+    /// (a protected owner, an AWS failure).
+    pub async fn place(&self, job: &Job, retries: &RetryCounter) -> Result<Placement, IamResult> {
+        let keys = job.access_key_ids();
+        match self.place_keys(job, &keys, retries).await {
+            Ok(Ok(placement)) => Ok(placement),
+            Ok(Err(refused)) => Err(*refused),
+            Err(e) => Err(self.failed(job, e)),
+        }
+    }
+
+    /// The second half: revokes each placed key from its owner.
+    pub async fn revoke_placement(
+        &self,
+        job: &Job,
+        placement: Placement,
+        retries: &RetryCounter,
+    ) -> IamResult {
+        let keys = job.access_key_ids();
+        match self.revoke_placed(job, &keys, placement, retries).await {
+            Ok(result) => result,
+            Err(e) => self.failed(job, e),
+        }
+    }
+
+    /// Revokes each placed key from its owner; a failure on one key does not stop the
+    /// next.
+    async fn revoke_placed(
+        &self,
+        job: &Job,
+        keys: &[String],
+        placement: Placement,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let event = job.origin.is_some();
+        let Placement {
+            places: placed,
+            last_used,
+            ..
+        } = placement;
         let mut results = Vec::with_capacity(placed.len());
         let mut changed = 0;
         let mut refused: Option<(Reason, String)> = None;
@@ -782,35 +872,27 @@ impl Iam {
         retries: &RetryCounter,
     ) -> Result<Written, AwsError> {
         let result = match action {
-            Action::Delete => {
-                call(&self.policy, retries, "iam", "DeleteAccessKey", || async {
-                    self.attempt("DeleteAccessKey", || {
-                        self.client
-                            .delete_access_key()
-                            .user_name(user)
-                            .access_key_id(key)
-                            .send()
-                    })
-                    .await
-                    .map(drop)
+            Action::Delete => self
+                .request("DeleteAccessKey", retries, || {
+                    self.client
+                        .delete_access_key()
+                        .user_name(user)
+                        .access_key_id(key)
+                        .send()
                 })
                 .await
-            }
-            Action::Deactivate => {
-                call(&self.policy, retries, "iam", "UpdateAccessKey", || async {
-                    self.attempt("UpdateAccessKey", || {
-                        self.client
-                            .update_access_key()
-                            .user_name(user)
-                            .access_key_id(key)
-                            .status(StatusType::Inactive)
-                            .send()
-                    })
-                    .await
-                    .map(drop)
+                .map(drop),
+            Action::Deactivate => self
+                .request("UpdateAccessKey", retries, || {
+                    self.client
+                        .update_access_key()
+                        .user_name(user)
+                        .access_key_id(key)
+                        .status(StatusType::Inactive)
+                        .send()
                 })
                 .await
-            }
+                .map(drop),
         };
         match result {
             Ok(()) => Ok(Written::Done),
@@ -825,22 +907,14 @@ impl Iam {
         key: &str,
         retries: &RetryCounter,
     ) -> Result<(Owner, Option<LastUsed>), AwsError> {
-        let result = call(
-            &self.policy,
-            retries,
-            "iam",
-            "GetAccessKeyLastUsed",
-            || async {
-                self.attempt("GetAccessKeyLastUsed", || {
-                    self.client
-                        .get_access_key_last_used()
-                        .access_key_id(key)
-                        .send()
-                })
-                .await
-            },
-        )
-        .await;
+        let result = self
+            .request("GetAccessKeyLastUsed", retries, || {
+                self.client
+                    .get_access_key_last_used()
+                    .access_key_id(key)
+                    .send()
+            })
+            .await;
         match result {
             Ok(out) => {
                 let last_used = out.access_key_last_used().map(|used| LastUsed {
@@ -884,17 +958,15 @@ impl Iam {
         let mut keys = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = call(&self.policy, retries, "iam", "ListAccessKeys", || async {
-                self.attempt("ListAccessKeys", || {
+            let page = self
+                .request("ListAccessKeys", retries, || {
                     self.client
                         .list_access_keys()
                         .user_name(user)
                         .set_marker(marker.clone())
                         .send()
                 })
-                .await
-            })
-            .await;
+                .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) if e.class == ErrorClass::NotFound => return Ok(None),

@@ -34,7 +34,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::Iam;
-use crate::aws::retry::{call, RetryCounter};
+use crate::aws::retry::RetryCounter;
 
 /// The name of the session policies: alone for the one earlier versions put, followed by
 /// `-` and T (`20261130T120001Z`) for each cut-off now.
@@ -247,8 +247,8 @@ impl Iam {
         }
         let name = session_policy_name(before);
         let document = session_policy(&fmt(before));
-        let put = call(&self.policy, retries, "iam", "PutUserPolicy", || async {
-            self.attempt("PutUserPolicy", || {
+        let put = self
+            .request("PutUserPolicy", retries, || {
                 self.client
                     .put_user_policy()
                     .user_name(user)
@@ -257,9 +257,7 @@ impl Iam {
                     .send()
             })
             .await
-            .map(drop)
-        })
-        .await;
+            .map(drop);
         match put {
             Ok(()) => {}
             Err(e) if e.class == ErrorClass::NotFound => return Ok(Sessions::NoUser),
@@ -283,17 +281,15 @@ impl Iam {
         let mut names = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = call(&self.policy, retries, "iam", "ListUserPolicies", || async {
-                self.attempt("ListUserPolicies", || {
+            let page = self
+                .request("ListUserPolicies", retries, || {
                     self.client
                         .list_user_policies()
                         .user_name(user)
                         .set_marker(marker.clone())
                         .send()
                 })
-                .await
-            })
-            .await;
+                .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
@@ -313,17 +309,15 @@ impl Iam {
         user: &str,
         retries: &RetryCounter,
     ) -> Result<Option<DateTime>, AwsError> {
-        let got = call(&self.policy, retries, "iam", "GetUserPolicy", || async {
-            self.attempt("GetUserPolicy", || {
+        let got = self
+            .request("GetUserPolicy", retries, || {
                 self.client
                     .get_user_policy()
                     .user_name(user)
                     .policy_name(SESSION_POLICY_NAME)
                     .send()
             })
-            .await
-        })
-        .await;
+            .await;
         match got {
             Ok(out) => Ok(session_policy_time(out.policy_document())),
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
@@ -337,8 +331,8 @@ impl Iam {
         name: &str,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
-        let deleted = call(&self.policy, retries, "iam", "DeleteUserPolicy", || async {
-            self.attempt("DeleteUserPolicy", || {
+        let deleted = self
+            .request("DeleteUserPolicy", retries, || {
                 self.client
                     .delete_user_policy()
                     .user_name(user)
@@ -346,9 +340,7 @@ impl Iam {
                     .send()
             })
             .await
-            .map(drop)
-        })
-        .await;
+            .map(drop);
         match deleted {
             Err(e) if e.class != ErrorClass::NotFound => Err(e),
             _ => Ok(()),

@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{Effect, Iam, IamResult};
+use crate::aws::iam::{Effect, Iam, IamResult, Placement};
 use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
 use crate::aws::sessions::{Sessions, SESSIONS_COVERED};
 use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake, NotRevocable};
-use crate::job::{self, Action, Job, OwnerSource};
+use crate::job::{self, Action, Job};
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::results::OutcomeEvent;
@@ -50,6 +50,12 @@ impl Decision {
 impl JobFacts {
     fn of(job: &Job) -> Self {
         Self {
+            enqueued_at_ms: job.continuation.as_ref().and_then(|c| c.enqueued_at_ms),
+            last_used: job
+                .continuation
+                .as_ref()
+                .map(|c| c.last_used.clone())
+                .unwrap_or_default(),
             request_id: Some(job.request_id.clone()),
             user_name: job.user_name().map(str::to_owned),
             access_key_ids: job.access_key_ids(),
@@ -89,7 +95,9 @@ impl JobFacts {
             self.access_key_ids.clone_from(&result.access_key_ids);
         }
         self.keys_changed = result.keys_changed;
-        self.last_used.clone_from(&result.last_used);
+        if !result.last_used.is_empty() {
+            self.last_used.clone_from(&result.last_used);
+        }
         self.keys.clone_from(&result.keys);
     }
 }
@@ -262,7 +270,7 @@ impl Worker {
             Admission::Admitted { job, claim } => (job, claim),
             Admission::Decided(worked) => return worked,
         };
-        let mut facts = JobFacts::of(&job);
+        let mut facts = self.facts_of(&job).await;
         let (decision, carry_on) = match self.guard(&job) {
             Some(refused) => (refused, None),
             None => self.revoke(&job, retries, &mut facts).await,
@@ -300,7 +308,7 @@ impl Worker {
                 JobFacts::salvaged(body),
             );
         }
-        let mut job = match intake::read(body, &self.intake) {
+        let job = match intake::read(body, &self.intake) {
             Ok(Intake::Job(job)) => job,
             Ok(Intake::NotRevocable(event)) => {
                 let detail = format!("{}; nothing done", event.detail);
@@ -316,12 +324,9 @@ impl Worker {
                 )
             }
         };
-        // Before the account is localized: whether STS could name the worker's own
-        // account must not make a redelivery a conflict.
+        // The job as sent: whether STS could name the worker's own account must not make
+        // a redelivery a conflict, nor change what a continuation carries.
         let digest = job.digest();
-        if job.origin.is_some() {
-            self.localize(&mut job).await;
-        }
         loop {
             let decision = match self.dedup.claim(&job.request_id, digest) {
                 Claim::Fresh(claim) => return Admission::Admitted { job, claim },
@@ -341,20 +346,25 @@ impl Worker {
                     ),
                 ),
             };
-            return decided(decision, JobFacts::of(&job));
+            let facts = self.facts_of(&job).await;
+            return decided(decision, facts);
         }
     }
 
-    /// An event names the account it happened in: a job in the worker's own account
-    /// names none. When STS cannot say which account is the worker's, the account stays
-    /// (acting in it works the same).
-    async fn localize(&self, job: &mut Job) {
-        let own = self.accounts.own_identity(&RetryCounter::default()).await;
-        if let (Ok(own), Some(account)) = (own, &job.account_id) {
-            if own.account == *account {
-                job.account_id = None;
+    /// What the job's body says, as facts. An event names the account it happened in:
+    /// in the worker's own account the facts name none. When STS cannot say which account
+    /// is the worker's, the account stays (acting in it works the same).
+    async fn facts_of(&self, job: &Job) -> JobFacts {
+        let mut facts = JobFacts::of(job);
+        if job.origin.is_some() {
+            let own = self.accounts.own_identity(&RetryCounter::default()).await;
+            if let (Ok(own), Some(account)) = (own, &facts.account_id) {
+                if own.account == *account {
+                    facts.account_id = None;
+                }
             }
         }
+        facts
     }
 
     /// Refuses a job before any IAM call: a protected user or key, or the worker's own
@@ -394,7 +404,23 @@ impl Worker {
             }
             Err(AccountError::Aws(e)) => return (self.aws_failure(e, 0), None),
         };
-        let result = iam.revoke(job, retries).await;
+        let result = if job.names_keys_alone() {
+            let placement = match iam.place(job, retries).await {
+                Ok(placement) => placement,
+                Err(ended) => {
+                    facts.learn(&ended);
+                    let decision = self.decide(job, &iam, ended, retries, facts).await;
+                    return (decision, None);
+                }
+            };
+            if let Some(handed) = hand_off(job, &placement) {
+                facts.last_used.clone_from(&placement.last_used);
+                return handed;
+            }
+            iam.revoke_placement(job, placement, retries).await
+        } else {
+            iam.revoke(job, retries).await
+        };
         facts.learn(&result);
         let carry_on = carry_on(job, &result);
         let decision = self.decide(job, &iam, result, retries, facts).await;
@@ -563,19 +589,32 @@ impl Worker {
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
+    /// A job handed on before it changed anything (`retry/continued`, its message
+    /// replaced by the worker's own) has not ended: it is logged, not counted, and ends
+    /// once, in its continuation. Latency counts from the first message's enqueue.
     fn record(&self, report: &JobReport, delivery: Delivery, decided_at_ms: Option<u64>) {
+        if report.outcome == Outcome::Retry(Reason::Continued) && report.settled {
+            tracing::info!(
+                message_id = %report.message_id,
+                request_id = report.facts.request_id.as_deref().unwrap_or(""),
+                detail = report.detail.as_deref().unwrap_or(""),
+                "Job handed on to a message of the worker's own"
+            );
+            return;
+        }
         report.log();
+        let enqueued_ms = report.facts.enqueued_at_ms.or(delivery.sent_timestamp_ms);
         metrics::job_finished(
             delivery.lane,
             report.outcome,
             report.duration,
-            delivery.sent_timestamp_ms,
+            enqueued_ms,
             decided_at_ms,
             report.facts.action,
             report.facts.keys_changed,
         );
         if let Some(results) = &self.results {
-            results.publish(&OutcomeEvent::new(report, delivery.sent_timestamp_ms));
+            results.publish(&OutcomeEvent::new(report, enqueued_ms));
         }
     }
 }
@@ -633,31 +672,75 @@ fn remember(outcome: Outcome, claim: Option<InFlight>) {
 }
 
 /// The job as a message of the worker's own carries it on, when this delivery changed
-/// keys whose owner only IAM's lookup named (README, "Continuations"): once a key is
-/// deleted, a redelivery of the original could not find its owner again to finish the
-/// job (the other keys, the session policy).
+/// keys of a job that names keys alone (README, "Continuations"): once a key is deleted,
+/// a redelivery could not find its owner again to finish the job (the other keys, the
+/// session policy), nor say that the job changed it.
 fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
     if !job.names_keys_alone() {
         return None;
     }
-    let learned: Vec<(String, String, String)> = result
+    let recorded = |key: &str| {
+        job.continuation
+            .as_ref()
+            .is_some_and(|c| c.changed.iter().any(|(k, _)| k == key))
+    };
+    let learned: Vec<(String, String, Option<String>)> = result
         .per_key
         .iter()
         .filter(|k| matches!(k.result, "deleted" | "deactivated") && !k.user_name.is_empty())
-        .filter(|k| {
-            !job.owners
-                .iter()
-                .any(|o| o.source == OwnerSource::Learned && o.access_key_id == k.access_key_id)
-        })
+        .filter(|k| !recorded(&k.access_key_id))
         .map(|k| {
             (
                 k.access_key_id.clone(),
                 k.user_name.clone(),
-                k.result.to_owned(),
+                Some(k.result.to_owned()),
             )
         })
         .collect();
-    (!learned.is_empty()).then(|| Box::new(job.continued(&learned, 0)))
+    if learned.is_empty() {
+        return None;
+    }
+    let mut next = job.continued(&learned, 0);
+    if let Some(continuation) = next.continuation.as_mut() {
+        if continuation.last_used.is_empty() {
+            continuation.last_used.clone_from(&result.last_used);
+        }
+    }
+    Some(Box::new(next))
+}
+
+/// A job that would delete keys whose owners only IAM's lookup just named, and has more
+/// to do after the first delete (other keys, the session cut-off), first hands itself on
+/// to a message of the worker's own naming them (README, "Continuations"): if the worker
+/// then died after a delete, a redelivery of the original could no longer find the
+/// owner. The message is sent, the original deleted, and the message does the work.
+fn hand_off(job: &Job, placement: &Placement) -> Option<(Decision, Option<Box<Job>>)> {
+    let more_to_do = job.revoke_sessions || job.access_key_ids().len() > 1;
+    if job.action != Action::Delete || !more_to_do || placement.looked_up.is_empty() {
+        return None;
+    }
+    let learned: Vec<(String, String, Option<String>)> = placement
+        .looked_up
+        .iter()
+        .map(|(key, user)| (key.clone(), user.clone(), None))
+        .collect();
+    let owners: Vec<String> = placement
+        .looked_up
+        .iter()
+        .map(|(key, user)| format!("{key} ({user})"))
+        .collect();
+    let decision = Decision::new(
+        Outcome::Retry(Reason::Continued),
+        format!(
+            "IAM named the owners of {}; nothing changed yet",
+            owners.join(", ")
+        ),
+    );
+    let mut next = job.continued(&learned, 0);
+    if let Some(continuation) = next.continuation.as_mut() {
+        continuation.last_used.clone_from(&placement.last_used);
+    }
+    Some((decision, Some(Box::new(next))))
 }
 
 /// The job's report, built once from what its steps returned.

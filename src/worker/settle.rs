@@ -66,7 +66,8 @@ impl Worker {
         let message_id = message.message_id().unwrap_or_default();
         let unfinished = matches!(
             decision.outcome,
-            Outcome::Rejected(_) | Outcome::Retry(Reason::TransientError | Reason::Credentials)
+            Outcome::Rejected(_)
+                | Outcome::Retry(Reason::TransientError | Reason::Credentials | Reason::Continued)
         );
         let decision = match carry_on {
             // Boxed like the dead-letter copy: only unfinished jobs need it.
@@ -160,6 +161,9 @@ impl Worker {
             continuation.deliveries = continuation
                 .deliveries
                 .saturating_add(delivery.receive_count);
+            if continuation.enqueued_at_ms.is_none() {
+                continuation.enqueued_at_ms = delivery.sent_timestamp_ms;
+            }
         }
         let reason = match decision.outcome {
             Outcome::Rejected(reason) | Outcome::Retry(reason) => reason,
@@ -194,6 +198,13 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(error = %e, message_id, "Could not send the job's continuation; settling the original");
+                if decision.outcome == Outcome::Retry(Reason::Continued) {
+                    // Nothing changed yet: the job is worked again from its own message.
+                    return Err(Decision {
+                        outcome: Outcome::Retry(Reason::TransientError),
+                        detail: Some(format!("could not hand the job on: {e}")),
+                    });
+                }
                 Err(decision)
             }
         }

@@ -17,7 +17,7 @@ use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use iam_key_revoker::aws::clients::{sdk_loader, Clients};
 use iam_key_revoker::config::Config;
-use iam_key_revoker::Worker;
+use iam_key_revoker::{JobReport, Outcome, Reason, Worker};
 
 pub const REGION: &str = "us-east-1";
 
@@ -166,6 +166,17 @@ impl TestEnv {
             .into_iter()
             .next()
             .expect("a message is waiting")
+    }
+
+    /// Handles `message` to the job's end: while the worker hands the job on to a message
+    /// of its own before changing anything (`retry/continued`, README "Continuations"),
+    /// that message too.
+    pub async fn handle_job(&self, worker: &Worker, message: Message) -> JobReport {
+        let mut report = worker.handle(message).await;
+        while report.outcome == Outcome::Retry(Reason::Continued) {
+            report = worker.handle(self.receive_one().await).await;
+        }
+        report
     }
 
     /// Sends `body` and receives it back, ready for `Worker::handle`.
