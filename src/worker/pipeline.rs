@@ -709,14 +709,14 @@ fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
     Some(Box::new(next))
 }
 
-/// A job that would delete keys whose owners only IAM's lookup just named, and has more
-/// to do after the first delete (other keys, the session cut-off), first hands itself on
-/// to a message of the worker's own naming them (README, "Continuations"): if the worker
-/// then died after a delete, a redelivery of the original could no longer find the
-/// owner. The message is sent, the original deleted, and the message does the work.
+/// A job that would delete keys whose owners only IAM's lookup just named first hands
+/// itself on to a message of the worker's own naming them (README, "Continuations"): if
+/// the worker then died after a delete, a redelivery of the original could no longer
+/// find the owner (to cut off its sessions, to say the key is gone rather than
+/// `owner_unknown`). The message is sent, the original deleted, and the message does
+/// the work. A key that is deactivated stays in IAM, and its owner can be found again.
 fn hand_off(job: &Job, placement: &Placement) -> Option<(Decision, Option<Box<Job>>)> {
-    let more_to_do = job.revoke_sessions || job.access_key_ids().len() > 1;
-    if job.action != Action::Delete || !more_to_do || placement.looked_up.is_empty() {
+    if job.action != Action::Delete || placement.looked_up.is_empty() {
         return None;
     }
     let learned: Vec<(String, String, Option<String>)> = placement
