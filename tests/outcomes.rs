@@ -61,7 +61,7 @@ async fn key_id_only_finds_the_owner_and_deletes() {
     let worker = env.worker().await;
     let body = json!({"request_id": "ko-1", "access_key_id": keys[1]}).to_string();
 
-    let report = worker.handle(env.deliver(&body).await).await;
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted);
     assert_eq!(

@@ -23,9 +23,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::clock::{ClockReader, ServerClock};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
-use crate::aws::sessions::{ClockReader, ServerClock, UserTurns};
+use crate::aws::turns::UserTurns;
 use crate::guard::Protection;
 use crate::job::{Action, Job, OwnerSource, Target};
 use crate::outcome::Reason;

@@ -5,8 +5,10 @@
 pub mod accounts;
 pub mod classify;
 pub mod clients;
+pub mod clock;
 pub mod iam;
 pub mod ratelimit;
 pub mod retry;
 pub mod sessions;
 pub mod sqs;
+pub mod turns;

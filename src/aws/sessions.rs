@@ -21,15 +21,6 @@
 //!   cut-off takes about 180, and the older one is removed once the newer is in force.
 //!   IAM answers `LimitExceeded` when there is no room.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::date_time::{DateTime, Format};
 
 use crate::aws::classify::{AwsError, ErrorClass};
@@ -112,102 +103,6 @@ pub fn session_policy_time(document: &str) -> Option<DateTime> {
     let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
     let text = value["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str()?;
     DateTime::from_str(text, Format::DateTime).ok()
-}
-
-/// The latest time IAM's answers reported (their `Date` header), in whole seconds.
-#[derive(Debug, Default)]
-pub struct ServerClock {
-    latest_secs: AtomicI64,
-}
-
-impl ServerClock {
-    /// `t`, or later when IAM's clock is ahead: the second after the latest `Date` IAM
-    /// sent (a `Date` is cut to the second, so IAM's time may be up to a second later).
-    pub fn at_least(&self, t: DateTime) -> DateTime {
-        let server = self.latest_secs.load(Ordering::Relaxed);
-        if server > 0 && server + 1 > t.secs() {
-            DateTime::from_secs(server + 1)
-        } else {
-            t
-        }
-    }
-
-    fn saw(&self, date: DateTime) {
-        self.latest_secs.fetch_max(date.secs(), Ordering::Relaxed);
-    }
-}
-
-/// Reads IAM's clock off the `Date` header of every answer.
-#[derive(Debug, Clone)]
-pub struct ClockReader(Arc<ServerClock>);
-
-impl ClockReader {
-    pub fn new(clock: Arc<ServerClock>) -> Self {
-        Self(clock)
-    }
-}
-
-impl Intercept for ClockReader {
-    fn name(&self) -> &'static str {
-        "ClockReader"
-    }
-
-    fn read_after_transmit(
-        &self,
-        context: &BeforeDeserializationInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let date = context
-            .response()
-            .headers()
-            .get("date")
-            .and_then(|d| DateTime::from_str(d, Format::HttpDate).ok());
-        if let Some(date) = date {
-            self.0.saw(date);
-        }
-        Ok(())
-    }
-}
-
-/// Turns per user: one change of a user's session policies at a time in this process.
-#[derive(Debug, Clone, Default)]
-pub struct UserTurns(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
-
-/// A user's turn, held while their session policies change.
-pub struct UserTurn {
-    turns: UserTurns,
-    user: String,
-    _held: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl UserTurns {
-    /// Waits for `user`'s turn (user names compare as IAM compares them, ignoring case).
-    pub async fn take(&self, user: &str) -> UserTurn {
-        let user = user.to_ascii_lowercase();
-        let lock = {
-            let mut turns = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(turns.entry(user.clone()).or_default())
-        };
-        UserTurn {
-            turns: self.clone(),
-            user,
-            _held: lock.lock_owned().await,
-        }
-    }
-}
-
-impl Drop for UserTurn {
-    fn drop(&mut self) {
-        let mut turns = self.turns.0.lock().unwrap_or_else(|p| p.into_inner());
-        // The map's and this turn's: nobody else waits for the user.
-        if turns
-            .get(&self.user)
-            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
-        {
-            turns.remove(&self.user);
-        }
-    }
 }
 
 impl Iam {
@@ -470,21 +365,5 @@ mod tests {
 
         assert_eq!(sessions, Sessions::AlreadyLater(fmt(later)));
         assert_eq!(put.num_calls() + delete.num_calls(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_user_takes_turns_whatever_the_case_of_the_name() {
-        let turns = UserTurns::default();
-        let alice = turns.take("alice").await;
-        let waiting = tokio::spawn({
-            let turns = turns.clone();
-            async move { turns.take("ALICE").await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "Alice's second change waits");
-        let _bob = turns.take("bob").await;
-        drop(alice);
-        drop(waiting.await.unwrap());
-        assert!(turns.0.lock().unwrap().keys().all(|u| u == "bob"));
     }
 }
