@@ -253,12 +253,14 @@ impl Job {
             .into_iter()
             .map(|key| {
                 let mut entry = serde_json::Map::new();
-                let owner = self
-                    .owners
-                    .iter()
-                    .find(|o| o.access_key_id == key && o.source == OwnerSource::Learned);
-                if let Some(owner) = owner {
-                    entry.insert("user_name".into(), owner.user_name.clone().into());
+                match self.known_owner(&key) {
+                    Some(owner) if owner.source == OwnerSource::Learned => {
+                        entry.insert("user_name".into(), owner.user_name.clone().into());
+                    }
+                    Some(owner) => {
+                        entry.insert("event_user_name".into(), owner.user_name.clone().into());
+                    }
+                    None => {}
                 }
                 if let Some((_, result)) = continuation.changed.iter().find(|(k, _)| *k == key) {
                     entry.insert("result".into(), result.clone().into());
@@ -288,12 +290,10 @@ impl Job {
 
     /// This job carried on by a message of the worker's own (README, "Continuations"):
     /// `learned` are keys with the owner IAM named and, where this delivery changed the
-    /// key, how; `deliveries` counts every delivery so far. Owners and changes named
-    /// before stay.
-    pub fn continued(&self, learned: &[(String, String, Option<String>)], deliveries: u32) -> Job {
+    /// key, how. Owners, changes and deliveries counted before stay.
+    pub fn continued(&self, learned: &[(String, String, Option<String>)]) -> Job {
         let mut next = self.clone();
         let mut continuation = self.continuation.clone().unwrap_or_default();
-        continuation.deliveries = deliveries;
         for (key, user, how) in learned {
             next.owners.retain(|o| o.access_key_id != *key);
             next.owners.push(KnownOwner {
@@ -307,8 +307,6 @@ impl Job {
                 }
             }
         }
-        // Hints of the event are not carried: IAM's lookup stands in for them.
-        next.owners.retain(|o| o.source == OwnerSource::Learned);
         next.continuation = Some(continuation);
         next
     }
@@ -403,6 +401,8 @@ struct RawContinuedKey {
     access_key_id: String,
     #[serde(default, deserialize_with = "present")]
     user_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_user_name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     result: Option<String>,
 }
@@ -570,12 +570,22 @@ fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
                 entry.access_key_id
             )));
         }
-        if let Some(user) = entry.user_name {
+        let owner = match (entry.user_name, entry.event_user_name) {
+            (Some(user), None) => Some((user, OwnerSource::Learned)),
+            (None, Some(user)) => Some((user, OwnerSource::Event)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(InvalidJob(
+                    "continuation.keys[] names user_name or event_user_name, not both".to_owned(),
+                ))
+            }
+        };
+        if let Some((user, source)) = owner {
             check_user_name(&user)?;
             owners.push(KnownOwner {
                 access_key_id: entry.access_key_id.clone(),
                 user_name: user,
-                source: OwnerSource::Learned,
+                source,
             });
         }
         match entry.result.as_deref() {

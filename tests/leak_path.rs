@@ -672,3 +672,87 @@ async fn owners_are_durable_before_the_first_delete() {
     assert_eq!(session_policies(&env, &user).await.len(), 1);
     assert_eq!(env.queue_depth().await, (0, 0));
 }
+
+/// A permanent refusal after a change ends the job `rejected`, saying what it changed;
+/// the message dead-lettered is the continuation, naming the owners and the key already
+/// deleted. It does not go round again.
+#[tokio::test]
+async fn a_refusal_after_a_change_is_dead_lettered_once_with_what_was_done() {
+    let mut env = TestEnv::new("denied-half").await;
+    quick_retries(&mut env);
+    let (alice, alice_keys) = env.user_with_keys("alice", 1).await;
+    let (bob, bob_keys) = env.user_with_keys("bob", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    env.route_iam_through(&proxy).await;
+    env.config.intake.revoke_sessions = false;
+    proxy.set_fault_matching(
+        &[
+            "Action=DeleteAccessKey".to_owned(),
+            format!("AccessKeyId={}", bob_keys[0]),
+        ],
+        Fault::Status(403, iam_error("AccessDenied")),
+    );
+    let worker = env.worker().await;
+    let body = health(
+        &common::unique("den"),
+        &[&alice_keys[0], &bob_keys[0]],
+        json!({}),
+    );
+
+    let first = env.handle_job(&worker, env.deliver(&body).await).await;
+    assert_eq!(
+        first.outcome,
+        Outcome::Retry(Reason::AccessDenied),
+        "{:?}",
+        first.detail
+    );
+    let last = worker
+        .handle(next_message(&env, Duration::from_secs(10)).await)
+        .await;
+
+    assert_eq!(last.outcome, Outcome::Rejected(Reason::AccessDenied));
+    let detail = last.detail.unwrap();
+    assert!(detail.contains("1 key(s) changed"), "{detail}");
+    assert_eq!(env.key_status(&alice, &alice_keys[0]).await, None);
+    assert!(env.key_status(&bob, &bob_keys[0]).await.is_some());
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let carried: Value = serde_json::from_str(dead[0].body().unwrap()).unwrap();
+    assert_eq!(carried["continuation"]["keys"][0]["result"], "deleted");
+    assert_eq!(
+        carried["continuation"]["keys"][1]["user_name"],
+        bob.as_str()
+    );
+    assert_eq!(env.queue_depth().await, (0, 0), "nothing goes round again");
+}
+
+/// When the hand-over cannot be sent (no sqs:SendMessage, a KMS key it may not use), the
+/// job is worked here and now, not left to fail the same way again.
+#[tokio::test]
+async fn a_job_that_cannot_be_handed_on_is_worked_at_once() {
+    let mut env = TestEnv::new("no-send").await;
+    let (user, keys) = env.user_with_keys("s", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    proxy.set_fault_for(
+        "SendMessage",
+        Fault::Status(
+            400,
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized"}"#.to_owned(),
+        ),
+    );
+    let direct = env.clients.clone();
+    env.route_all_through(&proxy).await;
+    let worker = env.worker().await;
+    let body = json!({"request_id": "ns-1", "access_key_id": keys[0], "revoke_sessions": true})
+        .to_string();
+    common::send(&direct.sqs, &env.queue_url, &body).await;
+    let message = common::receive(&direct.sqs, &env.queue_url, 1, 2)
+        .await
+        .remove(0);
+
+    let report = worker.handle(message).await;
+
+    assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
+    assert_eq!(env.key_status(&user, &keys[0]).await, None);
+    assert_eq!(session_policies(&env, &user).await.len(), 1);
+}

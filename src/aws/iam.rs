@@ -730,6 +730,7 @@ impl Iam {
             .map(|k| k.user_name.as_str())
             .filter(|u| !u.is_empty())
             .collect();
+        owners.sort_unstable();
         owners.dedup();
         let user_name = (owners.len() == 1).then(|| owners[0].to_owned());
         let effect = match (failed, refused) {
@@ -801,13 +802,9 @@ impl Iam {
             )),
             Placed::Owner(owner) => self.revoke_from(&owner, key, action, retries).await,
             Placed::Gone => Ok(KeyEnd::Absent(None)),
-            // As for a job naming the user: when the user exists and does not list the key,
-            // it is gone.
-            Placed::Unplaced(reason, detail) => match self.list_keys(user, retries).await? {
-                Some(listed) if listed.iter().any(|k| k.id == key) => Err(inconsistent(key)),
-                Some(_) => Ok(KeyEnd::Absent(Some(user.to_owned()))),
-                None => Ok(KeyEnd::Refused(None, reason, detail)),
-            },
+            // The event's user may be stale or another of the same name: only IAM's own
+            // `NoSuchEntity` for the key says it is gone.
+            Placed::Unplaced(reason, detail) => Ok(KeyEnd::Refused(None, reason, detail)),
             // `place` names no hint.
             Placed::Hinted(_) => Err(inconsistent(key)),
         }
@@ -1259,6 +1256,53 @@ mod tests {
             .http_status(status, Some(error_xml(code)))
             .repeatedly()
             .build()
+    }
+
+    /// The user a Health event names does not hold the key, and IAM refuses to say who
+    /// does: that is `access_denied` for the key, never `already_absent` (the user may be
+    /// stale, or another of the same name). Only `NoSuchEntity` for the key says it is
+    /// gone.
+    #[tokio::test(start_paused = true)]
+    async fn a_named_user_without_the_key_and_a_denied_lookup_is_never_absent() {
+        for (status, code, expected) in [
+            (403, "AccessDenied", Some(Reason::AccessDenied)),
+            (404, "NoSuchEntity", None),
+        ] {
+            let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+            let list = listed(&["AKIAOTHERKEY00000000"]);
+            let owner = owner_error(status, code);
+            let client = mock_client!(
+                aws_sdk_iam,
+                RuleMode::MatchAny,
+                [&delete, &list, &owner],
+                |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            );
+            let mut event_job = job(None);
+            event_job.origin = Some(crate::job::Origin {
+                source: "aws.health",
+                event_type: "AWS_RISK_CREDENTIALS_EXPOSED".into(),
+            });
+            event_job.owners = vec![crate::job::KnownOwner {
+                access_key_id: KEY.into(),
+                user_name: "alice".into(),
+                source: OwnerSource::Event,
+            }];
+            let result = iam(client)
+                .revoke(&event_job, &RetryCounter::default())
+                .await;
+            match expected {
+                Some(reason) => assert!(
+                    matches!(&result.effect, Effect::Rejected(r, _) if *r == reason),
+                    "{code}: {:?}",
+                    result.effect
+                ),
+                None => assert!(
+                    matches!(result.effect, Effect::AlreadyAbsent),
+                    "{code}: {:?}",
+                    result.effect
+                ),
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

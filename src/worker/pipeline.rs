@@ -204,7 +204,8 @@ impl Worker {
         let (facts, decided_at_ms, settling) = self.with_heartbeat(receipt, delivery, job).await;
         let settled = self.finish(receipt, delivery, settling, &retries).await;
         if let Some(next) = next {
-            let _ = next.send(settled.outcome.is_final());
+            // A job whose continuation replaced its message has left the group's turn.
+            let _ = next.send(settled.outcome.is_final() || settled.replaced);
         }
         let report = report(
             &message,
@@ -273,7 +274,10 @@ impl Worker {
         let mut facts = self.facts_of(&job).await;
         let (decision, carry_on) = match self.guard(&job) {
             Some(refused) => (refused, None),
-            None => self.revoke(&job, retries, &mut facts).await,
+            None => {
+                self.revoke(&job, message, delivery, retries, &mut facts)
+                    .await
+            }
         };
         Worked {
             decision,
@@ -386,6 +390,8 @@ impl Worker {
     async fn revoke(
         &self,
         job: &Job,
+        message: &Message,
+        delivery: Delivery,
         retries: &RetryCounter,
         facts: &mut JobFacts,
     ) -> (Decision, Option<Box<Job>>) {
@@ -413,9 +419,12 @@ impl Worker {
                     return (decision, None);
                 }
             };
-            if let Some(handed) = hand_off(job, &placement) {
+            if let Some(handed) = self
+                .hand_off(job, message, delivery, &placement, retries)
+                .await
+            {
                 facts.last_used.clone_from(&placement.last_used);
-                return handed;
+                return (handed, None);
             }
             iam.revoke_placement(job, placement, retries).await
         } else {
@@ -566,9 +575,9 @@ impl Worker {
     }
 
     /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the
-    /// worker's own credentials is never a verdict on the job; nor can a job that
-    /// already changed keys be `rejected` (that says nothing changed): it stays on the
-    /// queue, and its redelivery does the rest.
+    /// worker's own credentials is never a verdict on the job. A permanent failure after
+    /// keys were changed is `rejected` with the changes in its detail (README,
+    /// "Outcomes").
     fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
         let detail = e.to_string();
         match e.class {
@@ -577,15 +586,74 @@ impl Worker {
                 Decision::new(Outcome::Retry(Reason::Credentials), detail)
             }
             ErrorClass::Transient => Decision::new(Outcome::Retry(Reason::TransientError), detail),
-            _ if keys_changed > 0 => Decision::new(
-                Outcome::Retry(Reason::TransientError),
-                format!("{keys_changed} key(s) changed, then {detail}"),
+            // Permanent: retrying cannot help. A job that changed keys first says so; its
+            // redrive (or its continuation, which records them) finishes what is left.
+            _ if e.is_access_denied() => Decision::new(
+                Outcome::Rejected(Reason::AccessDenied),
+                changed_then(keys_changed, detail),
             ),
-            _ if e.is_access_denied() => {
-                Decision::new(Outcome::Rejected(Reason::AccessDenied), detail)
-            }
-            _ => Decision::new(Outcome::Rejected(Reason::AwsError), detail),
+            _ => Decision::new(
+                Outcome::Rejected(Reason::AwsError),
+                changed_then(keys_changed, detail),
+            ),
         }
+    }
+
+    /// A job that would delete keys whose owners only IAM's lookup just named first hands
+    /// itself on to a message of the worker's own naming them (README, "Continuations"):
+    /// if the worker then died after a delete, a redelivery of the original could no
+    /// longer find the owner (to cut off its sessions, to say the key is gone rather than
+    /// `owner_unknown`). The message goes to the priority queue when there is one (it is
+    /// urgent work), else back to the job's queue, and does the work; the original is
+    /// deleted. When it cannot be sent, the job is worked here and now. A key that is
+    /// deactivated stays in IAM, and its owner can be found again.
+    async fn hand_off(
+        &self,
+        job: &Job,
+        message: &Message,
+        delivery: Delivery,
+        placement: &Placement,
+        retries: &RetryCounter,
+    ) -> Option<Decision> {
+        if job.action != Action::Delete || placement.looked_up.is_empty() {
+            return None;
+        }
+        let learned: Vec<(String, String, Option<String>)> = placement
+            .looked_up
+            .iter()
+            .map(|(key, user)| (key.clone(), user.clone(), None))
+            .collect();
+        let mut next = job.continued(&learned);
+        if let Some(continuation) = next.continuation.as_mut() {
+            continuation.last_used.clone_from(&placement.last_used);
+        }
+        let queue_url = self
+            .priority_queues()
+            .unwrap_or(&self.source(delivery.lane).queues)
+            .queue_url
+            .clone();
+        let sent = self
+            .send_on(message, delivery, &mut next, &queue_url, 0, retries)
+            .await;
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, request_id = %job.request_id, "Could not hand the job on; working it here");
+                return None;
+            }
+        };
+        let owners: Vec<String> = placement
+            .looked_up
+            .iter()
+            .map(|(key, user)| format!("{key} ({user})"))
+            .collect();
+        Some(Decision::new(
+            Outcome::Retry(Reason::Continued),
+            format!(
+                "IAM named the owners of {}; nothing changed yet; handed on to message {id}",
+                owners.join(", ")
+            ),
+        ))
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
@@ -700,7 +768,7 @@ fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
     if learned.is_empty() {
         return None;
     }
-    let mut next = job.continued(&learned, 0);
+    let mut next = job.continued(&learned);
     if let Some(continuation) = next.continuation.as_mut() {
         if continuation.last_used.is_empty() {
             continuation.last_used.clone_from(&result.last_used);
@@ -709,38 +777,13 @@ fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
     Some(Box::new(next))
 }
 
-/// A job that would delete keys whose owners only IAM's lookup just named first hands
-/// itself on to a message of the worker's own naming them (README, "Continuations"): if
-/// the worker then died after a delete, a redelivery of the original could no longer
-/// find the owner (to cut off its sessions, to say the key is gone rather than
-/// `owner_unknown`). The message is sent, the original deleted, and the message does
-/// the work. A key that is deactivated stays in IAM, and its owner can be found again.
-fn hand_off(job: &Job, placement: &Placement) -> Option<(Decision, Option<Box<Job>>)> {
-    if job.action != Action::Delete || placement.looked_up.is_empty() {
-        return None;
+/// A failure's detail, after what the job changed first.
+fn changed_then(keys_changed: usize, detail: String) -> String {
+    if keys_changed > 0 {
+        format!("{keys_changed} key(s) changed, then {detail}")
+    } else {
+        detail
     }
-    let learned: Vec<(String, String, Option<String>)> = placement
-        .looked_up
-        .iter()
-        .map(|(key, user)| (key.clone(), user.clone(), None))
-        .collect();
-    let owners: Vec<String> = placement
-        .looked_up
-        .iter()
-        .map(|(key, user)| format!("{key} ({user})"))
-        .collect();
-    let decision = Decision::new(
-        Outcome::Retry(Reason::Continued),
-        format!(
-            "IAM named the owners of {}; nothing changed yet",
-            owners.join(", ")
-        ),
-    );
-    let mut next = job.continued(&learned, 0);
-    if let Some(continuation) = next.continuation.as_mut() {
-        continuation.last_used.clone_from(&placement.last_used);
-    }
-    Some((decision, Some(Box::new(next))))
 }
 
 /// The job's report, built once from what its steps returned.

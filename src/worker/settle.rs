@@ -10,6 +10,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
 use super::pipeline::Decision;
 use super::Worker;
+use crate::aws::classify::AwsError;
 use crate::aws::retry::{visibility_delay, within_visibility_limit, RetryCounter};
 use crate::aws::sqs::Delivery;
 use crate::job::Job;
@@ -46,6 +47,8 @@ pub(super) struct Settled {
     /// Whether the message was settled as the outcome requires; false means SQS will
     /// redeliver it.
     pub settled: bool,
+    /// Whether a message of the worker's own carries the job on in its place.
+    pub replaced: bool,
 }
 
 impl Worker {
@@ -81,16 +84,20 @@ impl Worker {
         };
         let done = |decision: Decision, settled| {
             Settling::Done(Settled {
+                // Handed on: its continuation is on the queue in its place.
+                replaced: decision.outcome == Outcome::Retry(Reason::Continued),
                 outcome: decision.outcome,
                 detail: decision.detail,
                 settled,
             })
         };
         match decision.outcome {
+            // Handed on before any change: the continuation, already sent, replaces it.
             Outcome::Deleted
             | Outcome::Deactivated
             | Outcome::AlreadyAbsent
-            | Outcome::Duplicate => {
+            | Outcome::Duplicate
+            | Outcome::Retry(Reason::Continued) => {
                 done(decision, self.delete(delivery, receipt, message_id).await)
             }
             Outcome::Rejected(_) => {
@@ -157,14 +164,6 @@ impl Worker {
     ) -> Result<Settling, Decision> {
         let receipt = message.receipt_handle().unwrap_or_default();
         let message_id = message.message_id().unwrap_or_default();
-        if let Some(continuation) = next.continuation.as_mut() {
-            continuation.deliveries = continuation
-                .deliveries
-                .saturating_add(delivery.receive_count);
-            if continuation.enqueued_at_ms.is_none() {
-                continuation.enqueued_at_ms = delivery.sent_timestamp_ms;
-            }
-        }
         let reason = match decision.outcome {
             Outcome::Rejected(reason) | Outcome::Retry(reason) => reason,
             _ => Reason::TransientError,
@@ -173,19 +172,12 @@ impl Worker {
             Outcome::Retry(Reason::TransientError) => self.retry_delay(delivery),
             _ => 0,
         };
-        let group = message
-            .attributes()
-            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId));
-        let deduplication = format!("{message_id}-continued");
-        let fifo = group.map(|g| (g.as_str(), deduplication.as_str()));
-        let queue_url = &self.source(delivery.lane).queues.queue_url;
-        let sent = self
-            .sqs
-            .send_continuation(queue_url, &next.to_body(), delay, fifo, retries)
-            .await;
-        match sent {
+        let queue_url = self.source(delivery.lane).queues.queue_url.clone();
+        match self
+            .send_on(message, delivery, &mut next, &queue_url, delay, retries)
+            .await
+        {
             Ok(id) => {
-                tracing::info!(message_id, continuation = %id, delay_seconds = delay, "Job carried on by a message of the worker's own");
                 let detail = format!(
                     "{}; carried on by message {id}, which names the owners IAM reported, in {delay} s",
                     decision.detail.as_deref().unwrap_or(decision.outcome.reason())
@@ -194,20 +186,50 @@ impl Worker {
                     outcome: Outcome::Retry(reason),
                     detail: Some(detail),
                     settled: self.delete(delivery, receipt, message_id).await,
+                    replaced: true,
                 }))
             }
             Err(e) => {
                 tracing::error!(error = %e, message_id, "Could not send the job's continuation; settling the original");
-                if decision.outcome == Outcome::Retry(Reason::Continued) {
-                    // Nothing changed yet: the job is worked again from its own message.
-                    return Err(Decision {
-                        outcome: Outcome::Retry(Reason::TransientError),
-                        detail: Some(format!("could not hand the job on: {e}")),
-                    });
-                }
                 Err(decision)
             }
         }
+    }
+
+    /// Sends `next`, the job of `message`, on to `queue_url` as a message of the worker's
+    /// own, `delay` seconds from now (README, "Continuations"); returns its id. It counts
+    /// the deliveries so far and keeps the first message's enqueue time.
+    pub(super) async fn send_on(
+        &self,
+        message: &Message,
+        delivery: Delivery,
+        next: &mut Job,
+        queue_url: &str,
+        delay: u32,
+        retries: &RetryCounter,
+    ) -> Result<String, AwsError> {
+        let message_id = message.message_id().unwrap_or_default();
+        if let Some(continuation) = next.continuation.as_mut() {
+            continuation.deliveries = continuation
+                .deliveries
+                .saturating_add(delivery.receive_count);
+            if continuation.enqueued_at_ms.is_none() {
+                continuation.enqueued_at_ms = delivery.sent_timestamp_ms;
+            }
+        }
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId));
+        let deduplication = format!("{message_id}-continued");
+        let fifo = group.map(|g| (g.as_str(), deduplication.as_str()));
+        let id =
+            Box::pin(
+                self.sqs
+                    .send_continuation(queue_url, &next.to_body(), delay, fifo, retries),
+            )
+            .await?;
+        tracing::info!(message_id, continuation = %id, delay_seconds = delay, "Job carried on by a message of the worker's own");
+        Ok(id)
     }
 
     /// The last change to the message, after its heartbeat has stopped.
@@ -221,6 +243,7 @@ impl Worker {
         match settling {
             Settling::Done(settled) => settled,
             Settling::Visibility { decision, seconds } => Settled {
+                replaced: false,
                 // Boxed like the dead-letter copy: only jobs that end `retry` need it.
                 settled: Box::pin(self.set_visibility(receipt, delivery, seconds, retries)).await,
                 outcome: decision.outcome,
