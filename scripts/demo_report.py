@@ -36,15 +36,14 @@ for name in users:
     keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
     shown = ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys) or "none"
     print(f"  {name:18} {shown}")
-print("\nSessions cut off (the inline policy iam-key-revoker-revoke-older-sessions):")
+print("\nSessions cut off (inline policies iam-key-revoker-revoke-older-sessions-<time>):")
 for name in users:
-    try:
-        document = iam.get_user_policy(UserName=name, PolicyName="iam-key-revoker-revoke-older-sessions")["PolicyDocument"]
-    except iam.exceptions.NoSuchEntityException:
-        continue
-    if isinstance(document, str):
-        document = json.loads(urllib.parse.unquote(document))
-    print(f"  {name:18} {json.dumps(document)}")
+    names = iam.list_user_policies(UserName=name)["PolicyNames"]
+    for policy in (n for n in names if n.startswith("iam-key-revoker-revoke-older-sessions")):
+        document = iam.get_user_policy(UserName=name, PolicyName=policy)["PolicyDocument"]
+        if isinstance(document, str):
+            document = json.loads(urllib.parse.unquote(document))
+        print(f"  {name:18} {policy}: {json.dumps(document)}")
 print("\nDead-letter queue (rejected jobs, body unchanged):")
 messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
 for m in messages.get("Messages", []):
