@@ -14,15 +14,13 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::aws::retry::{BackoffError, BackoffPolicy};
+pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
 use crate::guard::{ProtectedList, Protection};
 use crate::intake::IntakeRules;
 use crate::job::{is_iam_name, Action};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
-
-/// SQS never keeps a message invisible for longer than 12 hours.
-pub const SQS_MAX_VISIBILITY_SECONDS: u32 = 43_200;
 
 /// A configuration problem, always about one key.
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,11 @@
 //! - [`aws`]: the AWS boundary: [`aws::clients`] (SDK retries off, explicit timeouts),
 //!   [`aws::classify`] (the one function that classifies AWS errors), [`aws::retry`]
 //!   (the backoff policy and the single retry wrapper), [`aws::ratelimit`] (the adaptive
-//!   IAM rate), [`aws::iam`] (the IAM action at the least cost in calls), [`aws::sqs`]
-//!   (receive, batched delete, dead-letter copy, visibility) and [`aws::accounts`]
-//!   (which account a job acts in; cross-account roles).
+//!   IAM rate), [`aws::iam`] (the IAM action at the least cost in calls),
+//!   [`aws::sessions`] (the session cut-off, on IAM's clock from [`aws::clock`], one
+//!   change per user at a time by [`aws::turns`]), [`aws::sqs`] (receive, batched
+//!   delete, dead-letter copy, continuations; [`aws::visibility`] its limits) and
+//!   [`aws::accounts`] (which account a job acts in; cross-account roles).
 //! - [`cli`]: the `enqueue` and `plan` commands and the batch files they read.
 //! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
 //! - [`job`]: parsing and validating a job message, SNS envelope included.

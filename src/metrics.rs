@@ -16,9 +16,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::aws::sqs::{Depth, Lane};
 use crate::job::Action;
-use crate::outcome::{Outcome, Reason};
+use crate::outcome::{Lane, Outcome, Reason};
 
 pub const JOBS_TOTAL: &str = "iam_key_revoker_jobs_total";
 pub const KEYS_REVOKED_TOTAL: &str = "iam_key_revoker_keys_revoked_total";
@@ -332,6 +331,15 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How many messages a queue holds, by state (`GetQueueAttributes`'
+/// `ApproximateNumberOf…` attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
 }
 
 /// Counts every AWS request attempt, for every client it is installed on, so that no call

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::aws::iam::{KeyResult, LastUsed};
-use crate::job::{Action, Origin};
+use crate::job::{Action, LastUsed, Origin};
 
 /// Why a job was rejected or left for later. `as_str` gives the contract's reason code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +124,40 @@ impl Outcome {
             self,
             Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent
         )
+    }
+}
+
+/// One key of a job of several keys: its owner and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyResult {
+    pub access_key_id: String,
+    /// Empty where IAM could not place the key.
+    pub user_name: String,
+    /// `deleted`, `deactivated`, `already_absent`, `rejected` (with a reason) or `failed`
+    /// (a transient error: the job is retried).
+    pub result: &'static str,
+    /// Why the key was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// Which job queue a message came from (README, "The priority queue").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lane {
+    /// `sqs.queue_url`: bulk work when a priority queue is configured.
+    #[default]
+    Main,
+    /// `sqs.priority_queue_url`: urgent jobs, always served first.
+    Priority,
+}
+
+impl Lane {
+    /// The `queue` label of the job series.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Main => "main",
+            Lane::Priority => "priority",
+        }
     }
 }
 

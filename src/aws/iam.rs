@@ -66,20 +66,7 @@ pub struct IamResult {
 }
 
 pub use crate::job::LastUsed;
-
-/// One key of a job of several keys: its owner and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct KeyResult {
-    pub access_key_id: String,
-    /// Empty where IAM could not place the key.
-    pub user_name: String,
-    /// `deleted`, `deactivated`, `already_absent`, `rejected` (with a reason) or `failed`
-    /// (a transient error: the job is retried).
-    pub result: &'static str,
-    /// Why the key was refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-}
+pub use crate::outcome::KeyResult;
 
 impl IamResult {
     fn rejected(

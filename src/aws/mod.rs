@@ -12,3 +12,4 @@ pub mod retry;
 pub mod sessions;
 pub mod sqs;
 pub mod turns;
+pub mod visibility;

@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+pub use crate::metrics::Depth;
+pub use crate::outcome::Lane;
 use crate::outcome::Outcome;
 
 /// SQS's longest message delay, `DelaySeconds` (SQS API Reference, `SendMessage`).
@@ -38,35 +40,6 @@ pub struct Queues {
     pub dead_letter_queue_url: String,
     /// Whether SQS itself moves messages after `maxReceiveCount` (a redrive policy exists).
     pub has_redrive_policy: bool,
-}
-
-/// Which job queue a message came from (README, "The priority queue").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Lane {
-    /// `sqs.queue_url`: bulk work when a priority queue is configured.
-    #[default]
-    Main,
-    /// `sqs.priority_queue_url`: urgent jobs, always served first.
-    Priority,
-}
-
-impl Lane {
-    /// The `queue` label of the job series.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::Main => "main",
-            Lane::Priority => "priority",
-        }
-    }
-}
-
-/// How many messages a queue holds, by state (`GetQueueAttributes`'
-/// `ApproximateNumberOf…` attributes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Depth {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
 }
 
 /// Startup problems with the queues.

@@ -30,10 +30,8 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{Dedup, Protection};
 use crate::intake::IntakeRules;
 use crate::metrics;
-use crate::outcome::{Outcome, Reason};
 use crate::server::Health;
 use crate::worker::results::Results;
-use crate::worker::settle::Settling;
 
 /// IAM's rate, not the job slots, bounds the worker when its requests are booked at
 /// least this far ahead: then receives and deletes can wait to fill their batches.
@@ -69,21 +67,14 @@ struct Turn {
 }
 
 impl Turn {
-    /// Waits for the previous job of the group. When its message stays on the queue,
-    /// this one goes back too, to keep the group in order.
-    async fn wait(previous: Option<oneshot::Receiver<bool>>) -> Option<Settling> {
-        // A dropped sender means the previous job ended without a word: go on.
-        let left_the_queue = previous?.await.unwrap_or(true);
-        (!left_the_queue).then(|| Settling::Visibility {
-            decision: pipeline::Decision {
-                outcome: Outcome::Retry(Reason::GroupOrder),
-                detail: Some(
-                    "an earlier job of its FIFO message group stays on the queue; released to keep the group in order"
-                        .into(),
-                ),
-            },
-            seconds: 0,
-        })
+    /// Waits for the previous job of the group; true when its message stays on the
+    /// queue, so that this one goes back too, to keep the group in order.
+    async fn wait(previous: Option<oneshot::Receiver<bool>>) -> bool {
+        match previous {
+            // A dropped sender means the previous job ended without a word: go on.
+            Some(previous) => !previous.await.unwrap_or(true),
+            None => false,
+        }
     }
 }
 

@@ -28,23 +28,7 @@ use crate::job::{self, Action, Job};
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::results::OutcomeEvent;
-use crate::worker::settle::{Settled, Settling};
-
-/// An outcome and why.
-#[derive(Debug)]
-pub(super) struct Decision {
-    pub outcome: Outcome,
-    pub detail: Option<String>,
-}
-
-impl Decision {
-    fn new(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
-        Self {
-            outcome,
-            detail: detail.into(),
-        }
-    }
-}
+use crate::worker::settle::{Decision, Settled, Settling};
 
 /// What a job's path learns, step by step.
 impl JobFacts {
@@ -160,8 +144,8 @@ impl Worker {
         let retries = RetryCounter::until(hard_stop);
         let Turn { previous, next } = turn;
         let job = pin!(async {
-            if let Some(released) = Turn::wait(previous).await {
-                return (JobFacts::default(), None, released);
+            if Turn::wait(previous).await {
+                return (JobFacts::default(), None, Settling::group_order());
             }
             let slot = match self.slot(lane, &shutdown).await {
                 SlotWait::Slot(slot, share) => (slot, share),

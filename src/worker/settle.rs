@@ -8,13 +8,29 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
-use super::pipeline::Decision;
 use super::Worker;
 use crate::aws::classify::AwsError;
-use crate::aws::retry::{visibility_delay, within_visibility_limit, RetryCounter};
+use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::Delivery;
+use crate::aws::visibility::{visibility_delay, within_visibility_limit};
 use crate::job::Job;
 use crate::outcome::{Outcome, Reason};
+
+/// An outcome and why.
+#[derive(Debug)]
+pub(super) struct Decision {
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+impl Decision {
+    pub fn new(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
+        Self {
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
 
 /// Where a job's message stands once the work under its heartbeat is done.
 #[derive(Debug)]
@@ -27,6 +43,19 @@ pub(super) enum Settling {
 }
 
 impl Settling {
+    /// An earlier job of its FIFO message group stays on the queue: back on the queue
+    /// at once too, to keep the group in order.
+    pub fn group_order() -> Self {
+        Self::Visibility {
+            decision: Decision::new(
+                Outcome::Retry(Reason::GroupOrder),
+                "an earlier job of its FIFO message group stays on the queue; released to keep the group in order"
+                    .to_owned(),
+            ),
+            seconds: 0,
+        }
+    }
+
     /// A job that never got a slot before shutdown: back on the queue at once.
     pub fn released_at_shutdown() -> Self {
         Self::Visibility {
