@@ -43,6 +43,13 @@ impl Application {
         self.address
     }
 
+    /// Runs until SIGTERM or SIGINT, then drains (see [`Application::run_until_stopped`]).
+    pub async fn run_until_signal(self) {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        self.run_until_stopped(shutdown).await;
+    }
+
     /// Runs until `shutdown` is cancelled and in-flight jobs are done (see
     /// [`Worker::run`]). The listener keeps answering during the drain, with `/readyz`
     /// at 503, and stops last.
@@ -63,4 +70,22 @@ impl Application {
             Err(e) => tracing::error!(error = %e, "Metrics listener panicked"),
         }
     }
+}
+
+/// Cancels `shutdown` on SIGTERM (what Kubernetes and most supervisors send) or SIGINT
+/// (Ctrl-C at a terminal): both mean "finish what you hold, take nothing new".
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "Stopping"),
+    }
+    shutdown.cancel();
 }

@@ -1,7 +1,10 @@
-//! The command-line tools besides the worker: `enqueue` (one job, or a batch file) and
-//! `plan` (a read-only pre-flight of a batch file).
+//! The command line: its flags (`args`), what the binary does with them (`program`),
+//! and the tools besides the worker: `enqueue` (one job, or a batch file) and `plan` (a
+//! read-only pre-flight of a batch file).
 
+pub mod args;
 pub mod batch;
 pub mod commands;
 pub mod enqueue;
 pub mod plan;
+pub mod program;

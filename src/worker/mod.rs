@@ -57,6 +57,19 @@ pub enum StartupError {
     Listen(String, #[source] std::io::Error),
 }
 
+impl StartupError {
+    /// The process exit code (README, "Running it"): 2 for what the operator must fix in
+    /// the configuration (a missing dead-letter queue included), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_)
+            | StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
+            | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// A job's place in its FIFO message group: it starts once the previous job of the group
 /// in the same receive has ended, and tells the next one how it ended.
 #[derive(Default)]

@@ -1,0 +1,190 @@
+//! The command line (README, "Running it"): `run`, `enqueue` and `plan`, their flags and
+//! what they become.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cli::batch::Format;
+use crate::cli::commands::Input;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Revokes AWS IAM access keys from an SQS queue of jobs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the worker until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+    },
+    /// Put one job (from flags) or a batch (--file) on the queue; prints the request ids.
+    Enqueue {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// The job queue (instead of sqs.queue_url): a producer needs no worker config.
+        #[arg(long, value_name = "URL")]
+        queue_url: Option<String>,
+        /// Send to the priority queue (sqs.priority_queue_url): urgent jobs, served first.
+        #[arg(long, conflicts_with = "queue_url")]
+        priority: bool,
+        #[command(flatten)]
+        input: Box<InputArgs>,
+        /// SendMessageBatch calls in flight at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+        /// Log lines on standard error: for people, or one JSON object each.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormatArg,
+    },
+    /// Read-only pre-flight of a batch: what the worker would do with each job.
+    Plan {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// The batch file (JSON Lines, or CSV with a header row of contract fields).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The file's format (default: from its extension; .csv is CSV).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Print a table or JSON.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputArg,
+        /// Log lines on standard error: for people, or one JSON object each.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormatArg,
+    },
+}
+
+/// One job from flags, or a batch file.
+#[derive(Args)]
+pub struct InputArgs {
+    /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
+    /// standard input.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions"])]
+    file: Option<PathBuf>,
+    /// The file's format (default: from its extension; .csv is CSV).
+    #[arg(long, value_enum, requires = "file")]
+    format: Option<FormatArg>,
+    /// Request id (generated when absent).
+    #[arg(long)]
+    request_id: Option<String>,
+    /// The access key to revoke (AKIA...).
+    #[arg(long)]
+    access_key_id: Option<String>,
+    /// Its user; without it the worker asks IAM who owns the key.
+    #[arg(long)]
+    user_name: Option<String>,
+    /// Revoke every key of --user-name.
+    #[arg(long)]
+    all_keys: bool,
+    /// What to do with the key(s) (default: delete).
+    #[arg(long, value_enum)]
+    action: Option<ActionArg>,
+    /// Act in this account (12 digits) through the configured cross-account role.
+    #[arg(long)]
+    account_id: Option<String>,
+    /// Why, for the audit trail.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who asks, for the audit trail.
+    #[arg(long)]
+    requested_by: Option<String>,
+    /// Groups the jobs of one bulk batch.
+    #[arg(long)]
+    batch_id: Option<String>,
+    /// Also cut off the user's temporary credentials issued before the revocation.
+    #[arg(long)]
+    revoke_sessions: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    /// Delete the key (irreversible).
+    Delete,
+    /// Set the key Inactive (reversible).
+    Deactivate,
+}
+
+impl ActionArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            ActionArg::Delete => "delete",
+            ActionArg::Deactivate => "deactivate",
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines (coloured on a terminal).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputArg {
+    Table,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Jsonl => Format::JsonLines,
+            FormatArg::Csv => Format::Csv,
+        }
+    }
+}
+
+impl InputArgs {
+    /// The job(s) the flags name.
+    pub fn into_input(self) -> Input {
+        if let Some(path) = self.file {
+            return Input::File {
+                path,
+                format: self.format.map(Format::from),
+            };
+        }
+        let mut fields = serde_json::Map::new();
+        let text_fields = [
+            ("request_id", self.request_id),
+            ("access_key_id", self.access_key_id),
+            ("user_name", self.user_name),
+            ("action", self.action.map(|a| a.as_str().to_owned())),
+            ("account_id", self.account_id),
+            ("reason", self.reason),
+            ("requested_by", self.requested_by),
+            ("batch_id", self.batch_id),
+        ];
+        for (name, value) in text_fields {
+            if let Some(value) = value {
+                fields.insert(name.to_owned(), value.into());
+            }
+        }
+        if self.all_keys {
+            fields.insert("all_keys".to_owned(), true.into());
+        }
+        if self.revoke_sessions {
+            fields.insert("revoke_sessions".to_owned(), true.into());
+        }
+        Input::One(fields)
+    }
+}
