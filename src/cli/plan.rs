@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::aws::accounts::{AccountError, Accounts};
-use crate::aws::iam::Prediction;
 use crate::aws::retry::RetryCounter;
+use crate::aws::verdict::Prediction;
 use crate::cli::batch::Line;
 use crate::job::Action;
 use crate::outcome::Reason;

@@ -2,9 +2,12 @@
 //! ([`Worker::handle`], in `pipeline`), settling its message and the heartbeat (in
 //! `settle`), and outcome events ([`results`]).
 
+mod continuation;
 mod pipeline;
 pub mod results;
+mod sessions;
 mod settle;
+mod slots;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -20,12 +23,10 @@ use tokio_util::task::TaskTracker;
 use crate::aws::accounts::Accounts;
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
+use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
 use crate::aws::iam::Iam;
 use crate::aws::ratelimit::AdaptiveRate;
-use crate::aws::sqs::{
-    Deleter, Lane, QueueSetupError, Queues, Sqs, DELETE_LINGER, DELETE_LINGER_RATE_BOUND,
-    SQS_BATCH_MAX,
-};
+use crate::aws::sqs::{Lane, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
 use crate::config::{Config, ConfigError};
 use crate::guard::{Dedup, Protection};
 use crate::intake::IntakeRules;

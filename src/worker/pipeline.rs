@@ -8,7 +8,6 @@
 //! Each step returns a value; the job's report is built once, at the end, from them.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use aws_sdk_sqs::types::Message;
@@ -17,18 +16,20 @@ use tokio_util::sync::CancellationToken;
 use super::{Turn, Worker};
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{Effect, Iam, IamResult, Placement};
+use crate::aws::iam::Iam;
 use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
-use crate::aws::sessions::{Sessions, SESSIONS_COVERED};
+use crate::aws::revoke::{Effect, IamResult};
 use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake, NotRevocable};
 use crate::job::{self, Action, Job};
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
+use crate::worker::continuation::carry_on;
 use crate::worker::results::OutcomeEvent;
 use crate::worker::settle::{Decision, Settled, Settling};
+use crate::worker::slots::{Counted, SlotWait};
 
 /// What a job's path learns, step by step.
 impl JobFacts {
@@ -201,51 +202,6 @@ impl Worker {
         );
         self.record(&report, delivery, decided_at_ms);
         report
-    }
-
-    /// Waits for a job slot (counted as waiting meanwhile). A priority job goes before
-    /// every main-queue job, and a quarter of the slots are kept for priority jobs; a
-    /// main-queue job leaves the line for a slot while a priority job waits, and joins it
-    /// again once none does (its message held meanwhile, its heartbeat running).
-    async fn slot(&self, lane: Lane, shutdown: &CancellationToken) -> SlotWait<'_> {
-        let _waiting = Counted::new(&self.waiting);
-        match lane {
-            Lane::Priority => {
-                let _urgent = UrgentWaiting::new(&self.urgent_waiting);
-                tokio::select! {
-                    biased;
-                    slot = self.working.acquire() => slot.map_or(SlotWait::Shutdown, |s| SlotWait::Slot(s, None)),
-                    () = shutdown.cancelled() => SlotWait::Shutdown,
-                }
-            }
-            Lane::Main => {
-                let mut urgent = self.urgent_waiting.subscribe();
-                loop {
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return SlotWait::Shutdown,
-                        _ = urgent.wait_for(|waiting| *waiting == 0) => {}
-                    }
-                    let slot = async {
-                        let share = match &self.main_slots {
-                            Some(main) => Some(main.acquire().await?),
-                            None => None,
-                        };
-                        Ok::<_, tokio::sync::AcquireError>(SlotWait::Slot(
-                            self.working.acquire().await?,
-                            share,
-                        ))
-                    };
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return SlotWait::Shutdown,
-                        slot = slot => return slot.unwrap_or(SlotWait::Shutdown),
-                        // Give way: leave the line for a slot until no priority job waits.
-                        _ = urgent.wait_for(|waiting| *waiting > 0) => {}
-                    }
-                }
-            }
-        }
     }
 
     /// admit → guard → revoke: the job's decision, with what is known of it. Changes IAM,
@@ -458,111 +414,11 @@ impl Worker {
         decision
     }
 
-    /// After the key action (also when the key was already absent): the session policy
-    /// on each user whose key the job concerned (README, "Revoking sessions"). The cut-off
-    /// is the time of the revocation, rounded up to the second so that nothing minted
-    /// before it escapes. A user the protected list names never gets it.
-    async fn revoke_sessions(
-        &self,
-        iam: &Iam,
-        users: &[String],
-        decision: Decision,
-        retries: &RetryCounter,
-        facts: &mut JobFacts,
-    ) -> Decision {
-        let now_ms = metrics::now_ms();
-        let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
-        let mut notes = Vec::new();
-        let mut skipped = Vec::new();
-        for user in users {
-            if self.protection.user(user) {
-                notes.push(format!("user {user} is protected: sessions left alone"));
-                skipped.push(format!("user {user} is protected"));
-                continue;
-            }
-            // A cut-off would also end the sessions minted with the protected key.
-            match iam.protected_key_of(user, retries).await {
-                Ok(Some(key)) => {
-                    notes.push(format!(
-                        "user {user} holds protected access key {key}: sessions left alone, since a cut-off would end the sessions that key minted too"
-                    ));
-                    skipped.push(format!("user {user} holds protected access key {key}"));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
-            }
-            match iam.revoke_sessions(user, before, retries).await {
-                Ok(Sessions::Revoked(at)) => {
-                    metrics::sessions_revoked();
-                    notes.push(format!("sessions of {user} issued before {at} revoked"));
-                    facts.sessions_revoked_before = Some(at);
-                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
-                }
-                Ok(Sessions::AlreadyLater(at)) => {
-                    notes.push(format!(
-                        "sessions of {user} already revoked up to {at}, later than now"
-                    ));
-                    facts.sessions_revoked_before = Some(at);
-                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
-                }
-                Ok(Sessions::NoUser) => {
-                    notes.push(format!("user {user} does not exist: no sessions to revoke"));
-                }
-                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
-            }
-        }
-        if !skipped.is_empty() {
-            let why = format!("no cut-off: {}", skipped.join("; "));
-            facts.sessions = Some(match facts.sessions.take() {
-                Some(covered) => format!("{covered}; {why}"),
-                None => why,
-            });
-        }
-        let detail = match decision.detail {
-            Some(detail) => format!("{detail}; {}", notes.join("; ")),
-            None => notes.join("; "),
-        };
-        Decision::new(decision.outcome, detail)
-    }
-
-    /// The key action is done but the session policy could not be put. Transient and
-    /// credential failures leave the job on the queue (its redelivery finds the key gone
-    /// and puts the policy). A refusal dead-letters it with what was done, so that an
-    /// operator who grants `iam:PutUserPolicy` can move it back.
-    fn sessions_failure(&self, e: AwsError, done: Decision, keys_changed: usize) -> Decision {
-        let did = format!(
-            "{} ({keys_changed} key(s) changed), but older sessions were not revoked",
-            done.outcome.as_str()
-        );
-        match e.class {
-            ErrorClass::Credentials | ErrorClass::Transient => {
-                let mut decision = self.aws_failure(e, 0);
-                decision.detail = Some(format!("{did}: {}", decision.detail.unwrap_or_default()));
-                decision
-            }
-            _ if e.is_access_denied() => Decision::new(
-                Outcome::Rejected(Reason::AccessDenied),
-                format!(
-                    "{did}: {e}. The worker needs iam:ListUserPolicies, iam:PutUserPolicy, iam:DeleteUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
-                ),
-            ),
-            // IAM and AWS STS quotas: a user's inline policies share 2,048 characters.
-            _ if e.code.as_deref() == Some("LimitExceeded") => Decision::new(
-                Outcome::Rejected(Reason::PolicyQuota),
-                format!(
-                    "{did}: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user; delete or shorten one of them (aws iam list-user-policies) and move this message back"
-                ),
-            ),
-            _ => Decision::new(Outcome::Rejected(Reason::AwsError), format!("{did}: {e}")),
-        }
-    }
-
     /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the
     /// worker's own credentials is never a verdict on the job. A permanent failure after
     /// keys were changed is `rejected` with the changes in its detail (README,
     /// "Outcomes").
-    fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
+    pub(super) fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
         let detail = e.to_string();
         match e.class {
             ErrorClass::Credentials => {
@@ -581,63 +437,6 @@ impl Worker {
                 changed_then(keys_changed, detail),
             ),
         }
-    }
-
-    /// A job that would delete keys whose owners only IAM's lookup just named first hands
-    /// itself on to a message of the worker's own naming them (README, "Continuations"):
-    /// if the worker then died after a delete, a redelivery of the original could no
-    /// longer find the owner (to cut off its sessions, to say the key is gone rather than
-    /// `owner_unknown`). The message goes to the priority queue when there is one (it is
-    /// urgent work), else back to the job's queue, and does the work; the original is
-    /// deleted. When it cannot be sent, the job is worked here and now. A key that is
-    /// deactivated stays in IAM, and its owner can be found again.
-    async fn hand_off(
-        &self,
-        job: &Job,
-        message: &Message,
-        delivery: Delivery,
-        placement: &Placement,
-        retries: &RetryCounter,
-    ) -> Option<Decision> {
-        if job.action != Action::Delete || placement.looked_up.is_empty() {
-            return None;
-        }
-        let learned: Vec<(String, String, Option<String>)> = placement
-            .looked_up
-            .iter()
-            .map(|(key, user)| (key.clone(), user.clone(), None))
-            .collect();
-        let mut next = job.continued(&learned);
-        if let Some(continuation) = next.continuation.as_mut() {
-            continuation.last_used.clone_from(&placement.last_used);
-        }
-        let queue_url = self
-            .priority_queues()
-            .unwrap_or(&self.source(delivery.lane).queues)
-            .queue_url
-            .clone();
-        let sent = self
-            .send_on(message, delivery, &mut next, &queue_url, 0, retries)
-            .await;
-        let id = match sent {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(error = %e, request_id = %job.request_id, "Could not hand the job on; working it here");
-                return None;
-            }
-        };
-        let owners: Vec<String> = placement
-            .looked_up
-            .iter()
-            .map(|(key, user)| format!("{key} ({user})"))
-            .collect();
-        Some(Decision::new(
-            Outcome::Retry(Reason::Continued),
-            format!(
-                "IAM named the owners of {}; nothing changed yet; handed on to message {id}",
-                owners.join(", ")
-            ),
-        ))
     }
 
     /// The last step of every job: the audit line, the metrics and the outcome event.
@@ -671,49 +470,6 @@ impl Worker {
     }
 }
 
-/// How the wait for a job slot ended.
-enum SlotWait<'a> {
-    /// A job slot, and for a main-queue job with a priority queue configured, its share
-    /// of the main queue's slots.
-    Slot(
-        tokio::sync::SemaphorePermit<'a>,
-        Option<tokio::sync::SemaphorePermit<'a>>,
-    ),
-    Shutdown,
-}
-
-/// Counts a priority job as waiting for a slot while it lives.
-struct UrgentWaiting<'a>(&'a tokio::sync::watch::Sender<usize>);
-
-impl<'a> UrgentWaiting<'a> {
-    fn new(waiting: &'a tokio::sync::watch::Sender<usize>) -> Self {
-        waiting.send_modify(|n| *n += 1);
-        Self(waiting)
-    }
-}
-
-impl Drop for UrgentWaiting<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
-}
-
-/// Counts one in `counter` while it lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Records the request id as finished when a redelivery of the job may end `duplicate`:
 /// the IAM change is made (or nothing was there), whatever becomes of the message.
 /// Otherwise the claim is dropped, and the id is free to be worked again.
@@ -721,44 +477,6 @@ fn remember(outcome: Outcome, claim: Option<InFlight>) {
     if let (true, Some(claim)) = (outcome.is_remembered(), claim) {
         claim.finish();
     }
-}
-
-/// The job as a message of the worker's own carries it on, when this delivery changed
-/// keys of a job that names keys alone (README, "Continuations"): once a key is deleted,
-/// a redelivery could not find its owner again to finish the job (the other keys, the
-/// session policy), nor say that the job changed it.
-fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {
-    if !job.names_keys_alone() {
-        return None;
-    }
-    let recorded = |key: &str| {
-        job.continuation
-            .as_ref()
-            .is_some_and(|c| c.changed.iter().any(|(k, _)| k == key))
-    };
-    let learned: Vec<(String, String, Option<String>)> = result
-        .per_key
-        .iter()
-        .filter(|k| matches!(k.result, "deleted" | "deactivated") && !k.user_name.is_empty())
-        .filter(|k| !recorded(&k.access_key_id))
-        .map(|k| {
-            (
-                k.access_key_id.clone(),
-                k.user_name.clone(),
-                Some(k.result.to_owned()),
-            )
-        })
-        .collect();
-    if learned.is_empty() {
-        return None;
-    }
-    let mut next = job.continued(&learned);
-    if let Some(continuation) = next.continuation.as_mut() {
-        if continuation.last_used.is_empty() {
-            continuation.last_used.clone_from(&result.last_used);
-        }
-    }
-    Some(Box::new(next))
 }
 
 /// A failure's detail, after what the job changed first.

@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::deleter::next_batch;
 use crate::aws::iam::{KeyResult, LastUsed};
-use crate::aws::sqs::{next_batch, Outgoing, Sqs, SQS_BATCH_MAX};
+use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
 
 /// Events waiting to be sent; past this, new events are dropped and counted.

@@ -1,0 +1,157 @@
+//! The decision tables: what IAM's answers mean for a key, a user and a job. The worker
+//! acts on them (`aws::revoke`) and `plan` predicts from them (`Iam::preview`), so the
+//! two cannot drift apart.
+
+use crate::guard::Protection;
+use crate::job::Action;
+use crate::outcome::Reason;
+
+/// What the worker would do with a job, as predicted from read-only calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prediction {
+    /// The key(s) exist and belong to the user: the action would be applied.
+    Would(Action),
+    /// The key or user does not exist.
+    AlreadyAbsent,
+    /// The job would be rejected for this reason (`owner_mismatch`, `owner_unknown`,
+    /// `protected`).
+    Rejected(Reason, String),
+}
+
+/// The decision table for one key: what IAM's answers mean. The worker acts on it
+/// ([`Iam::revoke`]) and `plan` predicts from it ([`Iam::preview`]), so the two cannot
+/// drift apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The key is this user's: act on it.
+    Act(String),
+    /// Not among the user's keys, and IAM places it with nobody.
+    Absent,
+    /// IAM contradicts itself (eventual consistency): look again later.
+    Settling,
+    /// Refused, nothing changed.
+    Refuse(Reason, String),
+}
+
+/// What IAM says about a key and the user a job names.
+pub(crate) enum Seen {
+    /// Among the user's keys (`ListAccessKeys`).
+    Listed,
+    /// Not among them (or no such user); `GetAccessKeyLastUsed` names this owner.
+    NotListed(Owner),
+}
+
+/// The table for a key named with its user.
+pub(crate) fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
+    match seen {
+        Seen::Listed => Verdict::Act(user.to_owned()),
+        Seen::NotListed(Owner::User(owner)) if owner.eq_ignore_ascii_case(user) => {
+            Verdict::Settling
+        }
+        Seen::NotListed(Owner::User(owner)) => Verdict::Refuse(
+            Reason::OwnerMismatch,
+            format!("access key {key} belongs to user {owner}, not {user}"),
+        ),
+        Seen::NotListed(Owner::Unresolved(..)) => Verdict::Absent,
+    }
+}
+
+/// The table for a key named alone: IAM must name its owner, who must not be protected.
+pub(crate) fn key_only(key: &str, owner: Owner, protection: &Protection) -> Verdict {
+    match owner {
+        Owner::Unresolved(_, why) => Verdict::Refuse(
+            Reason::OwnerUnknown,
+            format!(
+                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+            ),
+        ),
+        Owner::User(owner) if protection.user(&owner) => Verdict::Refuse(
+            Reason::Protected,
+            format!("access key {key} belongs to protected user {owner}"),
+        ),
+        Owner::User(owner) => Verdict::Act(owner),
+    }
+}
+
+/// The table for every key of a user (`None`: no such user).
+pub(crate) fn all_keys(user: &str, keys: Option<&[ListedKey]>, protection: &Protection) -> Verdict {
+    match keys {
+        None | Some([]) => Verdict::Absent,
+        Some(keys) => match keys.iter().find(|k| protection.key(&k.id)) {
+            Some(protected) => Verdict::Refuse(
+                Reason::Protected,
+                format!("user {user} has protected access key {}", protected.id),
+            ),
+            None => Verdict::Act(user.to_owned()),
+        },
+    }
+}
+
+/// A prediction with what it learnt (the owner, the keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub prediction: Prediction,
+    pub user_name: Option<String>,
+    pub access_key_ids: Vec<String>,
+}
+
+/// Who IAM says owns a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owner {
+    User(String),
+    /// IAM could not place the key: it named no user, said `NoSuchEntity`, or answered
+    /// `AccessDenied` for the key. The text says which.
+    Unresolved(Unplaced, String),
+}
+
+/// How IAM failed to place a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unplaced {
+    /// `NoSuchEntity`: no such key in this account.
+    NotFound,
+    /// `AccessDenied` for the key.
+    Denied,
+    /// An answer that names no user.
+    NoUser,
+}
+
+/// Where a key named alone stands before any write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// IAM names this owner (now, or to an earlier delivery of the job): revoke the key
+    /// from them.
+    Owner(String),
+    /// The security event names this user: try them first, then IAM's owner lookup.
+    Hinted(String),
+    /// No such key in the account a security event is about (`NoSuchEntity`): gone.
+    Gone,
+    /// IAM cannot place it: refused for this key, the others go on.
+    Unplaced(Reason, String),
+}
+
+/// The table for a key named alone, in a job from a security event or not. An event
+/// names the account the key is in: `NoSuchEntity` there means the key is gone, and
+/// `AccessDenied` is the worker's permission. A job message may name the wrong account,
+/// so for it an unplaced key is `owner_unknown`, never guessed absent.
+pub(crate) fn place(key: &str, owner: Owner, event: bool) -> Placed {
+    match owner {
+        Owner::User(owner) => Placed::Owner(owner),
+        Owner::Unresolved(Unplaced::NotFound, _) if event => Placed::Gone,
+        Owner::Unresolved(Unplaced::Denied, why) if event => Placed::Unplaced(
+            Reason::AccessDenied,
+            format!("IAM refused to say who owns access key {key} ({why}); the worker needs iam:GetAccessKeyLastUsed in the event's account"),
+        ),
+        Owner::Unresolved(_, why) => Placed::Unplaced(
+            Reason::OwnerUnknown,
+            format!(
+                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+            ),
+        ),
+    }
+}
+
+/// One key as listed.
+pub(crate) struct ListedKey {
+    pub(crate) id: String,
+    pub(crate) active: bool,
+}
