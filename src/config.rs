@@ -5,19 +5,17 @@
 //! `config/default.toml` documents every key with its default; the defaults below are
 //! the single source of those values and a test keeps the two in step.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::aws::retry::{BackoffError, BackoffPolicy};
+use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
-use crate::guard::{ProtectedList, Protection};
+use crate::guard::Protection;
 use crate::intake::IntakeRules;
-use crate::job::{is_iam_name, Action};
+use crate::job::Action;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
@@ -33,7 +31,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem: problem.into(),
@@ -454,202 +452,6 @@ pub struct Parsed {
     pub intake: IntakeRules,
 }
 
-impl AwsSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
-            return Err(invalid("aws.region", "must not be empty when set"));
-        }
-        if let Some(url) = &self.endpoint_url {
-            check_url("aws.endpoint_url", url)?;
-        }
-        if self.request_timeout_seconds == 0 {
-            return Err(invalid("aws.request_timeout_seconds", "must be at least 1"));
-        }
-        if self.connect_timeout_seconds == 0 {
-            return Err(invalid("aws.connect_timeout_seconds", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-impl SqsSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.queue_url.trim().is_empty() {
-            return Err(invalid("sqs.queue_url", "must be set"));
-        }
-        check_url("sqs.queue_url", &self.queue_url)?;
-        if let Some(url) = &self.dead_letter_queue_url {
-            check_url("sqs.dead_letter_queue_url", url)?;
-            if url == &self.queue_url {
-                return Err(invalid(
-                    "sqs.dead_letter_queue_url",
-                    "must differ from sqs.queue_url",
-                ));
-            }
-        }
-        if let Some(url) = &self.priority_queue_url {
-            check_url("sqs.priority_queue_url", url)?;
-            if url == &self.queue_url || Some(url) == self.dead_letter_queue_url.as_ref() {
-                return Err(invalid(
-                    "sqs.priority_queue_url",
-                    "must differ from sqs.queue_url and its dead-letter queue",
-                ));
-            }
-        }
-        if let Some(url) = &self.priority_dead_letter_queue_url {
-            check_url("sqs.priority_dead_letter_queue_url", url)?;
-            if self.priority_queue_url.is_none() {
-                return Err(invalid(
-                    "sqs.priority_dead_letter_queue_url",
-                    "is set without sqs.priority_queue_url",
-                ));
-            }
-            if Some(url) == self.priority_queue_url.as_ref() || url == &self.queue_url {
-                return Err(invalid(
-                    "sqs.priority_dead_letter_queue_url",
-                    "must differ from the job queues",
-                ));
-            }
-        }
-        if self.wait_time_seconds > 20 {
-            return Err(invalid("sqs.wait_time_seconds", "must be between 0 and 20"));
-        }
-        if !(2..=SQS_MAX_VISIBILITY_SECONDS).contains(&self.visibility_timeout_seconds) {
-            return Err(invalid(
-                "sqs.visibility_timeout_seconds",
-                format!("must be between 2 and {SQS_MAX_VISIBILITY_SECONDS}"),
-            ));
-        }
-        if self.max_receive_count == 0 {
-            return Err(invalid("sqs.max_receive_count", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-impl WorkerSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=10_000).contains(&self.max_in_flight) {
-            return Err(invalid(
-                "worker.max_in_flight",
-                "must be between 1 and 10000",
-            ));
-        }
-        if self.prefetch > 1_000 {
-            return Err(invalid("worker.prefetch", "must be between 0 and 1000"));
-        }
-        if self.dedup_capacity == 0 {
-            return Err(invalid("worker.dedup_capacity", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-impl IamSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_requests_per_second == 0 {
-            return Err(invalid("iam.max_requests_per_second", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-impl RetrySection {
-    fn validate(&self) -> Result<BackoffPolicy, ConfigError> {
-        let policy = BackoffPolicy::new(
-            Duration::from_millis(self.initial_delay_ms),
-            Duration::from_millis(self.max_delay_ms),
-            self.multiplier,
-            self.jitter,
-            Duration::from_secs(self.max_elapsed_seconds),
-        )
-        .map_err(|e| match e {
-            BackoffError::InitialZero => invalid("retry.initial_delay_ms", "must be at least 1"),
-            BackoffError::MaxBelowInitial => invalid(
-                "retry.max_delay_ms",
-                "must be at least retry.initial_delay_ms",
-            ),
-            BackoffError::Multiplier => invalid("retry.multiplier", "must be between 1 and 10"),
-        })?;
-        if self.visibility_base_seconds == 0 {
-            return Err(invalid(
-                "retry.visibility_base_seconds",
-                "must be at least 1",
-            ));
-        }
-        if !(self.visibility_base_seconds..=SQS_MAX_VISIBILITY_SECONDS)
-            .contains(&self.visibility_max_seconds)
-        {
-            return Err(invalid(
-                "retry.visibility_max_seconds",
-                format!(
-                    "must be between retry.visibility_base_seconds and {SQS_MAX_VISIBILITY_SECONDS}"
-                ),
-            ));
-        }
-        Ok(policy)
-    }
-}
-
-impl ProtectSection {
-    fn validate(&self) -> Result<Protection, ConfigError> {
-        Protection::new(&self.users, &self.access_keys).map_err(|e| {
-            let key = match e.list {
-                ProtectedList::Users => "protect.users",
-                ProtectedList::AccessKeys => "protect.access_keys",
-            };
-            invalid(key, e.to_string())
-        })
-    }
-}
-
-impl CrossAccountSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(role) = &self.role_name {
-            if !is_iam_name(role, 64) {
-                return Err(invalid(
-                    "cross_account.role_name",
-                    "must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)",
-                ));
-            }
-        }
-        if let Some(id) = &self.external_id {
-            let ok = (2..=1224).contains(&id.len())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c));
-            if !ok {
-                return Err(invalid(
-                    "cross_account.external_id",
-                    "must be 2-1224 of A-Za-z0-9+=,.@:/-_",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl MetricsSection {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "metrics.listen",
-                format!(
-                    "must be an address such as 0.0.0.0:9090, not {:?}",
-                    self.listen
-                ),
-            ));
-        }
-        if self.ready_max_receive_age_seconds == 0 {
-            return Err(invalid(
-                "metrics.ready_max_receive_age_seconds",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Renders figment's errors as "`section.key`: problem (source)", whatever the source
 /// (environment keys arrive in upper case).
 fn load_error(errors: figment::Error) -> ConfigError {
@@ -672,7 +474,7 @@ fn load_error(errors: figment::Error) -> ConfigError {
     ConfigError::Load(lines.join("; "))
 }
 
-fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

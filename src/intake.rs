@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::job::{self, Action, InvalidJob, Job, KnownOwner, Origin, OwnerSource, Target};
+use crate::rules::present;
 
 /// `source` of AWS Health events.
 pub const HEALTH: &str = "aws.health";
@@ -199,13 +200,6 @@ struct AccessKeyDetails {
     user_name: String,
     #[serde(rename = "userType")]
     user_type: String,
-}
-
-/// An optional field that, when present, must have its type (`null` is refused).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 fn invalid(what: &str, e: impl std::fmt::Display) -> InvalidJob {

@@ -2,7 +2,15 @@
 //! included. A body either becomes a [`Job`] that satisfies every rule, or an
 //! [`InvalidJob`] that says which rule it broke.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::continuation::{continuation, RawContinuation};
+pub use crate::continuation::{Continuation, KnownOwner, LastUsed, Origin, OwnerSource, MAX_KEYS};
+pub use crate::rules::{
+    check_access_key_id, check_request_id, check_user_name, is_account_id, is_iam_name,
+    is_iam_name_char, InvalidJob,
+};
+use crate::rules::{check_len, present};
 
 /// The fields of a job message (README, "The job message"), and no others; a message of
 /// the worker's own may also carry `continuation` (README, "Continuations").
@@ -63,64 +71,6 @@ pub enum Target {
     /// message has this form.
     Keys(Vec<String>),
 }
-
-/// The security event a job came from (README, "Security events").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// The event's `source`: `aws.health` or `aws.guardduty`.
-    pub source: &'static str,
-    /// The Health event type code or the GuardDuty finding type.
-    pub event_type: String,
-}
-
-/// A key's owner as the job's source names it, for a job that names the key alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownOwner {
-    pub access_key_id: String,
-    pub user_name: String,
-    pub source: OwnerSource,
-}
-
-/// Where a [`KnownOwner`] comes from, which decides how far it is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerSource {
-    /// The security event named the user (AWS Health's `eventMetadata.userName`). Tried
-    /// first; a user IAM does not know (renamed, stale) falls back to IAM's owner lookup.
-    Event,
-    /// IAM named the owner to an earlier delivery of this job, which then changed the
-    /// key (README, "Continuations"). The key is revoked from that user, as if the job
-    /// named them: once the key is deleted IAM can no longer say whose it was.
-    Learned,
-}
-
-/// What earlier deliveries of a job did: a job that changed something and could not
-/// finish goes on in a message of the worker's own (README, "Continuations").
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Continuation {
-    /// How many deliveries came before (the original message's receive count, added up).
-    pub deliveries: u32,
-    /// Keys an earlier delivery changed, and how (`deleted` or `deactivated`).
-    pub changed: Vec<(String, String)>,
-    /// When the job's first message was enqueued (`SentTimestamp`, Unix milliseconds):
-    /// the revocation's latency counts from there.
-    pub enqueued_at_ms: Option<u64>,
-    /// The keys' last use, as IAM reported it to an earlier delivery.
-    pub last_used: Vec<LastUsed>,
-}
-
-/// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LastUsed {
-    pub access_key_id: String,
-    /// ISO 8601; absent when the key was never used (or before IAM tracked it).
-    pub date: Option<String>,
-    pub service: Option<String>,
-    pub region: Option<String>,
-}
-
-/// The most keys one job (one security event) may name.
-pub const MAX_KEYS: usize = 100;
 
 /// A validated job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,11 +296,6 @@ impl Job {
     }
 }
 
-/// Why a body is not a valid job.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidJob(pub String);
-
 /// The message exactly as the contract allows it: unknown fields and wrong types are
 /// refused by serde; `null` counts as a wrong type, not as absence.
 #[derive(Deserialize)]
@@ -377,39 +322,6 @@ struct RawJob {
     revoke_sessions: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
-}
-
-/// A continuation as the worker writes it (README, "Continuations").
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawContinuation {
-    deliveries: u32,
-    #[serde(default, deserialize_with = "present")]
-    enqueued_at_ms: Option<u64>,
-    #[serde(default)]
-    last_used: Vec<LastUsed>,
-    keys: Vec<RawContinuedKey>,
-    #[serde(default, deserialize_with = "present")]
-    event_source: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    event_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawContinuedKey {
-    access_key_id: String,
-    #[serde(default, deserialize_with = "present")]
-    user_name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    event_user_name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    result: Option<String>,
-}
-
-/// An optional field that, when present, must have its type (`null` is refused).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// The part of an SNS notification the worker reads.
@@ -546,172 +458,6 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         owners,
         continuation,
     })
-}
-
-/// What a continuation carries, checked: its keys, the owners learned, what was done,
-/// and the security event.
-type Continued = (Vec<String>, Vec<KnownOwner>, Continuation, Option<Origin>);
-
-fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
-    if raw.keys.is_empty() || raw.keys.len() > MAX_KEYS {
-        return Err(InvalidJob(format!(
-            "continuation.keys must name 1 to {MAX_KEYS} keys, not {}",
-            raw.keys.len()
-        )));
-    }
-    let mut keys = Vec::with_capacity(raw.keys.len());
-    let mut owners = Vec::new();
-    let mut changed = Vec::new();
-    for entry in raw.keys {
-        check_access_key_id(&entry.access_key_id)?;
-        if keys.contains(&entry.access_key_id) {
-            return Err(InvalidJob(format!(
-                "continuation.keys names {} twice",
-                entry.access_key_id
-            )));
-        }
-        let owner = match (entry.user_name, entry.event_user_name) {
-            (Some(user), None) => Some((user, OwnerSource::Learned)),
-            (None, Some(user)) => Some((user, OwnerSource::Event)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(InvalidJob(
-                    "continuation.keys[] names user_name or event_user_name, not both".to_owned(),
-                ))
-            }
-        };
-        if let Some((user, source)) = owner {
-            check_user_name(&user)?;
-            owners.push(KnownOwner {
-                access_key_id: entry.access_key_id.clone(),
-                user_name: user,
-                source,
-            });
-        }
-        match entry.result.as_deref() {
-            None => {}
-            Some(result @ ("deleted" | "deactivated")) => {
-                changed.push((entry.access_key_id.clone(), result.to_owned()));
-            }
-            Some(other) => {
-                return Err(InvalidJob(format!(
-                "continuation.keys[].result must be \"deleted\" or \"deactivated\", not {other:?}"
-            )))
-            }
-        }
-        keys.push(entry.access_key_id);
-    }
-    let origin = match (raw.event_source.as_deref(), raw.event_type) {
-        (None, None) => None,
-        (Some(source), Some(event_type)) => {
-            let source = match source {
-                "aws.health" => "aws.health",
-                "aws.guardduty" => "aws.guardduty",
-                other => {
-                    return Err(InvalidJob(format!(
-                    "continuation.event_source must be aws.health or aws.guardduty, not {other:?}"
-                )))
-                }
-            };
-            check_len("continuation.event_type", Some(&event_type), 256)?;
-            Some(Origin { source, event_type })
-        }
-        _ => {
-            return Err(InvalidJob(
-                "continuation.event_source and event_type go together".to_owned(),
-            ))
-        }
-    };
-    for used in &raw.last_used {
-        if !keys.contains(&used.access_key_id) {
-            return Err(InvalidJob(format!(
-                "continuation.last_used names {}, which is not one of its keys",
-                used.access_key_id
-            )));
-        }
-        for (field, value) in [
-            ("date", &used.date),
-            ("service", &used.service),
-            ("region", &used.region),
-        ] {
-            check_len(
-                &format!("continuation.last_used[].{field}"),
-                value.as_deref(),
-                64,
-            )?;
-        }
-    }
-    let continuation = Continuation {
-        deliveries: raw.deliveries,
-        changed,
-        enqueued_at_ms: raw.enqueued_at_ms,
-        last_used: raw.last_used,
-    };
-    Ok((keys, owners, continuation, origin))
-}
-
-/// A character IAM allows in user and role names: `[A-Za-z0-9+=,.@_-]`.
-pub fn is_iam_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
-}
-
-/// Whether `name` is an IAM user or role name of at most `max` characters.
-pub fn is_iam_name(name: &str, max: usize) -> bool {
-    (1..=max).contains(&name.len()) && name.chars().all(is_iam_name_char)
-}
-
-/// The rule for request ids: 1-128 of `[A-Za-z0-9._:/-]`.
-pub fn check_request_id(id: &str) -> Result<(), InvalidJob> {
-    check_chars("request_id", id, 1, 128, |c| {
-        c.is_ascii_alphanumeric() || "._:/-".contains(c)
-    })
-}
-
-/// IAM's rule for access key ids: 16-128 of `[A-Z0-9]`.
-pub fn check_access_key_id(key: &str) -> Result<(), InvalidJob> {
-    check_chars("access_key_id", key, 16, 128, |c| {
-        c.is_ascii_uppercase() || c.is_ascii_digit()
-    })
-}
-
-/// Whether `account` is an AWS account id: exactly 12 digits.
-pub fn is_account_id(account: &str) -> bool {
-    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// IAM's rule for user names: 1-64 of `[A-Za-z0-9+=,.@_-]`.
-pub fn check_user_name(user: &str) -> Result<(), InvalidJob> {
-    check_chars("user_name", user, 1, 64, is_iam_name_char)
-}
-
-fn check_chars(
-    field: &str,
-    value: &str,
-    min: usize,
-    max: usize,
-    allowed: impl Fn(char) -> bool,
-) -> Result<(), InvalidJob> {
-    let len = value.chars().count();
-    if len < min || len > max {
-        return Err(InvalidJob(format!(
-            "{field} must be {min} to {max} characters long, not {len}"
-        )));
-    }
-    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
-        return Err(InvalidJob(format!(
-            "{field} contains a character that is not allowed: {bad:?}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), InvalidJob> {
-    match value.map(|v| v.chars().count()) {
-        Some(len) if len > max => Err(InvalidJob(format!(
-            "{field} must be at most {max} characters, not {len}"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Best-effort request id of a body that failed validation, for the dead-letter copy's

@@ -8,38 +8,51 @@
 //! documented in README.md.
 //!
 //! ## Layout
-//! - [`worker`]: the receive loop and the straight path of one job
-//!   ([`worker::Worker::handle`]), settling and the heartbeat, outcome events
-//!   ([`worker::results`]).
+//!
+//! Imports point one way, down the list: the job and its outcome at the bottom, then
+//! metrics, then the AWS boundary, then configuration, then the worker and the command
+//! line, then the binary (`../shared/tools/module-cycles` finds none going up).
+//!
+//! - [`job`], [`rules`], [`continuation`]: the job message, the rules of its fields, and
+//!   what a job knows beyond them (the security event, owners, earlier deliveries).
+//! - [`intake`]: what a body asks for: a job message, or an AWS Health or GuardDuty
+//!   event from EventBridge that becomes one.
+//! - [`outcome`]: outcomes, reason codes, the queue a job came from and the audit line.
+//! - [`guard`]: the protected list and the record of recently finished request ids.
+//! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
 //! - [`aws`]: the AWS boundary: [`aws::clients`] (SDK retries off, explicit timeouts),
 //!   [`aws::classify`] (the one function that classifies AWS errors), [`aws::retry`]
 //!   (the backoff policy and the single retry wrapper), [`aws::ratelimit`] (the adaptive
-//!   IAM rate), [`aws::iam`] (the IAM action at the least cost in calls),
+//!   IAM rate), [`aws::iam`] (IAM's client and raw calls), [`aws::verdict`] (what IAM's
+//!   answers mean), [`aws::revoke`] (the job's IAM action at the least cost in calls),
 //!   [`aws::sessions`] (the session cut-off, on IAM's clock from [`aws::clock`], one
-//!   change per user at a time by [`aws::turns`]), [`aws::sqs`] (receive, batched
-//!   delete, dead-letter copy, continuations; [`aws::visibility`] its limits) and
-//!   [`aws::accounts`] (which account a job acts in; cross-account roles).
-//! - [`cli`]: the `enqueue` and `plan` commands and the batch files they read.
-//! - [`config`]: the configuration schema, loading (TOML + environment) and validation.
-//! - [`job`]: parsing and validating a job message, SNS envelope included.
-//! - [`intake`]: what a body asks for: a job message, or an AWS Health or GuardDuty
-//!   event from EventBridge that becomes one.
-//! - [`guard`]: the protected list and the record of recently finished request ids.
-//! - [`outcome`]: outcomes, reason codes and the audit line.
-//! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
+//!   change per user at a time by [`aws::turns`]), [`aws::sqs`] (receive, dead-letter
+//!   copy, continuations; [`aws::visibility`] its limits, [`aws::deleter`] the batched
+//!   delete) and [`aws::accounts`] (which account a job acts in; cross-account roles).
+//! - [`config`], [`config_checks`]: the configuration schema and loading (TOML +
+//!   environment), and each section's rules.
+//! - [`worker`]: the receive loop and the straight path of one job
+//!   ([`worker::Worker::handle`]), its slot, session cut-off, continuations, settling
+//!   and heartbeat, outcome events ([`worker::results`]).
+//! - [`cli`]: the command line ([`cli::args`], [`cli::program`]), the `enqueue` and
+//!   `plan` commands and the batch files they read.
 //! - [`server`]: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
-//! - [`app`]: the application: the worker and its listener, built and run together.
+//! - [`app`]: the application: the worker and its listener, built and run together,
+//!   until a signal.
 //! - [`telemetry`]: logging set-up.
 
 pub mod app;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod config_checks;
+pub mod continuation;
 pub mod guard;
 pub mod intake;
 pub mod job;
 pub mod metrics;
 pub mod outcome;
+pub mod rules;
 pub mod server;
 pub mod telemetry;
 pub mod worker;

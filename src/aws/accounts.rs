@@ -24,7 +24,9 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use tokio::sync::OnceCell;
 
 use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::clients::Clients;
 use crate::aws::iam::Iam;
+use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::config::{Config, Parsed};
 use crate::guard::Protection;
@@ -80,6 +82,29 @@ impl Accounts {
             protection: parsed.protection.clone(),
             others: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// IAM in the worker's own account and, through its role, in others, as `config`
+    /// sets it up: the one constructor of the worker and the command line.
+    pub fn from_config(config: &Config, parsed: &Parsed, clients: &Clients) -> Self {
+        let own = Iam::new(
+            clients.iam.clone(),
+            config.iam.max_requests_per_second,
+            parsed.backoff,
+            parsed.protection.clone(),
+        );
+        Self::new(
+            config,
+            own,
+            clients.sts.clone(),
+            clients.sdk.clone(),
+            parsed,
+        )
+    }
+
+    /// The IAM request rate of the worker's own account.
+    pub fn own_rate(&self) -> Arc<AdaptiveRate> {
+        self.own.shared_rate()
     }
 
     /// IAM access for a job naming `account` (or none).

@@ -194,7 +194,7 @@ impl Iam {
         };
         let prediction = match verdict {
             // IAM still settling: the worker would act once it agrees.
-            Verdict::Act(_) | Verdict::Settling => Prediction::Would(job.action),
+            Verdict::Act(_) | Verdict::Propagating => Prediction::Would(job.action),
             Verdict::Absent => Prediction::AlreadyAbsent,
             Verdict::Refuse(reason, detail) => Prediction::Rejected(reason, detail),
         };
@@ -417,7 +417,7 @@ mod tests {
         };
         let named = |seen| named_key(KEY, "alice", seen);
         assert_eq!(named(Seen::Listed), Verdict::Act("alice".into()));
-        assert_eq!(named(Seen::NotListed(user("Alice"))), Verdict::Settling);
+        assert_eq!(named(Seen::NotListed(user("Alice"))), Verdict::Propagating);
         assert!(matches!(
             named(Seen::NotListed(user("bob"))),
             Verdict::Refuse(Reason::OwnerMismatch, _)

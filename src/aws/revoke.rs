@@ -196,7 +196,7 @@ impl Iam {
     ) -> Result<IamResult, AwsError> {
         match named_key(key, user, self.seen(user, key, retries).await?) {
             // Still listed right after NoSuchEntity: IAM is settling too.
-            Verdict::Act(_) | Verdict::Settling => Err(inconsistent(key)),
+            Verdict::Act(_) | Verdict::Propagating => Err(inconsistent(key)),
             Verdict::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
             Verdict::Refuse(reason, detail) => {
                 Ok(IamResult::rejected(reason, detail, Some(user), Some(key)))
@@ -461,7 +461,7 @@ impl Iam {
                     .map(|k| k.id.as_str());
                 return Ok(IamResult::rejected(reason, detail, Some(user), protected));
             }
-            Verdict::Absent | Verdict::Settling => {
+            Verdict::Absent | Verdict::Propagating => {
                 return Ok(IamResult::absent(Some(user), Vec::new()))
             }
         };

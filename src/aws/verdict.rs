@@ -27,8 +27,9 @@ pub(crate) enum Verdict {
     Act(String),
     /// Not among the user's keys, and IAM places it with nobody.
     Absent,
-    /// IAM contradicts itself (eventual consistency): look again later.
-    Settling,
+    /// IAM contradicts itself while a change propagates (eventual consistency): look
+    /// again later.
+    Propagating,
     /// Refused, nothing changed.
     Refuse(Reason, String),
 }
@@ -46,7 +47,7 @@ pub(crate) fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
     match seen {
         Seen::Listed => Verdict::Act(user.to_owned()),
         Seen::NotListed(Owner::User(owner)) if owner.eq_ignore_ascii_case(user) => {
-            Verdict::Settling
+            Verdict::Propagating
         }
         Seen::NotListed(Owner::User(owner)) => Verdict::Refuse(
             Reason::OwnerMismatch,

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crate::aws::accounts::Accounts;
 use crate::aws::clients::Clients;
-use crate::aws::iam::Iam;
 use crate::aws::sqs::Sqs;
 use crate::cli::batch::{self, Format, Line};
 use crate::cli::enqueue::{self, Progress};
@@ -149,13 +148,7 @@ pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanO
             return 2;
         }
     };
-    let iam = Iam::new(
-        clients.iam,
-        config.iam.max_requests_per_second,
-        parsed.backoff,
-        parsed.protection.clone(),
-    );
-    let accounts = Accounts::new(config, iam, clients.sts, clients.sdk, &parsed);
+    let accounts = Accounts::from_config(config, &parsed, &clients);
     let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
     match output {
         PlanOutput::Table => {

@@ -24,7 +24,6 @@ use crate::aws::accounts::Accounts;
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
 use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
-use crate::aws::iam::Iam;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::sqs::{Lane, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
 use crate::config::{Config, ConfigError};
@@ -140,7 +139,7 @@ impl Worker {
         let parsed = config.validate()?;
         let policy = parsed.backoff;
         let protection = parsed.protection.clone();
-        let sqs = Sqs::new(clients.sqs, policy);
+        let sqs = Sqs::new(clients.sqs.clone(), policy);
         let queues = sqs
             .discover(
                 &config.sqs.queue_url,
@@ -160,13 +159,8 @@ impl Worker {
             ),
             None => None,
         };
-        let iam = Iam::new(
-            clients.iam,
-            config.iam.max_requests_per_second,
-            policy,
-            protection.clone(),
-        );
-        let rate = iam.shared_rate();
+        let accounts = Accounts::from_config(&config, &parsed, &clients);
+        let rate = accounts.own_rate();
         let working = Semaphore::new(config.worker.max_in_flight);
         let reserved = config.worker.max_in_flight / 4;
         let main_slots = priority_queues
@@ -218,7 +212,6 @@ impl Worker {
             .queue_url
             .clone()
             .map(|url| Results::spawn(sqs.clone(), url));
-        let accounts = Accounts::new(&config, iam, clients.sts, clients.sdk, &parsed);
         Ok(Self {
             working,
             main_slots,
@@ -361,21 +354,21 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            let mut slots = vec![first];
+            let mut taken = vec![first];
             match lane {
                 Lane::Main => {
-                    if !self.gather(held, &permits, &mut slots, shutdown).await {
+                    if !self.gather(held, &permits, &mut taken, shutdown).await {
                         break;
                     }
                 }
                 // An urgent job never waits for company.
-                Lane::Priority => take_free(&permits, &mut slots),
+                Lane::Priority => take_free(&permits, &mut taken),
             }
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = self.sqs.receive(
                     &queue_url,
-                    slots.len(),
+                    taken.len(),
                     self.config.sqs.wait_time_seconds,
                     self.config.sqs.visibility_timeout_seconds,
                 ) => received,
@@ -404,14 +397,14 @@ impl Worker {
             };
             for (message, turn) in in_group_order(messages) {
                 // Cannot be empty: SQS returns at most as many messages as were asked for.
-                let Some(permit) = slots.pop() else { break };
+                let Some(permit) = taken.pop() else { break };
                 let worker = Arc::clone(&self);
                 let shutdown = shutdown.clone();
                 let hard_stop = hard_stop.clone();
                 tracker.spawn(async move {
                     let _held = permit;
                     worker
-                        .handle_until(message, lane, turn, shutdown, hard_stop)
+                        .handle_message(message, lane, turn, shutdown, hard_stop)
                         .await;
                 });
             }
@@ -458,14 +451,14 @@ impl Worker {
     /// booked `RATE_BOUND` ahead) and messages wait for a job slot, it waits until the
     /// waiting ones are no more than half of what a receive would bring, or a full batch
     /// is free: at IAM's default pace a receive then brings several messages instead of
-    /// one each time a slot frees. Otherwise the slots are the bound and must not idle:
+    /// one each time a slot frees. Otherwise the job slots are the bound and must not idle:
     /// it waits at most `RECEIVE_GATHER` for a quarter of the permits. False when
     /// shutdown came.
     async fn gather(
         &self,
         held: usize,
         permits: &Arc<Semaphore>,
-        slots: &mut Vec<OwnedSemaphorePermit>,
+        taken: &mut Vec<OwnedSemaphorePermit>,
         shutdown: &CancellationToken,
     ) -> bool {
         let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
@@ -473,25 +466,25 @@ impl Worker {
         tokio::pin!(gather);
         let mut gathered = false;
         loop {
-            take_free(permits, slots);
+            take_free(permits, taken);
             let waiting = self.waiting.load(Ordering::Relaxed);
             let rate_bound = waiting > 0 && self.rate.booked_ahead() >= RATE_BOUND;
-            let enough = slots.len() >= SQS_BATCH_MAX
+            let enough = taken.len() >= SQS_BATCH_MAX
                 || if rate_bound {
-                    2 * waiting <= slots.len()
+                    2 * waiting <= taken.len()
                 } else {
-                    gathered || slots.len() >= worthwhile
+                    gathered || taken.len() >= worthwhile
                 };
             if enough {
                 return true;
             }
             tokio::select! {
                 permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => slots.push(permit),
+                    Ok(permit) => taken.push(permit),
                     Err(_) => return true,
                 },
                 () = &mut gather, if !gathered => gathered = true,
-                // The waiting ones may have found slots meanwhile: look again.
+                // The waiting ones may have found job slots meanwhile: look again.
                 () = tokio::time::sleep(RECEIVE_GATHER) => {}
                 () = shutdown.cancelled() => return false,
             }
@@ -515,11 +508,11 @@ impl Worker {
     }
 }
 
-/// Adds the permits free right now to `slots`, up to a receive's worth.
-fn take_free(permits: &Arc<Semaphore>, slots: &mut Vec<OwnedSemaphorePermit>) {
-    while slots.len() < SQS_BATCH_MAX {
+/// Adds the message permits free right now to `taken`, up to a receive's worth.
+fn take_free(permits: &Arc<Semaphore>, taken: &mut Vec<OwnedSemaphorePermit>) {
+    while taken.len() < SQS_BATCH_MAX {
         match permits.clone().try_acquire_owned() {
-            Ok(permit) => slots.push(permit),
+            Ok(permit) => taken.push(permit),
             Err(_) => break,
         }
     }

@@ -100,6 +100,25 @@ pub(super) struct Worked {
     pub carry_on: Option<Box<Job>>,
 }
 
+/// A message handled under its heartbeat: what its job learnt, when its outcome was
+/// decided (the revocation's time), and where its message stands.
+struct Handled {
+    facts: JobFacts,
+    decided_at_ms: Option<u64>,
+    settling: Settling,
+}
+
+impl Handled {
+    /// A message whose job never started.
+    fn unstarted(settling: Settling) -> Self {
+        Self {
+            facts: JobFacts::default(),
+            decided_at_ms: None,
+            settling,
+        }
+    }
+}
+
 /// The first step's result.
 enum Admission {
     /// A valid job, its request id claimed by this delivery.
@@ -118,7 +137,7 @@ impl Worker {
     /// [`Worker::handle`] for a message received from `lane`'s queue.
     pub async fn handle_from(&self, message: Message, lane: Lane) -> JobReport {
         let never = CancellationToken::new();
-        self.handle_until(message, lane, Turn::default(), never.clone(), never)
+        self.handle_message(message, lane, Turn::default(), never.clone(), never)
             .await
     }
 
@@ -130,7 +149,7 @@ impl Worker {
     /// extended, never released: a release would cost it one of the queue's
     /// `maxReceiveCount` receives. `hard_stop` ends retries, not the job. A priority job's IAM
     /// requests go before any other job's.
-    pub(super) async fn handle_until(
+    pub(super) async fn handle_message(
         &self,
         message: Message,
         lane: Lane,
@@ -146,13 +165,11 @@ impl Worker {
         let Turn { previous, next } = turn;
         let job = pin!(async {
             if Turn::wait(previous).await {
-                return (JobFacts::default(), None, Settling::group_order());
+                return Handled::unstarted(Settling::group_order());
             }
             let slot = match self.slot(lane, &shutdown).await {
                 SlotWait::Slot(slot, share) => (slot, share),
-                SlotWait::Shutdown => {
-                    return (JobFacts::default(), None, Settling::released_at_shutdown())
-                }
+                SlotWait::Shutdown => return Handled::unstarted(Settling::released_at_shutdown()),
             };
             let worked = {
                 let _slot = (slot, metrics::job_started());
@@ -184,10 +201,20 @@ impl Worker {
                     &retries,
                 )
                 .await;
-            (facts, decided_at_ms, settling)
+            Handled {
+                facts,
+                decided_at_ms,
+                settling,
+            }
         });
-        let (facts, decided_at_ms, settling) = self.with_heartbeat(receipt, delivery, job).await;
-        let settled = self.finish(receipt, delivery, settling, &retries).await;
+        let Handled {
+            facts,
+            decided_at_ms,
+            settling,
+        } = self.with_heartbeat(receipt, delivery, job).await;
+        let settled = self
+            .apply_after_heartbeat(receipt, delivery, settling, &retries)
+            .await;
         if let Some(next) = next {
             // A job whose continuation replaced its message has left the group's turn.
             let _ = next.send(settled.outcome.is_final() || settled.replaced);

@@ -262,7 +262,7 @@ impl Worker {
     }
 
     /// The last change to the message, after its heartbeat has stopped.
-    pub(super) async fn finish(
+    pub(super) async fn apply_after_heartbeat(
         &self,
         receipt: &str,
         delivery: Delivery,
@@ -296,7 +296,7 @@ impl Worker {
     /// timeout, so a job is never handed to another consumer while it runs or while its
     /// message is settled (never past SQS's 12 hours from the receive). An extension in
     /// flight when `work` ends is finished first, so it cannot undo the visibility that
-    /// [`Worker::finish`] sets next.
+    /// [`Worker::apply_after_heartbeat`] sets next.
     ///
     /// `work` is pinned by the caller: taken by value, it would be stored twice in this
     /// future (as the argument and as the pinned local), and every message held carries

@@ -1,0 +1,195 @@
+//! What a job knows beyond the fields of its message: the security event it came from,
+//! the owners its source named, and what earlier deliveries did (README,
+//! "Continuations"), parsed from a `continuation` object.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{check_access_key_id, check_len, check_user_name, present, InvalidJob};
+
+/// The security event a job came from (README, "Security events").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The event's `source`: `aws.health` or `aws.guardduty`.
+    pub source: &'static str,
+    /// The Health event type code or the GuardDuty finding type.
+    pub event_type: String,
+}
+
+/// A key's owner as the job's source names it, for a job that names the key alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownOwner {
+    pub access_key_id: String,
+    pub user_name: String,
+    pub source: OwnerSource,
+}
+
+/// Where a [`KnownOwner`] comes from, which decides how far it is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerSource {
+    /// The security event named the user (AWS Health's `eventMetadata.userName`). Tried
+    /// first; a user IAM does not know (renamed, stale) falls back to IAM's owner lookup.
+    Event,
+    /// IAM named the owner to an earlier delivery of this job, which then changed the
+    /// key (README, "Continuations"). The key is revoked from that user, as if the job
+    /// named them: once the key is deleted IAM can no longer say whose it was.
+    Learned,
+}
+
+/// What earlier deliveries of a job did: a job that changed something and could not
+/// finish goes on in a message of the worker's own (README, "Continuations").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Continuation {
+    /// How many deliveries came before (the original message's receive count, added up).
+    pub deliveries: u32,
+    /// Keys an earlier delivery changed, and how (`deleted` or `deactivated`).
+    pub changed: Vec<(String, String)>,
+    /// When the job's first message was enqueued (`SentTimestamp`, Unix milliseconds):
+    /// the revocation's latency counts from there.
+    pub enqueued_at_ms: Option<u64>,
+    /// The keys' last use, as IAM reported it to an earlier delivery.
+    pub last_used: Vec<LastUsed>,
+}
+
+/// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastUsed {
+    pub access_key_id: String,
+    /// ISO 8601; absent when the key was never used (or before IAM tracked it).
+    pub date: Option<String>,
+    pub service: Option<String>,
+    pub region: Option<String>,
+}
+
+/// The most keys one job (one security event) may name.
+pub const MAX_KEYS: usize = 100;
+
+/// A continuation as the worker writes it (README, "Continuations").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawContinuation {
+    deliveries: u32,
+    #[serde(default, deserialize_with = "present")]
+    enqueued_at_ms: Option<u64>,
+    #[serde(default)]
+    last_used: Vec<LastUsed>,
+    keys: Vec<RawContinuedKey>,
+    #[serde(default, deserialize_with = "present")]
+    event_source: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContinuedKey {
+    access_key_id: String,
+    #[serde(default, deserialize_with = "present")]
+    user_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_user_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<String>,
+}
+
+/// What a continuation carries, checked: its keys, the owners learned, what was done,
+/// and the security event.
+pub(crate) type Continued = (Vec<String>, Vec<KnownOwner>, Continuation, Option<Origin>);
+
+pub(crate) fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob> {
+    if raw.keys.is_empty() || raw.keys.len() > MAX_KEYS {
+        return Err(InvalidJob(format!(
+            "continuation.keys must name 1 to {MAX_KEYS} keys, not {}",
+            raw.keys.len()
+        )));
+    }
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    let mut owners = Vec::new();
+    let mut changed = Vec::new();
+    for entry in raw.keys {
+        check_access_key_id(&entry.access_key_id)?;
+        if keys.contains(&entry.access_key_id) {
+            return Err(InvalidJob(format!(
+                "continuation.keys names {} twice",
+                entry.access_key_id
+            )));
+        }
+        let owner = match (entry.user_name, entry.event_user_name) {
+            (Some(user), None) => Some((user, OwnerSource::Learned)),
+            (None, Some(user)) => Some((user, OwnerSource::Event)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(InvalidJob(
+                    "continuation.keys[] names user_name or event_user_name, not both".to_owned(),
+                ))
+            }
+        };
+        if let Some((user, source)) = owner {
+            check_user_name(&user)?;
+            owners.push(KnownOwner {
+                access_key_id: entry.access_key_id.clone(),
+                user_name: user,
+                source,
+            });
+        }
+        match entry.result.as_deref() {
+            None => {}
+            Some(result @ ("deleted" | "deactivated")) => {
+                changed.push((entry.access_key_id.clone(), result.to_owned()));
+            }
+            Some(other) => {
+                return Err(InvalidJob(format!(
+                "continuation.keys[].result must be \"deleted\" or \"deactivated\", not {other:?}"
+            )))
+            }
+        }
+        keys.push(entry.access_key_id);
+    }
+    let origin = match (raw.event_source.as_deref(), raw.event_type) {
+        (None, None) => None,
+        (Some(source), Some(event_type)) => {
+            let source = match source {
+                "aws.health" => "aws.health",
+                "aws.guardduty" => "aws.guardduty",
+                other => {
+                    return Err(InvalidJob(format!(
+                    "continuation.event_source must be aws.health or aws.guardduty, not {other:?}"
+                )))
+                }
+            };
+            check_len("continuation.event_type", Some(&event_type), 256)?;
+            Some(Origin { source, event_type })
+        }
+        _ => {
+            return Err(InvalidJob(
+                "continuation.event_source and event_type go together".to_owned(),
+            ))
+        }
+    };
+    for used in &raw.last_used {
+        if !keys.contains(&used.access_key_id) {
+            return Err(InvalidJob(format!(
+                "continuation.last_used names {}, which is not one of its keys",
+                used.access_key_id
+            )));
+        }
+        for (field, value) in [
+            ("date", &used.date),
+            ("service", &used.service),
+            ("region", &used.region),
+        ] {
+            check_len(
+                &format!("continuation.last_used[].{field}"),
+                value.as_deref(),
+                64,
+            )?;
+        }
+    }
+    let continuation = Continuation {
+        deliveries: raw.deliveries,
+        changed,
+        enqueued_at_ms: raw.enqueued_at_ms,
+        last_used: raw.last_used,
+    };
+    Ok((keys, owners, continuation, origin))
+}
