@@ -48,6 +48,7 @@ impl Worker {
             .queue_url
             .clone();
         let sent = self
+            .settler
             .send_on(message, delivery, &mut next, &queue_url, 0, retries)
             .await;
         let id = match sent {

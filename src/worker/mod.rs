@@ -3,6 +3,7 @@
 //! `settle`), and outcome events ([`results`]).
 
 mod continuation;
+mod facts;
 mod pipeline;
 pub mod results;
 mod sessions;
@@ -32,6 +33,7 @@ use crate::intake::IntakeRules;
 use crate::metrics;
 use crate::server::Health;
 use crate::worker::results::Results;
+use crate::worker::settle::{Settler, Source};
 
 /// IAM's rate, not the job slots, bounds the worker when its requests are booked at
 /// least this far ahead: then receives and deletes can wait to fill their batches.
@@ -91,22 +93,13 @@ impl Turn {
     }
 }
 
-/// A job queue the worker takes jobs from, with its dead-letter queue and its delete
-/// batcher.
-#[derive(Debug)]
-struct Source {
-    queues: Queues,
-    deleter: Deleter,
-}
-
 /// A running worker's shared state. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Worker {
     config: Arc<Config>,
-    /// `sqs.queue_url`.
-    main: Source,
-    /// `sqs.priority_queue_url`, served first.
-    priority: Option<Source>,
+    /// The job queues (`sqs.queue_url`; `sqs.priority_queue_url`, served first) and how
+    /// their messages are settled.
+    settler: Settler,
     /// Priority jobs waiting for a job slot: while any do, main-queue messages are
     /// neither received nor held waiting.
     urgent_waiting: watch::Sender<usize>,
@@ -220,9 +213,8 @@ impl Worker {
             rate,
             health,
             results,
+            settler: Settler::new(sqs.clone(), main, priority, &config),
             config: Arc::new(config),
-            main,
-            priority,
             urgent_waiting: watch::Sender::new(0),
             sqs,
             accounts,
@@ -234,20 +226,17 @@ impl Worker {
 
     /// The main job queue and its dead-letter queue.
     pub fn queues(&self) -> &Queues {
-        &self.main.queues
+        &self.settler.main.queues
     }
 
     /// The priority queue and its dead-letter queue, when one is configured.
     pub fn priority_queues(&self) -> Option<&Queues> {
-        self.priority.as_ref().map(|p| &p.queues)
+        self.settler.priority.as_ref().map(|p| &p.queues)
     }
 
     /// The queue a message came from.
     fn source(&self, lane: Lane) -> &Source {
-        match (lane, &self.priority) {
-            (Lane::Priority, Some(priority)) => priority,
-            _ => &self.main,
-        }
+        self.settler.source(lane)
     }
 
     /// Readiness, shared with the health endpoint.
@@ -272,7 +261,7 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let depths = tokio::spawn(Arc::clone(&self).report_depths(shutdown.clone()));
         let main = Arc::clone(&self).receive(Lane::Main, &tracker, &shutdown, &hard_stop);
-        if self.priority.is_some() {
+        if self.settler.priority.is_some() {
             let priority =
                 Arc::clone(&self).receive(Lane::Priority, &tracker, &shutdown, &hard_stop);
             tokio::join!(main, priority);
@@ -415,13 +404,13 @@ impl Worker {
     /// `iam_key_revoker_queue_messages`, so alerts need no CloudWatch exporter.
     async fn report_depths(self: Arc<Self>, shutdown: CancellationToken) {
         let mut queues = vec![
-            ("jobs", self.main.queues.queue_url.clone()),
+            ("jobs", self.settler.main.queues.queue_url.clone()),
             (
                 "dead_letter",
-                self.main.queues.dead_letter_queue_url.clone(),
+                self.settler.main.queues.dead_letter_queue_url.clone(),
             ),
         ];
-        if let Some(priority) = &self.priority {
+        if let Some(priority) = &self.settler.priority {
             queues.push(("priority", priority.queues.queue_url.clone()));
             queues.push((
                 "priority_dead_letter",

@@ -22,68 +22,33 @@ use crate::aws::retry::RetryCounter;
 use crate::aws::revoke::{Effect, IamResult};
 use crate::aws::sqs::{Delivery, Lane};
 use crate::guard::{Claim, InFlight};
-use crate::intake::{self, Intake, NotRevocable};
-use crate::job::{self, Action, Job};
+use crate::intake::{self, Intake};
+use crate::job::{Action, Job};
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::continuation::carry_on;
+use crate::worker::facts::Learnt;
 use crate::worker::results::OutcomeEvent;
+use crate::worker::sessions::SessionFacts;
 use crate::worker::settle::{Decision, Settled, Settling};
 use crate::worker::slots::{Counted, SlotWait};
 
-/// What a job's path learns, step by step.
-impl JobFacts {
-    fn of(job: &Job) -> Self {
-        Self {
-            enqueued_at_ms: job.continuation.as_ref().and_then(|c| c.enqueued_at_ms),
-            last_used: job
-                .continuation
-                .as_ref()
-                .map(|c| c.last_used.clone())
-                .unwrap_or_default(),
-            request_id: Some(job.request_id.clone()),
-            user_name: job.user_name().map(str::to_owned),
-            access_key_ids: job.access_key_ids(),
-            account_id: job.account_id.clone(),
-            batch_id: job.batch_id.clone(),
-            action: Some(job.action),
-            origin: job.origin.clone(),
-            ..Self::default()
-        }
-    }
+/// The IAM step of a job: its decision, the job as a continuation would carry it on, and
+/// what it learnt, returned rather than written into the job's facts.
+pub(super) struct Revocation {
+    decision: Decision,
+    carry_on: Option<Box<Job>>,
+    learnt: Learnt,
+}
 
-    fn not_revocable(event: NotRevocable) -> Self {
+impl Revocation {
+    /// Decided before IAM was asked anything.
+    fn decided(decision: Decision) -> Self {
         Self {
-            request_id: Some(event.request_id),
-            user_name: event.user_name,
-            access_key_ids: event.access_key_ids,
-            account_id: Some(event.account_id),
-            origin: Some(event.origin),
-            ..Self::default()
+            decision,
+            carry_on: None,
+            learnt: Learnt::default(),
         }
-    }
-
-    /// Only the request id, read from a body that is not a valid job.
-    fn salvaged(body: &str) -> Self {
-        Self {
-            request_id: job::salvage_request_id(body),
-            ..Self::default()
-        }
-    }
-
-    /// What IAM reported: the owner it found, the keys concerned, the keys changed.
-    fn learn(&mut self, result: &IamResult) {
-        if let Some(user) = &result.user_name {
-            self.user_name = Some(user.clone());
-        }
-        if !result.access_key_ids.is_empty() {
-            self.access_key_ids.clone_from(&result.access_key_ids);
-        }
-        self.keys_changed = result.keys_changed;
-        if !result.last_used.is_empty() {
-            self.last_used.clone_from(&result.last_used);
-        }
-        self.keys.clone_from(&result.keys);
     }
 }
 
@@ -192,6 +157,7 @@ impl Worker {
             } = worked;
             remember(decision.outcome, claim);
             let settling = self
+                .settler
                 .settle(
                     &message,
                     delivery,
@@ -211,8 +177,9 @@ impl Worker {
             facts,
             decided_at_ms,
             settling,
-        } = self.with_heartbeat(receipt, delivery, job).await;
+        } = self.settler.with_heartbeat(receipt, delivery, job).await;
         let settled = self
+            .settler
             .apply_after_heartbeat(receipt, delivery, settling, &retries)
             .await;
         if let Some(next) = next {
@@ -242,8 +209,9 @@ impl Worker {
         let (decision, carry_on) = match self.guard(&job) {
             Some(refused) => (refused, None),
             None => {
-                self.revoke(&job, message, delivery, retries, &mut facts)
-                    .await
+                let revocation = self.revoke(&job, message, delivery, retries).await;
+                facts.learn(revocation.learnt);
+                (revocation.decision, revocation.carry_on)
             }
         };
         Worked {
@@ -360,8 +328,7 @@ impl Worker {
         message: &Message,
         delivery: Delivery,
         retries: &RetryCounter,
-        facts: &mut JobFacts,
-    ) -> (Decision, Option<Box<Job>>) {
+    ) -> Revocation {
         let iam = match self
             .accounts
             .iam_for(job.account_id.as_deref(), retries)
@@ -373,34 +340,43 @@ impl Worker {
                     Outcome::Rejected(Reason::CrossAccountDisabled),
                     e.to_string(),
                 );
-                return (decision, None);
+                return Revocation::decided(decision);
             }
-            Err(AccountError::Aws(e)) => return (self.aws_failure(e, 0), None),
+            Err(AccountError::Aws(e)) => return Revocation::decided(self.aws_failure(e, 0)),
         };
         let result = if job.names_keys_alone() {
             let placement = match iam.place(job, retries).await {
                 Ok(placement) => placement,
                 Err(ended) => {
-                    facts.learn(&ended);
-                    let decision = self.decide(job, &iam, ended, retries, facts).await;
-                    return (decision, None);
+                    let (decision, sessions) = self.decide(job, &iam, &ended, retries).await;
+                    return Revocation {
+                        decision,
+                        carry_on: None,
+                        learnt: Learnt::of(Some(ended), Vec::new(), sessions),
+                    };
                 }
             };
             if let Some(handed) = self
                 .hand_off(job, message, delivery, &placement, retries)
                 .await
             {
-                facts.last_used.clone_from(&placement.last_used);
-                return (handed, None);
+                return Revocation {
+                    decision: handed,
+                    carry_on: None,
+                    learnt: Learnt::of(None, placement.last_used, SessionFacts::default()),
+                };
             }
             iam.revoke_placement(job, placement, retries).await
         } else {
             iam.revoke(job, retries).await
         };
-        facts.learn(&result);
         let carry_on = carry_on(job, &result);
-        let decision = self.decide(job, &iam, result, retries, facts).await;
-        (decision, carry_on)
+        let (decision, sessions) = self.decide(job, &iam, &result, retries).await;
+        Revocation {
+            decision,
+            carry_on,
+            learnt: Learnt::of(Some(result), Vec::new(), sessions),
+        }
     }
 
     /// What the IAM step's result means for the job, with the older sessions cut off
@@ -410,12 +386,11 @@ impl Worker {
         &self,
         job: &Job,
         iam: &Iam,
-        result: IamResult,
+        result: &IamResult,
         retries: &RetryCounter,
-        facts: &mut JobFacts,
-    ) -> Decision {
+    ) -> (Decision, SessionFacts) {
         let users = result.users();
-        let decision = match result.effect {
+        let decision = match &result.effect {
             Effect::Revoked => {
                 self.health.credentials_proven();
                 let outcome = match job.action {
@@ -428,17 +403,19 @@ impl Worker {
                 self.health.credentials_proven();
                 Decision::new(Outcome::AlreadyAbsent, None)
             }
-            Effect::Rejected(reason, detail) => Decision::new(Outcome::Rejected(reason), detail),
-            Effect::Failed(e) => self.aws_failure(e, result.keys_changed),
+            Effect::Rejected(reason, detail) => {
+                Decision::new(Outcome::Rejected(*reason), detail.clone())
+            }
+            Effect::Failed(e) => self.aws_failure(e.clone(), result.keys_changed),
         };
         let changed_then_refused =
             matches!(decision.outcome, Outcome::Rejected(_)) && result.keys_changed > 0;
         if job.revoke_sessions && (decision.outcome.is_remembered() || changed_then_refused) {
             return self
-                .revoke_sessions(iam, &users, decision, retries, facts)
+                .revoke_sessions(iam, &users, decision, result.keys_changed, retries)
                 .await;
         }
-        decision
+        (decision, SessionFacts::default())
     }
 
     /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the

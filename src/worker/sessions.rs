@@ -6,9 +6,18 @@ use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
 use crate::aws::sessions::{Sessions, SESSIONS_COVERED};
 use crate::metrics;
-use crate::outcome::{JobFacts, Outcome, Reason};
+use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::Decision;
 use crate::worker::Worker;
+
+/// What the session cut-off came to, for the job's facts.
+#[derive(Debug, Default)]
+pub(super) struct SessionFacts {
+    /// The cut-off in force (ISO 8601, UTC).
+    pub revoked_before: Option<String>,
+    /// What it covers, and for whom there is none and why.
+    pub covered: Option<String>,
+}
 
 impl Worker {
     /// After the key action (also when the key was already absent): the session policy
@@ -20,9 +29,10 @@ impl Worker {
         iam: &Iam,
         users: &[String],
         decision: Decision,
+        keys_changed: usize,
         retries: &RetryCounter,
-        facts: &mut JobFacts,
-    ) -> Decision {
+    ) -> (Decision, SessionFacts) {
+        let mut facts = SessionFacts::default();
         let now_ms = metrics::now_ms();
         let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
         let mut notes = Vec::new();
@@ -43,31 +53,31 @@ impl Worker {
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
+                Err(e) => return (self.sessions_failure(e, decision, keys_changed), facts),
             }
             match iam.revoke_sessions(user, before, retries).await {
                 Ok(Sessions::Revoked(at)) => {
                     metrics::sessions_revoked();
                     notes.push(format!("sessions of {user} issued before {at} revoked"));
-                    facts.sessions_revoked_before = Some(at);
-                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
+                    facts.revoked_before = Some(at);
+                    facts.covered = Some(SESSIONS_COVERED.to_owned());
                 }
                 Ok(Sessions::AlreadyLater(at)) => {
                     notes.push(format!(
                         "sessions of {user} already revoked up to {at}, later than now"
                     ));
-                    facts.sessions_revoked_before = Some(at);
-                    facts.sessions = Some(SESSIONS_COVERED.to_owned());
+                    facts.revoked_before = Some(at);
+                    facts.covered = Some(SESSIONS_COVERED.to_owned());
                 }
                 Ok(Sessions::NoUser) => {
                     notes.push(format!("user {user} does not exist: no sessions to revoke"));
                 }
-                Err(e) => return self.sessions_failure(e, decision, facts.keys_changed),
+                Err(e) => return (self.sessions_failure(e, decision, keys_changed), facts),
             }
         }
         if !skipped.is_empty() {
             let why = format!("no cut-off: {}", skipped.join("; "));
-            facts.sessions = Some(match facts.sessions.take() {
+            facts.covered = Some(match facts.covered.take() {
                 Some(covered) => format!("{covered}; {why}"),
                 None => why,
             });
@@ -76,7 +86,7 @@ impl Worker {
             Some(detail) => format!("{detail}; {}", notes.join("; ")),
             None => notes.join("; "),
         };
-        Decision::new(decision.outcome, detail)
+        (Decision::new(decision.outcome, detail), facts)
     }
 
     /// The key action is done but the session policy could not be put. Transient and

@@ -8,13 +8,37 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
-use super::Worker;
 use crate::aws::classify::AwsError;
+use crate::aws::deleter::Deleter;
 use crate::aws::retry::RetryCounter;
-use crate::aws::sqs::Delivery;
+use crate::aws::sqs::{Delivery, Lane, Queues, Sqs};
 use crate::aws::visibility::{visibility_delay, within_visibility_limit};
+use crate::config::Config;
 use crate::job::Job;
 use crate::outcome::{Outcome, Reason};
+
+/// A job queue the worker takes jobs from, with its dead-letter queue and its delete
+/// batcher.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub queues: Queues,
+    pub deleter: Deleter,
+}
+
+/// What settling a message needs, and nothing else of the worker: the SQS client, the
+/// job queues with their dead-letter queues and delete batchers, the visibility timeout
+/// and the retry delays.
+#[derive(Debug)]
+pub(super) struct Settler {
+    sqs: Sqs,
+    /// `sqs.queue_url`.
+    pub main: Source,
+    /// `sqs.priority_queue_url`.
+    pub priority: Option<Source>,
+    visibility_timeout_seconds: u32,
+    retry_base_seconds: u32,
+    retry_max_seconds: u32,
+}
 
 /// An outcome and why.
 #[derive(Debug)]
@@ -80,7 +104,26 @@ pub(super) struct Settled {
     pub replaced: bool,
 }
 
-impl Worker {
+impl Settler {
+    pub fn new(sqs: Sqs, main: Source, priority: Option<Source>, config: &Config) -> Self {
+        Self {
+            sqs,
+            main,
+            priority,
+            visibility_timeout_seconds: config.sqs.visibility_timeout_seconds,
+            retry_base_seconds: config.retry.visibility_base_seconds,
+            retry_max_seconds: config.retry.visibility_max_seconds,
+        }
+    }
+
+    /// The queue a message came from.
+    pub fn source(&self, lane: Lane) -> &Source {
+        match (lane, &self.priority) {
+            (Lane::Priority, Some(priority)) => priority,
+            _ => &self.main,
+        }
+    }
+
     /// Settles the message as `decision` requires, as far as can be done while its
     /// heartbeat runs: deletes it, or copies it to the dead-letter queue and deletes it.
     /// A rejection whose dead-letter copy failed becomes `retry`, since nothing durable
@@ -307,7 +350,7 @@ impl Worker {
         delivery: Delivery,
         mut work: Pin<&mut impl Future<Output = T>>,
     ) -> T {
-        let timeout = self.config.sqs.visibility_timeout_seconds;
+        let timeout = self.visibility_timeout_seconds;
         let period = Duration::from_millis(u64::from(timeout) * 500);
         let beat = tokio::time::sleep(period);
         let mut beat = pin!(beat);
@@ -344,11 +387,10 @@ impl Worker {
 
     /// The delay of a job that ends `retry`: grows with the receive count.
     fn retry_delay(&self, delivery: Delivery) -> u32 {
-        let retry = &self.config.retry;
         visibility_delay(
             delivery.receive_count,
-            retry.visibility_base_seconds,
-            retry.visibility_max_seconds,
+            self.retry_base_seconds,
+            self.retry_max_seconds,
         )
     }
 
