@@ -132,6 +132,7 @@ async fn expired_credentials_pause_the_worker_and_dead_letter_nothing() {
     })
     .await;
     assert_eq!(http_status(port, "/readyz"), Some(503));
+    // That something does not happen is only seen by waiting: the worker keeps failing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(http_status(port, "/readyz"), Some(503), "still failing");
     assert_eq!(env.dead_letters_peek().await, 0, "nothing dead-lettered");
@@ -320,14 +321,10 @@ async fn the_jobs_of_one_fifo_message_group_run_one_after_another() {
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(Arc::clone(&worker).run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while proxy.operations().len() < 4 || common::queue_depth(sqs, &queue).await != (0, 0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the four jobs finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually_async("the four jobs finish", Duration::from_secs(30), || async {
+        proxy.operations().len() >= 4 && common::queue_depth(sqs, &queue).await == (0, 0)
+    })
+    .await;
     shutdown.cancel();
     running.await.unwrap();
 

@@ -81,6 +81,7 @@ async fn session_policies(env: &TestEnv, user: &str) -> Vec<String> {
 async fn next_message(env: &TestEnv, limit: Duration) -> aws_sdk_sqs::types::Message {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
+        // A long poll of a second: no sleep between.
         let got = common::receive(&env.clients.sqs, &env.queue_url, 1, 1).await;
         if let Some(message) = got.into_iter().next() {
             return message;

@@ -186,14 +186,12 @@ async fn a_prefetched_message_stays_invisible_while_it_waits_and_is_released_at_
     // Shutdown while the first job still runs: the waiting message is released at once
     // for another worker, and the running job finishes.
     shutdown.cancel();
-    let released_by = tokio::time::Instant::now() + Duration::from_secs(1);
-    while env.queue_depth().await.0 != 1 {
-        assert!(
-            tokio::time::Instant::now() < released_by,
-            "the waiting message was not released at shutdown"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually_async(
+        "the waiting message released at shutdown",
+        Duration::from_secs(1),
+        || async { env.queue_depth().await.0 == 1 },
+    )
+    .await;
     running.await.unwrap();
 
     // Either message may have been the one that ran: SQS does not keep order.

@@ -219,18 +219,10 @@ impl TestEnv {
     /// Waits until the job queue's (visible, in flight) counts are `depth`, or panics
     /// after `limit`.
     pub async fn wait_for_depth(&self, depth: (u64, u64), limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let now = self.queue_depth().await;
-            if now == depth {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "queue depth not {depth:?} within {limit:?}: {now:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_async(&format!("queue depth {depth:?}"), limit, || async {
+            self.queue_depth().await == depth
+        })
+        .await;
     }
 
     /// Sends the IAM client's requests through `proxy` from now on.
@@ -274,6 +266,24 @@ impl TestEnv {
 }
 
 /// Waits until `check` holds, polling every 100 ms; panics naming `what` after `limit`.
+/// Awaits `check` until it answers true, every `POLL`, or panics after `limit` naming
+/// `what`: for conditions that need the emulator or the worker to answer.
+pub async fn eventually_async<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    const POLL: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check() {
