@@ -28,7 +28,7 @@ fn source_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Every AWS operation the source calls: each goes through `call(.., "<service>", "<Op>", ..)`,
-/// IAM's `request("<Op>", ..)`, or maps its error with `AwsError::from_sdk("<Op>", ..)`.
+/// IAM's `request("<Op>", ..)` or `pages("<Op>", ..)`, or maps its error with `AwsError::from_sdk("<Op>", ..)`.
 fn operations_in_code() -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
     for path in source_files(std::path::Path::new(&format!("{ROOT}/src"))) {
@@ -37,6 +37,7 @@ fn operations_in_code() -> BTreeSet<String> {
         for marker in [
             "from_sdk(\"",
             "request(\"",
+            "pages( \"",
             "\"iam\", \"",
             "\"sqs\", \"",
             "\"sts\", \"",

@@ -196,7 +196,6 @@ async fn delete_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::retry::BackoffPolicy;
     use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
     use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
     use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchResultEntry};
@@ -204,15 +203,7 @@ mod tests {
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
     fn sqs(client: Client) -> Sqs {
-        let policy = BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(50),
-            2.0,
-            false,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        Sqs::new(client, policy)
+        Sqs::for_tests(client)
     }
 
     #[tokio::test(start_paused = true)]

@@ -311,34 +311,86 @@ impl Iam {
         user: &str,
         retries: &RetryCounter,
     ) -> Result<Option<Vec<ListedKey>>, AwsError> {
-        let mut keys = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .request("ListAccessKeys", retries, || {
+        let pages = self
+            .pages(
+                "ListAccessKeys",
+                retries,
+                |marker| {
                     self.client
                         .list_access_keys()
                         .user_name(user)
-                        .set_marker(marker.clone())
+                        .set_marker(marker)
                         .send()
+                },
+                |page| next_marker(page.is_truncated(), page.marker()),
+            )
+            .await?;
+        Ok(pages.map(|pages| {
+            pages
+                .iter()
+                .flat_map(|page| page.access_key_metadata())
+                .filter_map(|k| {
+                    Some(ListedKey {
+                        id: k.access_key_id()?.to_owned(),
+                        active: k.status() != Some(&StatusType::Inactive),
+                    })
                 })
-                .await;
-            let page = match page {
+                .collect()
+        }))
+    }
+
+    /// Every page of a listing of one user's things (IAM's `Marker`/`IsTruncated`
+    /// pagination), or `None` when IAM says there is no such user. `send` asks for the
+    /// page after a marker; `next` reads the marker of the page after this one.
+    pub(super) async fn pages<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        retries: &RetryCounter,
+        send: impl Fn(Option<String>) -> Fut,
+        next: impl Fn(&T) -> Option<String>,
+    ) -> Result<Option<Vec<T>>, AwsError>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut pages = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = match self
+                .request(operation, retries, || send(marker.clone()))
+                .await
+            {
                 Ok(page) => page,
                 Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
-            keys.extend(page.access_key_metadata().iter().filter_map(|k| {
-                Some(ListedKey {
-                    id: k.access_key_id()?.to_owned(),
-                    active: k.status() != Some(&StatusType::Inactive),
-                })
-            }));
-            match page.marker() {
-                Some(next) if page.is_truncated() => marker = Some(next.to_owned()),
-                _ => return Ok(Some(keys)),
+            marker = next(&page);
+            pages.push(page);
+            if marker.is_none() {
+                return Ok(Some(pages));
             }
         }
+    }
+}
+
+/// The marker of the next page, when IAM says there is one.
+pub(super) fn next_marker(is_truncated: bool, marker: Option<&str>) -> Option<String> {
+    marker.filter(|_| is_truncated).map(str::to_owned)
+}
+
+/// For unit tests with mocked clients: short backoff, a generous rate, nothing protected.
+#[cfg(test)]
+impl Iam {
+    pub(crate) fn for_tests(client: aws_sdk_iam::Client) -> Self {
+        let policy = BackoffPolicy::new(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(100),
+            2.0,
+            false,
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
+        Iam::new(client, 1_000, policy, Protection::none())
     }
 }
 
@@ -355,20 +407,11 @@ mod tests {
     use aws_sdk_iam::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
-    use std::time::Duration;
 
     const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 
     fn iam(client: Client) -> Iam {
-        let policy = BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-            2.0,
-            false,
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        Iam::new(client, 1_000, policy, Protection::none())
+        Iam::for_tests(client)
     }
 
     fn job(user: Option<&str>) -> Job {
@@ -570,6 +613,85 @@ mod tests {
             .http_status(status, Some(error_xml(code)))
             .repeatedly()
             .build()
+    }
+
+    /// IAM's pagination (`IsTruncated`, `Marker`): every page is read, with the marker
+    /// of the page before.
+    #[tokio::test(start_paused = true)]
+    async fn every_page_of_a_users_keys_is_read() {
+        let key = |id: &str| {
+            AccessKeyMetadata::builder()
+                .access_key_id(id)
+                .user_name("alice")
+                .build()
+        };
+        let first = mock!(Client::list_access_keys)
+            .match_requests(|r| r.marker().is_none())
+            .then_output(move || {
+                ListAccessKeysOutput::builder()
+                    .access_key_metadata(key("AKIAPAGEONE000000001"))
+                    .is_truncated(true)
+                    .marker("m-1")
+                    .build()
+                    .unwrap()
+            });
+        // Matched only when asked from the first page's marker.
+        let second = mock!(Client::list_access_keys)
+            .match_requests(|r| r.marker() == Some("m-1"))
+            .then_output(move || {
+                ListAccessKeysOutput::builder()
+                    .access_key_metadata(key("AKIAPAGETWO000000002"))
+                    .is_truncated(false)
+                    .build()
+                    .unwrap()
+            });
+        let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&first, &second], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let keys = iam(client)
+            .list_keys("alice", &RetryCounter::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["AKIAPAGEONE000000001", "AKIAPAGETWO000000002"]);
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+
+    /// A key named alone by a security event, with IAM's own answers to the owner lookup
+    /// (IAM API reference, common errors): `NoSuchEntity` (404) means the key is not in
+    /// the event's account, `already_absent`; `AccessDenied` (403) is `access_denied`,
+    /// never absent. For a job message both stay `owner_unknown` (tested above).
+    #[tokio::test(start_paused = true)]
+    async fn an_event_key_iam_cannot_find_is_absent_and_one_it_refuses_is_access_denied() {
+        for (status, code, absent) in [(404, "NoSuchEntity", true), (403, "AccessDenied", false)] {
+            let owner = owner_error(status, code);
+            let delete = mock!(Client::delete_access_key)
+                .then_output(|| DeleteAccessKeyOutput::builder().build());
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let mut event_job = job(None);
+            event_job.origin = Some(crate::job::Origin {
+                source: "aws.health",
+                event_type: "AWS_RISK_CREDENTIALS_EXPOSED".into(),
+            });
+            let result = iam(client)
+                .revoke(&event_job, &RetryCounter::default())
+                .await;
+            if absent {
+                assert!(
+                    matches!(result.effect, Effect::AlreadyAbsent),
+                    "{code}: {:?}",
+                    result.effect
+                );
+            } else {
+                assert!(
+                    matches!(result.effect, Effect::Rejected(Reason::AccessDenied, _)),
+                    "{code}: {:?}",
+                    result.effect
+                );
+            }
+            assert_eq!(delete.num_calls(), 0, "{code}");
+        }
     }
 
     /// The user a Health event names does not hold the key, and IAM refuses to say who

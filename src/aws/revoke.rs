@@ -45,9 +45,6 @@ pub struct IamResult {
     pub keys_changed: usize,
     /// Each key's last use, where IAM was asked for its owner anyway.
     pub last_used: Vec<LastUsed>,
-    /// Each key's owner and result, for jobs of several keys (each may have another
-    /// owner).
-    pub keys: Vec<KeyResult>,
     /// Each key's owner and result, for every job that names keys alone (one key too):
     /// what a continuation carries on.
     pub per_key: Vec<KeyResult>,
@@ -66,7 +63,6 @@ impl IamResult {
             access_key_ids: key.map(str::to_owned).into_iter().collect(),
             keys_changed: 0,
             last_used: Vec::new(),
-            keys: Vec::new(),
             per_key: Vec::new(),
         }
     }
@@ -78,7 +74,6 @@ impl IamResult {
             access_key_ids: keys,
             keys_changed: 0,
             last_used: Vec::new(),
-            keys: Vec::new(),
             per_key: Vec::new(),
         }
     }
@@ -91,7 +86,7 @@ impl IamResult {
     /// The users whose keys the job concerned: the one user, or each key's owner.
     pub fn users(&self) -> Vec<String> {
         let mut users: Vec<String> = self.user_name.iter().cloned().collect();
-        for key in self.keys.iter().chain(&self.per_key) {
+        for key in &self.per_key {
             let concerned = matches!(key.result, "deleted" | "deactivated" | "already_absent");
             if concerned
                 && !key.user_name.is_empty()
@@ -167,7 +162,6 @@ impl Iam {
             access_key_ids: job.access_key_ids(),
             keys_changed: 0,
             last_used: Vec::new(),
-            keys: Vec::new(),
             per_key: Vec::new(),
         }
     }
@@ -387,12 +381,6 @@ impl Iam {
             access_key_ids: keys.to_vec(),
             keys_changed: changed,
             last_used,
-            // One key's result is the job's own; several are listed one by one.
-            keys: if keys.len() > 1 {
-                results.clone()
-            } else {
-                Vec::new()
-            },
             per_key: results,
         })
     }
@@ -504,7 +492,6 @@ fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
         access_key_ids: keys,
         keys_changed: changed,
         last_used: Vec::new(),
-        keys: Vec::new(),
         per_key: Vec::new(),
     }
 }

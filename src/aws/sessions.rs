@@ -24,7 +24,7 @@
 use aws_smithy_types::date_time::{DateTime, Format};
 
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::Iam;
+use crate::aws::iam::{next_marker, Iam};
 use crate::aws::retry::RetryCounter;
 
 /// The name of the session policies: alone for the one earlier versions put, followed by
@@ -173,29 +173,26 @@ impl Iam {
         user: &str,
         retries: &RetryCounter,
     ) -> Result<Option<Vec<String>>, AwsError> {
-        let mut names = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .request("ListUserPolicies", retries, || {
+        let pages = self
+            .pages(
+                "ListUserPolicies",
+                retries,
+                |marker| {
                     self.client
                         .list_user_policies()
                         .user_name(user)
-                        .set_marker(marker.clone())
+                        .set_marker(marker)
                         .send()
-                })
-                .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            names.extend(page.policy_names().iter().cloned());
-            match page.marker() {
-                Some(next) if page.is_truncated() => marker = Some(next.to_owned()),
-                _ => return Ok(Some(names)),
-            }
-        }
+                },
+                |page| next_marker(page.is_truncated(), page.marker()),
+            )
+            .await?;
+        Ok(pages.map(|pages| {
+            pages
+                .iter()
+                .flat_map(|page| page.policy_names().iter().cloned())
+                .collect()
+        }))
     }
 
     /// The cut-off of the unnamed policy earlier versions put, if it can be read.
@@ -250,25 +247,14 @@ fn fmt(at: DateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::retry::BackoffPolicy;
-    use crate::guard::Protection;
     use aws_sdk_iam::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
     use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_types::body::SdkBody;
-    use std::time::Duration;
 
     fn iam(client: Client) -> Iam {
-        let policy = BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-            2.0,
-            false,
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        Iam::new(client, 1_000, policy, Protection::none())
+        Iam::for_tests(client)
     }
 
     /// An IAM query-protocol success answer, as IAM sends it, with IAM's `Date`.

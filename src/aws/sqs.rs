@@ -483,15 +483,10 @@ impl Sqs {
     }
 }
 
+/// For unit tests with mocked clients: a short backoff.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::Reason;
-    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
-    use aws_sdk_sqs::Client;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
-
-    fn sqs(client: Client) -> Sqs {
+impl Sqs {
+    pub(crate) fn for_tests(client: aws_sdk_sqs::Client) -> Self {
         let policy = BackoffPolicy::new(
             Duration::from_millis(10),
             Duration::from_millis(50),
@@ -501,6 +496,19 @@ mod tests {
         )
         .unwrap();
         Sqs::new(client, policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Reason;
+    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+    use aws_sdk_sqs::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    fn sqs(client: Client) -> Sqs {
+        Sqs::for_tests(client)
     }
 
     /// An SQS JSON-protocol error as SQS sends it: the JSON body with `__type`, and the

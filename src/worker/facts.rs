@@ -61,7 +61,10 @@ impl JobFacts {
             if !result.last_used.is_empty() {
                 self.last_used = result.last_used;
             }
-            self.keys = result.keys;
+            // One key's result is the job's own; several are listed one by one.
+            if result.per_key.len() > 1 {
+                self.keys = result.per_key;
+            }
         }
         if !learnt.last_used.is_empty() {
             self.last_used = learnt.last_used;
