@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::clients::Clients;
-use crate::config::Config;
+use crate::config::Settings;
 use crate::worker::{StartupError, Worker};
 
 /// A built, not yet running, application.
@@ -20,7 +20,7 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener, then builds the worker (which checks the queues).
-    pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
+    pub async fn build(config: Settings, clients: Clients) -> Result<Self, StartupError> {
         crate::metrics::install();
         let listen = config.metrics.listen.clone();
         let listener = TcpListener::bind(&listen)

@@ -373,18 +373,10 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
 }
 
 impl Config {
-    /// Reads `file` (when given), applies the process's `IAM_KEY_REVOKER__*` variables
-    /// on top, and validates the result.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with_queue(file, None)
-    }
-
-    /// Like [`Config::load`], with `queue_url` (a command-line flag) over
-    /// `sqs.queue_url` from every other source.
-    pub fn load_with_queue(
-        file: Option<&Path>,
-        queue_url: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    /// Reads `file` (when given) and applies the process's `IAM_KEY_REVOKER__*`
+    /// variables on top, then `queue_url` (a command-line flag) over `sqs.queue_url`
+    /// from every other source. Not yet validated: see [`Settings::new`].
+    pub fn read(file: Option<&Path>, queue_url: Option<&str>) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
@@ -399,24 +391,21 @@ impl Config {
         if let Some(url) = queue_url {
             figment = figment.merge(Serialized::default("sqs.queue_url", url));
         }
-        let config: Config = figment.extract().map_err(load_error)?;
-        config.validate()?;
-        Ok(config)
+        figment.extract().map_err(load_error)
     }
 
     /// Parses a TOML document (no environment) and validates it.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
         let config: Config = Figment::from(Toml::string(text))
             .extract()
             .map_err(load_error)?;
-        config.validate()?;
-        Ok(config)
+        Settings::new(config)
     }
 
     /// Checks every rule a value must satisfy, section by section, and returns the
     /// values that need parsing (the backoff policy, the protected patterns), parsed
     /// once. The error names the key.
-    pub fn validate(&self) -> Result<Parsed, ConfigError> {
+    fn parse(&self) -> Result<Parsed, ConfigError> {
         self.aws.validate()?;
         self.sqs.validate()?;
         self.worker.validate()?;
@@ -440,16 +429,55 @@ impl Config {
     }
 }
 
-/// The configuration values that are parsed into types of their own, by
-/// [`Config::validate`].
+/// A configuration that has been validated, with the values parsed from it: the one
+/// form the worker and the commands take, so it is checked once per process. Only
+/// [`Settings::new`] makes one. Reads as the [`Config`] it holds.
 #[derive(Debug, Clone)]
-pub struct Parsed {
+pub struct Settings {
+    config: Config,
     /// `retry.*` as a backoff policy for transient AWS errors.
     pub backoff: BackoffPolicy,
     /// `protect.*` as compiled patterns.
     pub protection: Protection,
     /// `intake.*`: how security events become jobs.
     pub intake: IntakeRules,
+}
+
+/// The values of [`Config::parse`].
+struct Parsed {
+    backoff: BackoffPolicy,
+    protection: Protection,
+    intake: IntakeRules,
+}
+
+impl Settings {
+    /// Validates `config`; the error names the key.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let Parsed {
+            backoff,
+            protection,
+            intake,
+        } = config.parse()?;
+        Ok(Self {
+            config,
+            backoff,
+            protection,
+            intake,
+        })
+    }
+
+    /// The configuration as read.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
 }
 
 /// Renders figment's errors as "`section.key`: problem (source)", whatever the source

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use iam_key_revoker::config::Config;
+use iam_key_revoker::config::{Config, Settings};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -177,7 +177,11 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
         .iter()
         .find(|s| s["Action"] == "sts:AssumeRole")
         .unwrap();
-    let role = config.cross_account.role_name.expect("role configured");
+    let role = config
+        .cross_account
+        .role_name
+        .clone()
+        .expect("role configured");
     assert_eq!(assume["Resource"], format!("arn:aws:iam::*:role/{role}"));
     assert_eq!(
         assume["Condition"]["StringEquals"]["aws:ResourceOrgID"],
@@ -196,7 +200,12 @@ fn the_member_role_template_matches_the_policy_files() {
     let properties = &role["Properties"];
     assert_eq!(
         template["Parameters"]["RoleName"]["Default"],
-        configmap_config().cross_account.role_name.unwrap().as_str()
+        configmap_config()
+            .cross_account
+            .role_name
+            .clone()
+            .unwrap()
+            .as_str()
     );
     // The template's intrinsic functions, resolved to the policy files' placeholders.
     fn unsub(value: &serde_json::Value) -> serde_json::Value {
@@ -317,7 +326,7 @@ fn kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
 
 /// The worker configuration kustomize puts in the ConfigMap, loaded and validated like
 /// any config.
-fn configmap_config() -> Config {
+fn configmap_config() -> Settings {
     let kustomization = docs("deploy/kubernetes/kustomization.yaml");
     let generator = &kustomization[0]["configMapGenerator"][0];
     let file = generator["files"][0].as_str().expect("a file");

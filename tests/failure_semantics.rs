@@ -132,8 +132,20 @@ async fn expired_credentials_pause_the_worker_and_dead_letter_nothing() {
     })
     .await;
     assert_eq!(http_status(port, "/readyz"), Some(503));
-    // That something does not happen is only seen by waiting: the worker keeps failing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The worker keeps trying (and failing) for a while; meanwhile nothing may happen to
+    // the jobs.
+    let failures = || {
+        metrics()
+            .lines()
+            .filter(|l| l.starts_with("iam_key_revoker_credential_failures_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = failures();
+    eventually("three more failed tries", Duration::from_secs(30), || {
+        failures() >= before + 3.0
+    })
+    .await;
     assert_eq!(http_status(port, "/readyz"), Some(503), "still failing");
     assert_eq!(env.dead_letters_peek().await, 0, "nothing dead-lettered");
     for (user, key) in &work {
@@ -315,7 +327,7 @@ async fn the_jobs_of_one_fifo_message_group_run_one_after_another() {
     env.config.sqs.dead_letter_queue_url = Some(dlq);
     env.config.worker.max_in_flight = 8;
     let worker = Arc::new(
-        Worker::build(env.config.clone(), env.clients.clone())
+        Worker::build(env.settings(), env.clients.clone())
             .await
             .unwrap(),
     );

@@ -1,5 +1,6 @@
 //! Metrics, health, outcome events and the shipped dashboard and alerts, checked on the
-//! binary as operators run it (a process of its own, so its counters start at zero).
+//! binary as operators run it (a process of its own, so its counters start at zero);
+//! readiness, which is the application's own, on the application in the test's process.
 
 mod common;
 
@@ -8,8 +9,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::app::spawn_app;
 use common::proxy::{Fault, FaultProxy, Scope};
-use common::{eventually, job, TestEnv};
+use common::{eventually, eventually_async, job, TestEnv};
 use serde_json::json;
 
 use common::process::{free_port, http_get as get, sigterm, wait, worker_command as command};
@@ -301,30 +303,41 @@ async fn ready_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_sqs_reachability() {
-    let env = TestEnv::new("ready").await;
+    let mut env = TestEnv::new("ready").await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
-    let (child, port) = ready_worker(&env, &proxy, "2").await;
-    let status = |path: &str| get(port, path).map(|(code, _)| code);
+    env.route_all_through(&proxy).await;
+    env.config.metrics.ready_max_receive_age_seconds = 2;
+    env.config.retry.max_delay_ms = 500;
+    env.config.worker.shutdown_grace_seconds = 20;
+    let app = spawn_app(&env).await;
+    eventually_async(
+        "ready after the first receive",
+        Duration::from_secs(15),
+        || async { app.status("/readyz").await == Some(200) },
+    )
+    .await;
 
     proxy.set_fault(Fault::Status(503, String::new()));
-    eventually(
+    eventually_async(
         "503 while SQS is unreachable",
         Duration::from_secs(15),
-        || status("/readyz") == Some(503),
+        || async { app.status("/readyz").await == Some(503) },
     )
     .await;
-    assert_eq!(status("/healthz"), Some(200), "the process itself is fine");
+    assert_eq!(
+        app.status("/healthz").await,
+        Some(200),
+        "the process itself is fine"
+    );
     proxy.set_fault(Fault::None);
-    eventually(
+    eventually_async(
         "200 again once SQS recovers",
         Duration::from_secs(15),
-        || status("/readyz") == Some(200),
+        || async { app.status("/readyz").await == Some(200) },
     )
     .await;
 
-    sigterm(&child);
-    let output = wait(child, Duration::from_secs(30)).await;
-    assert!(output.status.success(), "{output:?}");
+    app.stop(Duration::from_secs(30)).await;
 }
 
 /// Readiness at shutdown comes from the shutdown itself, not from the last receive

@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_iam::types::StatusType;
 use common::proxy::{FaultProxy, Scope};
 use common::{attribute, job, TestEnv};
+use iam_key_revoker::config::Settings;
 use iam_key_revoker::{Outcome, Reason, Worker};
 use serde_json::json;
 
@@ -472,7 +473,7 @@ async fn dead_letter_queue_comes_from_config_or_redrive_policy_or_start_fails() 
     let bare = common::create_queue(&env.clients.sqs, &common::unique("bare"), None).await;
     config.sqs.queue_url = bare.clone();
     config.sqs.dead_letter_queue_url = None;
-    let err = Worker::build(config.clone(), env.clients.clone())
+    let err = Worker::build(Settings::new(config.clone()).unwrap(), env.clients.clone())
         .await
         .unwrap_err();
     assert!(
@@ -481,7 +482,9 @@ async fn dead_letter_queue_comes_from_config_or_redrive_policy_or_start_fails() 
     );
 
     config.sqs.dead_letter_queue_url = Some(env.dlq_url.clone());
-    let worker = Worker::build(config, env.clients.clone()).await.unwrap();
+    let worker = Worker::build(Settings::new(config).unwrap(), env.clients.clone())
+        .await
+        .unwrap();
     assert_eq!(worker.queues().dead_letter_queue_url, env.dlq_url);
     assert!(!worker.queues().has_redrive_policy);
 }

@@ -28,7 +28,7 @@ use crate::aws::clients::Clients;
 use crate::aws::iam::Iam;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
-use crate::config::{Config, Parsed};
+use crate::config::Settings;
 use crate::guard::Protection;
 use crate::metrics::RequestCounter;
 
@@ -62,13 +62,7 @@ pub struct Accounts {
 impl Accounts {
     /// `own` acts in the worker's account; `sdk` carries the worker's own credentials,
     /// the source for assuming roles elsewhere.
-    pub fn new(
-        config: &Config,
-        own: Iam,
-        sts: aws_sdk_sts::Client,
-        sdk: SdkConfig,
-        parsed: &Parsed,
-    ) -> Self {
+    pub fn new(config: &Settings, own: Iam, sts: aws_sdk_sts::Client, sdk: SdkConfig) -> Self {
         Self {
             own: Arc::new(own),
             own_identity: OnceCell::new(),
@@ -78,28 +72,22 @@ impl Accounts {
             external_id: config.cross_account.external_id.clone(),
             session_name: session_name(),
             max_requests_per_second: config.iam.max_requests_per_second,
-            policy: parsed.backoff,
-            protection: parsed.protection.clone(),
+            policy: config.backoff,
+            protection: config.protection.clone(),
             others: Mutex::new(HashMap::new()),
         }
     }
 
     /// IAM in the worker's own account and, through its role, in others, as `config`
     /// sets it up: the one constructor of the worker and the command line.
-    pub fn from_config(config: &Config, parsed: &Parsed, clients: &Clients) -> Self {
+    pub fn from_settings(config: &Settings, clients: &Clients) -> Self {
         let own = Iam::new(
             clients.iam.clone(),
             config.iam.max_requests_per_second,
-            parsed.backoff,
-            parsed.protection.clone(),
+            config.backoff,
+            config.protection.clone(),
         );
-        Self::new(
-            config,
-            own,
-            clients.sts.clone(),
-            clients.sdk.clone(),
-            parsed,
-        )
+        Self::new(config, own, clients.sts.clone(), clients.sdk.clone())
     }
 
     /// The IAM request rate of the worker's own account.
@@ -301,6 +289,7 @@ impl ProvideCredentials for Prefetched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
@@ -338,10 +327,10 @@ mod tests {
         let mut config = Config::default();
         config.sqs.queue_url = "https://sqs.us-east-1.amazonaws.com/111122223333/jobs".into();
         config.cross_account.role_name = Some("iam-key-revoker".into());
-        let parsed = config.validate().unwrap();
-        let own = Iam::new(iam, 10, parsed.backoff, parsed.protection.clone());
+        let config = Settings::new(config).unwrap();
+        let own = Iam::new(iam, 10, config.backoff, config.protection.clone());
         let sdk = SdkConfig::builder().build();
-        let accounts = Accounts::new(&config, own, sts, sdk, &parsed);
+        let accounts = Accounts::new(&config, own, sts, sdk);
         let identity = accounts
             .own_identity(&RetryCounter::default())
             .await

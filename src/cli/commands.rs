@@ -11,7 +11,7 @@ use crate::aws::sqs::Sqs;
 use crate::cli::batch::{self, Format, Line};
 use crate::cli::enqueue::{self, Progress};
 use crate::cli::plan::{self, Predicted};
-use crate::config::Config;
+use crate::config::Settings;
 
 /// Where the jobs come from.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ fn report_invalid(lines: &[Line], input: &Input) -> bool {
 }
 
 /// `enqueue`: validates everything first; sends nothing if any line is invalid.
-pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrency: usize) -> u8 {
+pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurrency: usize) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
         Err(code) => return code,
@@ -93,14 +93,7 @@ pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrenc
         return 0;
     }
     let jobs: Vec<_> = lines.into_iter().filter_map(|l| l.job.ok()).collect();
-    let parsed = match config.validate() {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let sqs = Sqs::new(clients.sqs, parsed.backoff);
+    let sqs = Sqs::new(clients.sqs, config.backoff);
     let started = Instant::now();
     let sent = enqueue::send(
         &sqs,
@@ -136,19 +129,12 @@ pub async fn enqueue(config: &Config, clients: Clients, input: Input, concurrenc
 }
 
 /// `plan`: predicts every line with read-only IAM calls and prints the plan.
-pub async fn plan(config: &Config, clients: Clients, input: Input, output: PlanOutput) -> u8 {
+pub async fn plan(config: &Settings, clients: Clients, input: Input, output: PlanOutput) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
         Err(code) => return code,
     };
-    let parsed = match config.validate() {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let accounts = Accounts::from_config(config, &parsed, &clients);
+    let accounts = Accounts::from_settings(config, &clients);
     let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
     match output {
         PlanOutput::Table => {

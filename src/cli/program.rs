@@ -1,6 +1,6 @@
-//! What the binary does with its command line: loads the configuration once, sets up
-//! logging, checks that AWS credentials are there, and runs the command. Returns the
-//! process exit code (README, "Running it"): 0 success, 2 usage, configuration or
+//! What the binary does with its command line: loads and validates the configuration
+//! once (into [`Settings`]), sets up logging, checks that AWS credentials are there, and
+//! runs the command. Returns the process exit code (README, "Running it"): 0 success, 2 usage, configuration or
 //! validation error, 1 any other failure.
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use crate::aws::clients::{load_sdk_config, Clients};
 use crate::cli::args::{Cli, Command, LogFormatArg, OutputArg};
 use crate::cli::batch::Format;
 use crate::cli::commands::{self, Input, PlanOutput};
-use crate::config::{Config, LogFormat, LogSection};
+use crate::config::{Config, LogFormat, LogSection, Settings};
 use crate::telemetry;
 use crate::Application;
 
@@ -24,7 +24,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Enqueue { queue_url, .. } => queue_url.as_deref(),
         _ => None,
     };
-    let mut config = match Config::load_with_queue(config_path.as_deref(), queue_url) {
+    let mut config = match Config::read(config_path.as_deref(), queue_url) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
@@ -44,6 +44,13 @@ pub fn run(cli: Cli) -> u8 {
             }
         }
     }
+    let config = match Settings::new(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     // The worker logs to standard output as configured; the commands keep standard output
     // for their results and log for people unless asked for JSON.
     match &cli.command {
@@ -146,7 +153,7 @@ async fn credentials_available(sdk: &aws_config::SdkConfig) -> Result<(), (u8, S
 }
 
 /// The worker, until SIGTERM or SIGINT.
-async fn worker(config: Config, clients: Clients) -> u8 {
+async fn worker(config: Settings, clients: Clients) -> u8 {
     let app = match Application::build(config, clients)
         .await
         .context("Failed to start the worker")

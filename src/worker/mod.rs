@@ -27,7 +27,7 @@ use crate::aws::clients::Clients;
 use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::sqs::{Lane, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, Settings};
 use crate::guard::{Dedup, Protection};
 use crate::intake::IntakeRules;
 use crate::metrics;
@@ -50,8 +50,6 @@ const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
     Queue(#[from] QueueSetupError),
     #[error("the priority queue: {0}")]
     PriorityQueue(#[source] QueueSetupError),
@@ -64,8 +62,7 @@ impl StartupError {
     /// the configuration (a missing dead-letter queue included), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartupError::Config(_)
-            | StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
+            StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
             | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. }) => 2,
             _ => 1,
         }
@@ -127,11 +124,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Validates `config`, finds the dead-letter queue and starts the delete batcher.
-    pub async fn build(config: Config, clients: Clients) -> Result<Self, StartupError> {
-        let parsed = config.validate()?;
-        let policy = parsed.backoff;
-        let protection = parsed.protection.clone();
+    /// Finds the dead-letter queue and starts the delete batcher.
+    pub async fn build(settings: Settings, clients: Clients) -> Result<Self, StartupError> {
+        let config = settings.config();
+        let policy = settings.backoff;
+        let protection = settings.protection.clone();
         let sqs = Sqs::new(clients.sqs.clone(), policy);
         let queues = sqs
             .discover(
@@ -152,7 +149,7 @@ impl Worker {
             ),
             None => None,
         };
-        let accounts = Accounts::from_config(&config, &parsed, &clients);
+        let accounts = Accounts::from_settings(&settings, &clients);
         let rate = accounts.own_rate();
         let working = Semaphore::new(config.worker.max_in_flight);
         let reserved = config.worker.max_in_flight / 4;
@@ -213,14 +210,14 @@ impl Worker {
             rate,
             health,
             results,
-            settler: Settler::new(sqs.clone(), main, priority, &config),
-            config: Arc::new(config),
+            settler: Settler::new(sqs.clone(), main, priority, config),
+            config: Arc::new(config.clone()),
             urgent_waiting: watch::Sender::new(0),
             sqs,
             accounts,
             dedup,
             protection,
-            intake: parsed.intake.clone(),
+            intake: settings.intake.clone(),
         })
     }
 

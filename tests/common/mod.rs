@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod process;
 pub mod proxy;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use iam_key_revoker::aws::clients::{sdk_loader, Clients};
-use iam_key_revoker::config::Config;
+use iam_key_revoker::config::{Config, Settings};
 use iam_key_revoker::{JobReport, Outcome, Reason, Worker};
 
 pub const REGION: &str = "us-east-1";
@@ -114,9 +115,14 @@ impl TestEnv {
         (url, dlq)
     }
 
+    /// This environment's config, validated.
+    pub fn settings(&self) -> Settings {
+        Settings::new(self.config.clone()).expect("the test's configuration is valid")
+    }
+
     /// A worker for this environment's config and clients.
     pub async fn worker(&self) -> Worker {
-        Worker::build(self.config.clone(), self.clients.clone())
+        Worker::build(self.settings(), self.clients.clone())
             .await
             .expect("worker starts")
     }
