@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::TestEnv;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -568,4 +569,78 @@ async fn enqueue_priority_sends_to_the_priority_queue() {
     let refused = send(None);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("sqs.priority_queue_url"));
+}
+
+/// Twenty valid lines, each a job for its own key.
+fn twenty_lines(dir: &tempfile::TempDir) -> String {
+    let text: String = (0..20)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"request_id": format!("stop-{i}"), "user_name": format!("u{i}"),
+                       "access_key_id": format!("AKIA{i:016}")})
+            )
+        })
+        .collect();
+    write(dir, "jobs.jsonl", &text)
+}
+
+/// `args` run against `endpoint` with a retry budget of five minutes a request: a run
+/// that retried each line's failure would not end within the test's limit.
+async fn run_against(endpoint: &str, args: &[&str]) -> Output {
+    let mut command = common::process::command(endpoint, "http://127.0.0.1:9/123456789012/jobs");
+    command
+        .args(args)
+        .env("IAM_KEY_REVOKER__RETRY__MAX_ELAPSED_SECONDS", "300")
+        .env("IAM_KEY_REVOKER__RETRY__MAX_DELAY_MS", "30000");
+    let child = command.spawn().expect("the binary runs");
+    common::process::wait(child, Duration::from_secs(60)).await
+}
+
+/// What an operator sees when nothing answers: one line naming the endpoint and the
+/// cause, exit 1, not one error per line after each line's whole retry budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_enqueue_stop_at_once_when_the_endpoint_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = twenty_lines(&dir);
+    // Nothing listens there: every connection is refused.
+    let nowhere = format!("http://127.0.0.1:{}", common::process::free_port());
+    for args in [
+        vec!["plan", "--file", &file],
+        vec!["enqueue", "--file", &file],
+    ] {
+        let output = run_against(&nowhere, &args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: one line: {stderr}");
+        assert!(
+            errors[0].contains(&format!("no answer from {nowhere}")),
+            "names the endpoint: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not sent:") && output.stdout.is_empty(),
+            "no line of its own for each job: {stderr}"
+        );
+    }
+}
+
+/// Credentials AWS refuses stop the plan at the first line's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_stops_at_credentials_aws_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = twenty_lines(&dir);
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    proxy.set_fault(Fault::Status(403, iam_error("InvalidClientTokenId")));
+    let output = run_against(&proxy.url, &["plan", "--file", &file]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} refused the credentials", proxy.url))
+            && stderr.contains("InvalidClientTokenId"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no plan printed");
+    // At most the lines already in flight asked: not every line.
+    assert!(proxy.operations().len() <= 8, "{:?}", proxy.operations());
 }

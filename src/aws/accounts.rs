@@ -150,6 +150,7 @@ impl Accounts {
                     class: ErrorClass::Transient,
                     code: None,
                     message: "STS returned no account or ARN".into(),
+                    unanswered: false,
                 })
             })
             .await

@@ -47,6 +47,9 @@ pub struct AwsError {
     /// AWS's own message, or a short description of a failure on the way (one line,
     /// never credentials).
     pub message: String,
+    /// No answer came from the endpoint: the connection, DNS or TLS failed, or the
+    /// request timed out. Says nothing of the request itself.
+    pub unanswered: bool,
 }
 
 impl fmt::Display for AwsError {
@@ -83,12 +86,25 @@ impl AwsError {
             SdkError::TimeoutError(_) => "request timed out".to_owned(),
             other => causes(other),
         };
+        let unanswered = match err {
+            SdkError::TimeoutError(_) => true,
+            SdkError::DispatchFailure(failure) => !failure.is_user(),
+            _ => false,
+        };
         Self {
             operation,
             class,
             code,
             message: one_line(&message),
+            unanswered: unanswered && class == ErrorClass::Transient,
         }
+    }
+
+    /// Whether this failure is the endpoint's or the credentials', not the request's: a
+    /// command that sends many requests stops at the first one, since every other
+    /// request would fail the same way.
+    pub fn is_the_endpoints(&self) -> bool {
+        self.unanswered || self.class == ErrorClass::Credentials
     }
 
     /// An error that is not the SDK's, as one readable line.
@@ -102,6 +118,7 @@ impl AwsError {
             class,
             code: None,
             message: one_line(&causes(err)),
+            unanswered: false,
         }
     }
 
@@ -404,6 +421,34 @@ mod tests {
         let construction: SdkError<DeleteAccessKeyError, HttpResponse> =
             SdkError::construction_failure("missing field");
         assert_eq!(classify(&construction).0, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn only_a_request_without_an_answer_or_refused_credentials_is_the_endpoints() {
+        let of = |e: SdkError<DeleteAccessKeyError, HttpResponse>| {
+            AwsError::from_sdk("DeleteAccessKey", e).is_the_endpoints()
+        };
+        assert!(of(SdkError::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()
+        ))));
+        assert!(of(SdkError::dispatch_failure(ConnectorError::timeout(
+            "connect timed out".into()
+        ))));
+        assert!(of(SdkError::timeout_error("attempt timed out")));
+        assert!(of(service("InvalidClientTokenId", 403)));
+        assert!(
+            !of(service("Throttling", 400)),
+            "answered: the line may retry"
+        );
+        assert!(!of(service("AccessDenied", 403)), "the line's own");
+        assert!(!of(service("NoSuchEntity", 404)));
+        assert!(!of(SdkError::dispatch_failure(ConnectorError::user(
+            "bad request".into()
+        ))));
+        assert!(!of(SdkError::response_error(
+            "truncated body",
+            response(200)
+        )));
     }
 
     #[test]

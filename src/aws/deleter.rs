@@ -59,6 +59,7 @@ impl Deleter {
             class: ErrorClass::Transient,
             code: None,
             message: "the delete batcher has stopped".to_owned(),
+            unanswered: false,
         };
         self.tx
             .send(DeleteRequest {

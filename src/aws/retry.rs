@@ -106,6 +106,8 @@ impl BackoffPolicy {
 pub struct RetryCounter {
     count: AtomicU32,
     stop: CancellationToken,
+    /// An answer-less failure (connection, DNS, TLS, timeout) is not retried.
+    fail_fast: bool,
 }
 
 impl RetryCounter {
@@ -114,6 +116,18 @@ impl RetryCounter {
         Self {
             count: AtomicU32::new(0),
             stop,
+            fail_fast: false,
+        }
+    }
+
+    /// For a command's requests (`plan`, `enqueue`): their retries end when `stop` is
+    /// cancelled, and a request the endpoint never answered is not retried: the command
+    /// stops at once, since every other request would fail the same way, where the
+    /// worker waits such an outage out.
+    pub fn for_command(stop: CancellationToken) -> Self {
+        Self {
+            fail_fast: true,
+            ..Self::until(stop)
         }
     }
 
@@ -159,7 +173,11 @@ where
                 }
             }
         })
-        .when(|e: &AwsError| e.class == ErrorClass::Transient && !retries.stopped())
+        .when(|e: &AwsError| {
+            e.class == ErrorClass::Transient
+                && !retries.stopped()
+                && !(retries.fail_fast && e.unanswered)
+        })
         .notify(|e: &AwsError, delay: Duration| {
             retries.bump();
             crate::metrics::aws_retry(
@@ -212,6 +230,7 @@ mod tests {
             class: ErrorClass::Transient,
             code: Some("Throttling".into()),
             message: "Rate exceeded".into(),
+            unanswered: false,
         }
     }
 

@@ -527,5 +527,6 @@ fn inconsistent(key: &str) -> AwsError {
         class: ErrorClass::Transient,
         code: Some("InconsistentOwner".to_owned()),
         message: format!("IAM reported conflicting ownership for access key {key}"),
+        unanswered: false,
     }
 }

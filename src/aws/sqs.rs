@@ -433,6 +433,7 @@ impl Sqs {
         &self,
         queue_url: &str,
         messages: &[Outgoing],
+        retries: &RetryCounter,
     ) -> Result<Vec<Refused>, AwsError> {
         let entries: Vec<_> = messages
             .iter()
@@ -448,22 +449,15 @@ impl Sqs {
                     .expect("id and body are set")
             })
             .collect();
-        let retries = RetryCounter::default();
-        let out = call(
-            &self.policy,
-            &retries,
-            "sqs",
-            "SendMessageBatch",
-            || async {
-                self.client
-                    .send_message_batch()
-                    .queue_url(queue_url)
-                    .set_entries(Some(entries.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("SendMessageBatch", e))
-            },
-        )
+        let out = call(&self.policy, retries, "sqs", "SendMessageBatch", || async {
+            self.client
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SendMessageBatch", e))
+        })
         .await?;
         Ok(out
             .failed()

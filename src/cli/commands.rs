@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::aws::accounts::Accounts;
+use crate::aws::classify::AwsError;
 use crate::aws::clients::Clients;
 use crate::aws::sqs::Sqs;
 use crate::cli::batch::{self, Format, Line};
@@ -95,7 +96,8 @@ pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurre
     let jobs: Vec<_> = lines.into_iter().filter_map(|l| l.job.ok()).collect();
     let sqs = Sqs::new(clients.sqs, config.backoff);
     let started = Instant::now();
-    let sent = enqueue::send(
+    let endpoint = endpoint(&clients.sdk);
+    let sending = enqueue::send(
         &sqs,
         &config.sqs.queue_url,
         &jobs,
@@ -104,7 +106,7 @@ pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurre
     )
     .await;
     let mut failed = 0;
-    for s in &sent {
+    for s in &sending.sent {
         match &s.result {
             Ok(()) => {
                 // A reader that went away (`| head`) gets no more ids; the jobs are sent.
@@ -112,13 +114,19 @@ pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurre
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("not sent: {}: {e}", s.request_id);
+                // After a stop, one line below says why for all of them.
+                if sending.stopped_by.is_none() {
+                    eprintln!("not sent: {}: {e}", s.request_id);
+                }
             }
         }
     }
+    if let Some(e) = &sending.stopped_by {
+        eprintln!("error: {}", stopped(&endpoint, e));
+    }
     eprintln!(
         "sent {}, failed {failed}, elapsed {:.1} s",
-        sent.len() - failed,
+        sending.sent.len() - failed,
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {
@@ -128,14 +136,39 @@ pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurre
     }
 }
 
+/// Where the commands' requests go: the configured endpoint, else AWS's in the Region.
+fn endpoint(sdk: &aws_config::SdkConfig) -> String {
+    match (sdk.endpoint_url(), sdk.region()) {
+        (Some(url), _) => url.to_owned(),
+        (None, Some(region)) => format!("AWS in Region {region}"),
+        (None, None) => "AWS (no Region configured)".to_owned(),
+    }
+}
+
+/// The one line that says why a command stopped: the endpoint and the cause.
+fn stopped(endpoint: &str, e: &AwsError) -> String {
+    if e.unanswered {
+        format!("stopped: no answer from {endpoint}: {e}")
+    } else {
+        format!("stopped: {endpoint} refused the credentials: {e}")
+    }
+}
+
 /// `plan`: predicts every line with read-only IAM calls and prints the plan.
 pub async fn plan(config: &Settings, clients: Clients, input: Input, output: PlanOutput) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
         Err(code) => return code,
     };
+    let endpoint = endpoint(&clients.sdk);
     let accounts = Accounts::from_settings(config, &clients);
-    let rows = plan::plan(&lines, std::sync::Arc::new(accounts)).await;
+    let rows = match plan::plan(&lines, std::sync::Arc::new(accounts)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("error: {}", stopped(&endpoint, &e));
+            return 1;
+        }
+    };
     match output {
         PlanOutput::Table => {
             let _ = write_stdout(&plan::table(&rows));

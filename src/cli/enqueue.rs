@@ -2,7 +2,9 @@
 //! several calls in flight. Entries a batch reports as failed are sent again (when the
 //! fault is not the sender's); every job ends either sent or reported as failed, never
 //! silently lost. FIFO queues get `MessageGroupId` per user and `MessageDeduplicationId`
-//! from the request id, so a resend can never create a second job.
+//! from the request id, so a resend can never create a second job. A failure of the
+//! endpoint's or the credentials' (no answer, a refused signature) stops the run at once:
+//! what was sent is reported, the rest is not sent.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use crate::aws::classify::AwsError;
+use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::job::Job;
 
@@ -26,6 +31,13 @@ pub struct Sent {
     pub result: Result<(), String>,
 }
 
+/// What a run did: each job's fate, and the failure that stopped it early, if one did.
+#[derive(Debug)]
+pub struct Sending {
+    pub sent: Vec<Sent>,
+    pub stopped_by: Option<AwsError>,
+}
+
 /// Sends `jobs` to `queue_url` with up to `concurrency` batch calls in flight.
 pub async fn send(
     sqs: &Sqs,
@@ -33,7 +45,7 @@ pub async fn send(
     jobs: &[Job],
     concurrency: usize,
     progress: &Progress,
-) -> Vec<Sent> {
+) -> Sending {
     let fifo = queue_url.ends_with(".fifo");
     let messages: Vec<Outgoing> = jobs
         .iter()
@@ -44,29 +56,46 @@ pub async fn send(
         })
         .collect();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for (chunk_index, chunk) in messages.chunks(SQS_BATCH_MAX).enumerate() {
-        let (sqs, queue_url, chunk, slots) = (
+        let (sqs, queue_url, chunk, slots, stop) = (
             sqs.clone(),
             queue_url.to_owned(),
             chunk.to_vec(),
             slots.clone(),
+            stop.clone(),
         );
         tasks.spawn(async move {
             // Cannot fail: the semaphore is never closed.
             let _slot = slots.acquire_owned().await.expect("semaphore open");
-            (chunk_index, send_chunk(&sqs, &queue_url, &chunk).await)
+            if stop.is_cancelled() {
+                return (
+                    chunk_index,
+                    (vec![Err(STOPPED.to_owned()); chunk.len()], None),
+                );
+            }
+            let retries = RetryCounter::for_command(stop.clone());
+            let (outcomes, failure) = send_chunk(&sqs, &queue_url, &chunk, &retries).await;
+            if failure.is_some() {
+                stop.cancel();
+            }
+            (chunk_index, (outcomes, failure))
         });
     }
     let mut results: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); jobs.len()];
+    let mut stopped_by = None;
     while let Some(done) = tasks.join_next().await {
-        let (chunk_index, outcomes) = match done {
+        let (chunk_index, (outcomes, failure)) = match done {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "A sending task failed");
                 continue;
             }
         };
+        if stopped_by.is_none() {
+            stopped_by = failure;
+        }
         // Only what SQS accepted counts as sent; refusals are reported at the end.
         progress.advance(outcomes.iter().filter(|o| o.is_ok()).count());
         for (offset, outcome) in outcomes.into_iter().enumerate() {
@@ -74,14 +103,19 @@ pub async fn send(
         }
     }
     progress.finish();
-    jobs.iter()
+    let sent = jobs
+        .iter()
         .zip(results)
         .map(|(job, result)| Sent {
             request_id: job.request_id.clone(),
             result,
         })
-        .collect()
+        .collect();
+    Sending { sent, stopped_by }
 }
+
+/// Why a job was not sent after the run stopped.
+const STOPPED: &str = "not sent: the run stopped at a failure of the endpoint";
 
 /// Jobs of one user stay in order on a FIFO queue; key-only jobs are grouped by key.
 fn message_group(job: &Job) -> String {
@@ -92,19 +126,26 @@ fn message_group(job: &Job) -> String {
 }
 
 /// Sends one chunk (at most ten), resending refused entries whose fault was not ours.
-async fn send_chunk(sqs: &Sqs, queue_url: &str, chunk: &[Outgoing]) -> Vec<Result<(), String>> {
+/// Returns each entry's fate and, when the endpoint or the credentials failed, that
+/// failure.
+async fn send_chunk(
+    sqs: &Sqs,
+    queue_url: &str,
+    chunk: &[Outgoing],
+    retries: &RetryCounter,
+) -> (Vec<Result<(), String>>, Option<AwsError>) {
     let mut results: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); chunk.len()];
     let mut pending: Vec<usize> = (0..chunk.len()).collect();
     let mut delays = sqs.policy().endless();
     for round in 1..=MAX_ROUNDS {
         let batch: Vec<Outgoing> = pending.iter().map(|&i| chunk[i].clone()).collect();
-        let refused = match sqs.send_batch(queue_url, &batch).await {
+        let refused = match sqs.send_batch(queue_url, &batch, retries).await {
             Ok(refused) => refused,
             Err(e) => {
                 for &i in &pending {
                     results[i] = Err(e.to_string());
                 }
-                return results;
+                return (results, e.is_the_endpoints().then_some(e));
             }
         };
         let mut again = Vec::new();
@@ -128,7 +169,7 @@ async fn send_chunk(sqs: &Sqs, queue_url: &str, chunk: &[Outgoing]) -> Vec<Resul
         pending = again;
         tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
     }
-    results
+    (results, None)
 }
 
 /// Progress of a send: a bar on a terminal, a plain line a second otherwise (on stderr).
@@ -277,6 +318,8 @@ mod tests {
             &Progress::hidden(3),
         )
         .await;
+        assert!(sent.stopped_by.is_none());
+        let sent = sent.sent;
 
         assert_eq!(sent[0].result, Ok(()));
         assert!(

@@ -1,7 +1,8 @@
 //! `plan`: a read-only pre-flight of a batch. For every line it predicts what the worker
 //! would do (`would_delete`, `would_deactivate`, `already_absent`, `owner_mismatch`,
 //! `owner_unknown`, `protected`, `cross_account_disabled`, `invalid`, or `error` when IAM
-//! could not be read), using only read calls: nothing changes in IAM or on the queue.
+//! could not be read), using only read calls: nothing changes in IAM or on the queue. A
+//! failure of the endpoint's or the credentials' stops the whole plan (CONTRACT §6).
 //! A job with `revoke_sessions` that would revoke (or find its key gone) also says
 //! `would_revoke_sessions`.
 
@@ -10,8 +11,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::accounts::{AccountError, Accounts};
+use crate::aws::classify::AwsError;
 use crate::aws::retry::RetryCounter;
 use crate::aws::verdict::Prediction;
 use crate::cli::batch::Line;
@@ -68,26 +71,42 @@ pub struct PlanRow {
     pub detail: Option<String>,
 }
 
-/// Predicts every line, each in the account it names.
-pub async fn plan(lines: &[Line], accounts: Arc<Accounts>) -> Vec<PlanRow> {
+/// Predicts every line, each in the account it names. Stops at the first failure that is
+/// not a line's own but the endpoint's or the credentials' (every other line would fail
+/// the same way, each after its whole retry budget): that failure is the error.
+pub async fn plan(lines: &[Line], accounts: Arc<Accounts>) -> Result<Vec<PlanRow>, AwsError> {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for (index, line) in lines.iter().enumerate() {
-        let (line, accounts, slots) = (line.clone(), accounts.clone(), slots.clone());
+        let (line, accounts, slots, stop) =
+            (line.clone(), accounts.clone(), slots.clone(), stop.clone());
         tasks.spawn(async move {
             // Cannot fail: the semaphore is never closed.
             let _slot = slots.acquire_owned().await.expect("semaphore open");
-            (index, predict(&line, &accounts).await)
+            let retries = RetryCounter::for_command(stop);
+            (index, predict(&line, &accounts, &retries).await)
         });
     }
     let mut rows: Vec<Option<PlanRow>> = vec![None; lines.len()];
     while let Some(Ok((index, row))) = tasks.join_next().await {
-        rows[index] = Some(row);
+        match row {
+            Ok(row) => rows[index] = Some(row),
+            Err(e) => {
+                stop.cancel();
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
     }
-    rows.into_iter().flatten().collect()
+    Ok(rows.into_iter().flatten().collect())
 }
 
-async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
+async fn predict(
+    line: &Line,
+    accounts: &Accounts,
+    retries: &RetryCounter,
+) -> Result<PlanRow, AwsError> {
     let mut row = PlanRow {
         line: line.number,
         request_id: None,
@@ -101,25 +120,25 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
         Ok(job) => job,
         Err(e) => {
             row.detail = Some(e.to_string());
-            return row;
+            return Ok(row);
         }
     };
     row.request_id = Some(job.request_id.clone());
     row.user_name = job.user_name().map(str::to_owned);
     row.access_key_ids = job.access_key_id().map(str::to_owned).into_iter().collect();
-    let retries = RetryCounter::default();
-    let iam = match accounts.iam_for(job.account_id.as_deref(), &retries).await {
+    let iam = match accounts.iam_for(job.account_id.as_deref(), retries).await {
         Ok(iam) => iam,
+        Err(AccountError::Aws(e)) if e.is_the_endpoints() => return Err(e),
         Err(e) => {
             row.prediction = match e {
                 AccountError::Disabled { .. } => Predicted::Rejected(Reason::CrossAccountDisabled),
                 AccountError::Aws(_) => Predicted::Error,
             };
             row.detail = Some(e.to_string());
-            return row;
+            return Ok(row);
         }
     };
-    match iam.preview(job, &retries).await {
+    match iam.preview(job, retries).await {
         Ok(preview) => {
             if preview.user_name.is_some() {
                 row.user_name = preview.user_name;
@@ -138,12 +157,13 @@ async fn predict(line: &Line, accounts: &Accounts) -> PlanRow {
                     Predicted::Would(_) | Predicted::AlreadyAbsent
                 );
         }
+        Err(e) if e.is_the_endpoints() => return Err(e),
         Err(e) => {
             row.prediction = Predicted::Error;
             row.detail = Some(e.to_string());
         }
     }
-    row
+    Ok(row)
 }
 
 /// The plan as an aligned text table.

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::deleter::next_batch;
 use crate::aws::iam::{KeyResult, LastUsed};
+use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
 
@@ -157,7 +158,10 @@ async fn run(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if !bodies.is_empty() {
-            match sqs.send_batch(&queue_url, &bodies).await {
+            match sqs
+                .send_batch(&queue_url, &bodies, &RetryCounter::default())
+                .await
+            {
                 Ok(refused) if refused.is_empty() => {}
                 Ok(refused) => {
                     let failed = refused.len();
