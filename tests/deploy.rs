@@ -591,3 +591,207 @@ fn the_image_is_built_and_run_as_deploying_says() {
         );
     }
 }
+
+/// IAM's wildcard match of a policy's `Action` or `Resource` element: `*` any run of
+/// characters, `?` any one ("IAM JSON policy elements: Resource", IAM User Guide).
+fn wildcard(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    // matched[j]: the pattern so far matches value[..j].
+    let mut matched = vec![false; v.len() + 1];
+    matched[0] = true;
+    for c in p {
+        let mut next = vec![false; v.len() + 1];
+        for j in 0..=v.len() {
+            next[j] = match c {
+                '*' => matched[j] || (j > 0 && next[j - 1]),
+                '?' => j > 0 && matched[j - 1],
+                c => j > 0 && matched[j - 1] && v[j - 1] == c,
+            };
+        }
+        matched = next;
+    }
+    matched[v.len()]
+}
+
+fn strings(element: &serde_json::Value) -> Vec<String> {
+    match element {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(list) => list
+            .iter()
+            .map(|s| s.as_str().expect("a string").to_owned())
+            .collect(),
+        other => panic!("unexpected policy element {other}"),
+    }
+}
+
+/// Whether `policies` (identity policies of one role) allow `action` on `resource`: an
+/// explicit Deny wins, then an Allow, else the implicit deny. Conditions are taken as
+/// met (the emulator cannot evaluate them either; tests elsewhere check each one).
+fn allows(policies: &[serde_json::Value], action: &str, resource: &str) -> bool {
+    let applies = |s: &serde_json::Value| {
+        strings(&s["Action"])
+            .iter()
+            .any(|a| wildcard(&a.to_lowercase(), &action.to_lowercase()))
+            && strings(&s["Resource"])
+                .iter()
+                .any(|r| wildcard(r, resource))
+    };
+    let statements: Vec<&serde_json::Value> = policies
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().expect("statements"))
+        .collect();
+    if statements
+        .iter()
+        .any(|s| s["Effect"] == "Deny" && applies(s))
+    {
+        return false;
+    }
+    statements
+        .iter()
+        .any(|s| s["Effect"] == "Allow" && applies(s))
+}
+
+/// A shipped policy with its placeholders filled in as an operator would.
+fn filled(path: &str) -> serde_json::Value {
+    let text = read(path)
+        .replace("WORKER_ACCOUNT_ID", "111122223333")
+        .replace("REGION", "eu-west-1")
+        .replace("ORGANIZATION_ID", "o-exampleorgid")
+        .replace("MEMBER_ACCOUNT_ID", "444455556666");
+    serde_json::from_str(&text).expect("policy is JSON")
+}
+
+const IAM_READS: &[&str] = &[
+    "iam:ListAccessKeys",
+    "iam:GetAccessKeyLastUsed",
+    "iam:ListUserPolicies",
+    "iam:GetUserPolicy",
+];
+
+/// Every (action, resource) the worker addresses, granted by the shipped worker policy;
+/// nothing it does not address on the queues granted.
+#[test]
+fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() {
+    let policy = [filled("deploy/aws/worker-policy.json")];
+    let queue = |name: &str| format!("arn:aws:sqs:eu-west-1:111122223333:{name}");
+    let job_queues = [
+        queue("iam-key-revocations"),
+        queue("iam-key-revocations-priority"),
+    ];
+    let dead_letter_queues = [
+        queue("iam-key-revocations-dlq"),
+        queue("iam-key-revocations-priority-dlq"),
+    ];
+    let results = queue("iam-key-revoker-results");
+    let mut needed: Vec<(&str, String)> = Vec::new();
+    for q in &job_queues {
+        for action in [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            // Discovery (RedrivePolicy) and the depth gauge.
+            "sqs:GetQueueAttributes",
+            // Continuations.
+            "sqs:SendMessage",
+        ] {
+            needed.push((action, q.clone()));
+        }
+    }
+    for q in &dead_letter_queues {
+        // The dead-letter copy; the queue found from RedrivePolicy; the depth gauge
+        // that IamKeyRevokerDeadLetterQueueNotEmpty reads.
+        for action in [
+            "sqs:SendMessage",
+            "sqs:GetQueueUrl",
+            "sqs:GetQueueAttributes",
+        ] {
+            needed.push((action, q.clone()));
+        }
+    }
+    needed.push(("sqs:SendMessage", results.clone()));
+    for user in ["user/alice", "user/engineering/ci/alice"] {
+        let arn = format!("arn:aws:iam::111122223333:{user}");
+        for action in IAM_READS
+            .iter()
+            .chain(iam_key_revoker::cli::deny::WRITE_ACTIONS)
+        {
+            needed.push((action, arn.clone()));
+        }
+    }
+    needed.push((
+        "sts:AssumeRole",
+        "arn:aws:iam::444455556666:role/iam-key-revoker".into(),
+    ));
+    for (action, resource) in &needed {
+        assert!(allows(&policy, action, resource), "{action} on {resource}");
+    }
+
+    // Nothing more on the queues: the worker never receives from a dead-letter queue or
+    // the results queue, nor deletes there.
+    for q in dead_letter_queues.iter().chain([&results]) {
+        for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue"] {
+            assert!(!allows(&policy, action, q), "{action} on {q}");
+        }
+    }
+    assert!(!allows(
+        &policy,
+        "iam:DeleteAccessKey",
+        "arn:aws:iam::444455556666:user/alice"
+    ));
+    assert!(!allows(
+        &policy,
+        "sts:AssumeRole",
+        "arn:aws:iam::444455556666:role/admin"
+    ));
+}
+
+/// `protect-policy` on the shipped configuration, added to the worker's role, makes IAM
+/// refuse every write on the protected users, with or without a path, in any account;
+/// reads and other users stay allowed.
+#[test]
+fn the_protect_policy_denies_writes_on_the_shipped_protected_users() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iam-key-revoker"))
+        .env_clear()
+        .args([
+            "protect-policy",
+            "--config",
+            &format!("{ROOT}/deploy/kubernetes/worker.toml"),
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deny: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let worker = [filled("deploy/aws/worker-policy.json"), deny.clone()];
+    let member = [filled("deploy/aws/member-role-permissions.json"), deny];
+    let config = configmap_config();
+    assert!(
+        !config.protect.users.is_empty(),
+        "the shipped file protects users"
+    );
+    for (policies, account) in [(&worker, "111122223333"), (&member, "444455556666")] {
+        for user in ["break-glass-admin", "ops/terraform-ci"] {
+            let arn = format!("arn:aws:iam::{account}:user/{user}");
+            for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+                assert!(!allows(policies, action, &arn), "{action} on {arn}");
+            }
+            for action in IAM_READS {
+                assert!(allows(policies, action, &arn), "{action} on {arn}");
+            }
+        }
+        let alice = format!("arn:aws:iam::{account}:user/alice");
+        assert!(allows(policies, "iam:DeleteAccessKey", &alice));
+    }
+}
+
+#[test]
+fn the_wildcard_match_is_iams() {
+    assert!(wildcard("user/*", "user/a/b"));
+    assert!(wildcard("user/*/x", "user/p/q/x"));
+    assert!(!wildcard("user/*/x", "user/x"));
+    assert!(wildcard("a?c", "abc") && !wildcard("a?c", "ac"));
+    assert!(!wildcard("user/admin", "user/Admin"));
+}

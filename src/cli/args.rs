@@ -1,4 +1,5 @@
-//! The command line (README, "Running it"): `run`, `enqueue` and `plan`, their flags and
+//! The command line (README, "Running it"): `run`, `enqueue`, `plan` and
+//! `protect-policy`, their flags and
 //! what they become.
 
 use std::path::PathBuf;
@@ -63,6 +64,16 @@ pub enum Command {
         /// Log lines on standard error: for people, or one JSON object each.
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormatArg,
+    },
+    /// Print protect.users as an IAM policy denying the worker's writes on those users
+    /// (for the worker's role and the member accounts' role). Calls no AWS API.
+    ProtectPolicy {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// The AWS partition of the ARNs (aws, aws-cn, aws-us-gov).
+        #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
+        partition: String,
     },
 }
 

@@ -193,3 +193,19 @@ pub async fn plan(config: &Settings, clients: Clients, input: Input, output: Pla
         0
     }
 }
+
+/// `protect-policy`: prints `protect.users` as an IAM Deny policy (exit 2 for a pattern
+/// IAM cannot express).
+pub fn protect_policy(config: &Settings, partition: &str) -> u8 {
+    match crate::cli::deny::protected_users_policy(&config.protect.users, partition) {
+        Ok(policy) => {
+            let text = serde_json::to_string_pretty(&policy).unwrap_or_default();
+            let _ = write_stdout(&format!("{text}\n"));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}

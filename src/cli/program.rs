@@ -18,7 +18,8 @@ pub fn run(cli: Cli) -> u8 {
     let config_path = match &cli.command {
         Command::Run { config }
         | Command::Enqueue { config, .. }
-        | Command::Plan { config, .. } => config.clone(),
+        | Command::Plan { config, .. }
+        | Command::ProtectPolicy { config, .. } => config.clone(),
     };
     let queue_url = match &cli.command {
         Command::Enqueue { queue_url, .. } => queue_url.as_deref(),
@@ -51,10 +52,14 @@ pub fn run(cli: Cli) -> u8 {
             return 2;
         }
     };
+    if let Command::ProtectPolicy { partition, .. } = &cli.command {
+        return commands::protect_policy(&config, partition);
+    }
     // The worker logs to standard output as configured; the commands keep standard output
     // for their results and log for people unless asked for JSON.
     match &cli.command {
         Command::Run { .. } => telemetry::init(&config.log, false),
+        Command::ProtectPolicy { .. } => {}
         Command::Enqueue { log_format, .. } | Command::Plan { log_format, .. } => {
             let log = LogSection {
                 format: match log_format {
@@ -102,6 +107,7 @@ pub fn run(cli: Cli) -> u8 {
                 )
                 .await
             }
+            Command::ProtectPolicy { .. } => 0,
             Command::Plan {
                 file,
                 format,
