@@ -795,3 +795,54 @@ fn the_wildcard_match_is_iams() {
     assert!(wildcard("a?c", "abc") && !wildcard("a?c", "ac"));
     assert!(!wildcard("user/admin", "user/Admin"));
 }
+
+/// What a fresh cluster needs from the files themselves: the namespace is created with
+/// the objects, the disruption budget never blocks a drain while every pod is unready,
+/// and the Prometheus Operator objects carry the label kube-prometheus-stack selects.
+#[test]
+fn a_fresh_cluster_gets_its_namespace_drains_and_monitoring() {
+    let kustomization = docs("deploy/kubernetes/kustomization.yaml");
+    let namespace = kustomization[0]["namespace"].as_str().expect("a namespace");
+    let resources: Vec<&str> = kustomization[0]["resources"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let created = resources
+        .iter()
+        .flat_map(|r| docs(&format!("deploy/kubernetes/{r}")))
+        .find(|d| d["kind"].as_str() == Some("Namespace"))
+        .expect("the kustomization creates its namespace");
+    assert_eq!(created["metadata"]["name"].as_str(), Some(namespace));
+    let trust = read("deploy/aws/worker-trust-policy.json");
+    assert!(
+        trust.contains(&format!(
+            "system:serviceaccount:{namespace}:iam-key-revoker"
+        )),
+        "the worker's trust names the service account in that namespace"
+    );
+
+    let pdb_docs = docs("deploy/kubernetes/poddisruptionbudget.yaml");
+    let pdb = kind(&pdb_docs, "PodDisruptionBudget");
+    assert_eq!(
+        pdb["spec"]["unhealthyPodEvictionPolicy"].as_str(),
+        Some("AlwaysAllow")
+    );
+
+    let monitoring = docs("deploy/prometheus/kustomization.yaml");
+    let resources: Vec<&str> = monitoring[0]["resources"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(resources, ["podmonitor.yaml", "prometheus-rule.yaml"]);
+    let label = &monitoring[0]["labels"][0];
+    assert!(label["pairs"]["release"].as_str().is_some());
+    assert_eq!(
+        label["includeSelectors"].as_bool(),
+        Some(false),
+        "the PodMonitor's pod selector stays as it is"
+    );
+}

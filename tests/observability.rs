@@ -549,4 +549,20 @@ fn dashboard_and_alerts_name_only_exported_series() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+    // How the rules behave: with two replicas, a rejection that needs a person, until
+    // its dead-letter queue is emptied; jobs waiting unworked page once.
+    let output = Command::new("promtool")
+        .args([
+            "test",
+            "rules",
+            &format!("{root}/deploy/prometheus/alerts.test.yml"),
+        ])
+        .output()
+        .expect("promtool is installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
