@@ -1,9 +1,15 @@
-//! The deployment files agree with the code: the IAM policies grant exactly the actions
-//! the code calls, and the Kubernetes manifests, the Prometheus scrape configuration and
-//! the Dockerfile name the ports, paths and configuration keys the worker really uses.
+//! The deployment files agree with the code: the worker stack's IAM policies grant exactly
+//! the actions the code calls on exactly the resources it addresses, its outputs are the
+//! worker's configuration, and the Kubernetes manifests (as kustomize renders them), the
+//! Prometheus scrape configuration and the Dockerfile name the ports, paths and
+//! configuration keys the worker really uses. tests/deploy_stack.rs deploys them.
 
-use std::collections::BTreeSet;
+#[path = "common/cfn.rs"]
+mod cfn;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use cfn::{of_kind, rendered_manifests, Stack};
 use iam_key_revoker::config::{Config, Settings};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -87,33 +93,52 @@ fn permission(op: &str) -> Option<&'static str> {
 
 fn policy_actions(path: &str) -> BTreeSet<String> {
     let policy: serde_json::Value = serde_json::from_str(&read(path)).expect("policy is JSON");
+    actions_of(&policy, path)
+}
+
+/// The actions of a policy document's Allow statements (every statement is one, names
+/// its resources, and no action is a wildcard).
+fn actions_of(policy: &serde_json::Value, name: &str) -> BTreeSet<String> {
     let mut actions = BTreeSet::new();
     for statement in policy["Statement"].as_array().expect("statements") {
         assert_eq!(
             statement["Effect"], "Allow",
-            "{path}: only Allow statements"
+            "{name}: only Allow statements"
         );
-        match &statement["Action"] {
-            serde_json::Value::String(a) => {
-                actions.insert(a.clone());
-            }
-            serde_json::Value::Array(list) => {
-                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()));
-            }
-            other => panic!("{path}: unexpected Action {other}"),
-        }
+        actions.extend(strings(&statement["Action"]));
         assert!(
             !statement["Resource"].is_null(),
-            "{path}: every statement names its resources"
+            "{name}: every statement names its resources"
         );
     }
     for action in &actions {
         assert!(
             !action.contains('*'),
-            "{path}: no wildcard actions ({action})"
+            "{name}: no wildcard actions ({action})"
         );
     }
     actions
+}
+
+/// The worker role's policies in the worker stack, resolved.
+fn worker_policies(stack: &Stack) -> Vec<serde_json::Value> {
+    let role = stack.resolve(&serde_json::json!({"Ref": "WorkerRole"}));
+    let mut policies = Vec::new();
+    for id in stack.of_type("AWS::IAM::ManagedPolicy") {
+        let properties = stack.properties(&id);
+        if properties["Roles"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .contains(&role)
+        {
+            policies.push(properties["PolicyDocument"].clone());
+        }
+    }
+    assert!(
+        stack.resource("WorkerRole")["Properties"]["Policies"].is_null(),
+        "the worker's permissions are managed policies of their own"
+    );
+    policies
 }
 
 #[test]
@@ -133,7 +158,12 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
         .filter_map(|op| permission(op))
         .map(str::to_owned)
         .collect();
-    assert_eq!(policy_actions("deploy/aws/worker-policy.json"), needed);
+    let stack = Stack::worker();
+    let granted: BTreeSet<String> = worker_policies(&stack)
+        .iter()
+        .flat_map(|p| actions_of(p, "the worker's policies"))
+        .collect();
+    assert_eq!(granted, needed);
 }
 
 #[test]
@@ -169,12 +199,11 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
 
     // The worker may assume exactly the role name member accounts create, and only in
     // accounts of its organization, whatever account a job names.
-    let worker: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/worker-policy.json")).unwrap();
-    let assume = worker["Statement"]
-        .as_array()
-        .unwrap()
+    let stack = Stack::worker();
+    let policies = worker_policies(&stack);
+    let assume = policies
         .iter()
+        .flat_map(|p| p["Statement"].as_array().unwrap())
         .find(|s| s["Action"] == "sts:AssumeRole")
         .unwrap();
     let role = config
@@ -182,10 +211,24 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
         .role_name
         .clone()
         .expect("role configured");
-    assert_eq!(assume["Resource"], format!("arn:aws:iam::*:role/{role}"));
     assert_eq!(
-        assume["Condition"]["StringEquals"]["aws:ResourceOrgID"],
-        "ORGANIZATION_ID"
+        assume["Resource"],
+        format!("arn:aws:iam::*:role/{role}"),
+        "any account's role of that name ..."
+    );
+    assert_eq!(
+        assume["Condition"]["StringEquals"]["aws:ResourceOrgID"], "o-exampleorgid",
+        "... inside the organization"
+    );
+    let member: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role.cfn.json")).unwrap();
+    assert_eq!(
+        stack.template["Parameters"]["MemberRoleName"]["Default"],
+        member["Parameters"]["RoleName"]["Default"]
+    );
+    assert_eq!(
+        member["Parameters"]["WorkerRoleName"]["Default"],
+        stack.properties("WorkerRole")["RoleName"]
     );
 }
 
@@ -239,79 +282,244 @@ fn the_member_role_template_matches_the_policy_files() {
     assert_eq!(unsub(&properties["AssumeRolePolicyDocument"]), trust);
 }
 
-/// KEDA reads the queues' depth with a role of its own that can do nothing else; the
-/// worker's role trusts only its service account, through the cluster's OIDC provider.
+/// The worker stack's outputs as README's deploy steps write them into stack.env, and
+/// the manifests kustomize renders with them.
+fn stack_and_manifests() -> (Stack, BTreeMap<String, String>, Vec<serde_json::Value>) {
+    let stack = Stack::worker();
+    let outputs = stack.outputs();
+    let manifests = rendered_manifests(&outputs, "registry.example/iam-key-revoker:1.0.0");
+    (stack, outputs, manifests)
+}
+
+/// KEDA reads the queues' depth with a role of its own that can do nothing else, taken
+/// with the KEDA operator's own web identity; the worker's role trusts only its service
+/// account, through the cluster's OIDC provider. The manifests name the stack's roles.
 #[test]
 fn the_scaler_and_the_worker_have_roles_of_their_own() {
-    let keda_docs = docs("deploy/kubernetes/keda-scaledobject.yaml");
-    let auth = kind(&keda_docs, "TriggerAuthentication");
-    assert_eq!(
-        auth["spec"]["podIdentity"]["provider"].as_str(),
-        Some("aws")
-    );
+    let (stack, outputs, manifests) = stack_and_manifests();
+    let auth = of_kind(&manifests, "TriggerAuthentication");
+    assert_eq!(auth["spec"]["podIdentity"]["provider"], "aws");
     assert!(
-        auth["spec"]["podIdentity"]["identityOwner"].is_badvalue(),
+        auth["spec"]["podIdentity"]["identityOwner"].is_null(),
         "not the workload's (the worker's) role"
     );
-    let role_arn = auth["spec"]["podIdentity"]["roleArn"].as_str().unwrap();
-    assert!(role_arn.ends_with(":role/iam-key-revoker-keda-scaler"));
-    let policy: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/keda-scaler-policy.json")).unwrap();
     assert_eq!(
-        policy_actions("deploy/aws/keda-scaler-policy.json"),
+        auth["spec"]["podIdentity"]["roleArn"],
+        outputs["KEDA_SCALER_ROLE_ARN"].as_str()
+    );
+    assert!(outputs["KEDA_SCALER_ROLE_ARN"].ends_with(":role/iam-key-revoker-keda-scaler"));
+    let scaler = stack.properties("KedaScalerPolicy");
+    assert_eq!(
+        scaler["Roles"],
+        serde_json::json!([stack.properties("KedaScalerRole")["RoleName"]])
+    );
+    let policy = &scaler["PolicyDocument"];
+    assert_eq!(
+        actions_of(policy, "the scaler's policy"),
         BTreeSet::from(["sqs:GetQueueAttributes".to_owned()])
     );
-    let resources: Vec<&str> = policy["Statement"][0]["Resource"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
-    let scaled = kind(&keda_docs, "ScaledObject");
-    for trigger in scaled["spec"]["triggers"].as_vec().unwrap() {
+    let resources = strings(&policy["Statement"][0]["Resource"]);
+    let scaled = of_kind(&manifests, "ScaledObject");
+    for trigger in scaled["spec"]["triggers"].as_array().unwrap() {
         let url = trigger["metadata"]["queueURL"].as_str().unwrap();
         let name = url.rsplit('/').next().unwrap();
         assert!(
             resources.iter().any(|r| r.ends_with(&format!(":{name}"))),
             "the scaler may read {name}"
         );
+        assert_eq!(trigger["metadata"]["awsRegion"], cfn::REGION);
     }
-    let keda_trust: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/keda-scaler-trust-policy.json")).unwrap();
-    assert!(keda_trust["Statement"][0]["Principal"]["AWS"]
-        .as_str()
-        .unwrap()
-        .ends_with(":role/keda-operator"));
+    let oidc = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0123456789";
+    let web_identity = |role: &str, subject: &str| {
+        let trust = stack.document(role, "AssumeRolePolicyDocument");
+        let statement = &trust["Statement"][0];
+        assert_eq!(
+            statement["Action"], "sts:AssumeRoleWithWebIdentity",
+            "{role}"
+        );
+        assert_eq!(
+            statement["Principal"]["Federated"],
+            format!("arn:aws:iam::{}:oidc-provider/{oidc}", cfn::ACCOUNT)
+        );
+        let conditions = &statement["Condition"]["StringEquals"];
+        assert_eq!(conditions[format!("{oidc}:aud")], "sts.amazonaws.com");
+        assert_eq!(conditions[format!("{oidc}:sub")], subject, "{role}");
+    };
+    web_identity("KedaScalerRole", "system:serviceaccount:keda:keda-operator");
 
-    // IRSA: the worker role trusts exactly this service account, for STS.
-    let trust: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/worker-trust-policy.json")).unwrap();
-    let statement = &trust["Statement"][0];
-    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
-    let provider = statement["Principal"]["Federated"].as_str().unwrap();
-    let issuer = provider.split("oidc-provider/").nth(1).unwrap();
-    let conditions = &statement["Condition"]["StringEquals"];
-    let sa_docs = docs("deploy/kubernetes/serviceaccount.yaml");
-    let sa = kind(&sa_docs, "ServiceAccount");
+    // IRSA: the worker role trusts exactly the service account the pods use, for STS.
+    let sa = of_kind(&manifests, "ServiceAccount");
+    let deployment = of_kind(&manifests, "Deployment");
     assert_eq!(
-        conditions[format!("{issuer}:sub")],
-        format!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+    web_identity(
+        "WorkerRole",
+        &format!(
             "system:serviceaccount:{}:{}",
             sa["metadata"]["namespace"].as_str().unwrap(),
             sa["metadata"]["name"].as_str().unwrap()
-        )
+        ),
     );
-    assert_eq!(conditions[format!("{issuer}:aud")], "sts.amazonaws.com");
-    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-        .as_str()
-        .unwrap()
-        .ends_with(":role/iam-key-revoker-worker"));
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        outputs["WORKER_ROLE_ARN"].as_str()
+    );
+    assert!(outputs["WORKER_ROLE_ARN"].ends_with(":role/iam-key-revoker-worker"));
 }
 
 #[test]
-fn producers_may_only_send() {
-    let actions = policy_actions("deploy/aws/producer-policy.json");
-    assert_eq!(actions, BTreeSet::from(["sqs:SendMessage".to_owned()]));
+fn producers_may_only_send_to_the_job_queues() {
+    let stack = Stack::worker();
+    let policy = stack.properties("ProducerPolicy")["PolicyDocument"].clone();
+    assert_eq!(
+        actions_of(&policy, "the producers' policy"),
+        BTreeSet::from(["sqs:SendMessage".to_owned()])
+    );
+    let resources = strings(&policy["Statement"][0]["Resource"]);
+    let arn = |id: &str| stack.resolve(&serde_json::json!({"Fn::GetAtt": [id, "Arn"]}));
+    assert_eq!(
+        resources,
+        [arn("JobQueue"), arn("PriorityQueue")].map(|v| v.as_str().unwrap().to_owned())
+    );
+}
+
+/// The stack's outputs are the worker's configuration: each IAM_KEY_REVOKER__ output is
+/// a key the worker reads, set in the Deployment's environment from stack.env; the
+/// rendered manifests keep no placeholder.
+#[test]
+fn the_stack_outputs_configure_the_worker() {
+    let (_, outputs, manifests) = stack_and_manifests();
+    let deployment = of_kind(&manifests, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env: BTreeMap<&str, &serde_json::Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                &e["valueFrom"]["configMapKeyRef"],
+            )
+        })
+        .collect();
+    let stack_map = manifests
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("iam-key-revoker-stack-")
+        })
+        .expect("the stack.env ConfigMap");
+    for (variable, value) in outputs
+        .iter()
+        .filter(|(k, _)| k.starts_with("IAM_KEY_REVOKER__"))
+    {
+        let reference = env
+            .get(variable.as_str())
+            .unwrap_or_else(|| panic!("the Deployment sets {variable}"));
+        assert_eq!(reference["name"], stack_map["metadata"]["name"]);
+        assert_eq!(reference["key"], variable.as_str());
+        assert_eq!(stack_map["data"][variable], value.as_str());
+    }
+    assert_eq!(container["image"], "registry.example/iam-key-revoker:1.0.0");
+    let config = configmap_config();
+    assert_eq!(
+        config.sqs.queue_url,
+        outputs["IAM_KEY_REVOKER__SQS__QUEUE_URL"]
+    );
+    assert_eq!(
+        config.results.queue_url.as_deref(),
+        Some(outputs["IAM_KEY_REVOKER__RESULTS__QUEUE_URL"].as_str())
+    );
+    let text = serde_json::to_string(&manifests).unwrap();
+    for placeholder in [
+        ".REGION.",
+        "WORKER_ACCOUNT_ID",
+        "REGISTRY/",
+        ":VERSION",
+        "OIDC_PROVIDER_ID",
+    ] {
+        assert!(
+            !text.contains(placeholder),
+            "{placeholder} left in the manifests"
+        );
+    }
+}
+
+/// The security event rules: on the bus the forwarding stacks put events on, into the
+/// priority queue, whose policy admits exactly these rules; the patterns match what the
+/// worker takes by default, and the forwarding stacks forward the same.
+#[test]
+fn the_security_event_rules_feed_the_priority_queue_what_the_worker_takes() {
+    let stack = Stack::worker();
+    let forwarding = Stack::load(
+        "deploy/aws/forwarding.cfn.json",
+        &[(
+            "SecurityEventBusArn",
+            "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker",
+        )],
+    );
+    let priority = stack.resolve(&serde_json::json!({"Fn::GetAtt": ["PriorityQueue", "Arn"]}));
+    let bus = stack.properties("SecurityEventBus")["Name"].clone();
+    let defaults = iam_key_revoker::intake::IntakeRules::default();
+    let mut rule_arns = Vec::new();
+    for (rule, forward) in [
+        ("HealthRule", "HealthForward"),
+        ("GuardDutyRule", "GuardDutyForward"),
+    ] {
+        let properties = stack.properties(rule);
+        assert_eq!(properties["EventBusName"], bus, "{rule}");
+        assert_eq!(properties["Targets"].as_array().unwrap().len(), 1);
+        assert_eq!(properties["Targets"][0]["Arn"], priority, "{rule}");
+        assert!(
+            properties["Targets"][0]["InputTransformer"].is_null(),
+            "{rule}: the whole event, as AWS delivers it"
+        );
+        let forwarded = forwarding.properties(forward);
+        assert_eq!(
+            forwarded["EventPattern"], properties["EventPattern"],
+            "{forward}"
+        );
+        assert_eq!(
+            forwarded["Targets"][0]["Arn"],
+            forwarding.resolve(&serde_json::json!({"Ref": "SecurityEventBusArn"}))
+        );
+        assert!(
+            forwarded["Targets"][0]["RoleArn"]
+                .as_str()
+                .is_some_and(|arn| arn.contains(":role/")),
+            "{forward}: a bus in another Region or account needs a role"
+        );
+        rule_arns.push(stack.resolve(&serde_json::json!({"Fn::GetAtt": [rule, "Arn"]})));
+    }
+    let health = stack.properties("HealthRule")["EventPattern"].clone();
+    assert_eq!(
+        strings(&health["detail"]["eventTypeCode"]),
+        defaults.health_event_types
+    );
+    let guardduty = stack.properties("GuardDutyRule")["EventPattern"].clone();
+    let numeric = &guardduty["detail"]["severity"][0]["numeric"];
+    assert_eq!(numeric[0], ">=");
+    assert_eq!(numeric[1].as_f64(), Some(defaults.guardduty_min_severity));
+    let queue_policy = stack.properties("PriorityQueuePolicy");
+    let statement = &queue_policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    assert_eq!(statement["Resource"], priority);
+    assert_eq!(
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+        serde_json::Value::Array(rule_arns)
+    );
+    let bus_policy = stack.properties("SecurityEventBusPolicy");
+    assert_eq!(
+        bus_policy["Statement"]["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+        "o-exampleorgid",
+        "only accounts of the organization may put events on the bus"
+    );
 }
 
 fn docs(path: &str) -> Vec<Yaml> {
@@ -324,14 +532,33 @@ fn kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("a {kind}"))
 }
 
-/// The worker configuration kustomize puts in the ConfigMap, loaded and validated like
-/// any config.
+/// The worker configuration of the pods: the ConfigMap's worker.toml with the stack's
+/// outputs (stack.env, in the environment) over it, loaded and validated like any
+/// config.
 fn configmap_config() -> Settings {
     let kustomization = docs("deploy/kubernetes/kustomization.yaml");
     let generator = &kustomization[0]["configMapGenerator"][0];
     let file = generator["files"][0].as_str().expect("a file");
-    Config::from_toml(&read(&format!("deploy/kubernetes/{file}")))
-        .expect("the ConfigMap holds a valid worker configuration")
+    let mut table: toml::Table =
+        toml::from_str(&read(&format!("deploy/kubernetes/{file}"))).expect("TOML");
+    for (variable, value) in Stack::worker().outputs() {
+        let Some(key) = variable.strip_prefix("IAM_KEY_REVOKER__") else {
+            continue;
+        };
+        let (section, key) = key
+            .to_lowercase()
+            .split_once("__")
+            .map(|(s, k)| (s.to_owned(), k.to_owned()))
+            .unwrap();
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap()
+            .insert(key, toml::Value::String(value));
+    }
+    Config::from_toml(&toml::to_string(&table).unwrap())
+        .expect("the ConfigMap and the stack's outputs make a valid worker configuration")
 }
 
 #[test]
@@ -413,10 +640,6 @@ fn the_kubernetes_manifests_match_the_worker() {
         pod["serviceAccountName"].as_str(),
         sa["metadata"]["name"].as_str()
     );
-    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-        .as_str()
-        .unwrap()
-        .contains(":role/"));
 
     // KEDA scales this Deployment on the visible messages of both job queues, and owns
     // the replica count.
@@ -430,23 +653,24 @@ fn the_kubernetes_manifests_match_the_worker() {
         deployment["spec"]["replicas"].is_badvalue(),
         "no replicas where KEDA owns the count"
     );
-    let urls: Vec<&str> = scaled["spec"]["triggers"]
-        .as_vec()
+    for trigger in scaled["spec"]["triggers"].as_vec().unwrap() {
+        assert_eq!(trigger["type"].as_str(), Some("aws-sqs-queue"));
+        assert_eq!(
+            trigger["metadata"]["scaleOnInFlight"].as_str(),
+            Some("false"),
+            "parked retries and prefetched messages must not hold replicas up"
+        );
+        assert!(
+            kind(&keda_docs, "TriggerAuthentication")["metadata"]["name"]
+                == trigger["authenticationRef"]["name"]
+        );
+    }
+    let (_, _, manifests) = stack_and_manifests();
+    let urls: Vec<&str> = of_kind(&manifests, "ScaledObject")["spec"]["triggers"]
+        .as_array()
         .unwrap()
         .iter()
-        .map(|trigger| {
-            assert_eq!(trigger["type"].as_str(), Some("aws-sqs-queue"));
-            assert_eq!(
-                trigger["metadata"]["scaleOnInFlight"].as_str(),
-                Some("false"),
-                "parked retries and prefetched messages must not hold replicas up"
-            );
-            assert!(
-                kind(&keda_docs, "TriggerAuthentication")["metadata"]["name"]
-                    == trigger["authenticationRef"]["name"]
-            );
-            trigger["metadata"]["queueURL"].as_str().unwrap()
-        })
+        .map(|trigger| trigger["metadata"]["queueURL"].as_str().unwrap())
         .collect();
     assert_eq!(
         urls,
@@ -672,7 +896,7 @@ const IAM_READS: &[&str] = &[
 /// nothing it does not address on the queues granted.
 #[test]
 fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() {
-    let policy = [filled("deploy/aws/worker-policy.json")];
+    let policy = worker_policies(&Stack::worker());
     let queue = |name: &str| format!("arn:aws:sqs:eu-west-1:111122223333:{name}");
     let job_queues = [
         queue("iam-key-revocations"),
@@ -765,14 +989,15 @@ fn the_protect_policy_denies_writes_on_the_shipped_protected_users() {
         String::from_utf8_lossy(&output.stderr)
     );
     let deny: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let worker = [filled("deploy/aws/worker-policy.json"), deny.clone()];
+    let mut worker = worker_policies(&Stack::worker());
+    worker.push(deny.clone());
     let member = [filled("deploy/aws/member-role-permissions.json"), deny];
     let config = configmap_config();
     assert!(
         !config.protect.users.is_empty(),
         "the shipped file protects users"
     );
-    for (policies, account) in [(&worker, "111122223333"), (&member, "444455556666")] {
+    for (policies, account) in [(&worker[..], "111122223333"), (&member[..], "444455556666")] {
         for user in ["break-glass-admin", "ops/terraform-ci"] {
             let arn = format!("arn:aws:iam::{account}:user/{user}");
             for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
@@ -815,9 +1040,9 @@ fn a_fresh_cluster_gets_its_namespace_drains_and_monitoring() {
         .find(|d| d["kind"].as_str() == Some("Namespace"))
         .expect("the kustomization creates its namespace");
     assert_eq!(created["metadata"]["name"].as_str(), Some(namespace));
-    let trust = read("deploy/aws/worker-trust-policy.json");
+    let trust = Stack::worker().document("WorkerRole", "AssumeRolePolicyDocument");
     assert!(
-        trust.contains(&format!(
+        trust.to_string().contains(&format!(
             "system:serviceaccount:{namespace}:iam-key-revoker"
         )),
         "the worker's trust names the service account in that namespace"

@@ -194,10 +194,10 @@ pub async fn plan(config: &Settings, clients: Clients, input: Input, output: Pla
     }
 }
 
-/// `protect-policy`: prints `protect.users` as an IAM Deny policy (exit 2 for a pattern
-/// IAM cannot express).
-pub fn protect_policy(config: &Settings, partition: &str) -> u8 {
-    match crate::cli::deny::protected_users_policy(&config.protect.users, partition) {
+/// `protect-policy`: prints the protected users' patterns as an IAM Deny policy (exit 2
+/// for a pattern IAM cannot express).
+pub fn protect_policy(users: &[String], partition: &str) -> u8 {
+    match crate::cli::deny::protected_users_policy(users, partition) {
         Ok(policy) => {
             let text = serde_json::to_string_pretty(&policy).unwrap_or_default();
             let _ = write_stdout(&format!("{text}\n"));

@@ -45,6 +45,14 @@ pub fn run(cli: Cli) -> u8 {
             }
         }
     }
+    if let Command::ProtectPolicy { partition, .. } = &cli.command {
+        // Only protect.* matters here: a configuration without its queues will do.
+        if let Err(e) = config.protect.validate() {
+            eprintln!("error: {e}");
+            return 2;
+        }
+        return commands::protect_policy(&config.protect.users, partition);
+    }
     let config = match Settings::new(config) {
         Ok(settings) => settings,
         Err(e) => {
@@ -52,9 +60,6 @@ pub fn run(cli: Cli) -> u8 {
             return 2;
         }
     };
-    if let Command::ProtectPolicy { partition, .. } = &cli.command {
-        return commands::protect_policy(&config, partition);
-    }
     // The worker logs to standard output as configured; the commands keep standard output
     // for their results and log for people unless asked for JSON.
     match &cli.command {
