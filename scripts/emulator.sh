@@ -16,6 +16,17 @@ install_emulator() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
 
+# The AWS CLI that README's deploy steps use, into .venv too (v1: PyPI has no v2), pinned
+# with botocore equal to the emulator's; tests/deploy_stack.rs runs the steps with it.
+AWSCLI_VERSION="1.46.3"
+install_aws_cli() {
+    if "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('awscli') != '$AWSCLI_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    echo "Installing the AWS CLI (awscli==$AWSCLI_VERSION) into .venv ..."
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
     "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -230,10 +230,12 @@ pub fn rendered_manifests(outputs: &BTreeMap<String, String>, image: &str) -> Ve
         "kubectl kustomize: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8(output.stdout).unwrap();
-    text.split("\n---\n")
-        .map(|doc| serde_json::to_value(yaml_to_json(doc)).unwrap())
-        .collect()
+    documents(&String::from_utf8(output.stdout).unwrap())
+}
+
+/// The documents of a multi-document YAML text, as JSON.
+pub fn documents(text: &str) -> Vec<Value> {
+    text.split("\n---\n").map(yaml_to_json).collect()
 }
 
 fn yaml_to_json(doc: &str) -> Value {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cfn;
 pub mod process;
 pub mod proxy;
 
