@@ -13,6 +13,13 @@ open; --iam-latency-ms N makes every IAM request take N ms there, to show throug
 against the bound max_in_flight / N. --feed keeps the backlog near --backlog (under 100)
 by enqueueing as the queue drains (the emulator slows down on deep queues).
 
+--iam-quota N makes IAM's quota true: the front answers IAM requests above N a second
+with IAM's own `Throttling` error (HTTP 400), from a token bucket holding N requests that
+fills at N a second, shared by every worker; --workers K runs K workers on the queue at
+once (replicas sharing one account's quota). The result then says how much of the quota
+the workers held, what fraction of their IAM requests was throttled, and how many IAM
+calls each key cost (1.00 is the least).
+
 --urgent N measures the priority queue: the worker gets a priority queue too; N urgent
 jobs are first sent to it while the worker is idle, then the bulk jobs go on the main
 queue and, once the worker is draining them, N more urgent jobs follow, one every
@@ -77,8 +84,29 @@ def keep_alive(head):
     return b"\r\n".join(lines)
 
 
-async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats):
+THROTTLING = (
+    b'<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
+    b"<Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+    b"<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+
+async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
     loop = asyncio.get_running_loop()
+    # IAM's quota, when it is true: a token bucket of `quota` requests filling at `quota`
+    # a second.
+    bucket = {"tokens": float(quota), "at": loop.time()}
+
+    def within_quota():
+        if not quota:
+            return True
+        now = loop.time()
+        bucket["tokens"] = min(float(quota), bucket["tokens"] + (now - bucket["at"]) * quota)
+        bucket["at"] = now
+        if bucket["tokens"] >= 1.0:
+            bucket["tokens"] -= 1.0
+            return True
+        return False
 
     async def handle(reader, writer):
         try:
@@ -86,6 +114,16 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats):
                 head, body = await read_message(reader)
                 arrived = loop.time()
                 iam = body.startswith(b"Action=")  # IAM/STS query protocol; SQS speaks JSON
+                if iam and not within_quota():
+                    writer.write(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\n"
+                        + f"Content-Length: {len(THROTTLING)}\r\n\r\n".encode()
+                        + THROTTLING
+                    )
+                    await writer.drain()
+                    with iam_stats.get_lock():
+                        iam_stats[2] += 1
+                    continue
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", iam_port if iam else sqs_port)
                 up_writer.write(head + body)
                 await up_writer.drain()
@@ -110,13 +148,14 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats):
         await server.serve_forever()
 
 
-def start_front(iam_port, sqs_port, delay_ms):
-    """Starts the front; returns its port and [IAM requests, their total seconds]."""
+def start_front(iam_port, sqs_port, delay_ms, quota=0):
+    """Starts the front; returns its port and [IAM requests answered, their total seconds,
+    IAM requests throttled]."""
     port = free_port()
     ready = multiprocessing.Event()
-    iam_stats = multiprocessing.Array("d", 2)
+    iam_stats = multiprocessing.Array("d", 3)
     process = multiprocessing.Process(
-        target=lambda: asyncio.run(serve_front(iam_port, sqs_port, delay_ms / 1000, port, ready, iam_stats)),
+        target=lambda: asyncio.run(serve_front(iam_port, sqs_port, delay_ms / 1000, port, ready, iam_stats, quota)),
         daemon=True,
     )
     process.start()
@@ -198,6 +237,8 @@ def main():
                         help="a worker configuration key, e.g. --set worker.prefetch=0 (repeatable)")
     parser.add_argument("--urgent", type=int, default=0, help="urgent jobs to send to a priority queue, idle and behind the backlog")
     parser.add_argument("--urgent-every", type=float, default=2.0, help="seconds between urgent jobs behind the backlog")
+    parser.add_argument("--iam-quota", type=int, default=0, help="IAM's true quota, requests a second (0: none)")
+    parser.add_argument("--workers", type=int, default=1, help="workers on the queue at once")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
     if args.urgent and args.feed:
@@ -262,39 +303,46 @@ def main():
             enqueue(bodies[i : i + 10])
 
     port_of = lambda url: int(url.rsplit(":", 1)[1])
-    front, iam_stats = start_front(port_of(args.iam_endpoint), port_of(args.sqs_endpoint), args.iam_latency_ms)
+    front, iam_stats = start_front(port_of(args.iam_endpoint), port_of(args.sqs_endpoint), args.iam_latency_ms, args.iam_quota)
     worker_endpoint = f"http://127.0.0.1:{front}"
-    metrics_port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "IAM_KEY_REVOKER__AWS__REGION": "us-east-1",
-        "IAM_KEY_REVOKER__AWS__ENDPOINT_URL": worker_endpoint,
-        "IAM_KEY_REVOKER__SQS__QUEUE_URL": queue,
-        "IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS": "1",
-        "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
-        "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
-        "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
-    }
-    if priority:
-        env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
-    for setting in args.set:
-        key, _, value = setting.partition("=")
-        section, _, name = key.partition(".")
-        env[f"IAM_KEY_REVOKER__{section.upper()}__{name.upper()}"] = value
-    log = open(f"/tmp/{run}-worker.log", "w")
-    worker = subprocess.Popen([args.binary, "run"], env=env, stdout=log, stderr=log)
-    # CPU spent starting up (loading CA certificates, configuration, discovering the
-    # queues) is reported apart from the CPU per job.
-    for _ in range(200):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status == 200:
-                break
-        except OSError:
-            time.sleep(0.05)
-    startup_cpu, _ = proc_stats(worker.pid)
+    def start_worker(n):
+        metrics_port = free_port()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "IAM_KEY_REVOKER__AWS__REGION": "us-east-1",
+            "IAM_KEY_REVOKER__AWS__ENDPOINT_URL": worker_endpoint,
+            "IAM_KEY_REVOKER__SQS__QUEUE_URL": queue,
+            "IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS": "1",
+            "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
+            "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
+            "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+        }
+        if priority:
+            env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
+        for setting in args.set:
+            key, _, value = setting.partition("=")
+            section, _, name = key.partition(".")
+            env[f"IAM_KEY_REVOKER__{section.upper()}__{name.upper()}"] = value
+        log = open(f"/tmp/{run}-worker-{n}.log", "w")
+        process = subprocess.Popen([args.binary, "run"], env=env, stdout=log, stderr=log)
+        # CPU spent starting up (loading CA certificates, configuration, discovering the
+        # queues) is reported apart from the CPU per job.
+        for _ in range(200):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        return process, metrics_port
+
+    # With IAM's quota true, the quota's use is counted from the first worker's start:
+    # the first workers work while the later ones start.
+    first_started, iam_at_first = time.monotonic(), list(iam_stats)
+    workers = [start_worker(n) for n in range(args.workers)]
+    startup_cpu = sum(proc_stats(w.pid)[0] for w, _ in workers)
     idle, behind = [], []
     if args.urgent:
         print(f"Urgent jobs on an idle worker ...", file=sys.stderr)
@@ -322,15 +370,21 @@ def main():
                 visible += 10
         elif depth() == (0, 0) and len(behind) >= args.urgent:
             break
-        if worker.poll() is not None:
-            sys.exit(f"the worker exited early: see /tmp/{run}-worker.log")
+        if any(w.poll() is not None for w, _ in workers):
+            sys.exit(f"a worker exited early: see /tmp/{run}-worker-*.log")
         time.sleep(0.05)
     drain = time.monotonic() - started
-    iam_requests, iam_seconds = (after - before for after, before in zip(iam_stats, iam_before))
-    cpu, peak_mib = proc_stats(worker.pid)
-    samples = scrape(metrics_port)
-    worker.send_signal(signal.SIGTERM)
-    worker.wait(30)
+    iam_requests, iam_seconds, iam_throttled = (after - before for after, before in zip(iam_stats, iam_before))
+    stats = [proc_stats(w.pid) for w, _ in workers]
+    cpu, peak_mib = sum(c for c, _ in stats), max(p for _, p in stats)
+    samples = {}
+    for _, port in workers:
+        for series, value in scrape(port).items():
+            samples[series] = samples.get(series, 0.0) + value
+    for w, _ in workers:
+        w.send_signal(signal.SIGTERM)
+    for w, _ in workers:
+        w.wait(30)
 
     gone = sum(1 for u, k in keys if not iam.list_access_keys(UserName=u)["AccessKeyMetadata"])
     deleted = total(samples, "iam_key_revoker_jobs_total", outcome="deleted")
@@ -370,6 +424,20 @@ def main():
         result["urgent_behind_backlog_seconds_mean"] = round(sum(behind_times) / len(behind_times), 3)
         result["backlog_jobs_at_urgent_sends"] = [b for _, b in behind]
         result["backlog_seconds_at_start"] = round(args.jobs / result["jobs_per_second"], 1)
+    if args.workers > 1:
+        result["workers"] = args.workers
+        result["peak_rss_mib"] = f"{result['peak_rss_mib']} (the largest worker)"
+    if args.iam_quota:
+        quota_seconds = drain + (started - first_started)
+        answered, _, iam_throttled = (after - before for after, before in zip(iam_stats, iam_at_first))
+        answered = int(answered)
+        result["iam_quota_per_second"] = args.iam_quota
+        result["iam_requests_answered"] = answered
+        result["iam_requests_throttled"] = int(iam_throttled)
+        result["quota_seconds"] = round(quota_seconds, 2)
+        result["quota_held"] = round(answered / quota_seconds / args.iam_quota, 3)
+        result["throttled_fraction"] = round(iam_throttled / max(answered + iam_throttled, 1), 3)
+        result["iam_calls_per_key"] = round((answered + iam_throttled) / args.jobs, 3)
     if args.iam_latency_ms:
         bound = args.max_in_flight / (args.iam_latency_ms / 1000)
         result["bound_jobs_per_second"] = round(bound, 1)
@@ -391,6 +459,8 @@ def record(args, result):
             "--feed" if args.feed else "",
             f"--backlog {args.backlog}" if args.feed else "",
             f"--urgent {args.urgent} --urgent-every {args.urgent_every:g}" if args.urgent else "",
+            f"--iam-quota {args.iam_quota}" if args.iam_quota else "",
+            f"--workers {args.workers}" if args.workers > 1 else "",
             *(f"--set {s}" for s in args.set),
         ] if a
     )
