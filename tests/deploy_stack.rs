@@ -706,10 +706,6 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
     };
     let health_key = leaked("deploy-test-health").await;
     let guardduty_key = leaked("deploy-test-guardduty").await;
-    // A receive the stopped worker left waiting on the emulator (its long poll, one
-    // second here) would take the next message and keep it invisible for the visibility
-    // timeout: let it end first. Nothing to await: it is the emulator's own thread.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     put_event(
         &url,
         "us-east-1",

@@ -350,14 +350,24 @@ impl Worker {
                 // An urgent job never waits for company.
                 Lane::Priority => take_free(&permits, &mut taken),
             }
+            let receive = self.sqs.receive(
+                &queue_url,
+                taken.len(),
+                self.config.sqs.wait_time_seconds,
+                self.config.sqs.visibility_timeout_seconds,
+            );
+            tokio::pin!(receive);
+            let mut stopping = false;
             let received = tokio::select! {
-                () = shutdown.cancelled() => break,
-                received = self.sqs.receive(
-                    &queue_url,
-                    taken.len(),
-                    self.config.sqs.wait_time_seconds,
-                    self.config.sqs.visibility_timeout_seconds,
-                ) => received,
+                // A receive given up here could still be answered with messages that then
+                // nobody sees for the visibility timeout: let it end (within its long
+                // poll) and hand what it brings to the usual path, which releases it at
+                // shutdown.
+                () = shutdown.cancelled() => {
+                    stopping = true;
+                    receive.await
+                }
+                received = &mut receive => received,
             };
             let messages = match received {
                 Ok(messages) => {
@@ -372,6 +382,7 @@ impl Worker {
                     tracing::error!(error = %e, queue = lane.as_str(), "Receive refused: the worker's credentials failed");
                     continue;
                 }
+                Err(_) if stopping => break,
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, queue = lane.as_str(), delay_ms = delay.as_millis() as u64, "Receive failed, backing off");
@@ -393,6 +404,9 @@ impl Worker {
                         .handle_message(message, lane, turn, shutdown, hard_stop)
                         .await;
                 });
+            }
+            if stopping {
+                break;
             }
         }
     }
