@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::process::{
-    audit_lines, free_port, http_body, http_status, sigterm, wait, worker_command,
+    audit_lines, http_body, http_status, listening_port, sigterm, wait, worker_command,
 };
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::{attribute, eventually, job, TestEnv};
@@ -120,8 +120,8 @@ async fn expired_credentials_pause_the_worker_and_dead_letter_nothing() {
     // IAM and STS answer ExpiredToken, as after a failed IRSA token refresh.
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
     proxy.set_fault(Fault::Status(403, iam_error("ExpiredToken")));
-    let port = free_port();
-    let child = worker_command(&env, &proxy.url, port).spawn().unwrap();
+    let child = worker_command(&env, &proxy.url, 0).spawn().unwrap();
+    let port = listening_port(&child).await;
     for (i, (user, key)) in work.iter().enumerate() {
         env.send(&job(&format!("expired-{i}"), user, key)).await;
     }

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::process::{free_port, sigterm, wait, worker_command};
+use common::process::{listening_port, sigterm, wait, worker_command};
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::{job, TestEnv};
 
@@ -117,9 +117,8 @@ async fn a_ten_second_outage_mid_run_is_ridden_out() {
     let users = jobs(&env, 40).await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
     proxy.set_fault(Fault::Delay(Duration::from_millis(150)));
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = worker_command(&env, &proxy.url, port);
+    let mut cmd = worker_command(&env, &proxy.url, 0);
     cmd.envs([
         (
             "IAM_KEY_REVOKER__METRICS__READY_MAX_RECEIVE_AGE_SECONDS",
@@ -130,6 +129,7 @@ async fn a_ten_second_outage_mid_run_is_ridden_out() {
         ("IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT", "4"),
     ]);
     let mut child = spawn(&mut cmd, &dir.path().join("worker.log"));
+    let port = listening_port(&child).await;
     let ready = || common::process::http_status(port, "/readyz");
     common::eventually_async(
         "progress before the outage",
@@ -165,15 +165,15 @@ async fn thirty_percent_iam_throttling_still_revokes_every_key() {
         3,
         Box::new(Fault::Status(400, iam_error("Throttling"))),
     ));
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
-    let mut cmd = worker_command(&env, &proxy.url, port);
+    let mut cmd = worker_command(&env, &proxy.url, 0);
     cmd.envs([
         ("IAM_KEY_REVOKER__RETRY__INITIAL_DELAY_MS", "20"),
         ("IAM_KEY_REVOKER__RETRY__MAX_DELAY_MS", "200"),
     ]);
     let child = spawn(&mut cmd, &log);
+    let port = listening_port(&child).await;
 
     env.wait_until_drained(Duration::from_secs(120)).await;
     let metrics = common::process::http_body(port, "/metrics").expect("metrics");

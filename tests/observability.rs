@@ -14,7 +14,7 @@ use common::proxy::{Fault, FaultProxy, Scope};
 use common::{eventually, eventually_async, job, TestEnv};
 use serde_json::json;
 
-use common::process::{free_port, http_get as get, sigterm, wait, worker_command as command};
+use common::process::{http_get as get, listening_port, sigterm, wait, worker_command as command};
 
 /// Parses a Prometheus text exposition into "name{labels}" → value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -54,11 +54,11 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     for body in &jobs {
         env.send(body).await;
     }
-    let port = free_port();
-    let child = command(&env, &common::endpoint(), port)
+    let child = command(&env, &common::endpoint(), 0)
         .env("IAM_KEY_REVOKER__RESULTS__QUEUE_URL", &results_url)
         .spawn()
         .unwrap();
+    let port = listening_port(&child).await;
     env.wait_until_drained(Duration::from_secs(30)).await;
     // Outcome events: one per job, on the results queue.
     let mut events = Vec::new();
@@ -225,12 +225,12 @@ async fn a_results_queue_outage_never_affects_the_revocation() {
         common::endpoint(),
         common::unique("no-such-queue")
     );
-    let port = free_port();
-    let child = command(&env, &common::endpoint(), port)
+    let child = command(&env, &common::endpoint(), 0)
         .env("IAM_KEY_REVOKER__RESULTS__QUEUE_URL", &missing)
         .env("IAM_KEY_REVOKER__RETRY__MAX_ELAPSED_SECONDS", "1")
         .spawn()
         .unwrap();
+    let port = listening_port(&child).await;
     env.wait_until_drained(Duration::from_secs(30)).await;
     let failures = || {
         get(port, "/metrics")
@@ -282,8 +282,7 @@ async fn ready_worker(
     proxy: &FaultProxy,
     ready_age_seconds: &str,
 ) -> (std::process::Child, u16) {
-    let port = free_port();
-    let child = command(env, &proxy.url, port)
+    let child = command(env, &proxy.url, 0)
         .env(
             "IAM_KEY_REVOKER__METRICS__READY_MAX_RECEIVE_AGE_SECONDS",
             ready_age_seconds,
@@ -292,6 +291,7 @@ async fn ready_worker(
         .env("IAM_KEY_REVOKER__WORKER__SHUTDOWN_GRACE_SECONDS", "20")
         .spawn()
         .unwrap();
+    let port = listening_port(&child).await;
     eventually(
         "ready after the first receive",
         Duration::from_secs(15),

@@ -40,7 +40,56 @@ pub fn worker_command(env: &TestEnv, endpoint: &str, metrics_port: u16) -> Comma
     cmd
 }
 
-/// A TCP port free right now on 127.0.0.1.
+/// The port the worker process `child` listens on (its metrics listener, bound to port 0
+/// by `worker_command(.., 0)`): the port the system gave it, read from `/proc` (a
+/// listening socket among the process's open files), waited for up to 15 s. No port
+/// chosen beforehand that another process could take first.
+pub async fn listening_port(child: &Child) -> u16 {
+    let pid = child.id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(port) = listening_port_of(pid) {
+            return port;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} listens on no TCP port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn listening_port_of(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    // Columns: sl local_address rem_address st ... inode; state 0A is LISTEN.
+    table.lines().skip(1).find_map(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let listening = columns.get(3) == Some(&"0A");
+        let ours = columns
+            .get(9)
+            .is_some_and(|inode| inodes.iter().any(|i| i == inode));
+        if !(listening && ours) {
+            return None;
+        }
+        let port = columns.get(1)?.rsplit(':').next()?;
+        u16::from_str_radix(port, 16).ok()
+    })
+}
+
+/// A TCP port free right now on 127.0.0.1 (for an address nothing listens on).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
