@@ -1012,6 +1012,24 @@ fn the_protect_policy_denies_writes_on_the_shipped_protected_users() {
     }
 }
 
+/// `protect-policy` denies every IAM action with which the code changes a user: the IAM
+/// actions the code calls, less the reads.
+#[test]
+fn the_protect_policy_covers_every_write_the_code_makes() {
+    let writes: BTreeSet<String> = operations_in_code()
+        .iter()
+        .filter_map(|op| permission(op))
+        .filter(|p| p.starts_with("iam:"))
+        .filter(|p| !IAM_READS.contains(p))
+        .map(str::to_owned)
+        .collect();
+    let denied: BTreeSet<String> = iam_key_revoker::cli::deny::WRITE_ACTIONS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    assert_eq!(denied, writes);
+}
+
 #[test]
 fn the_wildcard_match_is_iams() {
     assert!(wildcard("user/*", "user/a/b"));
