@@ -289,6 +289,11 @@ impl IntakeSection {
 pub struct ResultsSection {
     /// Queue that receives one JSON outcome event per finished job.
     pub queue_url: Option<String>,
+    /// SNS topic that receives them too, with message attributes to filter on.
+    pub sns_topic_arn: Option<String>,
+    /// EventBridge bus (name or ARN) that receives them too, as `Key Revocation Outcome`
+    /// events from `iam-key-revoker`.
+    pub event_bus: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -414,9 +419,7 @@ impl Config {
         let protection = self.protect.validate()?;
         self.cross_account.validate()?;
         let intake = self.intake.validate()?;
-        if let Some(url) = &self.results.queue_url {
-            check_url("results.queue_url", url)?;
-        }
+        self.results.validate()?;
         self.metrics.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("is not a valid filter: {e}")));
@@ -631,6 +634,22 @@ mod tests {
                 &format!("{MINIMAL}[aws]\nendpoint_url = \"localhost:5000\""),
                 "aws.endpoint_url",
             ),
+            (
+                &format!("{MINIMAL}[results]\nsns_topic_arn = \"revocations\""),
+                "results.sns_topic_arn",
+            ),
+            (
+                &format!("{MINIMAL}[results]\nsns_topic_arn = \"arn:aws:sqs:us-east-1:123456789012:q\""),
+                "results.sns_topic_arn",
+            ),
+            (
+                &format!("{MINIMAL}[results]\nevent_bus = \"has space\""),
+                "results.event_bus",
+            ),
+            (
+                &format!("{MINIMAL}[results]\nevent_bus = \"arn:aws:events:us-east-1:123456789012:rule/x\""),
+                "results.event_bus",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
@@ -638,6 +657,19 @@ mod tests {
                 err.contains(key),
                 "error for {text:?} should name {key}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn topic_and_bus_take_their_names_and_arns() {
+        for results in [
+            "sns_topic_arn = \"arn:aws:sns:eu-west-1:123456789012:iam-key-revoker\"",
+            "sns_topic_arn = \"arn:aws-us-gov:sns:us-gov-west-1:123456789012:outcomes.fifo\"",
+            "event_bus = \"iam-key-revoker\"",
+            "event_bus = \"arn:aws:events:us-east-2:123456789012:event-bus/security\"",
+        ] {
+            let text = format!("{MINIMAL}[results]\n{results}");
+            assert!(Config::from_toml(&text).is_ok(), "{text}");
         }
     }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
     check_url, invalid, AwsSection, ConfigError, CrossAccountSection, IamSection, MetricsSection,
-    ProtectSection, RetrySection, SqsSection, WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
+    ProtectSection, ResultsSection, RetrySection, SqsSection, WorkerSection,
+    SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
-use crate::job::is_iam_name;
+use crate::job::{is_account_id, is_iam_name};
 
 impl AwsSection {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -158,6 +159,72 @@ impl ProtectSection {
             };
             invalid(key, e.to_string())
         })
+    }
+}
+
+impl ResultsSection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.queue_url {
+            check_url("results.queue_url", url)?;
+        }
+        if let Some(arn) = &self.sns_topic_arn {
+            // Topic names: 1-256 of A-Za-z0-9_-, a FIFO topic's ending in .fifo (SNS API
+            // Reference, "CreateTopic").
+            let name_ok = |name: &str| {
+                let stem = name.strip_suffix(".fifo").unwrap_or(name);
+                (1..=256).contains(&name.len())
+                    && stem
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            };
+            if !arn_of("sns", arn).is_some_and(name_ok) {
+                return Err(invalid(
+                    "results.sns_topic_arn",
+                    format!(
+                        "must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), not {arn:?}"
+                    ),
+                ));
+            }
+        }
+        if let Some(bus) = &self.event_bus {
+            // Bus names: 1-256 of A-Za-z0-9/._- (EventBridge API Reference,
+            // "CreateEventBus"); PutEvents takes the name or the ARN.
+            let name_ok = |name: &str| {
+                (1..=256).contains(&name.len())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+            };
+            let ok = match bus.strip_prefix("arn:") {
+                Some(_) => arn_of("events", bus)
+                    .and_then(|resource| resource.strip_prefix("event-bus/"))
+                    .is_some_and(name_ok),
+                None => name_ok(bus),
+            };
+            if !ok {
+                return Err(invalid(
+                    "results.event_bus",
+                    format!("must be an event bus name or ARN, not {bus:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The resource part of an ARN of `service` with a Region and an account, if `arn` is one.
+fn arn_of<'a>(service: &str, arn: &'a str) -> Option<&'a str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, s, region, account, resource]
+            if !partition.is_empty()
+                && *s == service
+                && !region.is_empty()
+                && is_account_id(account) =>
+        {
+            Some(resource)
+        }
+        _ => None,
     }
 }
 

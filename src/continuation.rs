@@ -13,6 +13,26 @@ pub struct Origin {
     pub source: &'static str,
     /// The Health event type code or the GuardDuty finding type.
     pub event_type: String,
+    /// Where a Health event says the key was exposed (`eventMetadata.exposedUrl`).
+    pub exposed_url: Option<String>,
+    /// A GuardDuty finding's severity, as the finding gave it.
+    pub severity: Option<String>,
+    /// A GuardDuty finding's ARN: its identifier in Security Hub (README, "Closing the
+    /// finding").
+    pub finding_arn: Option<String>,
+}
+
+impl Origin {
+    /// An origin that says no more than where the job came from.
+    pub fn new(source: &'static str, event_type: String) -> Self {
+        Self {
+            source,
+            event_type,
+            exposed_url: None,
+            severity: None,
+            finding_arn: None,
+        }
+    }
 }
 
 /// A key's owner as the job's source names it, for a job that names the key alone.
@@ -78,6 +98,12 @@ pub(crate) struct RawContinuation {
     event_source: Option<String>,
     #[serde(default, deserialize_with = "present")]
     event_type: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    exposed_url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    severity: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    finding_arn: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +184,15 @@ pub(crate) fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob
                 }
             };
             check_len("continuation.event_type", Some(&event_type), 256)?;
-            Some(Origin { source, event_type })
+            check_len("continuation.exposed_url", raw.exposed_url.as_deref(), 2048)?;
+            check_len("continuation.severity", raw.severity.as_deref(), 16)?;
+            check_len("continuation.finding_arn", raw.finding_arn.as_deref(), 512)?;
+            Some(Origin {
+                exposed_url: raw.exposed_url,
+                severity: raw.severity,
+                finding_arn: raw.finding_arn,
+                ..Origin::new(source, event_type)
+            })
         }
         _ => {
             return Err(InvalidJob(

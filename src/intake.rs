@@ -145,6 +145,10 @@ struct HealthEntity {
 #[derive(Deserialize)]
 struct FindingDetail {
     id: String,
+    /// `arn:aws:guardduty:<region>:<account>:detector/<detector>/finding/<id>`, which is
+    /// also the finding's `Id` in Security Hub.
+    #[serde(default, deserialize_with = "present")]
+    arn: Option<String>,
     #[serde(rename = "accountId")]
     account_id: String,
     severity: f64,
@@ -249,8 +253,8 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         None => envelope.account.clone(),
     };
     let origin = Origin {
-        source: HEALTH,
-        event_type: detail.event_type_code.clone(),
+        exposed_url: exposed_url(entities.event_metadata.as_ref()),
+        ..Origin::new(HEALTH, detail.event_type_code.clone())
     };
     let values: Vec<String> = entities
         .affected_entities
@@ -397,6 +401,25 @@ fn named_user(
     })
 }
 
+/// Where a Health event says the key was exposed: `eventMetadata.exposedUrl`, when it is
+/// a string of at most 2,048 characters.
+fn exposed_url(metadata: Option<&serde_json::Map<String, serde_json::Value>>) -> Option<String> {
+    metadata?
+        .get("exposedUrl")?
+        .as_str()
+        .filter(|url| !url.is_empty() && url.chars().count() <= 2048)
+        .map(str::to_owned)
+}
+
+/// A severity as people write it: `8.0`, `5.3`.
+fn severity_text(severity: f64) -> String {
+    if severity.fract() == 0.0 {
+        format!("{severity:.1}")
+    } else {
+        severity.to_string()
+    }
+}
+
 fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
     let finding: FindingDetail = serde_json::from_value(envelope.detail)
         .map_err(|e| invalid("GuardDuty finding detail", e))?;
@@ -413,8 +436,12 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         ));
     }
     let origin = Origin {
-        source: GUARDDUTY,
-        event_type: finding.finding_type.clone(),
+        severity: Some(severity_text(finding.severity)),
+        finding_arn: finding
+            .arn
+            .clone()
+            .filter(|arn| arn.starts_with("arn:") && arn.len() <= 512),
+        ..Origin::new(GUARDDUTY, finding.finding_type.clone())
     };
     let remote = finding
         .service
@@ -640,6 +667,37 @@ mod tests {
         match read(body, &IntakeRules::default()) {
             Ok(Intake::Job(job)) => job,
             other => panic!("not a job: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_the_event_said_travels_with_the_job_and_its_continuation() {
+        let body = health_with(
+            serde_json::json!({"eventMetadata": {"exposedUrl": "https://github.com/o/r/blob/main/.env"}}),
+            &["AKIAIOSFODNN7EXAMPLE"],
+        );
+        let job = job_of(&body);
+        let origin = job.origin.clone().expect("from an event");
+        assert_eq!(
+            origin.exposed_url.as_deref(),
+            Some("https://github.com/o/r/blob/main/.env")
+        );
+        let mut value: serde_json::Value =
+            serde_json::from_str(&finding(serde_json::json!({}), "IAMUser")).unwrap();
+        value["detail"]["arn"] =
+            "arn:aws:guardduty:us-east-1:123456789012:detector/d1/finding/f1".into();
+        let finding_job = job_of(&value.to_string());
+        let origin = finding_job.origin.clone().expect("from an event");
+        assert_eq!(origin.severity.as_deref(), Some("8.0"));
+        assert_eq!(
+            origin.finding_arn.as_deref(),
+            Some("arn:aws:guardduty:us-east-1:123456789012:detector/d1/finding/f1")
+        );
+        // A continuation carries them on.
+        for job in [job, finding_job] {
+            let next = job.continued(&[]);
+            let back = crate::job::parse(&next.to_body()).expect("the continuation parses");
+            assert_eq!(back.origin, job.origin);
         }
     }
 

@@ -234,6 +234,15 @@ impl Job {
         if let Some(origin) = &self.origin {
             object.insert("event_source".into(), origin.source.into());
             object.insert("event_type".into(), origin.event_type.clone().into());
+            for (field, value) in [
+                ("exposed_url", &origin.exposed_url),
+                ("severity", &origin.severity),
+                ("finding_arn", &origin.finding_arn),
+            ] {
+                if let Some(value) = value {
+                    object.insert(field.into(), value.clone().into());
+                }
+            }
         }
         serde_json::Value::Object(object)
     }

@@ -17,7 +17,8 @@
 //!   what a job knows beyond them (the security event, owners, earlier deliveries).
 //! - [`intake`]: what a body asks for: a job message, or an AWS Health or GuardDuty
 //!   event from EventBridge that becomes one.
-//! - [`outcome`]: outcomes, reason codes, the queue a job came from and the audit line.
+//! - [`outcome`]: outcomes, reason codes, the queue a job came from and the audit line;
+//!   [`summary`] the one-line human summary of a finished job.
 //! - [`guard`]: the protected list and the record of recently finished request ids.
 //! - [`metrics`]: every metric name, label and bucket, and the functions that record them.
 //! - [`aws`]: the AWS boundary: [`aws::clients`] (SDK retries off, explicit timeouts),
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod rules;
 pub mod server;
+pub mod summary;
 pub mod telemetry;
 pub mod worker;
 

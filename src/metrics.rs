@@ -145,7 +145,7 @@ fn describe() {
     );
     describe_counter!(
         RESULTS_PUBLISH_FAILURES_TOTAL,
-        "Outcome events that could not be published to the results queue"
+        "Outcome events a sink (results queue, SNS topic, EventBridge bus) could not publish"
     );
     describe_histogram!(
         JOB_DURATION_SECONDS,
@@ -200,7 +200,9 @@ fn describe() {
     }
     counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
     counter!(SESSIONS_REVOKED_TOTAL).increment(0);
-    counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(0);
+    for sink in SINKS {
+        counter!(RESULTS_PUBLISH_FAILURES_TOTAL, "sink" => sink).increment(0);
+    }
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -321,9 +323,12 @@ pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
 }
 
-/// An outcome event that could not be published.
-pub fn results_publish_failed(count: usize) {
-    counter!(RESULTS_PUBLISH_FAILURES_TOTAL).increment(count as u64);
+/// The sinks of outcome events (README, "Notifications"): the `sink` label.
+pub const SINKS: [&str; 3] = ["queue", "sns", "eventbridge"];
+
+/// Outcome events that `sink` could not publish.
+pub fn results_publish_failed(sink: &'static str, count: usize) {
+    counter!(RESULTS_PUBLISH_FAILURES_TOTAL, "sink" => sink).increment(count as u64);
 }
 
 /// Unix milliseconds now.

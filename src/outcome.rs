@@ -247,6 +247,7 @@ impl JobReport {
             retries = self.retries,
             duration_ms = self.duration.as_millis() as u64,
             settled = self.settled,
+            summary = %self.summary(),
             "Job finished"
         );
     }

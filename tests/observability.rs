@@ -216,7 +216,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_results_queue_outage_never_affects_the_revocation() {
+async fn a_sink_outage_never_affects_the_revocation() {
     let env = TestEnv::new("results-down").await;
     let (user, keys) = env.user_with_keys("u", 1).await;
     env.send(&job("rd-1", &user, &keys[0])).await;
@@ -227,6 +227,17 @@ async fn a_results_queue_outage_never_affects_the_revocation() {
     );
     let child = command(&env, &common::endpoint(), 0)
         .env("IAM_KEY_REVOKER__RESULTS__QUEUE_URL", &missing)
+        .env(
+            "IAM_KEY_REVOKER__RESULTS__SNS_TOPIC_ARN",
+            format!(
+                "arn:aws:sns:us-east-1:123456789012:{}",
+                common::unique("no-topic")
+            ),
+        )
+        .env(
+            "IAM_KEY_REVOKER__RESULTS__EVENT_BUS",
+            common::unique("no-bus"),
+        )
         .env("IAM_KEY_REVOKER__RETRY__MAX_ELAPSED_SECONDS", "1")
         .spawn()
         .unwrap();
@@ -235,17 +246,15 @@ async fn a_results_queue_outage_never_affects_the_revocation() {
     let failures = || {
         get(port, "/metrics")
             .map(|(_, body)| {
-                value(
-                    &samples(&body),
-                    "iam_key_revoker_results_publish_failures_total",
-                )
+                let s = samples(&body);
+                SINKS.map(|sink| failures_in(&s, sink))
             })
-            .unwrap_or(0.0)
+            .unwrap_or_default()
     };
     eventually(
-        "the publish failure to be counted",
+        "the publish failure of every sink to be counted",
         Duration::from_secs(15),
-        || failures() >= 1.0,
+        || failures().iter().all(|f| *f >= 1.0),
     )
     .await;
     let scrape = samples(&get(port, "/metrics").unwrap().1);
@@ -264,15 +273,22 @@ async fn a_results_queue_outage_never_affects_the_revocation() {
         ),
         1.0
     );
-    assert_eq!(
-        failures_in(&scrape),
-        1.0,
-        "counted once, not retried forever"
-    );
+    for sink in SINKS {
+        assert_eq!(
+            failures_in(&scrape, sink),
+            1.0,
+            "{sink}: counted once, not retried forever"
+        );
+    }
 }
 
-fn failures_in(s: &HashMap<String, f64>) -> f64 {
-    value(s, "iam_key_revoker_results_publish_failures_total")
+const SINKS: [&str; 3] = ["queue", "sns", "eventbridge"];
+
+fn failures_in(s: &HashMap<String, f64>, sink: &str) -> f64 {
+    value(
+        s,
+        &format!("iam_key_revoker_results_publish_failures_total{{sink=\"{sink}\"}}"),
+    )
 }
 
 /// Starts the worker through `proxy` with `/readyz` turning 503 once the last receive is

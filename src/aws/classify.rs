@@ -168,7 +168,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Error codes that mean "slow down".
-const THROTTLING_CODES: &[&str] = &[
+pub(crate) const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

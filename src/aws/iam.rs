@@ -670,10 +670,10 @@ mod tests {
             let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
                 .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
             let mut event_job = job(None);
-            event_job.origin = Some(crate::job::Origin {
-                source: "aws.health",
-                event_type: "AWS_RISK_CREDENTIALS_EXPOSED".into(),
-            });
+            event_job.origin = Some(crate::job::Origin::new(
+                "aws.health",
+                "AWS_RISK_CREDENTIALS_EXPOSED".into(),
+            ));
             let result = iam(client)
                 .revoke(&event_job, &RetryCounter::default())
                 .await;
@@ -714,10 +714,10 @@ mod tests {
                 |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
             );
             let mut event_job = job(None);
-            event_job.origin = Some(crate::job::Origin {
-                source: "aws.health",
-                event_type: "AWS_RISK_CREDENTIALS_EXPOSED".into(),
-            });
+            event_job.origin = Some(crate::job::Origin::new(
+                "aws.health",
+                "AWS_RISK_CREDENTIALS_EXPOSED".into(),
+            ));
             event_job.owners = vec![crate::job::KnownOwner {
                 access_key_id: KEY.into(),
                 user_name: "alice".into(),

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod clock;
 pub mod deleter;
 pub mod iam;
+pub mod notify;
 pub mod ratelimit;
 pub mod retry;
 pub mod revoke;

@@ -4,6 +4,7 @@
 
 mod continuation;
 mod facts;
+mod fit;
 mod pipeline;
 pub mod results;
 mod sessions;
@@ -25,6 +26,7 @@ use crate::aws::accounts::Accounts;
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
 use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
+use crate::aws::notify::{Bus, Topic};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::sqs::{Lane, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
 use crate::config::{Config, Settings};
@@ -32,7 +34,7 @@ use crate::guard::{Dedup, Protection};
 use crate::intake::IntakeRules;
 use crate::metrics;
 use crate::server::Health;
-use crate::worker::results::Results;
+use crate::worker::results::{Results, Sink};
 use crate::worker::settle::{Settler, Source};
 
 /// IAM's rate, not the job slots, bounds the worker when its requests are booked at
@@ -197,11 +199,17 @@ impl Worker {
         let health = Arc::new(Health::new(Duration::from_secs(
             config.metrics.ready_max_receive_age_seconds,
         )));
-        let results = config
-            .results
-            .queue_url
-            .clone()
-            .map(|url| Results::spawn(sqs.clone(), url));
+        let mut sinks = Vec::new();
+        if let Some(url) = &config.results.queue_url {
+            sinks.push(Sink::Queue(sqs.clone(), url.clone()));
+        }
+        if let Some(arn) = &config.results.sns_topic_arn {
+            sinks.push(Sink::Topic(Topic::new(&clients.sdk, policy, arn.clone())));
+        }
+        if let Some(bus) = &config.results.event_bus {
+            sinks.push(Sink::Bus(Bus::new(&clients.sdk, policy, bus.clone())));
+        }
+        let results = Results::spawn(sinks, policy);
         Ok(Self {
             working,
             main_slots,

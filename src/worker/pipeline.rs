@@ -28,7 +28,6 @@ use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::continuation::carry_on;
 use crate::worker::facts::Learnt;
-use crate::worker::results::OutcomeEvent;
 use crate::worker::sessions::SessionFacts;
 use crate::worker::settle::{Decision, Settled, Settling};
 use crate::worker::slots::{Counted, SlotWait};
@@ -469,7 +468,7 @@ impl Worker {
             report.facts.keys_changed,
         );
         if let Some(results) = &self.results {
-            results.publish(&OutcomeEvent::new(report, enqueued_ms));
+            results.publish(report, enqueued_ms);
         }
     }
 }

@@ -1,17 +1,36 @@
-//! Outcome events: when `results.queue_url` is set, one JSON event per finished job is
-//! sent there, ten to a `SendMessageBatch`. Publishing never delays, repeats or undoes a
-//! revocation: a full buffer or a failed send is counted and logged, nothing more.
+//! Outcome events (README, "Notifications"): one JSON event per finished job, with a
+//! one-line summary, sent to each configured sink: the results queue
+//! (`SendMessageBatch`), an SNS topic (`PublishBatch`, with message attributes to filter
+//! on and a subject) and an EventBridge bus (`PutEvents`, detail type
+//! `Key Revocation Outcome`). Each sink has its own task and buffer, so a slow one holds
+//! back no other. Publishing never delays, repeats or undoes a revocation: a failure is
+//! retried, then counted by sink and logged, nothing more.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::classify::AwsError;
 use crate::aws::deleter::next_batch;
 use crate::aws::iam::{KeyResult, LastUsed};
-use crate::aws::retry::RetryCounter;
+use crate::aws::notify::{self, Bus, Message, Refused, Topic};
+use crate::aws::retry::{BackoffPolicy, RetryCounter};
 use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
+use crate::worker::fit::fit;
+
+/// The EventBridge detail type of an outcome event.
+pub const OUTCOME_DETAIL_TYPE: &str = "Key Revocation Outcome";
+/// The largest event JSON sent: SNS, SQS and EventBridge each take at most 256 KiB
+/// (262,144 bytes) a message, and the SNS attributes and subject or EventBridge's source,
+/// detail type and time count towards it; a larger event is cut to fit ([`fit`]).
+pub const MAX_EVENT_BYTES: usize = 250_000;
+/// The most bytes in one `PublishBatch` or `PutEvents` call, all entries together.
+const MAX_CALL_BYTES: usize = 256 * 1024;
+/// Sends of entries a sink refused but called retryable, after the first.
+const RESENDS: usize = 3;
 
 /// Events waiting to be sent; past this, new events are dropped and counted.
 const BUFFER: usize = 10_000;
@@ -20,6 +39,8 @@ const LINGER: Duration = Duration::from_millis(50);
 /// The event sent for each finished job.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OutcomeEvent {
+    /// One line for people (README, "Notifications").
+    pub summary: String,
     pub request_id: Option<String>,
     pub message_id: String,
     pub outcome: &'static str,
@@ -35,6 +56,14 @@ pub struct OutcomeEvent {
     pub event_source: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
+    /// Where the Health event says the key was exposed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed_url: Option<String>,
+    /// The GuardDuty finding's severity and ARN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding_severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions_revoked_before: Option<String>,
     /// What the session cut-off covers, and where there is none, why.
@@ -60,7 +89,9 @@ impl OutcomeEvent {
         let finished_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let origin = report.facts.origin.as_ref();
         Self {
+            summary: report.summary(),
             request_id: report.facts.request_id.clone(),
             message_id: report.message_id.clone(),
             outcome: report.outcome.as_str(),
@@ -74,6 +105,9 @@ impl OutcomeEvent {
             keys_changed: report.facts.keys_changed,
             event_source: report.facts.event_source(),
             event_type: report.facts.event_type().map(str::to_owned),
+            exposed_url: origin.and_then(|o| o.exposed_url.clone()),
+            finding_severity: origin.and_then(|o| o.severity.clone()),
+            finding_arn: origin.and_then(|o| o.finding_arn.clone()),
             sessions_revoked_before: report.facts.sessions_revoked_before.clone(),
             sessions: report.facts.sessions.clone(),
             last_used: report.facts.last_used.clone(),
@@ -87,15 +121,90 @@ impl OutcomeEvent {
     }
 }
 
-enum Command {
-    Publish(String),
-    Flush(oneshot::Sender<()>),
+/// Where outcome events go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// `results.queue_url`.
+    Queue(Sqs, String),
+    /// `results.sns_topic_arn`.
+    Topic(Topic),
+    /// `results.event_bus`.
+    Bus(Bus),
 }
 
-/// Sends outcome events in the background.
-#[derive(Debug, Clone)]
-pub struct Results {
-    tx: mpsc::Sender<Command>,
+impl Sink {
+    /// The `sink` label of the publish failures counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Sink::Queue(..) => "queue",
+            Sink::Topic(_) => "sns",
+            Sink::Bus(_) => "eventbridge",
+        }
+    }
+
+    /// The most bytes one call may carry, all entries together; `None`: no bound below
+    /// the ten entries' own.
+    fn call_bytes(&self, message: &Message) -> Option<usize> {
+        match self {
+            Sink::Queue(..) => None,
+            Sink::Topic(_) => Some(notify::sns_message_size(message)),
+            Sink::Bus(_) => Some(notify::event_entry_size(message)),
+        }
+    }
+
+    async fn send(&self, messages: &[Arc<Message>]) -> Result<Vec<Refused>, AwsError> {
+        let retries = RetryCounter::default();
+        match self {
+            Sink::Queue(sqs, url) => {
+                let bodies: Vec<Outgoing> = messages
+                    .iter()
+                    .map(|m| Outgoing {
+                        body: m.body.clone(),
+                        group_id: None,
+                        deduplication_id: None,
+                    })
+                    .collect();
+                Ok(sqs
+                    .send_batch(url, &bodies, &retries)
+                    .await?
+                    .into_iter()
+                    .map(|r| Refused {
+                        index: r.index,
+                        code: r.code,
+                        message: r.message,
+                        retryable: !r.sender_fault,
+                    })
+                    .collect())
+            }
+            Sink::Topic(topic) => topic.publish(messages, &retries).await,
+            Sink::Bus(bus) => bus.put(messages, &retries).await,
+        }
+    }
+
+    /// `messages` in calls: at most ten entries, and within the sink's size per call.
+    fn calls(&self, messages: Vec<Arc<Message>>) -> Vec<Vec<Arc<Message>>> {
+        let mut calls: Vec<Vec<Arc<Message>>> = Vec::new();
+        let mut bytes = 0;
+        for message in messages {
+            let size = self.call_bytes(&message).unwrap_or(0);
+            match calls.last_mut() {
+                Some(call) if call.len() < SQS_BATCH_MAX && bytes + size <= MAX_CALL_BYTES => {
+                    bytes += size;
+                    call.push(message);
+                }
+                _ => {
+                    bytes = size;
+                    calls.push(vec![message]);
+                }
+            }
+        }
+        calls
+    }
+}
+
+enum Command {
+    Publish(Arc<Message>),
+    Flush(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for Command {
@@ -107,78 +216,137 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// Sends outcome events to every sink in the background.
+#[derive(Debug, Clone)]
+pub struct Results {
+    sinks: Vec<(&'static str, mpsc::Sender<Command>)>,
+}
+
 impl Results {
-    /// Starts the sending task for `queue_url`.
-    pub fn spawn(sqs: Sqs, queue_url: String) -> Self {
-        let (tx, rx) = mpsc::channel(BUFFER);
-        tokio::spawn(run(sqs, queue_url, rx));
-        Self { tx }
+    /// Starts one sending task per sink; `None` when there is none.
+    pub fn spawn(sinks: Vec<Sink>, policy: BackoffPolicy) -> Option<Self> {
+        if sinks.is_empty() {
+            return None;
+        }
+        let sinks = sinks
+            .into_iter()
+            .map(|sink| {
+                let (tx, rx) = mpsc::channel(BUFFER);
+                let label = sink.label();
+                tokio::spawn(run(sink, policy, rx));
+                (label, tx)
+            })
+            .collect();
+        Some(Self { sinks })
     }
 
-    /// Queues `event` for sending; never waits.
-    pub fn publish(&self, event: &OutcomeEvent) {
-        let body = match serde_json::to_string(event) {
-            Ok(body) => body,
+    /// Queues the outcome event of `report` for every sink; never waits.
+    pub fn publish(&self, report: &JobReport, enqueued_at_ms: Option<u64>) {
+        let event = OutcomeEvent::new(report, enqueued_at_ms);
+        let body = match serde_json::to_value(&event) {
+            Ok(value) => fit(value, MAX_EVENT_BYTES),
             Err(e) => {
-                crate::metrics::results_publish_failed(1);
+                for (sink, _) in &self.sinks {
+                    crate::metrics::results_publish_failed(sink, 1);
+                }
                 tracing::error!(error = %e, "Could not encode an outcome event");
                 return;
             }
         };
-        if self.tx.try_send(Command::Publish(body)).is_err() {
-            crate::metrics::results_publish_failed(1);
-            tracing::warn!(
-                request_id = event.request_id.as_deref().unwrap_or(""),
-                "Outcome event dropped: buffer full"
-            );
+        let facts = &report.facts;
+        let message = Arc::new(Message {
+            body,
+            subject: report.subject(),
+            detail_type: OUTCOME_DETAIL_TYPE,
+            attributes: vec![
+                ("outcome", event.outcome.to_owned()),
+                ("reason", event.reason.to_owned()),
+                (
+                    "event_source",
+                    facts.event_source().unwrap_or("").to_owned(),
+                ),
+                ("action", facts.action.map_or("", |a| a.as_str()).to_owned()),
+            ],
+        });
+        for (sink, tx) in &self.sinks {
+            if tx.try_send(Command::Publish(Arc::clone(&message))).is_err() {
+                crate::metrics::results_publish_failed(sink, 1);
+                tracing::warn!(
+                    sink,
+                    request_id = event.request_id.as_deref().unwrap_or(""),
+                    "Outcome event dropped: buffer full"
+                );
+            }
         }
     }
 
-    /// Waits until every event queued before this call was sent (or failed).
+    /// Waits until every event queued before this call was sent (or failed), by every
+    /// sink.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Command::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        for (_, tx) in &self.sinks {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Command::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
         }
     }
 }
 
-async fn run(sqs: Sqs, queue_url: String, mut rx: mpsc::Receiver<Command>) {
+async fn run(sink: Sink, policy: BackoffPolicy, mut rx: mpsc::Receiver<Command>) {
     while let Some(batch) = next_batch(&mut rx, SQS_BATCH_MAX, |_| LINGER).await {
-        let mut bodies = Vec::new();
+        let mut messages = Vec::new();
         let mut flushes = Vec::new();
         for command in batch {
             match command {
-                Command::Publish(body) => bodies.push(Outgoing {
-                    body,
-                    group_id: None,
-                    deduplication_id: None,
-                }),
+                Command::Publish(message) => messages.push(message),
                 Command::Flush(done) => flushes.push(done),
             }
         }
-        if !bodies.is_empty() {
-            match sqs
-                .send_batch(&queue_url, &bodies, &RetryCounter::default())
-                .await
-            {
-                Ok(refused) if refused.is_empty() => {}
-                Ok(refused) => {
-                    let failed = refused.len();
-                    crate::metrics::results_publish_failed(failed);
-                    tracing::warn!(
-                        failed,
-                        "Some outcome events were not accepted by the results queue"
-                    );
-                }
-                Err(e) => {
-                    crate::metrics::results_publish_failed(bodies.len());
-                    tracing::warn!(error = %e, count = bodies.len(), "Could not publish outcome events");
-                }
-            }
-        }
+        deliver(&sink, policy, messages).await;
         for done in flushes {
             let _ = done.send(());
         }
+    }
+}
+
+/// Sends `messages`: a failure of a whole call is retried by the retry wrapper; entries
+/// the sink refused as retryable are sent again, up to [`RESENDS`] times, after the
+/// backoff's delays. What still fails is counted and logged.
+async fn deliver(sink: &Sink, policy: BackoffPolicy, mut messages: Vec<Arc<Message>>) {
+    let label = sink.label();
+    let mut delays = policy.endless();
+    for round in 0..=RESENDS {
+        let mut again = Vec::new();
+        for call in sink.calls(std::mem::take(&mut messages)) {
+            match sink.send(&call).await {
+                Ok(refused) => {
+                    for entry in refused {
+                        let Some(message) = call.get(entry.index) else {
+                            continue;
+                        };
+                        if entry.retryable && round < RESENDS {
+                            again.push(Arc::clone(message));
+                        } else {
+                            crate::metrics::results_publish_failed(label, 1);
+                            tracing::warn!(
+                                sink = label,
+                                error_code = %entry.code,
+                                error = %entry.message,
+                                "An outcome event was refused"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    crate::metrics::results_publish_failed(label, call.len());
+                    tracing::warn!(sink = label, error = %e, count = call.len(), "Could not publish outcome events");
+                }
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        tokio::time::sleep(delays.next().unwrap_or(LINGER)).await;
+        messages = again;
     }
 }
