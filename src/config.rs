@@ -60,6 +60,8 @@ pub struct Config {
     pub intake: IntakeSection,
     /// Outcome events.
     pub results: ResultsSection,
+    /// The policy attached to a leaked key's user.
+    pub quarantine: QuarantineSection,
     /// The metrics and health listener.
     pub metrics: MetricsSection,
     /// Logging.
@@ -238,6 +240,8 @@ pub struct IntakeSection {
     pub guardduty_action: Action,
     /// Whether jobs from security events also revoke the user's older sessions.
     pub revoke_sessions: bool,
+    /// Whether jobs from security events also attach the quarantine policy.
+    pub quarantine_user: bool,
 }
 
 impl Default for IntakeSection {
@@ -249,6 +253,7 @@ impl Default for IntakeSection {
             guardduty_min_severity: rules.guardduty_min_severity,
             guardduty_action: rules.guardduty_action,
             revoke_sessions: rules.revoke_sessions,
+            quarantine_user: rules.quarantine_user,
         }
     }
 }
@@ -280,6 +285,7 @@ impl IntakeSection {
             guardduty_min_severity: self.guardduty_min_severity,
             guardduty_action: self.guardduty_action,
             revoke_sessions: self.revoke_sessions,
+            quarantine_user: self.quarantine_user,
         })
     }
 }
@@ -294,6 +300,25 @@ pub struct ResultsSection {
     /// EventBridge bus (name or ARN) that receives them too, as `Key Revocation Outcome`
     /// events from `iam-key-revoker`.
     pub event_bus: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineSection {
+    /// The managed policy attached to a user with `quarantine_user`.
+    pub policy_arn: String,
+}
+
+/// AWS's newest quarantine policy, the one AWS attaches itself when it finds a user's key
+/// exposed (AWS Managed Policy Reference, "AWSCompromisedKeyQuarantineV3").
+pub const QUARANTINE_POLICY_ARN: &str = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3";
+
+impl Default for QuarantineSection {
+    fn default() -> Self {
+        Self {
+            policy_arn: QUARANTINE_POLICY_ARN.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -420,6 +445,7 @@ impl Config {
         self.cross_account.validate()?;
         let intake = self.intake.validate()?;
         self.results.validate()?;
+        self.quarantine.validate()?;
         self.metrics.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("is not a valid filter: {e}")));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
     check_url, invalid, AwsSection, ConfigError, CrossAccountSection, IamSection, MetricsSection,
-    ProtectSection, ResultsSection, RetrySection, SqsSection, WorkerSection,
+    ProtectSection, QuarantineSection, ResultsSection, RetrySection, SqsSection, WorkerSection,
     SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
@@ -207,6 +207,38 @@ impl ResultsSection {
                     format!("must be an event bus name or ARN, not {bus:?}"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl QuarantineSection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        // A managed policy: arn:PARTITION:iam::aws:policy/NAME (AWS's) or
+        // arn:PARTITION:iam::ACCOUNT:policy/PATH/NAME (the account's own).
+        let parts: Vec<&str> = self.policy_arn.splitn(6, ':').collect();
+        let ok = match parts.as_slice() {
+            ["arn", partition, "iam", "", owner, resource] => {
+                !partition.is_empty()
+                    && (*owner == "aws" || is_account_id(owner))
+                    && resource.strip_prefix("policy/").is_some_and(|name| {
+                        !name.is_empty()
+                            && !name.ends_with('/')
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+                    })
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(invalid(
+                "quarantine.policy_arn",
+                format!(
+                    "must be a managed policy ARN (arn:aws:iam::aws:policy/NAME), not {:?}",
+                    self.policy_arn
+                ),
+            ));
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ pub struct IntakeRules {
     pub guardduty_action: Action,
     /// Whether event jobs also revoke older sessions.
     pub revoke_sessions: bool,
+    /// Whether jobs from security events also attach the quarantine policy.
+    pub quarantine_user: bool,
 }
 
 impl Default for IntakeRules {
@@ -54,6 +56,7 @@ impl Default for IntakeRules {
             guardduty_min_severity: 7.0,
             guardduty_action: Action::Deactivate,
             revoke_sessions: true,
+            quarantine_user: false,
         }
     }
 }
@@ -329,6 +332,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         requested_by: Some(HEALTH.to_owned()),
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
+        quarantine_user: rules.quarantine_user,
         origin: Some(origin),
         owners,
         continuation: None,
@@ -531,6 +535,7 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         requested_by: Some(GUARDDUTY.to_owned()),
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
+        quarantine_user: rules.quarantine_user,
         origin: Some(origin),
         owners: Vec::new(),
         continuation: None,

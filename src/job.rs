@@ -25,6 +25,7 @@ pub const FIELDS: &[&str] = &[
     "requested_by",
     "batch_id",
     "revoke_sessions",
+    "quarantine_user",
 ];
 
 /// What to do with the key(s).
@@ -85,6 +86,8 @@ pub struct Job {
     /// Also cut off the temporary credentials issued before the revocation (README,
     /// "Revoking sessions").
     pub revoke_sessions: bool,
+    /// Also attach the quarantine policy to the user (README, "Quarantine").
+    pub quarantine_user: bool,
     /// The security event the job came from; `None` for a job message.
     pub origin: Option<Origin>,
     /// Owners named for keys the job names alone (a Health event's user; owners IAM
@@ -131,6 +134,7 @@ impl Job {
         self.account_id.hash(&mut hasher);
         self.action.as_str().hash(&mut hasher);
         self.revoke_sessions.hash(&mut hasher);
+        self.quarantine_user.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -172,6 +176,9 @@ impl Job {
         put("action", self.action.as_str().into());
         if self.revoke_sessions {
             put("revoke_sessions", true.into());
+        }
+        if self.quarantine_user {
+            put("quarantine_user", true.into());
         }
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -330,6 +337,8 @@ struct RawJob {
     #[serde(default, deserialize_with = "present")]
     revoke_sessions: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    quarantine_user: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
 }
 
@@ -463,6 +472,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         requested_by: raw.requested_by,
         batch_id: raw.batch_id,
         revoke_sessions: raw.revoke_sessions.unwrap_or(false),
+        quarantine_user: raw.quarantine_user.unwrap_or(false),
         origin,
         owners,
         continuation,

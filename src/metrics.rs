@@ -30,6 +30,7 @@ pub const JOBS_IN_FLIGHT: &str = "iam_key_revoker_jobs_in_flight";
 pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
+pub const QUARANTINES_TOTAL: &str = "iam_key_revoker_quarantines_total";
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
@@ -54,6 +55,7 @@ pub const ALL: &[&str] = &[
     CREDENTIAL_FAILURES_TOTAL,
     SESSIONS_REVOKED_TOTAL,
     QUEUE_MESSAGES,
+    QUARANTINES_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -144,6 +146,10 @@ fn describe() {
         "In-process retries of transient AWS errors"
     );
     describe_counter!(
+        QUARANTINES_TOTAL,
+        "Users the quarantine policy was attached to (result ok) or could not be (error)"
+    );
+    describe_counter!(
         RESULTS_PUBLISH_FAILURES_TOTAL,
         "Outcome events a sink (results queue, SNS topic, EventBridge bus) could not publish"
     );
@@ -202,6 +208,9 @@ fn describe() {
     counter!(SESSIONS_REVOKED_TOTAL).increment(0);
     for sink in SINKS {
         counter!(RESULTS_PUBLISH_FAILURES_TOTAL, "sink" => sink).increment(0);
+    }
+    for result in ["ok", "error"] {
+        counter!(QUARANTINES_TOTAL, "result" => result).increment(0);
     }
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
@@ -321,6 +330,12 @@ pub fn credentials_recovered() {
 /// The adaptive IAM request rate changed.
 pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
+}
+
+/// A user quarantined (`ok`), or not (`error`).
+pub fn quarantine(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    counter!(QUARANTINES_TOTAL, "result" => result).increment(1);
 }
 
 /// The sinks of outcome events (README, "Notifications"): the `sink` label.

@@ -182,6 +182,8 @@ pub struct JobFacts {
     /// When the job's first message was enqueued, for a job carried on by a message of
     /// the worker's own (Unix milliseconds).
     pub enqueued_at_ms: Option<u64>,
+    /// What became of the quarantine policy (README, "Quarantine").
+    pub quarantine: Option<String>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
@@ -241,6 +243,7 @@ impl JobReport {
             event_type = facts.event_type().unwrap_or(""),
             sessions_revoked_before = facts.sessions_revoked_before.as_deref().unwrap_or(""),
             sessions = facts.sessions.as_deref().unwrap_or(""),
+            quarantine = facts.quarantine.as_deref().unwrap_or(""),
             last_used = %json_or_empty(&facts.last_used),
             keys = %json_or_empty(&facts.keys),
             attempts = self.attempts,

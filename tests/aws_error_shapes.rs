@@ -247,6 +247,7 @@ fn delete_job() -> Job {
         requested_by: None,
         batch_id: None,
         revoke_sessions: false,
+        quarantine_user: false,
         origin: None,
         owners: Vec::new(),
         continuation: None,

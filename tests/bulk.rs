@@ -278,7 +278,7 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     env.config.protect.users = vec![admin.clone()];
     let lines = [
         json!({"request_id": "p-del", "user_name": alice, "access_key_id": a_keys[0], "revoke_sessions": true}),
-        json!({"request_id": "p-deact", "access_key_id": a_keys[1], "action": "deactivate"}),
+        json!({"request_id": "p-deact", "access_key_id": a_keys[1], "action": "deactivate", "quarantine_user": true}),
         json!({"request_id": "p-unknown", "access_key_id": "AKIA0000000000PLAN00"}),
         json!({"request_id": "p-absent", "user_name": alice, "access_key_id": "AKIA0000000000PLAN01"}),
         json!({"request_id": "p-mismatch", "user_name": alice, "access_key_id": b_keys[0]}),
@@ -347,6 +347,15 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         [true, false, false, false, false, false, false, false, false, false, false],
         "only the line that asks, and not the protected one"
     );
+    let quarantines: Vec<bool> = rows
+        .iter()
+        .map(|r| r["would_quarantine"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        quarantines,
+        [false, true, false, false, false, false, false, false, false, false, false],
+        "only the line that asks"
+    );
     assert_eq!(rows[10]["line"], 11);
 
     // The table form, for people.
@@ -360,6 +369,9 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
     assert!(stdout
         .lines()
         .any(|l| l.contains("p-del") && l.contains("would_revoke_sessions")));
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains("p-deact") && l.contains("would_quarantine")));
 
     // Nothing changed.
     for (user, key) in [
@@ -545,6 +557,7 @@ async fn enqueue_priority_sends_to_the_priority_queue() {
             "--access-key-id",
             "AKIAIOSFODNN7EXAMPLE",
             "--revoke-sessions",
+            "--quarantine-user",
         ]);
         if let Some(url) = priority_url {
             command.env("IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL", url);
@@ -564,6 +577,7 @@ async fn enqueue_priority_sends_to_the_priority_queue() {
     let body: serde_json::Value = serde_json::from_str(on_priority[0].body().unwrap()).unwrap();
     assert_eq!(body["request_id"], "urgent-1");
     assert_eq!(body["revoke_sessions"], true);
+    assert_eq!(body["quarantine_user"], true);
     assert_eq!(env.queue_depth().await, (0, 0), "nothing on the main queue");
 
     let refused = send(None);

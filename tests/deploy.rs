@@ -76,6 +76,7 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetUserPolicy" => "iam:GetUserPolicy",
         "ListUserPolicies" => "iam:ListUserPolicies",
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
+        "AttachUserPolicy" => "iam:AttachUserPolicy",
         "ReceiveMessage" => "sqs:ReceiveMessage",
         "DeleteMessage" | "DeleteMessageBatch" => "sqs:DeleteMessage",
         "ChangeMessageVisibility" => "sqs:ChangeMessageVisibility",
@@ -83,6 +84,9 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetQueueAttributes" => "sqs:GetQueueAttributes",
         "GetQueueUrl" => "sqs:GetQueueUrl",
         "AssumeRole" => "sts:AssumeRole",
+        // SNS authorizes PublishBatch as sns:Publish.
+        "PublishBatch" => "sns:Publish",
+        "PutEvents" => "events:PutEvents",
         // sts:GetCallerIdentity is always allowed; no policy can deny it.
         "GetCallerIdentity" => return None,
         other => {
@@ -232,6 +236,55 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
     );
 }
 
+/// The worker and the member roles may attach one managed policy to users: the
+/// quarantine policy the worker is configured with, AWS's newest by default.
+#[test]
+fn users_may_be_given_the_quarantine_policy_and_no_other() {
+    let default = iam_key_revoker::config::QUARANTINE_POLICY_ARN;
+    let stack = Stack::worker();
+    let member = Stack::load(
+        "deploy/aws/member-role.cfn.json",
+        &[
+            ("WorkerAccountId", "111122223333"),
+            ("OrganizationId", "o-exampleorgid"),
+        ],
+    );
+    let member_policy = member.properties("RevokerRole")["Policies"][0]["PolicyDocument"].clone();
+    let file: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role-permissions.json")).unwrap();
+    for (name, policies) in [
+        ("worker", worker_policies(&stack)),
+        ("member role", vec![member_policy]),
+        ("member role file", vec![file]),
+    ] {
+        let attach: Vec<&serde_json::Value> = policies
+            .iter()
+            .flat_map(|p| p["Statement"].as_array().unwrap())
+            .filter(|s| {
+                strings(&s["Action"])
+                    .iter()
+                    .any(|a| a == "iam:AttachUserPolicy")
+            })
+            .collect();
+        assert_eq!(attach.len(), 1, "{name}: one statement allows it");
+        assert_eq!(
+            strings(&attach[0]["Action"]),
+            vec!["iam:AttachUserPolicy"],
+            "{name}: in a statement of its own"
+        );
+        assert_eq!(
+            attach[0]["Condition"],
+            serde_json::json!({"ArnEquals": {"iam:PolicyARN": default}}),
+            "{name}: only the quarantine policy"
+        );
+    }
+    assert_eq!(Config::default().quarantine.policy_arn, default);
+    assert_eq!(
+        stack.template["Parameters"]["QuarantinePolicyArn"]["Default"],
+        member.template["Parameters"]["QuarantinePolicyArn"]["Default"]
+    );
+}
+
 /// The CloudFormation template (for a StackSet over every member account) creates the
 /// same role as the policy files: the same trust, the same permissions.
 #[test]
@@ -265,6 +318,9 @@ fn the_member_role_template_matches_the_policy_files() {
             ),
             Value::Object(map) if map.get("Ref") == Some(&Value::from("OrganizationId")) => {
                 Value::from("ORGANIZATION_ID")
+            }
+            Value::Object(map) if map.get("Ref") == Some(&Value::from("QuarantinePolicyArn")) => {
+                Value::from(iam_key_revoker::config::QUARANTINE_POLICY_ARN)
             }
             Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), unsub(v))).collect(),
             Value::Array(items) => items.iter().map(unsub).collect(),
@@ -434,6 +490,15 @@ fn the_stack_outputs_configure_the_worker() {
     assert_eq!(
         config.results.queue_url.as_deref(),
         Some(outputs["IAM_KEY_REVOKER__RESULTS__QUEUE_URL"].as_str())
+    );
+    assert_eq!(
+        config.results.sns_topic_arn.as_deref(),
+        Some(outputs["IAM_KEY_REVOKER__RESULTS__SNS_TOPIC_ARN"].as_str())
+    );
+    assert_eq!(config.results.event_bus.as_deref(), Some("default"));
+    assert_eq!(
+        config.quarantine.policy_arn,
+        outputs["IAM_KEY_REVOKER__QUARANTINE__POLICY_ARN"]
     );
     let text = serde_json::to_string(&manifests).unwrap();
     for placeholder in [
@@ -933,6 +998,14 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         }
     }
     needed.push(("sqs:SendMessage", results.clone()));
+    needed.push((
+        "sns:Publish",
+        "arn:aws:sns:eu-west-1:111122223333:iam-key-revoker-outcomes".into(),
+    ));
+    needed.push((
+        "events:PutEvents",
+        "arn:aws:events:eu-west-1:111122223333:event-bus/default".into(),
+    ));
     for user in ["user/alice", "user/engineering/ci/alice"] {
         let arn = format!("arn:aws:iam::111122223333:{user}");
         for action in IAM_READS

@@ -427,6 +427,7 @@ mod tests {
             requested_by: None,
             batch_id: None,
             revoke_sessions: false,
+            quarantine_user: false,
             origin: None,
             owners: Vec::new(),
             continuation: None,

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod deleter;
 pub mod iam;
 pub mod notify;
+pub mod quarantine;
 pub mod ratelimit;
 pub mod retry;
 pub mod revoke;

@@ -82,7 +82,7 @@ pub enum Command {
 pub struct InputArgs {
     /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
     /// standard input.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions", "quarantine_user"])]
     file: Option<PathBuf>,
     /// The file's format (default: from its extension; .csv is CSV).
     #[arg(long, value_enum, requires = "file")]
@@ -117,6 +117,9 @@ pub struct InputArgs {
     /// Also cut off the user's temporary credentials issued before the revocation.
     #[arg(long)]
     revoke_sessions: bool,
+    /// Also attach the quarantine policy (quarantine.policy_arn) to the user.
+    #[arg(long)]
+    quarantine_user: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,6 +198,9 @@ impl InputArgs {
         }
         if self.revoke_sessions {
             fields.insert("revoke_sessions".to_owned(), true.into());
+        }
+        if self.quarantine_user {
+            fields.insert("quarantine_user".to_owned(), true.into());
         }
         Input::One(fields)
     }

@@ -146,8 +146,8 @@ fn csv_rows(text: &str) -> Vec<Parsed> {
         .collect()
 }
 
-/// A CSV row as a job object: empty cells are absent; `all_keys` and `revoke_sessions`
-/// are `true` or `false`.
+/// A CSV row as a job object: empty cells are absent; `all_keys`, `revoke_sessions` and
+/// `quarantine_user` are `true` or `false`.
 fn csv_object(
     headers: &csv::StringRecord,
     record: &csv::StringRecord,
@@ -157,7 +157,7 @@ fn csv_object(
         if cell.is_empty() {
             continue;
         }
-        let value = if column == "all_keys" || column == "revoke_sessions" {
+        let value = if ["all_keys", "revoke_sessions", "quarantine_user"].contains(&column) {
             match cell.to_ascii_lowercase().as_str() {
                 "true" => true.into(),
                 "false" => false.into(),

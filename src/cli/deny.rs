@@ -16,6 +16,7 @@ pub const WRITE_ACTIONS: &[&str] = &[
     "iam:UpdateAccessKey",
     "iam:PutUserPolicy",
     "iam:DeleteUserPolicy",
+    "iam:AttachUserPolicy",
 ];
 
 /// A protected pattern IAM's ARN matching cannot express.

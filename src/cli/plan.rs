@@ -4,7 +4,7 @@
 //! could not be read), using only read calls: nothing changes in IAM or on the queue. A
 //! failure of the endpoint's or the credentials' stops the whole plan (CONTRACT §6).
 //! A job with `revoke_sessions` that would revoke (or find its key gone) also says
-//! `would_revoke_sessions`.
+//! `would_revoke_sessions`; with `quarantine_user`, `would_quarantine`.
 
 use std::sync::Arc;
 
@@ -68,6 +68,8 @@ pub struct PlanRow {
     pub access_key_ids: Vec<String>,
     /// The worker would also put the session policy on the user.
     pub would_revoke_sessions: bool,
+    /// The worker would also attach the quarantine policy to the user.
+    pub would_quarantine: bool,
     pub detail: Option<String>,
 }
 
@@ -114,6 +116,7 @@ async fn predict(
         user_name: None,
         access_key_ids: Vec::new(),
         would_revoke_sessions: false,
+        would_quarantine: false,
         detail: None,
     };
     let job = match &line.job {
@@ -151,11 +154,12 @@ async fn predict(
                 Prediction::AlreadyAbsent => (Predicted::AlreadyAbsent, None),
                 Prediction::Rejected(reason, detail) => (Predicted::Rejected(reason), Some(detail)),
             };
-            row.would_revoke_sessions = job.revoke_sessions
-                && matches!(
-                    row.prediction,
-                    Predicted::Would(_) | Predicted::AlreadyAbsent
-                );
+            let acts = matches!(
+                row.prediction,
+                Predicted::Would(_) | Predicted::AlreadyAbsent
+            );
+            row.would_revoke_sessions = job.revoke_sessions && acts;
+            row.would_quarantine = job.quarantine_user && acts;
         }
         Err(e) if e.is_the_endpoints() => return Err(e),
         Err(e) => {
@@ -177,11 +181,15 @@ pub fn table(rows: &[PlanRow]) -> String {
                 r.prediction.as_str().to_owned(),
                 r.user_name.clone().unwrap_or_default(),
                 r.access_key_ids.join(","),
-                if r.would_revoke_sessions {
-                    "would_revoke_sessions".to_owned()
-                } else {
-                    String::new()
-                },
+                [
+                    (r.would_revoke_sessions, "would_revoke_sessions"),
+                    (r.would_quarantine, "would_quarantine"),
+                ]
+                .iter()
+                .filter(|(would, _)| *would)
+                .map(|(_, what)| *what)
+                .collect::<Vec<_>>()
+                .join(","),
                 r.detail.clone().unwrap_or_default(),
             ]
         })
@@ -192,7 +200,7 @@ pub fn table(rows: &[PlanRow]) -> String {
         "PREDICTION",
         "USER",
         "ACCESS_KEYS",
-        "SESSIONS",
+        "THEN",
         "DETAIL",
     ]
     .map(str::to_owned);
@@ -245,6 +253,7 @@ mod tests {
                 user_name: Some("alice".into()),
                 access_key_ids: vec!["AKIA1".into()],
                 would_revoke_sessions: true,
+                would_quarantine: true,
                 detail: None,
             },
             PlanRow {
@@ -254,6 +263,7 @@ mod tests {
                 user_name: None,
                 access_key_ids: vec![],
                 would_revoke_sessions: false,
+                would_quarantine: false,
                 detail: Some("not JSON".into()),
             },
         ];
@@ -263,7 +273,7 @@ mod tests {
         let column = lines[0].find("PREDICTION").unwrap();
         assert_eq!(lines[1].find("would_delete"), Some(column));
         assert_eq!(lines[2].find("invalid"), Some(column));
-        assert!(lines[1].contains("would_revoke_sessions"));
+        assert!(lines[1].contains("would_revoke_sessions,would_quarantine"));
         assert!(!lines[2].contains("would_revoke_sessions"));
         assert_eq!(summary(&rows), "would_delete: 1, invalid: 1");
     }

@@ -75,6 +75,9 @@ impl JobFacts {
         if learnt.sessions.covered.is_some() {
             self.sessions = learnt.sessions.covered;
         }
+        if learnt.sessions.quarantine.is_some() {
+            self.quarantine = learnt.sessions.quarantine;
+        }
     }
 }
 

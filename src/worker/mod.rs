@@ -6,6 +6,7 @@ mod continuation;
 mod facts;
 mod fit;
 mod pipeline;
+mod quarantine;
 pub mod results;
 mod sessions;
 mod settle;

@@ -380,7 +380,8 @@ impl Worker {
 
     /// What the IAM step's result means for the job, with the older sessions cut off
     /// when asked: after the key action, and also when a job of several keys changed
-    /// some before one was refused.
+    /// some before one was refused; then, once the job has done what it asked, the
+    /// user quarantined when asked.
     async fn decide(
         &self,
         job: &Job,
@@ -409,12 +410,17 @@ impl Worker {
         };
         let changed_then_refused =
             matches!(decision.outcome, Outcome::Rejected(_)) && result.keys_changed > 0;
-        if job.revoke_sessions && (decision.outcome.is_remembered() || changed_then_refused) {
-            return self
-                .revoke_sessions(iam, &users, decision, result.keys_changed, retries)
-                .await;
+        let (decision, mut facts) =
+            if job.revoke_sessions && (decision.outcome.is_remembered() || changed_then_refused) {
+                self.revoke_sessions(iam, &users, decision, result.keys_changed, retries)
+                    .await
+            } else {
+                (decision, SessionFacts::default())
+            };
+        if job.quarantine_user && decision.outcome.is_remembered() {
+            facts.quarantine = Some(self.quarantine(iam, &users, retries).await);
         }
-        (decision, SessionFacts::default())
+        (decision, facts)
     }
 
     /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the

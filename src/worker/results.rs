@@ -69,6 +69,9 @@ pub struct OutcomeEvent {
     /// What the session cut-off covers, and where there is none, why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<String>,
+    /// What became of the quarantine policy, user by user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub last_used: Vec<LastUsed>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -110,6 +113,7 @@ impl OutcomeEvent {
             finding_arn: origin.and_then(|o| o.finding_arn.clone()),
             sessions_revoked_before: report.facts.sessions_revoked_before.clone(),
             sessions: report.facts.sessions.clone(),
+            quarantine: report.facts.quarantine.clone(),
             last_used: report.facts.last_used.clone(),
             keys: report.facts.keys.clone(),
             attempts: report.attempts,

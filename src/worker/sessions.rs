@@ -10,13 +10,15 @@ use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::Decision;
 use crate::worker::Worker;
 
-/// What the session cut-off came to, for the job's facts.
+/// What the steps after the key action came to, for the job's facts.
 #[derive(Debug, Default)]
 pub(super) struct SessionFacts {
     /// The cut-off in force (ISO 8601, UTC).
     pub revoked_before: Option<String>,
     /// What it covers, and for whom there is none and why.
     pub covered: Option<String>,
+    /// What became of the quarantine policy, user by user.
+    pub quarantine: Option<String>,
 }
 
 impl Worker {

@@ -135,6 +135,10 @@ impl Stack {
                 self.name(name, "QueueName")
             ),
             "AWS::IAM::Role" => self.name(name, "RoleName"),
+            "AWS::SNS::Topic" => format!(
+                "arn:aws:sns:{REGION}:{ACCOUNT}:{}",
+                self.name(name, "TopicName")
+            ),
             "AWS::IAM::ManagedPolicy" => format!(
                 "arn:aws:iam::{ACCOUNT}:policy/{}",
                 self.name(name, "ManagedPolicyName")
