@@ -242,6 +242,8 @@ pub struct IntakeSection {
     pub revoke_sessions: bool,
     /// Whether jobs from security events also attach the quarantine policy.
     pub quarantine_user: bool,
+    /// Whether jobs from GuardDuty findings mark the finding in Security Hub.
+    pub update_findings: bool,
 }
 
 impl Default for IntakeSection {
@@ -254,6 +256,7 @@ impl Default for IntakeSection {
             guardduty_action: rules.guardduty_action,
             revoke_sessions: rules.revoke_sessions,
             quarantine_user: rules.quarantine_user,
+            update_findings: rules.update_findings,
         }
     }
 }
@@ -286,6 +289,7 @@ impl IntakeSection {
             guardduty_action: self.guardduty_action,
             revoke_sessions: self.revoke_sessions,
             quarantine_user: self.quarantine_user,
+            update_findings: self.update_findings,
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct IntakeRules {
     pub revoke_sessions: bool,
     /// Whether jobs from security events also attach the quarantine policy.
     pub quarantine_user: bool,
+    /// Whether jobs from GuardDuty findings mark the finding in Security Hub.
+    pub update_findings: bool,
 }
 
 impl Default for IntakeRules {
@@ -57,6 +59,7 @@ impl Default for IntakeRules {
             guardduty_action: Action::Deactivate,
             revoke_sessions: true,
             quarantine_user: false,
+            update_findings: false,
         }
     }
 }

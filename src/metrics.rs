@@ -31,6 +31,7 @@ pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_tim
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
 pub const QUARANTINES_TOTAL: &str = "iam_key_revoker_quarantines_total";
+pub const FINDINGS_UPDATED_TOTAL: &str = "iam_key_revoker_findings_updated_total";
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
@@ -56,6 +57,7 @@ pub const ALL: &[&str] = &[
     SESSIONS_REVOKED_TOTAL,
     QUEUE_MESSAGES,
     QUARANTINES_TOTAL,
+    FINDINGS_UPDATED_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -146,6 +148,10 @@ fn describe() {
         "In-process retries of transient AWS errors"
     );
     describe_counter!(
+        FINDINGS_UPDATED_TOTAL,
+        "Security Hub finding updates: ok, unprocessed (Security Hub refused it) or error"
+    );
+    describe_counter!(
         QUARANTINES_TOTAL,
         "Users the quarantine policy was attached to (result ok) or could not be (error)"
     );
@@ -211,6 +217,9 @@ fn describe() {
     }
     for result in ["ok", "error"] {
         counter!(QUARANTINES_TOTAL, "result" => result).increment(0);
+    }
+    for result in ["ok", "unprocessed", "error"] {
+        counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(0);
     }
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
@@ -330,6 +339,11 @@ pub fn credentials_recovered() {
 /// The adaptive IAM request rate changed.
 pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
+}
+
+/// A Security Hub finding update: `ok`, `unprocessed` or `error`.
+pub fn finding_updated(result: &'static str) {
+    counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(1);
 }
 
 /// A user quarantined (`ok`), or not (`error`).

@@ -184,6 +184,9 @@ pub struct JobFacts {
     pub enqueued_at_ms: Option<u64>,
     /// What became of the quarantine policy (README, "Quarantine").
     pub quarantine: Option<String>,
+    /// What became of the GuardDuty finding in Security Hub (README, "Closing the
+    /// finding").
+    pub finding_update: Option<String>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
@@ -244,6 +247,7 @@ impl JobReport {
             sessions_revoked_before = facts.sessions_revoked_before.as_deref().unwrap_or(""),
             sessions = facts.sessions.as_deref().unwrap_or(""),
             quarantine = facts.quarantine.as_deref().unwrap_or(""),
+            finding_update = facts.finding_update.as_deref().unwrap_or(""),
             last_used = %json_or_empty(&facts.last_used),
             keys = %json_or_empty(&facts.keys),
             attempts = self.attempts,

@@ -77,6 +77,7 @@ fn permission(op: &str) -> Option<&'static str> {
         "ListUserPolicies" => "iam:ListUserPolicies",
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
         "AttachUserPolicy" => "iam:AttachUserPolicy",
+        "BatchUpdateFindings" => "securityhub:BatchUpdateFindings",
         "ReceiveMessage" => "sqs:ReceiveMessage",
         "DeleteMessage" | "DeleteMessageBatch" => "sqs:DeleteMessage",
         "ChangeMessageVisibility" => "sqs:ChangeMessageVisibility",
@@ -175,7 +176,8 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
     let iam_needed: BTreeSet<String> = operations_in_code()
         .iter()
         .filter_map(|op| permission(op))
-        .filter(|p| p.starts_with("iam:"))
+        // What the worker does in a member account: IAM, and closing the findings there.
+        .filter(|p| p.starts_with("iam:") || p.starts_with("securityhub:"))
         .map(str::to_owned)
         .collect();
     assert_eq!(
@@ -1001,6 +1003,10 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
     needed.push((
         "sns:Publish",
         "arn:aws:sns:eu-west-1:111122223333:iam-key-revoker-outcomes".into(),
+    ));
+    needed.push((
+        "securityhub:BatchUpdateFindings",
+        "arn:aws:securityhub:us-east-1:111122223333:hub/default".into(),
     ));
     needed.push((
         "events:PutEvents",

@@ -56,7 +56,15 @@ pub struct Accounts {
     max_requests_per_second: u32,
     policy: BackoffPolicy,
     protection: Protection,
-    others: Mutex<HashMap<String, Arc<OnceCell<Arc<Iam>>>>>,
+    others: Mutex<HashMap<String, Arc<OnceCell<Arc<Member>>>>>,
+}
+
+/// A member account the worker acts in: IAM there, and the SDK configuration with the
+/// assumed role's credentials, for the other services it calls there (Security Hub).
+#[derive(Debug)]
+struct Member {
+    iam: Arc<Iam>,
+    sdk: SdkConfig,
 }
 
 impl Accounts {
@@ -101,12 +109,37 @@ impl Accounts {
         account: Option<&str>,
         retries: &RetryCounter,
     ) -> Result<Arc<Iam>, AccountError> {
+        Ok(match self.member(account, retries).await? {
+            Some(member) => Arc::clone(&member.iam),
+            None => Arc::clone(&self.own),
+        })
+    }
+
+    /// The SDK configuration whose credentials act in `account` (or the worker's own).
+    pub async fn sdk_for(
+        &self,
+        account: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Result<SdkConfig, AccountError> {
+        Ok(match self.member(account, retries).await? {
+            Some(member) => member.sdk.clone(),
+            None => self.sdk.clone(),
+        })
+    }
+
+    /// The member account `account` names, its role assumed once; `None` for the
+    /// worker's own account.
+    async fn member(
+        &self,
+        account: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Result<Option<Arc<Member>>, AccountError> {
         let Some(account) = account else {
-            return Ok(Arc::clone(&self.own));
+            return Ok(None);
         };
         let own = self.own_identity(retries).await?;
         if own.account == account {
-            return Ok(Arc::clone(&self.own));
+            return Ok(None);
         }
         let Some(role_name) = &self.role_name else {
             return Err(AccountError::Disabled {
@@ -119,12 +152,12 @@ impl Accounts {
             let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(others.entry(account.to_owned()).or_default())
         };
-        let iam = cell
+        let member = cell
             .get_or_try_init(|| async {
                 self.assume(account, &role_arn, retries).await.map(Arc::new)
             })
             .await?;
-        Ok(Arc::clone(iam))
+        Ok(Some(Arc::clone(member)))
     }
 
     /// The worker's own account and partition, asked of STS once.
@@ -167,13 +200,13 @@ impl Accounts {
             .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
     }
 
-    /// Assumes the role in `account` once, and builds that account's IAM access on it.
+    /// Assumes the role in `account` once, and builds that account's access on it.
     async fn assume(
         &self,
         account: &str,
         role_arn: &str,
         retries: &RetryCounter,
-    ) -> Result<Iam, AwsError> {
+    ) -> Result<Member, AwsError> {
         let mut builder = AssumeRoleProvider::builder(role_arn)
             .session_name(&self.session_name)
             .configure(&self.sdk);
@@ -193,18 +226,26 @@ impl Accounts {
             first: Mutex::new(Some(first)),
             inner: provider,
         });
+        let sdk = self
+            .sdk
+            .to_builder()
+            .credentials_provider(credentials)
+            .build();
         let client = aws_sdk_iam::Client::from_conf(
-            aws_sdk_iam::config::Builder::from(&self.sdk)
-                .credentials_provider(credentials)
+            aws_sdk_iam::config::Builder::from(&sdk)
                 .interceptor(RequestCounter)
                 .build(),
         );
-        Ok(Iam::new(
+        let iam = Iam::new(
             client,
             self.max_requests_per_second,
             self.policy,
             self.protection.clone(),
-        ))
+        );
+        Ok(Member {
+            iam: Arc::new(iam),
+            sdk,
+        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod clients;
 pub mod clock;
 pub mod deleter;
+pub mod findings;
 pub mod iam;
 pub mod notify;
 pub mod quarantine;

@@ -4,6 +4,7 @@
 
 mod continuation;
 mod facts;
+mod findings;
 mod fit;
 mod pipeline;
 mod quarantine;

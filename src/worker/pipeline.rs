@@ -185,7 +185,7 @@ impl Worker {
             // A job whose continuation replaced its message has left the group's turn.
             let _ = next.send(settled.outcome.is_final() || settled.replaced);
         }
-        let report = report(
+        let mut report = report(
             &message,
             delivery,
             facts,
@@ -193,6 +193,8 @@ impl Worker {
             retries.get(),
             started.elapsed(),
         );
+        // After the message is settled: the finding follows the outcome, never leads it.
+        report.facts.finding_update = self.close_finding(&report, &retries).await;
         self.record(&report, delivery, decided_at_ms);
         report
     }

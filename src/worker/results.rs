@@ -72,6 +72,9 @@ pub struct OutcomeEvent {
     /// What became of the quarantine policy, user by user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
+    /// What became of the GuardDuty finding in Security Hub.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding_update: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub last_used: Vec<LastUsed>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +117,7 @@ impl OutcomeEvent {
             sessions_revoked_before: report.facts.sessions_revoked_before.clone(),
             sessions: report.facts.sessions.clone(),
             quarantine: report.facts.quarantine.clone(),
+            finding_update: report.facts.finding_update.clone(),
             last_used: report.facts.last_used.clone(),
             keys: report.facts.keys.clone(),
             attempts: report.attempts,

@@ -44,6 +44,8 @@ struct State {
     /// and a key id, say), over all others.
     by_content: Vec<(Vec<String>, Fault)>,
     operations: Vec<String>,
+    /// Every request's text, in order.
+    requests: Vec<String>,
     /// Requests a `TenthsOf` fault has seen.
     counted: u32,
     /// Requests received and not yet answered, and the most there ever were.
@@ -97,6 +99,7 @@ impl FaultProxy {
             scope,
             by_operation: std::collections::HashMap::new(),
             by_content: Vec::new(),
+            requests: Vec::new(),
             operations: Vec::new(),
             counted: 0,
             open: 0,
@@ -135,6 +138,18 @@ impl FaultProxy {
         }
     }
 
+    /// The text of every request seen so far that contains `needle`.
+    pub fn requests_containing(&self, needle: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// Operations seen so far, in order.
     pub fn operations(&self) -> Vec<String> {
         self.state.lock().unwrap().operations.clone()
@@ -167,6 +182,7 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
                 .map(|(_, fault)| fault.clone());
             let specific = matching.or_else(|| s.by_operation.get(&operation).cloned());
             s.operations.push(operation);
+            s.requests.push(text.into_owned());
             if let Some(fault) = specific {
                 fault
             } else if s.scope == Scope::All || is_query {
@@ -187,28 +203,30 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
             }
             other => other,
         };
-        let response = match fault {
-            Fault::Hang => {
-                tokio::time::sleep(Duration::from_secs(3_600)).await;
-                return;
-            }
-            Fault::Status(code, body) => format!(
-                "HTTP/1.1 {code} Injected\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        let response =
+            match fault {
+                Fault::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3_600)).await;
+                    return;
+                }
+                Fault::Status(code, body) => format!(
+                "HTTP/1.1 {code} Injected\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                if body.starts_with('{') { "application/json" } else { "text/xml" },
                 body.len()
             )
-            .into_bytes(),
-            Fault::Delay(delay) => {
-                tokio::time::sleep(delay).await;
-                match forward(&upstream, &request).await {
+                .into_bytes(),
+                Fault::Delay(delay) => {
+                    tokio::time::sleep(delay).await;
+                    match forward(&upstream, &request).await {
+                        Some(r) => r,
+                        None => return,
+                    }
+                }
+                Fault::None | Fault::TenthsOf(..) => match forward(&upstream, &request).await {
                     Some(r) => r,
                     None => return,
-                }
-            }
-            Fault::None | Fault::TenthsOf(..) => match forward(&upstream, &request).await {
-                Some(r) => r,
-                None => return,
-            },
-        };
+                },
+            };
         if write.write_all(&response).await.is_err() {
             return;
         }

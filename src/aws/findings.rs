@@ -1,0 +1,275 @@
+//! Closing the finding (README, "Closing the finding"): a GuardDuty finding marked in
+//! Security Hub with `BatchUpdateFindings`, in the finding's own account and Region. In
+//! Security Hub a GuardDuty finding's `Id` is its GuardDuty ARN and its `ProductArn` is
+//! `arn:PARTITION:securityhub:REGION::product/aws/guardduty` (Security Hub User Guide,
+//! "AWS service integrations": GuardDuty). A member account may update its own findings
+//! (Security Hub API Reference, "BatchUpdateFindings").
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_securityhub::types::{
+    AwsSecurityFindingIdentifier, NoteUpdate, WorkflowStatus, WorkflowUpdate,
+};
+
+use crate::aws::classify::AwsError;
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+use crate::metrics::RequestCounter;
+
+/// Security Hub's longest note (`NoteUpdate.Text`: at most 512 characters).
+const NOTE_MAX: usize = 512;
+/// Who updated the finding, as the note says.
+pub const UPDATED_BY: &str = "iam-key-revoker";
+
+/// Where a finding lives, read from its GuardDuty ARN
+/// (`arn:PARTITION:guardduty:REGION:ACCOUNT:detector/DETECTOR/finding/ID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingRef {
+    pub arn: String,
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl FindingRef {
+    /// The finding `arn` names, if it is a GuardDuty finding ARN.
+    pub fn parse(arn: &str) -> Option<Self> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        match parts.as_slice() {
+            ["arn", partition, "guardduty", region, account, resource]
+                if !partition.is_empty()
+                    && !region.is_empty()
+                    && crate::job::is_account_id(account)
+                    && resource.starts_with("detector/")
+                    && resource.contains("/finding/") =>
+            {
+                Some(Self {
+                    arn: arn.to_owned(),
+                    partition: (*partition).to_owned(),
+                    region: (*region).to_owned(),
+                    account: (*account).to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// GuardDuty's product in Security Hub, in the finding's Region.
+    pub fn product_arn(&self) -> String {
+        format!(
+            "arn:{}:securityhub:{}::product/aws/guardduty",
+            self.partition, self.region
+        )
+    }
+}
+
+/// What a finding becomes: `RESOLVED` when its key was revoked, `NOTIFIED` when the job
+/// was rejected (someone has to act).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workflow {
+    Resolved,
+    Notified,
+}
+
+impl Workflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workflow::Resolved => "RESOLVED",
+            Workflow::Notified => "NOTIFIED",
+        }
+    }
+}
+
+/// Security Hub refused to update the finding (`UnprocessedFindings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprocessed {
+    pub code: String,
+    pub message: String,
+}
+
+/// Security Hub with `sdk`'s credentials (the finding's account), in `region`.
+pub fn client(sdk: &SdkConfig, region: &str) -> aws_sdk_securityhub::Client {
+    aws_sdk_securityhub::Client::from_conf(
+        aws_sdk_securityhub::config::Builder::from(sdk)
+            .region(Region::new(region.to_owned()))
+            .interceptor(RequestCounter)
+            .build(),
+    )
+}
+
+/// Marks `finding` with `workflow` and `note` through `client` (in the finding's account
+/// and Region). `Ok(None)`: updated.
+pub async fn update(
+    client: &aws_sdk_securityhub::Client,
+    policy: &BackoffPolicy,
+    finding: &FindingRef,
+    workflow: Workflow,
+    note: &str,
+    retries: &RetryCounter,
+) -> Result<Option<Unprocessed>, AwsError> {
+    let identifier = AwsSecurityFindingIdentifier::builder()
+        .id(&finding.arn)
+        .product_arn(finding.product_arn())
+        .build();
+    let text: String = note.chars().take(NOTE_MAX).collect();
+    let note = NoteUpdate::builder()
+        .text(text)
+        .updated_by(UPDATED_BY)
+        .build();
+    let status = match workflow {
+        Workflow::Resolved => WorkflowStatus::Resolved,
+        Workflow::Notified => WorkflowStatus::Notified,
+    };
+    let out = call(
+        policy,
+        retries,
+        "securityhub",
+        "BatchUpdateFindings",
+        || async {
+            client
+                .batch_update_findings()
+                .finding_identifiers(identifier.clone())
+                .note(note.clone())
+                .workflow(WorkflowUpdate::builder().status(status.clone()).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("BatchUpdateFindings", e))
+        },
+    )
+    .await?;
+    Ok(out.unprocessed_findings().first().map(|u| Unprocessed {
+        code: u.error_code().unwrap_or("none").to_owned(),
+        message: u.error_message().unwrap_or_default().to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsOutput;
+    use aws_sdk_securityhub::types::BatchUpdateFindingsUnprocessedFinding;
+    use aws_sdk_securityhub::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:guardduty:us-east-1:111122223333:detector/d1/finding/f1";
+
+    fn policy() -> BackoffPolicy {
+        BackoffPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            2.0,
+            false,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    /// Security Hub's REST-JSON error, as its API reference documents them.
+    fn error_json(code: &str) -> String {
+        format!(r#"{{"__type": "{code}", "Message": "Rate exceeded", "Code": "{code}"}}"#)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_then_the_finding_is_resolved_with_the_note() {
+        let update = mock!(Client::batch_update_findings)
+            .match_requests(|input| {
+                let id = &input.finding_identifiers()[0];
+                id.id() == Some(ARN)
+                    && id.product_arn()
+                        == Some("arn:aws:securityhub:us-east-1::product/aws/guardduty")
+                    && input.workflow().and_then(|w| w.status()) == Some(&WorkflowStatus::Resolved)
+                    && input.note().and_then(|n| n.updated_by()) == Some(UPDATED_BY)
+                    && input
+                        .note()
+                        .and_then(|n| n.text())
+                        .is_some_and(|t| t.chars().count() == NOTE_MAX)
+            })
+            .sequence()
+            .http_status(429, Some(error_json("TooManyRequestsException")))
+            .output(|| {
+                BatchUpdateFindingsOutput::builder()
+                    .set_processed_findings(Some(vec![]))
+                    .set_unprocessed_findings(Some(vec![]))
+                    .build()
+            })
+            .build();
+        let client = mock_client!(aws_sdk_securityhub, RuleMode::Sequential, [&update], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let retries = RetryCounter::default();
+        let finding = FindingRef::parse(ARN).unwrap();
+        let long_note = "n".repeat(2 * NOTE_MAX);
+        let result = super::update(
+            &client,
+            &policy(),
+            &finding,
+            Workflow::Resolved,
+            &long_note,
+            &retries,
+        )
+        .await;
+        assert_eq!(result.expect("updated"), None);
+        assert_eq!(update.num_calls(), 2);
+        assert_eq!(retries.get(), 1, "the throttled call was retried");
+    }
+
+    #[tokio::test]
+    async fn an_unprocessed_finding_is_reported() {
+        let update = mock!(Client::batch_update_findings).then_output(|| {
+            BatchUpdateFindingsOutput::builder()
+                .set_processed_findings(Some(vec![]))
+                .unprocessed_findings(
+                    BatchUpdateFindingsUnprocessedFinding::builder()
+                        .finding_identifier(
+                            AwsSecurityFindingIdentifier::builder()
+                                .id(ARN)
+                                .product_arn("arn:aws:securityhub:us-east-1::product/aws/guardduty")
+                                .build(),
+                        )
+                        .error_code("FindingNotFound")
+                        .error_message("Finding not found")
+                        .build(),
+                )
+                .build()
+        });
+        let client = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, [&update], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let finding = FindingRef::parse(ARN).unwrap();
+        let result = super::update(
+            &client,
+            &policy(),
+            &finding,
+            Workflow::Notified,
+            "rejected",
+            &RetryCounter::default(),
+        )
+        .await;
+        assert_eq!(
+            result.expect("answered"),
+            Some(Unprocessed {
+                code: "FindingNotFound".into(),
+                message: "Finding not found".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_guardduty_arn_names_partition_region_and_account() {
+        let finding = FindingRef::parse(
+            "arn:aws-us-gov:guardduty:us-gov-west-1:111122223333:detector/d1/finding/f1",
+        )
+        .expect("a finding ARN");
+        assert_eq!(finding.account, "111122223333");
+        assert_eq!(
+            finding.product_arn(),
+            "arn:aws-us-gov:securityhub:us-gov-west-1::product/aws/guardduty"
+        );
+        for not in [
+            "arn:aws:guardduty:us-east-1:111122223333:detector/d1",
+            "arn:aws:iam::111122223333:user/alice",
+            "f1",
+        ] {
+            assert_eq!(FindingRef::parse(not), None, "{not}");
+        }
+    }
+}

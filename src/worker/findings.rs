@@ -1,0 +1,91 @@
+//! Closing the finding (README, "Closing the finding"): with `intake.update_findings`, a
+//! job from a GuardDuty finding marks the finding in Security Hub once its outcome is
+//! settled: `RESOLVED` with the job's summary as the note when its key was revoked (or
+//! already gone), `NOTIFIED` when the job was rejected. Like every step after the
+//! revocation it never changes the job's outcome: a failure is retried by the retry
+//! wrapper, then counted and logged, as are findings Security Hub did not process; the
+//! outcome's `finding_update` says what became of it.
+
+use crate::aws::findings::{self, FindingRef, Workflow};
+use crate::aws::retry::RetryCounter;
+use crate::intake::GUARDDUTY;
+use crate::metrics;
+use crate::outcome::{JobReport, Outcome};
+use crate::worker::Worker;
+
+impl Worker {
+    /// Marks the GuardDuty finding `report`'s job came from, when asked to; returns what
+    /// became of it.
+    pub(super) async fn close_finding(
+        &self,
+        report: &JobReport,
+        retries: &RetryCounter,
+    ) -> Option<String> {
+        if !self.intake.update_findings {
+            return None;
+        }
+        let origin = report
+            .facts
+            .origin
+            .as_ref()
+            .filter(|o| o.source == GUARDDUTY)?;
+        let workflow = match report.outcome {
+            Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent => Workflow::Resolved,
+            Outcome::Rejected(_) => Workflow::Notified,
+            // Done by the earlier copy; or not finished yet.
+            Outcome::Duplicate | Outcome::Retry(_) => return None,
+        };
+        let request_id = report.facts.request_id.as_deref().unwrap_or("");
+        let Some(finding) = origin.finding_arn.as_deref().and_then(FindingRef::parse) else {
+            metrics::finding_updated("error");
+            tracing::warn!(
+                request_id,
+                "The GuardDuty finding named no finding ARN: Security Hub not updated"
+            );
+            return Some("Security Hub not updated: the finding named no ARN".to_owned());
+        };
+        let sdk = match self.accounts.sdk_for(Some(&finding.account), retries).await {
+            Ok(sdk) => sdk,
+            Err(e) => {
+                metrics::finding_updated("error");
+                tracing::warn!(request_id, finding_arn = %finding.arn, error = %e, "Could not act in the finding's account: Security Hub not updated");
+                return Some(format!("Security Hub not updated: {e}"));
+            }
+        };
+        match findings::update(
+            &findings::client(&sdk, &finding.region),
+            self.sqs.policy(),
+            &finding,
+            workflow,
+            &report.summary(),
+            retries,
+        )
+        .await
+        {
+            Ok(None) => {
+                metrics::finding_updated("ok");
+                tracing::info!(request_id, finding_arn = %finding.arn, workflow = workflow.as_str(), "Security Hub finding updated");
+                Some(format!("{} in Security Hub", workflow.as_str()))
+            }
+            Ok(Some(unprocessed)) => {
+                metrics::finding_updated("unprocessed");
+                tracing::warn!(
+                    request_id,
+                    finding_arn = %finding.arn,
+                    error_code = %unprocessed.code,
+                    error = %unprocessed.message,
+                    "Security Hub did not process the finding update"
+                );
+                Some(format!(
+                    "Security Hub not updated: {}: {}",
+                    unprocessed.code, unprocessed.message
+                ))
+            }
+            Err(e) => {
+                metrics::finding_updated("error");
+                tracing::warn!(request_id, finding_arn = %finding.arn, error = %e, "Could not update the Security Hub finding");
+                Some(format!("Security Hub not updated: {e}"))
+            }
+        }
+    }
+}
