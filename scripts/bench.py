@@ -113,7 +113,9 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
             while True:
                 head, body = await read_message(reader)
                 arrived = loop.time()
-                iam = body.startswith(b"Action=")  # IAM/STS query protocol; SQS speaks JSON
+                # IAM/STS speak the query protocol; SQS and EventBridge JSON. SNS (the outcome
+                # events of --notify) is query too, but not IAM: it goes with SQS.
+                iam = body.startswith(b"Action=") and not body.startswith(b"Action=PublishBatch")
                 if iam and not within_quota():
                     writer.write(
                         b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\n"
@@ -239,6 +241,8 @@ def main():
     parser.add_argument("--urgent-every", type=float, default=2.0, help="seconds between urgent jobs behind the backlog")
     parser.add_argument("--iam-quota", type=int, default=0, help="IAM's true quota, requests a second (0: none)")
     parser.add_argument("--workers", type=int, default=1, help="workers on the queue at once")
+    parser.add_argument("--notify", action="store_true",
+                        help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
     if args.urgent and args.feed:
@@ -273,6 +277,19 @@ def main():
             QueueName=f"{run}-priority",
             Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": pdlq_arn, "maxReceiveCount": "5"})},
         )["QueueUrl"]
+
+    sinks = {}
+    if args.notify:
+        # The sinks live on the SQS emulator, where the front sends SNS and EventBridge.
+        sns = session.client("sns", endpoint_url=args.sqs_endpoint)
+        events = session.client("events", endpoint_url=args.sqs_endpoint)
+        sinks["queue"] = sqs.create_queue(QueueName=f"{run}-results")["QueueUrl"]
+        sinks["topic"] = sns.create_topic(Name=f"{run}-outcomes")["TopicArn"]
+        subscriber = sqs.create_queue(QueueName=f"{run}-subscriber")["QueueUrl"]
+        subscriber_arn = sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=sinks["topic"], Protocol="sqs", Endpoint=subscriber_arn)
+        sinks["bus"] = f"{run}-bus"
+        events.create_event_bus(Name=sinks["bus"])
 
     def time_to_revoke(index):
         """Sends urgent job `index` to the priority queue; seconds until its key is gone."""
@@ -322,6 +339,10 @@ def main():
         }
         if priority:
             env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
+        if args.notify:
+            env["IAM_KEY_REVOKER__RESULTS__QUEUE_URL"] = sinks["queue"]
+            env["IAM_KEY_REVOKER__RESULTS__SNS_TOPIC_ARN"] = sinks["topic"]
+            env["IAM_KEY_REVOKER__RESULTS__EVENT_BUS"] = sinks["bus"]
         for setting in args.set:
             key, _, value = setting.partition("=")
             section, _, name = key.partition(".")
@@ -461,6 +482,7 @@ def record(args, result):
             f"--urgent {args.urgent} --urgent-every {args.urgent_every:g}" if args.urgent else "",
             f"--iam-quota {args.iam_quota}" if args.iam_quota else "",
             f"--workers {args.workers}" if args.workers > 1 else "",
+            "--notify" if args.notify else "",
             *(f"--set {s}" for s in args.set),
         ] if a
     )

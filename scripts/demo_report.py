@@ -4,6 +4,7 @@ import json
 import sys
 import time
 import urllib.parse
+import urllib.request
 
 import boto3
 
@@ -49,3 +50,30 @@ messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttr
 for m in messages.get("Messages", []):
     a = m["MessageAttributes"]
     print(f"  {a['revoker-reason']['StringValue']:16} {a['revoker-detail']['StringValue']}")
+
+print("\nNotifications (the SNS topic's subscriber; one line per outcome, activity reports too):")
+inbox = sqs.get_queue_url(QueueName="iam-key-revoker-notifications")["QueueUrl"]
+seen = []
+deadline = time.time() + 10
+while time.time() < deadline:
+    got = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    if not got and seen:
+        break
+    seen.extend(got)
+for m in seen:
+    envelope = json.loads(m["Body"])
+    event = json.loads(envelope["Message"])
+    kind = envelope.get("MessageAttributes", {}).get("type", {}).get("Value", "outcome")
+    print(f"  [{kind}] {event['summary']}")
+    if kind == "activity_report":
+        for failed in event.get("failed_regions", []):
+            print(f"      not read in {failed['region']}: {failed['error'][:160]}")
+
+print("\nFrom the worker's /metrics:")
+try:
+    metrics = urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=5).read().decode()
+    for line in metrics.splitlines():
+        if line.startswith(("iam_key_revoker_activity_reports_total", "iam_key_revoker_results_publish_failures_total")) and not line.endswith(" 0"):
+            print(f"  {line}")
+except OSError as e:
+    print(f"  (not reachable: {e})")

@@ -12,6 +12,7 @@ session = boto3.session.Session(
 )
 sqs = session.client("sqs", endpoint_url=endpoint)
 iam = session.client("iam", endpoint_url=endpoint)
+sns = session.client("sns", endpoint_url=endpoint)
 
 dlq = sqs.create_queue(QueueName="iam-key-revocations-dlq")["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -19,6 +20,13 @@ queue = sqs.create_queue(
     QueueName="iam-key-revocations",
     Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
 )["QueueUrl"]
+
+# Outcome events go to an SNS topic (results.sns_topic_arn); a queue subscribed to it
+# stands in for a chat channel or a pager.
+topic = sns.create_topic(Name="iam-key-revoker-outcomes")["TopicArn"]
+inbox = sqs.create_queue(QueueName="iam-key-revoker-notifications")["QueueUrl"]
+inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 
 
 def user(name, keys):
@@ -59,6 +67,7 @@ health_event = {
         "startTime": "Sat, 28 Nov 2026 06:10:09 GMT",
         "eventDescription": [{"language": "en_US", "latestDescription": "Your AWS Access Key was found publicly available on GitHub."}],
         "affectedEntities": [{"entityValue": erin[0]}],
+        "eventMetadata": {"exposedUrl": "https://github.com/example/app/blob/main/.env"},
     },
 }
 guardduty_finding = {
@@ -79,6 +88,7 @@ sqs.send_message(QueueUrl=queue, MessageBody='{"request_id": "bad-0001", "access
 
 print(f"Queue:             {queue}")
 print(f"Dead-letter queue: {dlq}")
+print(f"Outcome topic:     {topic} (subscribed: {inbox})")
 print("Users and keys:")
 for name, keys in [("alice", alice), ("bob", bob), ("carol", carol), ("dave", dave), ("break-glass-admin", admin),
                    ("erin", erin), ("frank", frank)]:

@@ -62,6 +62,8 @@ pub struct Config {
     pub results: ResultsSection,
     /// The policy attached to a leaked key's user.
     pub quarantine: QuarantineSection,
+    /// Activity reports from CloudTrail.
+    pub activity: ActivitySection,
     /// The metrics and health listener.
     pub metrics: MetricsSection,
     /// Logging.
@@ -244,6 +246,8 @@ pub struct IntakeSection {
     pub quarantine_user: bool,
     /// Whether jobs from GuardDuty findings mark the finding in Security Hub.
     pub update_findings: bool,
+    /// Whether jobs from security events report the key's activity from CloudTrail.
+    pub report_activity: bool,
 }
 
 impl Default for IntakeSection {
@@ -257,6 +261,7 @@ impl Default for IntakeSection {
             revoke_sessions: rules.revoke_sessions,
             quarantine_user: rules.quarantine_user,
             update_findings: rules.update_findings,
+            report_activity: rules.report_activity,
         }
     }
 }
@@ -290,6 +295,7 @@ impl IntakeSection {
             revoke_sessions: self.revoke_sessions,
             quarantine_user: self.quarantine_user,
             update_findings: self.update_findings,
+            report_activity: self.report_activity,
         })
     }
 }
@@ -304,6 +310,31 @@ pub struct ResultsSection {
     /// EventBridge bus (name or ARN) that receives them too, as `Key Revocation Outcome`
     /// events from `iam-key-revoker`.
     pub event_bus: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivitySection {
+    /// Regions whose CloudTrail is read; empty: every Region enabled in the account.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub regions: Vec<String>,
+    /// How far back the report reads.
+    pub lookback_hours: u32,
+    /// The most events read per key.
+    pub max_events: u32,
+    /// When the second pass reads again, after CloudTrail's delivery delay.
+    pub second_pass_delay_seconds: u32,
+}
+
+impl Default for ActivitySection {
+    fn default() -> Self {
+        Self {
+            regions: Vec::new(),
+            lookback_hours: 168,
+            max_events: 1000,
+            second_pass_delay_seconds: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -450,6 +481,7 @@ impl Config {
         let intake = self.intake.validate()?;
         self.results.validate()?;
         self.quarantine.validate()?;
+        self.activity.validate()?;
         self.metrics.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("is not a valid filter: {e}")));

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
-    check_url, invalid, AwsSection, ConfigError, CrossAccountSection, IamSection, MetricsSection,
-    ProtectSection, QuarantineSection, ResultsSection, RetrySection, SqsSection, WorkerSection,
-    SQS_MAX_VISIBILITY_SECONDS,
+    check_url, invalid, ActivitySection, AwsSection, ConfigError, CrossAccountSection, IamSection,
+    MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection, SqsSection,
+    WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
 use crate::job::{is_account_id, is_iam_name};
@@ -207,6 +207,41 @@ impl ResultsSection {
                     format!("must be an event bus name or ARN, not {bus:?}"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl ActivitySection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self.regions.iter().find(|r| {
+            r.is_empty()
+                || !r
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        }) {
+            return Err(invalid(
+                "activity.regions",
+                format!("holds {bad:?}, which is not a Region code (e.g. eu-west-1)"),
+            ));
+        }
+        // CloudTrail's event history keeps 90 days (CloudTrail User Guide, "Working
+        // with CloudTrail event history").
+        if !(1..=2160).contains(&self.lookback_hours) {
+            return Err(invalid(
+                "activity.lookback_hours",
+                "must be from 1 to 2160 (CloudTrail keeps 90 days)",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_events) {
+            return Err(invalid("activity.max_events", "must be from 1 to 100000"));
+        }
+        // SQS's longest message delay is 15 minutes.
+        if self.second_pass_delay_seconds > 900 {
+            return Err(invalid(
+                "activity.second_pass_delay_seconds",
+                "must be at most 900 (SQS's longest delay)",
+            ));
         }
         Ok(())
     }

@@ -41,6 +41,8 @@ pub struct IntakeRules {
     pub quarantine_user: bool,
     /// Whether jobs from GuardDuty findings mark the finding in Security Hub.
     pub update_findings: bool,
+    /// Whether jobs from security events report the key's activity.
+    pub report_activity: bool,
 }
 
 impl Default for IntakeRules {
@@ -60,6 +62,7 @@ impl Default for IntakeRules {
             revoke_sessions: true,
             quarantine_user: false,
             update_findings: false,
+            report_activity: true,
         }
     }
 }
@@ -336,6 +339,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
         quarantine_user: rules.quarantine_user,
+        report_activity: rules.report_activity,
         origin: Some(origin),
         owners,
         continuation: None,
@@ -539,6 +543,7 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         batch_id: None,
         revoke_sessions: rules.revoke_sessions,
         quarantine_user: rules.quarantine_user,
+        report_activity: rules.report_activity,
         origin: Some(origin),
         owners: Vec::new(),
         continuation: None,

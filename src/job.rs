@@ -26,6 +26,7 @@ pub const FIELDS: &[&str] = &[
     "batch_id",
     "revoke_sessions",
     "quarantine_user",
+    "report_activity",
 ];
 
 /// What to do with the key(s).
@@ -88,6 +89,9 @@ pub struct Job {
     pub revoke_sessions: bool,
     /// Also attach the quarantine policy to the user (README, "Quarantine").
     pub quarantine_user: bool,
+    /// Also report what the key did, from CloudTrail (README, "Activity reports"). Not
+    /// part of the digest: it changes nothing in IAM.
+    pub report_activity: bool,
     /// The security event the job came from; `None` for a job message.
     pub origin: Option<Origin>,
     /// Owners named for keys the job names alone (a Health event's user; owners IAM
@@ -179,6 +183,9 @@ impl Job {
         }
         if self.quarantine_user {
             put("quarantine_user", true.into());
+        }
+        if self.report_activity {
+            put("report_activity", true.into());
         }
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -339,6 +346,8 @@ struct RawJob {
     #[serde(default, deserialize_with = "present")]
     quarantine_user: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    report_activity: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
 }
 
@@ -473,6 +482,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         batch_id: raw.batch_id,
         revoke_sessions: raw.revoke_sessions.unwrap_or(false),
         quarantine_user: raw.quarantine_user.unwrap_or(false),
+        report_activity: raw.report_activity.unwrap_or(false),
         origin,
         owners,
         continuation,

@@ -42,6 +42,7 @@
 //!   until a signal.
 //! - [`telemetry`]: logging set-up.
 
+pub mod activity;
 pub mod app;
 pub mod aws;
 pub mod cli;

@@ -32,6 +32,10 @@ pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
 pub const QUARANTINES_TOTAL: &str = "iam_key_revoker_quarantines_total";
 pub const FINDINGS_UPDATED_TOTAL: &str = "iam_key_revoker_findings_updated_total";
+pub const ACTIVITY_REPORTS_TOTAL: &str = "iam_key_revoker_activity_reports_total";
+pub const ACTIVITY_EVENTS_READ_TOTAL: &str = "iam_key_revoker_activity_events_read_total";
+pub const ACTIVITY_LOOKUPS_THROTTLED_TOTAL: &str =
+    "iam_key_revoker_activity_lookups_throttled_total";
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
@@ -58,6 +62,9 @@ pub const ALL: &[&str] = &[
     QUEUE_MESSAGES,
     QUARANTINES_TOTAL,
     FINDINGS_UPDATED_TOTAL,
+    ACTIVITY_REPORTS_TOTAL,
+    ACTIVITY_EVENTS_READ_TOTAL,
+    ACTIVITY_LOOKUPS_THROTTLED_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -148,6 +155,18 @@ fn describe() {
         "In-process retries of transient AWS errors"
     );
     describe_counter!(
+        ACTIVITY_REPORTS_TOTAL,
+        "Activity reports by pass (1, 2) and result: complete, partial (some Regions not read) or error"
+    );
+    describe_counter!(
+        ACTIVITY_EVENTS_READ_TOTAL,
+        "CloudTrail events read for activity reports"
+    );
+    describe_counter!(
+        ACTIVITY_LOOKUPS_THROTTLED_TOTAL,
+        "LookupEvents calls CloudTrail throttled"
+    );
+    describe_counter!(
         FINDINGS_UPDATED_TOTAL,
         "Security Hub finding updates: ok, unprocessed (Security Hub refused it) or error"
     );
@@ -221,6 +240,13 @@ fn describe() {
     for result in ["ok", "unprocessed", "error"] {
         counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(0);
     }
+    for pass in ["1", "2"] {
+        for result in ["complete", "partial", "error"] {
+            counter!(ACTIVITY_REPORTS_TOTAL, "pass" => pass, "result" => result).increment(0);
+        }
+    }
+    counter!(ACTIVITY_EVENTS_READ_TOTAL).increment(0);
+    counter!(ACTIVITY_LOOKUPS_THROTTLED_TOTAL).increment(0);
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -339,6 +365,22 @@ pub fn credentials_recovered() {
 /// The adaptive IAM request rate changed.
 pub fn iam_rate_limit(requests_per_second: f64) {
     gauge!(IAM_RATE_LIMIT).set(requests_per_second);
+}
+
+/// An activity report sent: `pass` 1 or 2, `result` complete, partial or error.
+pub fn activity_report(pass: u8, result: &'static str) {
+    let pass = if pass == 1 { "1" } else { "2" };
+    counter!(ACTIVITY_REPORTS_TOTAL, "pass" => pass, "result" => result).increment(1);
+}
+
+/// CloudTrail events read for a report.
+pub fn activity_events_read(count: usize) {
+    counter!(ACTIVITY_EVENTS_READ_TOTAL).increment(count as u64);
+}
+
+/// A `LookupEvents` call throttled.
+pub fn activity_lookup_throttled() {
+    counter!(ACTIVITY_LOOKUPS_THROTTLED_TOTAL).increment(1);
 }
 
 /// A Security Hub finding update: `ok`, `unprocessed` or `error`.

@@ -46,6 +46,12 @@ pub enum Reason {
     /// IAM refused the session policy: the user's inline policies fill its quota
     /// (README, "Revoking sessions").
     PolicyQuota,
+    /// Not a job: an activity report task the worker sent itself, done (README,
+    /// "Activity reports"). Its message is deleted; no job outcome is counted.
+    Reported,
+    /// Not a job: an activity report task received before its time, made invisible
+    /// until then.
+    ReportLater,
 }
 
 impl Reason {
@@ -68,6 +74,8 @@ impl Reason {
             Reason::GroupOrder => "group_order",
             Reason::PolicyQuota => "policy_quota",
             Reason::Continued => "continued",
+            Reason::Reported => "reported",
+            Reason::ReportLater => "report_later",
         }
     }
 }
@@ -179,6 +187,8 @@ pub struct JobFacts {
     pub sessions_revoked_before: Option<String>,
     /// What the cut-off covers, and for which users there is none and why.
     pub sessions: Option<String>,
+    /// Whether the job asked for an activity report (README, "Activity reports").
+    pub report_activity: bool,
     /// When the job's first message was enqueued, for a job carried on by a message of
     /// the worker's own (Unix milliseconds).
     pub enqueued_at_ms: Option<u64>,

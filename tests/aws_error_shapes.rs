@@ -248,6 +248,7 @@ fn delete_job() -> Job {
         batch_id: None,
         revoke_sessions: false,
         quarantine_user: false,
+        report_activity: false,
         origin: None,
         owners: Vec::new(),
         continuation: None,

@@ -78,6 +78,9 @@ fn permission(op: &str) -> Option<&'static str> {
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
         "AttachUserPolicy" => "iam:AttachUserPolicy",
         "BatchUpdateFindings" => "securityhub:BatchUpdateFindings",
+        // Neither supports resource-level permissions: the statement names "*".
+        "LookupEvents" => "cloudtrail:LookupEvents",
+        "ListRegions" => "account:ListRegions",
         "ReceiveMessage" => "sqs:ReceiveMessage",
         "DeleteMessage" | "DeleteMessageBatch" => "sqs:DeleteMessage",
         "ChangeMessageVisibility" => "sqs:ChangeMessageVisibility",
@@ -176,8 +179,13 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
     let iam_needed: BTreeSet<String> = operations_in_code()
         .iter()
         .filter_map(|op| permission(op))
-        // What the worker does in a member account: IAM, and closing the findings there.
-        .filter(|p| p.starts_with("iam:") || p.starts_with("securityhub:"))
+        // What the worker does in a member account: IAM, closing the findings there and
+        // reading its keys' CloudTrail history.
+        .filter(|p| {
+            ["iam:", "securityhub:", "cloudtrail:", "account:"]
+                .iter()
+                .any(|service| p.starts_with(service))
+        })
         .map(str::to_owned)
         .collect();
     assert_eq!(
@@ -1004,6 +1012,9 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         "sns:Publish",
         "arn:aws:sns:eu-west-1:111122223333:iam-key-revoker-outcomes".into(),
     ));
+    for action in ["cloudtrail:LookupEvents", "account:ListRegions"] {
+        needed.push((action, "*".into()));
+    }
     needed.push((
         "securityhub:BatchUpdateFindings",
         "arn:aws:securityhub:us-east-1:111122223333:hub/default".into(),

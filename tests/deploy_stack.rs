@@ -863,7 +863,9 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             .collect()
     };
     let on_users = stack_grants(":user/*");
-    assert_eq!(on_users.len(), 8, "{on_users:?}");
+    // Revocation, sessions (four each) and quarantine (iam:AttachUserPolicy, whose
+    // condition on the policy ARN tests/deploy.rs checks).
+    assert_eq!(on_users.len(), 9, "{on_users:?}");
     let mut as_the_emulator_reads_them = vec![
         json!({"Effect": "Allow", "Action": on_users, "Resource": "*"}),
         json!({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"}),

@@ -62,8 +62,10 @@ fn oracle(object: &Map<String, Value>) -> bool {
         Some(Value::Bool(b)) => *b,
         Some(_) => return false,
     };
-    if !matches!(object.get("revoke_sessions"), None | Some(Value::Bool(_))) {
-        return false;
+    for flag in ["revoke_sessions", "quarantine_user", "report_activity"] {
+        if !matches!(object.get(flag), None | Some(Value::Bool(_))) {
+            return false;
+        }
     }
     if !matches!(text("action"), None | Some(Some("delete" | "deactivate"))) {
         return false;
@@ -98,6 +100,8 @@ fn satisfies(job: &Job, object: &Map<String, Value>) -> bool {
         && job.action.as_str() == s("action").unwrap_or("delete")
         && job.account_id.as_deref() == s("account_id")
         && job.revoke_sessions == (object.get("revoke_sessions") == Some(&Value::Bool(true)))
+        && job.quarantine_user == (object.get("quarantine_user") == Some(&Value::Bool(true)))
+        && job.report_activity == (object.get("report_activity") == Some(&Value::Bool(true)))
 }
 
 /// A value that is often valid for `field`, often subtly not.
@@ -107,7 +111,9 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         "request_id" => text("[A-Za-z0-9._:/-]{1,130}"),
         "access_key_id" => text("[A-Z0-9]{14,130}"),
         "user_name" => text("[A-Za-z0-9+=,.@_-]{0,66}"),
-        "all_keys" | "revoke_sessions" => any::<bool>().prop_map(Value::from).boxed(),
+        "all_keys" | "revoke_sessions" | "quarantine_user" | "report_activity" => {
+            any::<bool>().prop_map(Value::from).boxed()
+        }
         "action" => prop_oneof![
             Just("delete"),
             Just("deactivate"),

@@ -428,6 +428,7 @@ mod tests {
             batch_id: None,
             revoke_sessions: false,
             quarantine_user: false,
+            report_activity: false,
             origin: None,
             owners: Vec::new(),
             continuation: None,

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod classify;
 pub mod clients;
 pub mod clock;
+pub mod cloudtrail;
 pub mod deleter;
 pub mod findings;
 pub mod iam;

@@ -413,6 +413,8 @@ pub struct Outgoing {
     pub group_id: Option<String>,
     /// FIFO queues only.
     pub deduplication_id: Option<String>,
+    /// Standard queues only: seconds before the message can be received (at most 900).
+    pub delay_seconds: Option<i32>,
 }
 
 /// An entry of a batch that SQS refused.
@@ -444,6 +446,7 @@ impl Sqs {
                     .message_body(&m.body)
                     .set_message_group_id(m.group_id.clone())
                     .set_message_deduplication_id(m.deduplication_id.clone())
+                    .set_delay_seconds(m.delay_seconds)
                     .build()
                     // Cannot fail: both required fields are set just above.
                     .expect("id and body are set")

@@ -82,7 +82,7 @@ pub enum Command {
 pub struct InputArgs {
     /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
     /// standard input.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions", "quarantine_user"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions", "quarantine_user", "report_activity"])]
     file: Option<PathBuf>,
     /// The file's format (default: from its extension; .csv is CSV).
     #[arg(long, value_enum, requires = "file")]
@@ -120,6 +120,9 @@ pub struct InputArgs {
     /// Also attach the quarantine policy (quarantine.policy_arn) to the user.
     #[arg(long)]
     quarantine_user: bool,
+    /// Also report what the key did, from CloudTrail.
+    #[arg(long)]
+    report_activity: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -201,6 +204,9 @@ impl InputArgs {
         }
         if self.quarantine_user {
             fields.insert("quarantine_user".to_owned(), true.into());
+        }
+        if self.report_activity {
+            fields.insert("report_activity".to_owned(), true.into());
         }
         Input::One(fields)
     }

@@ -146,8 +146,8 @@ fn csv_rows(text: &str) -> Vec<Parsed> {
         .collect()
 }
 
-/// A CSV row as a job object: empty cells are absent; `all_keys`, `revoke_sessions` and
-/// `quarantine_user` are `true` or `false`.
+/// A CSV row as a job object: empty cells are absent; `all_keys`, `revoke_sessions`,
+/// `quarantine_user` and `report_activity` are `true` or `false`.
 fn csv_object(
     headers: &csv::StringRecord,
     record: &csv::StringRecord,
@@ -157,7 +157,14 @@ fn csv_object(
         if cell.is_empty() {
             continue;
         }
-        let value = if ["all_keys", "revoke_sessions", "quarantine_user"].contains(&column) {
+        let value = if [
+            "all_keys",
+            "revoke_sessions",
+            "quarantine_user",
+            "report_activity",
+        ]
+        .contains(&column)
+        {
             match cell.to_ascii_lowercase().as_str() {
                 "true" => true.into(),
                 "false" => false.into(),

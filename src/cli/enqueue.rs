@@ -53,6 +53,7 @@ pub async fn send(
             body: job.to_body(),
             group_id: fifo.then(|| message_group(job)),
             deduplication_id: fifo.then(|| job.request_id.clone()),
+            delay_seconds: None,
         })
         .collect();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -256,6 +257,7 @@ mod tests {
             batch_id: None,
             revoke_sessions: false,
             quarantine_user: false,
+            report_activity: false,
             origin: None,
             owners: Vec::new(),
             continuation: None,

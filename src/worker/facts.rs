@@ -24,6 +24,7 @@ impl JobFacts {
             batch_id: job.batch_id.clone(),
             action: Some(job.action),
             origin: job.origin.clone(),
+            report_activity: job.report_activity,
             ..Self::default()
         }
     }

@@ -2,6 +2,7 @@
 //! ([`Worker::handle`], in `pipeline`), settling its message and the heartbeat (in
 //! `settle`), and outcome events ([`results`]).
 
+mod activity;
 mod continuation;
 mod facts;
 mod findings;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::aws::accounts::Accounts;
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
+use crate::aws::cloudtrail::LookupRates;
 use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
 use crate::aws::notify::{Bus, Topic};
 use crate::aws::ratelimit::AdaptiveRate;
@@ -125,6 +127,8 @@ pub struct Worker {
     in_progress: Arc<AtomicUsize>,
     /// The IAM rate of the worker's own account.
     rate: Arc<AdaptiveRate>,
+    /// CloudTrail's lookup rate, per account and Region (activity reports).
+    lookup_rates: LookupRates,
 }
 
 impl Worker {
@@ -228,6 +232,7 @@ impl Worker {
             dedup,
             protection,
             intake: settings.intake.clone(),
+            lookup_rates: LookupRates::default(),
         })
     }
 

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{Turn, Worker};
+use crate::activity::Task;
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::Iam;
@@ -155,6 +156,9 @@ impl Worker {
                 carry_on,
             } = worked;
             remember(decision.outcome, claim);
+            // Before the message goes: the report tasks are durable once it is.
+            self.schedule_reports(&facts, decision.outcome, &retries)
+                .await;
             let settling = self
                 .settler
                 .settle(
@@ -202,7 +206,7 @@ impl Worker {
     /// admit → guard → revoke: the job's decision, with what is known of it. Changes IAM,
     /// not the queue.
     async fn work(&self, message: &Message, delivery: Delivery, retries: &RetryCounter) -> Worked {
-        let (job, claim) = match self.admit(message, delivery).await {
+        let (job, claim) = match self.admit(message, delivery, retries).await {
             Admission::Admitted { job, claim } => (job, claim),
             Admission::Decided(worked) => return worked,
         };
@@ -226,7 +230,12 @@ impl Worker {
     /// Reads the job and claims its request id. A concurrent delivery of the same
     /// request id waits for that one to end, then ends `duplicate` (or does the work
     /// itself if that one did not finish).
-    async fn admit(&self, message: &Message, delivery: Delivery) -> Admission {
+    async fn admit(
+        &self,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Admission {
         let body = message.body().unwrap_or_default();
         let decided = |decision, facts| {
             Admission::Decided(Worked {
@@ -247,6 +256,24 @@ impl Worker {
                 Decision::new(Outcome::Rejected(Reason::TooManyReceives), detail),
                 JobFacts::salvaged(body),
             );
+        }
+        if let Some(task) = Task::of(body) {
+            return match task {
+                Ok(task) => {
+                    let facts = JobFacts {
+                        request_id: Some(task.request_id.clone()),
+                        user_name: task.user_name.clone(),
+                        access_key_ids: vec![task.access_key_id.clone()],
+                        account_id: task.account_id.clone(),
+                        ..JobFacts::default()
+                    };
+                    decided(self.report(&task, retries).await, facts)
+                }
+                Err(e) => decided(
+                    Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
+                    JobFacts::salvaged(body),
+                ),
+            };
         }
         let job = match intake::read(body, &self.intake) {
             Ok(Intake::Job(job)) => job,
@@ -455,6 +482,18 @@ impl Worker {
     /// replaced by the worker's own) has not ended: it is logged, not counted, and ends
     /// once, in its continuation. Latency counts from the first message's enqueue.
     fn record(&self, report: &JobReport, delivery: Delivery, decided_at_ms: Option<u64>) {
+        if matches!(
+            report.outcome,
+            Outcome::Retry(Reason::Reported | Reason::ReportLater)
+        ) {
+            tracing::info!(
+                message_id = %report.message_id,
+                request_id = report.facts.request_id.as_deref().unwrap_or(""),
+                detail = report.detail.as_deref().unwrap_or(""),
+                "Activity report task"
+            );
+            return;
+        }
         if report.outcome == Outcome::Retry(Reason::Continued) && report.settled {
             tracing::info!(
                 message_id = %report.message_id,

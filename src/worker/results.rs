@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::activity::ActivityReport;
 use crate::aws::classify::AwsError;
 use crate::aws::deleter::next_batch;
 use crate::aws::iam::{KeyResult, LastUsed};
@@ -23,6 +24,8 @@ use crate::worker::fit::fit;
 
 /// The EventBridge detail type of an outcome event.
 pub const OUTCOME_DETAIL_TYPE: &str = "Key Revocation Outcome";
+/// The EventBridge detail type of an activity report.
+pub const REPORT_DETAIL_TYPE: &str = "Key Activity Report";
 /// The largest event JSON sent: SNS, SQS and EventBridge each take at most 256 KiB
 /// (262,144 bytes) a message, and the SNS attributes and subject or EventBridge's source,
 /// detail type and time count towards it; a larger event is cut to fit ([`fit`]).
@@ -170,6 +173,7 @@ impl Sink {
                         body: m.body.clone(),
                         group_id: None,
                         deduplication_id: None,
+                        delay_seconds: None,
                     })
                     .collect();
                 Ok(sqs
@@ -276,14 +280,46 @@ impl Results {
                 ("action", facts.action.map_or("", |a| a.as_str()).to_owned()),
             ],
         });
+        self.send(message, event.request_id.as_deref().unwrap_or(""));
+    }
+
+    /// Queues an activity report for every sink, as its own kind of event (type
+    /// `activity_report`, detail type `Key Activity Report`); never waits.
+    pub fn publish_report(&self, report: &ActivityReport) {
+        let body = match serde_json::to_value(report) {
+            Ok(value) => fit(value, MAX_EVENT_BYTES),
+            Err(e) => {
+                for (sink, _) in &self.sinks {
+                    crate::metrics::results_publish_failed(sink, 1);
+                }
+                tracing::error!(error = %e, "Could not encode an activity report");
+                return;
+            }
+        };
+        let subject: String = format!(
+            "iam-key-revoker: activity of {} (pass {})",
+            report.access_key_id, report.pass
+        );
+        let message = Arc::new(Message {
+            body,
+            subject,
+            detail_type: REPORT_DETAIL_TYPE,
+            attributes: vec![
+                ("type", "activity_report".to_owned()),
+                (
+                    "event_source",
+                    report.event_source.clone().unwrap_or_default(),
+                ),
+            ],
+        });
+        self.send(message, &report.request_id);
+    }
+
+    fn send(&self, message: Arc<Message>, request_id: &str) {
         for (sink, tx) in &self.sinks {
             if tx.try_send(Command::Publish(Arc::clone(&message))).is_err() {
                 crate::metrics::results_publish_failed(sink, 1);
-                tracing::warn!(
-                    sink,
-                    request_id = event.request_id.as_deref().unwrap_or(""),
-                    "Outcome event dropped: buffer full"
-                );
+                tracing::warn!(sink, request_id, "Event dropped: buffer full");
             }
         }
     }

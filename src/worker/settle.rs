@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
+use crate::activity::Task;
 use crate::aws::classify::AwsError;
 use crate::aws::deleter::Deleter;
 use crate::aws::retry::RetryCounter;
@@ -169,7 +170,7 @@ impl Settler {
             | Outcome::Deactivated
             | Outcome::AlreadyAbsent
             | Outcome::Duplicate
-            | Outcome::Retry(Reason::Continued) => {
+            | Outcome::Retry(Reason::Continued | Reason::Reported) => {
                 done(decision, self.delete(delivery, receipt, message_id).await)
             }
             Outcome::Rejected(_) => {
@@ -204,6 +205,17 @@ impl Settler {
                             seconds: self.retry_delay(delivery),
                         }
                     }
+                }
+            }
+            // A report task early: back when its time comes (at most SQS's 12 hours).
+            Outcome::Retry(Reason::ReportLater) => {
+                let due = Task::of(message.body().unwrap_or_default())
+                    .and_then(Result::ok)
+                    .map_or(0, |task| task.not_before_ms);
+                let seconds = due.saturating_sub(crate::metrics::now_ms()).div_ceil(1000);
+                Settling::Visibility {
+                    decision,
+                    seconds: seconds.clamp(1, 43_200) as u32,
                 }
             }
             // Not the job's fault: back on the queue at once, for this or another replica.

@@ -1,0 +1,264 @@
+//! README "Activity reports": a job that revoked a key and asked for a report sends
+//! itself two report tasks; each reads the key's CloudTrail history and goes to the
+//! sinks. IAM and SQS are the emulator's; the emulator has no CloudTrail, so the
+//! fault-injecting proxy in front of it answers `LookupEvents` in the shape the
+//! CloudTrail API Reference documents (`Events[].CloudTrailEvent` a JSON string,
+//! `NextToken` paging, `ThrottlingException`), per key and per Region (read from the
+//! request's signing scope).
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::{Fault, FaultProxy, Scope};
+use common::TestEnv;
+use iam_key_revoker::{Outcome, Reason};
+use serde_json::{json, Value};
+
+const TARGET: &str = "CloudTrail_20131101.LookupEvents";
+const MINTED: &str = "ASIAIOSFODNN7MINTED1";
+
+fn record(time: &str, api: &str, service: &str, extra: Value) -> Value {
+    let mut value = json!({
+        "eventVersion": "1.08", "eventTime": time, "eventSource": service, "eventName": api,
+        "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.7", "userAgent": "aws-cli/2.15.0",
+        "readOnly": true, "eventType": "AwsApiCall"
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    value
+}
+
+/// A `LookupEvents` answer with these records, and a next page token if any.
+fn page(records: &[Value], next: Option<&str>) -> Fault {
+    let events: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"EventId": format!("e-{i}"), "EventName": r["eventName"], "ReadOnly": r["readOnly"].to_string(),
+                   "EventTime": 1.7960e9, "EventSource": r["eventSource"],
+                   "Resources": [{"ResourceType": "AWS::IAM::User", "ResourceName": "mallory"}],
+                   "CloudTrailEvent": r.to_string()})
+        })
+        .collect();
+    let mut body = json!({"Events": events});
+    if let Some(next) = next {
+        body["NextToken"] = next.into();
+    }
+    Fault::Status(200, body.to_string())
+}
+
+/// Answers for the leaked key (two pages in us-east-1, a refusal in eu-west-1) and for
+/// the session credentials it minted.
+fn answer_cloudtrail(proxy: &FaultProxy, key: &str) {
+    let key_value = format!("\"AttributeValue\":\"{key}\"");
+    let minted_value = format!("\"AttributeValue\":\"{MINTED}\"");
+    proxy.set_fault_matching(
+        &[
+            TARGET.into(),
+            key_value.clone(),
+            "/eu-west-1/cloudtrail/".into(),
+        ],
+        Fault::Status(
+            400,
+            json!({"__type": "AccessDeniedException", "message": "not authorized"}).to_string(),
+        ),
+    );
+    proxy.set_fault_matching(
+        &[TARGET.into(), key_value.clone(), "\"NextToken\":\"page-2\"".into()],
+        page(
+            &[
+                record("2026-11-30T11:04:00Z", "GetSessionToken", "sts.amazonaws.com", json!({"responseElements": {"credentials": {"accessKeyId": MINTED}}})),
+                record("2026-11-30T11:05:00Z", "AssumeRole", "sts.amazonaws.com", json!({"requestParameters": {"roleArn": "arn:aws:iam::999988887777:role/admin"}, "responseElements": {"credentials": {"accessKeyId": "ASIAIOSFODNN7OTHERAC"}}})),
+            ],
+            None,
+        ),
+    );
+    proxy.set_fault_matching(
+        &[TARGET.into(), key_value],
+        page(
+            &[
+                record(
+                    "2026-11-30T11:00:00Z",
+                    "GetCallerIdentity",
+                    "sts.amazonaws.com",
+                    json!({}),
+                ),
+                record(
+                    "2026-11-30T11:02:00Z",
+                    "CreateUser",
+                    "iam.amazonaws.com",
+                    json!({"readOnly": false}),
+                ),
+            ],
+            Some("page-2"),
+        ),
+    );
+    proxy.set_fault_matching(
+        &[
+            TARGET.into(),
+            minted_value.clone(),
+            "/us-east-1/cloudtrail/".into(),
+        ],
+        page(
+            &[record(
+                "2026-11-30T11:06:00Z",
+                "RunInstances",
+                "ec2.amazonaws.com",
+                json!({"readOnly": false, "errorCode": "UnauthorizedOperation"}),
+            )],
+            None,
+        ),
+    );
+    proxy.set_fault_matching(&[TARGET.into(), minted_value], page(&[], None));
+}
+
+async fn results_queue(env: &TestEnv) -> String {
+    common::create_queue(&env.clients.sqs, &format!("{}-results", env.name), None).await
+}
+
+async fn reports_on(env: &TestEnv, queue: &str, count: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while got.len() < count && tokio::time::Instant::now() < deadline {
+        for message in common::receive(&env.clients.sqs, queue, 10, 1).await {
+            let event: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            if event["type"] == "activity_report" {
+                got.push(event);
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_gets_two_reports_that_follow_its_minted_credentials() {
+    let mut env = TestEnv::new("activity").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    env.route_all_through(&proxy).await;
+    let results = results_queue(&env).await;
+    env.config.results.queue_url = Some(results.clone());
+    env.config.activity.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    env.config.activity.second_pass_delay_seconds = 2;
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("leaky", 1).await;
+    answer_cloudtrail(&proxy, &keys[0]);
+
+    let body = json!({"request_id": "act-1", "access_key_id": keys[0], "user_name": user, "report_activity": true}).to_string();
+    let job = worker.handle(env.deliver(&body).await).await;
+    assert_eq!(job.outcome, Outcome::Deleted);
+
+    // Pass 1 is on the queue at once; pass 2 after its delay.
+    let first = worker.handle(env.receive_one().await).await;
+    assert_eq!(first.outcome, Outcome::Retry(Reason::Reported));
+    let reports = reports_on(&env, &results, 1).await;
+    assert_eq!(reports.len(), 1);
+    let report = &reports[0];
+    assert_eq!(report["pass"], 1);
+    assert_eq!(report["request_id"], "act-1");
+    assert_eq!(report["access_key_id"], keys[0].as_str());
+    assert_eq!(report["user_name"], user.as_str());
+    assert!(report["source"]
+        .as_str()
+        .unwrap()
+        .contains("management events only"));
+    assert_eq!(report["regions"], json!(["us-east-1", "eu-west-1"]));
+    assert_eq!(
+        report["failed_regions"][0]["region"], "eu-west-1",
+        "the refused Region is named"
+    );
+    let activity = &report["activity"];
+    assert_eq!(activity["events_read"], 4, "both pages");
+    assert_eq!(activity["by_api"]["iam.amazonaws.com:CreateUser"], 1);
+    assert_eq!(activity["persistence"][0]["api"], "CreateUser");
+    assert_eq!(
+        activity["changes"][0]["resources"],
+        json!(["AWS::IAM::User mallory"])
+    );
+    let minted = activity["minted"].as_array().unwrap();
+    assert_eq!(minted.len(), 2);
+    let session = minted
+        .iter()
+        .find(|m| m["access_key_id"] == MINTED)
+        .unwrap();
+    assert_eq!(
+        session["activity"]["by_api"]["ec2.amazonaws.com:RunInstances"], 1,
+        "followed one level"
+    );
+    assert_eq!(session["activity"]["errors"]["UnauthorizedOperation"], 1);
+    let other = minted.iter().find(|m| m["api"] == "AssumeRole").unwrap();
+    assert!(other["not_followed"]
+        .as_str()
+        .unwrap()
+        .contains("999988887777"));
+    assert!(report["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("Activity of access key {} of {user}", keys[0])));
+
+    // The leaked key was looked up in both Regions; each call named the key.
+    let lookups = proxy.requests_containing(TARGET);
+    assert!(lookups.iter().any(|r| r.contains("/eu-west-1/cloudtrail/")));
+    assert!(lookups
+        .iter()
+        .all(|r| r.contains("\"AttributeKey\":\"AccessKeyId\"")));
+
+    // Pass 2, durable on the queue, comes back after the delay.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = worker.handle(env.receive_one().await).await;
+    assert_eq!(second.outcome, Outcome::Retry(Reason::Reported));
+    let reports = reports_on(&env, &results, 1).await;
+    assert_eq!(reports[0]["pass"], 2);
+    env.wait_for_depth((0, 0), Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_task_received_early_waits_and_a_report_failure_never_touches_the_job() {
+    let mut env = TestEnv::new("activity-early").await;
+    env.config.activity.regions = vec!["us-east-1".into()];
+    env.config.intake.report_activity = true;
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+
+    // A security event asks for a report by default; the emulator has no CloudTrail,
+    // so the report fails, and says so, while the job stays deleted.
+    let id = common::unique("gd").replace('-', "");
+    let finding = json!({
+        "version": "0", "id": format!("e-{id}"), "detail-type": "GuardDuty Finding",
+        "source": "aws.guardduty", "account": "123456789012", "time": "2026-11-30T08:55:11Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {"schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1",
+            "partition": "aws", "id": id, "severity": 8.0,
+            "arn": format!("arn:aws:guardduty:us-east-1:123456789012:detector/d1/finding/{id}"),
+            "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
+            "resource": {"resourceType": "AccessKey", "accessKeyDetails": {"accessKeyId": keys[0], "userName": user, "userType": "IAMUser"}},
+            "service": {"serviceName": "guardduty"}}
+    })
+    .to_string();
+    let job = env.handle_job(&worker, env.deliver(&finding).await).await;
+    assert_eq!(job.outcome, Outcome::Deactivated);
+    assert_eq!(
+        env.queue_depth().await.0,
+        1,
+        "pass 1 waits on the queue (pass 2 is delayed)"
+    );
+    let first = worker.handle(env.receive_one().await).await;
+    assert_eq!(first.outcome, Outcome::Retry(Reason::Reported));
+    assert!(
+        first.detail.unwrap().contains("1 not read"),
+        "the failed Region is said"
+    );
+
+    // A task whose time has not come goes back, invisible until then.
+    let early = json!({"request_id": "early-1", "access_key_id": keys[0],
+        "continuation": {"activity_report": {"pass": 2, "revoked_at_ms": 1, "not_before_ms": 32_503_680_000_000u64}}})
+    .to_string();
+    let report = worker.handle(env.deliver(&early).await).await;
+    assert_eq!(report.outcome, Outcome::Retry(Reason::ReportLater));
+    assert!(env.dead_letters().await.is_empty());
+    // A task that breaks the rules is dead-lettered like any invalid message.
+    let broken = early.replace("\"pass\":2", "\"pass\":7");
+    let report = worker.handle(env.deliver(&broken).await).await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::InvalidMessage));
+}
