@@ -431,6 +431,19 @@ pub struct ActivityReport {
 }
 
 impl ActivityReport {
+    /// `complete` (every Region read), `partial` (some not, or the Regions could not be
+    /// listed) or `error` (none read).
+    pub fn result(&self) -> &'static str {
+        let unread = |region: &String| self.failed_regions.iter().any(|f| &f.region == region);
+        if self.regions.is_empty() || self.regions.iter().all(unread) {
+            "error"
+        } else if self.failed_regions.is_empty() {
+            "complete"
+        } else {
+            "partial"
+        }
+    }
+
     /// The summary line of a report.
     pub fn summarize(&mut self) {
         let mut line = format!("Activity of access key {}", self.access_key_id);
@@ -448,7 +461,11 @@ impl ActivityReport {
         if !self.failed_regions.is_empty() {
             line.push_str(&format!(", {} not read", self.failed_regions.len()));
         }
-        line.push_str(&format!("): {}", self.activity.headline()));
+        if self.result() == "error" {
+            line.push_str("): CloudTrail could not be read");
+        } else {
+            line.push_str(&format!("): {}", self.activity.headline()));
+        }
         self.summary = line;
     }
 }
@@ -582,6 +599,49 @@ mod tests {
             matches!(Task::of(&extra), Some(Err(_))),
             "nothing but the task's fields"
         );
+    }
+
+    #[test]
+    fn a_report_is_complete_partial_or_an_error_by_the_regions_it_read() {
+        let failure = |region: &str| RegionFailure {
+            region: region.into(),
+            error: "AccessDenied".into(),
+        };
+        let mut report = ActivityReport {
+            kind: "activity_report",
+            summary: String::new(),
+            request_id: "r".into(),
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            user_name: None,
+            account_id: None,
+            event_source: None,
+            event_type: None,
+            pass: 1,
+            revoked_at: String::new(),
+            window_start: String::new(),
+            window_end: String::new(),
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            failed_regions: Vec::new(),
+            source: MANAGEMENT_EVENTS_ONLY,
+            activity: KeyActivity::default(),
+        };
+        assert_eq!(report.result(), "complete");
+        report.failed_regions.push(failure("eu-west-1"));
+        assert_eq!(report.result(), "partial");
+        report.failed_regions.push(failure("us-east-1"));
+        assert_eq!(report.result(), "error");
+        report.summarize();
+        assert!(
+            report
+                .summary
+                .ends_with("2 not read): CloudTrail could not be read"),
+            "{}",
+            report.summary
+        );
+        // The Regions could not be listed, the fallback was read: partial.
+        report.regions = vec!["us-east-1".into()];
+        report.failed_regions = vec![failure("*")];
+        assert_eq!(report.result(), "partial");
     }
 
     #[test]

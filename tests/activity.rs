@@ -224,18 +224,7 @@ async fn a_task_received_early_waits_and_a_report_failure_never_touches_the_job(
     // A security event asks for a report by default; the emulator has no CloudTrail,
     // so the report fails, and says so, while the job stays deleted.
     let id = common::unique("gd").replace('-', "");
-    let finding = json!({
-        "version": "0", "id": format!("e-{id}"), "detail-type": "GuardDuty Finding",
-        "source": "aws.guardduty", "account": "123456789012", "time": "2026-11-30T08:55:11Z",
-        "region": "us-east-1", "resources": [],
-        "detail": {"schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1",
-            "partition": "aws", "id": id, "severity": 8.0,
-            "arn": format!("arn:aws:guardduty:us-east-1:123456789012:detector/d1/finding/{id}"),
-            "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
-            "resource": {"resourceType": "AccessKey", "accessKeyDetails": {"accessKeyId": keys[0], "userName": user, "userType": "IAMUser"}},
-            "service": {"serviceName": "guardduty"}}
-    })
-    .to_string();
+    let finding = common::events::guardduty_finding(&id, &keys[0], &user);
     let job = env.handle_job(&worker, env.deliver(&finding).await).await;
     assert_eq!(job.outcome, Outcome::Deactivated);
     assert_eq!(

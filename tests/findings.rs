@@ -6,35 +6,13 @@
 
 mod common;
 
+use common::events::{finding_arn as arn, guardduty_finding as finding};
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::TestEnv;
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::{json, Value};
 
-const ACCOUNT: &str = "123456789012";
 const BATCH_UPDATE: &str = "PATCH /findings/batchupdate";
-
-fn finding(id: &str, key: &str, user: &str) -> String {
-    json!({
-        "version": "0", "id": format!("e-{id}"), "detail-type": "GuardDuty Finding",
-        "source": "aws.guardduty", "account": ACCOUNT, "time": "2026-11-30T08:55:11Z",
-        "region": "us-east-1", "resources": [],
-        "detail": {
-            "schemaVersion": "2.0", "accountId": ACCOUNT, "region": "us-east-1",
-            "partition": "aws", "id": id, "severity": 8.0,
-            "arn": arn(id),
-            "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller",
-            "resource": {"resourceType": "AccessKey", "accessKeyDetails": {
-                "accessKeyId": key, "userName": user, "userType": "IAMUser"}},
-            "service": {"serviceName": "guardduty"}
-        }
-    })
-    .to_string()
-}
-
-fn arn(id: &str) -> String {
-    format!("arn:aws:guardduty:us-east-1:{ACCOUNT}:detector/12abc34d567e8fa901bc2d34e56789f0/finding/{id}")
-}
 
 /// Security Hub's answer: every finding processed, or this one not.
 fn answer(unprocessed: Option<&str>) -> Fault {

@@ -175,25 +175,12 @@ pub async fn enabled_regions(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use aws_sdk_cloudtrail::operation::lookup_events::LookupEventsOutput;
     use aws_sdk_cloudtrail::types::{Event, Resource};
     use aws_sdk_cloudtrail::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
     use super::*;
-
-    fn policy() -> BackoffPolicy {
-        BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-            2.0,
-            false,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    }
 
     fn event(n: usize) -> Event {
         let record = serde_json::json!({
@@ -240,7 +227,7 @@ mod tests {
         let retries = RetryCounter::default();
         let (events, capped) = super::lookup(
             &client,
-            &policy(),
+            &crate::aws::retry::quick_policy(),
             &rate,
             "AKIAIOSFODNN7EXAMPLE",
             0,
@@ -272,7 +259,7 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let (events, capped) = super::lookup(
             &client,
-            &policy(),
+            &crate::aws::retry::quick_policy(),
             &AdaptiveRate::new(LOOKUPS_PER_SECOND),
             "AKIAIOSFODNN7EXAMPLE",
             0,

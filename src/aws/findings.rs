@@ -143,8 +143,6 @@ pub async fn update(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsOutput;
     use aws_sdk_securityhub::types::BatchUpdateFindingsUnprocessedFinding;
     use aws_sdk_securityhub::Client;
@@ -153,17 +151,6 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:guardduty:us-east-1:111122223333:detector/d1/finding/f1";
-
-    fn policy() -> BackoffPolicy {
-        BackoffPolicy::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-            2.0,
-            false,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    }
 
     /// Security Hub's REST-JSON error, as its API reference documents them.
     fn error_json(code: &str) -> String {
@@ -201,7 +188,7 @@ mod tests {
         let long_note = "n".repeat(2 * NOTE_MAX);
         let result = super::update(
             &client,
-            &policy(),
+            &crate::aws::retry::quick_policy(),
             &finding,
             Workflow::Resolved,
             &long_note,
@@ -237,7 +224,7 @@ mod tests {
         let finding = FindingRef::parse(ARN).unwrap();
         let result = super::update(
             &client,
-            &policy(),
+            &crate::aws::retry::quick_policy(),
             &finding,
             Workflow::Notified,
             "rejected",

@@ -196,6 +196,19 @@ where
         .await
 }
 
+/// Short delays for unit tests: 10 ms to 100 ms, no jitter, a 5 s budget.
+#[cfg(test)]
+pub(crate) fn quick_policy() -> BackoffPolicy {
+    BackoffPolicy::new(
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+        2.0,
+        false,
+        Duration::from_secs(5),
+    )
+    .expect("a valid policy")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,14 +93,7 @@ impl Worker {
             );
         }
         let report = self.read_activity(task, retries).await;
-        let result =
-            if report.regions.is_empty() || report.failed_regions.len() >= report.regions.len() {
-                "error"
-            } else if report.failed_regions.is_empty() {
-                "complete"
-            } else {
-                "partial"
-            };
+        let result = report.result();
         metrics::activity_report(task.pass, result);
         tracing::info!(
             target: "audit",

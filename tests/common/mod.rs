@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cfn;
+pub mod events;
 pub mod process;
 pub mod proxy;
 
