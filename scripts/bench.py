@@ -91,7 +91,7 @@ THROTTLING = (
 )
 
 
-async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
+async def serve_front(iam_port, sqs_port, sinks_port, delay, port, ready, iam_stats, quota):
     loop = asyncio.get_running_loop()
     # IAM's quota, when it is true: a token bucket of `quota` requests filling at `quota`
     # a second.
@@ -113,9 +113,11 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
             while True:
                 head, body = await read_message(reader)
                 arrived = loop.time()
-                # IAM/STS speak the query protocol; SQS and EventBridge JSON. SNS (the outcome
-                # events of --notify) is query too, but not IAM: it goes with SQS.
-                iam = body.startswith(b"Action=") and not body.startswith(b"Action=PublishBatch")
+                # IAM/STS speak the query protocol, SQS JSON. The outcome events of
+                # --notify (SNS, query; EventBridge, JSON) go to an emulator of their own,
+                # as SNS and EventBridge are fleets of their own.
+                sink = body.startswith(b"Action=PublishBatch") or b"AWSEvents." in head
+                iam = body.startswith(b"Action=") and not sink
                 if iam and not within_quota():
                     writer.write(
                         b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\n"
@@ -126,7 +128,8 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
                     with iam_stats.get_lock():
                         iam_stats[2] += 1
                     continue
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", iam_port if iam else sqs_port)
+                upstream = sinks_port if sink else (iam_port if iam else sqs_port)
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
                 up_writer.write(head + body)
                 await up_writer.drain()
                 rhead, rbody = await read_message(up_reader)
@@ -150,14 +153,14 @@ async def serve_front(iam_port, sqs_port, delay, port, ready, iam_stats, quota):
         await server.serve_forever()
 
 
-def start_front(iam_port, sqs_port, delay_ms, quota=0):
+def start_front(iam_port, sqs_port, sinks_port, delay_ms, quota=0):
     """Starts the front; returns its port and [IAM requests answered, their total seconds,
     IAM requests throttled]."""
     port = free_port()
     ready = multiprocessing.Event()
     iam_stats = multiprocessing.Array("d", 3)
     process = multiprocessing.Process(
-        target=lambda: asyncio.run(serve_front(iam_port, sqs_port, delay_ms / 1000, port, ready, iam_stats, quota)),
+        target=lambda: asyncio.run(serve_front(iam_port, sqs_port, sinks_port, delay_ms / 1000, port, ready, iam_stats, quota)),
         daemon=True,
     )
     process.start()
@@ -229,6 +232,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iam-endpoint", required=True, help="the emulator serving IAM/STS, http://127.0.0.1:PORT")
     parser.add_argument("--sqs-endpoint", required=True, help="the emulator serving SQS, http://127.0.0.1:PORT")
+    parser.add_argument("--sinks-endpoint", required=True, help="the emulator serving SNS and EventBridge (--notify)")
     parser.add_argument("--binary", required=True, help="the release worker binary")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--max-in-flight", type=int, default=64)
@@ -280,13 +284,15 @@ def main():
 
     sinks = {}
     if args.notify:
-        # The sinks live on the SQS emulator, where the front sends SNS and EventBridge.
-        sns = session.client("sns", endpoint_url=args.sqs_endpoint)
-        events = session.client("events", endpoint_url=args.sqs_endpoint)
+        # The topic (with a queue subscribed) and the bus on the sinks' emulator; the
+        # results queue is SQS's.
+        sns = session.client("sns", endpoint_url=args.sinks_endpoint)
+        events = session.client("events", endpoint_url=args.sinks_endpoint)
+        sinks_sqs = session.client("sqs", endpoint_url=args.sinks_endpoint)
         sinks["queue"] = sqs.create_queue(QueueName=f"{run}-results")["QueueUrl"]
         sinks["topic"] = sns.create_topic(Name=f"{run}-outcomes")["TopicArn"]
-        subscriber = sqs.create_queue(QueueName=f"{run}-subscriber")["QueueUrl"]
-        subscriber_arn = sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        subscriber = sinks_sqs.create_queue(QueueName=f"{run}-subscriber")["QueueUrl"]
+        subscriber_arn = sinks_sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=sinks["topic"], Protocol="sqs", Endpoint=subscriber_arn)
         sinks["bus"] = f"{run}-bus"
         events.create_event_bus(Name=sinks["bus"])
@@ -320,7 +326,9 @@ def main():
             enqueue(bodies[i : i + 10])
 
     port_of = lambda url: int(url.rsplit(":", 1)[1])
-    front, iam_stats = start_front(port_of(args.iam_endpoint), port_of(args.sqs_endpoint), args.iam_latency_ms, args.iam_quota)
+    front, iam_stats = start_front(
+        port_of(args.iam_endpoint), port_of(args.sqs_endpoint), port_of(args.sinks_endpoint), args.iam_latency_ms, args.iam_quota
+    )
     worker_endpoint = f"http://127.0.0.1:{front}"
     def start_worker(n):
         metrics_port = free_port()

@@ -144,6 +144,14 @@ pub async fn enabled_regions(
             .interceptor(RequestCounter)
             .build(),
     );
+    list_enabled_regions(&client, policy, retries).await
+}
+
+async fn list_enabled_regions(
+    client: &aws_sdk_account::Client,
+    policy: &BackoffPolicy,
+    retries: &RetryCounter,
+) -> Result<Vec<String>, AwsError> {
     let mut regions = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -243,6 +251,52 @@ mod tests {
         assert_eq!(retries.get(), 1);
         assert_eq!(events[0].resources, vec!["AWS::IAM::User alice"]);
         assert!(rate.current() < 2.0, "the throttle slowed the lookups");
+    }
+
+    /// ListRegions pages; the worker asks for the enabled Regions only.
+    #[tokio::test]
+    async fn enabled_regions_are_read_page_by_page() {
+        use aws_sdk_account::operation::list_regions::ListRegionsOutput;
+        use aws_sdk_account::types::Region as AccountRegion;
+        let list = mock!(aws_sdk_account::Client::list_regions)
+            .match_requests(|input| {
+                input.region_opt_status_contains()
+                    == [RegionOptStatus::Enabled, RegionOptStatus::EnabledByDefault]
+            })
+            .sequence()
+            .output(|| {
+                ListRegionsOutput::builder()
+                    .regions(
+                        AccountRegion::builder()
+                            .region_name("us-east-1")
+                            .region_opt_status(RegionOptStatus::EnabledByDefault)
+                            .build(),
+                    )
+                    .next_token("more")
+                    .build()
+            })
+            .output(|| {
+                ListRegionsOutput::builder()
+                    .regions(
+                        AccountRegion::builder()
+                            .region_name("af-south-1")
+                            .region_opt_status(RegionOptStatus::Enabled)
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let client = mock_client!(aws_sdk_account, RuleMode::Sequential, [&list], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let regions = super::list_enabled_regions(
+            &client,
+            &crate::aws::retry::quick_policy(),
+            &RetryCounter::default(),
+        )
+        .await
+        .expect("listed");
+        assert_eq!(regions, ["af-south-1", "us-east-1"]);
+        assert_eq!(list.num_calls(), 2);
     }
 
     #[tokio::test]
