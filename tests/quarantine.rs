@@ -82,12 +82,14 @@ async fn a_job_with_quarantine_user_attaches_the_policy_after_the_key_action() {
     assert!(attached(&env, &other).await.is_empty());
     assert!(plain.facts.quarantine.is_none());
 
-    // A key already gone: the user is quarantined all the same (attaching twice is
-    // IAM's no-op).
-    let again = json!({"request_id": "q-3", "access_key_id": keys[0], "user_name": user, "quarantine_user": true}).to_string();
-    let report = worker.handle(env.deliver(&again).await).await;
+    // A key that was never there ties nobody to it: the user it names is not
+    // quarantined (a typo must not lock a colleague out).
+    let (bystander, _) = env.user_with_keys("bystander", 1).await;
+    let typo = json!({"request_id": "q-3", "access_key_id": "AKIA0000000000TYPO00", "user_name": bystander, "quarantine_user": true}).to_string();
+    let report = worker.handle(env.deliver(&typo).await).await;
     assert_eq!(report.outcome, Outcome::AlreadyAbsent);
-    assert_eq!(attached(&env, &user).await, vec![policy]);
+    assert!(attached(&env, &bystander).await.is_empty());
+    assert!(report.facts.quarantine.is_none());
 }
 
 #[tokio::test]

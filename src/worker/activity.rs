@@ -7,7 +7,10 @@
 //! report to the sinks and the log. Nothing here changes a job's outcome: a failure is
 //! counted, logged and said in the report.
 
+use std::time::Duration;
+
 use aws_config::SdkConfig;
+use tokio::time::Instant;
 
 use crate::activity::MANAGEMENT_EVENTS_ONLY;
 use crate::activity::{iso, ActivityReport, KeyActivity, RegionFailure, Task, TrailEvent};
@@ -18,6 +21,12 @@ use crate::metrics;
 use crate::outcome::{JobFacts, Lane, Outcome, Reason};
 use crate::worker::settle::Decision;
 use crate::worker::Worker;
+
+/// Minted credentials followed per report; the others are listed, not followed.
+const FOLLOWED_MAX: usize = 10;
+/// How long a report task may read: a task holds a job slot, and a key with a long
+/// history must not hold it from revocations. Regions not reached are named.
+const REPORT_BUDGET: Duration = Duration::from_secs(120);
 
 impl Worker {
     /// Sends the report tasks of a job that revoked its keys and asked for a report.
@@ -114,6 +123,7 @@ impl Worker {
     }
 
     async fn read_activity(&self, task: &Task, retries: &RetryCounter) -> ActivityReport {
+        let deadline = Instant::now() + REPORT_BUDGET;
         let settings = &self.config.activity;
         let now = metrics::now_ms();
         let start = task
@@ -183,9 +193,9 @@ impl Worker {
                 account,
                 &report.regions,
                 &task.access_key_id,
-                start,
-                now,
+                (start, now),
                 max,
+                deadline,
                 &mut report.failed_regions,
                 retries,
             )
@@ -204,7 +214,13 @@ impl Worker {
                 .map(|i| i.account.clone()),
         };
         let regions = report.regions.clone();
-        for minted in &mut report.activity.minted {
+        for (index, minted) in report.activity.minted.iter_mut().enumerate() {
+            if index >= FOLLOWED_MAX {
+                minted.not_followed = Some(format!(
+                    "only the first {FOLLOWED_MAX} minted credentials are followed"
+                ));
+                continue;
+            }
             let role_account = minted
                 .role_arn
                 .as_deref()
@@ -228,9 +244,9 @@ impl Worker {
                             account,
                             &regions,
                             key,
-                            from,
-                            now,
+                            (from, now),
                             max,
+                            deadline,
                             &mut failures,
                             retries,
                         )
@@ -259,7 +275,9 @@ impl Worker {
         report
     }
 
-    /// The events of `key` in every Region of `regions`, at most `max` in all.
+    /// The events of `key` in every Region of `regions` within `window` (Unix
+    /// milliseconds), at most `max` in all; a Region not reached by `deadline` is named
+    /// in `failures`.
     #[allow(clippy::too_many_arguments)]
     async fn events_of(
         &self,
@@ -267,15 +285,25 @@ impl Worker {
         account: &str,
         regions: &[String],
         key: &str,
-        start_ms: u64,
-        end_ms: u64,
+        (start_ms, end_ms): (u64, u64),
         max: usize,
+        deadline: Instant,
         failures: &mut Vec<RegionFailure>,
         retries: &RetryCounter,
     ) -> (Vec<TrailEvent>, bool) {
         let mut events = Vec::new();
         let mut capped = false;
         for region in regions {
+            if Instant::now() >= deadline {
+                failures.push(RegionFailure {
+                    region: region.clone(),
+                    error: format!(
+                        "not read: the report's time budget of {} s was spent",
+                        REPORT_BUDGET.as_secs()
+                    ),
+                });
+                continue;
+            }
             let left = max.saturating_sub(events.len());
             if left == 0 {
                 capped = true;

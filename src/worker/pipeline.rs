@@ -446,7 +446,15 @@ impl Worker {
             } else {
                 (decision, SessionFacts::default())
             };
-        if job.quarantine_user && decision.outcome.is_remembered() {
+        // Only a user IAM tied to the key: this delivery changed it, or an earlier one did
+        // (its continuation says so). A key that was never there names nobody.
+        let tied = matches!(decision.outcome, Outcome::Deleted | Outcome::Deactivated)
+            || (decision.outcome == Outcome::AlreadyAbsent
+                && job
+                    .continuation
+                    .as_ref()
+                    .is_some_and(|c| !c.changed.is_empty()));
+        if job.quarantine_user && tied {
             facts.quarantine = Some(self.quarantine(iam, &users, retries).await);
         }
         (decision, facts)

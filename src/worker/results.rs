@@ -153,11 +153,11 @@ impl Sink {
         }
     }
 
-    /// The most bytes one call may carry, all entries together; `None`: no bound below
-    /// the ten entries' own.
+    /// The bytes a message counts towards its call's 256 KiB (SQS: the bodies of a
+    /// `SendMessageBatch` together, SQS API Reference; SNS and EventBridge: below).
     fn call_bytes(&self, message: &Message) -> Option<usize> {
         match self {
-            Sink::Queue(..) => None,
+            Sink::Queue(..) => Some(message.body.len()),
             Sink::Topic(_) => Some(notify::sns_message_size(message)),
             Sink::Bus(_) => Some(notify::event_entry_size(message)),
         }
@@ -392,5 +392,41 @@ async fn deliver(sink: &Sink, policy: BackoffPolicy, mut messages: Vec<Arc<Messa
         }
         tokio::time::sleep(delays.next().unwrap_or(LINGER)).await;
         messages = again;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> Arc<Message> {
+        Arc::new(Message {
+            body: "x".repeat(bytes),
+            subject: "s".into(),
+            detail_type: OUTCOME_DETAIL_TYPE,
+            attributes: vec![("outcome", "deleted".into())],
+        })
+    }
+
+    /// SendMessageBatch, PublishBatch and PutEvents each take at most 256 KiB a call:
+    /// large events go fewer to a call, small ones ten.
+    #[test]
+    fn calls_hold_ten_messages_and_at_most_256_kib() {
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::Config::builder()
+                .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let sink = Sink::Queue(
+            Sqs::new(sqs, crate::aws::retry::quick_policy()),
+            "https://sqs.us-east-1.amazonaws.com/111122223333/results".into(),
+        );
+        let large: Vec<Arc<Message>> = (0..5).map(|_| message(100_000)).collect();
+        let calls = sink.calls(large);
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        let small: Vec<Arc<Message>> = (0..25).map(|_| message(1_000)).collect();
+        let calls = sink.calls(small);
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
     }
 }
