@@ -27,6 +27,7 @@ pub const FIELDS: &[&str] = &[
     "revoke_sessions",
     "quarantine_user",
     "report_activity",
+    "require_status",
 ];
 
 /// What to do with the key(s).
@@ -92,6 +93,9 @@ pub struct Job {
     /// Also report what the key did, from CloudTrail (README, "Activity reports"). Not
     /// part of the digest: it changes nothing in IAM.
     pub report_activity: bool,
+    /// Change the key only if IAM reports it `Inactive` (the scheduled delete of a staged
+    /// revocation; README, "Required status"); otherwise the job ends `cancelled`.
+    pub require_inactive: bool,
     /// The security event the job came from; `None` for a job message.
     pub origin: Option<Origin>,
     /// Owners named for keys the job names alone (a Health event's user; owners IAM
@@ -139,6 +143,7 @@ impl Job {
         self.action.as_str().hash(&mut hasher);
         self.revoke_sessions.hash(&mut hasher);
         self.quarantine_user.hash(&mut hasher);
+        self.require_inactive.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -186,6 +191,9 @@ impl Job {
         }
         if self.report_activity {
             put("report_activity", true.into());
+        }
+        if self.require_inactive {
+            put("require_status", "Inactive".into());
         }
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -348,6 +356,8 @@ struct RawJob {
     #[serde(default, deserialize_with = "present")]
     report_activity: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    require_status: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
 }
 
@@ -412,6 +422,28 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
     check_len("requested_by", raw.requested_by.as_deref(), 256)?;
     check_len("batch_id", raw.batch_id.as_deref(), 128)?;
 
+    let require_inactive = match raw.require_status.as_deref() {
+        None => false,
+        // The scheduled delete of a staged revocation names both: the worker knew the
+        // owner when it staged the key.
+        Some("Inactive")
+            if raw.access_key_id.is_some()
+                && raw.user_name.is_some()
+                && raw.continuation.is_none() =>
+        {
+            true
+        }
+        Some("Inactive") => {
+            return Err(InvalidJob(
+                "require_status is for a job that names its user_name and access_key_id".to_owned(),
+            ))
+        }
+        Some(other) => {
+            return Err(InvalidJob(format!(
+                "require_status must be \"Inactive\", not {other:?}"
+            )))
+        }
+    };
     let continued = raw.continuation.map(continuation).transpose()?;
     if let Some((keys, _, _, _)) = &continued {
         if raw.all_keys == Some(true) {
@@ -483,6 +515,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         revoke_sessions: raw.revoke_sessions.unwrap_or(false),
         quarantine_user: raw.quarantine_user.unwrap_or(false),
         report_activity: raw.report_activity.unwrap_or(false),
+        require_inactive,
         origin,
         owners,
         continuation,

@@ -87,6 +87,7 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Deactivated,
     Outcome::AlreadyAbsent,
     Outcome::Duplicate,
+    Outcome::Cancelled,
     Outcome::Rejected(Reason::InvalidMessage),
     Outcome::Rejected(Reason::Protected),
     Outcome::Rejected(Reason::OwnerMismatch),

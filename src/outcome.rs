@@ -91,6 +91,9 @@ pub enum Outcome {
     AlreadyAbsent,
     /// The request id finished recently; no IAM write was made.
     Duplicate,
+    /// The job required a status the key no longer has (a person reactivated it before
+    /// its scheduled delete); nothing changed.
+    Cancelled,
     /// A permanent problem; nothing changed in IAM; the message went to the dead-letter queue.
     Rejected(Reason),
     /// Left on the queue for a later attempt.
@@ -105,6 +108,7 @@ impl Outcome {
             Outcome::Deactivated => "deactivated",
             Outcome::AlreadyAbsent => "already_absent",
             Outcome::Duplicate => "duplicate",
+            Outcome::Cancelled => "cancelled",
             Outcome::Rejected(_) => "rejected",
             Outcome::Retry(_) => "retry",
         }

@@ -26,6 +26,10 @@ impl JobReport {
             Outcome::Duplicate => {
                 format!("Nothing done: {what} was already revoked by an earlier copy of this job")
             }
+            Outcome::Cancelled => format!(
+                "Cancelled: did not {} {what}, whose status is not the one the job required",
+                self.verb()
+            ),
             Outcome::Rejected(reason) if facts.action.is_none() => {
                 format!("Rejected a message ({})", reason.as_str())
             }

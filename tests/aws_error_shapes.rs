@@ -249,6 +249,7 @@ fn delete_job() -> Job {
         revoke_sessions: false,
         quarantine_user: false,
         report_activity: false,
+        require_inactive: false,
         origin: None,
         owners: Vec::new(),
         continuation: None,

@@ -82,6 +82,11 @@ fn oracle(object: &Map<String, Value>) -> bool {
             Some(_) => return false,
         }
     }
+    match object.get("require_status") {
+        None => {}
+        Some(Value::String(status)) if status == "Inactive" && key.is_some() && user.is_some() => {}
+        Some(_) => return false,
+    }
     match (all_keys, key, user) {
         (true, Some(_), _) => false,
         (true, None, user) => user.is_some(),
@@ -102,6 +107,7 @@ fn satisfies(job: &Job, object: &Map<String, Value>) -> bool {
         && job.revoke_sessions == (object.get("revoke_sessions") == Some(&Value::Bool(true)))
         && job.quarantine_user == (object.get("quarantine_user") == Some(&Value::Bool(true)))
         && job.report_activity == (object.get("report_activity") == Some(&Value::Bool(true)))
+        && job.require_inactive == object.contains_key("require_status")
 }
 
 /// A value that is often valid for `field`, often subtly not.
@@ -123,6 +129,9 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         .prop_map(Value::from)
         .boxed(),
         "account_id" => text("[0-9]{11,13}"),
+        "require_status" => prop_oneof![Just("Inactive"), Just("Active"), Just("inactive")]
+            .prop_map(Value::from)
+            .boxed(),
         "reason" => text(".{0,1030}"),
         "requested_by" => text(".{0,260}"),
         _ => text(".{0,130}"),

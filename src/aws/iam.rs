@@ -429,6 +429,7 @@ mod tests {
             revoke_sessions: false,
             quarantine_user: false,
             report_activity: false,
+            require_inactive: false,
             origin: None,
             owners: Vec::new(),
             continuation: None,

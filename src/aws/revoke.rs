@@ -26,6 +26,8 @@ pub enum Effect {
     Revoked,
     /// The key or user does not exist.
     AlreadyAbsent,
+    /// The key's status is not the one the job required; nothing was changed.
+    Cancelled(String),
     /// Nothing was changed, for this reason.
     Rejected(Reason, String),
     /// An AWS error ended the step (transient past its backoff, the worker's credentials,
@@ -125,6 +127,12 @@ impl Iam {
     /// Access denied becomes `Rejected(access_denied)`; any other AWS error that ends the
     /// step is [`Effect::Failed`], with what was changed before it.
     pub async fn revoke(&self, job: &Job, retries: &RetryCounter) -> IamResult {
+        if let (true, Target::Key { access_key_id, .. }) = (job.require_inactive, &job.target) {
+            return match self.revoke_if_inactive(job, access_key_id, retries).await {
+                Ok(result) => result,
+                Err(e) => self.failed(job, e),
+            };
+        }
         let result = match &job.target {
             Target::Key {
                 access_key_id,
@@ -146,6 +154,48 @@ impl Iam {
         match result {
             Ok(result) => result,
             Err(e) => self.failed(job, e),
+        }
+    }
+
+    /// A job that requires its key `Inactive` (the scheduled delete of a staged
+    /// revocation; such a job names its user): the owner's key list: a key
+    /// listed `Active` ends the job `cancelled` with nothing changed (a person restored
+    /// it); a key not listed is absent; an `Inactive` key gets the job's action. IAM has
+    /// no conditional delete: a reactivation between the list and the delete is not seen.
+    async fn revoke_if_inactive(
+        &self,
+        job: &Job,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, AwsError> {
+        let Some(user) = job.user_name().map(str::to_owned) else {
+            // Parsing refuses such a job; never act on a key whose status was not read.
+            return Ok(IamResult::rejected(
+                Reason::InvalidMessage,
+                "require_status needs user_name".to_owned(),
+                None,
+                Some(key),
+            ));
+        };
+        if self.protection.user(&user) {
+            let detail = format!("access key {key} belongs to protected user {user}");
+            return Ok(IamResult::rejected(
+                Reason::Protected,
+                detail,
+                Some(&user),
+                Some(key),
+            ));
+        }
+        let listed = self.list_keys(&user, retries).await?;
+        match listed.unwrap_or_default().iter().find(|k| k.id == key) {
+            None => self.not_the_users(&user, key, retries).await,
+            Some(listed) if listed.active => Ok(IamResult {
+                effect: Effect::Cancelled(format!(
+                    "access key {key} of {user} is Active again, not Inactive as the job requires: left alone"
+                )),
+                ..IamResult::absent(Some(&user), vec![key.to_owned()])
+            }),
+            Some(_) => self.revoke_named(&user, key, job.action, retries).await,
         }
     }
 

@@ -432,6 +432,10 @@ impl Worker {
                 self.health.credentials_proven();
                 Decision::new(Outcome::AlreadyAbsent, None)
             }
+            Effect::Cancelled(detail) => {
+                self.health.credentials_proven();
+                Decision::new(Outcome::Cancelled, detail.clone())
+            }
             Effect::Rejected(reason, detail) => {
                 Decision::new(Outcome::Rejected(*reason), detail.clone())
             }

@@ -170,6 +170,7 @@ impl Settler {
             | Outcome::Deactivated
             | Outcome::AlreadyAbsent
             | Outcome::Duplicate
+            | Outcome::Cancelled
             | Outcome::Retry(Reason::Continued | Reason::Reported) => {
                 done(decision, self.delete(delivery, receipt, message_id).await)
             }
