@@ -245,6 +245,11 @@ async fn a_task_received_early_waits_and_a_report_failure_never_touches_the_job(
     .to_string();
     let report = worker.handle(env.deliver(&early).await).await;
     assert_eq!(report.outcome, Outcome::Retry(Reason::ReportLater));
+    assert_eq!(
+        env.queue_depth().await,
+        (0, 1),
+        "kept on the queue, invisible until its time"
+    );
     assert!(env.dead_letters().await.is_empty());
     // A task that breaks the rules is dead-lettered like any invalid message.
     let broken = early.replace("\"pass\":2", "\"pass\":7");

@@ -70,6 +70,20 @@ impl Topic {
         }
     }
 
+    /// A topic reached through `client` (tests replay AWS's answers with it).
+    #[cfg(test)]
+    pub(crate) fn with_client(
+        client: aws_sdk_sns::Client,
+        policy: BackoffPolicy,
+        arn: String,
+    ) -> Self {
+        Self {
+            client,
+            policy,
+            arn,
+        }
+    }
+
     /// Publishes up to ten messages with one `PublishBatch`. A FIFO topic gets a message
     /// group and a deduplication id made from the body.
     pub async fn publish(
@@ -154,6 +168,20 @@ impl Bus {
         }
         Self {
             client: aws_sdk_eventbridge::Client::from_conf(config.build()),
+            policy,
+            name,
+        }
+    }
+
+    /// A bus reached through `client` (tests replay AWS's answers with it).
+    #[cfg(test)]
+    pub(crate) fn with_client(
+        client: aws_sdk_eventbridge::Client,
+        policy: BackoffPolicy,
+        name: String,
+    ) -> Self {
+        Self {
+            client,
             policy,
             name,
         }

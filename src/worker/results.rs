@@ -408,6 +408,136 @@ mod tests {
         })
     }
 
+    /// `PublishBatch` answers 200 with a `Failed` list (SNS API Reference): an entry
+    /// whose fault is SNS's is sent again, alone; one that is the sender's is not.
+    #[tokio::test(start_paused = true)]
+    async fn entries_sns_refused_as_its_own_fault_are_sent_again_alone() {
+        use aws_sdk_sns::operation::publish_batch::PublishBatchOutput;
+        use aws_sdk_sns::types::{BatchResultErrorEntry, PublishBatchResultEntry};
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        let first = mock!(aws_sdk_sns::Client::publish_batch)
+            .match_requests(|r| r.publish_batch_request_entries().len() == 3)
+            .then_output(|| {
+                PublishBatchOutput::builder()
+                    .successful(
+                        PublishBatchResultEntry::builder()
+                            .id("0")
+                            .message_id("m0")
+                            .build(),
+                    )
+                    .failed(
+                        BatchResultErrorEntry::builder()
+                            .id("1")
+                            .code("InternalError")
+                            .sender_fault(false)
+                            .build()
+                            .unwrap(),
+                    )
+                    .failed(
+                        BatchResultErrorEntry::builder()
+                            .id("2")
+                            .code("InvalidParameter")
+                            .sender_fault(true)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            });
+        let again = mock!(aws_sdk_sns::Client::publish_batch)
+            .match_requests(|r| {
+                r.publish_batch_request_entries().len() == 1
+                    && r.publish_batch_request_entries()[0].message() == "x".repeat(11)
+            })
+            .then_output(|| {
+                PublishBatchOutput::builder()
+                    .successful(
+                        PublishBatchResultEntry::builder()
+                            .id("0")
+                            .message_id("m1")
+                            .build(),
+                    )
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_sns, RuleMode::MatchAny, [&first, &again], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let sink = Sink::Topic(Topic::with_client(
+            client,
+            crate::aws::retry::quick_policy(),
+            "arn:aws:sns:us-east-1:111122223333:outcomes".into(),
+        ));
+        deliver(
+            &sink,
+            crate::aws::retry::quick_policy(),
+            vec![message(10), message(11), message(12)],
+        )
+        .await;
+        assert_eq!(first.num_calls(), 1);
+        assert_eq!(
+            again.num_calls(),
+            1,
+            "the entry SNS failed, sent again alone"
+        );
+    }
+
+    /// `PutEvents` answers 200 with `FailedEntryCount` and an `ErrorCode` on the entries
+    /// that failed, in request order (EventBridge API Reference): a throttled entry is
+    /// sent again, one refused for its content is not.
+    #[tokio::test(start_paused = true)]
+    async fn events_eventbridge_throttled_are_put_again() {
+        use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
+        use aws_sdk_eventbridge::types::PutEventsResultEntry;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        let first = mock!(aws_sdk_eventbridge::Client::put_events)
+            .match_requests(|r| r.entries().len() == 3)
+            .then_output(|| {
+                PutEventsOutput::builder()
+                    .failed_entry_count(2)
+                    .entries(PutEventsResultEntry::builder().event_id("e0").build())
+                    .entries(
+                        PutEventsResultEntry::builder()
+                            .error_code("ThrottlingException")
+                            .error_message("Rate exceeded")
+                            .build(),
+                    )
+                    .entries(
+                        PutEventsResultEntry::builder()
+                            .error_code("MalformedDetail")
+                            .error_message("Detail is malformed")
+                            .build(),
+                    )
+                    .build()
+            });
+        let again = mock!(aws_sdk_eventbridge::Client::put_events)
+            .match_requests(|r| {
+                r.entries().len() == 1 && r.entries()[0].detail() == Some(&*"x".repeat(11))
+            })
+            .then_output(|| {
+                PutEventsOutput::builder()
+                    .failed_entry_count(0)
+                    .entries(PutEventsResultEntry::builder().event_id("e1").build())
+                    .build()
+            });
+        let client = mock_client!(
+            aws_sdk_eventbridge,
+            RuleMode::MatchAny,
+            [&first, &again],
+            |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+        );
+        let sink = Sink::Bus(Bus::with_client(
+            client,
+            crate::aws::retry::quick_policy(),
+            "security".into(),
+        ));
+        deliver(
+            &sink,
+            crate::aws::retry::quick_policy(),
+            vec![message(10), message(11), message(12)],
+        )
+        .await;
+        assert_eq!(first.num_calls(), 1);
+        assert_eq!(again.num_calls(), 1, "the throttled event, put again alone");
+    }
+
     /// SendMessageBatch, PublishBatch and PutEvents each take at most 256 KiB a call:
     /// large events go fewer to a call, small ones ten.
     #[test]
