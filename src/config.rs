@@ -64,6 +64,8 @@ pub struct Config {
     pub quarantine: QuarantineSection,
     /// Activity reports from CloudTrail.
     pub activity: ActivitySection,
+    /// Staged revocation: where its scheduled deletes are kept.
+    pub schedule: ScheduleSection,
     /// The metrics and health listener.
     pub metrics: MetricsSection,
     /// Logging.
@@ -248,6 +250,9 @@ pub struct IntakeSection {
     pub update_findings: bool,
     /// Whether jobs from security events report the key's activity from CloudTrail.
     pub report_activity: bool,
+    /// Staged revocation for events whose action is `deactivate`: delete the key this
+    /// long after (`30d`, `12h`, `90m`); unset: no delete follows.
+    pub delete_after: Option<String>,
 }
 
 impl Default for IntakeSection {
@@ -262,6 +267,7 @@ impl Default for IntakeSection {
             quarantine_user: rules.quarantine_user,
             update_findings: rules.update_findings,
             report_activity: rules.report_activity,
+            delete_after: None,
         }
     }
 }
@@ -287,7 +293,30 @@ impl IntakeSection {
                 "must be a number from 0 to 10",
             ));
         }
+        let delete_after = match self.delete_after.as_deref() {
+            None => None,
+            Some(text) => match crate::staging::DeleteAfter::parse(text) {
+                Ok(after @ crate::staging::DeleteAfter::In { .. }) => Some(after),
+                Ok(crate::staging::DeleteAfter::At { .. }) => {
+                    return Err(invalid(
+                        "intake.delete_after",
+                        "must be a duration (30d, 12h, 90m): every event's delete follows its own deactivation",
+                    ))
+                }
+                Err(e) => return Err(invalid("intake.delete_after", e.0)),
+            },
+        };
+        if delete_after.is_some()
+            && self.health_action != Action::Deactivate
+            && self.guardduty_action != Action::Deactivate
+        {
+            return Err(invalid(
+                "intake.delete_after",
+                "stages deactivations, but neither intake.health_action nor intake.guardduty_action is \"deactivate\"",
+            ));
+        }
         Ok(IntakeRules {
+            delete_after,
             health_event_types: self.health_event_types.clone(),
             health_action: self.health_action,
             guardduty_min_severity: self.guardduty_min_severity,
@@ -333,6 +362,29 @@ impl Default for ActivitySection {
             lookback_hours: 168,
             max_events: 1000,
             second_pass_delay_seconds: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSection {
+    /// The EventBridge Scheduler schedule group that holds the staged deletes.
+    pub group_name: String,
+    /// The role EventBridge Scheduler assumes to send a staged delete to the job queue;
+    /// unset: jobs with `delete_after` are refused.
+    pub role_arn: Option<String>,
+    /// Where Scheduler puts a staged delete it could not send; unset: the job queue's
+    /// dead-letter queue.
+    pub dead_letter_queue_url: Option<String>,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        Self {
+            group_name: "iam-key-revoker".to_owned(),
+            role_arn: None,
+            dead_letter_queue_url: None,
         }
     }
 }
@@ -482,6 +534,13 @@ impl Config {
         self.results.validate()?;
         self.quarantine.validate()?;
         self.activity.validate()?;
+        self.schedule.validate()?;
+        if intake.delete_after.is_some() && self.schedule.role_arn.is_none() {
+            return Err(invalid(
+                "intake.delete_after",
+                "stages revocations on EventBridge Scheduler: set schedule.role_arn (the role Scheduler sends the delete with)",
+            ));
+        }
         self.metrics.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("is not a valid filter: {e}")));

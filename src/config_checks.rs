@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
     check_url, invalid, ActivitySection, AwsSection, ConfigError, CrossAccountSection, IamSection,
-    MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection, SqsSection,
-    WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
+    MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection,
+    ScheduleSection, SqsSection, WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
 use crate::job::{is_account_id, is_iam_name};
@@ -274,6 +274,42 @@ impl QuarantineSection {
                     self.policy_arn
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ScheduleSection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        // EventBridge Scheduler API Reference, CreateScheduleGroup: a group name is 1-64
+        // characters of [0-9a-zA-Z-_.].
+        if !crate::staging::is_schedule_name(&self.group_name) {
+            return Err(invalid(
+                "schedule.group_name",
+                format!(
+                    "must be 1 to 64 characters of 0-9, a-z, A-Z, -, _ and . (EventBridge Scheduler's rule), not {:?}",
+                    self.group_name
+                ),
+            ));
+        }
+        if let Some(role) = &self.role_arn {
+            let parts: Vec<&str> = role.splitn(6, ':').collect();
+            let ok = matches!(parts.as_slice(),
+                ["arn", partition, "iam", "", account, resource]
+                    if !partition.is_empty()
+                        && is_account_id(account)
+                        && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()));
+            if !ok {
+                return Err(invalid(
+                    "schedule.role_arn",
+                    format!(
+                        "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME), not {role:?}"
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &self.dead_letter_queue_url {
+            check_url("schedule.dead_letter_queue_url", url)?;
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct IntakeRules {
     pub update_findings: bool,
     /// Whether jobs from security events report the key's activity.
     pub report_activity: bool,
+    /// Staged revocation for events whose action is `deactivate`: the delete follows
+    /// after this duration (README, "Staged revocation").
+    pub delete_after: Option<crate::staging::DeleteAfter>,
 }
 
 impl Default for IntakeRules {
@@ -63,7 +66,18 @@ impl Default for IntakeRules {
             quarantine_user: false,
             update_findings: false,
             report_activity: true,
+            delete_after: None,
         }
+    }
+}
+
+impl IntakeRules {
+    /// `intake.delete_after` for an event whose action is `action`: only a deactivation
+    /// is staged.
+    fn staged(&self, action: Action) -> Option<Box<crate::staging::DeleteAfter>> {
+        (action == Action::Deactivate)
+            .then(|| self.delete_after.clone().map(Box::new))
+            .flatten()
     }
 }
 
@@ -341,6 +355,8 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         quarantine_user: rules.quarantine_user,
         report_activity: rules.report_activity,
         require_inactive: false,
+        delete_after: rules.staged(rules.health_action),
+        spared: Vec::new(),
         origin: Some(origin),
         owners,
         continuation: None,
@@ -546,6 +562,8 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         quarantine_user: rules.quarantine_user,
         report_activity: rules.report_activity,
         require_inactive: false,
+        delete_after: rules.staged(rules.guardduty_action),
+        spared: Vec::new(),
         origin: Some(origin),
         owners: Vec::new(),
         continuation: None,

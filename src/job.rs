@@ -11,6 +11,7 @@ pub use crate::rules::{
     is_iam_name_char, InvalidJob,
 };
 use crate::rules::{check_len, present};
+pub use crate::staging::DeleteAfter;
 
 /// The fields of a job message (README, "The job message"), and no others; a message of
 /// the worker's own may also carry `continuation` (README, "Continuations").
@@ -28,6 +29,7 @@ pub const FIELDS: &[&str] = &[
     "quarantine_user",
     "report_activity",
     "require_status",
+    "delete_after",
 ];
 
 /// What to do with the key(s).
@@ -96,6 +98,11 @@ pub struct Job {
     /// Change the key only if IAM reports it `Inactive` (the scheduled delete of a staged
     /// revocation; README, "Required status"); otherwise the job ends `cancelled`.
     pub require_inactive: bool,
+    /// Deactivate now, delete then (README, "Staged revocation"): a schedule per key.
+    pub delete_after: Option<Box<DeleteAfter>>,
+    /// Keys a person restored after this job was sent (README, "Staged revocation"):
+    /// left alone by this delivery. Never part of a message.
+    pub spared: Vec<String>,
     /// The security event the job came from; `None` for a job message.
     pub origin: Option<Origin>,
     /// Owners named for keys the job names alone (a Health event's user; owners IAM
@@ -144,7 +151,51 @@ impl Job {
         self.revoke_sessions.hash(&mut hasher);
         self.quarantine_user.hash(&mut hasher);
         self.require_inactive.hash(&mut hasher);
+        self.delete_after
+            .as_deref()
+            .map(DeleteAfter::text)
+            .hash(&mut hasher);
         hasher.finish()
+    }
+
+    /// The delete a staged revocation schedules for `key` of `user` (README, "Staged
+    /// revocation"): that key of that user, deleted only while IAM lists it `Inactive`, in
+    /// the same account, with the staging job's requester and batch. Its request id is
+    /// the staging job's with `.delete` (or, for an id too long for that, a digest of it),
+    /// so a delete never conflicts with the job that staged it.
+    pub fn scheduled_delete(&self, user: &str, key: &str) -> Job {
+        let request_id = if self.request_id.len() + ".delete".len() <= 128 {
+            format!("{}.delete", self.request_id)
+        } else {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(self.request_id.as_bytes());
+            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!("staged-{hex}.delete")
+        };
+        Job {
+            request_id,
+            target: Target::Key {
+                access_key_id: key.to_owned(),
+                user_name: Some(user.to_owned()),
+            },
+            action: Action::Delete,
+            account_id: self.account_id.clone(),
+            reason: Some(format!(
+                "scheduled delete of the staged revocation {}",
+                self.request_id
+            )),
+            requested_by: self.requested_by.clone(),
+            batch_id: self.batch_id.clone(),
+            revoke_sessions: false,
+            quarantine_user: false,
+            report_activity: false,
+            require_inactive: true,
+            delete_after: None,
+            spared: Vec::new(),
+            origin: None,
+            owners: Vec::new(),
+            continuation: None,
+        }
     }
 
     /// The user the job names, if it names one.
@@ -194,6 +245,9 @@ impl Job {
         }
         if self.require_inactive {
             put("require_status", "Inactive".into());
+        }
+        if let Some(after) = &self.delete_after {
+            put("delete_after", after.text().into());
         }
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -358,6 +412,8 @@ struct RawJob {
     #[serde(default, deserialize_with = "present")]
     require_status: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    delete_after: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
 }
 
@@ -444,6 +500,24 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
             )))
         }
     };
+    let delete_after = raw
+        .delete_after
+        .as_deref()
+        .map(DeleteAfter::parse)
+        .transpose()?
+        .map(Box::new);
+    if delete_after.is_some() {
+        if raw.action != Some(Action::Deactivate) {
+            return Err(InvalidJob(
+                "delete_after is for a job with action: \"deactivate\" (deactivate now, delete then)".to_owned(),
+            ));
+        }
+        if require_inactive {
+            return Err(InvalidJob(
+                "delete_after and require_status are exclusive: the scheduled delete is not staged again".to_owned(),
+            ));
+        }
+    }
     let continued = raw.continuation.map(continuation).transpose()?;
     if let Some((keys, _, _, _)) = &continued {
         if raw.all_keys == Some(true) {
@@ -516,6 +590,8 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         quarantine_user: raw.quarantine_user.unwrap_or(false),
         report_activity: raw.report_activity.unwrap_or(false),
         require_inactive,
+        delete_after,
+        spared: Vec::new(),
         origin,
         owners,
         continuation,

@@ -56,6 +56,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod rules;
 pub mod server;
+pub mod staging;
 pub mod summary;
 pub mod telemetry;
 pub mod worker;

@@ -31,6 +31,7 @@ pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_tim
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
 pub const RESULTS_PUBLISH_FAILURES_TOTAL: &str = "iam_key_revoker_results_publish_failures_total";
 pub const QUARANTINES_TOTAL: &str = "iam_key_revoker_quarantines_total";
+pub const STAGED_REVOCATIONS_TOTAL: &str = "iam_key_revoker_staged_revocations_total";
 pub const FINDINGS_UPDATED_TOTAL: &str = "iam_key_revoker_findings_updated_total";
 pub const ACTIVITY_REPORTS_TOTAL: &str = "iam_key_revoker_activity_reports_total";
 pub const ACTIVITY_EVENTS_READ_TOTAL: &str = "iam_key_revoker_activity_events_read_total";
@@ -61,6 +62,7 @@ pub const ALL: &[&str] = &[
     SESSIONS_REVOKED_TOTAL,
     QUEUE_MESSAGES,
     QUARANTINES_TOTAL,
+    STAGED_REVOCATIONS_TOTAL,
     FINDINGS_UPDATED_TOTAL,
     ACTIVITY_REPORTS_TOTAL,
     ACTIVITY_EVENTS_READ_TOTAL,
@@ -176,6 +178,10 @@ fn describe() {
         "Users the quarantine policy was attached to (result ok) or could not be (error)"
     );
     describe_counter!(
+        STAGED_REVOCATIONS_TOTAL,
+        "Staged revocations, key by key: a delete scheduled, a schedule that could not be created (schedule_failed), a scheduled delete that found its key Active again (cancelled), a key a person restored left alone by a late staging job (restored)"
+    );
+    describe_counter!(
         RESULTS_PUBLISH_FAILURES_TOTAL,
         "Outcome events a sink (results queue, SNS topic, EventBridge bus) could not publish"
     );
@@ -238,6 +244,9 @@ fn describe() {
     for result in ["ok", "error"] {
         counter!(QUARANTINES_TOTAL, "result" => result).increment(0);
     }
+    for event in STAGED_EVENTS {
+        counter!(STAGED_REVOCATIONS_TOTAL, "event" => event).increment(0);
+    }
     for result in ["ok", "unprocessed", "error"] {
         counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(0);
     }
@@ -287,8 +296,8 @@ pub fn job_finished(
     }
 }
 
-/// A queue's depth, read from SQS: `queue` is `jobs`, `dead_letter`, `priority` or
-/// `priority_dead_letter`.
+/// A queue's depth, read from SQS: `queue` is `jobs`, `dead_letter`, `priority`,
+/// `priority_dead_letter` or `schedule_dead_letter`.
 pub fn queue_depth(queue: &'static str, depth: Depth) {
     for (state, count) in [
         ("visible", depth.visible),
@@ -393,6 +402,14 @@ pub fn finding_updated(result: &'static str) {
 pub fn quarantine(ok: bool) {
     let result = if ok { "ok" } else { "error" };
     counter!(QUARANTINES_TOTAL, "result" => result).increment(1);
+}
+
+/// What became of a staged key (README, "Staged revocation"): the `event` label.
+pub const STAGED_EVENTS: [&str; 4] = ["scheduled", "schedule_failed", "cancelled", "restored"];
+
+/// A staged key's `event` (one of [`STAGED_EVENTS`]), `keys` times.
+pub fn staged(event: &'static str, keys: usize) {
+    counter!(STAGED_REVOCATIONS_TOTAL, "event" => event).increment(keys as u64);
 }
 
 /// The sinks of outcome events (README, "Notifications"): the `sink` label.

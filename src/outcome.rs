@@ -205,6 +205,21 @@ pub struct JobFacts {
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
     pub keys: Vec<KeyResult>,
+    /// The deletes a staged revocation scheduled (README, "Staged revocation").
+    pub scheduled_deletes: Vec<ScheduledDelete>,
+}
+
+/// A delete a staged revocation scheduled: which key, when, and the schedule that sends
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScheduledDelete {
+    pub access_key_id: String,
+    pub user_name: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The schedule's name and group in EventBridge Scheduler.
+    pub schedule: String,
+    pub group: String,
 }
 
 impl JobFacts {
@@ -264,6 +279,7 @@ impl JobReport {
             finding_update = facts.finding_update.as_deref().unwrap_or(""),
             last_used = %json_or_empty(&facts.last_used),
             keys = %json_or_empty(&facts.keys),
+            scheduled_deletes = %json_or_empty(&facts.scheduled_deletes),
             attempts = self.attempts,
             retries = self.retries,
             duration_ms = self.duration.as_millis() as u64,

@@ -250,6 +250,8 @@ fn delete_job() -> Job {
         quarantine_user: false,
         report_activity: false,
         require_inactive: false,
+        delete_after: None,
+        spared: Vec::new(),
         origin: None,
         owners: Vec::new(),
         continuation: None,

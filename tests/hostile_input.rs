@@ -87,11 +87,47 @@ fn oracle(object: &Map<String, Value>) -> bool {
         Some(Value::String(status)) if status == "Inactive" && key.is_some() && user.is_some() => {}
         Some(_) => return false,
     }
+    match object.get("delete_after") {
+        None => {}
+        Some(Value::String(when))
+            if is_delete_after(when)
+                && text("action") == Some(Some("deactivate"))
+                && !object.contains_key("require_status") => {}
+        Some(_) => return false,
+    }
     match (all_keys, key, user) {
         (true, Some(_), _) => false,
         (true, None, user) => user.is_some(),
         (false, key, _) => key.is_some(),
     }
+}
+
+/// The contract's `delete_after`: a whole number of minutes, hours or days (not zero, at
+/// most ten years), or an RFC 3339 time (the generator's own, plus what it mangles).
+fn is_delete_after(when: &str) -> bool {
+    const TIMES: [&str; 3] = [
+        "2099-01-01T00:00:00Z",
+        "2099-01-01T00:00:00+01:00",
+        "2099-06-30t23:59:59.5z",
+    ];
+    if TIMES.contains(&when) {
+        return true;
+    }
+    let Some(unit) = when.chars().last() else {
+        return false;
+    };
+    let digits = &when[..when.len() - unit.len_utf8()];
+    let per = match unit {
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return false,
+    };
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0 && n.checked_mul(per).is_some_and(|s| s <= 3650 * 86_400))
 }
 
 /// The job a valid object describes, as the oracle reads it.
@@ -108,6 +144,7 @@ fn satisfies(job: &Job, object: &Map<String, Value>) -> bool {
         && job.quarantine_user == (object.get("quarantine_user") == Some(&Value::Bool(true)))
         && job.report_activity == (object.get("report_activity") == Some(&Value::Bool(true)))
         && job.require_inactive == object.contains_key("require_status")
+        && job.delete_after.as_deref().map(|d| d.text()) == s("delete_after")
 }
 
 /// A value that is often valid for `field`, often subtly not.
@@ -132,6 +169,23 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         "require_status" => prop_oneof![Just("Inactive"), Just("Active"), Just("inactive")]
             .prop_map(Value::from)
             .boxed(),
+        "delete_after" => prop_oneof![
+            Just("30d"),
+            Just("12h"),
+            Just("90m"),
+            Just("3650d"),
+            Just("3651d"),
+            Just("0d"),
+            Just("1w"),
+            Just("30D"),
+            Just("2099-01-01T00:00:00Z"),
+            Just("2099-01-01T00:00:00+01:00"),
+            Just("2099-06-30t23:59:59.5z"),
+            Just("2099-01-01"),
+            Just("soon"),
+        ]
+        .prop_map(Value::from)
+        .boxed(),
         "reason" => text(".{0,1030}"),
         "requested_by" => text(".{0,260}"),
         _ => text(".{0,130}"),

@@ -187,6 +187,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "InternalServerError",
+    "InternalServerException",
     "RequestTimeout",
     "RequestTimeoutException",
     "PriorRequestNotComplete",
@@ -213,6 +214,7 @@ const NOT_FOUND_CODES: &[&str] = &[
     "NoSuchEntityException",
     "NonExistentQueue",
     "QueueDoesNotExist",
+    "ResourceNotFoundException",
 ];
 
 /// Error codes the worker acts on or reports besides the lists above.
@@ -223,6 +225,9 @@ const OTHER_KNOWN_CODES: &[&str] = &[
     "InconsistentOwner",
     "InvalidParameterValue",
     "ValidationError",
+    "ValidationException",
+    "ConflictException",
+    "ServiceQuotaExceededException",
     "MalformedPolicyDocument",
     "EntityTemporarilyUnmodifiable",
 ];

@@ -257,6 +257,25 @@ impl Iam {
         }
     }
 
+    /// `UpdateAccessKey` to `Active`.
+    pub(super) async fn set_active(
+        &self,
+        user: &str,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        self.request("UpdateAccessKey", retries, || {
+            self.client
+                .update_access_key()
+                .user_name(user)
+                .access_key_id(key)
+                .status(StatusType::Active)
+                .send()
+        })
+        .await
+        .map(drop)
+    }
+
     /// Who IAM says owns `key`, and the key's last use when IAM told it.
     pub(super) async fn owner(
         &self,
@@ -430,6 +449,8 @@ mod tests {
             quarantine_user: false,
             report_activity: false,
             require_inactive: false,
+            delete_after: None,
+            spared: Vec::new(),
             origin: None,
             owners: Vec::new(),
             continuation: None,

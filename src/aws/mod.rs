@@ -15,6 +15,7 @@ pub mod quarantine;
 pub mod ratelimit;
 pub mod retry;
 pub mod revoke;
+pub mod schedule;
 pub mod sessions;
 pub mod sqs;
 pub mod turns;

@@ -148,13 +148,57 @@ impl Iam {
                 self.revoke_unnamed(job, std::slice::from_ref(access_key_id), retries)
                     .await
             }
-            Target::AllKeys { user_name } => self.revoke_all(user_name, job.action, retries).await,
+            Target::AllKeys { user_name } => {
+                self.revoke_all(user_name, job.action, &job.spared, retries)
+                    .await
+            }
             Target::Keys(keys) => self.revoke_unnamed(job, keys, retries).await,
         };
         match result {
             Ok(result) => result,
             Err(e) => self.failed(job, e),
         }
+    }
+
+    /// Whether `key` is `user`'s and `Active`: `None` when IAM does not list it for them.
+    pub async fn key_active(
+        &self,
+        user: &str,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<bool>, AwsError> {
+        let listed = self.list_keys(user, retries).await?;
+        Ok(listed
+            .unwrap_or_default()
+            .iter()
+            .find(|k| k.id == key)
+            .map(|k| k.active))
+    }
+
+    /// Sets `key` of `user` back to `Active` (the operator's `restore`; no job message
+    /// can do this).
+    pub async fn reactivate(
+        &self,
+        user: &str,
+        key: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        self.set_active(user, key, retries).await
+    }
+
+    /// The ids of `user`'s keys; none when the user does not exist.
+    pub async fn key_ids(
+        &self,
+        user: &str,
+        retries: &RetryCounter,
+    ) -> Result<Vec<String>, AwsError> {
+        Ok(self
+            .list_keys(user, retries)
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.id)
+            .collect())
     }
 
     /// A job that requires its key `Inactive` (the scheduled delete of a staged
@@ -482,10 +526,13 @@ impl Iam {
         }
     }
 
+    /// Every key of `user` but the `spared` ones (keys a person restored since a staged
+    /// job was sent).
     async fn revoke_all(
         &self,
         user: &str,
         action: Action,
+        spared: &[String],
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
         let listed = self.list_keys(user, retries).await?;
@@ -506,6 +553,9 @@ impl Iam {
         let mut present = Vec::new();
         let mut changed = 0;
         for key in keys {
+            if spared.contains(&key.id) {
+                continue;
+            }
             if action == Action::Deactivate && !key.active {
                 present.push(key.id);
                 continue;

@@ -167,6 +167,29 @@ impl Iam {
         Ok(Sessions::Revoked(fmt(before)))
     }
 
+    /// Lifts `user`'s session cut-offs (README, "Staged revocation": `restore
+    /// --lift-session-cutoff`): deletes each inline policy of this worker's on the user;
+    /// returns their names. Other inline policies are left alone.
+    pub async fn lift_session_cutoffs(
+        &self,
+        user: &str,
+        retries: &RetryCounter,
+    ) -> Result<Vec<String>, AwsError> {
+        let _turn = self.session_turns.take(user).await;
+        let names = self
+            .user_policy_names(user, retries)
+            .await?
+            .unwrap_or_default();
+        let ours: Vec<String> = names
+            .into_iter()
+            .filter(|name| name_time(name).is_some())
+            .collect();
+        for name in &ours {
+            self.delete_user_policy(user, name, retries).await?;
+        }
+        Ok(ours)
+    }
+
     /// The names of `user`'s inline policies; `None` when there is no such user.
     async fn user_policy_names(
         &self,

@@ -143,6 +143,38 @@ impl Sqs {
         })
     }
 
+    /// The ARN of `queue_url` (`QueueArn`): what EventBridge Scheduler targets.
+    pub async fn queue_arn(&self, queue_url: &str) -> Result<String, AwsError> {
+        let retries = RetryCounter::default();
+        let attrs = call(
+            &self.policy,
+            &retries,
+            "sqs",
+            "GetQueueAttributes",
+            || async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
+            },
+        )
+        .await?;
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| AwsError {
+                operation: "GetQueueAttributes",
+                class: crate::aws::classify::ErrorClass::Permanent,
+                code: None,
+                message: format!("no QueueArn in the answer for {queue_url}"),
+                unanswered: false,
+            })
+    }
+
     /// How many messages `queue_url` holds: visible, in flight (received, not deleted)
     /// and delayed. One `GetQueueAttributes` call, not retried: a depth is read again soon.
     pub async fn depth(&self, queue_url: &str) -> Result<Depth, AwsError> {

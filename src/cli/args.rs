@@ -65,6 +65,30 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormatArg,
     },
+    /// Set a staged key back to Active (a person's undo, with your own credentials): its
+    /// schedule is kept, disabled, as the record of the restore.
+    Restore {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// The key to set Active again.
+        #[arg(long)]
+        access_key_id: String,
+        /// Its user (IAM confirms the key is theirs).
+        #[arg(long)]
+        user_name: String,
+        /// The account the key is in, when it is not the one of your credentials (the
+        /// configured cross_account.role_name is assumed there).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Also lift the session cut-off the revocation put on the user (the inline
+        /// policy iam-key-revoker-session-cutoff).
+        #[arg(long)]
+        lift_session_cutoff: bool,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Print protect.users as an IAM policy denying the worker's writes on those users
     /// (for the worker's role and the member accounts' role). Calls no AWS API.
     ProtectPolicy {
@@ -82,7 +106,7 @@ pub enum Command {
 pub struct InputArgs {
     /// A batch file (JSON Lines, or CSV with a header row of contract fields); `-` reads
     /// standard input.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions", "quarantine_user", "report_activity"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request_id", "access_key_id", "user_name", "all_keys", "action", "account_id", "reason", "requested_by", "batch_id", "revoke_sessions", "quarantine_user", "report_activity", "delete_after"])]
     file: Option<PathBuf>,
     /// The file's format (default: from its extension; .csv is CSV).
     #[arg(long, value_enum, requires = "file")]
@@ -123,6 +147,11 @@ pub struct InputArgs {
     /// Also report what the key did, from CloudTrail.
     #[arg(long)]
     report_activity: bool,
+    /// Staged revocation (with --action deactivate): deactivate now, delete after this
+    /// long ("30d", "12h", "90m") or at this RFC 3339 time, unless a person restores the
+    /// key first.
+    #[arg(long, value_name = "WHEN")]
+    delete_after: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -190,6 +219,7 @@ impl InputArgs {
             ("reason", self.reason),
             ("requested_by", self.requested_by),
             ("batch_id", self.batch_id),
+            ("delete_after", self.delete_after),
         ];
         for (name, value) in text_fields {
             if let Some(value) = value {

@@ -72,7 +72,13 @@ pub fn validate_object(
     if !object.contains_key("request_id") {
         object.insert("request_id".to_owned(), new_request_id().into());
     }
-    job::parse(&serde_json::Value::Object(object).to_string())
+    let job = job::parse(&serde_json::Value::Object(object).to_string())?;
+    // A staged job's time must be ahead: caught here, before anything is sent.
+    if let Some(after) = &job.delete_after {
+        let now = i64::try_from(crate::metrics::now_ms() / 1000).unwrap_or(0);
+        after.check_future(now)?;
+    }
+    Ok(job)
 }
 
 type Parsed = (

@@ -1,4 +1,4 @@
-//! The `enqueue` and `plan` commands end to end: read and validate the input, talk to
+//! The `enqueue`, `plan` and `restore` commands end to end: read and validate the input, talk to
 //! AWS, print the result. Each returns the process exit code (README, "Running it"):
 //! 0 success, 2 usage or validation error, 1 any other failure.
 
@@ -191,6 +191,26 @@ pub async fn plan(config: &Settings, clients: Clients, input: Input, output: Pla
         1
     } else {
         0
+    }
+}
+
+/// `restore`: prints the audit record (one JSON object), or says why not.
+pub async fn restore(
+    config: &Settings,
+    clients: &Clients,
+    request: crate::cli::restore::Request,
+) -> u8 {
+    match crate::cli::restore::restore(config, clients, request).await {
+        Ok(record) => {
+            let text = serde_json::to_string(&record).unwrap_or_default();
+            let _ = write_stdout(&format!("{text}\n"));
+            eprintln!("{}", record.detail);
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
     }
 }
 

@@ -259,6 +259,8 @@ mod tests {
             quarantine_user: false,
             report_activity: false,
             require_inactive: false,
+            delete_after: None,
+            spared: Vec::new(),
             origin: None,
             owners: Vec::new(),
             continuation: None,

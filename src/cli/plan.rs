@@ -4,7 +4,9 @@
 //! could not be read), using only read calls: nothing changes in IAM or on the queue. A
 //! failure of the endpoint's or the credentials' stops the whole plan (CONTRACT §6).
 //! A job with `revoke_sessions` that would revoke (or find its key gone) also says
-//! `would_revoke_sessions`; with `quarantine_user`, `would_quarantine`.
+//! `would_revoke_sessions`; with `quarantine_user`, `would_quarantine`; a staged job
+//! (`delete_after`) that would deactivate says when its delete would be scheduled for,
+//! `would_schedule_delete_at`.
 
 use std::sync::Arc;
 
@@ -70,6 +72,10 @@ pub struct PlanRow {
     pub would_revoke_sessions: bool,
     /// The worker would also attach the quarantine policy to the user.
     pub would_quarantine: bool,
+    /// A staged job: when the delete of each key it deactivates would be scheduled for,
+    /// were the job worked now (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_schedule_delete_at: Option<String>,
     pub detail: Option<String>,
 }
 
@@ -117,6 +123,7 @@ async fn predict(
         access_key_ids: Vec::new(),
         would_revoke_sessions: false,
         would_quarantine: false,
+        would_schedule_delete_at: None,
         detail: None,
     };
     let job = match &line.job {
@@ -160,6 +167,12 @@ async fn predict(
             );
             row.would_revoke_sessions = job.revoke_sessions && acts;
             row.would_quarantine = job.quarantine_user && acts;
+            if let (Predicted::Would(Action::Deactivate), Some(after)) =
+                (row.prediction, &job.delete_after)
+            {
+                let now = i64::try_from(crate::metrics::now_ms() / 1000).unwrap_or(0);
+                row.would_schedule_delete_at = Some(crate::staging::rfc3339(after.due(now)));
+            }
         }
         Err(e) if e.is_the_endpoints() => return Err(e),
         Err(e) => {
@@ -187,7 +200,12 @@ pub fn table(rows: &[PlanRow]) -> String {
                 ]
                 .iter()
                 .filter(|(would, _)| *would)
-                .map(|(_, what)| *what)
+                .map(|(_, what)| (*what).to_owned())
+                .chain(
+                    r.would_schedule_delete_at
+                        .iter()
+                        .map(|at| format!("would_schedule_delete_at={at}")),
+                )
                 .collect::<Vec<_>>()
                 .join(","),
                 r.detail.clone().unwrap_or_default(),
@@ -254,6 +272,7 @@ mod tests {
                 access_key_ids: vec!["AKIA1".into()],
                 would_revoke_sessions: true,
                 would_quarantine: true,
+                would_schedule_delete_at: Some("2026-12-30T12:00:00Z".into()),
                 detail: None,
             },
             PlanRow {
@@ -264,6 +283,7 @@ mod tests {
                 access_key_ids: vec![],
                 would_revoke_sessions: false,
                 would_quarantine: false,
+                would_schedule_delete_at: None,
                 detail: Some("not JSON".into()),
             },
         ];
@@ -273,7 +293,9 @@ mod tests {
         let column = lines[0].find("PREDICTION").unwrap();
         assert_eq!(lines[1].find("would_delete"), Some(column));
         assert_eq!(lines[2].find("invalid"), Some(column));
-        assert!(lines[1].contains("would_revoke_sessions,would_quarantine"));
+        assert!(lines[1].contains(
+            "would_revoke_sessions,would_quarantine,would_schedule_delete_at=2026-12-30T12:00:00Z"
+        ));
         assert!(!lines[2].contains("would_revoke_sessions"));
         assert_eq!(summary(&rows), "would_delete: 1, invalid: 1");
     }

@@ -19,6 +19,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Run { config }
         | Command::Enqueue { config, .. }
         | Command::Plan { config, .. }
+        | Command::Restore { config, .. }
         | Command::ProtectPolicy { config, .. } => config.clone(),
     };
     let queue_url = match &cli.command {
@@ -65,6 +66,14 @@ pub fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Run { .. } => telemetry::init(&config.log, false),
         Command::ProtectPolicy { .. } => {}
+        // The audit record goes to standard output; log lines for people on standard error.
+        Command::Restore { .. } => telemetry::init(
+            &LogSection {
+                format: LogFormat::Pretty,
+                level: config.log.level.clone(),
+            },
+            true,
+        ),
         Command::Enqueue { log_format, .. } | Command::Plan { log_format, .. } => {
             let log = LogSection {
                 format: match log_format {
@@ -113,6 +122,23 @@ pub fn run(cli: Cli) -> u8 {
                 .await
             }
             Command::ProtectPolicy { .. } => 0,
+            Command::Restore {
+                access_key_id,
+                user_name,
+                account_id,
+                lift_session_cutoff,
+                reason,
+                ..
+            } => {
+                let request = crate::cli::restore::Request {
+                    access_key_id,
+                    user_name,
+                    account_id,
+                    lift_session_cutoff,
+                    reason,
+                };
+                commands::restore(&config, &clients, request).await
+            }
             Command::Plan {
                 file,
                 format,

@@ -79,6 +79,9 @@ impl JobFacts {
         if learnt.sessions.quarantine.is_some() {
             self.quarantine = learnt.sessions.quarantine;
         }
+        if !learnt.sessions.scheduled_deletes.is_empty() {
+            self.scheduled_deletes = learnt.sessions.scheduled_deletes;
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod results;
 mod sessions;
 mod settle;
 mod slots;
+mod staging;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -59,6 +60,8 @@ pub enum StartupError {
     Queue(#[from] QueueSetupError),
     #[error("the priority queue: {0}")]
     PriorityQueue(#[source] QueueSetupError),
+    #[error("staged revocation (schedule.*): cannot read a queue's ARN: {0}")]
+    Staging(#[source] crate::aws::classify::AwsError),
     #[error("cannot listen on metrics.listen = {0}: {1}")]
     Listen(String, #[source] std::io::Error),
 }
@@ -73,6 +76,52 @@ impl StartupError {
             _ => 1,
         }
     }
+}
+
+/// Where the staged deletes of each job queue go: that queue, sent by Scheduler with
+/// `role_arn`, and what it cannot send to `schedule.dead_letter_queue_url` (or the
+/// queue's own dead-letter queue).
+async fn staging_of(
+    sqs: &Sqs,
+    clients: &Clients,
+    settings: &Settings,
+    role_arn: &str,
+    main: &Queues,
+    priority: Option<&Queues>,
+) -> Result<staging::Staging, crate::aws::classify::AwsError> {
+    let configured_dlq = match &settings.schedule.dead_letter_queue_url {
+        Some(url) => Some(sqs.queue_arn(url).await?),
+        None => None,
+    };
+    let destination = |queues: Queues| {
+        let configured_dlq = configured_dlq.clone();
+        async move {
+            let dead_letter_arn = match configured_dlq {
+                Some(arn) => arn,
+                None => sqs.queue_arn(&queues.dead_letter_queue_url).await?,
+            };
+            Ok::<_, crate::aws::classify::AwsError>(crate::aws::schedule::Destination {
+                queue_arn: sqs.queue_arn(&queues.queue_url).await?,
+                role_arn: role_arn.to_owned(),
+                dead_letter_arn,
+                fifo: queues.queue_url.ends_with(".fifo"),
+            })
+        }
+    };
+    let main = destination(main.clone()).await?;
+    let priority = match priority {
+        Some(queues) => Some(destination(queues.clone()).await?),
+        None => None,
+    };
+    Ok(staging::Staging {
+        schedules: crate::aws::schedule::Schedules::new(
+            &clients.sdk,
+            settings.backoff,
+            &settings.schedule.group_name,
+        ),
+        main,
+        priority,
+    })
 }
 
 /// A job's place in its FIFO message group: it starts once the previous job of the group
@@ -129,6 +178,8 @@ pub struct Worker {
     rate: Arc<AdaptiveRate>,
     /// CloudTrail's lookup rate, per account and Region (activity reports).
     lookup_rates: LookupRates,
+    /// Staged revocation, when `schedule.role_arn` is set.
+    staging: Option<staging::Staging>,
 }
 
 impl Worker {
@@ -216,6 +267,21 @@ impl Worker {
             sinks.push(Sink::Bus(Bus::new(&clients.sdk, policy, bus.clone())));
         }
         let results = Results::spawn(sinks, policy);
+        let staging = match &config.schedule.role_arn {
+            Some(role_arn) => Some(
+                staging_of(
+                    &sqs,
+                    &clients,
+                    &settings,
+                    role_arn,
+                    &main.queues,
+                    priority.as_ref().map(|p| &p.queues),
+                )
+                .await
+                .map_err(StartupError::Staging)?,
+            ),
+            None => None,
+        };
         Ok(Self {
             working,
             main_slots,
@@ -233,6 +299,7 @@ impl Worker {
             protection,
             intake: settings.intake.clone(),
             lookup_rates: LookupRates::default(),
+            staging,
         })
     }
 
@@ -442,6 +509,10 @@ impl Worker {
                 "priority_dead_letter",
                 priority.queues.dead_letter_queue_url.clone(),
             ));
+        }
+        if let Some(url) = &self.config.schedule.dead_letter_queue_url {
+            // Staged deletes EventBridge Scheduler could not send.
+            queues.push(("schedule_dead_letter", url.clone()));
         }
         let mut tick = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

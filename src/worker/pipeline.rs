@@ -372,7 +372,19 @@ impl Worker {
             }
             Err(AccountError::Aws(e)) => return Revocation::decided(self.aws_failure(e, 0)),
         };
-        let result = if job.names_keys_alone() {
+        let staged;
+        let job = if job.delete_after.is_some() {
+            match self.before_staging(job, &iam, delivery, retries).await {
+                Ok(narrowed) => {
+                    staged = narrowed;
+                    &staged
+                }
+                Err(decision) => return Revocation::decided(decision),
+            }
+        } else {
+            job
+        };
+        let mut result = if job.names_keys_alone() {
             let placement = match iam.place(job, retries).await {
                 Ok(placement) => placement,
                 Err(ended) => {
@@ -398,8 +410,10 @@ impl Worker {
         } else {
             iam.revoke(job, retries).await
         };
+        let scheduled_deletes = self.stage(job, &mut result, delivery.lane, retries).await;
         let carry_on = carry_on(job, &result);
-        let (decision, sessions) = self.decide(job, &iam, &result, retries).await;
+        let (decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
+        sessions.scheduled_deletes = scheduled_deletes;
         Revocation {
             decision,
             carry_on,
@@ -434,6 +448,7 @@ impl Worker {
             }
             Effect::Cancelled(detail) => {
                 self.health.credentials_proven();
+                metrics::staged("cancelled", 1);
                 Decision::new(Outcome::Cancelled, detail.clone())
             }
             Effect::Rejected(reason, detail) => {

@@ -20,6 +20,7 @@ use crate::aws::notify::{self, Bus, Message, Refused, Topic};
 use crate::aws::retry::{BackoffPolicy, RetryCounter};
 use crate::aws::sqs::{Outgoing, Sqs, SQS_BATCH_MAX};
 use crate::outcome::JobReport;
+use crate::outcome::ScheduledDelete;
 use crate::worker::fit::fit;
 
 /// The EventBridge detail type of an outcome event.
@@ -82,6 +83,9 @@ pub struct OutcomeEvent {
     pub last_used: Vec<LastUsed>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyResult>,
+    /// The deletes a staged revocation scheduled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scheduled_deletes: Vec<ScheduledDelete>,
     pub attempts: u32,
     pub retries: u32,
     /// When the job was enqueued (`SentTimestamp`), Unix milliseconds.
@@ -123,6 +127,7 @@ impl OutcomeEvent {
             finding_update: report.facts.finding_update.clone(),
             last_used: report.facts.last_used.clone(),
             keys: report.facts.keys.clone(),
+            scheduled_deletes: report.facts.scheduled_deletes.clone(),
             attempts: report.attempts,
             retries: report.retries,
             enqueued_at_ms,

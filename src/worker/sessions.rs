@@ -19,6 +19,8 @@ pub(super) struct SessionFacts {
     pub covered: Option<String>,
     /// What became of the quarantine policy, user by user.
     pub quarantine: Option<String>,
+    /// The deletes a staged revocation scheduled.
+    pub scheduled_deletes: Vec<crate::outcome::ScheduledDelete>,
 }
 
 impl Worker {

@@ -1,0 +1,337 @@
+//! EventBridge Scheduler, for staged revocation (README, "Staged revocation"): one
+//! one-time schedule per key, in `schedule.group_name`, whose target is the job queue and
+//! whose input is the delete job.
+//!
+//! What is relied on, from EventBridge Scheduler's API Reference and User Guide:
+//! - `CreateSchedule` answers `ConflictException` when a schedule of that name exists in
+//!   the group; `GetSchedule` answers `ResourceNotFoundException` when none does.
+//! - `UpdateSchedule` replaces the whole schedule: "we recommend that you call GetSchedule
+//!   … to get the current parameters"; an optional field left out takes its default. So
+//!   an update always sends the expression, the time window, the target and the action
+//!   after completion again.
+//! - `ActionAfterCompletion: DELETE`: a one-time schedule is deleted once it has invoked
+//!   its target ("Deleting a schedule": deletion after schedule completion).
+//! - A target's `RetryPolicy` and `DeadLetterConfig` (an SQS queue ARN): an invocation that
+//!   still fails goes there ("Configuring a dead-letter queue for EventBridge Scheduler").
+//! - A FIFO queue target takes `SqsParameters.MessageGroupId`, and the queue must have
+//!   content-based deduplication (API Reference, `SqsParameters`).
+//! - A disabled schedule never invokes its target (`State: DISABLED`).
+
+use aws_config::SdkConfig;
+use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode,
+    RetryPolicy, ScheduleState, SqsParameters, Target,
+};
+
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+use crate::metrics::RequestCounter;
+use crate::staging::{at_expression, parse_at_expression};
+
+/// How long Scheduler keeps trying to send a delete, and how often (its own retries;
+/// then the dead-letter queue): a day, 185 tries, Scheduler's defaults.
+const MAX_EVENT_AGE_SECONDS: i32 = 86_400;
+const MAX_RETRY_ATTEMPTS: i32 = 185;
+
+/// Where the scheduled delete goes and with what.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The job queue the staging job came from.
+    pub queue_arn: String,
+    /// The role Scheduler assumes to send to it.
+    pub role_arn: String,
+    /// Where Scheduler puts a delete it could not send.
+    pub dead_letter_arn: String,
+    /// A FIFO job queue's message group.
+    pub fifo: bool,
+}
+
+/// A schedule as `GetSchedule` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub enabled: bool,
+    /// When it is due, Unix seconds (a one-time schedule's `at()`).
+    pub due: Option<i64>,
+    /// The delete job it sends.
+    pub input: Option<String>,
+    pub description: Option<String>,
+    /// When it was last created or updated, Unix milliseconds.
+    pub modified_ms: Option<u64>,
+    /// Its target's queue.
+    pub queue_arn: String,
+}
+
+impl Found {
+    /// The request id of the job the schedule sends.
+    pub fn request_id(&self) -> Option<String> {
+        let input: serde_json::Value = serde_json::from_str(self.input.as_deref()?).ok()?;
+        Some(input.get("request_id")?.as_str()?.to_owned())
+    }
+}
+
+/// What [`Schedules::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// A new schedule.
+    Created,
+    /// The schedule of another staging job of the key (or a restore's record) now sends
+    /// this one's delete.
+    Replaced,
+    /// This job's delete was scheduled already (a redelivery): left as it is.
+    Kept,
+}
+
+/// The staged deletes' schedules, in one group.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    client: aws_sdk_scheduler::Client,
+    policy: BackoffPolicy,
+    group: String,
+}
+
+impl Schedules {
+    /// Scheduler with `sdk`'s credentials, in its Region, for `group`.
+    pub fn new(sdk: &SdkConfig, policy: BackoffPolicy, group: &str) -> Self {
+        let client = aws_sdk_scheduler::Client::from_conf(
+            aws_sdk_scheduler::config::Builder::from(sdk)
+                .interceptor(RequestCounter)
+                .build(),
+        );
+        Self::with_client(client, policy, group)
+    }
+
+    pub fn with_client(
+        client: aws_sdk_scheduler::Client,
+        policy: BackoffPolicy,
+        group: &str,
+    ) -> Self {
+        Self {
+            client,
+            policy,
+            group: group.to_owned(),
+        }
+    }
+
+    /// The group the schedules are in.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The schedule `name`, if there is one.
+    pub async fn get(&self, name: &str, retries: &RetryCounter) -> Result<Option<Found>, AwsError> {
+        Ok(self.read(name, retries).await?.map(|out| found(&out)))
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<GetScheduleOutput>, AwsError> {
+        let out = call(
+            &self.policy,
+            retries,
+            "scheduler",
+            "GetSchedule",
+            || async {
+                self.client
+                    .get_schedule()
+                    .group_name(&self.group)
+                    .name(name)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetSchedule", e))
+            },
+        )
+        .await;
+        match out {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Schedules `input` (the delete job of `request_id`) for `due` under `name`: a new
+    /// schedule, or the existing one of the key replaced, unless it already sends this
+    /// very job (a redelivery keeps the time it set).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put(
+        &self,
+        name: &str,
+        due: i64,
+        destination: &Destination,
+        request_id: &str,
+        input: &str,
+        description: &str,
+        retries: &RetryCounter,
+    ) -> Result<Put, AwsError> {
+        let target = target(destination, input);
+        let created = call(
+            &self.policy,
+            retries,
+            "scheduler",
+            "CreateSchedule",
+            || async {
+                self.client
+                    .create_schedule()
+                    .group_name(&self.group)
+                    .name(name)
+                    .schedule_expression(at_expression(due))
+                    .schedule_expression_timezone("UTC")
+                    .flexible_time_window(off())
+                    .target(target.clone())
+                    .action_after_completion(ActionAfterCompletion::Delete)
+                    .state(ScheduleState::Enabled)
+                    .description(description)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("CreateSchedule", e))
+            },
+        )
+        .await;
+        match created {
+            Ok(_) => return Ok(Put::Created),
+            Err(e) if e.code.as_deref() == Some("ConflictException") => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(found) = self.get(name, retries).await? {
+            if found.enabled && found.request_id().as_deref() == Some(request_id) {
+                return Ok(Put::Kept);
+            }
+        }
+        self.update(
+            name,
+            due,
+            target,
+            ScheduleState::Enabled,
+            description,
+            retries,
+        )
+        .await?;
+        Ok(Put::Replaced)
+    }
+
+    /// Keeps the schedule `name`, disabled, as the record of a restore: same time, target
+    /// and input, `description` saying who restored the key and when. `Ok(None)`: there
+    /// is no such schedule.
+    pub async fn disable(
+        &self,
+        name: &str,
+        description: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<Found>, AwsError> {
+        let Some(out) = self.read(name, retries).await? else {
+            return Ok(None);
+        };
+        let found = found(&out);
+        let (Some(due), Some(target)) = (found.due, out.target().cloned()) else {
+            return Err(AwsError {
+                operation: "GetSchedule",
+                class: ErrorClass::Permanent,
+                code: None,
+                message: format!(
+                    "schedule {name} in group {} is not a staged delete (no at() time or no target); left as it is",
+                    self.group
+                ),
+                unanswered: false,
+            });
+        };
+        self.update(
+            name,
+            due,
+            target,
+            ScheduleState::Disabled,
+            description,
+            retries,
+        )
+        .await?;
+        Ok(Some(found))
+    }
+
+    async fn update(
+        &self,
+        name: &str,
+        due: i64,
+        target: Target,
+        state: ScheduleState,
+        description: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        call(
+            &self.policy,
+            retries,
+            "scheduler",
+            "UpdateSchedule",
+            || async {
+                self.client
+                    .update_schedule()
+                    .group_name(&self.group)
+                    .name(name)
+                    .schedule_expression(at_expression(due))
+                    .schedule_expression_timezone("UTC")
+                    .flexible_time_window(off())
+                    .target(target.clone())
+                    .action_after_completion(ActionAfterCompletion::Delete)
+                    .state(state.clone())
+                    .description(description)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("UpdateSchedule", e))
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// A schedule as read.
+fn found(out: &GetScheduleOutput) -> Found {
+    Found {
+        enabled: out.state() != Some(&ScheduleState::Disabled),
+        due: out.schedule_expression().and_then(parse_at_expression),
+        input: out.target().and_then(|t| t.input()).map(str::to_owned),
+        description: out.description().map(str::to_owned),
+        modified_ms: out
+            .last_modification_date()
+            .and_then(|d| d.to_millis().ok())
+            .and_then(|ms| u64::try_from(ms).ok()),
+        queue_arn: out.target().map(|t| t.arn().to_owned()).unwrap_or_default(),
+    }
+}
+
+/// No flexible window: the delete is sent at its time.
+fn off() -> FlexibleTimeWindow {
+    FlexibleTimeWindow::builder()
+        .mode(FlexibleTimeWindowMode::Off)
+        .build()
+        .expect("mode is set")
+}
+
+/// The schedule's target: the job queue, the delete job as the message body.
+fn target(destination: &Destination, input: &str) -> Target {
+    let mut target = Target::builder()
+        .arn(&destination.queue_arn)
+        .role_arn(&destination.role_arn)
+        .input(input)
+        .retry_policy(
+            RetryPolicy::builder()
+                .maximum_event_age_in_seconds(MAX_EVENT_AGE_SECONDS)
+                .maximum_retry_attempts(MAX_RETRY_ATTEMPTS)
+                .build(),
+        )
+        .dead_letter_config(
+            DeadLetterConfig::builder()
+                .arn(&destination.dead_letter_arn)
+                .build(),
+        );
+    if destination.fifo {
+        // One group for every staged delete: they are independent, and the queue's
+        // content-based deduplication keeps a resent one from running twice.
+        target = target.sqs_parameters(
+            SqsParameters::builder()
+                .message_group_id("iam-key-revoker-staged-deletes")
+                .build(),
+        );
+    }
+    target.build().expect("arn and role are set")
+}

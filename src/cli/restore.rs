@@ -1,0 +1,209 @@
+//! `restore` (README, "Staged revocation"): a person's undo of a staged revocation, with
+//! their own credentials. It keeps the key's schedule, disabled, as the record of the
+//! restore (a late delivery of the staging job then leaves the key alone, and the delete
+//! is never sent), sets the key back to `Active`, lifts the session cut-off when asked,
+//! and prints one audit record. No job message can do this: anyone who can send to the
+//! queue could otherwise undo a revocation.
+
+use serde::Serialize;
+
+use crate::aws::accounts::{AccountError, Accounts};
+use crate::aws::classify::AwsError;
+use crate::aws::clients::Clients;
+use crate::aws::retry::RetryCounter;
+use crate::aws::schedule::Schedules;
+use crate::config::Settings;
+use crate::job::{check_access_key_id, check_user_name, is_account_id};
+use crate::staging::{rfc3339, schedule_name};
+
+/// What `restore` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub access_key_id: String,
+    pub user_name: String,
+    pub account_id: Option<String>,
+    pub lift_session_cutoff: bool,
+    pub reason: Option<String>,
+}
+
+/// The audit record `restore` prints (one JSON object) and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub restored: bool,
+    pub access_key_id: String,
+    pub user_name: String,
+    pub account_id: String,
+    /// The key's status before: `Inactive`, or `Active` when it was already.
+    pub previous_status: &'static str,
+    pub restored_by: String,
+    pub restored_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The schedule kept, disabled, as the record; none when the key had no staged delete.
+    pub schedule: Option<String>,
+    pub schedule_group: String,
+    /// When its delete was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_was_due_at: Option<String>,
+    /// The staging job's delete request, as the schedule held it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_delete_request_id: Option<String>,
+    /// The session cut-off policies removed (`--lift-session-cutoff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_cutoffs_lifted: Option<Vec<String>>,
+    pub detail: String,
+}
+
+/// Why `restore` stopped; its exit code is 2 for what the operator must change in the
+/// request, 1 for anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl RestoreError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RestoreError::Refused(_) => 2,
+            RestoreError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<AwsError> for RestoreError {
+    fn from(e: AwsError) -> Self {
+        RestoreError::Failed(e.to_string())
+    }
+}
+
+/// Restores the key; the record says what was done.
+pub async fn restore(
+    settings: &Settings,
+    clients: &Clients,
+    request: Request,
+) -> Result<Record, RestoreError> {
+    let Request {
+        access_key_id: key,
+        user_name: user,
+        account_id,
+        lift_session_cutoff,
+        reason,
+    } = request;
+    check_access_key_id(&key).map_err(|e| RestoreError::Refused(e.0))?;
+    check_user_name(&user).map_err(|e| RestoreError::Refused(e.0))?;
+    if account_id.as_deref().is_some_and(|a| !is_account_id(a)) {
+        return Err(RestoreError::Refused(
+            "--account-id must be exactly 12 digits".to_owned(),
+        ));
+    }
+    if settings.protection.user(&user) {
+        return Err(RestoreError::Refused(format!(
+            "user {user} is protected (protect.users): iam-key-revoker never changes it"
+        )));
+    }
+    if settings.protection.key(&key) {
+        return Err(RestoreError::Refused(format!(
+            "access key {key} is protected (protect.access_keys): iam-key-revoker never changes it"
+        )));
+    }
+    let retries = RetryCounter::default();
+    let caller = clients
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))?;
+    let restored_by = caller.arn().unwrap_or_default().to_owned();
+    let account = match &account_id {
+        Some(account) => account.clone(),
+        None => caller.account().unwrap_or_default().to_owned(),
+    };
+    let accounts = Accounts::from_settings(settings, clients);
+    let iam = accounts
+        .iam_for(account_id.as_deref(), &retries)
+        .await
+        .map_err(|e| match e {
+            AccountError::Disabled { .. } => RestoreError::Refused(e.to_string()),
+            AccountError::Aws(e) => e.into(),
+        })?;
+    let Some(active) = iam.key_active(&user, &key, &retries).await? else {
+        return Err(RestoreError::Failed(format!(
+            "IAM lists no access key {key} for user {user} in {account} (deleted already, or not theirs): nothing to restore"
+        )));
+    };
+    let schedules = Schedules::new(
+        &clients.sdk,
+        settings.backoff,
+        &settings.schedule.group_name,
+    );
+    let name = schedule_name(&account, &key);
+    let restored_at = rfc3339(i64::try_from(crate::metrics::now_ms() / 1000).unwrap_or(0));
+    let description: String = format!(
+        "iam-key-revoker: restored to Active by {restored_by} at {restored_at}{}; the delete will not be sent",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )
+    .chars()
+    .take(512)
+    .collect();
+    // The record first: from here a late staging job leaves the key alone.
+    let found = schedules.disable(&name, &description, &retries).await?;
+    if !active {
+        iam.reactivate(&user, &key, &retries).await?;
+    }
+    let lifted = if lift_session_cutoff {
+        Some(iam.lift_session_cutoffs(&user, &retries).await?)
+    } else {
+        None
+    };
+    let mut detail = Vec::new();
+    detail.push(if active {
+        format!("access key {key} of {user} was Active already")
+    } else {
+        format!("access key {key} of {user} set Active")
+    });
+    detail.push(match &found {
+        Some(_) => format!(
+            "its schedule {name} in {} is kept, disabled: the delete will not be sent",
+            schedules.group()
+        ),
+        None => format!(
+            "no staged delete found (no schedule {name} in {}): not staged, or its delete was sent already",
+            schedules.group()
+        ),
+    });
+    match &lifted {
+        Some(names) if names.is_empty() => detail.push("no session cut-off to lift".to_owned()),
+        Some(names) => detail.push(format!("session cut-off lifted ({})", names.join(", "))),
+        None => {}
+    }
+    let record = Record {
+        restored: true,
+        access_key_id: key,
+        user_name: user,
+        account_id: account,
+        previous_status: if active { "Active" } else { "Inactive" },
+        restored_by,
+        restored_at,
+        reason,
+        schedule: found.as_ref().map(|_| name),
+        schedule_group: schedules.group().to_owned(),
+        delete_was_due_at: found.as_ref().and_then(|f| f.due).map(rfc3339),
+        scheduled_delete_request_id: found.as_ref().and_then(|f| f.request_id()),
+        session_cutoffs_lifted: lifted,
+        detail: detail.join("; "),
+    };
+    tracing::info!(
+        target: "audit",
+        access_key_id = %record.access_key_id,
+        user_name = %record.user_name,
+        account_id = %record.account_id,
+        restored_by = %record.restored_by,
+        schedule = record.schedule.as_deref().unwrap_or(""),
+        detail = %record.detail,
+        "Access key restored"
+    );
+    Ok(record)
+}

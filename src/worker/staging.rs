@@ -1,0 +1,251 @@
+//! Staged revocation in the job's path (README, "Staged revocation"): a job with
+//! `delete_after` deactivates its key(s) now and leaves the delete to one EventBridge
+//! Scheduler schedule per key, whose target is the queue the job came from.
+//!
+//! Before the IAM write, the keys a person restored after this job was sent are spared:
+//! their schedule is disabled (the restore's record) and was changed after the job's
+//! message was sent, so this is a late delivery of the job the restore undid. After the
+//! write, each key deactivated gets its schedule; a schedule that cannot be created ends
+//! the job as the failure says (`retry` when transient), the key deactivated and said so,
+//! and its next delivery schedules it.
+
+use crate::aws::classify::AwsError;
+use crate::aws::iam::Iam;
+use crate::aws::retry::RetryCounter;
+use crate::aws::revoke::{Effect, IamResult};
+use crate::aws::schedule::{Destination, Put, Schedules};
+use crate::aws::sqs::{Delivery, Lane};
+use crate::job::{Job, Target};
+use crate::metrics;
+use crate::outcome::{Outcome, Reason, ScheduledDelete};
+use crate::staging::{rfc3339, schedule_name};
+use crate::worker::settle::Decision;
+use crate::worker::Worker;
+
+/// Staged revocation on this worker: the schedules, and where each queue's deletes go.
+#[derive(Debug)]
+pub(super) struct Staging {
+    pub schedules: Schedules,
+    pub main: Destination,
+    pub priority: Option<Destination>,
+}
+
+impl Staging {
+    fn destination(&self, lane: Lane) -> &Destination {
+        match (lane, &self.priority) {
+            (Lane::Priority, Some(priority)) => priority,
+            _ => &self.main,
+        }
+    }
+}
+
+impl Worker {
+    /// Before the IAM write of a staged job: refuses one this worker cannot stage or
+    /// whose time is past (nothing changed), ends `cancelled` one whose every key a
+    /// person restored since it was sent, and returns the job with the restored keys
+    /// spared otherwise.
+    pub(super) async fn before_staging(
+        &self,
+        job: &Job,
+        iam: &Iam,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Result<Job, Decision> {
+        let Some(after) = &job.delete_after else {
+            return Ok(job.clone());
+        };
+        let Some(staging) = &self.staging else {
+            return Err(Decision::new(
+                Outcome::Rejected(Reason::InvalidMessage),
+                "delete_after: staged revocation is not configured on this worker (schedule.role_arn); nothing was changed".to_owned(),
+            ));
+        };
+        if let Err(e) = after.check_future(now_secs()) {
+            return Err(Decision::new(
+                Outcome::Rejected(Reason::InvalidMessage),
+                format!("{}; nothing was changed", e.0),
+            ));
+        }
+        let account = self
+            .account_of(job, retries)
+            .await
+            .map_err(|e| self.aws_failure(e, 0))?;
+        let keys = match &job.target {
+            Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
+            Target::Keys(keys) => keys.clone(),
+            Target::AllKeys { user_name } => iam
+                .key_ids(user_name, retries)
+                .await
+                .map_err(|e| self.aws_failure(e, 0))?,
+        };
+        let sent_ms = job
+            .continuation
+            .as_ref()
+            .and_then(|c| c.enqueued_at_ms)
+            .or(delivery.sent_timestamp_ms)
+            .unwrap_or(0);
+        let mut spared = Vec::new();
+        for key in &keys {
+            let name = schedule_name(&account, key);
+            let found = staging
+                .schedules
+                .get(&name, retries)
+                .await
+                .map_err(|e| self.aws_failure(e, 0))?;
+            if let Some(found) = found {
+                if !found.enabled && found.modified_ms.unwrap_or(u64::MAX) >= sent_ms {
+                    tracing::info!(
+                        request_id = %job.request_id,
+                        access_key_id = %key,
+                        schedule = %name,
+                        "Access key restored by a person after this staging job was sent: left alone"
+                    );
+                    spared.push(key.clone());
+                }
+            }
+        }
+        metrics::staged("restored", spared.len());
+        if !spared.is_empty() && spared.len() == keys.len() {
+            return Err(Decision::new(
+                Outcome::Cancelled,
+                format!(
+                    "access key(s) {} restored by a person after this job was sent (their schedules in {} are disabled): left alone",
+                    spared.join(", "),
+                    staging.schedules.group()
+                ),
+            ));
+        }
+        let mut job = job.clone();
+        if let Target::Keys(keys) = &job.target {
+            let left: Vec<String> = keys
+                .iter()
+                .filter(|k| !spared.contains(k))
+                .cloned()
+                .collect();
+            job.target = match <[String; 1]>::try_from(left) {
+                Ok([access_key_id]) => Target::Key {
+                    access_key_id,
+                    user_name: None,
+                },
+                Err(left) => Target::Keys(left),
+            };
+        }
+        job.spared = spared;
+        Ok(job)
+    }
+
+    /// After the IAM write of a staged job that deactivated its key(s): one schedule per
+    /// key. A failure becomes the IAM step's, with the keys changed kept.
+    pub(super) async fn stage(
+        &self,
+        job: &Job,
+        result: &mut IamResult,
+        lane: Lane,
+        retries: &RetryCounter,
+    ) -> Vec<ScheduledDelete> {
+        let (Some(after), Some(staging), Effect::Revoked) =
+            (&job.delete_after, &self.staging, &result.effect)
+        else {
+            return Vec::new();
+        };
+        let due = after.due(now_secs());
+        let destination = staging.destination(lane);
+        let mut scheduled = Vec::new();
+        let failure = async {
+            let account = self.account_of(job, retries).await?;
+            for key in result.access_key_ids.clone() {
+                if job.spared.contains(&key) {
+                    continue;
+                }
+                let owner = result.user_name.clone().or_else(|| {
+                    result
+                        .per_key
+                        .iter()
+                        .find(|k| k.access_key_id == key)
+                        .map(|k| k.user_name.clone())
+                });
+                let Some(user) = owner.filter(|u| !u.is_empty()) else {
+                    continue;
+                };
+                let delete = job.scheduled_delete(&user, &key);
+                let name = schedule_name(&account, &key);
+                let description = format!(
+                    "iam-key-revoker: delete {key} of {user} in {account}, staged by request {}",
+                    job.request_id
+                );
+                let put = staging
+                    .schedules
+                    .put(
+                        &name,
+                        due,
+                        destination,
+                        &delete.request_id,
+                        &delete.to_body(),
+                        &description,
+                        retries,
+                    )
+                    .await;
+                match put {
+                    Ok(put) => {
+                        if put != Put::Kept {
+                            metrics::staged("scheduled", 1);
+                        }
+                        tracing::info!(
+                            request_id = %job.request_id,
+                            access_key_id = %key,
+                            user_name = %user,
+                            schedule = %name,
+                            delete_at = %rfc3339(due),
+                            put = ?put,
+                            "Delete scheduled"
+                        );
+                        scheduled.push(ScheduledDelete {
+                            access_key_id: key.clone(),
+                            user_name: user,
+                            at: rfc3339(due),
+                            schedule: name,
+                            group: staging.schedules.group().to_owned(),
+                        });
+                    }
+                    Err(e) => {
+                        metrics::staged("schedule_failed", 1);
+                        tracing::warn!(
+                            request_id = %job.request_id,
+                            access_key_id = %key,
+                            schedule = %name,
+                            error = %e,
+                            "Could not schedule the delete of a staged key"
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+            Ok::<(), AwsError>(())
+        }
+        .await;
+        if let Err(e) = failure {
+            // Deactivated and said so: the delete is scheduled on the next delivery.
+            result.effect = Effect::Failed(AwsError {
+                message: format!(
+                    "{} (the key is deactivated; its delete is not scheduled yet)",
+                    e.message
+                ),
+                ..e
+            });
+        }
+        scheduled
+    }
+
+    /// The account a job's keys are in, for their schedules' names: the one it names,
+    /// or the worker's own.
+    async fn account_of(&self, job: &Job, retries: &RetryCounter) -> Result<String, AwsError> {
+        match &job.account_id {
+            Some(account) => Ok(account.clone()),
+            None => Ok(self.accounts.own_identity(retries).await?.account.clone()),
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(metrics::now_ms() / 1000).unwrap_or(i64::MAX)
+}
