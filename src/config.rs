@@ -272,63 +272,6 @@ impl Default for IntakeSection {
     }
 }
 
-impl IntakeSection {
-    fn validate(&self) -> Result<IntakeRules, ConfigError> {
-        if let Some(bad) = self.health_event_types.iter().find(|t| {
-            t.is_empty()
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        }) {
-            return Err(invalid(
-                "intake.health_event_types",
-                format!("holds {bad:?}, which is not an AWS Health event type code (A-Z, 0-9, _)"),
-            ));
-        }
-        // GuardDuty severities run from 1.0 to 8.9 (GuardDuty User Guide, "Severity
-        // levels of GuardDuty findings").
-        if !(0.0..=10.0).contains(&self.guardduty_min_severity) {
-            return Err(invalid(
-                "intake.guardduty_min_severity",
-                "must be a number from 0 to 10",
-            ));
-        }
-        let delete_after = match self.delete_after.as_deref() {
-            None => None,
-            Some(text) => match crate::staging::DeleteAfter::parse(text) {
-                Ok(after @ crate::staging::DeleteAfter::In { .. }) => Some(after),
-                Ok(crate::staging::DeleteAfter::At { .. }) => {
-                    return Err(invalid(
-                        "intake.delete_after",
-                        "must be a duration (30d, 12h, 90m): every event's delete follows its own deactivation",
-                    ))
-                }
-                Err(e) => return Err(invalid("intake.delete_after", e.0)),
-            },
-        };
-        if delete_after.is_some()
-            && self.health_action != Action::Deactivate
-            && self.guardduty_action != Action::Deactivate
-        {
-            return Err(invalid(
-                "intake.delete_after",
-                "stages deactivations, but neither intake.health_action nor intake.guardduty_action is \"deactivate\"",
-            ));
-        }
-        Ok(IntakeRules {
-            delete_after,
-            health_event_types: self.health_event_types.clone(),
-            health_action: self.health_action,
-            guardduty_min_severity: self.guardduty_min_severity,
-            guardduty_action: self.guardduty_action,
-            revoke_sessions: self.revoke_sessions,
-            quarantine_user: self.quarantine_user,
-            update_findings: self.update_findings,
-            report_activity: self.report_activity,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResultsSection {
@@ -667,6 +610,37 @@ mod tests {
         assert_eq!(config.worker.max_in_flight, 16);
         assert_eq!(config.sqs.wait_time_seconds, 20);
         assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn staged_revocation_settings_are_checked() {
+        let bad = |extra: &str| {
+            let text = format!("{MINIMAL}\n{extra}\n");
+            Config::from_toml(&text).expect_err(extra).to_string()
+        };
+        assert!(bad("[schedule]\ngroup_name = \"a/b\"").contains("schedule.group_name"));
+        assert!(bad("[schedule]\nrole_arn = \"scheduler\"").contains("schedule.role_arn"));
+        assert!(bad(
+            "[schedule]\ndead_letter_queue_url = \"https://sqs.eu-west-1.amazonaws.com/1/d.fifo\""
+        )
+        .contains("FIFO"));
+        // intake.delete_after: a duration, a worker that can stage, an action it stages.
+        let role = "[schedule]\nrole_arn = \"arn:aws:iam::111122223333:role/s\"";
+        assert!(bad("[intake]\ndelete_after = \"7d\"").contains("schedule.role_arn"));
+        assert!(bad(&format!(
+            "[intake]\ndelete_after = \"2030-01-01T00:00:00Z\"\n{role}"
+        ))
+        .contains("must be a duration"));
+        assert!(bad(&format!(
+            "[intake]\ndelete_after = \"7d\"\nguardduty_action = \"delete\"\n{role}"
+        ))
+        .contains("neither"));
+        let text = format!("{MINIMAL}\n[intake]\ndelete_after = \"7d\"\n{role}\n");
+        let settings = Config::from_toml(&text).expect("valid");
+        assert_eq!(
+            settings.intake.delete_after.as_ref().map(|d| d.due(0)),
+            Some(7 * 86_400)
+        );
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::time::Duration;
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
     check_url, invalid, ActivitySection, AwsSection, ConfigError, CrossAccountSection, IamSection,
-    MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection,
+    IntakeSection, MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection,
     ScheduleSection, SqsSection, WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
+use crate::intake::IntakeRules;
+use crate::job::Action;
 use crate::job::{is_account_id, is_iam_name};
 
 impl AwsSection {
@@ -279,6 +281,63 @@ impl QuarantineSection {
     }
 }
 
+impl IntakeSection {
+    pub(crate) fn validate(&self) -> Result<IntakeRules, ConfigError> {
+        if let Some(bad) = self.health_event_types.iter().find(|t| {
+            t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        }) {
+            return Err(invalid(
+                "intake.health_event_types",
+                format!("holds {bad:?}, which is not an AWS Health event type code (A-Z, 0-9, _)"),
+            ));
+        }
+        // GuardDuty severities run from 1.0 to 8.9 (GuardDuty User Guide, "Severity
+        // levels of GuardDuty findings").
+        if !(0.0..=10.0).contains(&self.guardduty_min_severity) {
+            return Err(invalid(
+                "intake.guardduty_min_severity",
+                "must be a number from 0 to 10",
+            ));
+        }
+        let delete_after = match self.delete_after.as_deref() {
+            None => None,
+            Some(text) => match crate::staging::DeleteAfter::parse(text) {
+                Ok(after @ crate::staging::DeleteAfter::In { .. }) => Some(after),
+                Ok(crate::staging::DeleteAfter::At { .. }) => {
+                    return Err(invalid(
+                        "intake.delete_after",
+                        "must be a duration (30d, 12h, 90m): every event's delete follows its own deactivation",
+                    ))
+                }
+                Err(e) => return Err(invalid("intake.delete_after", e.0)),
+            },
+        };
+        if delete_after.is_some()
+            && self.health_action != Action::Deactivate
+            && self.guardduty_action != Action::Deactivate
+        {
+            return Err(invalid(
+                "intake.delete_after",
+                "stages deactivations, but neither intake.health_action nor intake.guardduty_action is \"deactivate\"",
+            ));
+        }
+        Ok(IntakeRules {
+            delete_after,
+            health_event_types: self.health_event_types.clone(),
+            health_action: self.health_action,
+            guardduty_min_severity: self.guardduty_min_severity,
+            guardduty_action: self.guardduty_action,
+            revoke_sessions: self.revoke_sessions,
+            quarantine_user: self.quarantine_user,
+            update_findings: self.update_findings,
+            report_activity: self.report_activity,
+        })
+    }
+}
+
 impl ScheduleSection {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         // EventBridge Scheduler API Reference, CreateScheduleGroup: a group name is 1-64
@@ -310,6 +369,14 @@ impl ScheduleSection {
         }
         if let Some(url) = &self.dead_letter_queue_url {
             check_url("schedule.dead_letter_queue_url", url)?;
+            // EventBridge Scheduler User Guide, "Configuring a dead-letter queue": a FIFO
+            // queue cannot be a schedule's dead-letter queue.
+            if url.ends_with(".fifo") {
+                return Err(invalid(
+                    "schedule.dead_letter_queue_url",
+                    "is a FIFO queue, which EventBridge Scheduler does not take as a dead-letter queue: give a standard queue",
+                ));
+            }
         }
         Ok(())
     }

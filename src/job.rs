@@ -158,46 +158,6 @@ impl Job {
         hasher.finish()
     }
 
-    /// The delete a staged revocation schedules for `key` of `user` (README, "Staged
-    /// revocation"): that key of that user, deleted only while IAM lists it `Inactive`, in
-    /// the same account, with the staging job's requester and batch. Its request id is
-    /// the staging job's with `.delete` (or, for an id too long for that, a digest of it),
-    /// so a delete never conflicts with the job that staged it.
-    pub fn scheduled_delete(&self, user: &str, key: &str) -> Job {
-        let request_id = if self.request_id.len() + ".delete".len() <= 128 {
-            format!("{}.delete", self.request_id)
-        } else {
-            use sha2::{Digest, Sha256};
-            let digest = Sha256::digest(self.request_id.as_bytes());
-            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-            format!("staged-{hex}.delete")
-        };
-        Job {
-            request_id,
-            target: Target::Key {
-                access_key_id: key.to_owned(),
-                user_name: Some(user.to_owned()),
-            },
-            action: Action::Delete,
-            account_id: self.account_id.clone(),
-            reason: Some(format!(
-                "scheduled delete of the staged revocation {}",
-                self.request_id
-            )),
-            requested_by: self.requested_by.clone(),
-            batch_id: self.batch_id.clone(),
-            revoke_sessions: false,
-            quarantine_user: false,
-            report_activity: false,
-            require_inactive: true,
-            delete_after: None,
-            spared: Vec::new(),
-            origin: None,
-            owners: Vec::new(),
-            continuation: None,
-        }
-    }
-
     /// The user the job names, if it names one.
     pub fn user_name(&self) -> Option<&str> {
         match &self.target {

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::rules::InvalidJob;
 
-/// The longest grace period a duration may give: ten years.
+/// The longest grace period: ten years.
 const MAX_DAYS: u64 = 3650;
+const MAX_SECONDS: i64 = MAX_DAYS as i64 * 86_400;
 /// Scheduler's longest schedule name.
 pub const NAME_MAX: usize = 64;
 
@@ -83,8 +84,8 @@ impl DeleteAfter {
         }
     }
 
-    /// Refuses a time that is not in the future at `now`: a delete due already would
-    /// be a delete, not a staged one.
+    /// Refuses a time that is not in the future at `now` (a delete due already would
+    /// be a delete, not a staged one), or more than ten years ahead.
     pub fn check_future(&self, now: i64) -> Result<i64, InvalidJob> {
         let due = self.due(now);
         if due <= now {
@@ -92,6 +93,12 @@ impl DeleteAfter {
                 "delete_after {:?} is not in the future (it is {})",
                 self.text(),
                 rfc3339(due)
+            )));
+        }
+        if due - now > MAX_SECONDS {
+            return Err(InvalidJob(format!(
+                "delete_after {:?} is more than ten years ahead",
+                self.text()
             )));
         }
         Ok(due)

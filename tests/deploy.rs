@@ -91,6 +91,9 @@ fn permission(op: &str) -> Option<&'static str> {
         // SNS authorizes PublishBatch as sns:Publish.
         "PublishBatch" => "sns:Publish",
         "PutEvents" => "events:PutEvents",
+        "CreateSchedule" => "scheduler:CreateSchedule",
+        "GetSchedule" => "scheduler:GetSchedule",
+        "UpdateSchedule" => "scheduler:UpdateSchedule",
         // sts:GetCallerIdentity is always allowed; no policy can deny it.
         "GetCallerIdentity" => return None,
         other => {
@@ -161,11 +164,16 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
     ] {
         assert!(ops.contains(op), "the scan finds {op}: {ops:?}");
     }
-    let needed: BTreeSet<String> = ops
+    let mut needed: BTreeSet<String> = ops
         .iter()
         .filter_map(|op| permission(op))
         .map(str::to_owned)
         .collect();
+    // A schedule names the role EventBridge Scheduler sends with: creating or updating one
+    // passes it (EventBridge Scheduler User Guide, "Setting up the execution role").
+    if ops.contains("CreateSchedule") {
+        needed.insert("iam:PassRole".to_owned());
+    }
     let stack = Stack::worker();
     let granted: BTreeSet<String> = worker_policies(&stack)
         .iter()
@@ -1036,6 +1044,26 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         "sts:AssumeRole",
         "arn:aws:iam::444455556666:role/iam-key-revoker".into(),
     ));
+    // Staged revocation: its schedules, the role they send with, the queue Scheduler
+    // parks what it cannot send in (its ARN for the schedules, its depth for the alert).
+    for action in [
+        "scheduler:CreateSchedule",
+        "scheduler:GetSchedule",
+        "scheduler:UpdateSchedule",
+    ] {
+        needed.push((
+            action,
+            "arn:aws:scheduler:eu-west-1:111122223333:schedule/iam-key-revoker/111122223333-AKIAIOSFODNN7EXAMPLE".into(),
+        ));
+    }
+    needed.push((
+        "iam:PassRole",
+        "arn:aws:iam::111122223333:role/iam-key-revoker-scheduler".into(),
+    ));
+    needed.push((
+        "sqs:GetQueueAttributes",
+        queue("iam-key-revoker-schedule-dlq"),
+    ));
     for (action, resource) in &needed {
         assert!(allows(&policy, action, resource), "{action} on {resource}");
     }
@@ -1057,6 +1085,93 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         "sts:AssumeRole",
         "arn:aws:iam::444455556666:role/admin"
     ));
+    // Schedules of other groups, and any other role, are not the worker's.
+    assert!(!allows(
+        &policy,
+        "scheduler:UpdateSchedule",
+        "arn:aws:scheduler:eu-west-1:111122223333:schedule/default/payroll"
+    ));
+    assert!(!allows(
+        &policy,
+        "iam:PassRole",
+        "arn:aws:iam::111122223333:role/admin"
+    ));
+}
+
+/// Staged revocation's deploy (README, "Staged revocation"): EventBridge Scheduler alone,
+/// for this account alone, may assume the scheduler role, which may only send to the job
+/// queues and its dead-letter queue; the worker passes it to Scheduler only; the restore
+/// operators' policy can undo a staged revocation and nothing more.
+#[test]
+fn the_scheduler_role_sends_only_to_the_job_queues_and_only_scheduler_may_use_it() {
+    let stack = Stack::worker();
+    let role = stack.resource("SchedulerRole");
+    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(trust.as_array().unwrap().len(), 1);
+    assert_eq!(
+        trust[0]["Principal"],
+        serde_json::json!({"Service": "scheduler.amazonaws.com"})
+    );
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(
+        stack.resolve(&trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"]),
+        stack.resolve(&serde_json::json!({"Ref": "AWS::AccountId"}))
+    );
+    let policies = role["Properties"]["Policies"].as_array().unwrap();
+    let documents: Vec<serde_json::Value> = policies
+        .iter()
+        .map(|p| stack.resolve(&p["PolicyDocument"]))
+        .collect();
+    let actions: BTreeSet<String> = documents
+        .iter()
+        .flat_map(|d| actions_of(d, "the scheduler role"))
+        .collect();
+    assert_eq!(actions, BTreeSet::from(["sqs:SendMessage".to_owned()]));
+    let arn = |id: &str| stack.resolve(&serde_json::json!({"Fn::GetAtt": [id, "Arn"]}));
+    for queue in ["JobQueue", "PriorityQueue", "ScheduleDeadLetterQueue"] {
+        let arn = arn(queue);
+        assert!(
+            allows(&documents, "sqs:SendMessage", arn.as_str().unwrap()),
+            "{queue}"
+        );
+    }
+    for queue in ["DeadLetterQueue", "ResultsQueue"] {
+        let arn = arn(queue);
+        assert!(
+            !allows(
+                &documents,
+                "sqs:SendMessage",
+                arn.as_str().unwrap_or("none")
+            ),
+            "{queue}"
+        );
+    }
+    // The worker passes it to EventBridge Scheduler and to nothing else.
+    let pass: Vec<serde_json::Value> = worker_policies(&stack)
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().unwrap().clone())
+        .filter(|s| strings(&s["Action"]).contains(&"iam:PassRole".to_owned()))
+        .collect();
+    assert_eq!(pass.len(), 1);
+    assert_eq!(strings(&pass[0]["Action"]), vec!["iam:PassRole"]);
+    assert_eq!(pass[0]["Resource"], arn("SchedulerRole"));
+    assert_eq!(
+        pass[0]["Condition"],
+        serde_json::json!({"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}})
+    );
+    // The group the worker's schedules live in is the one its configuration names.
+    let group = stack.properties("ScheduleGroup")["Name"].clone();
+    assert_eq!(group, Config::default().schedule.group_name.as_str());
+    // Restore operators: reactivate, lift the cut-off, disable the schedule; no delete.
+    let restore = stack.resolve(&stack.properties("RestoreOperatorPolicy")["PolicyDocument"]);
+    let actions = actions_of(&restore, "the restore policy");
+    assert!(
+        actions.contains("iam:UpdateAccessKey") && actions.contains("scheduler:UpdateSchedule")
+    );
+    assert!(!actions
+        .iter()
+        .any(|a| a.contains("Delete") && a != "iam:DeleteUserPolicy"));
+    assert!(!actions.contains("scheduler:CreateSchedule"));
 }
 
 /// `protect-policy` on the shipped configuration, added to the worker's role, makes IAM

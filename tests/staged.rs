@@ -368,7 +368,7 @@ async fn offboarding_stages_every_key_of_the_user_with_a_schedule_each() {
     let worker = env.worker().await;
     let (user, keys) = env.user_with_keys("u", 2).await;
     let body = json!({"request_id": "sa-1", "user_name": user, "all_keys": true,
-                      "action": "deactivate", "delete_after": "2099-01-01T00:00:00Z"})
+                      "action": "deactivate", "delete_after": "2030-01-01T00:00:00Z"})
     .to_string();
     let report = worker.handle(env.deliver(&body).await).await;
     assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
@@ -379,7 +379,7 @@ async fn offboarding_stages_every_key_of_the_user_with_a_schedule_each() {
         let found = schedule(&env, &scheduler, key)
             .await
             .expect("a schedule per key");
-        assert_eq!(found.schedule_expression(), Some("at(2099-01-01T00:00:00)"));
+        assert_eq!(found.schedule_expression(), Some("at(2030-01-01T00:00:00)"));
         let input: Value = serde_json::from_str(found.target().unwrap().input().unwrap()).unwrap();
         assert_eq!(input["access_key_id"], key.as_str());
         assert_eq!(input["user_name"], user.as_str());
@@ -483,7 +483,14 @@ async fn a_schedule_that_cannot_be_created_leaves_the_job_on_the_queue_and_its_r
             json!({"__type": "InternalServerException", "Message": "injected"}).to_string(),
         ),
     );
-    let body = staging("sf-1", &user, &keys[0], "30d");
+    // A time a few seconds ahead, which passes while the job waits to be retried.
+    let due = now_secs() + 6;
+    let body = staging(
+        "sf-1",
+        &user,
+        &keys[0],
+        &iam_key_revoker::staging::rfc3339(due),
+    );
     let report = worker.handle(env.deliver(&body).await).await;
     assert_eq!(
         report.outcome,
@@ -508,10 +515,195 @@ async fn a_schedule_that_cannot_be_created_leaves_the_job_on_the_queue_and_its_r
     assert!(schedule(&env, &scheduler, &keys[0]).await.is_none());
     assert!(!proxy.requests_containing("POST /schedules/").is_empty());
 
-    // Scheduler answers again; the message comes back and the delete is scheduled.
+    // Scheduler answers again; the message comes back after its time passed: the job
+    // is not refused for it (its first delivery deactivated the key), and the delete is
+    // scheduled for the next minute.
     proxy.set_fault_matching(&["POST /schedules/".to_owned()], Fault::None);
+    while now_secs() <= due {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.wait_for_depth((1, 0), Duration::from_secs(20)).await;
     let report = worker.handle(env.receive_one().await).await;
     assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
-    assert!(schedule(&env, &scheduler, &keys[0]).await.is_some());
+    let found = schedule(&env, &scheduler, &keys[0])
+        .await
+        .expect("scheduled");
+    let at = parse_at_expression(found.schedule_expression().unwrap()).unwrap();
+    let soon = now_secs() + 60;
+    assert!(
+        (soon - 10..=soon + 1).contains(&at),
+        "due {at}, about {soon}"
+    );
+}
+
+#[tokio::test]
+async fn a_security_event_is_staged_with_intake_delete_after() {
+    let (mut env, scheduler) = staged_env("staged-event").await;
+    env.config.intake.delete_after = Some("7d".to_owned());
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    // GuardDuty findings deactivate by default (intake.guardduty_action).
+    let event = common::events::guardduty_finding("f-staged-1", &keys[0], &user);
+    let report = worker.handle(env.deliver(&event).await).await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Inactive)
+    );
+    let found = schedule(&env, &scheduler, &keys[0]).await.expect("staged");
+    let due = parse_at_expression(found.schedule_expression().unwrap()).unwrap();
+    assert!((due - (now_secs() + 7 * 86_400)).abs() <= 120);
+    let input: Value = serde_json::from_str(found.target().unwrap().input().unwrap()).unwrap();
+    assert_eq!(input["account_id"], ACCOUNT);
+    assert_eq!(input["require_status"], "Inactive");
+    // The delete it sends is a job like any other: it deletes the still inactive key.
+    let report = worker
+        .handle(env.deliver(found.target().unwrap().input().unwrap()).await)
+        .await;
+    assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
+}
+
+/// The binary, as operators run it, against this environment's queue and schedule group.
+fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    common::process::command(&common::endpoint(), &env.queue_url)
+        .env(
+            "IAM_KEY_REVOKER__SCHEDULE__GROUP_NAME",
+            &env.config.schedule.group_name,
+        )
+        .env("IAM_KEY_REVOKER__SCHEDULE__ROLE_ARN", ROLE)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test]
+async fn enqueue_plan_and_restore_from_the_command_line() {
+    let (env, scheduler) = staged_env("staged-cli").await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    let key = keys[0].as_str();
+
+    // enqueue refuses a time already past before sending anything (exit 2)...
+    let out = cli(
+        &env,
+        &[
+            "enqueue",
+            "--user-name",
+            &user,
+            "--access-key-id",
+            key,
+            "--action",
+            "deactivate",
+            "--delete-after",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the future"));
+    assert_eq!(env.queue_depth().await, (0, 0));
+
+    // ...plan says when the delete would be scheduled...
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("staged.csv");
+    std::fs::write(
+        &file,
+        format!("request_id,user_name,access_key_id,action,delete_after\nsc-1,{user},{key},deactivate,30d\n"),
+    )
+    .unwrap();
+    let out = cli(
+        &env,
+        &["plan", "--file", file.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["prediction"], "would_deactivate");
+    let at = rows[0]["would_schedule_delete_at"]
+        .as_str()
+        .expect("a time");
+    let at = iam_key_revoker::staging::DeleteAfter::parse(at)
+        .unwrap()
+        .due(0);
+    assert!((at - (now_secs() + 30 * 86_400)).abs() <= 120);
+
+    // ...and sends a staged job from flags.
+    let out = cli(
+        &env,
+        &[
+            "enqueue",
+            "--request-id",
+            "cli-1",
+            "--user-name",
+            &user,
+            "--access-key-id",
+            key,
+            "--action",
+            "deactivate",
+            "--delete-after",
+            "30d",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let worker = env.worker().await;
+    let report = worker.handle(env.receive_one().await).await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    assert!(schedule(&env, &scheduler, key).await.is_some());
+
+    // restore prints one audit record and exits 0.
+    let out = cli(
+        &env,
+        &[
+            "restore",
+            "--user-name",
+            &user,
+            "--access-key-id",
+            key,
+            "--reason",
+            "false positive",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("one JSON record");
+    assert_eq!(record["restored"], true);
+    assert_eq!(record["access_key_id"], key);
+    assert_eq!(record["previous_status"], "Inactive");
+    assert_eq!(record["scheduled_delete_request_id"], "cli-1.delete");
+    assert_eq!(record["reason"], "false positive");
+    assert_eq!(env.key_status(&user, key).await, Some(StatusType::Active));
+    assert_eq!(
+        schedule(&env, &scheduler, key).await.unwrap().state(),
+        Some(&ScheduleState::Disabled)
+    );
+
+    // A protected user is refused with exit 2; a bad key id is a usage error.
+    let out = common::process::command(&common::endpoint(), &env.queue_url)
+        .env("IAM_KEY_REVOKER__PROTECT__USERS", &user)
+        .args(["restore", "--user-name", &user, "--access-key-id", key])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protected"));
+    let out = cli(
+        &env,
+        &["restore", "--user-name", &user, "--access-key-id", "akia"],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -18,6 +18,7 @@ pub mod revoke;
 pub mod schedule;
 pub mod sessions;
 pub mod sqs;
+pub mod staged;
 pub mod turns;
 pub mod verdict;
 pub mod visibility;

@@ -165,8 +165,61 @@ impl Schedules {
         description: &str,
         retries: &RetryCounter,
     ) -> Result<Put, AwsError> {
-        let target = target(destination, input);
-        let created = call(
+        let target = target(destination, name, input);
+        // A name taken is `ConflictException`; the schedule found may then have run and
+        // deleted itself, or be changed by another replica at that moment (Scheduler
+        // answers `ConflictException` to a concurrent change too): look again, a few times.
+        let mut last = None;
+        for _ in 0..PUT_ATTEMPTS {
+            let created = self.create(name, due, &target, description, retries).await;
+            match created {
+                Ok(()) => return Ok(Put::Created),
+                Err(e) if is_conflict(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            let Some(found) = self.get(name, retries).await? else {
+                continue;
+            };
+            if found.enabled && found.request_id().as_deref() == Some(request_id) {
+                return Ok(Put::Kept);
+            }
+            let updated = self
+                .update(
+                    name,
+                    due,
+                    target.clone(),
+                    ScheduleState::Enabled,
+                    description,
+                    retries,
+                )
+                .await;
+            match updated {
+                Ok(()) => return Ok(Put::Replaced),
+                Err(e)
+                    if is_conflict(&e)
+                        || e.code.as_deref() == Some("ResourceNotFoundException") =>
+                {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Still changing under it: a transient state, tried again with the job.
+        Err(AwsError {
+            class: ErrorClass::Transient,
+            ..last.unwrap_or_else(|| kept_changing(name))
+        })
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        due: i64,
+        target: &Target,
+        description: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        call(
             &self.policy,
             retries,
             "scheduler",
@@ -188,27 +241,8 @@ impl Schedules {
                     .map_err(|e| AwsError::from_sdk("CreateSchedule", e))
             },
         )
-        .await;
-        match created {
-            Ok(_) => return Ok(Put::Created),
-            Err(e) if e.code.as_deref() == Some("ConflictException") => {}
-            Err(e) => return Err(e),
-        }
-        if let Some(found) = self.get(name, retries).await? {
-            if found.enabled && found.request_id().as_deref() == Some(request_id) {
-                return Ok(Put::Kept);
-            }
-        }
-        self.update(
-            name,
-            due,
-            target,
-            ScheduleState::Enabled,
-            description,
-            retries,
-        )
-        .await?;
-        Ok(Put::Replaced)
+        .await
+        .map(|_| ())
     }
 
     /// Keeps the schedule `name`, disabled, as the record of a restore: same time, target
@@ -284,6 +318,24 @@ impl Schedules {
     }
 }
 
+/// How often [`Schedules::put`] looks again when the schedule changes under it.
+const PUT_ATTEMPTS: usize = 3;
+
+fn is_conflict(e: &AwsError) -> bool {
+    e.code.as_deref() == Some("ConflictException")
+}
+
+/// The error of a put whose every attempt met a conflict.
+fn kept_changing(name: &str) -> AwsError {
+    AwsError {
+        operation: "CreateSchedule",
+        class: ErrorClass::Transient,
+        code: Some("ConflictException".to_owned()),
+        message: format!("schedule {name} kept changing"),
+        unanswered: false,
+    }
+}
+
 /// A schedule as read.
 fn found(out: &GetScheduleOutput) -> Found {
     Found {
@@ -308,7 +360,7 @@ fn off() -> FlexibleTimeWindow {
 }
 
 /// The schedule's target: the job queue, the delete job as the message body.
-fn target(destination: &Destination, input: &str) -> Target {
+fn target(destination: &Destination, name: &str, input: &str) -> Target {
     let mut target = Target::builder()
         .arn(&destination.queue_arn)
         .role_arn(&destination.role_arn)
@@ -325,13 +377,223 @@ fn target(destination: &Destination, input: &str) -> Target {
                 .build(),
         );
     if destination.fifo {
-        // One group for every staged delete: they are independent, and the queue's
-        // content-based deduplication keeps a resent one from running twice.
-        target = target.sqs_parameters(
-            SqsParameters::builder()
-                .message_group_id("iam-key-revoker-staged-deletes")
-                .build(),
-        );
+        // A group per key (its schedule's name): one delete waiting never holds up
+        // another; the queue's content-based deduplication keeps a resent one from
+        // running twice.
+        target = target.sqs_parameters(SqsParameters::builder().message_group_id(name).build());
     }
     target.build().expect("arn and role are set")
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_scheduler::operation::create_schedule::CreateScheduleOutput;
+    use aws_sdk_scheduler::operation::update_schedule::UpdateScheduleOutput;
+    use aws_sdk_scheduler::Client;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    use super::*;
+    use crate::aws::retry::quick_policy;
+
+    const NAME: &str = "111122223333-AKIAIOSFODNN7EXAMPLE";
+
+    fn destination(fifo: bool) -> Destination {
+        Destination {
+            queue_arn: "arn:aws:sqs:eu-west-1:111122223333:iam-key-revocations".into(),
+            role_arn: "arn:aws:iam::111122223333:role/iam-key-revoker-scheduler".into(),
+            dead_letter_arn: "arn:aws:sqs:eu-west-1:111122223333:iam-key-revoker-schedule-dlq"
+                .into(),
+            fifo,
+        }
+    }
+
+    /// EventBridge Scheduler's REST-JSON error, as its API reference documents them.
+    fn error_json(code: &str) -> String {
+        format!(r#"{{"__type": "{code}", "Message": "injected"}}"#)
+    }
+
+    fn schedules(rules: &[&Rule]) -> Schedules {
+        let client = mock_client!(aws_sdk_scheduler, RuleMode::Sequential, rules, |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        Schedules::with_client(client, quick_policy(), "iam-key-revoker")
+    }
+
+    fn existing(request_id: &'static str, state: ScheduleState) -> Rule {
+        mock!(Client::get_schedule).then_output(move || {
+            GetScheduleOutput::builder()
+                .name(NAME)
+                .state(state.clone())
+                .schedule_expression("at(2026-12-30T12:00:00)")
+                .target(target(
+                    &destination(false),
+                    NAME,
+                    &format!(r#"{{"request_id":"{request_id}"}}"#),
+                ))
+                .build()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_schedule_is_one_time_in_utc_deletes_itself_and_has_a_dead_letter_queue() {
+        let create = mock!(Client::create_schedule)
+            .match_requests(|input| {
+                let target = input.target().unwrap();
+                input.group_name() == Some("iam-key-revoker")
+                    && input.name() == Some(NAME)
+                    && input.schedule_expression() == Some("at(2026-12-30T12:00:00)")
+                    && input.schedule_expression_timezone() == Some("UTC")
+                    && input.flexible_time_window().map(|w| w.mode())
+                        == Some(&FlexibleTimeWindowMode::Off)
+                    && input.action_after_completion() == Some(&ActionAfterCompletion::Delete)
+                    && input.state() == Some(&ScheduleState::Enabled)
+                    && target.input() == Some("{}")
+                    && target.dead_letter_config().and_then(|d| d.arn())
+                        == Some(destination(true).dead_letter_arn.as_str())
+                    && target
+                        .retry_policy()
+                        .and_then(|r| r.maximum_retry_attempts())
+                        == Some(185)
+                    && target.sqs_parameters().and_then(|p| p.message_group_id()) == Some(NAME)
+            })
+            .sequence()
+            .http_status(429, Some(error_json("ThrottlingException")))
+            .output(|| {
+                CreateScheduleOutput::builder()
+                    .schedule_arn("arn")
+                    .build()
+                    .unwrap()
+            })
+            .build();
+        let retries = RetryCounter::default();
+        let due = parse_at_expression("at(2026-12-30T12:00:00)").unwrap();
+        let put = schedules(&[&create])
+            .put(
+                NAME,
+                due,
+                &destination(true),
+                "r.delete",
+                "{}",
+                "d",
+                &retries,
+            )
+            .await;
+        assert_eq!(put.unwrap(), Put::Created);
+        assert_eq!(retries.get(), 1, "throttling is retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redelivery_keeps_its_own_schedule_and_another_job_replaces_it() {
+        let conflict = || {
+            mock!(Client::create_schedule).then_http_response(|| {
+                aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(409).unwrap(),
+                    aws_smithy_types::body::SdkBody::from(error_json("ConflictException")),
+                )
+            })
+        };
+        let (create, get) = (conflict(), existing("r.delete", ScheduleState::Enabled));
+        let put = schedules(&[&create, &get])
+            .put(
+                NAME,
+                0,
+                &destination(false),
+                "r.delete",
+                "{}",
+                "d",
+                &RetryCounter::default(),
+            )
+            .await;
+        assert_eq!(put.unwrap(), Put::Kept);
+
+        // Another staging job, or a restore's record: replaced, enabled again.
+        let (create, get) = (
+            conflict(),
+            existing("other.delete", ScheduleState::Disabled),
+        );
+        let update = mock!(Client::update_schedule)
+            .match_requests(|input| {
+                input.state() == Some(&ScheduleState::Enabled)
+                    && input.action_after_completion() == Some(&ActionAfterCompletion::Delete)
+                    && input.target().and_then(|t| t.input())
+                        == Some("{\"request_id\":\"r.delete\"}")
+            })
+            .then_output(|| {
+                UpdateScheduleOutput::builder()
+                    .schedule_arn("arn")
+                    .build()
+                    .unwrap()
+            });
+        let put = schedules(&[&create, &get, &update])
+            .put(
+                NAME,
+                0,
+                &destination(false),
+                "r.delete",
+                "{\"request_id\":\"r.delete\"}",
+                "d",
+                &RetryCounter::default(),
+            )
+            .await;
+        assert_eq!(put.unwrap(), Put::Replaced);
+        assert_eq!(update.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_schedule_that_ran_and_deleted_itself_meanwhile_is_created_again() {
+        let conflict = mock!(Client::create_schedule)
+            .sequence()
+            .http_status(409, Some(error_json("ConflictException")))
+            .build();
+        let created = mock!(Client::create_schedule).then_output(|| {
+            CreateScheduleOutput::builder()
+                .schedule_arn("arn")
+                .build()
+                .unwrap()
+        });
+        let gone = mock!(Client::get_schedule).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(404).unwrap(),
+                aws_smithy_types::body::SdkBody::from(error_json("ResourceNotFoundException")),
+            )
+        });
+        let put = schedules(&[&conflict, &gone, &created])
+            .put(
+                NAME,
+                0,
+                &destination(false),
+                "r.delete",
+                "{}",
+                "d",
+                &RetryCounter::default(),
+            )
+            .await;
+        assert_eq!(put.unwrap(), Put::Created);
+        assert_eq!((conflict.num_calls(), created.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_disables_the_schedule_keeping_its_time_target_and_input() {
+        let get = existing("r.delete", ScheduleState::Enabled);
+        let update = mock!(Client::update_schedule)
+            .match_requests(|input| {
+                input.state() == Some(&ScheduleState::Disabled)
+                    && input.schedule_expression() == Some("at(2026-12-30T12:00:00)")
+                    && input.description() == Some("restored")
+                    && input.target().and_then(|t| t.input())
+                        == Some("{\"request_id\":\"r.delete\"}")
+            })
+            .then_output(|| {
+                UpdateScheduleOutput::builder()
+                    .schedule_arn("arn")
+                    .build()
+                    .unwrap()
+            });
+        let found = schedules(&[&get, &update])
+            .disable(NAME, "restored", &RetryCounter::default())
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(found.request_id().as_deref(), Some("r.delete"));
+        assert_eq!(update.num_calls(), 1);
+    }
 }

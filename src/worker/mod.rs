@@ -62,6 +62,8 @@ pub enum StartupError {
     PriorityQueue(#[source] QueueSetupError),
     #[error("staged revocation (schedule.*): cannot read a queue's ARN: {0}")]
     Staging(#[source] crate::aws::classify::AwsError),
+    #[error("staged revocation: {0} is a FIFO queue, which EventBridge Scheduler does not take as a schedule's dead-letter queue; set schedule.dead_letter_queue_url to a standard queue")]
+    FifoScheduleDeadLetterQueue(String),
     #[error("cannot listen on metrics.listen = {0}: {1}")]
     Listen(String, #[source] std::io::Error),
 }
@@ -72,56 +74,11 @@ impl StartupError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
-            | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. }) => 2,
+            | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. })
+            | StartupError::FifoScheduleDeadLetterQueue(_) => 2,
             _ => 1,
         }
     }
-}
-
-/// Where the staged deletes of each job queue go: that queue, sent by Scheduler with
-/// `role_arn`, and what it cannot send to `schedule.dead_letter_queue_url` (or the
-/// queue's own dead-letter queue).
-async fn staging_of(
-    sqs: &Sqs,
-    clients: &Clients,
-    settings: &Settings,
-    role_arn: &str,
-    main: &Queues,
-    priority: Option<&Queues>,
-) -> Result<staging::Staging, crate::aws::classify::AwsError> {
-    let configured_dlq = match &settings.schedule.dead_letter_queue_url {
-        Some(url) => Some(sqs.queue_arn(url).await?),
-        None => None,
-    };
-    let destination = |queues: Queues| {
-        let configured_dlq = configured_dlq.clone();
-        async move {
-            let dead_letter_arn = match configured_dlq {
-                Some(arn) => arn,
-                None => sqs.queue_arn(&queues.dead_letter_queue_url).await?,
-            };
-            Ok::<_, crate::aws::classify::AwsError>(crate::aws::schedule::Destination {
-                queue_arn: sqs.queue_arn(&queues.queue_url).await?,
-                role_arn: role_arn.to_owned(),
-                dead_letter_arn,
-                fifo: queues.queue_url.ends_with(".fifo"),
-            })
-        }
-    };
-    let main = destination(main.clone()).await?;
-    let priority = match priority {
-        Some(queues) => Some(destination(queues.clone()).await?),
-        None => None,
-    };
-    Ok(staging::Staging {
-        schedules: crate::aws::schedule::Schedules::new(
-            &clients.sdk,
-            settings.backoff,
-            &settings.schedule.group_name,
-        ),
-        main,
-        priority,
-    })
 }
 
 /// A job's place in its FIFO message group: it starts once the previous job of the group
@@ -269,7 +226,7 @@ impl Worker {
         let results = Results::spawn(sinks, policy);
         let staging = match &config.schedule.role_arn {
             Some(role_arn) => Some(
-                staging_of(
+                staging::Staging::build(
                     &sqs,
                     &clients,
                     &settings,
@@ -277,8 +234,7 @@ impl Worker {
                     &main.queues,
                     priority.as_ref().map(|p| &p.queues),
                 )
-                .await
-                .map_err(StartupError::Staging)?,
+                .await?,
             ),
             None => None,
         };

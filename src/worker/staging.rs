@@ -10,16 +10,19 @@
 //! and its next delivery schedules it.
 
 use crate::aws::classify::AwsError;
+use crate::aws::clients::Clients;
 use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
 use crate::aws::revoke::{Effect, IamResult};
 use crate::aws::schedule::{Destination, Put, Schedules};
-use crate::aws::sqs::{Delivery, Lane};
-use crate::job::{Job, Target};
+use crate::aws::sqs::{Delivery, Lane, Queues, Sqs};
+use crate::config::Settings;
+use crate::job::{Action, Job, Target};
 use crate::metrics;
 use crate::outcome::{Outcome, Reason, ScheduledDelete};
 use crate::staging::{rfc3339, schedule_name};
 use crate::worker::settle::Decision;
+use crate::worker::StartupError;
 use crate::worker::Worker;
 
 /// Staged revocation on this worker: the schedules, and where each queue's deletes go.
@@ -31,6 +34,63 @@ pub(super) struct Staging {
 }
 
 impl Staging {
+    /// Where the staged deletes of each job queue go: that queue, sent by Scheduler with
+    /// `role_arn`, and what it cannot send to `schedule.dead_letter_queue_url` (or the
+    /// queue's own dead-letter queue).
+    pub(super) async fn build(
+        sqs: &Sqs,
+        clients: &Clients,
+        settings: &Settings,
+        role_arn: &str,
+        main: &Queues,
+        priority: Option<&Queues>,
+    ) -> Result<Self, StartupError> {
+        let configured_dlq = match &settings.schedule.dead_letter_queue_url {
+            Some(url) => Some(sqs.queue_arn(url).await.map_err(StartupError::Staging)?),
+            None => None,
+        };
+        let destination = |queues: Queues| {
+            let configured_dlq = configured_dlq.clone();
+            async move {
+                let dead_letter_arn = match configured_dlq {
+                    Some(arn) => arn,
+                    None => sqs
+                        .queue_arn(&queues.dead_letter_queue_url)
+                        .await
+                        .map_err(StartupError::Staging)?,
+                };
+                if dead_letter_arn.ends_with(".fifo") {
+                    // EventBridge Scheduler User Guide, "Configuring a dead-letter queue": no
+                    // FIFO queue as a schedule's dead-letter queue.
+                    return Err(StartupError::FifoScheduleDeadLetterQueue(dead_letter_arn));
+                }
+                Ok::<_, StartupError>(Destination {
+                    queue_arn: sqs
+                        .queue_arn(&queues.queue_url)
+                        .await
+                        .map_err(StartupError::Staging)?,
+                    role_arn: role_arn.to_owned(),
+                    dead_letter_arn,
+                    fifo: queues.queue_url.ends_with(".fifo"),
+                })
+            }
+        };
+        let main = destination(main.clone()).await?;
+        let priority = match priority {
+            Some(queues) => Some(destination(queues.clone()).await?),
+            None => None,
+        };
+        Ok(Self {
+            schedules: Schedules::new(
+                &clients.sdk,
+                settings.backoff,
+                &settings.schedule.group_name,
+            ),
+            main,
+            priority,
+        })
+    }
+
     fn destination(&self, lane: Lane) -> &Destination {
         match (lane, &self.priority) {
             (Lane::Priority, Some(priority)) => priority,
@@ -60,11 +120,17 @@ impl Worker {
                 "delete_after: staged revocation is not configured on this worker (schedule.role_arn); nothing was changed".to_owned(),
             ));
         };
+        // A time that passed while an earlier delivery was retried is not the job's fault:
+        // that delivery may have deactivated the key already; the delete is then
+        // scheduled for the next minute ([`Worker::stage`]).
+        let redelivered = delivery.receive_count > 1 || job.continuation.is_some();
         if let Err(e) = after.check_future(now_secs()) {
-            return Err(Decision::new(
-                Outcome::Rejected(Reason::InvalidMessage),
-                format!("{}; nothing was changed", e.0),
-            ));
+            if !(redelivered && after.due(now_secs()) <= now_secs()) {
+                return Err(Decision::new(
+                    Outcome::Rejected(Reason::InvalidMessage),
+                    format!("{}; nothing was changed", e.0),
+                ));
+            }
         }
         let account = self
             .account_of(job, retries)
@@ -148,7 +214,9 @@ impl Worker {
         else {
             return Vec::new();
         };
-        let due = after.due(now_secs());
+        // Due already (the time passed while the job was retried): in a minute, the
+        // soonest a one-time schedule runs.
+        let due = after.due(now_secs()).max(now_secs() + 60);
         let destination = staging.destination(lane);
         let mut scheduled = Vec::new();
         let failure = async {
@@ -167,7 +235,7 @@ impl Worker {
                 let Some(user) = owner.filter(|u| !u.is_empty()) else {
                     continue;
                 };
-                let delete = job.scheduled_delete(&user, &key);
+                let delete = scheduled_delete(job, &user, &key);
                 let name = schedule_name(&account, &key);
                 let description = format!(
                     "iam-key-revoker: delete {key} of {user} in {account}, staged by request {}",
@@ -246,6 +314,97 @@ impl Worker {
     }
 }
 
+/// The delete a staged revocation schedules for `key` of `user` (README, "Staged
+/// revocation"): that key of that user, deleted only while IAM lists it `Inactive`, in
+/// the same account, with the staging job's requester and batch. Its request id is
+/// the staging job's with `.delete` (or, for an id too long for that, a digest of it),
+/// so a delete never conflicts with the job that staged it.
+pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str) -> Job {
+    let request_id = if job.request_id.len() + ".delete".len() <= 128 {
+        format!("{}.delete", job.request_id)
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(job.request_id.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("staged-{hex}.delete")
+    };
+    Job {
+        request_id,
+        target: Target::Key {
+            access_key_id: key.to_owned(),
+            user_name: Some(user.to_owned()),
+        },
+        action: Action::Delete,
+        account_id: job.account_id.clone(),
+        reason: Some(format!(
+            "scheduled delete of the staged revocation {}",
+            job.request_id
+        )),
+        requested_by: job.requested_by.clone(),
+        batch_id: job.batch_id.clone(),
+        revoke_sessions: false,
+        quarantine_user: false,
+        report_activity: false,
+        require_inactive: true,
+        delete_after: None,
+        spared: Vec::new(),
+        origin: None,
+        owners: Vec::new(),
+        continuation: None,
+    }
+}
+
 fn now_secs() -> i64 {
     i64::try_from(metrics::now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{check_request_id, parse, DeleteAfter};
+
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+    #[test]
+    fn a_staged_job_round_trips_and_its_delete_is_that_key_only_while_inactive() {
+        let body = format!(
+            r#"{{"request_id":"st-1","access_key_id":"{KEY}","user_name":"alice","action":"deactivate","delete_after":"30d","batch_id":"b","requested_by":"soc"}}"#
+        );
+        let job = parse(&body).unwrap();
+        assert_eq!(
+            job.delete_after.as_deref().map(DeleteAfter::text),
+            Some("30d")
+        );
+        assert_eq!(
+            parse(&job.to_body()).unwrap(),
+            job,
+            "to_body keeps delete_after"
+        );
+        // Another grace period is another job: the same request id conflicts.
+        let other = parse(&body.replace("30d", "7d")).unwrap();
+        assert_ne!(job.digest(), other.digest());
+
+        let delete = scheduled_delete(&job, "alice", KEY);
+        assert_eq!(delete.request_id, "st-1.delete");
+        assert_eq!(delete.action, Action::Delete);
+        assert!(delete.require_inactive && delete.delete_after.is_none());
+        assert_eq!(delete.batch_id.as_deref(), Some("b"));
+        assert_eq!(
+            parse(&delete.to_body()).unwrap(),
+            delete,
+            "a valid job message"
+        );
+        // A request id too long to take the suffix: a digest of it, still valid.
+        let long = Job {
+            request_id: "r".repeat(128),
+            ..job.clone()
+        };
+        let delete = scheduled_delete(&long, "alice", KEY);
+        assert!(delete.request_id.starts_with("staged-") && delete.request_id.len() <= 128);
+        assert!(check_request_id(&delete.request_id).is_ok());
+        assert_ne!(
+            delete.request_id,
+            scheduled_delete(&job, "alice", KEY).request_id
+        );
+    }
 }

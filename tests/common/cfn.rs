@@ -135,6 +135,8 @@ impl Stack {
                 self.name(name, "QueueName")
             ),
             "AWS::IAM::Role" => self.name(name, "RoleName"),
+            // CloudFormation: Ref of a schedule group is its name.
+            "AWS::Scheduler::ScheduleGroup" => self.name(name, "Name"),
             "AWS::SNS::Topic" => format!(
                 "arn:aws:sns:{REGION}:{ACCOUNT}:{}",
                 self.name(name, "TopicName")
