@@ -8,12 +8,35 @@ import urllib.request
 
 import boto3
 
-endpoint, wait = sys.argv[1], sys.argv[2] == "wait"
+endpoint, mode = sys.argv[1], sys.argv[2]
+wait = mode == "wait"
 session = boto3.session.Session(
     aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
 )
 sqs = session.client("sqs", endpoint_url=endpoint)
 iam = session.client("iam", endpoint_url=endpoint)
+scheduler = session.client("scheduler", endpoint_url=endpoint)
+
+
+def staged_deletes():
+    for summary in scheduler.list_schedules(GroupName="iam-key-revoker")["Schedules"]:
+        schedule = scheduler.get_schedule(GroupName="iam-key-revoker", Name=summary["Name"])
+        job = json.loads(schedule["Target"]["Input"])
+        print(f"  {schedule['Name']} {schedule['State']} {schedule['ScheduleExpression']} UTC, "
+              f"sends: {job['action']} {job['access_key_id']} of {job['user_name']} if {job['require_status']}")
+        if schedule.get("Description", "").find("restored") >= 0:
+            print(f"      {schedule['Description']}")
+
+
+if mode == "grace-key":
+    print(iam.list_access_keys(UserName="grace")["AccessKeyMetadata"][0]["AccessKeyId"])
+    sys.exit(0)
+if mode == "restored":
+    keys = iam.list_access_keys(UserName="grace")["AccessKeyMetadata"]
+    print("  grace's key now: " + ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys))
+    print("  Its schedule, kept disabled as the record:")
+    staged_deletes()
+    sys.exit(0)
 queue = sqs.get_queue_url(QueueName="iam-key-revocations")["QueueUrl"]
 dlq = sqs.get_queue_url(QueueName="iam-key-revocations-dlq")["QueueUrl"]
 
@@ -32,7 +55,7 @@ if wait:
     sys.exit(0)
 
 print("\nKeys left in IAM:")
-users = ["alice", "bob", "carol", "dave", "break-glass-admin", "erin", "frank"]
+users = ["alice", "bob", "carol", "dave", "break-glass-admin", "erin", "frank", "grace"]
 for name in users:
     keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
     shown = ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys) or "none"
@@ -45,6 +68,8 @@ for name in users:
         if isinstance(document, str):
             document = json.loads(urllib.parse.unquote(document))
         print(f"  {name:18} {policy}: {json.dumps(document)}")
+print("\nStaged deletes (EventBridge Scheduler one-time schedules; the emulator never fires them):")
+staged_deletes()
 print("\nDead-letter queue (rejected jobs, body unchanged):")
 messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
 for m in messages.get("Messages", []):

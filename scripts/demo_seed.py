@@ -13,6 +13,7 @@ session = boto3.session.Session(
 sqs = session.client("sqs", endpoint_url=endpoint)
 iam = session.client("iam", endpoint_url=endpoint)
 sns = session.client("sns", endpoint_url=endpoint)
+scheduler = session.client("scheduler", endpoint_url=endpoint)
 
 dlq = sqs.create_queue(QueueName="iam-key-revocations-dlq")["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -29,6 +30,12 @@ inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"]
 sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 
 
+# Staged revocation: the schedule group the worker stack creates, and the queue where
+# EventBridge Scheduler parks a delete it cannot send.
+scheduler.create_schedule_group(Name="iam-key-revoker")
+schedule_dlq = sqs.create_queue(QueueName="iam-key-revoker-schedule-dlq")["QueueUrl"]
+
+
 def user(name, keys):
     iam.create_user(UserName=name)
     return [iam.create_access_key(UserName=name)["AccessKey"]["AccessKeyId"] for _ in range(keys)]
@@ -41,12 +48,16 @@ dave = user("dave", 1)             # suspicious: deactivate, reversibly
 admin = user("break-glass-admin", 1)  # protected by config/local.toml
 erin = user("erin", 1)             # AWS Health found her key in public code
 frank = user("frank", 1)           # GuardDuty saw his key used from a malicious IP
+grace = user("grace", 1)           # suspected: deactivate now, delete in 30 days unless restored
 
 jobs = [
     {"request_id": "leak-0001", "user_name": "alice", "access_key_id": alice[0], "reason": "found in a public repo"},
     {"request_id": "leak-0002", "access_key_id": bob[0], "requested_by": "leak-detector"},
     {"request_id": "hr-0001", "user_name": "carol", "all_keys": True, "batch_id": "offboarding-2026-11"},
     {"request_id": "sec-0001", "user_name": "dave", "access_key_id": dave[0], "action": "deactivate"},
+    # Staged: deactivated now; EventBridge Scheduler sends the delete in 30 days.
+    {"request_id": "stage-0001", "user_name": "grace", "access_key_id": grace[0], "action": "deactivate",
+     "delete_after": "30d", "reason": "suspected leak; deleted in 30 days unless restored"},
     # The same job delivered twice: the second ends `duplicate`.
     {"request_id": "leak-0001", "user_name": "alice", "access_key_id": alice[0]},
     # A key named for the wrong user: refused, and alice's other key stays.
@@ -91,6 +102,6 @@ print(f"Dead-letter queue: {dlq}")
 print(f"Outcome topic:     {topic} (subscribed: {inbox})")
 print("Users and keys:")
 for name, keys in [("alice", alice), ("bob", bob), ("carol", carol), ("dave", dave), ("break-glass-admin", admin),
-                   ("erin", erin), ("frank", frank)]:
+                   ("erin", erin), ("frank", frank), ("grace", grace)]:
     print(f"  {name:18} {' '.join(keys)}")
 print(f"Enqueued {len(jobs) + 1} jobs, an AWS Health event (erin's key) and a GuardDuty finding (frank's key).")

@@ -15,6 +15,8 @@
 //!
 //! - [`job`], [`rules`], [`continuation`]: the job message, the rules of its fields, and
 //!   what a job knows beyond them (the security event, owners, earlier deliveries).
+//! - [`staging`]: staged revocation's rules: `delete_after`, the schedule's name and
+//!   time.
 //! - [`intake`]: what a body asks for: a job message, or an AWS Health or GuardDuty
 //!   event from EventBridge that becomes one.
 //! - [`outcome`]: outcomes, reason codes, the queue a job came from and the audit line;
@@ -29,14 +31,15 @@
 //!   [`aws::sessions`] (the session cut-off, on IAM's clock from [`aws::clock`], one
 //!   change per user at a time by [`aws::turns`]), [`aws::sqs`] (receive, dead-letter
 //!   copy, continuations; [`aws::visibility`] its limits, [`aws::deleter`] the batched
-//!   delete) and [`aws::accounts`] (which account a job acts in; cross-account roles).
+//!   delete), [`aws::accounts`] (which account a job acts in; cross-account roles) and
+//!   [`aws::schedule`] (EventBridge Scheduler, for staged deletes).
 //! - [`config`], [`config_checks`]: the configuration schema and loading (TOML +
 //!   environment), and each section's rules.
 //! - [`worker`]: the receive loop and the straight path of one job
 //!   ([`worker::Worker::handle`]), its slot, session cut-off, continuations, settling
 //!   and heartbeat, outcome events ([`worker::results`]).
-//! - [`cli`]: the command line ([`cli::args`], [`cli::program`]), the `enqueue` and
-//!   `plan` commands and the batch files they read.
+//! - [`cli`]: the command line ([`cli::args`], [`cli::program`]), the `enqueue`, `plan`
+//!   and `restore` commands and the batch files they read.
 //! - [`server`]: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`app`]: the application: the worker and its listener, built and run together,
 //!   until a signal.

@@ -27,7 +27,7 @@ impl JobReport {
                 format!("Nothing done: {what} was already revoked by an earlier copy of this job")
             }
             Outcome::Cancelled => format!(
-                "Cancelled: did not {} {what}, whose status is not the one the job required",
+                "Cancelled: did not {} {what}: a person restored it",
                 self.verb()
             ),
             Outcome::Rejected(reason) if facts.action.is_none() => {
@@ -61,6 +61,15 @@ impl JobReport {
         }
         if let Some(before) = &facts.sessions_revoked_before {
             line.push_str(&format!("; sessions issued before {before} denied"));
+        }
+        match facts.scheduled_deletes.as_slice() {
+            [] => {}
+            [one] => line.push_str(&format!("; delete scheduled for {}", one.at)),
+            [first, ..] => line.push_str(&format!(
+                "; {} deletes scheduled for {}",
+                facts.scheduled_deletes.len(),
+                first.at
+            )),
         }
         if matches!(self.outcome, Outcome::Rejected(_) | Outcome::Retry(_)) {
             if let Some(detail) = &self.detail {
@@ -206,6 +215,23 @@ mod tests {
             report(Outcome::Deleted, facts, None).summary(),
             "Deleted access key AKIAIOSFODNN7EXAMPLE of alice in 111122223333 after AWS Health \
              AWS_RISK_CREDENTIALS_EXPOSED; sessions issued before 2026-11-30T12:00:01Z denied"
+        );
+    }
+
+    #[test]
+    fn a_staged_deactivation_says_when_the_delete_comes() {
+        let mut facts = alice(Action::Deactivate);
+        facts.scheduled_deletes = vec![crate::outcome::ScheduledDelete {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            user_name: "alice".into(),
+            at: "2026-12-30T12:00:00Z".into(),
+            schedule: "111122223333-AKIAIOSFODNN7EXAMPLE".into(),
+            group: "iam-key-revoker".into(),
+        }];
+        assert_eq!(
+            report(Outcome::Deactivated, facts, None).summary(),
+            "Deactivated access key AKIAIOSFODNN7EXAMPLE of alice in 111122223333; delete \
+             scheduled for 2026-12-30T12:00:00Z"
         );
     }
 
