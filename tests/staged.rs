@@ -693,6 +693,41 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
         Some(&ScheduleState::Disabled)
     );
 
+    // An offboarding batch, staged: every key of each user, a schedule each.
+    let (leaver_a, keys_a) = env.user_with_keys("leaver-a", 2).await;
+    let (leaver_b, keys_b) = env.user_with_keys("leaver-b", 1).await;
+    let batch = dir.path().join("leavers.csv");
+    std::fs::write(
+        &batch,
+        format!(
+            "user_name,all_keys,action,delete_after,batch_id\n{leaver_a},true,deactivate,14d,hr-12\n{leaver_b},true,deactivate,14d,hr-12\n"
+        ),
+    )
+    .unwrap();
+    let out = cli(&env, &["enqueue", "--file", batch.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..2 {
+        let report = worker.handle(env.receive_one().await).await;
+        assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    }
+    for (user, keys) in [(&leaver_a, &keys_a), (&leaver_b, &keys_b)] {
+        for key in keys.iter() {
+            assert_eq!(env.key_status(user, key).await, Some(StatusType::Inactive));
+            let found = schedule(&env, &scheduler, key)
+                .await
+                .expect("a schedule per key");
+            let input: Value =
+                serde_json::from_str(found.target().unwrap().input().unwrap()).unwrap();
+            assert_eq!(input["user_name"], user.as_str());
+            assert_eq!(input["batch_id"], "hr-12");
+        }
+    }
+
     // A protected user is refused with exit 2; a bad key id is a usage error.
     let out = common::process::command(&common::endpoint(), &env.queue_url)
         .env("IAM_KEY_REVOKER__PROTECT__USERS", &user)
