@@ -94,6 +94,7 @@ fn permission(op: &str) -> Option<&'static str> {
         "CreateSchedule" => "scheduler:CreateSchedule",
         "GetSchedule" => "scheduler:GetSchedule",
         "UpdateSchedule" => "scheduler:UpdateSchedule",
+        "GetScheduleGroup" => "scheduler:GetScheduleGroup",
         // sts:GetCallerIdentity is always allowed; no policy can deny it.
         "GetCallerIdentity" => return None,
         other => {
@@ -1057,6 +1058,10 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         ));
     }
     needed.push((
+        "scheduler:GetScheduleGroup",
+        "arn:aws:scheduler:eu-west-1:111122223333:schedule-group/iam-key-revoker".into(),
+    ));
+    needed.push((
         "iam:PassRole",
         "arn:aws:iam::111122223333:role/iam-key-revoker-scheduler".into(),
     ));
@@ -1162,16 +1167,26 @@ fn the_scheduler_role_sends_only_to_the_job_queues_and_only_scheduler_may_use_it
     // The group the worker's schedules live in is the one its configuration names.
     let group = stack.properties("ScheduleGroup")["Name"].clone();
     assert_eq!(group, Config::default().schedule.group_name.as_str());
-    // Restore operators: reactivate, lift the cut-off, disable the schedule; no delete.
+    // Restore operators: reactivate, lift the cut-off, keep the schedule as the record
+    // (or create one); never delete a key, a schedule or a message, never receive jobs.
     let restore = stack.resolve(&stack.properties("RestoreOperatorPolicy")["PolicyDocument"]);
     let actions = actions_of(&restore, "the restore policy");
-    assert!(
-        actions.contains("iam:UpdateAccessKey") && actions.contains("scheduler:UpdateSchedule")
-    );
+    for action in [
+        "iam:UpdateAccessKey",
+        "iam:ListAccessKeys",
+        "iam:DeleteUserPolicy",
+        "scheduler:GetSchedule",
+        "scheduler:UpdateSchedule",
+        "scheduler:CreateSchedule",
+        "iam:PassRole",
+        "sqs:GetQueueAttributes",
+    ] {
+        assert!(actions.contains(action), "restore needs {action}");
+    }
     assert!(!actions
         .iter()
         .any(|a| a.contains("Delete") && a != "iam:DeleteUserPolicy"));
-    assert!(!actions.contains("scheduler:CreateSchedule"));
+    assert!(!actions.contains("sqs:ReceiveMessage") && !actions.contains("sqs:SendMessage"));
 }
 
 /// `protect-policy` on the shipped configuration, added to the worker's role, makes IAM

@@ -11,8 +11,10 @@
 //!
 //! What the emulator does differently from AWS, and how the test deals with it:
 //! - it skips resource types it does not know (`AWS::SQS::QueuePolicy`,
-//!   `AWS::Events::EventBusPolicy`) with a warning; tests/deploy.rs checks those from
-//!   the template, and `cfn-lint` (scripts/lint-deploy) the template itself;
+//!   `AWS::Events::EventBusPolicy`, `AWS::Scheduler::ScheduleGroup`) with a warning;
+//!   tests/deploy.rs checks those from the template, and `cfn-lint` (scripts/lint-deploy)
+//!   the template itself; the schedule group the worker checks for at start is created
+//!   here in the stack's stead;
 //! - it rewrites `account`, `region`, `id` and `time` when it forwards an event between
 //!   buses (AWS keeps them), and its SQS delivery leaves out the event's `account`, which
 //!   AWS delivers ("Amazon EventBridge events", EventBridge User Guide: every event has
@@ -20,6 +22,11 @@
 //! - it evaluates IAM policies for SQS queues and IAM roles, but checks IAM users'
 //!   resources against `*` and evaluates no conditions: with enforcement on, the worker's
 //!   IAM calls on users are refused here (tests/deploy.rs evaluates those statements);
+//! - with enforcement on, it refuses every EventBridge Scheduler request as
+//!   `SignatureDoesNotMatch` (it computes REST requests' signatures differently), so the
+//!   worker's start-up look at its schedule group is refused there: the worker warns and
+//!   starts, as it does for any answer but "no such group"; tests/deploy.rs evaluates the
+//!   Scheduler statements, tests/staged.rs runs staging against the emulator unenforced;
 //! - a service-managed StackSet deploys into the calling account too (AWS never deploys to
 //!   the management account).
 
@@ -481,6 +488,18 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             &format!("arn:aws:iam::{ACCOUNT}:role/eks-cluster"),
             "--resources-vpc-config",
             "subnetIds=subnet-0a1b2c3d",
+        ],
+    );
+
+    // The stack's schedule group, which the emulator's CloudFormation skips.
+    aws(
+        &url,
+        TESTING,
+        &[
+            "scheduler",
+            "create-schedule-group",
+            "--name",
+            "iam-key-revoker",
         ],
     );
 

@@ -228,6 +228,17 @@ async fn restore_sets_the_key_active_and_keeps_its_schedule_disabled_so_a_late_c
     let report = worker.handle(env.deliver(&body).await).await;
     assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
     assert!(report.facts.sessions_revoked_before.is_some());
+    // An older cut-off, another revocation's, stays when this one's is lifted.
+    const OLDER: &str = "iam-key-revoker-revoke-older-sessions-20200101T000000Z";
+    env.clients
+        .iam
+        .put_user_policy()
+        .user_name(&user)
+        .policy_name(OLDER)
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"DateLessThan":{"aws:TokenIssueTime":"2020-01-01T00:00:00Z"}}}]}"#)
+        .send()
+        .await
+        .unwrap();
     // A second copy of the staging job, sent before the restore, arrives late.
     env.send(&body).await;
 
@@ -273,7 +284,11 @@ async fn restore_sets_the_key_active_and_keeps_its_schedule_disabled_so_a_late_c
         .send()
         .await
         .unwrap();
-    assert!(left.policy_names().is_empty(), "the cut-off is lifted");
+    assert_eq!(
+        left.policy_names(),
+        [OLDER],
+        "this revocation's cut-off is lifted, the older one stays"
+    );
     let kept = schedule(&env, &scheduler, &key)
         .await
         .expect("kept as the record");
@@ -296,6 +311,12 @@ async fn restore_sets_the_key_active_and_keeps_its_schedule_disabled_so_a_late_c
     let input = kept.target().unwrap().input().unwrap().to_owned();
     let report = replica.handle(env.deliver(&input).await).await;
     assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(env.key_status(&user, &key).await, Some(StatusType::Active));
+
+    // The same staging job moved back from a dead-letter queue is sent anew, after the
+    // restore: its own delete's record still tells it the key was restored.
+    let report = replica.handle(env.deliver(&body).await).await;
+    assert_eq!(report.outcome, Outcome::Cancelled, "{:?}", report.detail);
     assert_eq!(env.key_status(&user, &key).await, Some(StatusType::Active));
 
     // A new staging of the key, sent after the restore, stages it again.
@@ -741,4 +762,71 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
         &["restore", "--user-name", &user, "--access-key-id", "akia"],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_restore_of_a_key_whose_schedule_was_never_created_is_recorded_and_kept() {
+    let (mut env, scheduler) = staged_env("staged-record").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    env.route_all_through(&proxy).await;
+    env.config.retry.visibility_base_seconds = 1;
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    let key = keys[0].as_str();
+    let refuse = ["POST /schedules/".to_owned()];
+    proxy.set_fault_matching(
+        &refuse,
+        Fault::Status(
+            500,
+            json!({"__type": "InternalServerException", "Message": "injected"}).to_string(),
+        ),
+    );
+    let report = worker
+        .handle(env.deliver(&staging("sr-9", &user, key, "30d")).await)
+        .await;
+    assert_eq!(report.outcome, Outcome::Retry(Reason::TransientError));
+    assert_eq!(env.key_status(&user, key).await, Some(StatusType::Inactive));
+    assert!(schedule(&env, &scheduler, key).await.is_none());
+
+    // Someone restores the key before the job comes back.
+    proxy.set_fault_matching(&refuse, Fault::None);
+    let record = restore(
+        &env.settings(),
+        &env.clients,
+        Request {
+            access_key_id: key.to_owned(),
+            user_name: user.clone(),
+            account_id: None,
+            lift_session_cutoff: false,
+            reason: None,
+        },
+    )
+    .await
+    .expect("restored");
+    assert!(record.recorded && record.schedule.is_none(), "{record:?}");
+    let kept = schedule(&env, &scheduler, key)
+        .await
+        .expect("a record made");
+    assert_eq!(kept.state(), Some(&ScheduleState::Disabled));
+
+    // The job comes back: the key stays Active, the record disabled.
+    env.wait_for_depth((1, 0), Duration::from_secs(20)).await;
+    let report = worker.handle(env.receive_one().await).await;
+    assert_eq!(report.outcome, Outcome::Cancelled, "{:?}", report.detail);
+    assert_eq!(env.key_status(&user, key).await, Some(StatusType::Active));
+    assert_eq!(
+        schedule(&env, &scheduler, key).await.unwrap().state(),
+        Some(&ScheduleState::Disabled)
+    );
+}
+
+#[tokio::test]
+async fn a_worker_refuses_to_start_without_its_schedule_group() {
+    let (mut env, _scheduler) = staged_env("staged-nogroup").await;
+    env.config.schedule.group_name = "no-such-group".to_owned();
+    let err = iam_key_revoker::Worker::build(env.settings(), env.clients.clone())
+        .await
+        .expect_err("no group");
+    assert!(err.to_string().contains("no-such-group"), "{err}");
+    assert_eq!(err.exit_code(), 2);
 }

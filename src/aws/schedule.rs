@@ -58,6 +58,8 @@ pub struct Found {
     pub description: Option<String>,
     /// When it was last created or updated, Unix milliseconds.
     pub modified_ms: Option<u64>,
+    /// When it was created, Unix milliseconds.
+    pub created_ms: Option<u64>,
     /// Its target's queue.
     pub queue_arn: String,
 }
@@ -67,6 +69,15 @@ impl Found {
     pub fn request_id(&self) -> Option<String> {
         let input: serde_json::Value = serde_json::from_str(self.input.as_deref()?).ok()?;
         Some(input.get("request_id")?.as_str()?.to_owned())
+    }
+
+    /// Whether this schedule is the record of a restore that undid the staging job whose
+    /// delete is `request_id`, its message sent at `sent_ms`: disabled, and either that
+    /// job's own delete or disabled after the job was sent.
+    pub fn restored_since(&self, request_id: &str, sent_ms: u64) -> bool {
+        !self.enabled
+            && (self.request_id().as_deref() == Some(request_id)
+                || self.modified_ms.unwrap_or(u64::MAX) >= sent_ms)
     }
 }
 
@@ -80,6 +91,9 @@ pub enum Put {
     Replaced,
     /// This job's delete was scheduled already (a redelivery): left as it is.
     Kept,
+    /// A person restored the key since this job was sent (the schedule is the record of
+    /// that restore): left disabled, no delete scheduled.
+    Restored,
 }
 
 /// The staged deletes' schedules, in one group.
@@ -151,9 +165,11 @@ impl Schedules {
         }
     }
 
-    /// Schedules `input` (the delete job of `request_id`) for `due` under `name`: a new
-    /// schedule, or the existing one of the key replaced, unless it already sends this
-    /// very job (a redelivery keeps the time it set).
+    /// Schedules `input` (the delete job of `request_id`, whose staging message was sent
+    /// at `sent_ms`) for `due` under `name`: a new schedule, or the existing one of the
+    /// key replaced (at the earlier time of the two), unless it already sends this very
+    /// job (a redelivery keeps the time it set) or is the record of a restore made since
+    /// the job was sent (left disabled).
     #[allow(clippy::too_many_arguments)]
     pub async fn put(
         &self,
@@ -163,8 +179,9 @@ impl Schedules {
         request_id: &str,
         input: &str,
         description: &str,
+        sent_ms: u64,
         retries: &RetryCounter,
-    ) -> Result<Put, AwsError> {
+    ) -> Result<(Put, i64), AwsError> {
         let target = target(destination, name, input);
         // A name taken is `ConflictException`; the schedule found may then have run and
         // deleted itself, or be changed by another replica at that moment (Scheduler
@@ -173,16 +190,25 @@ impl Schedules {
         for _ in 0..PUT_ATTEMPTS {
             let created = self.create(name, due, &target, description, retries).await;
             match created {
-                Ok(()) => return Ok(Put::Created),
+                Ok(()) => return Ok((Put::Created, due)),
                 Err(e) if is_conflict(&e) => last = Some(e),
                 Err(e) => return Err(e),
             }
             let Some(found) = self.get(name, retries).await? else {
                 continue;
             };
-            if found.enabled && found.request_id().as_deref() == Some(request_id) {
-                return Ok(Put::Kept);
+            if found.restored_since(request_id, sent_ms) {
+                return Ok((Put::Restored, found.due.unwrap_or(due)));
             }
+            if found.enabled && found.request_id().as_deref() == Some(request_id) {
+                return Ok((Put::Kept, found.due.unwrap_or(due)));
+            }
+            // Another staging job of the key: its delete, at the earlier of the two times
+            // (a repeated event never pushes a delete later).
+            let due = match (found.enabled, found.due) {
+                (true, Some(earlier)) => earlier.min(due),
+                _ => due,
+            };
             let updated = self
                 .update(
                     name,
@@ -194,7 +220,7 @@ impl Schedules {
                 )
                 .await;
             match updated {
-                Ok(()) => return Ok(Put::Replaced),
+                Ok(()) => return Ok((Put::Replaced, due)),
                 Err(e)
                     if is_conflict(&e)
                         || e.code.as_deref() == Some("ResourceNotFoundException") =>
@@ -243,6 +269,70 @@ impl Schedules {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Creates the schedule `name` disabled, as the record of a restore of a key that had
+    /// none (its staging job could not schedule the delete): a late delivery of that job
+    /// then finds it and leaves the key alone. It never runs.
+    pub async fn record(
+        &self,
+        name: &str,
+        due: i64,
+        destination: &Destination,
+        input: &str,
+        description: &str,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let target = target(destination, name, input);
+        call(
+            &self.policy,
+            retries,
+            "scheduler",
+            "CreateSchedule",
+            || async {
+                self.client
+                    .create_schedule()
+                    .group_name(&self.group)
+                    .name(name)
+                    .schedule_expression(at_expression(due))
+                    .schedule_expression_timezone("UTC")
+                    .flexible_time_window(off())
+                    .target(target.clone())
+                    .action_after_completion(ActionAfterCompletion::Delete)
+                    .state(ScheduleState::Disabled)
+                    .description(description)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("CreateSchedule", e))
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether the group exists (`GetScheduleGroup`): `GetSchedule` answers
+    /// `ResourceNotFoundException` for a missing group as for a missing schedule.
+    pub async fn group_exists(&self, retries: &RetryCounter) -> Result<bool, AwsError> {
+        let got = call(
+            &self.policy,
+            retries,
+            "scheduler",
+            "GetScheduleGroup",
+            || async {
+                self.client
+                    .get_schedule_group()
+                    .name(&self.group)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetScheduleGroup", e))
+            },
+        )
+        .await;
+        match got {
+            Ok(_) => Ok(true),
+            Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Keeps the schedule `name`, disabled, as the record of a restore: same time, target
@@ -347,6 +437,10 @@ fn found(out: &GetScheduleOutput) -> Found {
             .last_modification_date()
             .and_then(|d| d.to_millis().ok())
             .and_then(|ms| u64::try_from(ms).ok()),
+        created_ms: out
+            .creation_date()
+            .and_then(|d| d.to_millis().ok())
+            .and_then(|ms| u64::try_from(ms).ok()),
         queue_arn: out.target().map(|t| t.arn().to_owned()).unwrap_or_default(),
     }
 }
@@ -418,11 +512,13 @@ mod tests {
         Schedules::with_client(client, quick_policy(), "iam-key-revoker")
     }
 
-    fn existing(request_id: &'static str, state: ScheduleState) -> Rule {
+    /// A schedule sending `request_id`'s delete, last changed at `modified_ms`.
+    fn existing(request_id: &'static str, state: ScheduleState, modified_ms: i64) -> Rule {
         mock!(Client::get_schedule).then_output(move || {
             GetScheduleOutput::builder()
                 .name(NAME)
                 .state(state.clone())
+                .last_modification_date(aws_smithy_types::DateTime::from_millis(modified_ms))
                 .schedule_expression("at(2026-12-30T12:00:00)")
                 .target(target(
                     &destination(false),
@@ -474,10 +570,11 @@ mod tests {
                 "r.delete",
                 "{}",
                 "d",
+                0,
                 &retries,
             )
             .await;
-        assert_eq!(put.unwrap(), Put::Created);
+        assert_eq!(put.unwrap().0, Put::Created);
         assert_eq!(retries.get(), 1, "throttling is retried");
     }
 
@@ -491,7 +588,10 @@ mod tests {
                 )
             })
         };
-        let (create, get) = (conflict(), existing("r.delete", ScheduleState::Enabled));
+        let (create, get) = (
+            conflict(),
+            existing("r.delete", ScheduleState::Enabled, 1_000),
+        );
         let put = schedules(&[&create, &get])
             .put(
                 NAME,
@@ -500,15 +600,17 @@ mod tests {
                 "r.delete",
                 "{}",
                 "d",
+                0,
                 &RetryCounter::default(),
             )
             .await;
-        assert_eq!(put.unwrap(), Put::Kept);
+        assert_eq!(put.unwrap().0, Put::Kept);
 
-        // Another staging job, or a restore's record: replaced, enabled again.
+        // Another staging job, or the record of a restore made before this job was sent
+        // (at 2_000): replaced, enabled again.
         let (create, get) = (
             conflict(),
-            existing("other.delete", ScheduleState::Disabled),
+            existing("other.delete", ScheduleState::Disabled, 1_000),
         );
         let update = mock!(Client::update_schedule)
             .match_requests(|input| {
@@ -531,10 +633,78 @@ mod tests {
                 "r.delete",
                 "{\"request_id\":\"r.delete\"}",
                 "d",
+                2_000,
                 &RetryCounter::default(),
             )
             .await;
-        assert_eq!(put.unwrap(), Put::Replaced);
+        assert_eq!(put.unwrap().0, Put::Replaced);
+        assert_eq!(update.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_since_the_job_was_sent_is_never_turned_back_on() {
+        let conflict = || {
+            mock!(Client::create_schedule)
+                .sequence()
+                .http_status(409, Some(error_json("ConflictException")))
+                .build()
+        };
+        // Disabled after the job was sent (at 500), or the record of this very job's
+        // delete (a redrive from the dead-letter queue sends it anew): left alone.
+        for (rule, sent_ms) in [
+            (
+                existing("other.delete", ScheduleState::Disabled, 1_000),
+                500,
+            ),
+            (existing("r.delete", ScheduleState::Disabled, 1_000), 5_000),
+        ] {
+            let create = conflict();
+            let put = schedules(&[&create, &rule])
+                .put(
+                    NAME,
+                    0,
+                    &destination(false),
+                    "r.delete",
+                    "{}",
+                    "d",
+                    sent_ms,
+                    &RetryCounter::default(),
+                )
+                .await;
+            assert_eq!(put.unwrap().0, Put::Restored);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_staging_job_never_pushes_a_delete_later() {
+        let create = mock!(Client::create_schedule)
+            .sequence()
+            .http_status(409, Some(error_json("ConflictException")))
+            .build();
+        let get = existing("first.delete", ScheduleState::Enabled, 1_000);
+        // The schedule found is due at 2026-12-30T12:00:00; the new job asks for later.
+        let update = mock!(Client::update_schedule)
+            .match_requests(|input| input.schedule_expression() == Some("at(2026-12-30T12:00:00)"))
+            .then_output(|| {
+                UpdateScheduleOutput::builder()
+                    .schedule_arn("arn")
+                    .build()
+                    .unwrap()
+            });
+        let later = parse_at_expression("at(2027-01-30T12:00:00)").unwrap();
+        let put = schedules(&[&create, &get, &update])
+            .put(
+                NAME,
+                later,
+                &destination(false),
+                "second.delete",
+                "{}",
+                "d",
+                2_000,
+                &RetryCounter::default(),
+            )
+            .await;
+        assert_eq!(put.unwrap().0, Put::Replaced);
         assert_eq!(update.num_calls(), 1);
     }
 
@@ -564,16 +734,17 @@ mod tests {
                 "r.delete",
                 "{}",
                 "d",
+                0,
                 &RetryCounter::default(),
             )
             .await;
-        assert_eq!(put.unwrap(), Put::Created);
+        assert_eq!(put.unwrap().0, Put::Created);
         assert_eq!((conflict.num_calls(), created.num_calls()), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_restore_disables_the_schedule_keeping_its_time_target_and_input() {
-        let get = existing("r.delete", ScheduleState::Enabled);
+        let get = existing("r.delete", ScheduleState::Enabled, 1_000);
         let update = mock!(Client::update_schedule)
             .match_requests(|input| {
                 input.state() == Some(&ScheduleState::Disabled)

@@ -168,11 +168,13 @@ impl Iam {
     }
 
     /// Lifts `user`'s session cut-offs (README, "Staged revocation": `restore
-    /// --lift-session-cutoff`): deletes each inline policy of this worker's on the user;
-    /// returns their names. Other inline policies are left alone.
+    /// --lift-session-cutoff`): deletes the inline policies of this worker's on the user
+    /// whose cut-off is at or after `since` (every one of them without it); returns their
+    /// names. Other inline policies, and older cut-offs (another revocation's), stay.
     pub async fn lift_session_cutoffs(
         &self,
         user: &str,
+        since: Option<DateTime>,
         retries: &RetryCounter,
     ) -> Result<Vec<String>, AwsError> {
         let _turn = self.session_turns.take(user).await;
@@ -182,7 +184,13 @@ impl Iam {
             .unwrap_or_default();
         let ours: Vec<String> = names
             .into_iter()
-            .filter(|name| name_time(name).is_some())
+            .filter(|name| match (name_time(name), since) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(Some(at)), Some(since)) => at.secs() >= since.secs(),
+                // The unnamed cut-off of earlier versions: its time is in its document.
+                (Some(None), Some(_)) => false,
+            })
             .collect();
         for name in &ours {
             self.delete_user_policy(user, name, retries).await?;

@@ -145,6 +145,32 @@ impl Sqs {
 
     /// The ARN of `queue_url` (`QueueArn`): what EventBridge Scheduler targets.
     pub async fn queue_arn(&self, queue_url: &str) -> Result<String, AwsError> {
+        self.attribute(queue_url, QueueAttributeName::QueueArn)
+            .await?
+            .ok_or_else(|| AwsError {
+                operation: "GetQueueAttributes",
+                class: crate::aws::classify::ErrorClass::Permanent,
+                code: None,
+                message: format!("no QueueArn in the answer for {queue_url}"),
+                unanswered: false,
+            })
+    }
+
+    /// Whether the FIFO queue `queue_url` deduplicates by content
+    /// (`ContentBasedDeduplication`): EventBridge Scheduler sends to a FIFO queue only
+    /// when it does (EventBridge Scheduler API Reference, `SqsParameters`).
+    pub async fn deduplicates_by_content(&self, queue_url: &str) -> Result<bool, AwsError> {
+        Ok(self
+            .attribute(queue_url, QueueAttributeName::ContentBasedDeduplication)
+            .await?
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")))
+    }
+
+    async fn attribute(
+        &self,
+        queue_url: &str,
+        name: QueueAttributeName,
+    ) -> Result<Option<String>, AwsError> {
         let retries = RetryCounter::default();
         let attrs = call(
             &self.policy,
@@ -155,24 +181,14 @@ impl Sqs {
                 self.client
                     .get_queue_attributes()
                     .queue_url(queue_url)
-                    .attribute_names(QueueAttributeName::QueueArn)
+                    .attribute_names(name.clone())
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
             },
         )
         .await?;
-        attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .ok_or_else(|| AwsError {
-                operation: "GetQueueAttributes",
-                class: crate::aws::classify::ErrorClass::Permanent,
-                code: None,
-                message: format!("no QueueArn in the answer for {queue_url}"),
-                unanswered: false,
-            })
+        Ok(attrs.attributes().and_then(|a| a.get(&name)).cloned())
     }
 
     /// How many messages `queue_url` holds: visible, in flight (received, not deleted)

@@ -11,7 +11,8 @@ use crate::aws::accounts::{AccountError, Accounts};
 use crate::aws::classify::AwsError;
 use crate::aws::clients::Clients;
 use crate::aws::retry::RetryCounter;
-use crate::aws::schedule::Schedules;
+use crate::aws::schedule::{Destination, Schedules};
+use crate::aws::sqs::Sqs;
 use crate::config::Settings;
 use crate::job::{check_access_key_id, check_user_name, is_account_id};
 use crate::staging::{rfc3339, schedule_name};
@@ -39,8 +40,11 @@ pub struct Record {
     pub restored_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The schedule kept, disabled, as the record; none when the key had no staged delete.
+    /// The staged delete's schedule, kept disabled; none when the key had none.
     pub schedule: Option<String>,
+    /// Whether a disabled schedule records the restore (the staged delete's, or one made
+    /// for the record when there was none).
+    pub recorded: bool,
     pub schedule_group: String,
     /// When its delete was due.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,76 @@ impl From<AwsError> for RestoreError {
     fn from(e: AwsError) -> Self {
         RestoreError::Failed(e.to_string())
     }
+}
+
+/// How much earlier than its staging job's schedule a cut-off of the same revocation may
+/// be (the job was retried before its schedule was created).
+const CUTOFF_SLACK_MS: i64 = 10 * 60 * 1000;
+
+/// How far ahead the record of a restore of a key without a schedule is dated: it is
+/// disabled and never runs; EventBridge Scheduler takes no time in the past.
+const RECORD_DUE_SECONDS: i64 = 30 * 86_400;
+
+/// Makes a disabled schedule the record of a restore of a key that had none: it targets
+/// the job queue as a staged delete would, so it reads like one, and it never runs.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    settings: &Settings,
+    clients: &Clients,
+    schedules: &Schedules,
+    name: &str,
+    account: &str,
+    user: &str,
+    key: &str,
+    description: &str,
+    retries: &RetryCounter,
+) -> Result<(), String> {
+    let Some(role_arn) = &settings.schedule.role_arn else {
+        return Err("schedule.role_arn is not set".to_owned());
+    };
+    let sqs = Sqs::new(clients.sqs.clone(), settings.backoff);
+    let queue_arn = sqs
+        .queue_arn(&settings.sqs.queue_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dead_letter_url = match &settings.schedule.dead_letter_queue_url {
+        Some(url) => url.clone(),
+        None => {
+            sqs.discover(
+                &settings.sqs.queue_url,
+                settings.sqs.dead_letter_queue_url.as_deref(),
+                "sqs.dead_letter_queue_url",
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .dead_letter_queue_url
+        }
+    };
+    let destination = Destination {
+        queue_arn,
+        role_arn: role_arn.clone(),
+        dead_letter_arn: sqs
+            .queue_arn(&dead_letter_url)
+            .await
+            .map_err(|e| e.to_string())?,
+        fifo: settings.sqs.queue_url.ends_with(".fifo"),
+    };
+    // What a staged delete of the key would send, should anyone enable it.
+    let input = serde_json::json!({
+        "request_id": format!("restore-record.{account}-{key}"),
+        "user_name": user,
+        "access_key_id": key,
+        "action": "delete",
+        "require_status": "Inactive",
+        "account_id": account,
+        "reason": "the record of a restore; disabled, never sent",
+    })
+    .to_string();
+    let due = i64::try_from(crate::metrics::now_ms() / 1000).unwrap_or(0) + RECORD_DUE_SECONDS;
+    schedules
+        .record(name, due, &destination, &input, description, retries)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Restores the key; the record says what was done.
@@ -150,11 +224,35 @@ pub async fn restore(
     .collect();
     // The record first: from here a late staging job leaves the key alone.
     let found = schedules.disable(&name, &description, &retries).await?;
+    let recorded = match &found {
+        Some(_) => Ok(()),
+        None => {
+            record(
+                settings,
+                clients,
+                &schedules,
+                &name,
+                &account,
+                &user,
+                &key,
+                &description,
+                &retries,
+            )
+            .await
+        }
+    };
     if !active {
         iam.reactivate(&user, &key, &retries).await?;
     }
+    // The cut-offs of this revocation: put when its staging job ran (its schedule was
+    // created then; a few minutes' slack for a job that was retried), never an older
+    // one another revocation put.
+    let since = found
+        .as_ref()
+        .and_then(|f| f.created_ms)
+        .map(|ms| aws_smithy_types::DateTime::from_millis(ms as i64 - CUTOFF_SLACK_MS));
     let lifted = if lift_session_cutoff {
-        Some(iam.lift_session_cutoffs(&user, &retries).await?)
+        Some(iam.lift_session_cutoffs(&user, since, &retries).await?)
     } else {
         None
     };
@@ -164,14 +262,17 @@ pub async fn restore(
     } else {
         format!("access key {key} of {user} set Active")
     });
-    detail.push(match &found {
-        Some(_) => format!(
+    detail.push(match (&found, &recorded) {
+        (Some(_), _) => format!(
             "its schedule {name} in {} is kept, disabled: the delete will not be sent",
             schedules.group()
         ),
-        None => format!(
-            "no staged delete found (no schedule {name} in {}): not staged, or its delete was sent already",
+        (None, Ok(())) => format!(
+            "no staged delete found (not staged, its schedule not created, or its delete sent already); a disabled schedule {name} in {} is kept as the record, so a late staging job leaves the key alone",
             schedules.group()
+        ),
+        (None, Err(why)) => format!(
+            "no staged delete found (not staged, its schedule not created, or its delete sent already); no record kept ({why}): a late staging job could deactivate the key again"
         ),
     });
     match &lifted {
@@ -180,6 +281,7 @@ pub async fn restore(
         None => {}
     }
     let record = Record {
+        recorded: found.is_some() || recorded.is_ok(),
         restored: true,
         access_key_id: key,
         user_name: user,

@@ -60,10 +60,14 @@ pub enum StartupError {
     Queue(#[from] QueueSetupError),
     #[error("the priority queue: {0}")]
     PriorityQueue(#[source] QueueSetupError),
-    #[error("staged revocation (schedule.*): cannot read a queue's ARN: {0}")]
+    #[error("staged revocation (schedule.*): {0}")]
     Staging(#[source] crate::aws::classify::AwsError),
     #[error("staged revocation: {0} is a FIFO queue, which EventBridge Scheduler does not take as a schedule's dead-letter queue; set schedule.dead_letter_queue_url to a standard queue")]
     FifoScheduleDeadLetterQueue(String),
+    #[error("staged revocation: no schedule group {0} (schedule.group_name) in EventBridge Scheduler; the worker stack creates iam-key-revoker")]
+    NoScheduleGroup(String),
+    #[error("staged revocation: the FIFO job queue {0} has no content-based deduplication, which EventBridge Scheduler needs to send to it; turn it on")]
+    FifoWithoutContentDeduplication(String),
     #[error("cannot listen on metrics.listen = {0}: {1}")]
     Listen(String, #[source] std::io::Error),
 }
@@ -75,7 +79,9 @@ impl StartupError {
         match self {
             StartupError::Queue(QueueSetupError::NoDeadLetterQueue { .. })
             | StartupError::PriorityQueue(QueueSetupError::NoDeadLetterQueue { .. })
-            | StartupError::FifoScheduleDeadLetterQueue(_) => 2,
+            | StartupError::FifoScheduleDeadLetterQueue(_)
+            | StartupError::NoScheduleGroup(_)
+            | StartupError::FifoWithoutContentDeduplication(_) => 2,
             _ => 1,
         }
     }

@@ -410,10 +410,14 @@ impl Worker {
         } else {
             iam.revoke(job, retries).await
         };
-        let scheduled_deletes = self.stage(job, &mut result, delivery.lane, retries).await;
+        let (scheduled_deletes, notes) = self.stage(job, &mut result, delivery, retries).await;
         let carry_on = carry_on(job, &result);
-        let (decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
+        let (mut decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
         sessions.scheduled_deletes = scheduled_deletes;
+        if !notes.is_empty() {
+            let detail = decision.detail.take().into_iter().chain(notes);
+            decision.detail = Some(detail.collect::<Vec<_>>().join("; "));
+        }
         Revocation {
             decision,
             carry_on,

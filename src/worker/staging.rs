@@ -64,6 +64,17 @@ impl Staging {
                     // FIFO queue as a schedule's dead-letter queue.
                     return Err(StartupError::FifoScheduleDeadLetterQueue(dead_letter_arn));
                 }
+                let fifo = queues.queue_url.ends_with(".fifo");
+                if fifo
+                    && !sqs
+                        .deduplicates_by_content(&queues.queue_url)
+                        .await
+                        .map_err(StartupError::Staging)?
+                {
+                    return Err(StartupError::FifoWithoutContentDeduplication(
+                        queues.queue_url.clone(),
+                    ));
+                }
                 Ok::<_, StartupError>(Destination {
                     queue_arn: sqs
                         .queue_arn(&queues.queue_url)
@@ -71,7 +82,7 @@ impl Staging {
                         .map_err(StartupError::Staging)?,
                     role_arn: role_arn.to_owned(),
                     dead_letter_arn,
-                    fifo: queues.queue_url.ends_with(".fifo"),
+                    fifo,
                 })
             }
         };
@@ -80,12 +91,30 @@ impl Staging {
             Some(queues) => Some(destination(queues.clone()).await?),
             None => None,
         };
-        Ok(Self {
-            schedules: Schedules::new(
-                &clients.sdk,
-                settings.backoff,
-                &settings.schedule.group_name,
+        let schedules = Schedules::new(
+            &clients.sdk,
+            settings.backoff,
+            &settings.schedule.group_name,
+        );
+        // GetSchedule answers a missing group as a missing schedule: a worker staging
+        // into a group that is not there would schedule nothing and say little. Only
+        // that answer stops the start; a look that fails otherwise is a warning (the
+        // staged jobs then say what fails), never a reason to revoke nothing.
+        match schedules.group_exists(&RetryCounter::default()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StartupError::NoScheduleGroup(
+                    settings.schedule.group_name.clone(),
+                ))
+            }
+            Err(e) => tracing::warn!(
+                group = %settings.schedule.group_name,
+                error = %e,
+                "Could not check the schedule group of staged revocation; starting anyway"
             ),
+        }
+        Ok(Self {
+            schedules,
             main,
             priority,
         })
@@ -144,12 +173,8 @@ impl Worker {
                 .await
                 .map_err(|e| self.aws_failure(e, 0))?,
         };
-        let sent_ms = job
-            .continuation
-            .as_ref()
-            .and_then(|c| c.enqueued_at_ms)
-            .or(delivery.sent_timestamp_ms)
-            .unwrap_or(0);
+        let sent_ms = sent_ms(job, delivery);
+        let delete_id = delete_request_id(job);
         let mut spared = Vec::new();
         for key in &keys {
             let name = schedule_name(&account, key);
@@ -159,7 +184,7 @@ impl Worker {
                 .await
                 .map_err(|e| self.aws_failure(e, 0))?;
             if let Some(found) = found {
-                if !found.enabled && found.modified_ms.unwrap_or(u64::MAX) >= sent_ms {
+                if found.restored_since(&delete_id, sent_ms) {
                     tracing::info!(
                         request_id = %job.request_id,
                         access_key_id = %key,
@@ -200,41 +225,59 @@ impl Worker {
         Ok(job)
     }
 
-    /// After the IAM write of a staged job that deactivated its key(s): one schedule per
-    /// key. A failure becomes the IAM step's, with the keys changed kept.
+    /// After the IAM write of a staged job: one schedule per key it deactivated (all of
+    /// them, or those a job of several keys changed before one was refused). A failure
+    /// becomes the IAM step's, with the keys changed kept. Returns the deletes scheduled
+    /// and notes for the job's detail.
     pub(super) async fn stage(
         &self,
         job: &Job,
         result: &mut IamResult,
-        lane: Lane,
+        delivery: Delivery,
         retries: &RetryCounter,
-    ) -> Vec<ScheduledDelete> {
-        let (Some(after), Some(staging), Effect::Revoked) =
-            (&job.delete_after, &self.staging, &result.effect)
-        else {
-            return Vec::new();
+    ) -> (Vec<ScheduledDelete>, Vec<String>) {
+        let (Some(after), Some(staging)) = (&job.delete_after, &self.staging) else {
+            return (Vec::new(), Vec::new());
         };
+        let staged: Vec<(String, String)> = match &result.effect {
+            Effect::Revoked => result
+                .access_key_ids
+                .iter()
+                .filter(|key| !job.spared.contains(key))
+                .filter_map(|key| {
+                    let owner = result.user_name.clone().or_else(|| {
+                        result
+                            .per_key
+                            .iter()
+                            .find(|k| k.access_key_id == *key)
+                            .map(|k| k.user_name.clone())
+                    });
+                    owner
+                        .filter(|u| !u.is_empty())
+                        .map(|user| (key.clone(), user))
+                })
+                .collect(),
+            // Refused or failed after changing some keys: those are deactivated and get
+            // their schedule all the same.
+            _ => result
+                .per_key
+                .iter()
+                .filter(|k| k.result == "deactivated" && !k.user_name.is_empty())
+                .map(|k| (k.access_key_id.clone(), k.user_name.clone()))
+                .collect(),
+        };
+        if staged.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
         // Due already (the time passed while the job was retried): in a minute, the
         // soonest a one-time schedule runs.
         let due = after.due(now_secs()).max(now_secs() + 60);
-        let destination = staging.destination(lane);
-        let mut scheduled = Vec::new();
+        let destination = staging.destination(delivery.lane);
+        let sent_ms = sent_ms(job, delivery);
+        let (mut scheduled, mut notes) = (Vec::new(), Vec::new());
         let failure = async {
             let account = self.account_of(job, retries).await?;
-            for key in result.access_key_ids.clone() {
-                if job.spared.contains(&key) {
-                    continue;
-                }
-                let owner = result.user_name.clone().or_else(|| {
-                    result
-                        .per_key
-                        .iter()
-                        .find(|k| k.access_key_id == key)
-                        .map(|k| k.user_name.clone())
-                });
-                let Some(user) = owner.filter(|u| !u.is_empty()) else {
-                    continue;
-                };
+            for (key, user) in staged {
                 let delete = scheduled_delete(job, &user, &key);
                 let name = schedule_name(&account, &key);
                 let description = format!(
@@ -250,11 +293,26 @@ impl Worker {
                         &delete.request_id,
                         &delete.to_body(),
                         &description,
+                        sent_ms,
                         retries,
                     )
                     .await;
                 match put {
-                    Ok(put) => {
+                    Ok((Put::Restored, _)) => {
+                        // A person restored the key between this job's look at its
+                        // schedule and its write: the record stays, no delete follows.
+                        metrics::staged("restored", 1);
+                        tracing::warn!(
+                            request_id = %job.request_id,
+                            access_key_id = %key,
+                            schedule = %name,
+                            "A person restored this key while the job deactivated it: no delete is scheduled; restore it again if that was meant"
+                        );
+                        notes.push(format!(
+                            "access key {key} was restored by a person while this job deactivated it: no delete is scheduled (its schedule stays disabled); restore it again if that was meant"
+                        ));
+                    }
+                    Ok((put, at)) => {
                         if put != Put::Kept {
                             metrics::staged("scheduled", 1);
                         }
@@ -263,14 +321,14 @@ impl Worker {
                             access_key_id = %key,
                             user_name = %user,
                             schedule = %name,
-                            delete_at = %rfc3339(due),
+                            delete_at = %rfc3339(at),
                             put = ?put,
                             "Delete scheduled"
                         );
                         scheduled.push(ScheduledDelete {
                             access_key_id: key.clone(),
                             user_name: user,
-                            at: rfc3339(due),
+                            at: rfc3339(at),
                             schedule: name,
                             group: staging.schedules.group().to_owned(),
                         });
@@ -292,16 +350,20 @@ impl Worker {
         }
         .await;
         if let Err(e) = failure {
-            // Deactivated and said so: the delete is scheduled on the next delivery.
-            result.effect = Effect::Failed(AwsError {
+            let e = AwsError {
                 message: format!(
                     "{} (the key is deactivated; its delete is not scheduled yet)",
                     e.message
                 ),
                 ..e
-            });
+            };
+            match &result.effect {
+                // Deactivated and said so: the delete is scheduled on the next delivery.
+                Effect::Revoked => result.effect = Effect::Failed(e),
+                _ => notes.push(e.to_string()),
+            }
         }
-        scheduled
+        (scheduled, notes)
     }
 
     /// The account a job's keys are in, for their schedules' names: the one it names,
@@ -352,6 +414,21 @@ pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str) -> Job {
         owners: Vec::new(),
         continuation: None,
     }
+}
+
+/// The request id of the delete a staged job schedules (the same for each of its keys).
+fn delete_request_id(job: &Job) -> String {
+    scheduled_delete(job, "", "").request_id
+}
+
+/// When the job's first message was sent: a continuation carries it, else SQS's
+/// `SentTimestamp`.
+fn sent_ms(job: &Job, delivery: Delivery) -> u64 {
+    job.continuation
+        .as_ref()
+        .and_then(|c| c.enqueued_at_ms)
+        .or(delivery.sent_timestamp_ms)
+        .unwrap_or(0)
 }
 
 fn now_secs() -> i64 {
