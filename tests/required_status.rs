@@ -10,24 +10,13 @@ use common::TestEnv;
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::json;
 
-async fn set_status(env: &TestEnv, user: &str, key: &str, status: StatusType) {
-    env.clients
-        .iam
-        .update_access_key()
-        .user_name(user)
-        .access_key_id(key)
-        .status(status)
-        .send()
-        .await
-        .expect("update key");
-}
-
 #[tokio::test]
 async fn an_inactive_key_is_deleted_and_a_reactivated_one_is_left_alone() {
     let env = TestEnv::new("required").await;
     let worker = env.worker().await;
     let (user, keys) = env.user_with_keys("staged", 2).await;
-    set_status(&env, &user, &keys[0], StatusType::Inactive).await;
+    env.set_key_status(&user, &keys[0], StatusType::Inactive)
+        .await;
 
     // Still inactive: the scheduled delete deletes it.
     let body = json!({"request_id": "rs-1", "user_name": user, "access_key_id": keys[0], "require_status": "Inactive"}).to_string();

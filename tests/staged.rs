@@ -75,18 +75,6 @@ fn staging(request_id: &str, user: &str, key: &str, after: &str) -> String {
     .to_string()
 }
 
-async fn set_status(env: &TestEnv, user: &str, key: &str, status: StatusType) {
-    env.clients
-        .iam
-        .update_access_key()
-        .user_name(user)
-        .access_key_id(key)
-        .status(status)
-        .send()
-        .await
-        .expect("update key");
-}
-
 #[tokio::test]
 async fn a_staged_key_is_deactivated_now_and_its_scheduled_delete_deletes_it_later() {
     let (env, scheduler) = staged_env("staged").await;
@@ -201,7 +189,8 @@ async fn a_key_a_person_reactivated_is_not_deleted_the_scheduled_delete_ends_can
         .to_owned();
 
     // Someone set it Active in the console meanwhile.
-    set_status(&env, &user, &keys[0], StatusType::Active).await;
+    env.set_key_status(&user, &keys[0], StatusType::Active)
+        .await;
     let report = worker.handle(env.deliver(&input).await).await;
     assert_eq!(report.outcome, Outcome::Cancelled, "{:?}", report.detail);
     assert_eq!(
@@ -344,7 +333,8 @@ async fn restore_refuses_protected_users_and_keys_it_cannot_find() {
         lift_session_cutoff: false,
         reason: None,
     };
-    set_status(&env, &user, &keys[0], StatusType::Inactive).await;
+    env.set_key_status(&user, &keys[0], StatusType::Inactive)
+        .await;
     let err = restore(&env.settings(), &env.clients, request(&user, &keys[0]))
         .await
         .unwrap_err();

@@ -188,7 +188,16 @@ impl Schedules {
         // answers `ConflictException` to a concurrent change too): look again, a few times.
         let mut last = None;
         for _ in 0..PUT_ATTEMPTS {
-            let created = self.create(name, due, &target, description, retries).await;
+            let created = self
+                .create(
+                    name,
+                    due,
+                    &target,
+                    ScheduleState::Enabled,
+                    description,
+                    retries,
+                )
+                .await;
             match created {
                 Ok(()) => return Ok((Put::Created, due)),
                 Err(e) if is_conflict(&e) => last = Some(e),
@@ -242,6 +251,7 @@ impl Schedules {
         name: &str,
         due: i64,
         target: &Target,
+        state: ScheduleState,
         description: &str,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
@@ -260,7 +270,7 @@ impl Schedules {
                     .flexible_time_window(off())
                     .target(target.clone())
                     .action_after_completion(ActionAfterCompletion::Delete)
-                    .state(ScheduleState::Enabled)
+                    .state(state.clone())
                     .description(description)
                     .send()
                     .await
@@ -284,30 +294,15 @@ impl Schedules {
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
         let target = target(destination, name, input);
-        call(
-            &self.policy,
+        self.create(
+            name,
+            due,
+            &target,
+            ScheduleState::Disabled,
+            description,
             retries,
-            "scheduler",
-            "CreateSchedule",
-            || async {
-                self.client
-                    .create_schedule()
-                    .group_name(&self.group)
-                    .name(name)
-                    .schedule_expression(at_expression(due))
-                    .schedule_expression_timezone("UTC")
-                    .flexible_time_window(off())
-                    .target(target.clone())
-                    .action_after_completion(ActionAfterCompletion::Delete)
-                    .state(ScheduleState::Disabled)
-                    .description(description)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("CreateSchedule", e))
-            },
         )
         .await
-        .map(|_| ())
     }
 
     /// Whether the group exists (`GetScheduleGroup`): `GetSchedule` answers

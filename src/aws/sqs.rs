@@ -104,28 +104,11 @@ impl Sqs {
         configured_dlq: Option<&str>,
         dlq_key: &'static str,
     ) -> Result<Queues, QueueSetupError> {
-        let retries = RetryCounter::default();
-        let attrs = call(
-            &self.policy,
-            &retries,
-            "sqs",
-            "GetQueueAttributes",
-            || async {
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(queue_url)
-                    .attribute_names(QueueAttributeName::RedrivePolicy)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("GetQueueAttributes", e))
-            },
-        )
-        .await?;
-        let redrive = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        let redrive = self
+            .attribute(queue_url, QueueAttributeName::RedrivePolicy)
+            .await?
             .filter(|p| !p.is_empty());
-        let dlq_from_policy = match redrive {
+        let dlq_from_policy = match &redrive {
             Some(policy) => Some(self.redrive_target(policy).await?),
             None => None,
         };

@@ -197,6 +197,19 @@ impl TestEnv {
         key_status(&self.clients.iam, user, key).await
     }
 
+    /// Sets `key` of `user` to `status`, as a person would in the console.
+    pub async fn set_key_status(&self, user: &str, key: &str, status: StatusType) {
+        self.clients
+            .iam
+            .update_access_key()
+            .user_name(user)
+            .access_key_id(key)
+            .status(status)
+            .send()
+            .await
+            .expect("update key");
+    }
+
     /// Every message on the dead-letter queue, with message attributes.
     pub async fn dead_letters(&self) -> Vec<Message> {
         let mut all = Vec::new();
