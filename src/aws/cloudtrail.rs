@@ -75,7 +75,7 @@ pub async fn lookup(
     let mut token: Option<String> = None;
     loop {
         let page = call(policy, retries, "cloudtrail", "LookupEvents", || async {
-            rate.acquire().await;
+            let sent = rate.acquire().await;
             let answer = client
                 .lookup_events()
                 .lookup_attributes(attribute.clone())
@@ -88,7 +88,7 @@ pub async fn lookup(
                 .map_err(|e| AwsError::from_sdk("LookupEvents", e));
             match &answer {
                 Err(e) if e.is_throttling() => {
-                    rate.throttled();
+                    rate.throttled(sent);
                     crate::metrics::activity_lookup_throttled();
                 }
                 Ok(_) => rate.succeeded(),

@@ -92,10 +92,10 @@ impl Iam {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.rate.acquire().await;
+        let sent = self.rate.acquire().await;
         let result = send().await.map_err(|e| AwsError::from_sdk(operation, e));
         match &result {
-            Err(e) if e.is_throttling() => self.rate.throttled(),
+            Err(e) if e.is_throttling() => self.rate.throttled(sent),
             _ => self.rate.succeeded(),
         }
         result
@@ -557,10 +557,12 @@ mod tests {
         assert!(matches!(result.effect, Effect::Revoked));
         assert_eq!(delete.num_calls(), 4);
         assert_eq!(retries.get(), 3);
+        // Throttled before IAM had accepted anything: the rate goes to its floor (5% of
+        // the configured 1000 a second) and climbs back from there.
         assert_eq!(
             iam.shared_rate().current(),
-            500.0,
-            "the throttled answer halved the rate"
+            50.0,
+            "the throttled answer lowered the rate to what IAM accepted"
         );
     }
 

@@ -1,13 +1,35 @@
 //! The client-side IAM request budget (`iam.max_requests_per_second`), shared by every
-//! job acting in one account, that adapts to throttling: additive increase,
-//! multiplicative decrease (AIMD), so a bulk run settles just below the account's real
-//! limit instead of oscillating through errors.
+//! job acting in one account, that learns where IAM's quota is and stays just under it.
 //!
 //! - Requests are spaced `1 / rate` apart (no bursts above the rate).
-//! - A throttled answer halves the rate, at most once per second: the throttled answers
-//!   of concurrent requests are one signal, not many.
-//! - Each second without throttling adds 5% of the configured maximum back, so a halved
-//!   rate recovers in about ten seconds, never above the maximum.
+//! - A throttled answer to a request sent at the current rate is a measurement: IAM
+//!   accepted what it answered without throttling over the last second (since the last
+//!   cut, once IAM's bucket is empty; over half a second at least), and refuses more.
+//!   That accepted rate is the ceiling; the rate goes 6-12% under it (drawn anew each
+//!   time, so that replicas sharing one account's quota do not cut and climb in
+//!   lockstep). Answers to requests sent before that cut are old news. Requests already
+//!   booked at the old rate are spaced again at the new one, the first of them one
+//!   interval after the cut (one let go at once would find IAM's bucket still empty).
+//! - Refused again within half a second of a cut, too soon to measure anything new: what
+//!   IAM accepted before that cut came from its bucket's reserve (a worker's first burst
+//!   empties it), not from its refill. The rate halves then (at most once a second, so
+//!   that a replica does not follow the others' throttles down), and climbs back after
+//!   0.75 s towards the rate refused; the next cut measures.
+//! - Refused before IAM accepted three requests since the last cut, there is nothing to
+//!   measure: another replica or tool holds the quota. The rate goes to its floor and
+//!   climbs back quickly (below); the next throttle measures its share.
+//! - After a measured cut the rate holds for a few seconds (1.5-3, drawn), then, while
+//!   requests wait for it, climbs: back to just under the ceiling quickly (50% of itself
+//!   a second), above it slowly (2% of the ceiling, or 0.5% of the configured maximum,
+//!   a second, whichever is more), probing for a quota AWS may have raised; past the
+//!   ceiling without a throttle, the higher rate is the new ceiling. IAM's bucket covers
+//!   a probe above the quota for a while, so the probe finds it late and rarely. Never
+//!   above the configured maximum, never below a floor (5% of it).
+//! - Replicas share the quota without talking: each one's accepted rate is its share, and
+//!   the jittered margins and holds keep their probes apart. Shares need not be equal:
+//!   the worker holds only the messages it can start within two seconds at its rate
+//!   ([`AdaptiveRate::room`]), so the queue's jobs go to replicas in proportion to their
+//!   shares, and they finish a drain together.
 //!
 //! - Urgent requests (those of priority-queue jobs, run inside [`urgent`]) go first: an
 //!   urgent request takes the next free moment for urgent requests, ahead of the
@@ -19,14 +41,37 @@
 //! `governor`, the usual token bucket, can neither change its quota at run time nor run
 //! on tokio's clock (which the tests pause), so this small scheduler is written here.
 
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-const DECREASE_FACTOR: f64 = 0.5;
-const INCREASE_FRACTION_PER_SECOND: f64 = 0.05;
-const ADJUST_INTERVAL: Duration = Duration::from_secs(1);
+/// Over how long IAM's accepted rate is measured.
+const WINDOW: Duration = Duration::from_secs(1);
+/// The shortest span an accepted rate is measured over (shorter is noise).
+const SHORTEST_SPAN: Duration = Duration::from_millis(500);
+/// After a throttle, the rate goes this far under the ceiling (drawn in this range).
+const MARGIN: (f64, f64) = (0.06, 0.12);
+/// After a throttle, the rate holds this long before it climbs (drawn in this range).
+const HOLD: (Duration, Duration) = (Duration::from_millis(1500), Duration::from_secs(3));
+/// A throttle right after a cut halves the rate, at most once in this long...
+const HALVING_GAP: Duration = Duration::from_secs(1);
+/// ... the rate climbs back quickly towards this fraction of the rate refused (the quota
+/// is between the two)...
+const HALVED_CEILING: f64 = 0.75;
+/// ... after holding this long.
+const HALVED_HOLD: Duration = Duration::from_millis(750);
+/// Fewer answers without throttling than this since the last cut measure nothing.
+const MIN_SAMPLES: usize = 3;
+/// Below the ceiling's margin, the rate grows by this fraction of itself a second.
+const RECOVER_PER_SECOND: f64 = 0.5;
+/// Near and above the ceiling, the rate climbs this fraction of the ceiling a second...
+const PROBE_PER_SECOND: f64 = 0.02;
+/// ... or this fraction of the configured maximum, when more: a replica whose share was
+/// small when it learnt it climbs as fast as the others.
+const PROBE_OF_MAX_PER_SECOND: f64 = 0.005;
 
 /// An adaptive request rate.
 #[derive(Debug)]
@@ -59,26 +104,63 @@ struct State {
     /// Moments urgent requests took ahead of booked ones: that many booked requests
     /// book again.
     owed: u32,
-    last_decrease: Option<Instant>,
-    last_increase: Instant,
+    /// Counts the cuts: a request booked before the last one books again at the new rate.
+    epoch: u64,
+    /// The rate IAM accepted when it last throttled (the configured maximum before).
+    ceiling: f64,
+    last_cut: Option<Instant>,
+    /// No climbing before this moment.
+    hold_until: Instant,
+    last_adjust: Instant,
+    /// When the answers without throttling of the last `WINDOW` came.
+    accepted: VecDeque<Instant>,
+    /// A little randomness for margins and holds (xorshift), seeded per process.
+    seed: u64,
+    /// When the rate was last halved without a measurement.
+    last_halved: Option<Instant>,
+}
+
+impl State {
+    /// A number in [0, 1).
+    fn draw(&mut self) -> f64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 impl AdaptiveRate {
     /// Starts at `max_per_second` (at least 1).
     pub fn new(max_per_second: u32) -> Self {
+        Self::seeded(
+            max_per_second,
+            std::collections::hash_map::RandomState::new().hash_one(0u8),
+        )
+    }
+
+    /// Like [`AdaptiveRate::new`], its margins and holds drawn from `seed`.
+    fn seeded(max_per_second: u32, seed: u64) -> Self {
         let max = f64::from(max_per_second.max(1));
         crate::metrics::iam_rate_limit(max);
+        let now = Instant::now();
         Self {
             max,
             // Never slower than one request every ten seconds, nor than 5% of the maximum.
             floor: (max * 0.05).max(0.1),
             state: Mutex::new(State {
                 rate: max,
-                next_slot: Instant::now(),
-                next_urgent: Instant::now(),
+                next_slot: now,
+                next_urgent: now,
                 owed: 0,
-                last_decrease: None,
-                last_increase: Instant::now(),
+                epoch: 0,
+                ceiling: max,
+                last_cut: None,
+                hold_until: now,
+                last_adjust: now,
+                accepted: VecDeque::new(),
+                seed: seed | 1,
+                last_halved: None,
             }),
         }
     }
@@ -93,30 +175,35 @@ impl AdaptiveRate {
         self.state().rate
     }
 
-    /// Waits for this request's slot; an urgent request's comes first.
-    pub async fn acquire(&self) {
+    /// Waits for this request's slot; an urgent request's comes first. Returns the moment
+    /// the request may go: hand it back with [`AdaptiveRate::throttled`].
+    pub async fn acquire(&self) -> Instant {
         if is_urgent() {
             return self.acquire_urgent().await;
         }
         loop {
-            let slot = {
+            let (slot, epoch) = {
                 let mut state = self.state();
                 let now = Instant::now();
                 let slot = state.next_slot.max(now);
                 state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
-                slot
+                (slot, state.epoch)
             };
             tokio::time::sleep_until(slot).await;
             let mut state = self.state();
+            if state.epoch != epoch {
+                // Booked at a rate IAM refused since: book again at the new one.
+                continue;
+            }
             if state.owed == 0 {
-                return;
+                return slot;
             }
             // An urgent request used this moment: book again.
             state.owed -= 1;
         }
     }
 
-    async fn acquire_urgent(&self) {
+    async fn acquire_urgent(&self) -> Instant {
         let slot = {
             let mut state = self.state();
             let now = Instant::now();
@@ -132,6 +219,7 @@ impl AdaptiveRate {
             slot
         };
         tokio::time::sleep_until(slot).await;
+        slot
     }
 
     /// How far ahead requests are already scheduled: how long the requests waiting now
@@ -142,40 +230,123 @@ impl AdaptiveRate {
             .saturating_duration_since(Instant::now())
     }
 
-    /// IAM answered with throttling: slow down (once per second at most).
-    pub fn throttled(&self) {
+    /// How many more jobs of one request each start within `horizon` at the current
+    /// rate, with `held` held already; and how many start in half of it.
+    pub fn room(&self, horizon: Duration, held: usize) -> (usize, usize) {
+        let fit = horizon.as_secs_f64() * self.current();
+        (
+            (fit.floor() as usize).saturating_sub(held),
+            (fit / 2.0).ceil() as usize,
+        )
+    }
+
+    /// IAM throttled the request sent at `sent`: the rate it accepted is the ceiling, and
+    /// the rate goes just under it.
+    pub fn throttled(&self, sent: Instant) {
         let mut state = self.state();
-        let now = Instant::now();
-        if state
-            .last_decrease
-            .is_some_and(|at| now.duration_since(at) < ADJUST_INTERVAL)
-        {
+        if state.last_cut.is_some_and(|cut| sent <= cut) {
             return;
         }
-        state.rate = (state.rate * DECREASE_FACTOR).max(self.floor);
-        state.last_decrease = Some(now);
+        let now = Instant::now();
+        // Since the last cut (IAM's bucket has been empty since), within the window, over
+        // no less than the shortest span.
+        let since = [now.checked_sub(WINDOW), state.last_cut]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(now)
+            .min(now.checked_sub(SHORTEST_SPAN).unwrap_or(now));
+        while state.accepted.front().is_some_and(|t| *t < since) {
+            state.accepted.pop_front();
+        }
+        let span = now.duration_since(since).max(SHORTEST_SPAN).as_secs_f64();
+        let margin = MARGIN.0 + (MARGIN.1 - MARGIN.0) * state.draw();
+        let cut_just_now = state
+            .last_cut
+            .is_some_and(|cut| now.duration_since(cut) < SHORTEST_SPAN);
+        let halved_lately = state
+            .last_halved
+            .is_some_and(|at| now.duration_since(at) < HALVING_GAP);
+        if cut_just_now && !halved_lately {
+            // Refused again right after a cut, too soon to measure anything new: what IAM
+            // accepted before it came from its bucket's reserve (a worker's first burst),
+            // not its refill. Halve, and climb back soon, towards the rate just refused;
+            // the next cut measures. At most once in HALVING_GAP: a replica's own halving
+            // must not follow the others' throttles down to nothing.
+            state.last_halved = Some(now);
+            state.ceiling = (state.rate * HALVED_CEILING).max(self.floor);
+            state.rate = (state.rate * 0.5).max(self.floor);
+            state.hold_until = now + HALVED_HOLD;
+        } else if state.accepted.len() < MIN_SAMPLES {
+            // Refused before IAM accepted anything to measure: another replica or tool
+            // holds the quota. Start again from the floor, and climb back quickly to a
+            // share; the first throttle after that measures it.
+            state.rate = self.floor;
+            state.hold_until = now + HALVED_HOLD;
+        } else {
+            let accepted = state.accepted.len() as f64 / span;
+            // Never above the rate refused, which, right after a halving, is the rate
+            // before it (the halving's ceiling), not the halved one.
+            let refused = if halved_lately {
+                state.rate.max(state.ceiling)
+            } else {
+                state.rate
+            };
+            let ceiling = accepted.max(0.0).clamp(self.floor, refused.max(self.floor));
+            let hold = HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(state.draw());
+            state.ceiling = ceiling;
+            // A cut never raises the rate (right after a halving, the ceiling measured
+            // can be above the halved rate).
+            state.rate = (ceiling * (1.0 - margin)).max(self.floor).min(state.rate);
+            state.hold_until = now + hold;
+        }
+        state.last_cut = Some(now);
+        state.last_adjust = now;
+        state.epoch += 1;
+        // The next request waits one interval at the new rate: one let go at once after
+        // each cut would be refused too while IAM's bucket is empty, and cut again.
+        state.next_slot = now + Duration::from_secs_f64(1.0 / state.rate);
         crate::metrics::iam_rate_limit(state.rate);
         tracing::warn!(
             rate_per_second = state.rate,
+            ceiling_per_second = state.ceiling,
             "IAM is throttling: lowering the request rate"
         );
     }
 
-    /// IAM answered without throttling: speed back up, slowly, up to the maximum.
+    /// IAM answered without throttling: count it, and, while requests wait for the rate,
+    /// climb (see the module's description).
     pub fn succeeded(&self) {
         let mut state = self.state();
-        if state.rate >= self.max {
+        let now = Instant::now();
+        state.accepted.push_back(now);
+        while state
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
+            state.accepted.pop_front();
+        }
+        let elapsed = now.duration_since(state.last_adjust).as_secs_f64();
+        state.last_adjust = now;
+        // Requests booked beyond the one just answered: the rate, not demand, is the bound.
+        let interval = Duration::from_secs_f64(1.0 / state.rate);
+        let waiting = state.next_slot > now + interval;
+        if now < state.hold_until || !waiting || state.rate >= self.max {
             return;
         }
-        let now = Instant::now();
-        let calm = state
-            .last_decrease
-            .is_none_or(|at| now.duration_since(at) >= ADJUST_INTERVAL);
-        if calm && now.duration_since(state.last_increase) >= ADJUST_INTERVAL {
-            state.rate = (state.rate + self.max * INCREASE_FRACTION_PER_SECOND).min(self.max);
-            state.last_increase = now;
-            crate::metrics::iam_rate_limit(state.rate);
+        let below = state.ceiling * (1.0 - MARGIN.1);
+        let climb = if state.rate < below {
+            state.rate * RECOVER_PER_SECOND
+        } else {
+            (state.ceiling * PROBE_PER_SECOND).max(self.max * PROBE_OF_MAX_PER_SECOND)
+        };
+        state.rate = (state.rate + climb * elapsed).min(self.max);
+        if state.rate > state.ceiling {
+            // Above the last ceiling and not throttled: IAM accepts more now.
+            state.ceiling = state.rate;
         }
+        crate::metrics::iam_rate_limit(state.rate);
     }
 }
 
@@ -276,46 +447,242 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_once_per_second_and_it_recovers_slowly() {
-        let rate = AdaptiveRate::new(20);
-        rate.throttled();
-        rate.throttled(); // the same burst of throttled answers: one signal
-        assert_eq!(rate.current(), 10.0);
-        tokio::time::advance(Duration::from_millis(1_100)).await;
-        rate.throttled();
-        assert_eq!(rate.current(), 5.0);
+    /// IAM's quota as AWS keeps it: a token bucket per account.
+    struct Quota {
+        per_second: f64,
+        capacity: f64,
+        tokens: f64,
+        at: Instant,
+    }
 
-        // Requests now come 200 ms apart.
-        let start = Instant::now();
-        rate.acquire().await;
-        rate.acquire().await;
-        rate.acquire().await;
-        assert!(
-            start.elapsed() >= Duration::from_millis(400),
-            "{:?}",
-            start.elapsed()
-        );
-
-        // One step (+1/s) per calm second, never above the maximum.
-        let mut seconds = 0;
-        while rate.current() < 20.0 {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            rate.succeeded();
-            seconds += 1;
-            assert!(seconds < 60, "recovers");
+    impl Quota {
+        fn new(per_second: f64) -> Arc<Mutex<Self>> {
+            Arc::new(Mutex::new(Self {
+                per_second,
+                capacity: per_second,
+                tokens: per_second,
+                at: Instant::now(),
+            }))
         }
-        assert_eq!(seconds, 15, "from 5/s to 20/s in steps of 1/s");
-        rate.succeeded();
-        assert_eq!(rate.current(), 20.0);
+
+        fn take(&mut self) -> bool {
+            let now = Instant::now();
+            let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+            self.tokens = (self.tokens + refill).min(self.capacity);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        }
+    }
+
+    /// Requests answered and throttled by `quota` in `seconds`, each limiter with
+    /// `in_flight` callers sending one request after another (IAM answering in 10 ms).
+    async fn drive(
+        limiters: &[Arc<AdaptiveRate>],
+        quota: &Arc<Mutex<Quota>>,
+        seconds: u64,
+        in_flight: usize,
+    ) -> (u64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut callers = tokio::task::JoinSet::new();
+        for (n, limiter) in limiters.iter().enumerate() {
+            for _ in 0..in_flight {
+                let (limiter, quota) = (limiter.clone(), quota.clone());
+                // Replicas start one after another, as a scaler starts them.
+                let start = Instant::now() + Duration::from_millis(400) * n as u32;
+                callers.spawn(async move {
+                    tokio::time::sleep_until(start).await;
+                    let (mut answered, mut throttled) = (0, 0);
+                    loop {
+                        let sent = limiter.acquire().await;
+                        if sent >= deadline {
+                            return (answered, throttled);
+                        }
+                        let accepted = quota.lock().unwrap().take();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        if accepted {
+                            answered += 1;
+                            limiter.succeeded();
+                        } else {
+                            throttled += 1;
+                            limiter.throttled(sent);
+                        }
+                    }
+                });
+            }
+        }
+        callers
+            .join_all()
+            .await
+            .into_iter()
+            .fold((0, 0), |(a, t), (ca, ct)| (a + ca, t + ct))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_worker_above_the_quota_holds_it_with_few_throttles() {
+        let quota = Quota::new(15.0);
+        let limiter = Arc::new(AdaptiveRate::seeded(40, 5));
+        let (answered, throttled) = drive(std::slice::from_ref(&limiter), &quota, 120, 16).await;
+        let held = answered as f64 / (15.0 * 120.0);
+        let refused = throttled as f64 / (answered + throttled) as f64;
+        assert!(held >= 0.95, "held {held:.3} of the quota");
+        assert!(refused <= 0.05, "{refused:.3} of requests throttled");
+        // Near the quota: probing above it, by at most a quarter, while IAM's bucket
+        // still covers the difference.
+        assert!(limiter.current() < 15.0 * 1.3, "{}", limiter.current());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn three_workers_share_one_quota_without_multiplying_throttles() {
+        let quota = Quota::new(15.0);
+        let limiters: Vec<_> = (0..3)
+            .map(|n| Arc::new(AdaptiveRate::seeded(40, 11 + n)))
+            .collect();
+        let (answered, throttled) = drive(&limiters, &quota, 120, 16).await;
+        let held = answered as f64 / (15.0 * 120.0);
+        let refused = throttled as f64 / (answered + throttled) as f64;
+        assert!(held >= 0.90, "held {held:.3} of the quota");
+        assert!(refused <= 0.05, "{refused:.3} of requests throttled");
+    }
+
+    /// Seconds and throttled requests to work `jobs` jobs of one request each with
+    /// `limiters` as replicas, each working 16 at once and holding, as the worker's
+    /// receive loop does, no more than it can start within two seconds at its rate.
+    async fn drain(
+        limiters: &[Arc<AdaptiveRate>],
+        quota: &Arc<Mutex<Quota>>,
+        jobs: u64,
+    ) -> (f64, u64) {
+        let queue = Arc::new(Mutex::new(jobs));
+        let start = Instant::now();
+        let mut callers = tokio::task::JoinSet::new();
+        for (n, limiter) in limiters.iter().enumerate() {
+            let held = Arc::new(Mutex::new(0usize));
+            for _ in 0..16 {
+                let (limiter, quota, queue, held) =
+                    (limiter.clone(), quota.clone(), queue.clone(), held.clone());
+                let begin = start + Duration::from_millis(400) * n as u32;
+                callers.spawn(async move {
+                    tokio::time::sleep_until(begin).await;
+                    let mut throttled = 0;
+                    loop {
+                        let taken = {
+                            let mut queue = queue.lock().unwrap();
+                            if *queue == 0 {
+                                return throttled;
+                            }
+                            let mut held = held.lock().unwrap();
+                            let room = limiter.room(Duration::from_secs(2), *held).0 > 0;
+                            if room {
+                                *queue -= 1;
+                                *held += 1;
+                            }
+                            room
+                        };
+                        if !taken {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        loop {
+                            let sent = limiter.acquire().await;
+                            let accepted = quota.lock().unwrap().take();
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            if accepted {
+                                limiter.succeeded();
+                                break;
+                            }
+                            throttled += 1;
+                            limiter.throttled(sent);
+                        }
+                        *held.lock().unwrap() -= 1;
+                    }
+                });
+            }
+        }
+        let throttled = callers.join_all().await.into_iter().sum();
+        (start.elapsed().as_secs_f64(), throttled)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_started_one_after_another_drain_a_batch_at_the_quota() {
+        // One replica, and three with margins and holds drawn from several seeds.
+        for (replicas, seed) in [(1, 1), (3, 1), (3, 2), (3, 3), (3, 4), (3, 5)] {
+            let quota = Quota::new(15.0);
+            let limiters: Vec<_> = (0..replicas)
+                .map(|n| Arc::new(AdaptiveRate::seeded(40, seed * 7919 + n)))
+                .collect();
+            let (seconds, throttled) = drain(&limiters, &quota, 300).await;
+            let held = 300.0 / seconds / 15.0;
+            let refused = throttled as f64 / (300 + throttled) as f64;
+            assert!(
+                held >= 0.9,
+                "{replicas} ({seed}): held {held:.3} of the quota"
+            );
+            assert!(
+                refused <= 0.05,
+                "{replicas} ({seed}): {refused:.3} of requests throttled"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_raised_later_is_found() {
+        let quota = Quota::new(15.0);
+        let limiter = Arc::new(AdaptiveRate::seeded(100, 3));
+        let (answered, throttled) = drive(std::slice::from_ref(&limiter), &quota, 60, 16).await;
+        // Configured far above it, the limiter holds the quota with few throttles.
+        assert!(answered as f64 >= 0.95 * 15.0 * 60.0, "{answered}");
+        assert!(
+            throttled as f64 <= 0.05 * (answered + throttled) as f64,
+            "{throttled}"
+        );
+        quota.lock().unwrap().per_second = 30.0;
+        quota.lock().unwrap().capacity = 30.0;
+        drive(std::slice::from_ref(&limiter), &quota, 60, 16).await;
+        let (answered, _) = drive(std::slice::from_ref(&limiter), &quota, 30, 16).await;
+        let held = answered as f64 / (30.0 * 30.0);
+        assert!(held >= 0.9, "held {held:.3} of the raised quota");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_cuts_just_under_what_iam_accepted_and_old_answers_are_ignored() {
+        let rate = AdaptiveRate::new(40);
+        let before = Instant::now();
+        // IAM answered 20 requests in the last second, then refused one.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(50)).await;
+            rate.succeeded();
+        }
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        let cut = rate.current();
+        assert!(
+            (20.0 * (1.0 - MARGIN.1)..=20.0 * (1.0 - MARGIN.0)).contains(&cut),
+            "{cut}"
+        );
+        // Answers to requests sent before the cut say nothing new.
+        rate.throttled(before);
+        rate.throttled(sent);
+        assert_eq!(rate.current(), cut);
+        // It holds at least three seconds before it climbs.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            rate.succeeded();
+        }
+        assert_eq!(rate.current(), cut);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_has_a_floor() {
         let rate = AdaptiveRate::new(10);
         for _ in 0..20 {
-            rate.throttled();
             tokio::time::advance(Duration::from_secs(2)).await;
+            let sent = rate.acquire().await;
+            rate.throttled(sent);
         }
         assert_eq!(rate.current(), 0.5);
     }

@@ -46,6 +46,9 @@ use crate::worker::settle::{Settler, Source};
 /// least this far ahead: then receives and deletes can wait to fill their batches.
 const RATE_BOUND: Duration = Duration::from_millis(250);
 
+/// A replica holds the messages it can start within this long at IAM's rate, no more.
+const HOLD_AHEAD: Duration = Duration::from_secs(2);
+
 /// How long the receive loop waits for enough free slots to make a receive worthwhile
 /// when no message waits for a slot, and how often it looks again while some do.
 const RECEIVE_GATHER: Duration = Duration::from_millis(50);
@@ -133,8 +136,6 @@ pub struct Worker {
     /// which stay free for urgent jobs (while IAM's rate is the bound, every slot a
     /// main-queue job holds waits for IAM, and an urgent job would wait for one).
     main_slots: Option<Semaphore>,
-    /// Messages received and waiting for a job slot.
-    waiting: AtomicUsize,
     /// Messages being handled, from receipt to their audit line.
     in_progress: Arc<AtomicUsize>,
     /// The IAM rate of the worker's own account.
@@ -247,7 +248,6 @@ impl Worker {
         Ok(Self {
             working,
             main_slots,
-            waiting: AtomicUsize::new(0),
             in_progress,
             rate,
             health,
@@ -495,13 +495,14 @@ impl Worker {
     }
 
     /// Takes more free message permits before a receive, so that one receive asks for
-    /// as many messages as is worthwhile. While IAM's rate is the bound (its requests
-    /// booked `RATE_BOUND` ahead) and messages wait for a job slot, it waits until the
-    /// waiting ones are no more than half of what a receive would bring, or a full batch
-    /// is free: at IAM's default pace a receive then brings several messages instead of
-    /// one each time a slot frees. Otherwise the job slots are the bound and must not idle:
-    /// it waits at most `RECEIVE_GATHER` for a quarter of the permits. False when
-    /// shutdown came.
+    /// as many messages as is worthwhile, and holds no more messages than it can start
+    /// within `HOLD_AHEAD` at IAM's rate: the rest stay in the queue for replicas with
+    /// room (one whose share of the account's quota is small would keep them, and their
+    /// keys alive, until it came to them), and replicas sharing a quota finish a drain
+    /// together. While IAM's rate is the bound (requests booked `RATE_BOUND` ahead), it
+    /// receives once half of that is free; otherwise the job slots are the bound and must
+    /// not idle: it waits at most `RECEIVE_GATHER` for a quarter of the permits. False
+    /// when shutdown came.
     async fn gather(
         &self,
         held: usize,
@@ -515,19 +516,20 @@ impl Worker {
         let mut gathered = false;
         loop {
             take_free(permits, taken);
-            let waiting = self.waiting.load(Ordering::Relaxed);
-            let rate_bound = waiting > 0 && self.rate.booked_ahead() >= RATE_BOUND;
-            let enough = taken.len() >= SQS_BATCH_MAX
-                || if rate_bound {
-                    2 * waiting <= taken.len()
-                } else {
-                    gathered || taken.len() >= worthwhile
-                };
+            let in_use = held.saturating_sub(permits.available_permits() + taken.len());
+            let (room, batch) = self.rate.room(HOLD_AHEAD, in_use);
+            let enough = if self.rate.booked_ahead() >= RATE_BOUND {
+                let batch = batch.clamp(1, SQS_BATCH_MAX);
+                room >= batch && taken.len() >= batch
+            } else {
+                room > 0 && (taken.len() >= SQS_BATCH_MAX || gathered || taken.len() >= worthwhile)
+            };
             if enough {
+                taken.truncate(room);
                 return true;
             }
             tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
+                permit = permits.clone().acquire_owned(), if taken.len() < SQS_BATCH_MAX => match permit {
                     Ok(permit) => taken.push(permit),
                     Err(_) => return true,
                 },

@@ -10,12 +10,11 @@ use super::Worker;
 use crate::aws::sqs::Lane;
 
 impl Worker {
-    /// Waits for a job slot (counted as waiting meanwhile). A priority job goes before
+    /// Waits for a job slot. A priority job goes before
     /// every main-queue job, and a quarter of the slots are kept for priority jobs; a
     /// main-queue job leaves the line for a slot while a priority job waits, and joins it
     /// again once none does (its message held meanwhile, its heartbeat running).
     pub(super) async fn slot(&self, lane: Lane, shutdown: &CancellationToken) -> SlotWait<'_> {
-        let _waiting = Counted::new(&self.waiting);
         match lane {
             Lane::Priority => {
                 let _urgent = UrgentWaiting::new(&self.urgent_waiting);
