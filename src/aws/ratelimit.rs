@@ -231,9 +231,11 @@ impl AdaptiveRate {
     }
 
     /// How many more jobs of one request each start within `horizon` at the current
-    /// rate, with `held` held already; and how many start in half of it.
+    /// rate, with `held` held already, and how many start in half of it; two at least
+    /// (at a rate below two per `horizon` a worker still works, and only answers to
+    /// requests that wait for the rate make it climb).
     pub fn room(&self, horizon: Duration, held: usize) -> (usize, usize) {
-        let fit = horizon.as_secs_f64() * self.current();
+        let fit = (horizon.as_secs_f64() * self.current()).max(2.0);
         (
             (fit.floor() as usize).saturating_sub(held),
             (fit / 2.0).ceil() as usize,
@@ -327,7 +329,11 @@ impl AdaptiveRate {
         {
             state.accepted.pop_front();
         }
-        let elapsed = now.duration_since(state.last_adjust).as_secs_f64();
+        // An idle spell is not a calm one: no more than a window's climb at once.
+        let elapsed = now
+            .duration_since(state.last_adjust)
+            .min(WINDOW)
+            .as_secs_f64();
         state.last_adjust = now;
         // Requests booked beyond the one just answered: the rate, not demand, is the bound.
         let interval = Duration::from_secs_f64(1.0 / state.rate);
@@ -674,6 +680,27 @@ mod tests {
             rate.succeeded();
         }
         assert_eq!(rate.current(), cut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_is_what_starts_within_the_horizon_and_two_jobs_at_the_floor() {
+        let rate = AdaptiveRate::new(10);
+        let two = Duration::from_secs(2);
+        assert_eq!(rate.room(two, 0), (20, 10));
+        assert_eq!(rate.room(two, 16), (4, 10));
+        assert_eq!(rate.room(two, 25), (0, 10));
+        // Throttled down to its floor (0.1 a second at a configured 1): 0.2 jobs start
+        // within two seconds, yet a worker takes two.
+        let slow = AdaptiveRate::new(1);
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            let sent = slow.acquire().await;
+            slow.throttled(sent);
+        }
+        assert_eq!(slow.current(), 0.1);
+        assert_eq!(slow.room(two, 0), (2, 1));
+        assert_eq!(slow.room(two, 1), (1, 1));
+        assert_eq!(slow.room(two, 2), (0, 1));
     }
 
     #[tokio::test(start_paused = true)]

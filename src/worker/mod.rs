@@ -519,7 +519,7 @@ impl Worker {
             let in_use = held.saturating_sub(permits.available_permits() + taken.len());
             let (room, batch) = self.rate.room(HOLD_AHEAD, in_use);
             let enough = if self.rate.booked_ahead() >= RATE_BOUND {
-                let batch = batch.clamp(1, SQS_BATCH_MAX);
+                let batch = batch.clamp(1, SQS_BATCH_MAX.min(held));
                 room >= batch && taken.len() >= batch
             } else {
                 room > 0 && (taken.len() >= SQS_BATCH_MAX || gathered || taken.len() >= worthwhile)
