@@ -574,6 +574,18 @@ async fn a_security_event_is_staged_with_intake_delete_after() {
     assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.detail);
 }
 
+/// Runs [`cli`] and asserts its exit code (printing its standard error when it differs).
+fn cli_exits(code: i32, env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let out = cli(env, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The binary, as operators run it, against this environment's queue and schedule group.
 fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
     common::process::command(&common::endpoint(), &env.queue_url)
@@ -594,7 +606,8 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
     let key = keys[0].as_str();
 
     // enqueue refuses a time already past before sending anything (exit 2)...
-    let out = cli(
+    let out = cli_exits(
+        2,
         &env,
         &[
             "enqueue",
@@ -608,12 +621,6 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
             "2020-01-01T00:00:00Z",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the future"));
     assert_eq!(env.queue_depth().await, (0, 0));
 
@@ -625,15 +632,10 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
         format!("request_id,user_name,access_key_id,action,delete_after\nsc-1,{user},{key},deactivate,30d\n"),
     )
     .unwrap();
-    let out = cli(
+    let out = cli_exits(
+        0,
         &env,
         &["plan", "--file", file.to_str().unwrap(), "--output", "json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["prediction"], "would_deactivate");
@@ -646,7 +648,8 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
     assert!((at - (now_secs() + 30 * 86_400)).abs() <= 120);
 
     // ...and sends a staged job from flags.
-    let out = cli(
+    cli_exits(
+        0,
         &env,
         &[
             "enqueue",
@@ -662,19 +665,14 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
             "30d",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let worker = env.worker().await;
     let report = worker.handle(env.receive_one().await).await;
     assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
     assert!(schedule(&env, &scheduler, key).await.is_some());
 
     // restore prints one audit record and exits 0.
-    let out = cli(
+    let out = cli_exits(
+        0,
         &env,
         &[
             "restore",
@@ -685,12 +683,6 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
             "--reason",
             "false positive",
         ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let record: Value = serde_json::from_slice(&out.stdout).expect("one JSON record");
     assert_eq!(record["restored"], true);
@@ -715,13 +707,7 @@ async fn enqueue_plan_and_restore_from_the_command_line() {
         ),
     )
     .unwrap();
-    let out = cli(&env, &["enqueue", "--file", batch.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_exits(0, &env, &["enqueue", "--file", batch.to_str().unwrap()]);
     for _ in 0..2 {
         let report = worker.handle(env.receive_one().await).await;
         assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);

@@ -674,12 +674,28 @@ mod tests {
         rate.throttled(before);
         rate.throttled(sent);
         assert_eq!(rate.current(), cut);
-        // It holds at least three seconds before it climbs.
-        for _ in 0..20 {
-            tokio::time::advance(Duration::from_millis(100)).await;
-            rate.succeeded();
-        }
+        // With requests waiting for the rate, it holds 1.5-3 s after the cut, then climbs.
+        let cut_at = Instant::now();
+        let rate = Arc::new(rate);
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let rate = rate.clone();
+                tokio::spawn(async move {
+                    loop {
+                        rate.acquire().await;
+                        rate.succeeded();
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep_until(cut_at + HOLD.0 - Duration::from_millis(100)).await;
+        assert!(rate.booked_ahead() > Duration::from_millis(500));
         assert_eq!(rate.current(), cut);
+        tokio::time::sleep_until(cut_at + HOLD.1 + Duration::from_millis(500)).await;
+        assert!(rate.current() > cut, "{} after the hold", rate.current());
+        for caller in callers {
+            caller.abort();
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -189,7 +189,8 @@ impl Schedules {
         let mut last = None;
         for _ in 0..PUT_ATTEMPTS {
             let created = self
-                .create(
+                .write(
+                    Write::Create,
                     name,
                     due,
                     &target,
@@ -219,10 +220,11 @@ impl Schedules {
                 _ => due,
             };
             let updated = self
-                .update(
+                .write(
+                    Write::Update,
                     name,
                     due,
-                    target.clone(),
+                    &target,
                     ScheduleState::Enabled,
                     description,
                     retries,
@@ -246,8 +248,13 @@ impl Schedules {
         })
     }
 
-    async fn create(
+    /// Sends the schedule `name` with CreateSchedule or UpdateSchedule: both take every
+    /// field (UpdateSchedule replaces the schedule whole), and the SDK gives their
+    /// builders no common trait, so one macro fills either.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
         &self,
+        write: Write,
         name: &str,
         due: i64,
         target: &Target,
@@ -255,14 +262,9 @@ impl Schedules {
         description: &str,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
-        call(
-            &self.policy,
-            retries,
-            "scheduler",
-            "CreateSchedule",
-            || async {
-                self.client
-                    .create_schedule()
+        macro_rules! fields {
+            ($builder:expr) => {
+                $builder
                     .group_name(&self.group)
                     .name(name)
                     .schedule_expression(at_expression(due))
@@ -272,13 +274,27 @@ impl Schedules {
                     .action_after_completion(ActionAfterCompletion::Delete)
                     .state(state.clone())
                     .description(description)
+            };
+        }
+        let operation = match write {
+            Write::Create => "CreateSchedule",
+            Write::Update => "UpdateSchedule",
+        };
+        call(&self.policy, retries, "scheduler", operation, || async {
+            match write {
+                Write::Create => fields!(self.client.create_schedule())
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("CreateSchedule", e))
-            },
-        )
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk(operation, e)),
+                Write::Update => fields!(self.client.update_schedule())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk(operation, e)),
+            }
+        })
         .await
-        .map(|_| ())
     }
 
     /// Creates the schedule `name` disabled, as the record of a restore of a key that had
@@ -294,7 +310,8 @@ impl Schedules {
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
         let target = target(destination, name, input);
-        self.create(
+        self.write(
+            Write::Create,
             name,
             due,
             &target,
@@ -355,10 +372,11 @@ impl Schedules {
                 unanswered: false,
             });
         };
-        self.update(
+        self.write(
+            Write::Update,
             name,
             due,
-            target,
+            &target,
             ScheduleState::Disabled,
             description,
             retries,
@@ -366,41 +384,13 @@ impl Schedules {
         .await?;
         Ok(Some(found))
     }
+}
 
-    async fn update(
-        &self,
-        name: &str,
-        due: i64,
-        target: Target,
-        state: ScheduleState,
-        description: &str,
-        retries: &RetryCounter,
-    ) -> Result<(), AwsError> {
-        call(
-            &self.policy,
-            retries,
-            "scheduler",
-            "UpdateSchedule",
-            || async {
-                self.client
-                    .update_schedule()
-                    .group_name(&self.group)
-                    .name(name)
-                    .schedule_expression(at_expression(due))
-                    .schedule_expression_timezone("UTC")
-                    .flexible_time_window(off())
-                    .target(target.clone())
-                    .action_after_completion(ActionAfterCompletion::Delete)
-                    .state(state.clone())
-                    .description(description)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("UpdateSchedule", e))
-            },
-        )
-        .await
-        .map(|_| ())
-    }
+/// Scheduler's two writes of a whole schedule.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Create,
+    Update,
 }
 
 /// How often [`Schedules::put`] looks again when the schedule changes under it.
