@@ -17,14 +17,22 @@
 //!   0.75 s towards the rate refused; the next cut measures.
 //! - Refused before IAM accepted three requests since the last cut, there is nothing to
 //!   measure: another replica or tool holds the quota. The rate goes to its floor and
-//!   climbs back quickly (below); the next throttle measures its share.
+//!   climbs back quickly (below); the next throttle measures its share. Refused so at
+//!   less than twice its floor, the rate refused is its share for now: it holds and
+//!   probes from there as after a measured cut.
 //! - After a measured cut the rate holds for a few seconds (1.5-3, drawn), then, while
 //!   requests wait for it, climbs: back to just under the ceiling quickly (50% of itself
 //!   a second), above it slowly (2% of the ceiling, or 0.5% of the configured maximum,
 //!   a second, whichever is more), probing for a quota AWS may have raised; past the
 //!   ceiling without a throttle, the higher rate is the new ceiling. IAM's bucket covers
 //!   a probe above the quota for a while, so the probe finds it late and rarely. Never
-//!   above the configured maximum, never below a floor (5% of it).
+//!   above the configured maximum, never below a floor (5% of it). Once the rate is 20%
+//!   above the one the waiting requests were spaced at, they are spaced again at the new
+//!   one (a replica cut to its floor with twenty jobs in hand would otherwise send them
+//!   at the floor's pace for ten seconds, however fast it climbs). Requests wait for the
+//!   rate when more are booked than the one being answered, or when the caller holds
+//!   work back for the rate ([`AdaptiveRate::held_back`]: a worker that takes only the
+//!   messages it can start soon); only then does it climb.
 //! - Replicas share the quota without talking: each one's accepted rate is its share, and
 //!   the jittered margins and holds keep their probes apart. Shares need not be equal:
 //!   the worker holds only the messages it can start within two seconds at its rate
@@ -46,6 +54,7 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Over how long IAM's accepted rate is measured.
@@ -63,6 +72,9 @@ const HALVING_GAP: Duration = Duration::from_secs(1);
 const HALVED_CEILING: f64 = 0.75;
 /// ... after holding this long.
 const HALVED_HOLD: Duration = Duration::from_millis(750);
+/// Refused before measuring anything at less than this multiple of the floor, the
+/// rate refused is the share for now (see `AdaptiveRate::throttled`).
+const NEAR_FLOOR: f64 = 2.0;
 /// Fewer answers without throttling than this since the last cut measure nothing.
 const MIN_SAMPLES: usize = 3;
 /// Below the ceiling's margin, the rate grows by this fraction of itself a second.
@@ -72,6 +84,9 @@ const PROBE_PER_SECOND: f64 = 0.02;
 /// ... or this fraction of the configured maximum, when more: a replica whose share was
 /// small when it learnt it climbs as fast as the others.
 const PROBE_OF_MAX_PER_SECOND: f64 = 0.005;
+/// Once the rate has climbed this far above the rate the waiting requests were spaced
+/// at, they are spaced again at the new one.
+const RESPACE: f64 = 1.2;
 
 /// An adaptive request rate.
 #[derive(Debug)]
@@ -79,6 +94,8 @@ pub struct AdaptiveRate {
     max: f64,
     floor: f64,
     state: Mutex<State>,
+    /// Wakes the waiting requests when they are to be spaced again (a new epoch).
+    respaced: Notify,
 }
 
 tokio::task_local! {
@@ -104,8 +121,13 @@ struct State {
     /// Moments urgent requests took ahead of booked ones: that many booked requests
     /// book again.
     owed: u32,
-    /// Counts the cuts: a request booked before the last one books again at the new rate.
+    /// Counts the spacings: a request booked before the last one books again at the
+    /// new rate (after a cut, or a climb of `RESPACE`).
     epoch: u64,
+    /// The rate the waiting requests are spaced at.
+    spaced_at: f64,
+    /// The moment given to the last request let go.
+    last_slot: Instant,
     /// The rate IAM accepted when it last throttled (the configured maximum before).
     ceiling: f64,
     last_cut: Option<Instant>,
@@ -118,6 +140,8 @@ struct State {
     seed: u64,
     /// When the rate was last halved without a measurement.
     last_halved: Option<Instant>,
+    /// When the caller last held work back for the rate's sake.
+    held_back: Option<Instant>,
 }
 
 impl State {
@@ -154,6 +178,8 @@ impl AdaptiveRate {
                 next_urgent: now,
                 owed: 0,
                 epoch: 0,
+                spaced_at: max,
+                last_slot: now,
                 ceiling: max,
                 last_cut: None,
                 hold_until: now,
@@ -161,7 +187,9 @@ impl AdaptiveRate {
                 accepted: VecDeque::new(),
                 seed: seed | 1,
                 last_halved: None,
+                held_back: None,
             }),
+            respaced: Notify::new(),
         }
     }
 
@@ -182,20 +210,27 @@ impl AdaptiveRate {
             return self.acquire_urgent().await;
         }
         loop {
-            let (slot, epoch) = {
+            let (slot, epoch, respaced) = {
                 let mut state = self.state();
                 let now = Instant::now();
                 let slot = state.next_slot.max(now);
                 state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
-                (slot, state.epoch)
+                // Created under the lock that spacing takes: it wakes for a later epoch
+                // only.
+                (slot, state.epoch, self.respaced.notified())
             };
-            tokio::time::sleep_until(slot).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(slot) => {}
+                () = respaced => {}
+            }
             let mut state = self.state();
             if state.epoch != epoch {
-                // Booked at a rate IAM refused since: book again at the new one.
+                // Booked at a rate that has changed since (IAM refused it, or it climbed
+                // well above it): book again at the new one.
                 continue;
             }
             if state.owed == 0 {
+                state.last_slot = slot;
                 return slot;
             }
             // An urgent request used this moment: book again.
@@ -216,6 +251,7 @@ impl AdaptiveRate {
             } else {
                 state.next_slot = state.next_slot.max(slot + interval);
             }
+            state.last_slot = state.last_slot.max(slot);
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -240,6 +276,14 @@ impl AdaptiveRate {
             (fit.floor() as usize).saturating_sub(held),
             (fit / 2.0).ceil() as usize,
         )
+    }
+
+    /// The caller holds work back for the rate's sake: it would take more (messages off
+    /// the queue) if the rate allowed ([`AdaptiveRate::room`]). The rate is then the
+    /// bound even when few requests wait in it: at a low rate, the few jobs a worker
+    /// holds are mostly being settled, not waiting, and the rate would never climb.
+    pub fn held_back(&self) {
+        self.state().held_back = Some(Instant::now());
     }
 
     /// IAM throttled the request sent at `sent`: the rate it accepted is the ceiling, and
@@ -282,9 +326,19 @@ impl AdaptiveRate {
         } else if state.accepted.len() < MIN_SAMPLES {
             // Refused before IAM accepted anything to measure: another replica or tool
             // holds the quota. Start again from the floor, and climb back quickly to a
-            // share; the first throttle after that measures it.
+            // share; the first throttle after that measures it...
+            if state.rate <= self.floor * NEAR_FLOOR {
+                // ...unless refused near the floor already: then the share to be had is
+                // no more than the rate refused for now (a replica joining a quota the
+                // others hold was refused at its floor again and again, each time
+                // climbing back too fast to measure). Hold and probe from there, as after
+                // a measured cut.
+                state.ceiling = state.ceiling.min(state.rate.max(self.floor));
+                state.hold_until = now + HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(state.draw());
+            } else {
+                state.hold_until = now + HALVED_HOLD;
+            }
             state.rate = self.floor;
-            state.hold_until = now + HALVED_HOLD;
         } else {
             let accepted = state.accepted.len() as f64 / span;
             // Never above the rate refused, which, right after a halving, is the rate
@@ -304,10 +358,10 @@ impl AdaptiveRate {
         }
         state.last_cut = Some(now);
         state.last_adjust = now;
-        state.epoch += 1;
         // The next request waits one interval at the new rate: one let go at once after
         // each cut would be refused too while IAM's bucket is empty, and cut again.
-        state.next_slot = now + Duration::from_secs_f64(1.0 / state.rate);
+        let next = now + Duration::from_secs_f64(1.0 / state.rate);
+        self.respace(&mut state, next);
         crate::metrics::iam_rate_limit(state.rate);
         tracing::warn!(
             rate_per_second = state.rate,
@@ -335,9 +389,13 @@ impl AdaptiveRate {
             .min(WINDOW)
             .as_secs_f64();
         state.last_adjust = now;
-        // Requests booked beyond the one just answered: the rate, not demand, is the bound.
+        // Requests booked beyond the one just answered, or work held back lately: the
+        // rate, not demand, is the bound.
         let interval = Duration::from_secs_f64(1.0 / state.rate);
-        let waiting = state.next_slot > now + interval;
+        let waiting = state.next_slot > now + interval
+            || state
+                .held_back
+                .is_some_and(|at| now.duration_since(at) < WINDOW);
         if now < state.hold_until || !waiting || state.rate >= self.max {
             return;
         }
@@ -352,7 +410,23 @@ impl AdaptiveRate {
             // Above the last ceiling and not throttled: IAM accepts more now.
             state.ceiling = state.rate;
         }
+        if state.rate >= state.spaced_at * RESPACE {
+            // Requests booked at the lower rate would keep its pace long after the climb
+            // (a replica cut to its floor holding twenty jobs would send them 0.5 s
+            // apart for ten seconds, whatever its rate): space them again from the last
+            // request let go.
+            let next = (state.last_slot + Duration::from_secs_f64(1.0 / state.rate)).max(now);
+            self.respace(&mut state, next);
+        }
         crate::metrics::iam_rate_limit(state.rate);
+    }
+
+    /// Spaces the waiting requests again at the current rate, the first at `next`.
+    fn respace(&self, state: &mut State, next: Instant) {
+        state.epoch += 1;
+        state.spaced_at = state.rate;
+        state.next_slot = next;
+        self.respaced.notify_waiters();
     }
 }
 
@@ -557,7 +631,8 @@ mod tests {
 
     /// Seconds and throttled requests to work `jobs` jobs of one request each with
     /// `limiters` as replicas, each working 16 at once and holding, as the worker's
-    /// receive loop does, no more than it can start within two seconds at its rate.
+    /// receive loop does, no more than it can start within two seconds at its rate (a
+    /// message held until it is settled, a second after its answer).
     async fn drain(
         limiters: &[Arc<AdaptiveRate>],
         quota: &Arc<Mutex<Quota>>,
@@ -571,7 +646,8 @@ mod tests {
             for _ in 0..16 {
                 let (limiter, quota, queue, held) =
                     (limiter.clone(), quota.clone(), queue.clone(), held.clone());
-                let begin = start + Duration::from_millis(400) * n as u32;
+                // A second apart, as the bench's workers start.
+                let begin = start + Duration::from_secs(1) * n as u32;
                 callers.spawn(async move {
                     tokio::time::sleep_until(begin).await;
                     let mut throttled = 0;
@@ -586,6 +662,8 @@ mod tests {
                             if room {
                                 *queue -= 1;
                                 *held += 1;
+                            } else {
+                                limiter.held_back();
                             }
                             room
                         };
@@ -604,6 +682,10 @@ mod tests {
                             throttled += 1;
                             limiter.throttled(sent);
                         }
+                        // The message is settled about a second after its answer (the
+                        // batch delete lingers for company while IAM's rate is the
+                        // bound), held until then.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         *held.lock().unwrap() -= 1;
                     }
                 });
@@ -654,6 +736,22 @@ mod tests {
         assert!(held >= 0.9, "held {held:.3} of the raised quota");
     }
 
+    /// `n` callers sending one request after another through `rate`, each answered at
+    /// once without throttling, until the set is dropped.
+    fn busy(rate: &Arc<AdaptiveRate>, n: usize) -> tokio::task::JoinSet<()> {
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let rate = rate.clone();
+            callers.spawn(async move {
+                loop {
+                    rate.acquire().await;
+                    rate.succeeded();
+                }
+            });
+        }
+        callers
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_throttle_cuts_just_under_what_iam_accepted_and_old_answers_are_ignored() {
         let rate = AdaptiveRate::new(40);
@@ -677,25 +775,13 @@ mod tests {
         // With requests waiting for the rate, it holds 1.5-3 s after the cut, then climbs.
         let cut_at = Instant::now();
         let rate = Arc::new(rate);
-        let callers: Vec<_> = (0..16)
-            .map(|_| {
-                let rate = rate.clone();
-                tokio::spawn(async move {
-                    loop {
-                        rate.acquire().await;
-                        rate.succeeded();
-                    }
-                })
-            })
-            .collect();
+        let callers = busy(&rate, 16);
         tokio::time::sleep_until(cut_at + HOLD.0 - Duration::from_millis(100)).await;
         assert!(rate.booked_ahead() > Duration::from_millis(500));
         assert_eq!(rate.current(), cut);
         tokio::time::sleep_until(cut_at + HOLD.1 + Duration::from_millis(500)).await;
         assert!(rate.current() > cut, "{} after the hold", rate.current());
-        for caller in callers {
-            caller.abort();
-        }
+        drop(callers);
     }
 
     #[tokio::test(start_paused = true)]
@@ -717,6 +803,84 @@ mod tests {
         assert_eq!(slow.room(two, 0), (2, 1));
         assert_eq!(slow.room(two, 1), (1, 1));
         assert_eq!(slow.room(two, 2), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_held_back_for_the_rate_makes_it_climb_with_no_request_waiting() {
+        let rate = AdaptiveRate::seeded(40, 1);
+        // Refused before IAM accepted anything: the floor, and a quick climb back...
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert_eq!(rate.current(), 2.0);
+        // ...but only while the rate is the bound. One request at a time, each answered
+        // before the next is booked: the caller, not the rate, is the bound.
+        for _ in 0..8 {
+            rate.acquire().await;
+            tokio::time::advance(Duration::from_millis(10)).await;
+            rate.succeeded();
+        }
+        assert_eq!(rate.current(), 2.0);
+        // The same requests from a caller that holds work back for the rate (a worker
+        // whose few messages are mostly being settled): the rate is the bound; it climbs.
+        for _ in 0..8 {
+            rate.held_back();
+            rate.acquire().await;
+            tokio::time::advance(Duration::from_millis(10)).await;
+            rate.succeeded();
+        }
+        assert!(rate.current() > 4.0, "{}", rate.current());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_booked_at_a_low_rate_go_sooner_when_it_climbs() {
+        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        // Refused before IAM accepted anything: the floor (2/s), and a quick climb back.
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert_eq!(rate.current(), 2.0);
+        // Twenty requests booked at once: ten seconds at 2/s.
+        let start = Instant::now();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let rate = rate.clone();
+            requests.spawn(async move {
+                rate.acquire().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                rate.succeeded();
+            });
+        }
+        requests.join_all().await;
+        // Answered without throttling, the rate climbs (50% of itself a second) and the
+        // requests booked at 2/s go at the new rate.
+        assert!(rate.current() > 6.0, "{}", rate.current());
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_at_its_floor_before_measuring_it_holds_that_share_and_probes() {
+        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        // A replica joining a quota the others hold: refused at once, the floor (2/s)...
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert_eq!(rate.current(), 2.0);
+        // ...and refused again there before IAM accepted anything.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert_eq!(rate.current(), 2.0);
+        // Requests waiting for the rate, answered: it holds 1.5 s at least, then climbs
+        // at the probing pace (0.2/s here), not back towards the configured 40/s at 50%
+        // of itself a second (over 4/s within these four seconds).
+        let callers = busy(&rate, 8);
+        tokio::time::sleep(HOLD.0 - Duration::from_millis(100)).await;
+        assert_eq!(rate.current(), 2.0);
+        tokio::time::sleep(Duration::from_millis(2_600)).await;
+        assert!(rate.current() < 3.0, "{}", rate.current());
+        drop(callers);
     }
 
     #[tokio::test(start_paused = true)]

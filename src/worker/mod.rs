@@ -518,6 +518,9 @@ impl Worker {
             take_free(permits, taken);
             let in_use = held.saturating_sub(permits.available_permits() + taken.len());
             let (room, batch) = self.rate.room(HOLD_AHEAD, in_use);
+            if room < taken.len() {
+                self.rate.held_back();
+            }
             let enough = if self.rate.booked_ahead() >= RATE_BOUND {
                 let batch = batch.clamp(1, SQS_BATCH_MAX.min(held));
                 room >= batch && taken.len() >= batch
