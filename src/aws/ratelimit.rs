@@ -18,8 +18,9 @@
 //! - Refused before IAM accepted three requests since the last cut, there is nothing to
 //!   measure: another replica or tool holds the quota. The rate goes to its floor and
 //!   climbs back quickly (below); the next throttle measures its share. Refused so at
-//!   less than twice its floor, the rate refused is its share for now: it holds and
-//!   probes from there as after a measured cut.
+//!   no more than twice its floor (where three answers fit in a second, so that it could
+//!   have measured), the rate refused is its share for now: as after a measured cut,
+//!   the rate holds, climbs back to just under that, and probes above it.
 //! - After a measured cut the rate holds for a few seconds (1.5-3, drawn), then, while
 //!   requests wait for it, climbs: back to just under the ceiling quickly (50% of itself
 //!   a second), above it slowly (2% of the ceiling, or 0.5% of the configured maximum,
@@ -32,7 +33,10 @@
 //!   at the floor's pace for ten seconds, however fast it climbs). Requests wait for the
 //!   rate when more are booked than the one being answered, or when the caller holds
 //!   work back for the rate ([`AdaptiveRate::held_back`]: a worker that takes only the
-//!   messages it can start soon); only then does it climb.
+//!   messages it can start soon, while the queue has more); only then does it climb.
+//! - Not throttled for half a minute, the ceiling learnt is stale (the replicas that held
+//!   the rest of the quota may be gone, or AWS raised it): the rate climbs back quickly
+//!   again, towards the configured maximum, until the next throttle measures.
 //! - Replicas share the quota without talking: each one's accepted rate is its share, and
 //!   the jittered margins and holds keep their probes apart. Shares need not be equal:
 //!   the worker holds only the messages it can start within two seconds at its rate
@@ -72,7 +76,7 @@ const HALVING_GAP: Duration = Duration::from_secs(1);
 const HALVED_CEILING: f64 = 0.75;
 /// ... after holding this long.
 const HALVED_HOLD: Duration = Duration::from_millis(750);
-/// Refused before measuring anything at less than this multiple of the floor, the
+/// Refused before measuring anything at no more than this multiple of the floor, the
 /// rate refused is the share for now (see `AdaptiveRate::throttled`).
 const NEAR_FLOOR: f64 = 2.0;
 /// Fewer answers without throttling than this since the last cut measure nothing.
@@ -87,6 +91,8 @@ const PROBE_OF_MAX_PER_SECOND: f64 = 0.005;
 /// Once the rate has climbed this far above the rate the waiting requests were spaced
 /// at, they are spaced again at the new one.
 const RESPACE: f64 = 1.2;
+/// Not throttled for this long, the ceiling learnt is forgotten.
+const FORGET: Duration = Duration::from_secs(30);
 
 /// An adaptive request rate.
 #[derive(Debug)]
@@ -119,14 +125,14 @@ struct State {
     /// The next free moment for an urgent request.
     next_urgent: Instant,
     /// Moments urgent requests took ahead of booked ones: that many booked requests
-    /// book again.
+    /// book again (none after a spacing, which puts the booked ones after them).
     owed: u32,
     /// Counts the spacings: a request booked before the last one books again at the
     /// new rate (after a cut, or a climb of `RESPACE`).
     epoch: u64,
     /// The rate the waiting requests are spaced at.
     spaced_at: f64,
-    /// The moment given to the last request let go.
+    /// The latest moment given to a request (to an urgent one, when it was booked).
     last_slot: Instant,
     /// The rate IAM accepted when it last throttled (the configured maximum before).
     ceiling: f64,
@@ -230,7 +236,7 @@ impl AdaptiveRate {
                 continue;
             }
             if state.owed == 0 {
-                state.last_slot = slot;
+                state.last_slot = state.last_slot.max(slot);
                 return slot;
             }
             // An urgent request used this moment: book again.
@@ -278,10 +284,11 @@ impl AdaptiveRate {
         )
     }
 
-    /// The caller holds work back for the rate's sake: it would take more (messages off
-    /// the queue) if the rate allowed ([`AdaptiveRate::room`]). The rate is then the
-    /// bound even when few requests wait in it: at a low rate, the few jobs a worker
-    /// holds are mostly being settled, not waiting, and the rate would never climb.
+    /// The caller holds work back for the rate's sake: it has work waiting (messages on
+    /// the queue) that it would take if the rate allowed ([`AdaptiveRate::room`]). The
+    /// rate is then the bound even when few requests wait in it: at a low rate, the few
+    /// jobs a worker holds are mostly being settled, not waiting, and it would never
+    /// climb. A mark counts for a second.
     pub fn held_back(&self) {
         self.state().held_back = Some(Instant::now());
     }
@@ -327,12 +334,15 @@ impl AdaptiveRate {
             // Refused before IAM accepted anything to measure: another replica or tool
             // holds the quota. Start again from the floor, and climb back quickly to a
             // share; the first throttle after that measures it...
-            if state.rate <= self.floor * NEAR_FLOOR {
-                // ...unless refused near the floor already: then the share to be had is
-                // no more than the rate refused for now (a replica joining a quota the
-                // others hold was refused at its floor again and again, each time
-                // climbing back too fast to measure). Hold and probe from there, as after
-                // a measured cut.
+            let measurable = self.floor * NEAR_FLOOR * WINDOW.as_secs_f64() >= MIN_SAMPLES as f64;
+            if measurable && state.rate <= self.floor * NEAR_FLOOR {
+                // ...unless refused near the floor already, where it could have measured:
+                // then the share to be had is no more than the rate refused for now (a
+                // replica joining a quota the others hold was refused at its floor again
+                // and again, each time climbing back too fast to measure). As after a
+                // measured cut: hold, climb back under it, probe above it. (Below three
+                // requests a second nothing is ever measured; such a limiter, CloudTrail's,
+                // keeps climbing back quickly.)
                 state.ceiling = state.ceiling.min(state.rate.max(self.floor));
                 state.hold_until = now + HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(state.draw());
             } else {
@@ -399,6 +409,14 @@ impl AdaptiveRate {
         if now < state.hold_until || !waiting || state.rate >= self.max {
             return;
         }
+        if state
+            .last_cut
+            .is_some_and(|cut| now.duration_since(cut) >= FORGET)
+        {
+            // Not throttled for a while: what was learnt may be stale (the replicas that
+            // held the rest of the quota may be gone). Climb back quickly again.
+            state.ceiling = self.max;
+        }
         let below = state.ceiling * (1.0 - MARGIN.1);
         let climb = if state.rate < below {
             state.rate * RECOVER_PER_SECOND
@@ -421,11 +439,14 @@ impl AdaptiveRate {
         crate::metrics::iam_rate_limit(state.rate);
     }
 
-    /// Spaces the waiting requests again at the current rate, the first at `next`.
+    /// Spaces the waiting requests again at the current rate, the first at `next` or
+    /// after the urgent requests booked, whichever is later (so none of them owes its
+    /// moment to an urgent one any more).
     fn respace(&self, state: &mut State, next: Instant) {
         state.epoch += 1;
         state.spaced_at = state.rate;
-        state.next_slot = next;
+        state.next_slot = next.max(state.next_urgent);
+        state.owed = 0;
         self.respaced.notify_waiters();
     }
 }
@@ -820,6 +841,13 @@ mod tests {
             rate.succeeded();
         }
         assert_eq!(rate.current(), 2.0);
+        // A mark more than a second old counts for nothing.
+        rate.held_back();
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        rate.acquire().await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        rate.succeeded();
+        assert_eq!(rate.current(), 2.0);
         // The same requests from a caller that holds work back for the rate (a worker
         // whose few messages are mostly being settled): the rate is the bound; it climbs.
         for _ in 0..8 {
@@ -844,20 +872,87 @@ mod tests {
         for _ in 0..20 {
             let rate = rate.clone();
             requests.spawn(async move {
-                rate.acquire().await;
+                let sent = rate.acquire().await;
+                // The rate the request went at (it only climbs here).
+                let at = rate.current();
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 rate.succeeded();
+                (sent, at)
             });
         }
-        requests.join_all().await;
+        let mut sent = requests.join_all().await;
         // Answered without throttling, the rate climbs (50% of itself a second) and the
-        // requests booked at 2/s go at the new rate.
+        // requests booked at 2/s go at the new rate...
         assert!(rate.current() > 6.0, "{}", rate.current());
         assert!(
             start.elapsed() < Duration::from_secs(6),
             "{:?}",
             start.elapsed()
         );
+        // ...one after another, never closer than the rate allows.
+        sent.sort_by_key(|(at, _)| *at);
+        for pair in sent.windows(2) {
+            let ((before, _), (after, rate)) = (pair[0], pair[1]);
+            let gap = after.duration_since(before).as_secs_f64();
+            assert!(gap >= 0.999 / rate, "{gap} s apart at {rate}/s");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_requests_ahead_of_a_backlog_waste_no_moment_when_it_is_spaced_again() {
+        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert_eq!(rate.current(), 2.0);
+        // Ten booked requests at the floor, then three urgent ones ahead of them, while
+        // the answers make the rate climb and the booked ones are spaced again.
+        let mut requests = tokio::task::JoinSet::new();
+        for n in 0..13 {
+            let rate = rate.clone();
+            requests.spawn(async move {
+                let sent = if n < 10 {
+                    rate.acquire().await
+                } else {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    urgent(rate.acquire()).await
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                rate.succeeded();
+                sent
+            });
+        }
+        let mut sent = requests.join_all().await;
+        sent.sort();
+        // No moment given up for nothing: never more than an interval at the floor
+        // between two requests.
+        for pair in sent.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap <= Duration::from_millis(510),
+                "{gap:?} without a request"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_learnt_with_other_replicas_is_forgotten_once_they_are_gone() {
+        // A replica that learnt a share of 3-4/s while two others held the rest...
+        let quota = Quota::new(15.0);
+        let rate = Arc::new(AdaptiveRate::seeded(40, 2));
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_millis(330)).await;
+            rate.succeeded();
+        }
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+        assert!(rate.current() < 4.0, "{}", rate.current());
+        // ...now alone on the quota: it probes up slowly, is never throttled, and after
+        // half a minute climbs back quickly to the whole quota.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drive(std::slice::from_ref(&rate), &quota, 40, 16).await;
+        let (answered, _) = drive(std::slice::from_ref(&rate), &quota, 10, 16).await;
+        let held = answered as f64 / (15.0 * 10.0);
+        assert!(held >= 0.9, "held {held:.3} of the quota");
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,15 +14,14 @@ mod sessions;
 mod settle;
 mod slots;
 mod staging;
+mod turns;
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +40,7 @@ use crate::metrics;
 use crate::server::Health;
 use crate::worker::results::{Results, Sink};
 use crate::worker::settle::{Settler, Source};
+use turns::in_group_order;
 
 /// IAM's rate, not the job slots, bounds the worker when its requests are booked at
 /// least this far ahead: then receives and deletes can wait to fill their batches.
@@ -86,27 +86,6 @@ impl StartupError {
             | StartupError::NoScheduleGroup(_)
             | StartupError::FifoWithoutContentDeduplication(_) => 2,
             _ => 1,
-        }
-    }
-}
-
-/// A job's place in its FIFO message group: it starts once the previous job of the group
-/// in the same receive has ended, and tells the next one how it ended.
-#[derive(Default)]
-struct Turn {
-    /// Ends with whether the previous job's message left the queue for good.
-    previous: Option<oneshot::Receiver<bool>>,
-    next: Option<oneshot::Sender<bool>>,
-}
-
-impl Turn {
-    /// Waits for the previous job of the group; true when its message stays on the
-    /// queue, so that this one goes back too, to keep the group in order.
-    async fn wait(previous: Option<oneshot::Receiver<bool>>) -> bool {
-        match previous {
-            // A dropped sender means the previous job ended without a word: go on.
-            Some(previous) => !previous.await.unwrap_or(true),
-            None => false,
         }
     }
 }
@@ -359,6 +338,8 @@ impl Worker {
         let queue_url = self.source(lane).queues.queue_url.clone();
         let mut urgent_idle = self.urgent_waiting.subscribe();
         let mut backoff = self.sqs.policy().endless();
+        // Whether the last receive brought all it asked for: the queue has more.
+        let mut full = false;
         loop {
             if self.health.credentials_failing() {
                 tokio::select! {
@@ -387,7 +368,10 @@ impl Worker {
             let mut taken = vec![first];
             match lane {
                 Lane::Main => {
-                    if !self.gather(held, &permits, &mut taken, shutdown).await {
+                    if !self
+                        .gather(held, &permits, &mut taken, full, shutdown)
+                        .await
+                    {
                         break;
                     }
                 }
@@ -415,6 +399,7 @@ impl Worker {
             };
             let messages = match received {
                 Ok(messages) => {
+                    full = messages.len() >= taken.len();
                     backoff = self.sqs.policy().endless();
                     self.health.receive_succeeded();
                     metrics::receive_succeeded();
@@ -501,13 +486,14 @@ impl Worker {
     /// keys alive, until it came to them), and replicas sharing a quota finish a drain
     /// together. While IAM's rate is the bound (requests booked `RATE_BOUND` ahead), it
     /// receives once half of that is free; otherwise the job slots are the bound and must
-    /// not idle: it waits at most `RECEIVE_GATHER` for a quarter of the permits. False
-    /// when shutdown came.
+    /// not idle: it waits at most `RECEIVE_GATHER` for a quarter of the permits. `full`:
+    /// the queue had more at the last receive. False when shutdown came.
     async fn gather(
         &self,
         held: usize,
         permits: &Arc<Semaphore>,
         taken: &mut Vec<OwnedSemaphorePermit>,
+        full: bool,
         shutdown: &CancellationToken,
     ) -> bool {
         let worthwhile = (held / 4).clamp(1, SQS_BATCH_MAX);
@@ -518,7 +504,7 @@ impl Worker {
             take_free(permits, taken);
             let in_use = held.saturating_sub(permits.available_permits() + taken.len());
             let (room, batch) = self.rate.room(HOLD_AHEAD, in_use);
-            if room < taken.len() {
+            if full && room < taken.len() {
                 self.rate.held_back();
             }
             let enough = if self.rate.booked_ahead() >= RATE_BOUND {
@@ -568,85 +554,5 @@ fn take_free(permits: &Arc<Semaphore>, taken: &mut Vec<OwnedSemaphorePermit>) {
             Ok(permit) => taken.push(permit),
             Err(_) => break,
         }
-    }
-}
-
-/// Pairs each message with its turn: messages of one FIFO message group (in the order
-/// SQS handed them out, which is the group's order) run one after another; others, and
-/// standard-queue messages, run at once.
-fn in_group_order(messages: Vec<Message>) -> Vec<(Message, Turn)> {
-    let mut last_of_group: HashMap<String, usize> = HashMap::new();
-    let mut out: Vec<(Message, Turn)> = Vec::with_capacity(messages.len());
-    for message in messages {
-        let group = message
-            .attributes()
-            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-            .cloned();
-        let mut turn = Turn::default();
-        if let Some(group) = group {
-            if let Some(&before) = last_of_group.get(&group) {
-                let (tx, rx) = oneshot::channel();
-                out[before].1.next = Some(tx);
-                turn.previous = Some(rx);
-            }
-            last_of_group.insert(group, out.len());
-        }
-        out.push((message, turn));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(id: &str, group: Option<&str>) -> Message {
-        let mut m = Message::builder().message_id(id);
-        if let Some(group) = group {
-            m = m.attributes(MessageSystemAttributeName::MessageGroupId, group);
-        }
-        m.build()
-    }
-
-    #[tokio::test]
-    async fn jobs_of_one_fifo_group_are_chained_in_order_and_others_are_free() {
-        let turns = in_group_order(vec![
-            message("a1", Some("alice")),
-            message("b1", Some("bob")),
-            message("a2", Some("alice")),
-            message("s", None),
-            message("a3", Some("alice")),
-        ]);
-        let shape: Vec<(&str, bool, bool)> = turns
-            .iter()
-            .map(|(m, t)| {
-                (
-                    m.message_id().unwrap(),
-                    t.previous.is_some(),
-                    t.next.is_some(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            shape,
-            vec![
-                ("a1", false, true),
-                ("b1", false, false),
-                ("a2", true, true),
-                ("s", false, false),
-                ("a3", true, false),
-            ]
-        );
-        // a1's end reaches a2, and a2's reaches a3.
-        let mut turns = turns.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
-        let a3 = turns.pop().unwrap();
-        let _s = turns.pop().unwrap();
-        let a2 = turns.pop().unwrap();
-        let _b1 = turns.pop().unwrap();
-        let a1 = turns.pop().unwrap();
-        a1.next.unwrap().send(true).unwrap();
-        assert!(a2.previous.unwrap().await.unwrap());
-        a2.next.unwrap().send(false).unwrap();
-        assert!(!a3.previous.unwrap().await.unwrap());
     }
 }

@@ -13,7 +13,8 @@ use std::time::Instant;
 use aws_sdk_sqs::types::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{Turn, Worker};
+use super::turns::Turn;
+use super::Worker;
 use crate::activity::Task;
 use crate::aws::accounts::AccountError;
 use crate::aws::classify::{AwsError, ErrorClass};
