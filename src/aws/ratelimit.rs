@@ -935,6 +935,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn below_three_a_second_a_refusal_at_the_floor_never_pins_the_rate() {
+        // CloudTrail's 2/s: fewer than three answers ever fit in a second, so nothing is
+        // measured and a refusal at the floor (0.1/s) is no share learnt.
+        let rate = Arc::new(AdaptiveRate::seeded(2, 1));
+        for _ in 0..2 {
+            let sent = rate.acquire().await;
+            rate.throttled(sent);
+        }
+        assert_eq!(rate.current(), 0.1);
+        // It climbs back quickly (50% of itself an answer here), not at the probing pace
+        // (0.01/s: 0.13/s by then), well before a ceiling would be forgotten.
+        let callers = busy(&rate, 4);
+        tokio::time::sleep(FORGET - Duration::from_secs(2)).await;
+        assert!(rate.current() > 0.5, "{}", rate.current());
+        drop(callers);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_share_learnt_with_other_replicas_is_forgotten_once_they_are_gone() {
         // A replica that learnt a share of 3-4/s while two others held the rest...
         let quota = Quota::new(15.0);
