@@ -158,6 +158,11 @@ impl State {
         self.seed ^= self.seed << 17;
         (self.seed >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// How long the rate holds after a cut (drawn in `HOLD`).
+    fn hold(&mut self) -> Duration {
+        HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(self.draw())
+    }
 }
 
 impl AdaptiveRate {
@@ -344,7 +349,7 @@ impl AdaptiveRate {
                 // requests a second nothing is ever measured; such a limiter, CloudTrail's,
                 // keeps climbing back quickly.)
                 state.ceiling = state.ceiling.min(state.rate.max(self.floor));
-                state.hold_until = now + HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(state.draw());
+                state.hold_until = now + state.hold();
             } else {
                 state.hold_until = now + HALVED_HOLD;
             }
@@ -359,12 +364,11 @@ impl AdaptiveRate {
                 state.rate
             };
             let ceiling = accepted.max(0.0).clamp(self.floor, refused.max(self.floor));
-            let hold = HOLD.0 + (HOLD.1 - HOLD.0).mul_f64(state.draw());
             state.ceiling = ceiling;
             // A cut never raises the rate (right after a halving, the ceiling measured
             // can be above the halved rate).
             state.rate = (ceiling * (1.0 - margin)).max(self.floor).min(state.rate);
-            state.hold_until = now + hold;
+            state.hold_until = now + state.hold();
         }
         state.last_cut = Some(now);
         state.last_adjust = now;
@@ -455,6 +459,12 @@ impl AdaptiveRate {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A request through `rate`, refused by IAM.
+    async fn refuse(rate: &AdaptiveRate) {
+        let sent = rate.acquire().await;
+        rate.throttled(sent);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn an_urgent_request_goes_before_a_booked_backlog_and_the_rate_holds() {
@@ -817,8 +827,7 @@ mod tests {
         let slow = AdaptiveRate::new(1);
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            let sent = slow.acquire().await;
-            slow.throttled(sent);
+            refuse(&slow).await;
         }
         assert_eq!(slow.current(), 0.1);
         assert_eq!(slow.room(two, 0), (2, 1));
@@ -830,8 +839,7 @@ mod tests {
     async fn work_held_back_for_the_rate_makes_it_climb_with_no_request_waiting() {
         let rate = AdaptiveRate::seeded(40, 1);
         // Refused before IAM accepted anything: the floor, and a quick climb back...
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // ...but only while the rate is the bound. One request at a time, each answered
         // before the next is booked: the caller, not the rate, is the bound.
@@ -863,8 +871,7 @@ mod tests {
     async fn requests_booked_at_a_low_rate_go_sooner_when_it_climbs() {
         let rate = Arc::new(AdaptiveRate::seeded(40, 1));
         // Refused before IAM accepted anything: the floor (2/s), and a quick climb back.
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // Twenty requests booked at once: ten seconds at 2/s.
         let start = Instant::now();
@@ -901,8 +908,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn urgent_requests_ahead_of_a_backlog_waste_no_moment_when_it_is_spaced_again() {
         let rate = Arc::new(AdaptiveRate::seeded(40, 1));
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // Ten booked requests at the floor, then three urgent ones ahead of them, while
         // the answers make the rate climb and the booked ones are spaced again.
@@ -940,8 +946,7 @@ mod tests {
         // measured and a refusal at the floor (0.1/s) is no share learnt.
         let rate = Arc::new(AdaptiveRate::seeded(2, 1));
         for _ in 0..2 {
-            let sent = rate.acquire().await;
-            rate.throttled(sent);
+            refuse(&rate).await;
         }
         assert_eq!(rate.current(), 0.1);
         // It climbs back quickly (50% of itself an answer here), not at the probing pace
@@ -961,8 +966,7 @@ mod tests {
             tokio::time::advance(Duration::from_millis(330)).await;
             rate.succeeded();
         }
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert!(rate.current() < 4.0, "{}", rate.current());
         // ...now alone on the quota: it probes up slowly, is never throttled, and after
         // half a minute climbs back quickly to the whole quota.
@@ -977,13 +981,11 @@ mod tests {
     async fn refused_at_its_floor_before_measuring_it_holds_that_share_and_probes() {
         let rate = Arc::new(AdaptiveRate::seeded(40, 1));
         // A replica joining a quota the others hold: refused at once, the floor (2/s)...
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // ...and refused again there before IAM accepted anything.
         tokio::time::advance(Duration::from_millis(500)).await;
-        let sent = rate.acquire().await;
-        rate.throttled(sent);
+        refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // Requests waiting for the rate, answered: it holds 1.5 s at least, then climbs
         // at the probing pace (0.2/s here), not back towards the configured 40/s at 50%
@@ -1001,8 +1003,7 @@ mod tests {
         let rate = AdaptiveRate::new(10);
         for _ in 0..20 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            let sent = rate.acquire().await;
-            rate.throttled(sent);
+            refuse(&rate).await;
         }
         assert_eq!(rate.current(), 0.5);
     }

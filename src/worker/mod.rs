@@ -338,7 +338,9 @@ impl Worker {
         let queue_url = self.source(lane).queues.queue_url.clone();
         let mut urgent_idle = self.urgent_waiting.subscribe();
         let mut backoff = self.sqs.policy().endless();
-        // Whether the last receive brought all it asked for: the queue has more.
+        // Whether the last receive brought all it asked for: the queue has more. One-sided:
+        // SQS may return fewer than asked with more on the queue (API Reference,
+        // ReceiveMessage, MaxNumberOfMessages), and then the rate only climbs less.
         let mut full = false;
         loop {
             if self.health.credentials_failing() {
