@@ -69,6 +69,10 @@ pub struct Task {
     pub not_before_ms: u64,
     pub event_source: Option<String>,
     pub event_type: Option<String>,
+    /// Until when the worker vouches for the task (Unix milliseconds; its MAC covers it).
+    pub expires_at_ms: Option<u64>,
+    /// The worker's MAC over the task (README, "Continuations"), base64.
+    pub mac: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,9 +103,22 @@ struct RawTask {
     event_source: Option<String>,
     #[serde(default)]
     event_type: Option<String>,
+    #[serde(default)]
+    expires_at_ms: Option<u64>,
+    #[serde(default)]
+    mac: Option<String>,
 }
 
 impl Task {
+    /// The text the worker's MAC covers: the body without the MAC.
+    pub fn canonical(&self) -> String {
+        Task {
+            mac: None,
+            ..self.clone()
+        }
+        .to_body()
+    }
+
     /// The task a body holds: `None` when the body is no report task (a job, an event),
     /// an error when it is one that breaks a rule.
     pub fn of(body: &str) -> Option<Result<Task, InvalidJob>> {
@@ -134,6 +151,7 @@ impl Task {
         for (field, value) in [
             ("event_source", &task.event_source),
             ("event_type", &task.event_type),
+            ("mac", &task.mac),
         ] {
             crate::rules::check_len(field, value.as_deref(), 256)?;
         }
@@ -147,6 +165,8 @@ impl Task {
             not_before_ms: task.not_before_ms,
             event_source: task.event_source,
             event_type: task.event_type,
+            expires_at_ms: task.expires_at_ms,
+            mac: task.mac,
         })
     }
 
@@ -162,6 +182,12 @@ impl Task {
         }
         if let Some(kind) = &self.event_type {
             report["event_type"] = kind.clone().into();
+        }
+        if let Some(at) = self.expires_at_ms {
+            report["expires_at_ms"] = at.into();
+        }
+        if let Some(mac) = &self.mac {
+            report["mac"] = mac.clone().into();
         }
         let mut body = serde_json::json!({
             "request_id": self.request_id,
@@ -584,6 +610,8 @@ mod tests {
             not_before_ms: 1_796_040_901_000,
             event_source: Some("aws.guardduty".into()),
             event_type: Some("UnauthorizedAccess:IAMUser/MaliciousIPCaller".into()),
+            expires_at_ms: None,
+            mac: None,
         };
         assert_eq!(Task::of(&task.to_body()), Some(Ok(task.clone())));
         assert_eq!(

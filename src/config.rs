@@ -66,6 +66,10 @@ pub struct Config {
     pub activity: ActivitySection,
     /// Staged revocation: where its scheduled deletes are kept.
     pub schedule: ScheduleSection,
+    /// Session cut-offs.
+    pub sessions: SessionsSection,
+    /// Proof that a message is the worker's own.
+    pub continuation: ContinuationSection,
     /// The metrics and health listener.
     pub metrics: MetricsSection,
     /// Logging.
@@ -334,14 +338,54 @@ impl Default for ScheduleSection {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SessionsSection {
+    /// Seconds added to a revocation's time for its session cut-off: IAM takes time to
+    /// propagate a deleted key (eventual consistency), and a session minted with it in
+    /// that time is cut off too. Its cost: the user's own temporary credentials issued
+    /// within the margin are denied as well. At most 3600.
+    pub margin_seconds: u32,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        Self {
+            margin_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContinuationSection {
+    /// The KMS HMAC key (id, ARN or alias; `HMAC_256`, `GENERATE_VERIFY_MAC`) that MACs the
+    /// messages the worker sends itself; only the worker's role should be allowed
+    /// `kms:GenerateMac` on it. Unset: the worker cannot tell its own messages from a
+    /// producer's, believes no continuation's claims and hands no job on.
+    pub mac_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct QuarantineSection {
     /// The managed policy attached to a user with `quarantine_user`.
     pub policy_arn: String,
 }
 
-/// AWS's newest quarantine policy, the one AWS attaches itself when it finds a user's key
-/// exposed (AWS Managed Policy Reference, "AWSCompromisedKeyQuarantineV3").
-pub const QUARANTINE_POLICY_ARN: &str = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3";
+/// AWS's newest quarantine policy, the kind AWS attaches itself when it finds a user's
+/// key exposed (AWS Managed Policy Reference, "AWSCompromisedKeyQuarantineV4", created
+/// November 2026; V3, V2 and the first remain). In another partition the worker uses
+/// the same policy there ([`quarantine_policy_in`]).
+pub const QUARANTINE_POLICY_ARN: &str = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV4";
+
+/// `policy_arn` in `partition`: AWS's own managed policies (`arn:aws:iam::aws:policy/…`)
+/// exist in each partition under its name (`aws-cn`, `aws-us-gov`); a customer managed
+/// policy's ARN is kept as configured.
+pub fn quarantine_policy_in(policy_arn: &str, partition: &str) -> String {
+    match policy_arn.strip_prefix("arn:aws:iam::aws:policy/") {
+        Some(name) => format!("arn:{partition}:iam::aws:policy/{name}"),
+        None => policy_arn.to_owned(),
+    }
+}
 
 impl Default for QuarantineSection {
     fn default() -> Self {
@@ -478,6 +522,20 @@ impl Config {
         self.quarantine.validate()?;
         self.activity.validate()?;
         self.schedule.validate()?;
+        if self.sessions.margin_seconds > 3600 {
+            return Err(invalid(
+                "sessions.margin_seconds",
+                format!("must be at most 3600, not {}", self.sessions.margin_seconds),
+            ));
+        }
+        if let Some(key) = &self.continuation.mac_key_id {
+            if key.is_empty() || key.len() > 2048 || key.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "continuation.mac_key_id",
+                    format!("must be a KMS key id, key ARN or alias, not {key:?}"),
+                ));
+            }
+        }
         if intake.delete_after.is_some() && self.schedule.role_arn.is_none() {
             return Err(invalid(
                 "intake.delete_after",

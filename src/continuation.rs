@@ -68,6 +68,26 @@ pub struct Continuation {
     pub enqueued_at_ms: Option<u64>,
     /// The keys' last use, as IAM reported it to an earlier delivery.
     pub last_used: Vec<LastUsed>,
+    /// Until when the worker vouches for this message (Unix milliseconds): its MAC
+    /// covers it, so a captured message is not believed for ever.
+    pub expires_at_ms: Option<u64>,
+    /// A scheduled delete's due time (Unix seconds; README, "Staged revocation"): past it
+    /// by more than the late window, the delete is `cancelled`. Believed with or without a
+    /// MAC: it can only make the worker do less.
+    pub due_at: Option<i64>,
+    /// The worker's MAC over the message (README, "Continuations"), base64.
+    pub mac: Option<String>,
+}
+
+impl Continuation {
+    /// Whether it claims anything the worker would act on: owners learned, keys changed,
+    /// the security event, or earlier deliveries.
+    pub fn claims(&self) -> bool {
+        !self.changed.is_empty()
+            || !self.last_used.is_empty()
+            || self.enqueued_at_ms.is_some()
+            || self.deliveries > 0
+    }
 }
 
 /// When and where a key was last used, as `GetAccessKeyLastUsed` reports it.
@@ -104,6 +124,12 @@ pub(crate) struct RawContinuation {
     severity: Option<String>,
     #[serde(default, deserialize_with = "present")]
     finding_arn: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at_ms: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    due_at: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    mac: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -219,11 +245,15 @@ pub(crate) fn continuation(raw: RawContinuation) -> Result<Continued, InvalidJob
             )?;
         }
     }
+    check_len("continuation.mac", raw.mac.as_deref(), 128)?;
     let continuation = Continuation {
         deliveries: raw.deliveries,
         changed,
         enqueued_at_ms: raw.enqueued_at_ms,
         last_used: raw.last_used,
+        expires_at_ms: raw.expires_at_ms,
+        due_at: raw.due_at,
+        mac: raw.mac,
     };
     Ok((keys, owners, continuation, origin))
 }

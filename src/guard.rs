@@ -68,15 +68,15 @@ impl Protection {
         self.keys.is_match(access_key_id)
     }
 
-    /// Why `job` is refused before any IAM call, if the user or key it names is
-    /// protected.
+    /// Why `job` is refused before any IAM call, if the user or the one key it names is
+    /// protected. A protected key among several a security event names refuses that key
+    /// only, when the keys are placed: one protected key does not shield the rest.
     pub fn refuses(&self, job: &crate::job::Job) -> Option<String> {
         if let Some(user) = job.user_name().filter(|u| self.user(u)) {
             return Some(format!("user {user} is protected"));
         }
-        job.access_key_ids()
-            .into_iter()
-            .find(|k| self.key(k))
+        job.access_key_id()
+            .filter(|k| self.key(k))
             .map(|key| format!("access key {key} is protected"))
     }
 }

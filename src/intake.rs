@@ -189,6 +189,23 @@ struct FindingDetail {
 struct FindingService {
     #[serde(default)]
     action: Option<FindingAction>,
+    /// `additionalInfo.sample` is true on the findings `CreateSampleFindings` makes
+    /// (GuardDuty User Guide, "Sample findings").
+    #[serde(rename = "additionalInfo", default)]
+    additional_info: Option<serde_json::Value>,
+}
+
+impl FindingService {
+    /// Whether GuardDuty generated this finding as a sample: anyone with GuardDuty's
+    /// rights in an account can make one, about any key they name.
+    fn is_sample(&self) -> bool {
+        let sample = self.additional_info.as_ref().and_then(|i| i.get("sample"));
+        match sample {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -290,13 +307,6 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
             keys.push(value.clone());
         }
     }
-    if keys.len() > job::MAX_KEYS {
-        return Err(InvalidJob(format!(
-            "the AWS Health event names {} access keys; one event may name at most {}",
-            keys.len(),
-            job::MAX_KEYS
-        )));
-    }
     let request_id = health_request_id(
         &envelope.id,
         entities.communication_id.as_deref(),
@@ -326,6 +336,14 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
     let owners: Vec<KnownOwner> = named_user(entities.event_metadata.as_ref(), &keys)
         .into_iter()
         .collect();
+    // Every named key is a live leak: an event naming more than one job may hold is
+    // worked in parts, each a job of its own (README, "Security events").
+    let parts: Vec<Vec<String>> = if keys.len() > job::MAX_KEYS {
+        let rest = keys.split_off(job::MAX_KEYS);
+        rest.chunks(job::MAX_KEYS).map(<[String]>::to_vec).collect()
+    } else {
+        Vec::new()
+    };
     let target = match keys.len() {
         0 => {
             let temporary: Vec<String> =
@@ -360,6 +378,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         origin: Some(origin),
         owners,
         continuation: None,
+        parts,
     }))
 }
 
@@ -471,6 +490,7 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
             .filter(|arn| arn.starts_with("arn:") && arn.len() <= 512),
         ..Origin::new(GUARDDUTY, finding.finding_type.clone())
     };
+    let sample = finding.service.is_sample();
     let remote = finding
         .service
         .action
@@ -491,6 +511,11 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
             detail,
         }))
     };
+    if sample {
+        return not_revocable(
+            "the GuardDuty finding is a sample (service.additionalInfo.sample, made by CreateSampleFindings): samples never change a key".to_owned(),
+        );
+    }
     if finding.resource.resource_type != "AccessKey" {
         return not_revocable(format!(
             "the GuardDuty finding is about a {} resource, not an access key",
@@ -502,6 +527,12 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
             "GuardDuty finding about an AccessKey without resource.accessKeyDetails".to_owned(),
         ));
     };
+    if key.user_type == "Root" {
+        return not_revocable(format!(
+            "the GuardDuty finding is about access key {} of the AWS account root user of {}: IAM cannot change a root user's keys, and the worker never does; sign in as the root user, delete the key (Security credentials), and check what it did",
+            key.access_key_id, finding.account_id
+        ));
+    }
     if key.user_type != "IAMUser" {
         return not_revocable(format!(
             "the GuardDuty finding is about a {} principal, not an IAM user's access key",
@@ -546,9 +577,12 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
     };
     Ok(Intake::Job(Job {
         request_id,
+        // The finding's user is the name at the time of the call: a hint, as a Health
+        // event's is. The key's holder may have renamed the user since; IAM's owner
+        // decides (and protection is checked against it).
         target: Target::Key {
             access_key_id: key.access_key_id.clone(),
-            user_name: Some(key.user_name.clone()),
+            user_name: None,
         },
         action: rules.guardduty_action,
         account_id: Some(account_id),
@@ -565,8 +599,13 @@ fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJ
         delete_after: rules.staged(rules.guardduty_action),
         spared: Vec::new(),
         origin: Some(origin),
-        owners: Vec::new(),
+        owners: vec![KnownOwner {
+            access_key_id: key.access_key_id.clone(),
+            user_name: key.user_name.clone(),
+            source: OwnerSource::Event,
+        }],
         continuation: None,
+        parts: Vec::new(),
     }))
 }
 
@@ -763,10 +802,19 @@ mod tests {
             read(&value.to_string(), &IntakeRules::default()),
             Ok(Intake::NotRevocable(_))
         ));
-        let keys: Vec<String> = (0..101).map(|i| format!("AKIA{i:016}")).collect();
+        // Every named key is a live leak: more than one job holds are worked in parts.
+        let keys: Vec<String> = (0..250).map(|i| format!("AKIA{i:016}")).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let many = health_event("AWS_RISK_CREDENTIALS_EXPOSED", &keys);
-        assert!(read(&many, &IntakeRules::default()).is_err());
+        let many = job_of(&health_event("AWS_RISK_CREDENTIALS_EXPOSED", &keys));
+        assert_eq!(many.access_key_ids(), keys[..100]);
+        assert_eq!(many.parts.len(), 2);
+        assert_eq!(many.parts[0], keys[100..200]);
+        assert_eq!(many.parts[1], keys[200..]);
+        let part = many.part(3, &many.parts[1]);
+        assert_eq!(part.request_id, format!("{}:part3", many.request_id));
+        assert_eq!(part.access_key_ids(), keys[200..]);
+        assert!(part.parts.is_empty() && part.origin == many.origin);
+        assert!(crate::job::check_request_id(&part.request_id).is_ok());
         assert!(matches!(
             read(
                 &health_event("AWS_RISK_CREDENTIALS_EXPOSED", &keys[..100]),

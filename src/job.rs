@@ -112,6 +112,10 @@ pub struct Job {
     /// Set on a message of the worker's own that carries on a job (README,
     /// "Continuations").
     pub continuation: Option<Continuation>,
+    /// The further parts of a security event that names more keys than one job holds
+    /// ([`MAX_KEYS`]): each goes on as a job of its own before this one is worked
+    /// (README, "Security events"). Never part of a message.
+    pub parts: Vec<Vec<String>>,
 }
 
 impl Job {
@@ -267,6 +271,15 @@ impl Job {
             );
         }
         object.insert("keys".into(), keys.into());
+        if let Some(at) = continuation.expires_at_ms {
+            object.insert("expires_at_ms".into(), at.into());
+        }
+        if let Some(at) = continuation.due_at {
+            object.insert("due_at".into(), at.into());
+        }
+        if let Some(mac) = &continuation.mac {
+            object.insert("mac".into(), mac.clone().into());
+        }
         if let Some(origin) = &self.origin {
             object.insert("event_source".into(), origin.source.into());
             object.insert("event_type".into(), origin.event_type.clone().into());
@@ -283,12 +296,77 @@ impl Job {
         serde_json::Value::Object(object)
     }
 
+    /// The text the worker's MAC covers: the body as [`Job::to_body`] writes it, without
+    /// the MAC itself.
+    pub fn canonical(&self) -> String {
+        let mut unsigned = self.clone();
+        if let Some(continuation) = unsigned.continuation.as_mut() {
+            continuation.mac = None;
+        }
+        unsigned.to_body()
+    }
+
+    /// Part `n` (from 2) of a security event naming more keys than one job holds: those
+    /// `keys`, as a job of its own whose request id says which part (README, "Security
+    /// events").
+    pub fn part(&self, n: usize, keys: &[String]) -> Job {
+        let suffix = format!(":part{n}");
+        let request_id = if self.request_id.len() + suffix.len() <= 128 {
+            format!("{}{suffix}", self.request_id)
+        } else {
+            format!(
+                "part-{}{suffix}",
+                crate::sessions::request_digest(&self.request_id)
+            )
+        };
+        let target = match keys {
+            [key] => Target::Key {
+                access_key_id: key.clone(),
+                user_name: None,
+            },
+            keys => Target::Keys(keys.to_vec()),
+        };
+        Job {
+            request_id,
+            target,
+            owners: self
+                .owners
+                .iter()
+                .filter(|o| keys.contains(&o.access_key_id))
+                .cloned()
+                .collect(),
+            continuation: Some(Continuation::default()),
+            parts: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// This job with none of its continuation's claims: what a continuation that does
+    /// not verify leaves (README, "Continuations"). The keys it names stay the job's
+    /// target, worked as if a producer had named them alone; a scheduled delete's due
+    /// time stays, since it can only make the worker do less.
+    pub fn without_claims(&self) -> Job {
+        let mut job = self.clone();
+        job.owners.clear();
+        job.origin = None;
+        job.continuation = self.continuation.as_ref().and_then(|c| {
+            c.due_at.map(|due_at| Continuation {
+                due_at: Some(due_at),
+                ..Continuation::default()
+            })
+        });
+        job
+    }
+
     /// This job carried on by a message of the worker's own (README, "Continuations"):
     /// `learned` are keys with the owner IAM named and, where this delivery changed the
     /// key, how. Owners, changes and deliveries counted before stay.
     pub fn continued(&self, learned: &[(String, String, Option<String>)]) -> Job {
         let mut next = self.clone();
         let mut continuation = self.continuation.clone().unwrap_or_default();
+        // Signed again when it is sent, for its own time.
+        continuation.mac = None;
+        continuation.expires_at_ms = None;
         for (key, user, how) in learned {
             next.owners.retain(|o| o.access_key_id != *key);
             next.owners.push(KnownOwner {
@@ -442,13 +520,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         None => false,
         // The scheduled delete of a staged revocation names both: the worker knew the
         // owner when it staged the key.
-        Some("Inactive")
-            if raw.access_key_id.is_some()
-                && raw.user_name.is_some()
-                && raw.continuation.is_none() =>
-        {
-            true
-        }
+        Some("Inactive") if raw.access_key_id.is_some() && raw.user_name.is_some() => true,
         Some("Inactive") => {
             return Err(InvalidJob(
                 "require_status is for a job that names its user_name and access_key_id".to_owned(),
@@ -479,6 +551,14 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         }
     }
     let continued = raw.continuation.map(continuation).transpose()?;
+    if let (true, Some((_, owners, c, origin))) = (require_inactive, &continued) {
+        // A scheduled delete carries its due time, nothing else.
+        if !owners.is_empty() || c.claims() || origin.is_some() || c.mac.is_some() {
+            return Err(InvalidJob(
+                "require_status takes a continuation with its due_at only".to_owned(),
+            ));
+        }
+    }
     if let Some((keys, _, _, _)) = &continued {
         if raw.all_keys == Some(true) {
             return Err(InvalidJob(
@@ -555,6 +635,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         origin,
         owners,
         continuation,
+        parts: Vec::new(),
     })
 }
 

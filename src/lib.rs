@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod rules;
 pub mod server;
+pub mod sessions;
 pub mod staging;
 pub mod summary;
 pub mod telemetry;

@@ -42,6 +42,8 @@ pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
 pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total";
 pub const QUEUE_MESSAGES: &str = "iam_key_revoker_queue_messages";
+pub const IMPOSTOR_CUTOFFS_TOTAL: &str = "iam_key_revoker_impostor_cutoffs_total";
+pub const UNVERIFIED_MESSAGES_TOTAL: &str = "iam_key_revoker_unverified_messages_total";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -67,6 +69,8 @@ pub const ALL: &[&str] = &[
     ACTIVITY_REPORTS_TOTAL,
     ACTIVITY_EVENTS_READ_TOTAL,
     ACTIVITY_LOOKUPS_THROTTLED_TOTAL,
+    IMPOSTOR_CUTOFFS_TOTAL,
+    UNVERIFIED_MESSAGES_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -97,6 +101,7 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::Rejected(Reason::AccessDenied),
     Outcome::Rejected(Reason::TooManyReceives),
     Outcome::Rejected(Reason::CrossAccountDisabled),
+    Outcome::Rejected(Reason::OtherAccount),
     Outcome::Rejected(Reason::AwsError),
     Outcome::Rejected(Reason::RequestIdConflict),
     Outcome::Rejected(Reason::NotRevocable),
@@ -171,7 +176,7 @@ fn describe() {
     );
     describe_counter!(
         FINDINGS_UPDATED_TOTAL,
-        "Security Hub finding updates: ok, unprocessed (Security Hub refused it) or error"
+        "Security Hub finding updates: ok, unprocessed (Security Hub refused it), refused (the finding is not in the job's account or does not name its key: not marked) or error"
     );
     describe_counter!(
         QUARANTINES_TOTAL,
@@ -218,6 +223,14 @@ fn describe() {
         SESSIONS_REVOKED_TOTAL,
         "Users whose temporary credentials issued before a revocation were cut off by the session policy"
     );
+    describe_counter!(
+        IMPOSTOR_CUTOFFS_TOTAL,
+        "Policies named like a session cut-off whose document or time was not the worker's, replaced (a planted cut-off: someone with the user's rights tried to keep sessions alive)"
+    );
+    describe_counter!(
+        UNVERIFIED_MESSAGES_TOTAL,
+        "Messages claiming to be the worker's own (kind: continuation, report_task) whose MAC did not verify: a continuation is worked from its own fields, a report task refused"
+    );
     describe_gauge!(
         CREDENTIALS_FAILING,
         "1 while the worker's own AWS credentials fail and it takes no new jobs, else 0"
@@ -238,6 +251,10 @@ fn describe() {
     }
     counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
     counter!(SESSIONS_REVOKED_TOTAL).increment(0);
+    counter!(IMPOSTOR_CUTOFFS_TOTAL).increment(0);
+    for kind in UNVERIFIED_KINDS {
+        counter!(UNVERIFIED_MESSAGES_TOTAL, "kind" => kind).increment(0);
+    }
     for sink in SINKS {
         counter!(RESULTS_PUBLISH_FAILURES_TOTAL, "sink" => sink).increment(0);
     }
@@ -247,7 +264,7 @@ fn describe() {
     for event in STAGED_EVENTS {
         counter!(STAGED_REVOCATIONS_TOTAL, "event" => event).increment(0);
     }
-    for result in ["ok", "unprocessed", "error"] {
+    for result in ["ok", "unprocessed", "refused", "error"] {
         counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(0);
     }
     for pass in ["1", "2"] {
@@ -393,7 +410,21 @@ pub fn activity_lookup_throttled() {
     counter!(ACTIVITY_LOOKUPS_THROTTLED_TOTAL).increment(1);
 }
 
-/// A Security Hub finding update: `ok`, `unprocessed` or `error`.
+/// Policies named like a session cut-off that were not the worker's, replaced.
+pub fn impostor_cutoffs(count: usize) {
+    counter!(IMPOSTOR_CUTOFFS_TOTAL).increment(count as u64);
+}
+
+/// The kinds of the worker's own messages (the `kind` label).
+pub const UNVERIFIED_KINDS: [&str; 2] = ["continuation", "report_task"];
+
+/// A message claiming to be the worker's own whose MAC did not verify.
+pub fn unverified_message(kind: &'static str) {
+    counter!(UNVERIFIED_MESSAGES_TOTAL, "kind" => kind).increment(1);
+}
+
+/// A Security Hub finding update: `ok`, `unprocessed`, `refused` (not the job's account or
+/// key) or `error`.
 pub fn finding_updated(result: &'static str) {
     counter!(FINDINGS_UPDATED_TOTAL, "result" => result).increment(1);
 }

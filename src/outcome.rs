@@ -29,6 +29,9 @@ pub enum Reason {
     NotRevocable,
     /// The job names another account and no cross-account role is configured.
     CrossAccountDisabled,
+    /// STS says the key belongs to another account than the job's, and the worker cannot
+    /// act there (README, "Which account").
+    OtherAccount,
     /// A transient AWS failure outlasted the in-process backoff.
     TransientError,
     /// The worker shut down before the job finished.
@@ -68,6 +71,7 @@ impl Reason {
             Reason::RequestIdConflict => "request_id_conflict",
             Reason::NotRevocable => "not_revocable",
             Reason::CrossAccountDisabled => "cross_account_disabled",
+            Reason::OtherAccount => "other_account",
             Reason::TransientError => "transient_error",
             Reason::Shutdown => "shutdown",
             Reason::Credentials => "credentials",

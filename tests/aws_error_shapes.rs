@@ -14,6 +14,7 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use iam_key_revoker::aws::classify::{AwsError, ErrorClass};
+use iam_key_revoker::aws::home::Home;
 use iam_key_revoker::aws::iam::Iam;
 use iam_key_revoker::aws::retry::{BackoffPolicy, RetryCounter};
 use iam_key_revoker::aws::revoke::Effect;
@@ -222,16 +223,19 @@ async fn sqs_errors() {
     }
 }
 
-fn iam(client: aws_sdk_iam::Client) -> Iam {
-    let policy = BackoffPolicy::new(
+fn policy() -> BackoffPolicy {
+    BackoffPolicy::new(
         Duration::from_millis(10),
         Duration::from_millis(50),
         2.0,
         false,
         Duration::from_secs(1),
     )
-    .unwrap();
-    Iam::new(client, 1_000, policy, Protection::none())
+    .unwrap()
+}
+
+fn iam(client: aws_sdk_iam::Client) -> Iam {
+    Iam::new(client, 1_000, policy(), Protection::none())
 }
 
 fn delete_job() -> Job {
@@ -255,7 +259,14 @@ fn delete_job() -> Job {
         origin: None,
         owners: Vec::new(),
         continuation: None,
+        parts: Vec::new(),
     }
+}
+
+/// The job's account; STS is never asked here (IAM answers before it would be).
+fn home() -> Home {
+    let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, []);
+    Home::new("111122223333", sts, policy())
 }
 
 /// What the IAM step makes of each answer to `DeleteAccessKey`: credential failures and
@@ -277,7 +288,7 @@ async fn the_iam_step_never_turns_a_credential_failure_into_a_rejection() {
         let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&rule], |c| c
             .retry_config(RetryConfig::disabled()));
         let retries = RetryCounter::default();
-        let result = iam(client).revoke(&delete_job(), &retries).await;
+        let result = iam(client).revoke(&delete_job(), &home(), &retries).await;
         let Effect::Failed(err) = &result.effect else {
             panic!("{code}: {:?}", result.effect)
         };
@@ -291,7 +302,7 @@ async fn the_iam_step_never_turns_a_credential_failure_into_a_rejection() {
     let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&rule], |c| c
         .retry_config(RetryConfig::disabled()));
     let result = iam(client)
-        .revoke(&delete_job(), &RetryCounter::default())
+        .revoke(&delete_job(), &home(), &RetryCounter::default())
         .await;
     let Effect::Rejected(Reason::AccessDenied, detail) = &result.effect else {
         panic!("{:?}", result.effect)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::TestEnv;
 use iam_key_revoker::aws::sessions::{session_policy, session_policy_name, SESSION_POLICY_NAME};
+use iam_key_revoker::sessions::{cutoff_policy, policy_name as cutoff_name, revocation_sid};
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -382,30 +383,36 @@ async fn a_key_gone_before_the_event_does_not_block_the_other() {
     );
 }
 
-/// Two jobs for one user at once (two queues, two replicas): the later cut-off stays in
-/// force, and only one session policy is left. A later cut-off already there is never
-/// replaced by an earlier one, and older ones (also the unnamed one of earlier versions)
-/// are removed once a newer one is in force.
+/// Two jobs for one user at once (two queues, two replicas): each revocation puts a
+/// cut-off of its own, and the later one is the time in force. A later cut-off of the
+/// worker's already there stays in force; the cut-offs of earlier versions (unnamed and
+/// named for their time only) are folded into one; a planted one far ahead is replaced.
 #[tokio::test]
-async fn session_cutoffs_never_move_back_and_older_ones_are_cleared() {
+async fn session_cutoffs_never_move_back_and_each_revocation_keeps_its_own() {
     let env = TestEnv::new("cutoffs").await;
     let (user, keys) = env.user_with_keys("c", 2).await;
     let old = aws_smithy_types::DateTime::from_secs(1_600_000_000);
-    let put = |name: String, at: &str| {
+    let put = |name: String, document: String| {
         env.clients
             .iam
             .put_user_policy()
             .user_name(&user)
             .policy_name(name)
-            .policy_document(session_policy(at))
+            .policy_document(document)
             .send()
     };
-    put(SESSION_POLICY_NAME.to_owned(), "2020-01-01T00:00:00Z")
-        .await
-        .unwrap();
-    put(session_policy_name(old), "2020-09-13T12:26:40Z")
-        .await
-        .unwrap();
+    put(
+        SESSION_POLICY_NAME.to_owned(),
+        session_policy("2020-01-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    put(
+        session_policy_name(old),
+        session_policy("2020-09-13T12:26:40Z"),
+    )
+    .await
+    .unwrap();
     let worker = env.worker().await;
     let body = |i: usize| {
         json!({"request_id": format!("cut-{i}"), "access_key_id": keys[i], "user_name": user, "revoke_sessions": true}).to_string()
@@ -423,13 +430,26 @@ async fn session_cutoffs_never_move_back_and_older_ones_are_cleared() {
         .max()
         .unwrap();
     let left = session_policies(&env, &user).await;
-    assert_eq!(left.len(), 1, "{left:?}");
-    let at = aws_smithy_types::DateTime::from_str(
-        &latest,
-        aws_smithy_types::date_time::Format::DateTime,
-    )
-    .unwrap();
-    assert_eq!(left[0], session_policy_name(at));
+    assert_eq!(
+        left.len(),
+        3,
+        "two revocations and the folded old ones: {left:?}"
+    );
+    for i in 0..2 {
+        let sid = revocation_sid(&format!("cut-{i}"));
+        assert!(left.iter().any(|n| n.ends_with(&sid)), "{left:?}");
+    }
+    assert!(
+        left.iter()
+            .any(|n| n == "iam-key-revoker-revoke-older-sessions-20200913T122640Z-Folded"),
+        "{left:?}"
+    );
+    let newest = left
+        .iter()
+        .filter_map(|n| n.split('-').nth(6).map(str::to_owned))
+        .max()
+        .unwrap();
+    assert_eq!(newest, latest.replace(['-', ':'], ""));
     assert!(reports[0]
         .facts
         .sessions
@@ -437,9 +457,22 @@ async fn session_cutoffs_never_move_back_and_older_ones_are_cleared() {
         .unwrap()
         .contains("GetSessionToken"));
 
-    // A later cut-off in force is kept as it is.
-    let later = aws_smithy_types::DateTime::from_secs(4_000_000_000);
-    put(session_policy_name(later), "2096-10-02T07:06:40Z")
+    // A later cut-off of the worker's in force stays the time in force; a time far ahead
+    // is no cut-off of the worker's, planted to look like one: replaced.
+    let now = aws_smithy_types::DateTime::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let soon = aws_smithy_types::DateTime::from_secs(now.secs() + 400);
+    let sid = revocation_sid("another");
+    put(cutoff_name(soon, &sid), cutoff_policy(&sid, soon))
+        .await
+        .unwrap();
+    let far = aws_smithy_types::DateTime::from_secs(4_000_000_000);
+    let planted = session_policy_name(far);
+    put(planted.clone(), session_policy("2096-10-02T07:06:40Z"))
         .await
         .unwrap();
     let body = json!({"request_id": "cut-later", "access_key_id": "AKIANOLONGERTHERE001", "user_name": user, "revoke_sessions": true}).to_string();
@@ -447,11 +480,25 @@ async fn session_cutoffs_never_move_back_and_older_ones_are_cleared() {
     assert_eq!(report.outcome, Outcome::AlreadyAbsent);
     assert_eq!(
         report.facts.sessions_revoked_before.as_deref(),
-        Some("2096-10-02T07:06:40Z")
+        Some(
+            soon.fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap()
+                .as_str()
+        )
     );
-    assert!(session_policies(&env, &user)
-        .await
-        .contains(&session_policy_name(later)));
+    let detail = report.detail.clone().unwrap();
+    assert!(
+        detail.contains(&planted) && detail.contains("not the worker's"),
+        "{detail}"
+    );
+    let left = session_policies(&env, &user).await;
+    assert!(!left.contains(&planted), "{left:?}");
+    assert!(left.contains(&cutoff_name(soon, &sid)), "{left:?}");
+    assert!(
+        left.iter()
+            .any(|n| n.ends_with(&revocation_sid("cut-later"))),
+        "{left:?}"
+    );
 }
 
 /// IAM refuses the policy for its quota (2,048 characters of inline policy per user):

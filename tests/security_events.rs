@@ -405,11 +405,13 @@ async fn a_protected_user_named_by_a_finding_keeps_its_key_and_gets_no_session_p
     assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
     assert_eq!(session_cutoff(&env, &user).await, None);
 
-    // A Health event naming a protected user's key beside another user's: every owner
-    // is judged before any key changes, so neither key is touched.
+    // A Health event naming a protected user's key beside another user's: one protected
+    // key does not shield the rest. The other key is revoked and its user cut off; the
+    // protected one is left alone, and the job is rejected/protected with what it changed.
     let (other, other_keys) = env.user_with_keys("other", 1).await;
-    let report = worker
-        .handle(
+    let report = env
+        .handle_job(
+            &worker,
             env.deliver(&health_event(
                 &common::unique("mixed"),
                 "AWS_RISK_CREDENTIALS_EXPOSED",
@@ -418,18 +420,33 @@ async fn a_protected_user_named_by_a_finding_keeps_its_key_and_gets_no_session_p
             .await,
         )
         .await;
+    // Changed, then refused: carried on in a message of the worker's own that records
+    // the change, which is dead-lettered itself, ready to be moved back.
+    assert_eq!(report.outcome, Outcome::Retry(Reason::Protected));
+    let report = worker.handle(env.receive_one().await).await;
     assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
-    assert_eq!(report.facts.keys_changed, 0);
+    assert_eq!(report.facts.keys_changed, 1);
+    let detail = report.detail.clone().unwrap();
+    assert!(
+        detail.contains(&format!("{} deleted ({other})", other_keys[0])),
+        "the changes are listed: {detail}"
+    );
     assert_eq!(
         env.key_status(&other, &other_keys[0]).await,
-        Some(StatusType::Active),
-        "nothing changed"
+        None,
+        "revoked"
     );
     assert_eq!(
         env.key_status(&user, &keys[0]).await,
         Some(StatusType::Active)
     );
-    assert_eq!(session_cutoff(&env, &other).await, None);
+    assert!(session_cutoff(&env, &other).await.is_some());
+    assert_eq!(session_cutoff(&env, &user).await, None);
+    assert_eq!(
+        env.dead_letters().await.len(),
+        3,
+        "each rejection, for a person"
+    );
 }
 
 #[tokio::test]
@@ -463,28 +480,66 @@ async fn plain_jobs_cut_sessions_only_when_asked_and_also_when_the_key_is_alread
     assert_eq!(session_cutoff(&env, &with).await, Some(second));
 }
 
+/// A later cut-off of the worker's in force (another replica's, put a moment ago with
+/// its margin) is never moved back; a policy with the worker's name and a time years
+/// ahead is no cut-off of the worker's, but one the key's holder planted to stop every
+/// later cut-off: it is replaced, and the outcome says so.
 #[tokio::test]
-async fn the_cutoff_never_moves_back() {
+async fn the_cutoff_never_moves_back_and_a_planted_one_is_replaced() {
     let env = TestEnv::new("forward").await;
-    let (user, keys) = env.user_with_keys("u", 1).await;
-    let later = "2099-01-01T00:00:00Z";
-    env.clients
-        .iam
-        .put_user_policy()
-        .user_name(&user)
-        .policy_name(SESSION_POLICY_NAME)
-        .policy_document(iam_key_revoker::aws::sessions::session_policy(later))
-        .send()
-        .await
-        .unwrap();
+    let (user, keys) = env.user_with_keys("u", 2).await;
+    let put = |name: String, document: String| {
+        env.clients
+            .iam
+            .put_user_policy()
+            .user_name(&user)
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+    };
+    let planted = "2099-01-01T00:00:00Z";
+    put(
+        SESSION_POLICY_NAME.to_owned(),
+        iam_key_revoker::aws::sessions::session_policy(planted),
+    )
+    .await
+    .unwrap();
     let worker = env.worker().await;
 
     let body = json!({"request_id": "f-1", "access_key_id": keys[0], "user_name": user, "revoke_sessions": true}).to_string();
     let report = worker.handle(env.deliver(&body).await).await;
 
     assert_eq!(report.outcome, Outcome::Deleted);
-    assert_eq!(report.facts.sessions_revoked_before.as_deref(), Some(later));
-    assert_eq!(session_cutoff(&env, &user).await.as_deref(), Some(later));
+    let cut = report.facts.sessions_revoked_before.clone().unwrap();
+    assert!(cut.as_str() < planted, "{cut}");
+    assert_eq!(session_cutoff(&env, &user).await, Some(cut.clone()));
+    assert!(!session_policies(&env, &user)
+        .await
+        .contains(&SESSION_POLICY_NAME.to_owned()));
+    assert!(report.detail.unwrap().contains("not the worker's"));
+
+    // Another replica's cut-off a few minutes ahead stays in force.
+    let now = aws_smithy_types::DateTime::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let later = aws_smithy_types::DateTime::from_secs(now.secs() + 420);
+    let sid = iam_key_revoker::sessions::revocation_sid("another-replica");
+    put(
+        iam_key_revoker::sessions::policy_name(later, &sid),
+        iam_key_revoker::sessions::cutoff_policy(&sid, later),
+    )
+    .await
+    .unwrap();
+    let body = json!({"request_id": "f-2", "access_key_id": keys[1], "user_name": user, "revoke_sessions": true}).to_string();
+    let report = worker.handle(env.deliver(&body).await).await;
+    let later = later
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    assert_eq!(report.facts.sessions_revoked_before, Some(later.clone()));
+    assert_eq!(session_cutoff(&env, &user).await, Some(later));
 }
 
 #[tokio::test]

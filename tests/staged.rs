@@ -241,6 +241,7 @@ async fn restore_sets_the_key_active_and_keeps_its_schedule_disabled_so_a_late_c
             account_id: None,
             lift_session_cutoff: true,
             reason: Some("false positive".to_owned()),
+            ..Default::default()
         },
     )
     .await
@@ -332,6 +333,7 @@ async fn restore_refuses_protected_users_and_keys_it_cannot_find() {
         account_id: None,
         lift_session_cutoff: false,
         reason: None,
+        ..Default::default()
     };
     env.set_key_status(&user, &keys[0], StatusType::Inactive)
         .await;
@@ -408,6 +410,7 @@ async fn offboarding_stages_every_key_of_the_user_with_a_schedule_each() {
             account_id: None,
             lift_session_cutoff: false,
             reason: None,
+            ..Default::default()
         },
     )
     .await
@@ -775,6 +778,7 @@ async fn a_restore_of_a_key_whose_schedule_was_never_created_is_recorded_and_kep
             account_id: None,
             lift_session_cutoff: false,
             reason: None,
+            ..Default::default()
         },
     )
     .await

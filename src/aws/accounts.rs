@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::clients::Clients;
+use crate::aws::home::Home;
 use crate::aws::iam::Iam;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
@@ -113,6 +114,21 @@ impl Accounts {
             Some(member) => Arc::clone(&member.iam),
             None => Arc::clone(&self.own),
         })
+    }
+
+    /// The account a job naming `account` (or none: the worker's own) acts in, with STS
+    /// to ask which account a key IAM cannot find there belongs to (README, "Which
+    /// account").
+    pub async fn home_for(
+        &self,
+        account: Option<&str>,
+        retries: &RetryCounter,
+    ) -> Result<Home, AwsError> {
+        let account = match account {
+            Some(account) => account.to_owned(),
+            None => self.own_identity(retries).await?.account.clone(),
+        };
+        Ok(Home::new(&account, self.sts.clone(), self.policy))
     }
 
     /// The SDK configuration whose credentials act in `account` (or the worker's own).

@@ -7,7 +7,8 @@
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_securityhub::types::{
-    AwsSecurityFindingIdentifier, NoteUpdate, WorkflowStatus, WorkflowUpdate,
+    AwsSecurityFindingFilters, AwsSecurityFindingIdentifier, NoteUpdate, StringFilter,
+    StringFilterComparison, WorkflowStatus, WorkflowUpdate,
 };
 
 use crate::aws::classify::AwsError;
@@ -93,6 +94,69 @@ pub fn client(sdk: &SdkConfig, region: &str) -> aws_sdk_securityhub::Client {
             .interceptor(RequestCounter)
             .build(),
     )
+}
+
+/// Whether Security Hub holds `finding` and it names access key `key` (`GetFindings` by
+/// its `Id` and `ProductArn`): a finding is marked only when it is about the key the job
+/// revoked, so that a forged event cannot close another finding. A GuardDuty finding
+/// about a key lists it among its `Resources` as type `AwsIamAccessKey`, whose `Id` ends
+/// with the key id (`AWS::IAM::AccessKey:AKIA…`); `Details.AwsIamAccessKey.AccessKeyId`
+/// names it too where present (Security Hub User Guide, "AwsIamAccessKey"). `None`: no
+/// such finding.
+pub async fn names_key(
+    client: &aws_sdk_securityhub::Client,
+    policy: &BackoffPolicy,
+    finding: &FindingRef,
+    key: &str,
+    retries: &RetryCounter,
+) -> Result<Option<bool>, AwsError> {
+    let filter = |value: String| {
+        StringFilter::builder()
+            .comparison(StringFilterComparison::Equals)
+            .value(value)
+            .build()
+    };
+    let filters = AwsSecurityFindingFilters::builder()
+        .id(filter(finding.arn.clone()))
+        .product_arn(filter(finding.product_arn()))
+        .build();
+    let mut token: Option<String> = None;
+    // The filters leave one finding; a few pages at most, whatever an endpoint answers.
+    for _ in 0..5 {
+        let out = call(policy, retries, "securityhub", "GetFindings", || async {
+            client
+                .get_findings()
+                .filters(filters.clone())
+                .set_next_token(token.clone())
+                .max_results(100)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetFindings", e))
+        })
+        .await?;
+        if let Some(found) = out
+            .findings()
+            .iter()
+            .find(|f| f.id() == Some(finding.arn.as_str()))
+        {
+            let named = found.resources().iter().any(|r| {
+                r.r#type() == Some("AwsIamAccessKey")
+                    && (r
+                        .id()
+                        .is_some_and(|id| id == key || id.ends_with(&format!(":{key}")))
+                        || r.details()
+                            .and_then(|d| d.aws_iam_access_key())
+                            .and_then(|k| k.access_key_id())
+                            == Some(key))
+            });
+            return Ok(Some(named));
+        }
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(None)
 }
 
 /// Marks `finding` with `workflow` and `note` through `client` (in the finding's account

@@ -13,11 +13,12 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::clock::{ClockReader, ServerClock};
+use crate::aws::home::Home;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::aws::turns::UserTurns;
 use crate::aws::verdict::{
-    all_keys, key_only, named_key, ListedKey, Owner, Prediction, Preview, Seen, Unplaced, Verdict,
+    all_keys, named_key, ListedKey, Owner, Placed, Prediction, Preview, Seen, Unplaced, Verdict,
 };
 use crate::guard::Protection;
 use crate::job::{Action, Job, Target};
@@ -137,8 +138,14 @@ impl Iam {
             .map(|k| k.id))
     }
 
-    /// Predicts, with read-only calls, what [`Iam::revoke`] would do with `job`.
-    pub async fn preview(&self, job: &Job, retries: &RetryCounter) -> Result<Preview, AwsError> {
+    /// Predicts, with read-only calls, what [`Iam::revoke`] would do with `job` in
+    /// `home`'s account.
+    pub async fn preview(
+        &self,
+        job: &Job,
+        home: &Home,
+        retries: &RetryCounter,
+    ) -> Result<Preview, AwsError> {
         if let Some(detail) = self.protection.refuses(job) {
             return Ok(Preview {
                 prediction: Prediction::Rejected(Reason::Protected, detail),
@@ -152,8 +159,12 @@ impl Iam {
                 user_name: Some(user),
             } => {
                 let seen = self.seen(user, key, retries).await?;
+                let key_home = match &seen {
+                    Seen::NotListed(Owner::Unresolved(..)) => Some(home.of(key, retries).await?),
+                    _ => None,
+                };
                 (
-                    named_key(key, user, seen),
+                    named_key(key, user, seen, key_home.as_ref()),
                     Some(user.clone()),
                     vec![key.clone()],
                 )
@@ -162,7 +173,7 @@ impl Iam {
                 access_key_id: key,
                 user_name: None,
             } => {
-                let verdict = key_only(key, self.owner(key, retries).await?.0, &self.protection);
+                let verdict = self.key_alone(job, key, home, retries).await?;
                 let owner = match &verdict {
                     Verdict::Act(owner) => Some(owner.clone()),
                     _ => None,
@@ -179,12 +190,12 @@ impl Iam {
                 let mut owners: Vec<String> = Vec::new();
                 let mut verdict = Verdict::Absent;
                 for key in keys {
-                    verdict = key_only(key, self.owner(key, retries).await?.0, &self.protection);
+                    verdict = self.key_alone(job, key, home, retries).await?;
                     match &verdict {
                         Verdict::Act(owner) if !owners.contains(owner) => {
                             owners.push(owner.clone())
                         }
-                        Verdict::Act(_) => {}
+                        Verdict::Act(_) | Verdict::Absent => {}
                         _ => break,
                     }
                 }
@@ -197,12 +208,51 @@ impl Iam {
             Verdict::Act(_) | Verdict::Propagating => Prediction::Would(job.action),
             Verdict::Absent => Prediction::AlreadyAbsent,
             Verdict::Refuse(reason, detail) => Prediction::Rejected(reason, detail),
+            Verdict::Elsewhere(account) => Prediction::Rejected(
+                Reason::OtherAccount,
+                format!(
+                    "STS says the key belongs to account {account}: the worker works it there when cross_account.role_name lets it"
+                ),
+            ),
         };
         Ok(Preview {
             prediction,
             user_name: user,
             access_key_ids: keys,
         })
+    }
+
+    /// The verdict for a key named alone (`plan`): as the worker places it, a protected
+    /// key or owner refused.
+    async fn key_alone(
+        &self,
+        job: &Job,
+        key: &str,
+        home: &Home,
+        retries: &RetryCounter,
+    ) -> Result<Verdict, AwsError> {
+        if self.protection.key(key) {
+            let detail = format!("access key {key} is protected");
+            return Ok(Verdict::Refuse(Reason::Protected, detail));
+        }
+        let owner = self.owner(key, retries).await?.0;
+        Ok(
+            match self
+                .locate(key, owner, home, job.origin.is_some(), retries)
+                .await?
+            {
+                Placed::Owner(owner) | Placed::Hinted(owner) if self.protection.user(&owner) => {
+                    Verdict::Refuse(
+                        Reason::Protected,
+                        format!("access key {key} belongs to protected user {owner}"),
+                    )
+                }
+                Placed::Owner(owner) | Placed::Hinted(owner) => Verdict::Act(owner),
+                Placed::Gone => Verdict::Absent,
+                Placed::Unplaced(reason, detail) => Verdict::Refuse(reason, detail),
+                Placed::Elsewhere(account) => Verdict::Elsewhere(account),
+            },
+        )
     }
 
     /// Whether `key` is among `user`'s keys and, when it is not, whom IAM names as its
@@ -393,7 +443,7 @@ impl Iam {
 }
 
 /// The marker of the next page, when IAM says there is one.
-pub(super) fn next_marker(is_truncated: bool, marker: Option<&str>) -> Option<String> {
+pub(crate) fn next_marker(is_truncated: bool, marker: Option<&str>) -> Option<String> {
     marker.filter(|_| is_truncated).map(str::to_owned)
 }
 
@@ -429,6 +479,25 @@ mod tests {
 
     const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 
+    const ACCOUNT: &str = "111122223333";
+
+    /// The account a job acts in, where STS places every key asked about in `account`.
+    fn home_answering(account: &'static str) -> Home {
+        let info = mock!(aws_sdk_sts::Client::get_access_key_info).then_output(move || {
+            aws_sdk_sts::operation::get_access_key_info::GetAccessKeyInfoOutput::builder()
+                .account(account)
+                .build()
+        });
+        let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&info], |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        Home::new(ACCOUNT, sts, crate::aws::retry::quick_policy())
+    }
+
+    /// STS places every key in the job's own account.
+    fn here() -> Home {
+        home_answering(ACCOUNT)
+    }
+
     fn iam(client: Client) -> Iam {
         Iam::for_tests(client)
     }
@@ -454,6 +523,7 @@ mod tests {
             origin: None,
             owners: Vec::new(),
             continuation: None,
+            parts: Vec::new(),
         }
     }
 
@@ -475,36 +545,70 @@ mod tests {
 
     #[test]
     fn the_decision_table() {
+        use crate::aws::home::KeyHome;
+        use crate::aws::verdict::place;
         let user = |u: &str| Owner::User(u.to_owned());
-        let unresolved = || {
-            Owner::Unresolved(
-                Unplaced::Denied,
-                "GetAccessKeyLastUsed: AccessDenied: no".into(),
-            )
-        };
-        let named = |seen| named_key(KEY, "alice", seen);
-        assert_eq!(named(Seen::Listed), Verdict::Act("alice".into()));
-        assert_eq!(named(Seen::NotListed(user("Alice"))), Verdict::Propagating);
-        assert!(matches!(
-            named(Seen::NotListed(user("bob"))),
-            Verdict::Refuse(Reason::OwnerMismatch, _)
-        ));
-        assert_eq!(named(Seen::NotListed(unresolved())), Verdict::Absent);
-
-        let protection = Protection::new(&["admin".into()], &["AKIAPROTECTED*".into()]).unwrap();
+        let unresolved = |how| Owner::Unresolved(how, "GetAccessKeyLastUsed: said so".into());
+        let here = Some(&KeyHome::Here);
+        let elsewhere = KeyHome::Elsewhere("444455556666".into());
+        let named = |seen, home| named_key(KEY, "alice", seen, home);
+        assert_eq!(named(Seen::Listed, None), Verdict::Act("alice".into()));
         assert_eq!(
-            key_only(KEY, user("alice"), &protection),
-            Verdict::Act("alice".into())
+            named(Seen::NotListed(user("Alice")), None),
+            Verdict::Propagating
         );
         assert!(matches!(
-            key_only(KEY, user("Admin"), &protection),
-            Verdict::Refuse(Reason::Protected, _)
+            named(Seen::NotListed(user("bob")), None),
+            Verdict::Refuse(Reason::OwnerMismatch, _)
         ));
+        // Not listed, IAM places it nowhere: absent only where STS says it lives here.
+        let gone = || Seen::NotListed(unresolved(Unplaced::NotFound));
+        assert_eq!(named(gone(), here), Verdict::Absent);
+        assert_eq!(named(gone(), Some(&KeyHome::Unknown)), Verdict::Absent);
+        assert_eq!(
+            named(gone(), Some(&elsewhere)),
+            Verdict::Elsewhere("444455556666".into())
+        );
         assert!(matches!(
-            key_only(KEY, unresolved(), &protection),
-            Verdict::Refuse(Reason::OwnerUnknown, _)
+            named(Seen::NotListed(unresolved(Unplaced::Denied)), here),
+            Verdict::Refuse(Reason::AccessDenied, _)
         ));
 
+        // Keys named alone: NoSuchEntity is gone for an event and a job message alike, once
+        // STS says the key is this account's; a key IAM ties to no user here is the root
+        // user's, maybe: not revocable.
+        for event in [true, false] {
+            assert_eq!(
+                place(KEY, user("alice"), None, event),
+                Placed::Owner("alice".into())
+            );
+            assert_eq!(
+                place(KEY, unresolved(Unplaced::NotFound), here, event),
+                Placed::Gone
+            );
+            assert_eq!(
+                place(KEY, unresolved(Unplaced::NotFound), Some(&elsewhere), event),
+                Placed::Elsewhere("444455556666".into())
+            );
+            assert!(matches!(
+                place(KEY, unresolved(Unplaced::NoUser), here, event),
+                Placed::Unplaced(Reason::NotRevocable, _)
+            ));
+            assert!(matches!(
+                place(KEY, unresolved(Unplaced::NotFound), None, event),
+                Placed::Unplaced(Reason::OwnerUnknown, _)
+            ));
+        }
+        assert!(matches!(
+            place(KEY, unresolved(Unplaced::Denied), here, true),
+            Placed::Unplaced(Reason::AccessDenied, _)
+        ));
+        assert!(matches!(
+            place(KEY, unresolved(Unplaced::Denied), here, false),
+            Placed::Unplaced(Reason::OwnerUnknown, _)
+        ));
+
+        let protection = Protection::new(&["admin".into()], &["AKIAPROTECTED*".into()]).unwrap();
         let listed = |id: &str| ListedKey {
             id: id.to_owned(),
             active: true,
@@ -533,7 +637,9 @@ mod tests {
         let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&delete], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
-        let result = iam(client).revoke(&job(Some("alice")), &retries).await;
+        let result = iam(client)
+            .revoke(&job(Some("alice")), &here(), &retries)
+            .await;
         assert!(matches!(result.effect, Effect::Revoked));
         assert_eq!(result.keys_changed, 1);
         assert_eq!(delete.num_calls(), 1);
@@ -553,7 +659,7 @@ mod tests {
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let retries = RetryCounter::default();
         let iam = iam(client);
-        let result = iam.revoke(&job(Some("alice")), &retries).await;
+        let result = iam.revoke(&job(Some("alice")), &here(), &retries).await;
         assert!(matches!(result.effect, Effect::Revoked));
         assert_eq!(delete.num_calls(), 4);
         assert_eq!(retries.get(), 3);
@@ -578,7 +684,7 @@ mod tests {
         let retries = RetryCounter::default();
         let start = tokio::time::Instant::now();
         let Effect::Failed(err) = iam(client)
-            .revoke(&job(Some("alice")), &retries)
+            .revoke(&job(Some("alice")), &here(), &retries)
             .await
             .effect
         else {
@@ -600,7 +706,7 @@ mod tests {
         let client = mock_client!(aws_sdk_iam, RuleMode::Sequential, [&delete], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let result = iam(client)
-            .revoke(&job(Some("alice")), &RetryCounter::default())
+            .revoke(&job(Some("alice")), &here(), &RetryCounter::default())
             .await;
         assert!(matches!(
             result.effect,
@@ -701,7 +807,7 @@ mod tests {
                 "AWS_RISK_CREDENTIALS_EXPOSED".into(),
             ));
             let result = iam(client)
-                .revoke(&event_job, &RetryCounter::default())
+                .revoke(&event_job, &here(), &RetryCounter::default())
                 .await;
             if absent {
                 assert!(
@@ -750,7 +856,7 @@ mod tests {
                 source: OwnerSource::Event,
             }];
             let result = iam(client)
-                .revoke(&event_job, &RetryCounter::default())
+                .revoke(&event_job, &here(), &RetryCounter::default())
                 .await;
             match expected {
                 Some(reason) => assert!(
@@ -779,7 +885,7 @@ mod tests {
             |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
         );
         let result = iam(client)
-            .revoke(&job(Some("alice")), &RetryCounter::default())
+            .revoke(&job(Some("alice")), &here(), &RetryCounter::default())
             .await;
         assert!(matches!(
             result.effect,
@@ -802,7 +908,7 @@ mod tests {
                 |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
             );
             let Effect::Failed(err) = iam(client)
-                .revoke(&job(Some("alice")), &RetryCounter::default())
+                .revoke(&job(Some("alice")), &here(), &RetryCounter::default())
                 .await
                 .effect
             else {
@@ -813,13 +919,14 @@ mod tests {
         }
     }
 
+    /// A named user's key gone from their own list is absent when IAM places it with
+    /// nobody and STS says it is this account's; when IAM refuses the owner lookup the
+    /// worker cannot tell it from another user's key: `access_denied`, never absent.
     #[tokio::test(start_paused = true)]
-    async fn named_user_key_gone_from_their_list_is_absent_whatever_the_owner_lookup_says() {
-        // IAM documents no error of its own for GetAccessKeyLastUsed; the emulator says
-        // NoSuchEntity, IAM may say AccessDenied. The user's own key list decides.
-        for owner in [
-            owner_error(404, "NoSuchEntity"),
-            owner_error(403, "AccessDenied"),
+    async fn named_user_key_gone_from_their_list_is_absent_only_where_iam_says_so() {
+        for (owner, absent) in [
+            (owner_error(404, "NoSuchEntity"), true),
+            (owner_error(403, "AccessDenied"), false),
         ] {
             let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
             let list = listed(&["AKIAOTHERKEY00000001"]);
@@ -830,19 +937,30 @@ mod tests {
                 |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
             );
             let result = iam(client)
-                .revoke(&job(Some("alice")), &RetryCounter::default())
+                .revoke(&job(Some("alice")), &here(), &RetryCounter::default())
                 .await;
-            assert!(
-                matches!(result.effect, Effect::AlreadyAbsent),
-                "{:?}",
-                result.effect
-            );
+            if absent {
+                assert!(
+                    matches!(result.effect, Effect::AlreadyAbsent),
+                    "{:?}",
+                    result.effect
+                );
+            } else {
+                assert!(
+                    matches!(result.effect, Effect::Rejected(Reason::AccessDenied, _)),
+                    "{:?}",
+                    result.effect
+                );
+            }
             assert_eq!((list.num_calls(), owner.num_calls()), (1, 1));
         }
     }
 
+    /// A key named alone that IAM cannot find in the job's account (`NoSuchEntity`) is
+    /// gone only where STS `GetAccessKeyInfo` says the key is that account's; a lookup
+    /// IAM refuses is `owner_unknown` for a job message, never absent.
     #[tokio::test(start_paused = true)]
-    async fn key_only_that_iam_cannot_resolve_is_owner_unknown_never_absent() {
+    async fn key_only_that_iam_cannot_find_is_absent_only_in_its_own_account() {
         for (status, code) in [(404, "NoSuchEntity"), (403, "AccessDenied")] {
             let owner = owner_error(status, code);
             let delete = mock!(Client::delete_access_key)
@@ -850,21 +968,107 @@ mod tests {
             let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
                 .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
             let result = iam(client)
-                .revoke(&job(None), &RetryCounter::default())
+                .revoke(&job(None), &here(), &RetryCounter::default())
                 .await;
-            let Effect::Rejected(Reason::OwnerUnknown, detail) = &result.effect else {
-                panic!("{code}: {:?}", result.effect)
-            };
-            assert!(
-                detail.contains(&format!("GetAccessKeyLastUsed: {code}")),
-                "{detail}"
-            );
+            match code {
+                "NoSuchEntity" => assert!(
+                    matches!(result.effect, Effect::AlreadyAbsent),
+                    "{:?}",
+                    result.effect
+                ),
+                _ => {
+                    let Effect::Rejected(Reason::OwnerUnknown, detail) = &result.effect else {
+                        panic!("{code}: {:?}", result.effect)
+                    };
+                    assert!(
+                        detail.contains(&format!("GetAccessKeyLastUsed: {code}")),
+                        "{detail}"
+                    );
+                }
+            }
             assert_eq!(delete.num_calls(), 0);
         }
     }
 
+    /// STS places the key in another account: never `already_absent` here; the result
+    /// names that account, for the worker to act there or refuse `other_account`.
     #[tokio::test(start_paused = true)]
-    async fn key_only_with_no_owner_is_owner_unknown() {
+    async fn a_key_of_another_account_is_never_absent_here() {
+        for named in [None, Some("alice")] {
+            let owner = owner_error(404, "NoSuchEntity");
+            let delete = mock!(Client::delete_access_key).then_error(no_such_entity);
+            let list = listed(&[]);
+            let client = mock_client!(
+                aws_sdk_iam,
+                RuleMode::MatchAny,
+                [&owner, &delete, &list],
+                |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            );
+            let result = iam(client)
+                .revoke(
+                    &job(named),
+                    &home_answering("444455556666"),
+                    &RetryCounter::default(),
+                )
+                .await;
+            let Effect::Rejected(Reason::OtherAccount, detail) = &result.effect else {
+                panic!("{named:?}: {:?}", result.effect)
+            };
+            assert!(detail.contains("444455556666"), "{detail}");
+            assert_eq!(result.elsewhere.as_deref(), Some("444455556666"));
+        }
+    }
+
+    /// STS failing (throttled past the budget, refused) is never taken for absence: the
+    /// job is tried again. A key STS says does not exist (a deleted key may answer so) is
+    /// absent with IAM's `NoSuchEntity`.
+    #[tokio::test(start_paused = true)]
+    async fn an_sts_failure_is_retried_and_its_not_found_is_absent() {
+        let sts_error = |status: u16, code: &str| {
+            let body = format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+            );
+            mock!(aws_sdk_sts::Client::get_access_key_info)
+                .sequence()
+                .http_status(status, Some(body))
+                .times(100)
+                .build()
+        };
+        for (status, code, absent) in [
+            (400, "Throttling", false),
+            (403, "AccessDenied", false),
+            (400, "InvalidAccessKeyId", false),
+            (404, "NoSuchEntity", true),
+        ] {
+            let info = sts_error(status, code);
+            let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&info], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let home = Home::new(ACCOUNT, sts, crate::aws::retry::quick_policy());
+            let owner = owner_error(404, "NoSuchEntity");
+            let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner], |c| c
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+            let result = iam(client)
+                .revoke(&job(None), &home, &RetryCounter::default())
+                .await;
+            if absent {
+                assert!(matches!(result.effect, Effect::AlreadyAbsent), "{code}");
+            } else {
+                let Effect::Failed(e) = &result.effect else {
+                    panic!("{code}: {:?}", result.effect)
+                };
+                assert_eq!(
+                    e.class,
+                    ErrorClass::Transient,
+                    "{code}: retried, never absent"
+                );
+            }
+        }
+    }
+
+    /// IAM answers the owner lookup with no user for a key STS says is this account's:
+    /// it may be the root user's key, which is `not_revocable` and said so.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_iam_ties_to_no_user_may_be_the_root_users() {
         let owner = mock!(Client::get_access_key_last_used)
             .then_output(|| GetAccessKeyLastUsedOutput::builder().build());
         let delete = mock!(Client::delete_access_key)
@@ -872,12 +1076,12 @@ mod tests {
         let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         let result = iam(client)
-            .revoke(&job(None), &RetryCounter::default())
+            .revoke(&job(None), &here(), &RetryCounter::default())
             .await;
-        assert!(matches!(
-            result.effect,
-            Effect::Rejected(Reason::OwnerUnknown, _)
-        ));
+        let Effect::Rejected(Reason::NotRevocable, detail) = &result.effect else {
+            panic!("{:?}", result.effect)
+        };
+        assert!(detail.contains("root user"), "{detail}");
         assert_eq!(delete.num_calls(), 0);
     }
 
@@ -916,7 +1120,7 @@ mod tests {
                 .then_output(|| DeleteAccessKeyOutput::builder().build());
             let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&owner, &delete], |c| c
                 .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-            let result = iam(client).revoke(&job(None), &RetryCounter::default()).await;
+            let result = iam(client).revoke(&job(None), &here(), &RetryCounter::default()).await;
             assert!(matches!(result.effect, Effect::Revoked));
             assert_eq!(result.user_name.as_deref(), Some("bob"));
             let used = &result.last_used[0];

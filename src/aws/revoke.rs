@@ -13,9 +13,10 @@
 //! - All keys: `ListAccessKeys` (paginated), then act on each.
 
 use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::home::Home;
 use crate::aws::iam::{Iam, LastUsed, Written};
 use crate::aws::retry::RetryCounter;
-use crate::aws::verdict::{all_keys, named_key, place, Owner, Placed, Verdict};
+use crate::aws::verdict::{all_keys, named_key, place, Owner, Placed, Seen, Verdict};
 use crate::job::{Action, Job, OwnerSource, Target};
 use crate::outcome::{KeyResult, Reason};
 
@@ -50,6 +51,9 @@ pub struct IamResult {
     /// Each key's owner and result, for every job that names keys alone (one key too):
     /// what a continuation carries on.
     pub per_key: Vec<KeyResult>,
+    /// The account STS says the job's one key belongs to, when that is not the account
+    /// the job acted in (README, "Which account"): the job may be worked there.
+    pub elsewhere: Option<String>,
 }
 
 impl IamResult {
@@ -66,6 +70,7 @@ impl IamResult {
             keys_changed: 0,
             last_used: Vec::new(),
             per_key: Vec::new(),
+            elsewhere: None,
         }
     }
 
@@ -77,6 +82,7 @@ impl IamResult {
             keys_changed: 0,
             last_used: Vec::new(),
             per_key: Vec::new(),
+            elsewhere: None,
         }
     }
 
@@ -120,39 +126,40 @@ enum KeyEnd {
     Absent(Option<String>),
     /// Refused for this key, nothing changed on it.
     Refused(Option<String>, Reason, String),
+    /// STS says it belongs to this other account.
+    Elsewhere(String),
 }
 
 impl Iam {
     /// Carries out a validated job whose named user and key already passed the guards.
     /// Access denied becomes `Rejected(access_denied)`; any other AWS error that ends the
     /// step is [`Effect::Failed`], with what was changed before it.
-    pub async fn revoke(&self, job: &Job, retries: &RetryCounter) -> IamResult {
-        if let (true, Target::Key { access_key_id, .. }) = (job.require_inactive, &job.target) {
-            return match self.revoke_if_inactive(job, access_key_id, retries).await {
-                Ok(result) => result,
-                Err(e) => self.failed(job, e),
-            };
+    pub async fn revoke(&self, job: &Job, home: &Home, retries: &RetryCounter) -> IamResult {
+        if job.require_inactive {
+            return self
+                .revoke_required(job, home, std::future::ready(Ok(None)), retries)
+                .await;
         }
         let result = match &job.target {
             Target::Key {
                 access_key_id,
                 user_name: Some(user),
             } => {
-                self.revoke_named(user, access_key_id, job.action, retries)
+                self.revoke_named(user, access_key_id, job.action, home, retries)
                     .await
             }
             Target::Key {
                 access_key_id,
                 user_name: None,
             } => {
-                self.revoke_unnamed(job, std::slice::from_ref(access_key_id), retries)
+                self.revoke_unnamed(job, std::slice::from_ref(access_key_id), home, retries)
                     .await
             }
             Target::AllKeys { user_name } => {
                 self.revoke_all(user_name, job.action, &job.spared, retries)
                     .await
             }
-            Target::Keys(keys) => self.revoke_unnamed(job, keys, retries).await,
+            Target::Keys(keys) => self.revoke_unnamed(job, keys, home, retries).await,
         };
         match result {
             Ok(result) => result,
@@ -161,14 +168,46 @@ impl Iam {
     }
 
     /// A job that requires its key `Inactive` (the scheduled delete of a staged
-    /// revocation; such a job names its user): the owner's key list: a key
-    /// listed `Active` ends the job `cancelled` with nothing changed (a person restored
-    /// it); a key not listed is absent; an `Inactive` key gets the job's action. IAM has
-    /// no conditional delete: a reactivation between the list and the delete is not seen.
-    async fn revoke_if_inactive(
+    /// revocation; such a job names its user): the owner's key list: a key listed `Active`
+    /// ends the job `cancelled` with nothing changed (a person restored it); a key not
+    /// listed is absent; for an `Inactive` key, `still_staged` is asked right before the
+    /// write (`Some(why)`: the staging was undone, `cancelled`), then the job's action. IAM
+    /// has no conditional delete: a reactivation between the list and the delete is not
+    /// seen (README, "Required status", says how long that can be).
+    pub async fn revoke_required(
+        &self,
+        job: &Job,
+        home: &Home,
+        still_staged: impl std::future::Future<Output = Result<Option<String>, AwsError>>,
+        retries: &RetryCounter,
+    ) -> IamResult {
+        let Target::Key {
+            access_key_id: key, ..
+        } = &job.target
+        else {
+            // Parsing refuses such a job: require_status names one key.
+            return IamResult::rejected(
+                Reason::InvalidMessage,
+                "require_status needs one access_key_id".to_owned(),
+                job.user_name(),
+                None,
+            );
+        };
+        match self
+            .if_inactive(job, key, home, still_staged, retries)
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => self.failed(job, e),
+        }
+    }
+
+    async fn if_inactive(
         &self,
         job: &Job,
         key: &str,
+        home: &Home,
+        still_staged: impl std::future::Future<Output = Result<Option<String>, AwsError>>,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
         let Some(user) = job.user_name().map(str::to_owned) else {
@@ -189,16 +228,25 @@ impl Iam {
                 Some(key),
             ));
         }
+        let cancelled = |detail: String| IamResult {
+            effect: Effect::Cancelled(detail),
+            ..IamResult::absent(Some(&user), vec![key.to_owned()])
+        };
         let listed = self.list_keys(&user, retries).await?;
         match listed.unwrap_or_default().iter().find(|k| k.id == key) {
-            None => self.not_the_users(&user, key, retries).await,
-            Some(listed) if listed.active => Ok(IamResult {
-                effect: Effect::Cancelled(format!(
-                    "access key {key} of {user} is Active again, not Inactive as the job requires: left alone"
-                )),
-                ..IamResult::absent(Some(&user), vec![key.to_owned()])
-            }),
-            Some(_) => self.revoke_named(&user, key, job.action, retries).await,
+            None => self.not_the_users(&user, key, home, retries).await,
+            Some(listed) if listed.active => Ok(cancelled(format!(
+                "access key {key} of {user} is Active again, not Inactive as the job requires: left alone"
+            ))),
+            Some(_) => match still_staged.await? {
+                Some(why) => Ok(cancelled(format!(
+                    "access key {key} of {user} left alone: {why}"
+                ))),
+                None => {
+                    self.revoke_named(&user, key, job.action, home, retries)
+                        .await
+                }
+            },
         }
     }
 
@@ -216,6 +264,7 @@ impl Iam {
             keys_changed: 0,
             last_used: Vec::new(),
             per_key: Vec::new(),
+            elsewhere: None,
         }
     }
 
@@ -224,11 +273,12 @@ impl Iam {
         user: &str,
         key: &str,
         action: Action,
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
         match self.write(user, key, action, retries).await? {
             Written::Done => Ok(revoked(user, vec![key.to_owned()], 1)),
-            Written::NotFound => self.not_the_users(user, key, retries).await,
+            Written::NotFound => self.not_the_users(user, key, home, retries).await,
         }
     }
 
@@ -239,15 +289,30 @@ impl Iam {
         &self,
         user: &str,
         key: &str,
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        match named_key(key, user, self.seen(user, key, retries).await?) {
+        let seen = self.seen(user, key, retries).await?;
+        let key_home = match &seen {
+            Seen::NotListed(Owner::Unresolved(..)) => Some(home.of(key, retries).await?),
+            _ => None,
+        };
+        match named_key(key, user, seen, key_home.as_ref()) {
             // Still listed right after NoSuchEntity: IAM is settling too.
             Verdict::Act(_) | Verdict::Propagating => Err(inconsistent(key)),
             Verdict::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
             Verdict::Refuse(reason, detail) => {
                 Ok(IamResult::rejected(reason, detail, Some(user), Some(key)))
             }
+            Verdict::Elsewhere(account) => Ok(IamResult {
+                elsewhere: Some(account.clone()),
+                ..IamResult::rejected(
+                    Reason::OtherAccount,
+                    other_account(key, &account, home),
+                    Some(user),
+                    Some(key),
+                )
+            }),
         }
     }
 
@@ -261,64 +326,107 @@ impl Iam {
         &self,
         job: &Job,
         keys: &[String],
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
-        match self.place_keys(job, keys, retries).await? {
-            Ok(placement) => self.revoke_placed(job, keys, placement, retries).await,
+        match self.place_keys(job, keys, home, retries).await? {
+            Ok(placement) => {
+                self.revoke_placed(job, keys, placement, home, retries)
+                    .await
+            }
             Err(refused) => Ok(*refused),
         }
     }
 
     /// Where each key of a job that names keys alone stands, before any write: the
-    /// owner named by the job's source or found with `GetAccessKeyLastUsed`. A protected
-    /// owner refuses the whole job (`Err`), with nothing changed.
+    /// owner named by the job's source or found with `GetAccessKeyLastUsed` (and, for a
+    /// key IAM cannot place, the account STS says it belongs to). A protected key or
+    /// owner refuses that key only (README, "Security events": one protected key does
+    /// not shield the rest); for a job of one key that is the whole job (`Err`), with
+    /// nothing changed.
     async fn place_keys(
         &self,
         job: &Job,
         keys: &[String],
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<Result<Placement, Box<IamResult>>, AwsError> {
         let event = job.origin.is_some();
         let mut placement = Placement::default();
         for key in keys {
-            let place = match job.known_owner(key) {
-                Some(known) if known.source == OwnerSource::Learned => {
-                    Placed::Owner(known.user_name.clone())
-                }
-                Some(known) => Placed::Hinted(known.user_name.clone()),
-                None => {
-                    let (owner, used) = self.owner(key, retries).await?;
-                    placement.last_used.extend(used);
-                    if let Owner::User(user) = &owner {
-                        placement.looked_up.push((key.clone(), user.clone()));
+            let place = if self.protection.key(key) {
+                Placed::Unplaced(Reason::Protected, format!("access key {key} is protected"))
+            } else {
+                match job.known_owner(key) {
+                    Some(known) if known.source == OwnerSource::Learned => {
+                        Placed::Owner(known.user_name.clone())
                     }
-                    place(key, owner, event)
+                    Some(known) => Placed::Hinted(known.user_name.clone()),
+                    None => {
+                        let (owner, used) = self.owner(key, retries).await?;
+                        placement.last_used.extend(used);
+                        if let Owner::User(user) = &owner {
+                            placement.looked_up.push((key.clone(), user.clone()));
+                        }
+                        self.locate(key, owner, home, event, retries).await?
+                    }
                 }
             };
-            if let Placed::Owner(user) | Placed::Hinted(user) = &place {
-                if self.protection.user(user) {
-                    let detail = format!("access key {key} belongs to protected user {user}");
-                    let named = (keys.len() == 1).then_some(user.as_str());
-                    return Ok(Err(Box::new(
-                        IamResult {
-                            last_used: placement.last_used,
-                            ..IamResult::rejected(Reason::Protected, detail, named, None)
-                        }
-                        .with_keys(keys),
-                    )));
+            let place = match place {
+                Placed::Owner(user) | Placed::Hinted(user) if self.protection.user(&user) => {
+                    Placed::Unplaced(
+                        Reason::Protected,
+                        format!("access key {key} belongs to protected user {user}"),
+                    )
                 }
+                place => place,
+            };
+            if let (1, Placed::Unplaced(Reason::Protected, detail)) = (keys.len(), &place) {
+                let named = match job.known_owner(key) {
+                    Some(known) => Some(known.user_name.as_str()),
+                    None => placement.looked_up.first().map(|(_, u)| u.as_str()),
+                };
+                return Ok(Err(Box::new(
+                    IamResult {
+                        last_used: placement.last_used,
+                        ..IamResult::rejected(Reason::Protected, detail.clone(), named, None)
+                    }
+                    .with_keys(keys),
+                )));
             }
             placement.places.push((key.clone(), place));
         }
         Ok(Ok(placement))
     }
 
+    /// Where a key IAM's owner lookup answered for stands: STS is asked which account it
+    /// belongs to only when IAM could not place it.
+    pub(crate) async fn locate(
+        &self,
+        key: &str,
+        owner: Owner,
+        home: &Home,
+        event: bool,
+        retries: &RetryCounter,
+    ) -> Result<Placed, AwsError> {
+        let key_home = match &owner {
+            Owner::Unresolved(..) => Some(home.of(key, retries).await?),
+            Owner::User(_) => None,
+        };
+        Ok(place(key, owner, key_home.as_ref(), event))
+    }
+
     /// Finds the owners of the keys `job` names alone, changing nothing: the first half
     /// of [`Iam::revoke`] for such a job. `Err` is the job's result when it ends here
     /// (a protected owner, an AWS failure).
-    pub async fn place(&self, job: &Job, retries: &RetryCounter) -> Result<Placement, IamResult> {
+    pub async fn place(
+        &self,
+        job: &Job,
+        home: &Home,
+        retries: &RetryCounter,
+    ) -> Result<Placement, IamResult> {
         let keys = job.access_key_ids();
-        match self.place_keys(job, &keys, retries).await {
+        match self.place_keys(job, &keys, home, retries).await {
             Ok(Ok(placement)) => Ok(placement),
             Ok(Err(refused)) => Err(*refused),
             Err(e) => Err(self.failed(job, e)),
@@ -330,10 +438,14 @@ impl Iam {
         &self,
         job: &Job,
         placement: Placement,
+        home: &Home,
         retries: &RetryCounter,
     ) -> IamResult {
         let keys = job.access_key_ids();
-        match self.revoke_placed(job, &keys, placement, retries).await {
+        match self
+            .revoke_placed(job, &keys, placement, home, retries)
+            .await
+        {
             Ok(result) => result,
             Err(e) => self.failed(job, e),
         }
@@ -346,6 +458,7 @@ impl Iam {
         job: &Job,
         keys: &[String],
         placement: Placement,
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<IamResult, AwsError> {
         let event = job.origin.is_some();
@@ -358,16 +471,22 @@ impl Iam {
         let mut changed = 0;
         let mut refused: Option<(Reason, String)> = None;
         let mut failed: Option<AwsError> = None;
+        let mut elsewhere = None;
         for (key, place) in placed {
             let end = match place {
-                Placed::Owner(user) => self.revoke_from(&user, &key, job.action, retries).await,
+                Placed::Owner(user) => {
+                    self.revoke_from(&user, &key, job.action, home, retries)
+                        .await
+                }
                 Placed::Hinted(user) => {
-                    self.revoke_hinted(&user, &key, job.action, event, retries)
+                    self.revoke_hinted(&user, &key, job.action, event, home, retries)
                         .await
                 }
                 Placed::Gone => Ok(KeyEnd::Absent(None)),
                 Placed::Unplaced(reason, detail) => Ok(KeyEnd::Refused(None, reason, detail)),
+                Placed::Elsewhere(account) => Ok(KeyEnd::Elsewhere(account)),
             };
+
             let earlier = job
                 .continuation
                 .as_ref()
@@ -387,6 +506,12 @@ impl Iam {
                 Ok(KeyEnd::Refused(user, reason, detail)) => {
                     refused.get_or_insert((reason, detail));
                     (user, "rejected", Some(reason.as_str()))
+                }
+                Ok(KeyEnd::Elsewhere(account)) => {
+                    let reason = Reason::OtherAccount;
+                    refused.get_or_insert((reason, other_account(&key, &account, home)));
+                    elsewhere = Some(account);
+                    (None, "rejected", Some(reason.as_str()))
                 }
                 Err(e) => {
                     let user = match job.known_owner(&key) {
@@ -435,6 +560,8 @@ impl Iam {
             keys_changed: changed,
             last_used,
             per_key: results,
+            // Only a job of one key goes on in the key's account as a whole.
+            elsewhere: elsewhere.filter(|_| keys.len() == 1),
         })
     }
 
@@ -445,11 +572,12 @@ impl Iam {
         user: &str,
         key: &str,
         action: Action,
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<KeyEnd, AwsError> {
         match self.write(user, key, action, retries).await? {
             Written::Done => Ok(KeyEnd::Changed(user.to_owned())),
-            Written::NotFound => Ok(key_end(self.not_the_users(user, key, retries).await?)),
+            Written::NotFound => Ok(key_end(self.not_the_users(user, key, home, retries).await?)),
         }
     }
 
@@ -462,21 +590,23 @@ impl Iam {
         key: &str,
         action: Action,
         event: bool,
+        home: &Home,
         retries: &RetryCounter,
     ) -> Result<KeyEnd, AwsError> {
         if let Written::Done = self.write(user, key, action, retries).await? {
             return Ok(KeyEnd::Changed(user.to_owned()));
         }
         let (owner, _) = self.owner(key, retries).await?;
-        match place(key, owner, event) {
+        match self.locate(key, owner, home, event, retries).await? {
             Placed::Owner(owner) if owner.eq_ignore_ascii_case(user) => Err(inconsistent(key)),
             Placed::Owner(owner) if self.protection.user(&owner) => Ok(KeyEnd::Refused(
                 Some(owner.clone()),
                 Reason::Protected,
                 format!("access key {key} belongs to protected user {owner}"),
             )),
-            Placed::Owner(owner) => self.revoke_from(&owner, key, action, retries).await,
+            Placed::Owner(owner) => self.revoke_from(&owner, key, action, home, retries).await,
             Placed::Gone => Ok(KeyEnd::Absent(None)),
+            Placed::Elsewhere(account) => Ok(KeyEnd::Elsewhere(account)),
             // The event's user may be stale or another of the same name: only IAM's own
             // `NoSuchEntity` for the key says it is gone.
             Placed::Unplaced(reason, detail) => Ok(KeyEnd::Refused(None, reason, detail)),
@@ -505,7 +635,8 @@ impl Iam {
                     .map(|k| k.id.as_str());
                 return Ok(IamResult::rejected(reason, detail, Some(user), protected));
             }
-            Verdict::Absent | Verdict::Propagating => {
+            // `all_keys` never answers `Elsewhere`: a user's own list names no account.
+            Verdict::Absent | Verdict::Propagating | Verdict::Elsewhere(_) => {
                 return Ok(IamResult::absent(Some(user), Vec::new()))
             }
         };
@@ -552,6 +683,7 @@ fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
         keys_changed: changed,
         last_used: Vec::new(),
         per_key: Vec::new(),
+        elsewhere: None,
     }
 }
 
@@ -562,10 +694,21 @@ fn action_result(action: Action) -> &'static str {
 
 /// What [`Iam::not_the_users`] decided, for one key of several.
 fn key_end(result: IamResult) -> KeyEnd {
-    match result.effect {
-        Effect::Rejected(reason, detail) => KeyEnd::Refused(result.user_name, reason, detail),
+    match (result.effect, result.elsewhere) {
+        (_, Some(account)) => KeyEnd::Elsewhere(account),
+        (Effect::Rejected(reason, detail), None) => {
+            KeyEnd::Refused(result.user_name, reason, detail)
+        }
         _ => KeyEnd::Absent(result.user_name),
     }
+}
+
+/// The detail of a key STS places in another account than the job's.
+fn other_account(key: &str, account: &str, home: &Home) -> String {
+    format!(
+        "STS says access key {key} belongs to account {account}, not {}, where the job acted: it was not changed there",
+        home.account()
+    )
 }
 
 /// The keys a job changed, for a detail: `AKIA… (alice)`.

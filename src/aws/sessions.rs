@@ -1,6 +1,7 @@
 //! Cutting off the temporary credentials a leaked key minted (README, "Revoking
 //! sessions"): an inline user policy that denies everything to credentials issued before
-//! a time T.
+//! a time T. Its document, its record of the revocations it serves and how an impostor is
+//! told from it are in [`crate::sessions`]; this module reads and writes it in IAM.
 //!
 //! - **What it covers.** `aws:TokenIssueTime` is in the context of requests signed with
 //!   temporary credentials only, so the Deny leaves the user's long-term keys alone and
@@ -8,194 +9,400 @@
 //!   T. Sessions of *roles* assumed with the key are governed by the role's policies, not
 //!   the user's: they are not covered (IAM User Guide, "Disabling permissions for
 //!   temporary security credentials",
-//!   <https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html>).
-//! - **Never backwards.** IAM has no conditional put, and two jobs for one user (two
-//!   queues, two replicas) may interleave. Each cut-off is a policy of its own, named for
-//!   its T; a writer removes only cut-offs older than one in force (its own, just put), so
-//!   no writer can remove a later one. Within a process, changes for one user take turns.
-//! - **Never early.** T is not earlier than IAM's own clock, read from the `Date` of its
-//!   answers, when the worker's clock is behind.
+//!   <https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html>:
+//!   "It might take a few minutes for policy updates to take effect").
+//! - **A margin.** IAM is eventually consistent (IAM User Guide, "Changes that I make are
+//!   not always immediately visible"): a key deleted now may still mint a session for a
+//!   moment, issued after the revocation. T is the revocation's time plus
+//!   `sessions.margin_seconds`, so those are cut off too (and so are the user's own
+//!   temporary credentials issued within the margin).
+//! - **Never backwards, never early.** IAM has no conditional put, and two jobs for one
+//!   user (two queues, two replicas) may interleave. A cut-off is named for its latest T;
+//!   a writer merges the cut-offs in force into its own and removes only the ones it
+//!   merged. T is not earlier than IAM's own clock, read from the `Date` of its answers.
 //! - **Quota.** A user's inline policies share 2,048 characters (IAM User Guide, "IAM and
-//!   AWS STS quotas",
-//!   <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html>); one
-//!   cut-off takes about 180, and the older one is removed once the newer is in force.
-//!   IAM answers `LimitExceeded` when there is no room.
+//!   AWS STS quotas"); IAM answers `LimitExceeded` when there is no room. The worker then
+//!   removes impostors, puts the cut-off without its record, and at last replaces its
+//!   older cut-offs; what still does not fit is the caller's to contain otherwise.
 
-use aws_smithy_types::date_time::{DateTime, Format};
+use aws_smithy_types::date_time::DateTime;
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::{next_marker, Iam};
 use crate::aws::retry::RetryCounter;
+use crate::sessions::{
+    cutoff_policy, fmt, is_cutoff_name, latest, legacy_policy_name, policy_name, read_cutoff,
+    revocation_sid, to_fold, Cutoff, FOLDED_SID, FUTURE_TOLERANCE_SECONDS,
+};
+pub use crate::sessions::{session_policy, SESSIONS_COVERED, SESSION_POLICY_NAME};
 
-/// The name of the session policies: alone for the one earlier versions put, followed by
-/// `-` and T (`20261130T120001Z`) for each cut-off now.
-pub const SESSION_POLICY_NAME: &str = "iam-key-revoker-revoke-older-sessions";
+/// The name an earlier version gave the cut-off at `at` (one without a revocation).
+pub fn session_policy_name(at: DateTime) -> String {
+    legacy_policy_name(at)
+}
 
 /// What cutting off a user's older sessions came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sessions {
-    /// Temporary credentials issued before this time are now denied.
-    Revoked(String),
-    /// A cut-off at this later time is in force already; nothing was put.
-    AlreadyLater(String),
+    /// A cut-off is in force.
+    InForce(InForce),
     /// No such user: nothing left to cut off.
     NoUser,
 }
 
-/// What the cut-off covers, for the audit line and the outcome event.
-pub const SESSIONS_COVERED: &str = "denies temporary credentials the user obtained with GetSessionToken or GetFederationToken before the cut-off; sessions of roles assumed with the key are not covered (revoke them on each role)";
-
-/// The session policy document: deny everything to temporary credentials issued before
-/// `before` (ISO 8601, UTC). Requests signed with long-term keys carry no
-/// `aws:TokenIssueTime`, so the condition never matches them (IAM User Guide, the
-/// `aws:TokenIssueTime` condition key,
-/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime>).
-pub fn session_policy(before: &str) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": { "DateLessThan": { "aws:TokenIssueTime": before } }
-        }]
-    })
-    .to_string()
+/// The cut-off in force after a revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InForce {
+    /// Credentials issued before this (ISO 8601, UTC) are denied.
+    pub at: String,
+    /// A later cut-off was in force already (this revocation's is put all the same, so
+    /// that lifting the later one leaves it).
+    pub later: bool,
+    /// Policies with the worker's name that were not its cut-offs, each with why:
+    /// replaced.
+    pub impostors: Vec<String>,
+    /// This revocation's cut-off was folded with older ones (IAM's quota left no room for
+    /// one of its own): a restore lifts it only with `--force`.
+    pub folded: bool,
 }
 
-/// The name of the cut-off at `before`.
-pub fn session_policy_name(before: DateTime) -> String {
-    let iso = before.fmt(Format::DateTime).unwrap_or_default();
-    let compact: String = iso.chars().filter(|c| *c != '-' && *c != ':').collect();
-    format!("{SESSION_POLICY_NAME}-{compact}")
+/// What lifting a revocation's cut-off came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lift {
+    /// Done: the cut-off policies removed, and the one left in force for other
+    /// revocations, if any.
+    Lifted {
+        removed: Vec<String>,
+        in_force: Option<String>,
+        /// Policies with the worker's name that are not its cut-offs: left as they are.
+        impostors: Vec<String>,
+    },
+    /// Not done, and why.
+    Refused(String),
 }
 
-/// The cut-off a policy name stands for: `Some(None)` for the unnamed one of earlier
-/// versions (its time is in its document), `None` for a policy that is not ours.
-fn name_time(name: &str) -> Option<Option<DateTime>> {
-    if name == SESSION_POLICY_NAME {
-        return Some(None);
+/// The policies with the worker's name on a user: its cut-offs and the impostors.
+#[derive(Debug, Default)]
+struct Found {
+    cutoffs: Vec<Cutoff>,
+    /// Name, and why it is not a cut-off of the worker's.
+    impostors: Vec<(String, String)>,
+}
+
+impl Found {
+    fn impostor_notes(&self) -> Vec<String> {
+        self.impostors
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect()
     }
-    let compact = name.strip_prefix(SESSION_POLICY_NAME)?.strip_prefix('-')?;
-    // 20261130T120001Z → 2026-11-30T12:00:01Z
-    let b = compact.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let iso = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &compact[0..4],
-        &compact[4..6],
-        &compact[6..8],
-        &compact[9..11],
-        &compact[11..13],
-        &compact[13..15]
-    );
-    DateTime::from_str(&iso, Format::DateTime).ok().map(Some)
-}
-
-/// The cut-off time of a session policy document. `GetUserPolicy` returns the document
-/// URL-encoded (RFC 3986; IAM API reference, `GetUserPolicy`).
-pub fn session_policy_time(document: &str) -> Option<DateTime> {
-    let decoded = percent_encoding::percent_decode_str(document)
-        .decode_utf8()
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
-    let text = value["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str()?;
-    DateTime::from_str(text, Format::DateTime).ok()
 }
 
 impl Iam {
-    /// Cuts off `user`'s temporary credentials issued before `before` (or IAM's clock,
-    /// when later). `ListUserPolicies`, then `PutUserPolicy` of a policy named for T
-    /// unless a later cut-off is in force, then `DeleteUserPolicy` of the older ones.
-    /// An unnamed policy of earlier versions is read with `GetUserPolicy`.
+    /// Cuts off `user`'s temporary credentials issued before `now` (or IAM's clock, when
+    /// later) plus `margin_seconds`, for the revocation of `request_id`:
+    /// `ListUserPolicies` and, for each policy with the worker's name, `GetUserPolicy`;
+    /// then `PutUserPolicy` of this revocation's cut-off (unless it is in force already),
+    /// and `DeleteUserPolicy` of its own older one and of impostors. Past
+    /// [`crate::sessions::RECORDED_MAX`] revocations, the oldest are folded into one.
     pub async fn revoke_sessions(
         &self,
         user: &str,
-        before: DateTime,
+        request_id: &str,
+        now: DateTime,
+        margin_seconds: u32,
         retries: &RetryCounter,
     ) -> Result<Sessions, AwsError> {
         let _turn = self.session_turns.take(user).await;
         let Some(names) = self.user_policy_names(user, retries).await? else {
             return Ok(Sessions::NoUser);
         };
-        let before = self.clock.at_least(before);
-        let mut ours: Vec<(String, DateTime)> = Vec::new();
-        for name in names {
-            match name_time(&name) {
-                Some(Some(at)) => ours.push((name, at)),
-                Some(None) => {
-                    if let Some(at) = self.legacy_cutoff(user, retries).await? {
-                        ours.push((name, at));
-                    }
-                }
-                None => {}
-            }
-        }
-        if let Some((_, later)) = ours
+        let before = self.cutoff_time(now, margin_seconds);
+        let allowed = DateTime::from_secs(before.secs() + FUTURE_TOLERANCE_SECONDS);
+        let found = self.read_cutoffs(user, &names, allowed, retries).await?;
+        let sid = revocation_sid(request_id);
+        let own = found
+            .cutoffs
             .iter()
-            .filter(|(_, at)| at.secs() >= before.secs())
-            .max_by_key(|(_, at)| at.secs())
-        {
-            return Ok(Sessions::AlreadyLater(fmt(*later)));
-        }
-        let name = session_policy_name(before);
-        let document = session_policy(&fmt(before));
-        let put = self
-            .request("PutUserPolicy", retries, || {
-                self.client
-                    .put_user_policy()
-                    .user_name(user)
-                    .policy_name(&name)
-                    .policy_document(&document)
-                    .send()
-            })
-            .await
-            .map(drop);
-        match put {
-            Ok(()) => {}
-            Err(e) if e.class == ErrorClass::NotFound => return Ok(Sessions::NoUser),
-            Err(e) => return Err(e),
-        }
-        // Older cut-offs are covered by the one just put: room for the next one.
-        for (older, _) in ours.iter().filter(|(_, at)| at.secs() < before.secs()) {
-            if let Err(e) = self.delete_user_policy(user, older, retries).await {
-                tracing::warn!(error = %e, user, policy = %older, "Could not remove an older session cut-off; the newer one is in force");
+            .filter(|c| c.sid.as_deref() == Some(sid.as_str()))
+            .max_by_key(|c| c.before.secs());
+        let mut gone: Vec<String> = Vec::new();
+        let mut folded = false;
+        let mine = match own {
+            // A redelivery: this revocation's cut-off is in force, at its time or later.
+            Some(own) if own.before.secs() >= before.secs() => own.clone(),
+            _ => {
+                let name = policy_name(before, &sid);
+                match self.put_cutoff(user, &name, &sid, before, retries).await {
+                    Ok(()) => Cutoff {
+                        name,
+                        sid: Some(sid.clone()),
+                        before,
+                    },
+                    Err(e) if e.class == ErrorClass::NotFound => return Ok(Sessions::NoUser),
+                    Err(e) if e.code.as_deref() == Some("LimitExceeded") => {
+                        let put = self
+                            .make_room(
+                                user,
+                                Cutoff {
+                                    name,
+                                    sid: Some(sid.clone()),
+                                    before,
+                                },
+                                &found,
+                                &mut gone,
+                                e,
+                                retries,
+                            )
+                            .await?;
+                        folded = put.sid.is_none();
+                        put
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        // This revocation's older cut-off, and what was not the worker's.
+        let stale = found
+            .cutoffs
+            .iter()
+            .filter(|c| c.sid == mine.sid && c.sid.is_some() && c.name != mine.name)
+            .map(|c| &c.name)
+            .chain(found.impostors.iter().map(|(n, _)| n))
+            .filter(|n| **n != mine.name && !gone.contains(n))
+            .cloned()
+            .collect::<Vec<_>>();
+        for name in &stale {
+            if let Err(e) = self.delete_user_policy(user, name, retries).await {
+                tracing::warn!(error = %e, user, policy = %name, "Could not remove a policy with the worker's name; the cut-off just put is in force");
             }
         }
-        Ok(Sessions::Revoked(fmt(before)))
+        for (impostor, why) in &found.impostors {
+            tracing::warn!(user, policy = %impostor, why = %why, "A policy named like a session cut-off was not the worker's: replaced");
+        }
+        let mut left: Vec<Cutoff> = found
+            .cutoffs
+            .iter()
+            .filter(|c| !stale.contains(&c.name) && !gone.contains(&c.name) && c.name != mine.name)
+            .cloned()
+            .collect();
+        left.push(mine.clone());
+        if !folded {
+            self.fold(user, &left, &sid, retries).await;
+        }
+        let at = latest(&left).map_or(before, |c| c.before);
+        Ok(Sessions::InForce(InForce {
+            at: fmt(at),
+            later: at.secs() > mine.before.secs(),
+            impostors: found.impostor_notes(),
+            folded,
+        }))
     }
 
-    /// Lifts `user`'s session cut-offs (README, "Staged revocation": `restore
-    /// --lift-session-cutoff`): deletes the inline policies of this worker's on the user
-    /// whose cut-off is at or after `since` (every one of them without it); returns their
-    /// names. Other inline policies, and older cut-offs (another revocation's), stay.
-    pub async fn lift_session_cutoffs(
+    /// Keeps at most [`crate::sessions::RECORDED_MAX`] revocations' cut-offs on a user:
+    /// the older ones (never `keep`'s) become one folded cut-off at their latest time, put
+    /// before they are removed. A failure leaves them as they are (they still cut off).
+    async fn fold(&self, user: &str, cutoffs: &[Cutoff], keep: &str, retries: &RetryCounter) {
+        let older = to_fold(cutoffs, keep);
+        let Some(at) = older.iter().map(|c| c.before).max_by_key(DateTime::secs) else {
+            return;
+        };
+        let name = policy_name(at, FOLDED_SID);
+        if let Err(e) = self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
+            tracing::warn!(error = %e, user, "Could not fold older session cut-offs; they stay in force");
+            return;
+        }
+        for cutoff in older.iter().filter(|c| c.name != name) {
+            if let Err(e) = self.delete_user_policy(user, &cutoff.name, retries).await {
+                tracing::warn!(error = %e, user, policy = %cutoff.name, "Could not remove a folded session cut-off");
+            }
+        }
+    }
+
+    /// IAM refused the cut-off for its quota: room is made, step by step, and a cut-off
+    /// put again; returns what was put. Removed are, in turn, the impostors (never the
+    /// user's own policies); then the worker's cut-offs, all folded into one at the latest
+    /// time, put back when even that does not fit.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_room(
         &self,
         user: &str,
-        since: Option<DateTime>,
+        wanted: Cutoff,
+        found: &Found,
+        gone: &mut Vec<String>,
+        refused: AwsError,
         retries: &RetryCounter,
-    ) -> Result<Vec<String>, AwsError> {
+    ) -> Result<Cutoff, AwsError> {
+        let sid = wanted.sid.clone().unwrap_or_else(|| FOLDED_SID.to_owned());
+        if !found.impostors.is_empty() {
+            for (impostor, _) in &found.impostors {
+                self.delete_user_policy(user, impostor, retries).await?;
+                gone.push(impostor.clone());
+            }
+            match self
+                .put_cutoff(user, &wanted.name, &sid, wanted.before, retries)
+                .await
+            {
+                Ok(()) => return Ok(wanted),
+                Err(e) if e.code.as_deref() == Some("LimitExceeded") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The worker's cut-offs give way to one that covers them all.
+        let at = found
+            .cutoffs
+            .iter()
+            .map(|c| c.before)
+            .chain([wanted.before])
+            .max_by_key(DateTime::secs)
+            .unwrap_or(wanted.before);
+        if found.cutoffs.is_empty() {
+            return Err(refused);
+        }
+        for cutoff in &found.cutoffs {
+            self.delete_user_policy(user, &cutoff.name, retries).await?;
+            gone.push(cutoff.name.clone());
+        }
+        let name = policy_name(at, FOLDED_SID);
+        match self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
+            Ok(()) => Ok(Cutoff {
+                name,
+                sid: None,
+                before: at,
+            }),
+            Err(e) => {
+                for cutoff in &found.cutoffs {
+                    let sid = cutoff.sid.as_deref().unwrap_or(FOLDED_SID);
+                    let back = self
+                        .put_cutoff(user, &cutoff.name, sid, cutoff.before, retries)
+                        .await;
+                    if let Err(back) = back {
+                        tracing::error!(user, policy = %cutoff.name, error = %back, "Could not put back a session cut-off");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Lifts the cut-off of the revocation whose Sid is `revocation`
+    /// ([`crate::sessions::revocation_sid`]) from `user` (`restore --lift-session-cutoff`;
+    /// README, "Staged revocation"): its policy is deleted, and the latest cut-off another
+    /// revocation needs stays in force. Refused when the cut-offs in force do not record
+    /// it (put by earlier versions, or folded with older ones) or when the revocation is
+    /// not known, unless `force`: then every cut-off of the worker's on the user goes.
+    /// Only `ListUserPolicies`, `GetUserPolicy` and `DeleteUserPolicy`: lifting needs no
+    /// right to write a policy.
+    pub async fn lift_session_cutoff(
+        &self,
+        user: &str,
+        revocation: Option<&str>,
+        force: bool,
+        now: DateTime,
+        margin_seconds: u32,
+        retries: &RetryCounter,
+    ) -> Result<Lift, AwsError> {
         let _turn = self.session_turns.take(user).await;
         let names = self
             .user_policy_names(user, retries)
             .await?
             .unwrap_or_default();
-        let ours: Vec<String> = names
-            .into_iter()
-            .filter(|name| match (name_time(name), since) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(Some(at)), Some(since)) => at.secs() >= since.secs(),
-                // The unnamed cut-off of earlier versions: its time is in its document.
-                (Some(None), Some(_)) => false,
-            })
-            .collect();
-        for name in &ours {
-            self.delete_user_policy(user, name, retries).await?;
+        let allowed = DateTime::from_secs(
+            self.cutoff_time(now, margin_seconds).secs() + FUTURE_TOLERANCE_SECONDS,
+        );
+        let found = self.read_cutoffs(user, &names, allowed, retries).await?;
+        let impostors = found.impostor_notes();
+        let lifted: Vec<&Cutoff> = match (revocation, force) {
+            (_, true) => found.cutoffs.iter().collect(),
+            _ if found.cutoffs.is_empty() => Vec::new(),
+            (None, false) => {
+                let all: Vec<&str> = found.cutoffs.iter().map(|c| c.name.as_str()).collect();
+                return Ok(Lift::Refused(format!(
+                    "which revocation's cut-off to lift is not known (no staged delete names it): give --request-id of the job that revoked the key, or --force to lift every cut-off on {user} ({})",
+                    all.join(", ")
+                )));
+            }
+            (Some(sid), false) => {
+                let mine: Vec<&Cutoff> = found
+                    .cutoffs
+                    .iter()
+                    .filter(|c| c.sid.as_deref() == Some(sid))
+                    .collect();
+                if mine.is_empty() && found.cutoffs.iter().any(|c| c.sid.is_none()) {
+                    return Ok(Lift::Refused(format!(
+                        "the cut-offs on {user} do not record this revocation ({sid}) one by one (put by an earlier version, or folded with older revocations): lifting them could reopen another incident; --force lifts every cut-off on the user"
+                    )));
+                }
+                mine
+            }
+        };
+        let mut removed = Vec::new();
+        for cutoff in &lifted {
+            self.delete_user_policy(user, &cutoff.name, retries).await?;
+            removed.push(cutoff.name.clone());
         }
-        Ok(ours)
+        let left: Vec<Cutoff> = found
+            .cutoffs
+            .iter()
+            .filter(|c| !removed.contains(&c.name))
+            .cloned()
+            .collect();
+        Ok(Lift::Lifted {
+            removed,
+            in_force: latest(&left).map(|c| c.name.clone()),
+            impostors,
+        })
+    }
+
+    /// T for a cut-off at `now`: IAM's clock when later, to the second up, plus the
+    /// margin.
+    fn cutoff_time(&self, now: DateTime, margin_seconds: u32) -> DateTime {
+        let now = self.clock.at_least(now);
+        let up = now.secs() + i64::from(now.subsec_nanos() > 0);
+        DateTime::from_secs(up + i64::from(margin_seconds))
+    }
+
+    /// Reads each policy of `names` with the worker's name: a cut-off of the worker's,
+    /// or an impostor (README, "Revoking sessions").
+    async fn read_cutoffs(
+        &self,
+        user: &str,
+        names: &[String],
+        allowed: DateTime,
+        retries: &RetryCounter,
+    ) -> Result<Found, AwsError> {
+        let mut found = Found::default();
+        for name in names.iter().filter(|n| is_cutoff_name(n)) {
+            let Some(document) = self.user_policy(user, name, retries).await? else {
+                continue;
+            };
+            match read_cutoff(name, &document, allowed) {
+                Ok(cutoff) => found.cutoffs.push(cutoff),
+                Err(why) => found.impostors.push((name.clone(), why)),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put_cutoff(
+        &self,
+        user: &str,
+        name: &str,
+        sid: &str,
+        before: DateTime,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let document = cutoff_policy(sid, before);
+        self.request("PutUserPolicy", retries, || {
+            self.client
+                .put_user_policy()
+                .user_name(user)
+                .policy_name(name)
+                .policy_document(&document)
+                .send()
+        })
+        .await
+        .map(drop)
     }
 
     /// The names of `user`'s inline policies; `None` when there is no such user.
@@ -226,23 +433,25 @@ impl Iam {
         }))
     }
 
-    /// The cut-off of the unnamed policy earlier versions put, if it can be read.
-    async fn legacy_cutoff(
+    /// The document of `user`'s inline policy `name`, as IAM returns it (URL-encoded);
+    /// `None` when it is gone.
+    async fn user_policy(
         &self,
         user: &str,
+        name: &str,
         retries: &RetryCounter,
-    ) -> Result<Option<DateTime>, AwsError> {
+    ) -> Result<Option<String>, AwsError> {
         let got = self
             .request("GetUserPolicy", retries, || {
                 self.client
                     .get_user_policy()
                     .user_name(user)
-                    .policy_name(SESSION_POLICY_NAME)
+                    .policy_name(name)
                     .send()
             })
             .await;
         match got {
-            Ok(out) => Ok(session_policy_time(out.policy_document())),
+            Ok(out) => Ok(Some(out.policy_document().to_owned())),
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -271,116 +480,437 @@ impl Iam {
     }
 }
 
-fn fmt(at: DateTime) -> String {
-    at.fmt(Format::DateTime).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_sdk_iam::Client;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
     use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
     use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_types::body::SdkBody;
+    use std::sync::{Arc, Mutex};
 
-    fn iam(client: Client) -> Iam {
+    const DATE: &str = "Fri, 15 Jan 2027 08:00:00 GMT";
+    /// 2027-01-15T08:00:00Z, IAM's and the worker's clock in these tests.
+    const NOW: i64 = 1_800_000_000;
+
+    fn iam(rules: &[&Rule]) -> Iam {
+        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, rules, |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
         Iam::for_tests(client)
     }
 
-    /// An IAM query-protocol success answer, as IAM sends it, with IAM's `Date`.
-    fn answer(operation: &str, result: &str, date: &str) -> HttpResponse {
-        let body = format!(
-            "<{operation}Response xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata></{operation}Response>"
-        );
+    /// An IAM query-protocol answer, as IAM sends it, with IAM's `Date`.
+    fn answer(status: u16, operation: &str, result: &str, date: &str) -> HttpResponse {
+        let body = if status == 200 {
+            format!(
+                "<{operation}Response xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata></{operation}Response>"
+            )
+        } else {
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{result}</Code><Message>Cannot exceed quota for UserPolicySize: 2048</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+            )
+        };
         let mut response =
-            HttpResponse::new(StatusCode::try_from(200).unwrap(), SdkBody::from(body));
+            HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
         response.headers_mut().insert("date", date.to_owned());
         response
     }
 
-    #[test]
-    fn a_cutoff_is_named_for_its_time_and_read_back_from_the_name() {
-        let at = DateTime::from_secs(1_800_000_000);
-        let name = session_policy_name(at);
-        assert_eq!(
-            name,
-            "iam-key-revoker-revoke-older-sessions-20270115T080000Z"
-        );
-        assert_eq!(name_time(&name), Some(Some(at)));
-        assert_eq!(name_time(SESSION_POLICY_NAME), Some(None));
-        for other in [
-            "AdminAccess",
-            "iam-key-revoker-revoke-older-sessions-2027",
-            "iam-key-revoker-revoke-older-sessions-20271315T080000Z",
-        ] {
-            assert_eq!(name_time(other), None, "{other}");
-        }
-        let encoded = percent_encoding::utf8_percent_encode(
-            &session_policy("2027-01-15T08:00:00Z"),
-            percent_encoding::NON_ALPHANUMERIC,
+    /// `ListUserPolicies` naming `names`.
+    fn listing(names: Vec<String>) -> Rule {
+        mock!(Client::list_user_policies).then_http_response(move || {
+            let members: String = names
+                .iter()
+                .map(|n| format!("<member>{n}</member>"))
+                .collect();
+            answer(
+                200,
+                "ListUserPolicies",
+                &format!("<PolicyNames>{members}</PolicyNames><IsTruncated>false</IsTruncated>"),
+                DATE,
+            )
+        })
+    }
+
+    /// `GetUserPolicy` answering `documents` by name, URL-encoded as IAM returns them.
+    fn documents(documents: Vec<(String, String)>) -> Rule {
+        let asked = Arc::new(Mutex::new(String::new()));
+        let seen = Arc::clone(&asked);
+        mock!(Client::get_user_policy)
+            .match_requests(move |r| {
+                *seen.lock().unwrap() = r.policy_name().unwrap_or_default().to_owned();
+                true
+            })
+            .then_http_response(move || {
+                let name = asked.lock().unwrap().clone();
+                let document = documents
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_default();
+                let encoded = percent_encoding::utf8_percent_encode(
+                    &document,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                answer(
+                    200,
+                    "GetUserPolicy",
+                    &format!("<UserName>alice</UserName><PolicyName>{name}</PolicyName><PolicyDocument>{encoded}</PolicyDocument>"),
+                    DATE,
+                )
+            })
+    }
+
+    /// `PutUserPolicy` answering `status` (refusing with `LimitExceeded` otherwise), and
+    /// what each call put: (name, document).
+    fn puts(statuses: Vec<u16>) -> (Rule, Arc<Mutex<Vec<(String, String)>>>) {
+        let put = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&put);
+        let calls = Arc::new(Mutex::new(0usize));
+        let rule = mock!(Client::put_user_policy)
+            .match_requests(move |r| {
+                seen.lock().unwrap().push((
+                    r.policy_name().unwrap_or_default().to_owned(),
+                    r.policy_document().unwrap_or_default().to_owned(),
+                ));
+                true
+            })
+            .then_http_response(move || {
+                let mut n = calls.lock().unwrap();
+                let status = statuses.get(*n).copied().unwrap_or(200);
+                *n += 1;
+                match status {
+                    200 => answer(200, "PutUserPolicy", "", DATE),
+                    _ => answer(409, "PutUserPolicy", "LimitExceeded", DATE),
+                }
+            });
+        (rule, put)
+    }
+
+    /// `DeleteUserPolicy`, and the names deleted.
+    fn deletes() -> (Rule, Arc<Mutex<Vec<String>>>) {
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&deleted);
+        let rule = mock!(Client::delete_user_policy)
+            .match_requests(move |r| {
+                seen.lock()
+                    .unwrap()
+                    .push(r.policy_name().unwrap_or_default().to_owned());
+                true
+            })
+            .then_http_response(|| answer(200, "DeleteUserPolicy", "", DATE));
+        (rule, deleted)
+    }
+
+    /// The cut-off a document the worker put denies: its Sid and time.
+    fn read(document: &str) -> (String, String) {
+        let value: serde_json::Value = serde_json::from_str(document).unwrap();
+        let statement = &value["Statement"][0];
+        (
+            statement["Sid"].as_str().unwrap().to_owned(),
+            statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
         )
-        .to_string();
-        assert_eq!(session_policy_time(&encoded), Some(at));
+    }
+
+    fn at(secs: i64) -> String {
+        fmt(DateTime::from_secs(secs))
     }
 
     /// The worker's clock is a minute behind IAM's: the cut-off is IAM's time (the second
-    /// after its `Date`), not the worker's.
+    /// after its `Date`) plus the margin, not the worker's.
     #[tokio::test]
-    async fn the_cutoff_is_never_earlier_than_iams_clock() {
-        let worker_now = DateTime::from_secs(1_800_000_000); // 2027-01-15T08:00:00Z
+    async fn the_cutoff_is_iams_clock_plus_the_margin() {
         let list = mock!(Client::list_user_policies).then_http_response(|| {
             answer(
+                200,
                 "ListUserPolicies",
                 "<PolicyNames/><IsTruncated>false</IsTruncated>",
                 "Fri, 15 Jan 2027 08:01:00 GMT",
             )
         });
-        let put = mock!(Client::put_user_policy)
-            .then_http_response(|| answer("PutUserPolicy", "", "Fri, 15 Jan 2027 08:01:00 GMT"));
-        let client = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&list, &put], |c| c
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
-
-        let sessions = iam(client)
-            .revoke_sessions("alice", worker_now, &RetryCounter::default())
+        let (put, put_docs) = puts(vec![200]);
+        let sessions = iam(&[&list, &put])
+            .revoke_sessions(
+                "alice",
+                "r-1",
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
             .await
             .unwrap();
-
-        assert_eq!(sessions, Sessions::Revoked("2027-01-15T08:01:01Z".into()));
-        assert_eq!(put.num_calls(), 1);
+        let Sessions::InForce(in_force) = sessions else {
+            panic!("{sessions:?}")
+        };
+        assert_eq!(in_force.at, "2027-01-15T08:06:01Z");
+        assert!(!in_force.later && in_force.impostors.is_empty() && !in_force.folded);
+        let put = put_docs.lock().unwrap().clone();
+        assert_eq!(put.len(), 1);
+        let sid = revocation_sid("r-1");
+        assert_eq!(
+            put[0].0,
+            format!("iam-key-revoker-revoke-older-sessions-20270115T080601Z-{sid}")
+        );
+        assert_eq!(read(&put[0].1), (sid, at(NOW + 361)));
     }
 
-    /// A later cut-off in force (named, or the unnamed one of earlier versions) is kept:
-    /// nothing is put or removed.
+    /// A later cut-off of another revocation stays the time in force, and this
+    /// revocation gets its own all the same, so that lifting the other leaves this one's.
     #[tokio::test]
-    async fn a_later_cutoff_in_force_is_kept() {
-        let now = DateTime::from_secs(1_800_000_000);
-        let later = DateTime::from_secs(1_900_000_000);
-        let name = session_policy_name(later);
-        let list = mock!(Client::list_user_policies).then_http_response(move || {
-            answer(
-                "ListUserPolicies",
-                &format!("<PolicyNames><member>Other</member><member>{name}</member></PolicyNames><IsTruncated>false</IsTruncated>"),
-                "Fri, 15 Jan 2027 08:00:00 GMT",
+    async fn a_later_cutoff_in_force_stays_and_this_revocation_gets_its_own() {
+        let other = revocation_sid("other");
+        let later = DateTime::from_secs(NOW + 400);
+        let name = policy_name(later, &other);
+        let list = listing(vec!["Other".into(), name.clone()]);
+        let get = documents(vec![(name.clone(), cutoff_policy(&other, later))]);
+        let (put, put_docs) = puts(vec![200]);
+        let (delete, deleted) = deletes();
+        let sessions = iam(&[&list, &get, &put, &delete])
+            .revoke_sessions(
+                "alice",
+                "r-2",
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
             )
-        });
-        let put = mock!(Client::put_user_policy)
-            .then_http_response(|| answer("PutUserPolicy", "", "Fri, 15 Jan 2027 08:00:00 GMT"));
-        let delete = mock!(Client::delete_user_policy)
-            .then_http_response(|| answer("DeleteUserPolicy", "", "Fri, 15 Jan 2027 08:00:00 GMT"));
-        let client = mock_client!(
-            aws_sdk_iam,
-            RuleMode::MatchAny,
-            [&list, &put, &delete],
-            |c| c.retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-        );
-
-        let sessions = iam(client)
-            .revoke_sessions("alice", now, &RetryCounter::default())
             .await
             .unwrap();
+        let Sessions::InForce(in_force) = sessions else {
+            panic!("{sessions:?}")
+        };
+        assert_eq!(in_force.at, fmt(later));
+        assert!(in_force.later);
+        let put = put_docs.lock().unwrap().clone();
+        assert_eq!(put.len(), 1);
+        assert_eq!(read(&put[0].1), (revocation_sid("r-2"), at(NOW + 301)));
+        assert!(
+            deleted.lock().unwrap().is_empty(),
+            "the other revocation's and the user's own stay"
+        );
 
-        assert_eq!(sessions, Sessions::AlreadyLater(fmt(later)));
-        assert_eq!(put.num_calls() + delete.num_calls(), 0);
+        // A redelivery of r-2 finds its cut-off in force: nothing is put.
+        let own = policy_name(DateTime::from_secs(NOW + 301), &revocation_sid("r-2"));
+        let list = listing(vec![name.clone(), own.clone()]);
+        let get = documents(vec![
+            (name.clone(), cutoff_policy(&other, later)),
+            (
+                own,
+                cutoff_policy(&revocation_sid("r-2"), DateTime::from_secs(NOW + 301)),
+            ),
+        ]);
+        let (put, put_docs) = puts(vec![200]);
+        iam(&[&list, &get, &put])
+            .revoke_sessions(
+                "alice",
+                "r-2",
+                DateTime::from_secs(NOW - 10),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(put_docs.lock().unwrap().is_empty());
+    }
+
+    /// The key's holder planted a policy with the worker's name, a harmless document and
+    /// a time in 2099, hoping every later revocation takes it for a cut-off in force: it
+    /// is replaced by a real one and reported.
+    #[tokio::test]
+    async fn a_planted_cutoff_is_replaced_and_reported() {
+        let far = DateTime::from_secs(4_102_444_799); // 2099-12-31T23:59:59Z
+        let sid = revocation_sid("x");
+        let harmless = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#;
+        for (planted, document) in [
+            (legacy_policy_name(far), harmless.to_owned()),
+            (SESSION_POLICY_NAME.to_owned(), harmless.to_owned()),
+            // A time far ahead in the worker's exact shape is an impostor too.
+            (policy_name(far, &sid), cutoff_policy(&sid, far)),
+        ] {
+            let list = listing(vec![planted.clone()]);
+            let get = documents(vec![(planted.clone(), document)]);
+            let (put, put_docs) = puts(vec![200]);
+            let (delete, deleted) = deletes();
+            let sessions = iam(&[&list, &get, &put, &delete])
+                .revoke_sessions(
+                    "alice",
+                    "r-3",
+                    DateTime::from_secs(NOW),
+                    300,
+                    &RetryCounter::default(),
+                )
+                .await
+                .unwrap();
+            let Sessions::InForce(in_force) = sessions else {
+                panic!("{sessions:?}")
+            };
+            assert_eq!(in_force.at, "2027-01-15T08:05:01Z", "{planted}");
+            assert!(!in_force.later);
+            assert_eq!(in_force.impostors.len(), 1);
+            assert!(
+                in_force.impostors[0].contains(&planted),
+                "{:?}",
+                in_force.impostors
+            );
+            let put = put_docs.lock().unwrap().clone();
+            assert_eq!(read(&put[0].1), (revocation_sid("r-3"), at(NOW + 301)));
+            assert_eq!(deleted.lock().unwrap().clone(), vec![planted.clone()]);
+        }
+    }
+
+    /// IAM refuses the cut-off for its quota: the impostors the holder planted go first,
+    /// then the worker's own cut-offs fold into one, before the caller is told.
+    #[tokio::test]
+    async fn a_full_quota_makes_room_from_impostors_then_folds_the_cutoffs() {
+        let planted = legacy_policy_name(DateTime::from_secs(4_102_444_799));
+        let list = listing(vec![planted.clone()]);
+        let get = documents(vec![(planted.clone(), "{}".to_owned())]);
+        // Refused, then accepted once the impostor is gone.
+        let (put, put_docs) = puts(vec![409, 200]);
+        let (delete, deleted) = deletes();
+        let sessions = iam(&[&list, &get, &put, &delete])
+            .revoke_sessions(
+                "alice",
+                "r-4",
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(&sessions, Sessions::InForce(f) if !f.folded),
+            "{sessions:?}"
+        );
+        assert_eq!(deleted.lock().unwrap().clone(), vec![planted.clone()]);
+        assert_eq!(put_docs.lock().unwrap().len(), 2);
+
+        // No impostor, an older cut-off: both fold into one at the latest time.
+        let older = policy_name(DateTime::from_secs(NOW - 60), &revocation_sid("old"));
+        let list = listing(vec![older.clone()]);
+        let get = documents(vec![(
+            older.clone(),
+            cutoff_policy(&revocation_sid("old"), DateTime::from_secs(NOW - 60)),
+        )]);
+        let (put, put_docs) = puts(vec![409, 200]);
+        let (delete, deleted) = deletes();
+        let sessions = iam(&[&list, &get, &put, &delete])
+            .revoke_sessions(
+                "alice",
+                "r-5",
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(&sessions, Sessions::InForce(f) if f.folded),
+            "{sessions:?}"
+        );
+        let put = put_docs.lock().unwrap().clone();
+        assert_eq!(read(&put[1].1), (FOLDED_SID.to_owned(), at(NOW + 301)));
+        assert_eq!(deleted.lock().unwrap().clone(), vec![older]);
+
+        // Refused whatever is done: the caller's to contain otherwise.
+        let list = listing(Vec::new());
+        let (put, _) = puts(vec![409, 409, 409]);
+        let refused = iam(&[&list, &put])
+            .revoke_sessions(
+                "alice",
+                "r-6",
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("LimitExceeded"));
+    }
+
+    /// Two revocations of one user: lifting the first (a restore) leaves the second's
+    /// cut-off in force, and the reverse; nothing is put. The cut-offs of earlier versions
+    /// record no revocation, and are lifted only with force.
+    #[tokio::test]
+    async fn a_lift_deletes_only_its_revocations_cutoff() {
+        let (staged, incident) = (revocation_sid("staged"), revocation_sid("incident"));
+        let first = policy_name(DateTime::from_secs(NOW - 86_400), &staged);
+        let second = policy_name(DateTime::from_secs(NOW - 3_600), &incident);
+        let list = listing(vec![first.clone(), second.clone()]);
+        let get = documents(vec![
+            (
+                first.clone(),
+                cutoff_policy(&staged, DateTime::from_secs(NOW - 86_400)),
+            ),
+            (
+                second.clone(),
+                cutoff_policy(&incident, DateTime::from_secs(NOW - 3_600)),
+            ),
+        ]);
+        for (lift, removed, kept) in [(&staged, &first, &second), (&incident, &second, &first)] {
+            let (put, put_docs) = puts(vec![200]);
+            let (delete, deleted) = deletes();
+            let result = iam(&[&list, &get, &put, &delete])
+                .lift_session_cutoff(
+                    "alice",
+                    Some(lift),
+                    false,
+                    DateTime::from_secs(NOW),
+                    300,
+                    &RetryCounter::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                result,
+                Lift::Lifted {
+                    removed: vec![removed.clone()],
+                    in_force: Some(kept.clone()),
+                    impostors: Vec::new()
+                }
+            );
+            assert!(
+                put_docs.lock().unwrap().is_empty(),
+                "a lift writes no policy"
+            );
+            assert_eq!(deleted.lock().unwrap().clone(), vec![removed.clone()]);
+        }
+
+        // An earlier version's cut-off: no record, refused without force.
+        let old = legacy_policy_name(DateTime::from_secs(NOW - 600));
+        let list = listing(vec![old.clone()]);
+        let get = documents(vec![(old.clone(), session_policy(&at(NOW - 600)))]);
+        let (delete, deleted) = deletes();
+        let lift = iam(&[&list, &get, &delete])
+            .lift_session_cutoff(
+                "alice",
+                Some(&staged),
+                false,
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(lift, Lift::Refused(ref why) if why.contains("--force")),
+            "{lift:?}"
+        );
+        assert!(deleted.lock().unwrap().is_empty());
+        let lift = iam(&[&list, &get, &delete])
+            .lift_session_cutoff(
+                "alice",
+                None,
+                true,
+                DateTime::from_secs(NOW),
+                300,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(lift, Lift::Lifted { ref removed, .. } if *removed == vec![old.clone()]));
     }
 }

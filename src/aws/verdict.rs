@@ -2,6 +2,7 @@
 //! acts on them (`aws::revoke`) and `plan` predicts from them (`Iam::preview`), so the
 //! two cannot drift apart.
 
+use crate::aws::home::KeyHome;
 use crate::guard::Protection;
 use crate::job::Action;
 use crate::outcome::Reason;
@@ -32,6 +33,8 @@ pub(crate) enum Verdict {
     Propagating,
     /// Refused, nothing changed.
     Refuse(Reason, String),
+    /// STS says the key belongs to this other account.
+    Elsewhere(String),
 }
 
 /// What IAM says about a key and the user a job names.
@@ -42,8 +45,9 @@ pub(crate) enum Seen {
     NotListed(Owner),
 }
 
-/// The table for a key named with its user.
-pub(crate) fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
+/// The table for a key named with its user. `home` is where STS says the key belongs,
+/// asked only when IAM could not place it (`Seen::NotListed(Owner::Unresolved)`).
+pub(crate) fn named_key(key: &str, user: &str, seen: Seen, home: Option<&KeyHome>) -> Verdict {
     match seen {
         Seen::Listed => Verdict::Act(user.to_owned()),
         Seen::NotListed(Owner::User(owner)) if owner.eq_ignore_ascii_case(user) => {
@@ -53,24 +57,12 @@ pub(crate) fn named_key(key: &str, user: &str, seen: Seen) -> Verdict {
             Reason::OwnerMismatch,
             format!("access key {key} belongs to user {owner}, not {user}"),
         ),
-        Seen::NotListed(Owner::Unresolved(..)) => Verdict::Absent,
-    }
-}
-
-/// The table for a key named alone: IAM must name its owner, who must not be protected.
-pub(crate) fn key_only(key: &str, owner: Owner, protection: &Protection) -> Verdict {
-    match owner {
-        Owner::Unresolved(_, why) => Verdict::Refuse(
-            Reason::OwnerUnknown,
-            format!(
-                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
-            ),
-        ),
-        Owner::User(owner) if protection.user(&owner) => Verdict::Refuse(
-            Reason::Protected,
-            format!("access key {key} belongs to protected user {owner}"),
-        ),
-        Owner::User(owner) => Verdict::Act(owner),
+        Seen::NotListed(Owner::Unresolved(how, why)) => match unplaced(key, how, why, home) {
+            Placed::Gone => Verdict::Absent,
+            Placed::Elsewhere(account) => Verdict::Elsewhere(account),
+            Placed::Unplaced(reason, detail) => Verdict::Refuse(reason, detail),
+            Placed::Owner(_) | Placed::Hinted(_) => Verdict::Propagating,
+        },
     }
 }
 
@@ -128,21 +120,59 @@ pub(crate) enum Placed {
     Gone,
     /// IAM cannot place it: refused for this key, the others go on.
     Unplaced(Reason, String),
+    /// STS says the key belongs to this other account.
+    Elsewhere(String),
 }
 
-/// The table for a key named alone, in a job from a security event or not. An event
-/// names the account the key is in: `NoSuchEntity` there means the key is gone, and
-/// `AccessDenied` is the worker's permission. A job message may name the wrong account,
-/// so for it an unplaced key is `owner_unknown`, never guessed absent.
-pub(crate) fn place(key: &str, owner: Owner, event: bool) -> Placed {
+/// The table for a key named alone, in a job from a security event or not. `home` is
+/// where STS says the key belongs, asked only when IAM could not place it: `NoSuchEntity`
+/// is absence only for a key of the account asked (or one STS does not know); a key of
+/// another account is worked there or refused `other_account`; `AccessDenied` is the
+/// worker's permission for an event, `owner_unknown` for a job message.
+pub(crate) fn place(key: &str, owner: Owner, home: Option<&KeyHome>, event: bool) -> Placed {
     match owner {
         Owner::User(owner) => Placed::Owner(owner),
-        Owner::Unresolved(Unplaced::NotFound, _) if event => Placed::Gone,
-        Owner::Unresolved(Unplaced::Denied, why) if event => Placed::Unplaced(
-            Reason::AccessDenied,
-            format!("IAM refused to say who owns access key {key} ({why}); the worker needs iam:GetAccessKeyLastUsed in the event's account"),
+        Owner::Unresolved(Unplaced::Denied, why) if event && !elsewhere(home) => {
+            Placed::Unplaced(
+                Reason::AccessDenied,
+                format!("IAM refused to say who owns access key {key} ({why}); the worker needs iam:GetAccessKeyLastUsed in the event's account"),
+            )
+        }
+        Owner::Unresolved(Unplaced::Denied, why) if !elsewhere(home) => Placed::Unplaced(
+            Reason::OwnerUnknown,
+            format!(
+                "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"
+            ),
         ),
-        Owner::Unresolved(_, why) => Placed::Unplaced(
+        Owner::Unresolved(how, why) => unplaced(key, how, why, home),
+    }
+}
+
+fn elsewhere(home: Option<&KeyHome>) -> bool {
+    matches!(home, Some(KeyHome::Elsewhere(_)))
+}
+
+/// A key IAM could not place in the account asked, with where STS says it belongs.
+fn unplaced(key: &str, how: Unplaced, why: String, home: Option<&KeyHome>) -> Placed {
+    match (how, home) {
+        (_, Some(KeyHome::Elsewhere(account))) => Placed::Elsewhere(account.clone()),
+        // IAM has no such key in the key's own account (or STS knows none): gone.
+        (Unplaced::NotFound, Some(KeyHome::Here | KeyHome::Unknown)) => Placed::Gone,
+        // A key of this account that IAM ties to no user.
+        (Unplaced::NoUser, Some(KeyHome::Here)) => Placed::Unplaced(
+            Reason::NotRevocable,
+            format!(
+                "IAM ties access key {key} to no user ({why}), though it belongs to this account: it may be the AWS account root user's key, which IAM cannot change and the worker never does; sign in as the root user, delete it under Security credentials, and check what it did"
+            ),
+        ),
+        (Unplaced::Denied, _) => Placed::Unplaced(
+            Reason::AccessDenied,
+            format!(
+                "IAM refused to say who owns access key {key} ({why}): the worker cannot confirm that it is gone; it needs iam:GetAccessKeyLastUsed"
+            ),
+        ),
+        // Not asked, or STS and IAM disagree: never guessed absent.
+        _ => Placed::Unplaced(
             Reason::OwnerUnknown,
             format!(
                 "IAM cannot say who owns access key {key} ({why}); name its user_name to revoke it or to confirm it is gone"

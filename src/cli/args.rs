@@ -81,10 +81,23 @@ pub enum Command {
         /// configured cross_account.role_name is assumed there).
         #[arg(long)]
         account_id: Option<String>,
-        /// Also lift the session cut-off the revocation put on the user (the inline
-        /// policy iam-key-revoker-session-cutoff).
+        /// Also lift the session cut-off this revocation put on the user (its statement in
+        /// the inline policy iam-key-revoker-revoke-older-sessions-<time>); the latest
+        /// cut-off another revocation of the user needs stays in force.
         #[arg(long)]
         lift_session_cutoff: bool,
+        /// The request id of the job that revoked the key, whose cut-off is lifted, when
+        /// no staged delete of the key names it.
+        #[arg(long, requires = "lift_session_cutoff")]
+        request_id: Option<String>,
+        /// With --lift-session-cutoff: when the cut-offs on the user do not record this
+        /// revocation (or it is not known), lift every cut-off on the user. Only for a
+        /// person who knows no other incident needs them.
+        #[arg(long, requires = "lift_session_cutoff")]
+        force: bool,
+        /// Also detach the quarantine policy (quarantine.policy_arn) from the user.
+        #[arg(long)]
+        lift_quarantine: bool,
         /// Why, for the audit record.
         #[arg(long)]
         reason: Option<String>,

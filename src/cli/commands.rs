@@ -205,7 +205,7 @@ pub async fn restore(
             let text = serde_json::to_string(&record).unwrap_or_default();
             let _ = write_stdout(&format!("{text}\n"));
             eprintln!("{}", record.detail);
-            0
+            record.exit_code()
         }
         Err(e) => {
             eprintln!("error: {e}");

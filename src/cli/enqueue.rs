@@ -264,6 +264,7 @@ mod tests {
             origin: None,
             owners: Vec::new(),
             continuation: None,
+            parts: Vec::new(),
         }
     }
 

@@ -148,7 +148,16 @@ async fn predict(
             return Ok(row);
         }
     };
-    match iam.preview(job, retries).await {
+    let home = match accounts.home_for(job.account_id.as_deref(), retries).await {
+        Ok(home) => home,
+        Err(e) if e.is_the_endpoints() => return Err(e),
+        Err(e) => {
+            row.prediction = Predicted::Error;
+            row.detail = Some(e.to_string());
+            return Ok(row);
+        }
+    };
+    match iam.preview(job, &home, retries).await {
         Ok(preview) => {
             if preview.user_name.is_some() {
                 row.user_name = preview.user_name;

@@ -127,6 +127,9 @@ pub fn run(cli: Cli) -> u8 {
                 user_name,
                 account_id,
                 lift_session_cutoff,
+                request_id,
+                force,
+                lift_quarantine,
                 reason,
                 ..
             } => {
@@ -135,6 +138,9 @@ pub fn run(cli: Cli) -> u8 {
                     user_name,
                     account_id,
                     lift_session_cutoff,
+                    request_id,
+                    force,
+                    lift_quarantine,
                     reason,
                 };
                 commands::restore(&config, &clients, request).await

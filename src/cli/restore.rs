@@ -1,9 +1,10 @@
 //! `restore` (README, "Staged revocation"): a person's undo of a staged revocation, with
 //! their own credentials. It keeps the key's schedule, disabled, as the record of the
 //! restore (a late delivery of the staging job then leaves the key alone, and the delete
-//! is never sent), sets the key back to `Active`, lifts the session cut-off when asked,
-//! and prints one audit record. No job message can do this: anyone who can send to the
-//! queue could otherwise undo a revocation.
+//! is never sent), sets the key back to `Active`, lifts this revocation's session cut-off
+//! when asked (never another revocation's), says whether the user is quarantined and
+//! lifts that when asked, and prints one audit record. No job message can do this:
+//! anyone who can send to the queue could otherwise undo a revocation.
 
 use serde::Serialize;
 
@@ -12,18 +13,27 @@ use crate::aws::classify::AwsError;
 use crate::aws::clients::Clients;
 use crate::aws::retry::RetryCounter;
 use crate::aws::schedule::{Destination, Schedules};
+use crate::aws::sessions::Lift;
 use crate::aws::sqs::Sqs;
 use crate::config::Settings;
 use crate::job::{check_access_key_id, check_user_name, is_account_id};
+use crate::sessions::{revocation_sid, sid_of_scheduled_delete};
 use crate::staging::{rfc3339, schedule_name};
 
 /// What `restore` is asked to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     pub access_key_id: String,
     pub user_name: String,
     pub account_id: Option<String>,
     pub lift_session_cutoff: bool,
+    /// The job that revoked the key, whose cut-off is lifted, when no staged delete
+    /// names it.
+    pub request_id: Option<String>,
+    /// Lift every cut-off on the user when this revocation's own is not on record.
+    pub force: bool,
+    /// Detach the quarantine policy.
+    pub lift_quarantine: bool,
     pub reason: Option<String>,
 }
 
@@ -55,7 +65,26 @@ pub struct Record {
     /// The session cut-off policies removed (`--lift-session-cutoff`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_cutoffs_lifted: Option<Vec<String>>,
+    /// The cut-off left in force for other revocations of the user, after a lift.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_cutoff_in_force: Option<String>,
+    /// Why the cut-off asked to be lifted was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_cutoff_not_lifted: Option<String>,
+    /// Whether the quarantine policy was attached to the user; `None` when it could not
+    /// be read.
+    pub quarantined: Option<bool>,
+    /// Whether `--lift-quarantine` detached it.
+    pub quarantine_lifted: bool,
     pub detail: String,
+}
+
+impl Record {
+    /// 0 when everything asked was done; 1 when the key is restored but a cut-off asked
+    /// to be lifted was not.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.session_cutoff_not_lifted.is_some())
+    }
 }
 
 /// Why `restore` stopped; its exit code is 2 for what the operator must change in the
@@ -82,10 +111,6 @@ impl From<AwsError> for RestoreError {
         RestoreError::Failed(e.to_string())
     }
 }
-
-/// How much earlier than its staging job's schedule a cut-off of the same revocation may
-/// be (the job was retried before its schedule was created).
-const CUTOFF_SLACK_MS: i64 = 10 * 60 * 1000;
 
 /// How far ahead the record of a restore of a key without a schedule is dated: it is
 /// disabled and never runs; EventBridge Scheduler takes no time in the past.
@@ -164,8 +189,14 @@ pub async fn restore(
         user_name: user,
         account_id,
         lift_session_cutoff,
+        request_id,
+        force,
+        lift_quarantine,
         reason,
     } = request;
+    if let Some(id) = &request_id {
+        crate::job::check_request_id(id).map_err(|e| RestoreError::Refused(e.0))?;
+    }
     check_access_key_id(&key).map_err(|e| RestoreError::Refused(e.0))?;
     check_user_name(&user).map_err(|e| RestoreError::Refused(e.0))?;
     if account_id.as_deref().is_some_and(|a| !is_account_id(a)) {
@@ -222,6 +253,19 @@ pub async fn restore(
     .chars()
     .take(512)
     .collect();
+    // Which revocation's cut-off is lifted: the one the operator names, else the staging
+    // job whose delete the key's schedule sends.
+    let staged = schedules.get(&name, &retries).await?;
+    let revocation = match (&request_id, staged.as_ref().and_then(|f| f.request_id())) {
+        (Some(id), _) => Some(revocation_sid(id)),
+        (None, Some(delete_id)) => sid_of_scheduled_delete(&delete_id),
+        (None, None) => None,
+    };
+    if lift_session_cutoff && revocation.is_none() && !force {
+        return Err(RestoreError::Refused(format!(
+            "--lift-session-cutoff: no staged delete of {key} names the revocation whose cut-off to lift; give --request-id (the job that revoked the key), or --force to lift every cut-off on {user}; nothing was changed"
+        )));
+    }
     // The record first: from here a late staging job leaves the key alone.
     let found = schedules.disable(&name, &description, &retries).await?;
     let recorded = match &found {
@@ -244,18 +288,34 @@ pub async fn restore(
     if !active {
         iam.reactivate(&user, &key, &retries).await?;
     }
-    // The cut-offs of this revocation: put when its staging job ran (its schedule was
-    // created then; a few minutes' slack for a job that was retried), never an older
-    // one another revocation put.
-    let since = found
-        .as_ref()
-        .and_then(|f| f.created_ms)
-        .map(|ms| aws_smithy_types::DateTime::from_millis(ms as i64 - CUTOFF_SLACK_MS));
-    let lifted = if lift_session_cutoff {
-        Some(iam.lift_session_cutoffs(&user, since, &retries).await?)
+    // This revocation's cut-off only: the latest one another revocation of the user
+    // needs stays in force.
+    let lift = if lift_session_cutoff {
+        let now = aws_smithy_types::DateTime::from_millis(crate::metrics::now_ms() as i64);
+        let margin = settings.sessions.margin_seconds;
+        Some(
+            iam.lift_session_cutoff(&user, revocation.as_deref(), force, now, margin, &retries)
+                .await?,
+        )
     } else {
         None
     };
+    let partition = caller
+        .arn()
+        .and_then(|arn| arn.split(':').nth(1))
+        .unwrap_or("aws");
+    let policy = crate::config::quarantine_policy_in(&settings.quarantine.policy_arn, partition);
+    let quarantined = match iam.quarantined(&user, &policy, &retries).await {
+        Ok(attached) => attached,
+        Err(e) => {
+            tracing::warn!(error = %e, user_name = %user, "Could not read the user's attached policies");
+            None
+        }
+    };
+    let quarantine_lifted = lift_quarantine && quarantined == Some(true);
+    if quarantine_lifted {
+        iam.release(&user, &policy, &retries).await?;
+    }
     let mut detail = Vec::new();
     detail.push(if active {
         format!("access key {key} of {user} was Active already")
@@ -275,10 +335,45 @@ pub async fn restore(
             "no staged delete found (not staged, its schedule not created, or its delete sent already); no record kept ({why}): a late staging job could deactivate the key again"
         ),
     });
-    match &lifted {
-        Some(names) if names.is_empty() => detail.push("no session cut-off to lift".to_owned()),
-        Some(names) => detail.push(format!("session cut-off lifted ({})", names.join(", "))),
+    let (mut lifted, mut in_force, mut not_lifted) = (None, None, None);
+    match lift {
+        Some(Lift::Lifted {
+            removed,
+            in_force: kept,
+            impostors,
+        }) => {
+            detail.push(match (&kept, removed.is_empty()) {
+                (None, true) => "no session cut-off of this revocation to lift".to_owned(),
+                (None, false) => format!("session cut-off lifted ({})", removed.join(", ")),
+                (Some(kept), _) => format!(
+                    "this revocation's session cut-off lifted; {kept} stays in force for the user's other revocations"
+                ),
+            });
+            if !impostors.is_empty() {
+                detail.push(format!(
+                    "left alone, named like a cut-off but not the worker's: {}",
+                    impostors.join("; ")
+                ));
+            }
+            lifted = Some(removed);
+            in_force = kept;
+        }
+        Some(Lift::Refused(why)) => {
+            detail.push(format!("session cut-off NOT lifted: {why}"));
+            not_lifted = Some(why);
+        }
         None => {}
+    }
+    let policy_name = policy.rsplit('/').next().unwrap_or(&policy);
+    match (quarantined, quarantine_lifted) {
+        (_, true) => detail.push(format!("{policy_name} detached from {user}")),
+        (Some(true), false) => detail.push(format!(
+            "{user} is still quarantined ({policy_name} attached; --lift-quarantine detaches it, unless another incident needs it)"
+        )),
+        (Some(false), _) => detail.push(format!("{user} is not quarantined")),
+        (None, _) => detail.push(format!(
+            "whether {user} is quarantined could not be read (iam:ListAttachedUserPolicies)"
+        )),
     }
     let record = Record {
         recorded: found.is_some() || recorded.is_ok(),
@@ -295,6 +390,10 @@ pub async fn restore(
         delete_was_due_at: found.as_ref().and_then(|f| f.due).map(rfc3339),
         scheduled_delete_request_id: found.as_ref().and_then(|f| f.request_id()),
         session_cutoffs_lifted: lifted,
+        session_cutoff_in_force: in_force,
+        session_cutoff_not_lifted: not_lifted,
+        quarantined,
+        quarantine_lifted,
         detail: detail.join("; "),
     };
     tracing::info!(

@@ -15,11 +15,12 @@ use tokio::time::Instant;
 use crate::activity::MANAGEMENT_EVENTS_ONLY;
 use crate::activity::{iso, ActivityReport, KeyActivity, RegionFailure, Task, TrailEvent};
 use crate::aws::cloudtrail;
+use crate::aws::mac::{Purpose, Verified};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::Outgoing;
 use crate::metrics;
 use crate::outcome::{JobFacts, Lane, Outcome, Reason};
-use crate::worker::settle::Decision;
+use crate::worker::settle::{Decision, CONTINUATION_TTL_MS};
 use crate::worker::Worker;
 
 /// Minted credentials followed per report; the others are listed, not followed.
@@ -56,7 +57,7 @@ impl Worker {
                 .map(|k| k.user_name.clone())
                 .or_else(|| facts.user_name.clone());
             for (pass, wait) in [(1u8, 0u32), (2, delay)] {
-                let task = Task {
+                let mut task = Task {
                     request_id: facts.request_id.clone().unwrap_or_default(),
                     access_key_id: key.clone(),
                     user_name: user.clone(),
@@ -66,7 +67,21 @@ impl Worker {
                     not_before_ms: now + u64::from(wait) * 1000,
                     event_source: facts.event_source().map(str::to_owned),
                     event_type: facts.event_type().map(str::to_owned),
+                    expires_at_ms: None,
+                    mac: None,
                 };
+                if let Some(mac) = &self.settler.mac {
+                    task.expires_at_ms = Some(now + CONTINUATION_TTL_MS);
+                    let canonical = task.canonical();
+                    match Box::pin(mac.sign(Purpose::ReportTask, &canonical, retries)).await {
+                        Ok(signature) => task.mac = Some(signature),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Could not sign an activity report task; not sent");
+                            metrics::activity_report(pass, "error");
+                            continue;
+                        }
+                    }
+                }
                 // A FIFO queue takes no delay per message: the task waits by its
                 // not_before (and a group of its own, so that it holds back no job).
                 let group = format!("activity-{key}-{pass}");
@@ -88,6 +103,43 @@ impl Worker {
             };
             for _ in 0..failed {
                 metrics::activity_report(1, "error");
+            }
+        }
+    }
+
+    /// Whether a report task is the worker's own (README, "Activity reports"): with a MAC
+    /// key, its MAC must verify and not have expired (a producer could otherwise make the
+    /// worker read any key's history and send it to the sinks); without one, every task
+    /// is taken, as the worker cannot tell. `Err` is the task's decision when it is not.
+    pub(super) async fn own_task(
+        &self,
+        task: &Task,
+        retries: &RetryCounter,
+    ) -> Result<(), Decision> {
+        let Some(mac) = &self.settler.mac else {
+            return Ok(());
+        };
+        let verified = match (&task.mac, task.expires_at_ms) {
+            (None, _) | (_, None) => Verified::No("it carries no mac or expiry".to_owned()),
+            (_, Some(expires)) if expires < metrics::now_ms() => {
+                Verified::No("it has expired".to_owned())
+            }
+            (Some(signature), Some(_)) => {
+                let canonical = task.canonical();
+                Box::pin(mac.verify(Purpose::ReportTask, &canonical, signature, retries))
+                    .await
+                    .map_err(|e| self.aws_failure(e, 0))?
+            }
+        };
+        match verified {
+            Verified::Yes => Ok(()),
+            Verified::No(why) => {
+                metrics::unverified_message("report_task");
+                tracing::warn!(request_id = %task.request_id, why = %why, "An activity report task that does not verify: refused");
+                Err(Decision::new(
+                    Outcome::Rejected(Reason::InvalidMessage),
+                    format!("an activity report task that is not the worker's own ({why}); nothing read"),
+                ))
             }
         }
     }

@@ -5,6 +5,7 @@
 
 use aws_sdk_sqs::types::Message;
 
+use crate::aws::mac::{Purpose, Verified};
 use crate::aws::retry::RetryCounter;
 use crate::aws::revoke::{IamResult, Placement};
 use crate::aws::sqs::Delivery;
@@ -14,6 +15,106 @@ use crate::worker::settle::Decision;
 use crate::worker::Worker;
 
 impl Worker {
+    /// What a job's continuation claims (README, "Continuations"): believed only when the
+    /// worker's own MAC over the message verifies and has not expired. One that does not
+    /// is worked from its own fields as a new job (its keys, named alone), none of its
+    /// claims believed: owners, changes, the security event. `Err` when KMS cannot say
+    /// (the job is tried again).
+    pub(super) async fn believe(&self, job: Job, retries: &RetryCounter) -> Result<Job, Decision> {
+        let Some(continuation) = &job.continuation else {
+            return Ok(job);
+        };
+        let claims = continuation.claims()
+            || job.origin.is_some()
+            || !job.owners.is_empty()
+            || continuation.mac.is_some();
+        if !claims {
+            return Ok(job);
+        }
+        let now = crate::metrics::now_ms();
+        let verified = match (
+            &self.settler.mac,
+            &continuation.mac,
+            continuation.expires_at_ms,
+        ) {
+            (None, _, _) => Verified::No(
+                "this worker has no continuation.mac_key_id to verify it with".to_owned(),
+            ),
+            (_, None, _) => Verified::No("it carries no mac".to_owned()),
+            (_, _, None) => Verified::No("it carries no expiry".to_owned()),
+            (_, _, Some(expires)) if expires < now => Verified::No(format!(
+                "it expired at {}",
+                crate::staging::rfc3339((expires / 1000) as i64)
+            )),
+            (Some(mac), Some(signature), Some(_)) => {
+                let canonical = job.canonical();
+                let checked =
+                    Box::pin(mac.verify(Purpose::Continuation, &canonical, signature, retries))
+                        .await;
+                match checked {
+                    Ok(verified) => verified,
+                    Err(e) => {
+                        let mut decision = self.aws_failure(e, 0);
+                        decision.detail = Some(format!(
+                            "could not verify the job's continuation: {}",
+                            decision.detail.unwrap_or_default()
+                        ));
+                        return Err(decision);
+                    }
+                }
+            }
+        };
+        match verified {
+            Verified::Yes => Ok(job),
+            Verified::No(why) => {
+                crate::metrics::unverified_message("continuation");
+                tracing::warn!(
+                    request_id = %job.request_id,
+                    why = %why,
+                    "A continuation that does not verify: worked from its own fields as a new job, none of its claims believed"
+                );
+                Ok(job.without_claims())
+            }
+        }
+    }
+
+    /// A security event naming more keys than one job holds: each further part goes on
+    /// as a job of its own (README, "Security events"), to the priority queue when there
+    /// is one, before this job works the first. `Err` when a part cannot be sent (nothing
+    /// has changed yet: the whole event is tried again, and parts already sent end
+    /// `duplicate` or are worked once).
+    pub(super) async fn send_parts(
+        &self,
+        job: &Job,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Result<(), Decision> {
+        let queue_url = self
+            .priority_queues()
+            .unwrap_or(&self.source(delivery.lane).queues)
+            .queue_url
+            .clone();
+        for (i, keys) in job.parts.iter().enumerate() {
+            let mut part = job.part(i + 2, keys);
+            if let Err(e) = self
+                .settler
+                .send_on(message, delivery, &mut part, &queue_url, 0, retries)
+                .await
+            {
+                let mut decision = self.aws_failure(e, 0);
+                decision.detail = Some(format!(
+                    "could not send part {} of the event's keys; nothing changed: {}",
+                    i + 2,
+                    decision.detail.unwrap_or_default()
+                ));
+                return Err(decision);
+            }
+        }
+        tracing::info!(request_id = %job.request_id, parts = job.parts.len() + 1, "An event naming more keys than one job holds, worked in parts");
+        Ok(())
+    }
+
     /// A job that would delete keys whose owners only IAM's lookup just named first hands
     /// itself on to a message of the worker's own naming them (README, "Continuations"):
     /// if the worker then died after a delete, a redelivery of the original could no
@@ -30,7 +131,11 @@ impl Worker {
         placement: &Placement,
         retries: &RetryCounter,
     ) -> Option<Decision> {
-        if job.action != Action::Delete || placement.looked_up.is_empty() {
+        // Without a MAC key its continuation would not be believed: work it here.
+        if job.action != Action::Delete
+            || placement.looked_up.is_empty()
+            || self.settler.mac.is_none()
+        {
             return None;
         }
         let learned: Vec<(String, String, Option<String>)> = placement

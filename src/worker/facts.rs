@@ -51,6 +51,9 @@ impl JobFacts {
     /// What the IAM step learnt: the owner IAM found, the keys concerned and changed,
     /// their last use, the session cut-off.
     pub(super) fn learn(&mut self, learnt: Learnt) {
+        if learnt.account_id.is_some() {
+            self.account_id = learnt.account_id;
+        }
         if let Some(result) = learnt.result {
             if let Some(user) = result.user_name {
                 self.user_name = Some(user);
@@ -88,6 +91,8 @@ impl JobFacts {
 /// What the IAM step learnt for the job's facts.
 #[derive(Debug, Default)]
 pub(super) struct Learnt {
+    /// The account the job was worked in, when STS placed its key elsewhere.
+    pub account_id: Option<String>,
     /// IAM's answer: owner, keys, changes, last use.
     result: Option<IamResult>,
     /// The keys' last use, where the job was handed on before any write.
@@ -102,6 +107,7 @@ impl Learnt {
         sessions: SessionFacts,
     ) -> Self {
         Self {
+            account_id: None,
             result,
             last_used,
             sessions,

@@ -44,6 +44,23 @@ impl Worker {
             );
             return Some("Security Hub not updated: the finding named no ARN".to_owned());
         };
+        // Only a finding of the job's own account, about the key the job revoked: a
+        // forged event must not close another finding (CONTRACT §2e).
+        let own = self.accounts.own_identity(retries).await.ok();
+        let account = report
+            .facts
+            .account_id
+            .clone()
+            .or_else(|| own.map(|o| o.account.clone()));
+        if account.as_deref() != Some(finding.account.as_str()) {
+            metrics::finding_updated("refused");
+            tracing::warn!(request_id, finding_arn = %finding.arn, "The finding is not in the job's account: Security Hub not updated");
+            return Some(format!(
+                "Security Hub not updated: the finding is in account {}, the job acted in {}",
+                finding.account,
+                account.as_deref().unwrap_or("an unknown account")
+            ));
+        }
         let sdk = match self.accounts.sdk_for(Some(&finding.account), retries).await {
             Ok(sdk) => sdk,
             Err(e) => {
@@ -52,8 +69,32 @@ impl Worker {
                 return Some(format!("Security Hub not updated: {e}"));
             }
         };
+        let client = findings::client(&sdk, &finding.region);
+        let key = report
+            .facts
+            .access_key_ids
+            .first()
+            .map(String::as_str)
+            .unwrap_or("");
+        match findings::names_key(&client, self.sqs.policy(), &finding, key, retries).await {
+            Ok(Some(true)) => {}
+            Ok(named) => {
+                metrics::finding_updated("refused");
+                let why = match named {
+                    None => "Security Hub holds no such finding".to_owned(),
+                    Some(_) => format!("the finding does not name access key {key}"),
+                };
+                tracing::warn!(request_id, finding_arn = %finding.arn, why = %why, "Security Hub not updated");
+                return Some(format!("Security Hub not updated: {why}"));
+            }
+            Err(e) => {
+                metrics::finding_updated("error");
+                tracing::warn!(request_id, finding_arn = %finding.arn, error = %e, "Could not read the Security Hub finding back");
+                return Some(format!("Security Hub not updated: {e}"));
+            }
+        }
         match findings::update(
-            &findings::client(&sdk, &finding.region),
+            &client,
             self.sqs.policy(),
             &finding,
             workflow,

@@ -30,6 +30,7 @@ use crate::aws::classify::ErrorClass;
 use crate::aws::clients::Clients;
 use crate::aws::cloudtrail::LookupRates;
 use crate::aws::deleter::{Deleter, DELETE_LINGER, DELETE_LINGER_RATE_BOUND};
+use crate::aws::mac::Mac;
 use crate::aws::notify::{Bus, Topic};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::sqs::{Lane, QueueSetupError, Queues, Sqs, SQS_BATCH_MAX};
@@ -123,6 +124,9 @@ pub struct Worker {
     lookup_rates: LookupRates,
     /// Staged revocation, when `schedule.role_arn` is set.
     staging: Option<staging::Staging>,
+    /// `quarantine.policy_arn` in the worker's partition, once checked; `None` when IAM
+    /// says it does not exist (nobody is quarantined, and the worker says so).
+    quarantine_policy: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl Worker {
@@ -210,6 +214,22 @@ impl Worker {
             sinks.push(Sink::Bus(Bus::new(&clients.sdk, policy, bus.clone())));
         }
         let results = Results::spawn(sinks, policy);
+        let mac = config.continuation.mac_key_id.as_deref().map(|key_id| {
+            let kms = aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(&clients.sdk)
+                    .interceptor(metrics::RequestCounter)
+                    .build(),
+            );
+            Mac::new(kms, key_id, policy)
+        });
+        if mac.is_none() {
+            tracing::warn!("continuation.mac_key_id is not set: the worker cannot tell its own messages from a producer's, so it believes no continuation's claims and hands no job on (README, \"Continuations\")");
+        }
+        let quarantine_policy = tokio::sync::OnceCell::new();
+        if settings.intake.quarantine_user {
+            let checked = quarantine::check_policy(&accounts, config).await;
+            let _ = quarantine_policy.set(checked);
+        }
         let staging = match &config.schedule.role_arn {
             Some(role_arn) => Some(
                 staging::Staging::build(
@@ -231,7 +251,8 @@ impl Worker {
             rate,
             health,
             results,
-            settler: Settler::new(sqs.clone(), main, priority, config),
+            settler: Settler::new(sqs.clone(), mac, main, priority, config),
+            quarantine_policy,
             config: Arc::new(config.clone()),
             urgent_waiting: watch::Sender::new(0),
             sqs,

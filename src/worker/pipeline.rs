@@ -30,9 +30,10 @@ use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::continuation::carry_on;
 use crate::worker::facts::Learnt;
-use crate::worker::sessions::SessionFacts;
+use crate::worker::sessions::{Cut, SessionFacts};
 use crate::worker::settle::{Decision, Settled, Settling};
 use crate::worker::slots::{Counted, SlotWait};
+use crate::worker::staging::Prepared;
 
 /// The IAM step of a job: its decision, the job as a continuation would carry it on, and
 /// what it learnt, returned rather than written into the job's facts.
@@ -40,6 +41,8 @@ pub(super) struct Revocation {
     decision: Decision,
     carry_on: Option<Box<Job>>,
     learnt: Learnt,
+    /// The account STS says the job's one key belongs to, when not the job's.
+    elsewhere: Option<String>,
 }
 
 impl Revocation {
@@ -49,6 +52,7 @@ impl Revocation {
             decision,
             carry_on: None,
             learnt: Learnt::default(),
+            elsewhere: None,
         }
     }
 }
@@ -212,6 +216,16 @@ impl Worker {
             Admission::Decided(worked) => return worked,
         };
         let mut facts = self.facts_of(&job).await;
+        if !job.parts.is_empty() {
+            if let Err(decision) = self.send_parts(&job, message, delivery, retries).await {
+                return Worked {
+                    decision,
+                    facts,
+                    claim: Some(claim),
+                    carry_on: None,
+                };
+            }
+        }
         let (decision, carry_on) = match self.guard(&job) {
             Some(refused) => (refused, None),
             None => {
@@ -268,7 +282,11 @@ impl Worker {
                         account_id: task.account_id.clone(),
                         ..JobFacts::default()
                     };
-                    decided(self.report(&task, retries).await, facts)
+                    let decision = match self.own_task(&task, retries).await {
+                        Ok(()) => self.report(&task, retries).await,
+                        Err(refused) => refused,
+                    };
+                    decided(decision, facts)
                 }
                 Err(e) => decided(
                     Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
@@ -277,7 +295,10 @@ impl Worker {
             };
         }
         let job = match intake::read(body, &self.intake) {
-            Ok(Intake::Job(job)) => job,
+            Ok(Intake::Job(job)) => match self.believe(job, retries).await {
+                Ok(job) => job,
+                Err(decision) => return decided(decision, JobFacts::salvaged(body)),
+            },
             Ok(Intake::NotRevocable(event)) => {
                 let detail = format!("{}; nothing done", event.detail);
                 return decided(
@@ -350,7 +371,8 @@ impl Worker {
     }
 
     /// The IAM action, in the account the job names, and the job as a continuation
-    /// would carry it on.
+    /// would carry it on. A job of one key that STS places in another account is worked
+    /// there once, when the worker may act there (README, "Which account").
     async fn revoke(
         &self,
         job: &Job,
@@ -358,11 +380,48 @@ impl Worker {
         delivery: Delivery,
         retries: &RetryCounter,
     ) -> Revocation {
-        let iam = match self
-            .accounts
-            .iam_for(job.account_id.as_deref(), retries)
-            .await
-        {
+        let revocation = self.revoke_in(job, message, delivery, retries).await;
+        let Some(account) = revocation.elsewhere.clone() else {
+            return revocation;
+        };
+        if job.account_id.as_deref() == Some(account.as_str()) {
+            return revocation;
+        }
+        match self.accounts.iam_for(Some(&account), retries).await {
+            Ok(_) => {
+                tracing::info!(request_id = %job.request_id, account_id = %account, "STS places the key in another account: working the job there");
+                let there = Job {
+                    account_id: Some(account.clone()),
+                    ..job.clone()
+                };
+                let mut revocation = self.revoke_in(&there, message, delivery, retries).await;
+                revocation.learnt.account_id = Some(account);
+                revocation
+            }
+            Err(e) => {
+                let detail = format!(
+                    "{}; the worker cannot act there: {e}",
+                    revocation.decision.detail.as_deref().unwrap_or("")
+                );
+                Revocation::decided(Decision::new(
+                    Outcome::Rejected(Reason::OtherAccount),
+                    detail,
+                ))
+            }
+        }
+    }
+
+    /// [`Worker::revoke`] in the account `job` names: the IAM step, then containment
+    /// (the session cut-off and quarantine, whatever comes after), then staging.
+    async fn revoke_in(
+        &self,
+        job: &Job,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Revocation {
+        let account = job.account_id.as_deref();
+        let iam = match self.accounts.iam_for(account, retries).await {
             Ok(iam) => iam,
             Err(e @ AccountError::Disabled { .. }) => {
                 let decision = Decision::new(
@@ -373,27 +432,33 @@ impl Worker {
             }
             Err(AccountError::Aws(e)) => return Revocation::decided(self.aws_failure(e, 0)),
         };
-        let staged;
-        let job = if job.delete_after.is_some() {
-            match self.before_staging(job, &iam, delivery, retries).await {
-                Ok(narrowed) => {
-                    staged = narrowed;
-                    &staged
-                }
-                Err(decision) => return Revocation::decided(decision),
-            }
-        } else {
-            job
+        let home = match self.accounts.home_for(account, retries).await {
+            Ok(home) => home,
+            Err(e) => return Revocation::decided(self.aws_failure(e, 0)),
         };
-        let mut result = if job.names_keys_alone() {
-            let placement = match iam.place(job, retries).await {
+        let Prepared {
+            job: staged,
+            problem,
+            notes,
+        } = match self.before_staging(job, &iam, delivery, retries).await {
+            Ok(prepared) => prepared,
+            Err(decision) => return Revocation::decided(decision),
+        };
+        let job = &staged;
+        let result = if job.require_inactive {
+            let still_staged = self.staging_in_force(job, retries);
+            iam.revoke_required(job, &home, still_staged, retries).await
+        } else if job.names_keys_alone() {
+            let placement = match iam.place(job, &home, retries).await {
                 Ok(placement) => placement,
                 Err(ended) => {
+                    let elsewhere = ended.elsewhere.clone();
                     let (decision, sessions) = self.decide(job, &iam, &ended, retries).await;
                     return Revocation {
                         decision,
                         carry_on: None,
                         learnt: Learnt::of(Some(ended), Vec::new(), sessions),
+                        elsewhere,
                     };
                 }
             };
@@ -405,31 +470,50 @@ impl Worker {
                     decision: handed,
                     carry_on: None,
                     learnt: Learnt::of(None, placement.last_used, SessionFacts::default()),
+                    elsewhere: None,
                 };
             }
-            iam.revoke_placement(job, placement, retries).await
+            iam.revoke_placement(job, placement, &home, retries).await
         } else {
-            iam.revoke(job, retries).await
+            iam.revoke(job, &home, retries).await
         };
-        let (scheduled_deletes, notes) = self.stage(job, &mut result, delivery, retries).await;
         let carry_on = carry_on(job, &result);
+        // Containment first: the cut-off and quarantine never wait on the schedule.
         let (mut decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
-        sessions.scheduled_deletes = scheduled_deletes;
-        if !notes.is_empty() {
-            let detail = decision.detail.take().into_iter().chain(notes);
-            decision.detail = Some(detail.collect::<Vec<_>>().join("; "));
+        let staged = self.stage(job, &result, delivery, retries).await;
+        sessions.scheduled_deletes = staged.scheduled;
+        if let (Some(e), true) = (staged.failure, decision.outcome.is_remembered()) {
+            // Deactivated and contained, its delete not scheduled: tried again, for it.
+            let failed = self.aws_failure(e, result.keys_changed);
+            decision = Decision::new(
+                failed.outcome,
+                join_details(decision.detail, failed.detail.into_iter()),
+            );
         }
+        if let (Some(problem), true) = (&problem, decision.outcome.is_remembered()) {
+            // Deactivated all the same; what could not be staged needs a person.
+            decision = Decision::new(
+                Outcome::Rejected(Reason::InvalidMessage),
+                join_details(decision.detail, std::iter::once(problem.clone())),
+            );
+        } else if let Some(problem) = problem {
+            decision.detail = Some(join_details(decision.detail, std::iter::once(problem)));
+        }
+        let notes = notes.into_iter().chain(staged.notes);
+        decision.detail = Some(join_details(decision.detail, notes));
+        let elsewhere = result.elsewhere.clone();
         Revocation {
             decision,
             carry_on,
             learnt: Learnt::of(Some(result), Vec::new(), sessions),
+            elsewhere,
         }
     }
 
-    /// What the IAM step's result means for the job, with the older sessions cut off
-    /// when asked: after the key action, and also when a job of several keys changed
-    /// some before one was refused; then, once the job has done what it asked, the
-    /// user quarantined when asked.
+    /// What the IAM step's result means for the job, with containment: once a key of a
+    /// user is changed, that user's older sessions are cut off (when asked) and the user
+    /// quarantined (when asked) in this same delivery, whatever else fails after (CONTRACT
+    /// §2, invariant 6). A job that ends well (or finds its key gone) cuts off too.
     async fn decide(
         &self,
         job: &Job,
@@ -437,7 +521,6 @@ impl Worker {
         result: &IamResult,
         retries: &RetryCounter,
     ) -> (Decision, SessionFacts) {
-        let users = result.users();
         let decision = match &result.effect {
             Effect::Revoked => {
                 self.health.credentials_proven();
@@ -461,25 +544,20 @@ impl Worker {
             }
             Effect::Failed(e) => self.aws_failure(e.clone(), result.keys_changed),
         };
-        let changed_then_refused =
-            matches!(decision.outcome, Outcome::Rejected(_)) && result.keys_changed > 0;
-        let (decision, mut facts) =
-            if job.revoke_sessions && (decision.outcome.is_remembered() || changed_then_refused) {
-                self.revoke_sessions(iam, &users, decision, result.keys_changed, retries)
-                    .await
-            } else {
-                (decision, SessionFacts::default())
+        let contain = decision.outcome.is_remembered() || result.keys_changed > 0;
+        let (decision, mut facts) = if job.revoke_sessions && contain {
+            let cut = Cut {
+                request_id: &job.request_id,
+                keys_changed: result.keys_changed,
             };
-        // Only a user IAM tied to the key: this delivery changed it, or an earlier one did
-        // (its continuation says so). A key that was never there names nobody.
-        let tied = matches!(decision.outcome, Outcome::Deleted | Outcome::Deactivated)
-            || (decision.outcome == Outcome::AlreadyAbsent
-                && job
-                    .continuation
-                    .as_ref()
-                    .is_some_and(|c| !c.changed.is_empty()));
-        if job.quarantine_user && tied {
-            facts.quarantine = Some(self.quarantine(iam, &users, retries).await);
+            self.revoke_sessions(iam, &result.users(), decision, cut, retries)
+                .await
+        } else {
+            (decision, SessionFacts::default())
+        };
+        let tied = tied_users(result);
+        if job.quarantine_user && !tied.is_empty() {
+            facts.quarantine = Some(self.quarantine(iam, &tied, retries).await);
         }
         (decision, facts)
     }
@@ -559,6 +637,38 @@ fn remember(outcome: Outcome, claim: Option<InFlight>) {
     if let (true, Some(claim)) = (outcome.is_remembered(), claim) {
         claim.finish();
     }
+}
+
+/// The users IAM tied to a key this job changed (in this delivery, or in an earlier one a
+/// verified continuation records): the only ones quarantined. A key that was never there
+/// names nobody, and neither does a producer's claim.
+fn tied_users(result: &IamResult) -> Vec<String> {
+    let changed = |r: &str| matches!(r, "deleted" | "deactivated");
+    let mut users: Vec<String> = Vec::new();
+    if result.per_key.is_empty() {
+        if result.keys_changed > 0 {
+            users.extend(result.user_name.clone());
+        }
+        return users;
+    }
+    for key in result.per_key.iter().filter(|k| changed(k.result)) {
+        if !key.user_name.is_empty()
+            && !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name))
+        {
+            users.push(key.user_name.clone());
+        }
+    }
+    users
+}
+
+/// `detail` followed by `more`, joined with `; `.
+fn join_details(detail: Option<String>, more: impl Iterator<Item = String>) -> String {
+    detail
+        .into_iter()
+        .chain(more)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A failure's detail, after what the job changed first.

@@ -3,27 +3,89 @@
 //! revocation, it never changes the job's outcome: a failure is retried by the retry
 //! wrapper, then counted, logged and said in the outcome's `quarantine`.
 
+use crate::aws::accounts::Accounts;
 use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
+use crate::config::{quarantine_policy_in, Config};
 use crate::metrics;
 use crate::worker::Worker;
 
+/// `quarantine.policy_arn` in the worker's partition (AWS's managed policies exist in each
+/// under their name), checked once (CONTRACT §2e): at start when every security event is
+/// quarantined (`intake.quarantine_user`), else before the first quarantine. `None` when
+/// IAM says it does not exist, so that nobody is quarantined and the worker says so. A
+/// check that cannot be made (no `iam:GetPolicy`, IAM unreachable) is logged and the
+/// policy used as it is.
+pub(super) async fn check_policy(accounts: &Accounts, config: &Config) -> Option<String> {
+    let retries = RetryCounter::default();
+    let partition = match accounts.own_identity(&retries).await {
+        Ok(identity) => identity.partition.clone(),
+        Err(_) => "aws".to_owned(),
+    };
+    let policy = quarantine_policy_in(&config.quarantine.policy_arn, &partition);
+    let iam = match accounts.iam_for(None, &retries).await {
+        Ok(iam) => iam,
+        Err(_) => return Some(policy),
+    };
+    match iam.policy_exists(&policy, &retries).await {
+        Ok(true) => Some(policy),
+        Ok(false) => {
+            tracing::warn!(policy_arn = %policy, "quarantine.policy_arn does not exist: nobody is quarantined (README, \"Quarantine\")");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(policy_arn = %policy, error = %e, "Could not check that quarantine.policy_arn exists; using it as it is");
+            Some(policy)
+        }
+    }
+}
+
 impl Worker {
+    /// The quarantine policy, checked once ([`check_policy`]).
+    pub(super) async fn quarantine_policy(&self) -> Option<&String> {
+        self.quarantine_policy
+            .get_or_init(|| check_policy(&self.accounts, &self.config))
+            .await
+            .as_ref()
+    }
+
     /// Attaches the quarantine policy to `users`; returns what became of it, one note
-    /// per user. A protected user never gets it.
+    /// per user. A protected user never gets it, nor a user who holds a protected key
+    /// (the policy would deny that key's own calls).
     pub(super) async fn quarantine(
         &self,
         iam: &Iam,
         users: &[String],
         retries: &RetryCounter,
     ) -> String {
-        let policy = &self.config.quarantine.policy_arn;
+        let Some(policy) = self.quarantine_policy().await else {
+            return format!(
+                "nobody quarantined: quarantine.policy_arn {} does not exist",
+                self.config.quarantine.policy_arn
+            );
+        };
         let name = policy.rsplit('/').next().unwrap_or(policy);
         let mut notes = Vec::new();
         for user in users {
             if self.protection.user(user) {
                 notes.push(format!("user {user} is protected: not quarantined"));
                 continue;
+            }
+            match iam.protected_key_of(user, retries).await {
+                Ok(Some(key)) => {
+                    notes.push(format!(
+                        "user {user} holds protected access key {key}: not quarantined, since the policy would deny that key's calls too"
+                    ));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::quarantine(false);
+                    notes.push(format!(
+                        "{name} NOT attached to {user}: whether the user holds a protected key could not be read ({e})"
+                    ));
+                    continue;
+                }
             }
             match iam.quarantine(user, policy, retries).await {
                 Ok(()) => {

@@ -4,11 +4,12 @@
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
-use crate::aws::sessions::{Sessions, SESSIONS_COVERED};
+use crate::aws::sessions::{InForce, Sessions, SESSIONS_COVERED};
 use crate::metrics;
 use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::Decision;
 use crate::worker::Worker;
+use aws_smithy_types::DateTime;
 
 /// What the steps after the key action came to, for the job's facts.
 #[derive(Debug, Default)]
@@ -23,22 +24,31 @@ pub(super) struct SessionFacts {
     pub scheduled_deletes: Vec<crate::outcome::ScheduledDelete>,
 }
 
+/// Which revocation a cut-off serves, and what it changed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cut<'a> {
+    /// The job's request id: the cut-off records it (README, "Revoking sessions").
+    pub request_id: &'a str,
+    pub keys_changed: usize,
+}
+
 impl Worker {
-    /// After the key action (also when the key was already absent): the session policy
-    /// on each user whose key the job concerned (README, "Revoking sessions"). The cut-off
-    /// is the time of the revocation, rounded up to the second so that nothing minted
-    /// before it escapes. A user the protected list names never gets it.
+    /// After the key action (also when the key was already absent, or when a job of
+    /// several keys changed some and then failed): the session policy on each user whose
+    /// key the job concerned (README, "Revoking sessions"). The cut-off is the time of the
+    /// revocation, rounded up to the second, plus `sessions.margin_seconds`. A user the
+    /// protected list names, or who holds a protected key, never gets it.
     pub(super) async fn revoke_sessions(
         &self,
         iam: &Iam,
         users: &[String],
         decision: Decision,
-        keys_changed: usize,
+        cut: Cut<'_>,
         retries: &RetryCounter,
     ) -> (Decision, SessionFacts) {
         let mut facts = SessionFacts::default();
-        let now_ms = metrics::now_ms();
-        let before = aws_smithy_types::DateTime::from_secs(now_ms.div_ceil(1000) as i64);
+        let now = DateTime::from_millis(metrics::now_ms() as i64);
+        let margin = self.config.sessions.margin_seconds;
         let mut notes = Vec::new();
         let mut skipped = Vec::new();
         for user in users {
@@ -57,26 +67,53 @@ impl Worker {
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return (self.sessions_failure(e, decision, keys_changed), facts),
+                Err(e) => return (self.sessions_failure(e, decision, cut.keys_changed), facts),
             }
-            match iam.revoke_sessions(user, before, retries).await {
-                Ok(Sessions::Revoked(at)) => {
-                    metrics::sessions_revoked();
-                    notes.push(format!("sessions of {user} issued before {at} revoked"));
-                    facts.revoked_before = Some(at);
-                    facts.covered = Some(SESSIONS_COVERED.to_owned());
-                }
-                Ok(Sessions::AlreadyLater(at)) => {
-                    notes.push(format!(
-                        "sessions of {user} already revoked up to {at}, later than now"
-                    ));
+            match iam
+                .revoke_sessions(user, cut.request_id, now, margin, retries)
+                .await
+            {
+                Ok(Sessions::InForce(in_force)) => {
+                    let InForce {
+                        at,
+                        later,
+                        impostors,
+                        folded,
+                    } = in_force;
+                    if later {
+                        notes.push(format!(
+                            "sessions of {user} already revoked up to {at}, later than this revocation's cut-off"
+                        ));
+                    } else {
+                        metrics::sessions_revoked();
+                        notes.push(format!("sessions of {user} issued before {at} revoked"));
+                    }
+                    if !impostors.is_empty() {
+                        metrics::impostor_cutoffs(impostors.len());
+                        notes.push(format!(
+                            "replaced on {user} what was named like a cut-off but was not the worker's: {}",
+                            impostors.join("; ")
+                        ));
+                    }
+                    if folded {
+                        notes.push(format!(
+                            "the cut-off on {user} was put without its record of revocations (IAM's inline policy quota left no room): a restore lifts it only with --force"
+                        ));
+                    }
                     facts.revoked_before = Some(at);
                     facts.covered = Some(SESSIONS_COVERED.to_owned());
                 }
                 Ok(Sessions::NoUser) => {
                     notes.push(format!("user {user} does not exist: no sessions to revoke"));
                 }
-                Err(e) => return (self.sessions_failure(e, decision, keys_changed), facts),
+                Err(e) if e.code.as_deref() == Some("LimitExceeded") => {
+                    let (decision, quarantine) = self
+                        .quota_full(iam, user, e, decision, cut.keys_changed, retries)
+                        .await;
+                    facts.quarantine = Some(quarantine);
+                    return (decision, facts);
+                }
+                Err(e) => return (self.sessions_failure(e, decision, cut.keys_changed), facts),
             }
         }
         if !skipped.is_empty() {
@@ -91,6 +128,60 @@ impl Worker {
             None => notes.join("; "),
         };
         (Decision::new(decision.outcome, detail), facts)
+    }
+
+    /// IAM refused the cut-off for its quota even after the worker made what room it may
+    /// (its own older cut-offs and impostors): the user's own policies fill the 2,048
+    /// characters, possibly on purpose. Contained as far as IAM allows: the quarantine
+    /// policy, which IAM enforces on the user's sessions too, attached instead (a managed
+    /// policy; 10 per user by default). `rejected/policy_quota` pages, and a redrive once
+    /// room is made puts the cut-off.
+    async fn quota_full(
+        &self,
+        iam: &Iam,
+        user: &str,
+        e: AwsError,
+        done: Decision,
+        keys_changed: usize,
+        retries: &RetryCounter,
+    ) -> (Decision, String) {
+        let Some(policy) = self.quarantine_policy().await else {
+            let detail = format!(
+                "{} ({keys_changed} key(s) changed), but older sessions were not revoked: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user, and quarantine.policy_arn {} does not exist: NOTHING contains the sessions minted with the key; act now (delete or shorten one of the user's inline policies and move this message back)",
+                done.outcome.as_str(),
+                self.config.quarantine.policy_arn
+            );
+            let note = "not quarantined: quarantine.policy_arn does not exist".to_owned();
+            return (
+                Decision::new(Outcome::Rejected(Reason::PolicyQuota), detail),
+                note,
+            );
+        };
+        let name = policy.rsplit('/').next().unwrap_or(policy);
+        let fallback = match iam.quarantine(user, policy, retries).await {
+            Ok(()) => {
+                metrics::quarantine(true);
+                tracing::warn!(user_name = %user, policy_arn = %policy, "Session cut-off refused for IAM's quota: quarantine policy attached instead");
+                format!(
+                    "contained as far as IAM allows: {name} attached to {user} instead (IAM enforces it on the user's sessions too, but it denies a list of abuse-prone actions, not reads)"
+                )
+            }
+            Err(attach) => {
+                metrics::quarantine(false);
+                tracing::error!(user_name = %user, policy_arn = %policy, error = %attach, "Neither the session cut-off nor the quarantine policy could be put");
+                format!(
+                    "the quarantine policy {name} could not be attached either ({attach}; a user has at most 10 managed policies by default): NOTHING contains the sessions minted with the key; act now (delete one of {user}'s inline or attached policies, or attach a Deny yourself)"
+                )
+            }
+        };
+        let detail = format!(
+            "{} ({keys_changed} key(s) changed), but older sessions were not revoked: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user; {fallback}. Delete or shorten one of them (aws iam list-user-policies) and move this message back",
+            done.outcome.as_str()
+        );
+        (
+            Decision::new(Outcome::Rejected(Reason::PolicyQuota), detail),
+            fallback,
+        )
     }
 
     /// The key action is done but the session policy could not be put. Transient and
@@ -112,13 +203,6 @@ impl Worker {
                 Outcome::Rejected(Reason::AccessDenied),
                 format!(
                     "{did}: {e}. The worker needs iam:ListUserPolicies, iam:PutUserPolicy, iam:DeleteUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
-                ),
-            ),
-            // IAM and AWS STS quotas: a user's inline policies share 2,048 characters.
-            _ if e.code.as_deref() == Some("LimitExceeded") => Decision::new(
-                Outcome::Rejected(Reason::PolicyQuota),
-                format!(
-                    "{did}: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user; delete or shorten one of them (aws iam list-user-policies) and move this message back"
                 ),
             ),
             _ => Decision::new(Outcome::Rejected(Reason::AwsError), format!("{did}: {e}")),

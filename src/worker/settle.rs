@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use crate::activity::Task;
 use crate::aws::classify::AwsError;
 use crate::aws::deleter::Deleter;
+use crate::aws::mac::{Mac, Purpose};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Delivery, Lane, Queues, Sqs};
 use crate::aws::visibility::{visibility_delay, within_visibility_limit};
@@ -32,6 +33,8 @@ pub(super) struct Source {
 #[derive(Debug)]
 pub(super) struct Settler {
     sqs: Sqs,
+    /// Signs the messages the worker sends itself (README, "Continuations").
+    pub mac: Option<Mac>,
     /// `sqs.queue_url`.
     pub main: Source,
     /// `sqs.priority_queue_url`.
@@ -40,6 +43,11 @@ pub(super) struct Settler {
     retry_base_seconds: u32,
     retry_max_seconds: u32,
 }
+
+/// How long the worker vouches for a message it sends itself: SQS keeps a message at
+/// most 14 days, so a continuation moved back from a dead-letter queue within its
+/// retention is still believed; a captured one is not for ever.
+pub(super) const CONTINUATION_TTL_MS: u64 = 14 * 24 * 3600 * 1000;
 
 /// An outcome and why.
 #[derive(Debug)]
@@ -106,9 +114,16 @@ pub(super) struct Settled {
 }
 
 impl Settler {
-    pub fn new(sqs: Sqs, main: Source, priority: Option<Source>, config: &Config) -> Self {
+    pub fn new(
+        sqs: Sqs,
+        mac: Option<Mac>,
+        main: Source,
+        priority: Option<Source>,
+        config: &Config,
+    ) -> Self {
         Self {
             sqs,
+            mac,
             main,
             priority,
             visibility_timeout_seconds: config.sqs.visibility_timeout_seconds,
@@ -302,10 +317,26 @@ impl Settler {
                 continuation.enqueued_at_ms = delivery.sent_timestamp_ms;
             }
         }
+        // The worker's word on it, for its time (README, "Continuations"): without a MAC
+        // key the continuation goes unsigned, and none of its claims will be believed.
+        if let (Some(mac), Some(continuation)) = (&self.mac, next.continuation.as_mut()) {
+            continuation.mac = None;
+            continuation.expires_at_ms = Some(crate::metrics::now_ms() + CONTINUATION_TTL_MS);
+            let canonical = next.canonical();
+            let signature = Box::pin(mac.sign(Purpose::Continuation, &canonical, retries)).await?;
+            if let Some(continuation) = next.continuation.as_mut() {
+                continuation.mac = Some(signature);
+            }
+        }
         let group = message
             .attributes()
             .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId));
-        let deduplication = format!("{message_id}-continued");
+        // One message's continuation is one (a redelivery's copy deduplicated), and each
+        // part of an event's keys is its own.
+        let deduplication = format!(
+            "{message_id}-{}",
+            &crate::sessions::request_digest(&next.request_id)[..16]
+        );
         let fifo = group.map(|g| (g.as_str(), deduplication.as_str()));
         let id =
             Box::pin(

@@ -19,7 +19,7 @@ use crate::aws::sqs::{Delivery, Lane, Queues, Sqs};
 use crate::config::Settings;
 use crate::job::{Action, Job, Target};
 use crate::metrics;
-use crate::outcome::{Outcome, Reason, ScheduledDelete};
+use crate::outcome::{Outcome, ScheduledDelete};
 use crate::staging::{rfc3339, schedule_name};
 use crate::worker::settle::Decision;
 use crate::worker::StartupError;
@@ -129,25 +129,33 @@ impl Staging {
 }
 
 impl Worker {
-    /// Before the IAM write of a staged job: refuses one this worker cannot stage or
-    /// whose time is past (nothing changed), ends `cancelled` one whose every key a
-    /// person restored since it was sent, and returns the job with the restored keys
-    /// spared otherwise.
+    /// Before the IAM write of a staged job: ends `cancelled` one whose every key a
+    /// person restored since it was sent (`Err`), and returns the job with the restored
+    /// keys spared otherwise. Deactivation never waits on Scheduler (README, "Staged
+    /// revocation"): a `delete_after` this worker cannot honour (staging not configured
+    /// here, a time already past) and a schedule it cannot look up never stop the
+    /// deactivation; the first comes back as the scheduling problem to report once the
+    /// keys are deactivated, the second as a note.
     pub(super) async fn before_staging(
         &self,
         job: &Job,
         iam: &Iam,
         delivery: Delivery,
         retries: &RetryCounter,
-    ) -> Result<Job, Decision> {
+    ) -> Result<Prepared, Decision> {
+        let mut prepared = Prepared {
+            job: job.clone(),
+            problem: None,
+            notes: Vec::new(),
+        };
         let Some(after) = &job.delete_after else {
-            return Ok(job.clone());
+            return Ok(prepared);
         };
         let Some(staging) = &self.staging else {
-            return Err(Decision::new(
-                Outcome::Rejected(Reason::InvalidMessage),
-                "delete_after: staged revocation is not configured on this worker (schedule.role_arn); nothing was changed".to_owned(),
-            ));
+            prepared.problem = Some(
+                "delete_after: staged revocation is not configured on this worker (schedule.role_arn), so no delete is scheduled".to_owned(),
+            );
+            return Ok(prepared);
         };
         // A time that passed while an earlier delivery was retried is not the job's fault:
         // that delivery may have deactivated the key already; the delete is then
@@ -155,46 +163,48 @@ impl Worker {
         let redelivered = delivery.receive_count > 1 || job.continuation.is_some();
         if let Err(e) = after.check_future(now_secs()) {
             if !(redelivered && after.due(now_secs()) <= now_secs()) {
-                return Err(Decision::new(
-                    Outcome::Rejected(Reason::InvalidMessage),
-                    format!("{}; nothing was changed", e.0),
-                ));
+                prepared.problem = Some(format!("{}, so no delete is scheduled", e.0));
+                return Ok(prepared);
             }
         }
-        let account = self
-            .account_of(job, retries)
-            .await
-            .map_err(|e| self.aws_failure(e, 0))?;
-        let keys = match &job.target {
-            Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
-            Target::Keys(keys) => keys.clone(),
-            Target::AllKeys { user_name } => iam
-                .key_ids(user_name, retries)
-                .await
-                .map_err(|e| self.aws_failure(e, 0))?,
-        };
-        let sent_ms = sent_ms(job, delivery);
-        let delete_id = delete_request_id(job);
-        let mut spared = Vec::new();
-        for key in &keys {
-            let name = schedule_name(&account, key);
-            let found = staging
-                .schedules
-                .get(&name, retries)
-                .await
-                .map_err(|e| self.aws_failure(e, 0))?;
-            if let Some(found) = found {
-                if found.restored_since(&delete_id, sent_ms) {
-                    tracing::info!(
-                        request_id = %job.request_id,
-                        access_key_id = %key,
-                        schedule = %name,
-                        "Access key restored by a person after this staging job was sent: left alone"
-                    );
-                    spared.push(key.clone());
+        let looked = async {
+            let account = self.account_of(job, retries).await?;
+            let keys = match &job.target {
+                Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
+                Target::Keys(keys) => keys.clone(),
+                Target::AllKeys { user_name } => iam.key_ids(user_name, retries).await?,
+            };
+            let delete_id = delete_request_id(job);
+            let sent_ms = sent_ms(job, delivery);
+            let mut spared = Vec::new();
+            for key in &keys {
+                let name = schedule_name(&account, key);
+                if let Some(found) = staging.schedules.get(&name, retries).await? {
+                    if found.restored_since(&delete_id, sent_ms) {
+                        tracing::info!(
+                            request_id = %job.request_id,
+                            access_key_id = %key,
+                            schedule = %name,
+                            "Access key restored by a person after this staging job was sent: left alone"
+                        );
+                        spared.push(key.clone());
+                    }
                 }
             }
-        }
+            Ok::<_, AwsError>((keys, spared))
+        };
+        let (keys, spared) = match looked.await {
+            Ok(looked) => looked,
+            Err(e) => {
+                // A restore recorded since this job was sent cannot be seen: the key is
+                // deactivated all the same (a person can restore it again), never left live.
+                tracing::warn!(request_id = %job.request_id, error = %e, "Could not look for restores of this staged revocation; deactivating anyway");
+                prepared.notes.push(format!(
+                    "restores could not be looked up before the deactivation ({e})"
+                ));
+                return Ok(prepared);
+            }
+        };
         metrics::staged("restored", spared.len());
         if !spared.is_empty() && spared.len() == keys.len() {
             return Err(Decision::new(
@@ -206,14 +216,13 @@ impl Worker {
                 ),
             ));
         }
-        let mut job = job.clone();
         if let Target::Keys(keys) = &job.target {
             let left: Vec<String> = keys
                 .iter()
                 .filter(|k| !spared.contains(k))
                 .cloned()
                 .collect();
-            job.target = match <[String; 1]>::try_from(left) {
+            prepared.job.target = match <[String; 1]>::try_from(left) {
                 Ok([access_key_id]) => Target::Key {
                     access_key_id,
                     user_name: None,
@@ -221,23 +230,25 @@ impl Worker {
                 Err(left) => Target::Keys(left),
             };
         }
-        job.spared = spared;
-        Ok(job)
+        prepared.job.spared = spared;
+        Ok(prepared)
     }
 
-    /// After the IAM write of a staged job: one schedule per key it deactivated (all of
-    /// them, or those a job of several keys changed before one was refused). A failure
-    /// becomes the IAM step's, with the keys changed kept. Returns the deletes scheduled
-    /// and notes for the job's detail.
+    /// After the IAM write of a staged job, and after its containment: one schedule per
+    /// key it deactivated (all of them, or those a job of several keys changed before one
+    /// was refused). Returns the deletes scheduled, notes for the job's detail, and the
+    /// failure that left a deactivated key without its schedule (the job is then tried
+    /// again for it).
     pub(super) async fn stage(
         &self,
         job: &Job,
-        result: &mut IamResult,
+        result: &IamResult,
         delivery: Delivery,
         retries: &RetryCounter,
-    ) -> (Vec<ScheduledDelete>, Vec<String>) {
+    ) -> Staged {
+        let mut staged_result = Staged::default();
         let (Some(after), Some(staging)) = (&job.delete_after, &self.staging) else {
-            return (Vec::new(), Vec::new());
+            return staged_result;
         };
         let staged: Vec<(String, String)> = match &result.effect {
             Effect::Revoked => result
@@ -267,18 +278,23 @@ impl Worker {
                 .collect(),
         };
         if staged.is_empty() {
-            return (Vec::new(), Vec::new());
+            return staged_result;
         }
         // Due already (the time passed while the job was retried): in a minute, the
         // soonest a one-time schedule runs.
         let due = after.due(now_secs()).max(now_secs() + 60);
         let destination = staging.destination(delivery.lane);
         let sent_ms = sent_ms(job, delivery);
-        let (mut scheduled, mut notes) = (Vec::new(), Vec::new());
-        let failure = async {
+        let Staged {
+            scheduled,
+            notes,
+            failure,
+        } = &mut staged_result;
+        let failed = async {
             let account = self.account_of(job, retries).await?;
             for (key, user) in staged {
-                let delete = scheduled_delete(job, &user, &key);
+                let delete = scheduled_delete(job, &user, &key, due);
+                let input = |due| scheduled_delete(job, &user, &key, due).to_body();
                 let name = schedule_name(&account, &key);
                 let description = format!(
                     "iam-key-revoker: delete {key} of {user} in {account}, staged by request {}",
@@ -291,7 +307,7 @@ impl Worker {
                         due,
                         destination,
                         &delete.request_id,
-                        &delete.to_body(),
+                        &input,
                         &description,
                         sent_ms,
                         retries,
@@ -349,7 +365,7 @@ impl Worker {
             Ok::<(), AwsError>(())
         }
         .await;
-        if let Err(e) = failure {
+        if let Err(e) = failed {
             let e = AwsError {
                 message: format!(
                     "{} (the key is deactivated; its delete is not scheduled yet)",
@@ -358,12 +374,69 @@ impl Worker {
                 ..e
             };
             match &result.effect {
-                // Deactivated and said so: the delete is scheduled on the next delivery.
-                Effect::Revoked => result.effect = Effect::Failed(e),
+                // Deactivated and contained: the delete is scheduled on the next delivery.
+                Effect::Revoked => *failure = Some(e),
                 _ => notes.push(e.to_string()),
             }
         }
-        (scheduled, notes)
+        staged_result
+    }
+
+    /// Right before a scheduled delete (a job that requires its key `Inactive`) deletes:
+    /// whether its staging is still in force (README, "Staged revocation"). `Some(why)`
+    /// cancels the delete: past its due time by more than [`LATE_DELETE_SECONDS`] (a late
+    /// or redriven copy), a restore recorded (its schedule kept disabled), or its
+    /// schedule now sending another staging's delete. A schedule that is gone ran and
+    /// deleted itself (`ActionAfterCompletion: DELETE`): in force. A delete that carries
+    /// its due time came from a schedule; a worker that cannot look at schedules refuses
+    /// it (`Err`) rather than delete on trust.
+    pub(super) async fn staging_in_force(
+        &self,
+        job: &Job,
+        retries: &RetryCounter,
+    ) -> Result<Option<String>, AwsError> {
+        let due = job.continuation.as_ref().and_then(|c| c.due_at);
+        if let Some(due) = due {
+            let late = now_secs().saturating_sub(due);
+            if late > LATE_DELETE_SECONDS {
+                return Ok(Some(format!(
+                    "this scheduled delete was due at {} and comes {} h late (more than {} h): a late or redriven copy of a staging that may have been undone; stage the key again or delete it by hand",
+                    rfc3339(due),
+                    late / 3600,
+                    LATE_DELETE_SECONDS / 3600
+                )));
+            }
+        }
+        let Some(staging) = &self.staging else {
+            return match due {
+                Some(_) => Err(AwsError {
+                    operation: "GetSchedule",
+                    class: crate::aws::classify::ErrorClass::Permanent,
+                    code: None,
+                    message: "this worker has no staged revocation configured (schedule.role_arn), so it cannot check that this scheduled delete's staging is still in force; move it to a queue whose workers have it".to_owned(),
+                    unanswered: false,
+                }),
+                None => Ok(None),
+            };
+        };
+        let Some(key) = job.access_key_id() else {
+            return Ok(None);
+        };
+        let account = self.account_of(job, retries).await?;
+        let name = schedule_name(&account, key);
+        let found = staging.schedules.get(&name, retries).await?;
+        Ok(match found {
+            None => None,
+            Some(found) if !found.enabled => Some(format!(
+                "its schedule {name} in {} is disabled: a person restored the key (the record of the restore)",
+                staging.schedules.group()
+            )),
+            Some(found) if found.request_id().as_deref() == Some(job.request_id.as_str()) => None,
+            Some(found) => Some(format!(
+                "its schedule {name} now sends another staging's delete ({}): this one is superseded",
+                found.request_id().unwrap_or_default()
+            )),
+        })
     }
 
     /// The account a job's keys are in, for their schedules' names: the one it names,
@@ -376,19 +449,44 @@ impl Worker {
     }
 }
 
+/// How late after its due time a scheduled delete may still delete: Scheduler retries
+/// delivery for a day (then its dead-letter queue), and the job queue retries it for
+/// hours; a copy later than this is a redrive of a staging that may have been undone.
+pub(super) const LATE_DELETE_SECONDS: i64 = 48 * 3600;
+
+/// A staged job ready for its IAM write.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// The job, with the keys a person restored since it was sent spared.
+    pub job: Job,
+    /// Why its delete cannot be scheduled here, said once its keys are deactivated.
+    pub problem: Option<String>,
+    /// What could not be looked at.
+    pub notes: Vec<String>,
+}
+
+/// What scheduling a staged job's deletes came to.
+#[derive(Debug, Default)]
+pub(super) struct Staged {
+    pub scheduled: Vec<ScheduledDelete>,
+    pub notes: Vec<String>,
+    /// A deactivated key left without its schedule: the job goes round again for it.
+    pub failure: Option<AwsError>,
+}
+
 /// The delete a staged revocation schedules for `key` of `user` (README, "Staged
 /// revocation"): that key of that user, deleted only while IAM lists it `Inactive`, in
 /// the same account, with the staging job's requester and batch. Its request id is
 /// the staging job's with `.delete` (or, for an id too long for that, a digest of it),
 /// so a delete never conflicts with the job that staged it.
-pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str) -> Job {
+pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str, due: i64) -> Job {
     let request_id = if job.request_id.len() + ".delete".len() <= 128 {
         format!("{}.delete", job.request_id)
     } else {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(job.request_id.as_bytes());
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("staged-{hex}.delete")
+        format!(
+            "staged-{}.delete",
+            crate::sessions::request_digest(&job.request_id)
+        )
     };
     Job {
         request_id,
@@ -412,13 +510,18 @@ pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str) -> Job {
         spared: Vec::new(),
         origin: None,
         owners: Vec::new(),
-        continuation: None,
+        // Its due time: a copy far later than that is cancelled.
+        continuation: Some(crate::job::Continuation {
+            due_at: Some(due),
+            ..Default::default()
+        }),
+        parts: Vec::new(),
     }
 }
 
 /// The request id of the delete a staged job schedules (the same for each of its keys).
 fn delete_request_id(job: &Job) -> String {
-    scheduled_delete(job, "", "").request_id
+    scheduled_delete(job, "", "", 0).request_id
 }
 
 /// When the job's first message was sent: a continuation carries it, else SQS's
@@ -461,7 +564,7 @@ mod tests {
         let other = parse(&body.replace("30d", "7d")).unwrap();
         assert_ne!(job.digest(), other.digest());
 
-        let delete = scheduled_delete(&job, "alice", KEY);
+        let delete = scheduled_delete(&job, "alice", KEY, 0);
         assert_eq!(delete.request_id, "st-1.delete");
         assert_eq!(delete.action, Action::Delete);
         assert!(delete.require_inactive && delete.delete_after.is_none());
@@ -476,12 +579,12 @@ mod tests {
             request_id: "r".repeat(128),
             ..job.clone()
         };
-        let delete = scheduled_delete(&long, "alice", KEY);
+        let delete = scheduled_delete(&long, "alice", KEY, 0);
         assert!(delete.request_id.starts_with("staged-") && delete.request_id.len() <= 128);
         assert!(check_request_id(&delete.request_id).is_ok());
         assert_ne!(
             delete.request_id,
-            scheduled_delete(&job, "alice", KEY).request_id
+            scheduled_delete(&job, "alice", KEY, 0).request_id
         );
     }
 }

@@ -89,6 +89,8 @@ impl TestEnv {
         };
         let queue_url = create_queue(&clients.sqs, &name, redrive_policy).await;
         config.sqs.queue_url = queue_url.clone();
+        // The worker's MAC key, as the worker stack makes it (README, "Continuations").
+        config.continuation.mac_key_id = Some(mac_key(&clients).await);
         if !redrive {
             config.sqs.dead_letter_queue_url = Some(dlq_url.clone());
         }
@@ -334,6 +336,21 @@ pub fn base_config() -> Config {
     // other things receive their own messages one by one and would get those instead.
     config.intake.report_activity = false;
     config
+}
+
+/// A KMS HMAC key for the worker's own messages, as the worker stack makes it.
+pub async fn mac_key(clients: &Clients) -> String {
+    let kms = aws_sdk_kms::Client::new(&clients.sdk);
+    kms.create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+        .description("iam-key-revoker tests: the worker's MAC key")
+        .send()
+        .await
+        .expect("create the MAC key")
+        .key_metadata
+        .expect("key metadata")
+        .key_id
 }
 
 pub async fn create_queue(

@@ -31,6 +31,9 @@ pub fn command(endpoint: &str, queue_url: &str) -> Command {
 /// `metrics_port` (0: any free port).
 pub fn worker_command(env: &TestEnv, endpoint: &str, metrics_port: u16) -> Command {
     let mut cmd = command(endpoint, &env.queue_url);
+    if let Some(key) = &env.config.continuation.mac_key_id {
+        cmd.env("IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID", key);
+    }
     cmd.arg("run")
         .env("IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS", "1")
         .env(

@@ -1,0 +1,164 @@
+//! Proof that a message is the worker's own (README, "Continuations" and "Threat
+//! model"): a MAC from a KMS HMAC key that only the worker's role may use.
+//!
+//! What is relied on, from the AWS KMS API Reference and Developer Guide:
+//! - `GenerateMac` computes an HMAC of a message of at most 4,096 bytes with an HMAC KMS
+//!   key (`KeySpec` `HMAC_256`, `KeyUsage` `GENERATE_VERIFY_MAC`); the key material never
+//!   leaves KMS, so only a principal allowed `kms:GenerateMac` on the key can make one.
+//! - `VerifyMac` recomputes it: a MAC that does not match is refused with
+//!   `KMSInvalidMacException` (never a `MacValid: false` answer to act on).
+//!
+//! The worker MACs a SHA-256 digest of the message's canonical form (which may be longer
+//! than KMS takes), prefixed by what the message is, so a MAC of one kind of message is
+//! never taken for another's.
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::MacAlgorithmSpec;
+use sha2::{Digest, Sha256};
+
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+
+/// The one algorithm the worker's key uses.
+const ALGORITHM: MacAlgorithmSpec = MacAlgorithmSpec::HmacSha256;
+
+/// What a message is, bound into its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A job carried on by a message of the worker's own (README, "Continuations").
+    Continuation,
+    /// An activity report task (README, "Activity reports").
+    ReportTask,
+}
+
+impl Purpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::Continuation => b"iam-key-revoker continuation v1\n",
+            Purpose::ReportTask => b"iam-key-revoker activity report task v1\n",
+        }
+    }
+}
+
+/// What checking a message's MAC came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// The worker's own, within its time.
+    Yes,
+    /// Not the worker's, or not any more: the text says why.
+    No(String),
+}
+
+/// The worker's MAC key in KMS.
+#[derive(Debug, Clone)]
+pub struct Mac {
+    client: aws_sdk_kms::Client,
+    key_id: String,
+    policy: BackoffPolicy,
+}
+
+impl Mac {
+    pub fn new(client: aws_sdk_kms::Client, key_id: &str, policy: BackoffPolicy) -> Self {
+        Self {
+            client,
+            key_id: key_id.to_owned(),
+            policy,
+        }
+    }
+
+    /// The key, as configured (an id, an ARN or an alias).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The MAC of `canonical` as `purpose`, in base64.
+    pub async fn sign(
+        &self,
+        purpose: Purpose,
+        canonical: &str,
+        retries: &RetryCounter,
+    ) -> Result<String, AwsError> {
+        let message = Blob::new(digest(purpose, canonical));
+        let out = call(&self.policy, retries, "kms", "GenerateMac", || async {
+            self.client
+                .generate_mac()
+                .key_id(&self.key_id)
+                .mac_algorithm(ALGORITHM)
+                .message(message.clone())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GenerateMac", e))
+        })
+        .await?;
+        let mac = out.mac().map(|b| b.as_ref()).unwrap_or_default();
+        Ok(aws_smithy_types::base64::encode(mac))
+    }
+
+    /// Whether `mac` is this key's MAC of `canonical` as `purpose`. `Err` only when KMS
+    /// could not say (throttled, unreachable, denied): the caller decides what that
+    /// costs; a MAC KMS refuses is [`Verified::No`].
+    pub async fn verify(
+        &self,
+        purpose: Purpose,
+        canonical: &str,
+        mac: &str,
+        retries: &RetryCounter,
+    ) -> Result<Verified, AwsError> {
+        let Ok(mac) = aws_smithy_types::base64::decode(mac) else {
+            return Ok(Verified::No("its mac is not base64".to_owned()));
+        };
+        if mac.is_empty() || mac.len() > 64 {
+            return Ok(Verified::No("its mac has the wrong length".to_owned()));
+        }
+        let message = Blob::new(digest(purpose, canonical));
+        let mac = Blob::new(mac);
+        let result = call(&self.policy, retries, "kms", "VerifyMac", || async {
+            self.client
+                .verify_mac()
+                .key_id(&self.key_id)
+                .mac_algorithm(ALGORITHM)
+                .message(message.clone())
+                .mac(mac.clone())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("VerifyMac", e))
+        })
+        .await;
+        match result {
+            Ok(out) if out.mac_valid() => Ok(Verified::Yes),
+            Ok(_) => Ok(Verified::No("KMS says its mac is not valid".to_owned())),
+            Err(e) if e.code.as_deref() == Some("KMSInvalidMacException") => {
+                Ok(Verified::No("KMS says its mac is not valid".to_owned()))
+            }
+            // The key's own refusals (another key's MAC under a disabled key, a key of
+            // another kind) say the MAC is not this key's, not that KMS failed.
+            Err(e) if e.class == ErrorClass::Permanent && !e.is_access_denied() => {
+                Ok(Verified::No(format!("KMS refused to verify its mac: {e}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What is MACed: SHA-256 of the purpose's prefix and the canonical text. KMS takes at
+/// most 4,096 bytes; a continuation naming a hundred keys is longer.
+fn digest(purpose: Purpose, canonical: &str) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(purpose.domain());
+    hasher.update(canonical.as_bytes());
+    hasher.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_binds_the_purpose_and_every_byte() {
+        let a = digest(Purpose::Continuation, "{\"request_id\":\"r\"}");
+        assert_eq!(a.len(), 32, "well under KMS's 4,096 bytes");
+        assert_ne!(a, digest(Purpose::ReportTask, "{\"request_id\":\"r\"}"));
+        assert_ne!(a, digest(Purpose::Continuation, "{\"request_id\":\"s\"}"));
+        assert_eq!(a, digest(Purpose::Continuation, "{\"request_id\":\"r\"}"));
+    }
+}
