@@ -321,7 +321,7 @@ async fn plan_predicts_each_outcome_and_changes_nothing() {
         vec![
             ("p-del", "would_delete"),
             ("p-deact", "would_deactivate"),
-            ("p-unknown", "owner_unknown"),
+            ("p-unknown", "already_absent"),
             ("p-absent", "already_absent"),
             ("p-mismatch", "owner_mismatch"),
             ("p-protected", "protected"),

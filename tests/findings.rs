@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::events::{finding_arn as arn, guardduty_finding as finding};
+use common::events::{finding_arn as arn, guardduty_finding as finding, import_finding};
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::TestEnv;
 use iam_key_revoker::{Outcome, Reason};
@@ -53,6 +53,7 @@ async fn a_revoked_key_resolves_its_finding_with_the_summary_as_note() {
     let worker = env.worker().await;
     let (user, keys) = env.user_with_keys("u", 1).await;
     let id = new_id();
+    import_finding(&env.clients, &id, &keys[0], &user).await;
 
     let report = env
         .handle_job(&worker, env.deliver(&finding(&id, &keys[0], &user)).await)
@@ -80,20 +81,18 @@ async fn a_revoked_key_resolves_its_finding_with_the_summary_as_note() {
 
 #[tokio::test]
 async fn a_rejected_job_marks_its_finding_notified_and_an_unprocessed_one_is_said() {
-    let (env, proxy) = env_with_proxy("finding-notified", true).await;
+    let (mut env, proxy) = env_with_proxy("finding-notified", true).await;
+    let (user, keys) = env.user_with_keys("breakglass", 1).await;
+    env.config.protect.users = vec!["*-breakglass".into()];
     let worker = env.worker().await;
-    let (user, _) = env.user_with_keys("u", 1).await;
-    let (_, other_keys) = env.user_with_keys("other", 1).await;
     let id = new_id();
+    import_finding(&env.clients, &id, &keys[0], &user).await;
 
-    // The finding names a user who does not own the key: owner_mismatch.
+    // The finding is about a protected user's key: rejected, and a person is told.
     let report = env
-        .handle_job(
-            &worker,
-            env.deliver(&finding(&id, &other_keys[0], &user)).await,
-        )
+        .handle_job(&worker, env.deliver(&finding(&id, &keys[0], &user)).await)
         .await;
-    assert_eq!(report.outcome, Outcome::Rejected(Reason::OwnerMismatch));
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::Protected));
     let sent = updates(&proxy);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["Workflow"], json!({"Status": "NOTIFIED"}));
@@ -101,6 +100,7 @@ async fn a_rejected_job_marks_its_finding_notified_and_an_unprocessed_one_is_sai
     // Security Hub does not process the next one: said and logged; the outcome stands.
     let (user2, keys2) = env.user_with_keys("v", 1).await;
     let id2 = new_id();
+    import_finding(&env.clients, &id2, &keys2[0], &user2).await;
     proxy.set_fault_matching(&[BATCH_UPDATE.to_owned()], answer(Some(&id2)));
     let report = env
         .handle_job(
@@ -113,6 +113,59 @@ async fn a_rejected_job_marks_its_finding_notified_and_an_unprocessed_one_is_sai
         report.facts.finding_update.as_deref(),
         Some("Security Hub not updated: FindingNotFound: Finding not found")
     );
+}
+
+/// A producer sends a finding-shaped body that names a real finding of Security Hub
+/// (its ARN) with another key, to get that finding closed: the worker reads the finding
+/// back, sees it names another key, and leaves it as it is. A finding of another account
+/// is never marked either.
+#[tokio::test]
+async fn a_forged_finding_closes_no_other_finding() {
+    let (env, proxy) = env_with_proxy("finding-forged", true).await;
+    let worker = env.worker().await;
+    let (victim, victim_keys) = env.user_with_keys("victim", 1).await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    let real = new_id();
+    import_finding(&env.clients, &real, &victim_keys[0], &victim).await;
+
+    let report = env
+        .handle_job(&worker, env.deliver(&finding(&real, &keys[0], &user)).await)
+        .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Deactivated,
+        "the key it names is revoked"
+    );
+    assert_eq!(
+        report.facts.finding_update.as_deref(),
+        Some(
+            format!(
+                "Security Hub not updated: the finding does not name access key {}",
+                keys[0]
+            )
+            .as_str()
+        )
+    );
+    assert!(updates(&proxy).is_empty(), "no BatchUpdateFindings");
+
+    // The finding's ARN names another account than the job acts in.
+    let mut body: Value = serde_json::from_str(&finding(&new_id(), &keys[0], &user)).unwrap();
+    body["detail"]["arn"] = json!(
+        "arn:aws:guardduty:us-east-1:444455556666:detector/12abc34d567e8fa901bc2d34e56789f0/finding/x1"
+    );
+    let report = env
+        .handle_job(&worker, env.deliver(&body.to_string()).await)
+        .await;
+    assert!(
+        report
+            .facts
+            .finding_update
+            .as_deref()
+            .is_some_and(|u| u.contains("the finding is in account 444455556666")),
+        "{:?}",
+        report.facts.finding_update
+    );
+    assert!(updates(&proxy).is_empty());
 }
 
 #[tokio::test]

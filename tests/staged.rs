@@ -11,69 +11,15 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_iam::types::StatusType;
-use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode, ScheduleState};
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::{queue_arn, TestEnv};
 use iam_key_revoker::cli::restore::{restore, Request, RestoreError};
-use iam_key_revoker::staging::{parse_at_expression, schedule_name};
+use iam_key_revoker::staging::parse_at_expression;
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::{json, Value};
 
-const ACCOUNT: &str = "123456789012";
-const ROLE: &str = "arn:aws:iam::123456789012:role/iam-key-revoker-scheduler";
-
-/// A test environment with a schedule group of its own, configured for staging.
-async fn staged_env(test: &str) -> (TestEnv, aws_sdk_scheduler::Client) {
-    let mut env = TestEnv::new(test).await;
-    let scheduler = aws_sdk_scheduler::Client::new(&env.clients.sdk);
-    let group = env
-        .name
-        .chars()
-        .rev()
-        .take(60)
-        .collect::<String>()
-        .chars()
-        .rev()
-        .collect::<String>();
-    scheduler
-        .create_schedule_group()
-        .name(&group)
-        .send()
-        .await
-        .expect("create the schedule group");
-    env.config.schedule.group_name = group;
-    env.config.schedule.role_arn = Some(ROLE.to_owned());
-    (env, scheduler)
-}
-
-async fn schedule(
-    env: &TestEnv,
-    scheduler: &aws_sdk_scheduler::Client,
-    key: &str,
-) -> Option<GetScheduleOutput> {
-    scheduler
-        .get_schedule()
-        .group_name(&env.config.schedule.group_name)
-        .name(schedule_name(ACCOUNT, key))
-        .send()
-        .await
-        .ok()
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn staging(request_id: &str, user: &str, key: &str, after: &str) -> String {
-    json!({"request_id": request_id, "user_name": user, "access_key_id": key,
-           "action": "deactivate", "delete_after": after, "reason": "suspected leak",
-           "requested_by": "soc", "batch_id": "b-7"})
-    .to_string()
-}
+use common::staging::{now_secs, schedule, staged_env, staging, ACCOUNT, ROLE};
 
 #[tokio::test]
 async fn a_staged_key_is_deactivated_now_and_its_scheduled_delete_deletes_it_later() {
@@ -139,7 +85,17 @@ async fn a_staged_key_is_deactivated_now_and_its_scheduled_delete_deletes_it_lat
     let retry = target.retry_policy().expect("a retry policy");
     assert_eq!(retry.maximum_event_age_in_seconds(), Some(86_400));
     assert_eq!(retry.maximum_retry_attempts(), Some(185));
-    let input: Value = serde_json::from_str(target.input().unwrap()).unwrap();
+    let mut input: Value = serde_json::from_str(target.input().unwrap()).unwrap();
+    // The delete carries its due time: a copy far later is cancelled.
+    let continuation = input
+        .as_object_mut()
+        .unwrap()
+        .remove("continuation")
+        .unwrap();
+    assert_eq!(
+        continuation,
+        json!({"deliveries": 0, "keys": [{"access_key_id": keys[0]}], "due_at": due})
+    );
     assert_eq!(
         input,
         json!({"request_id": "st-1.delete", "user_name": user, "access_key_id": keys[0],
@@ -433,8 +389,12 @@ async fn offboarding_stages_every_key_of_the_user_with_a_schedule_each() {
     );
 }
 
+/// A staged job that is no valid job changes nothing. One whose delete cannot be
+/// scheduled (a time already past, a worker without staged revocation) deactivates its
+/// key all the same (deactivation never waits on Scheduler) and is dead-lettered for a
+/// person, the change in its detail.
 #[tokio::test]
-async fn staged_jobs_it_cannot_carry_out_change_nothing() {
+async fn staged_jobs_it_cannot_schedule_deactivate_and_are_dead_lettered() {
     let (env, _scheduler) = staged_env("staged-invalid").await;
     let worker = env.worker().await;
     let (user, keys) = env.user_with_keys("u", 1).await;
@@ -443,8 +403,6 @@ async fn staged_jobs_it_cannot_carry_out_change_nothing() {
         json!({"request_id": "si-1", "user_name": user, "access_key_id": keys[0], "delete_after": "30d"}),
         json!({"request_id": "si-2", "user_name": user, "access_key_id": keys[0], "action": "delete", "delete_after": "30d"}),
         json!({"request_id": "si-3", "user_name": user, "access_key_id": keys[0], "action": "deactivate", "delete_after": "soon"}),
-        // A time already past.
-        json!({"request_id": "si-4", "user_name": user, "access_key_id": keys[0], "action": "deactivate", "delete_after": "2020-01-01T00:00:00Z"}),
         json!({"request_id": "si-5", "user_name": user, "access_key_id": keys[0], "action": "deactivate", "delete_after": "30d", "require_status": "Inactive"}),
     ] {
         let report = worker.handle(env.deliver(&body.to_string()).await).await;
@@ -454,7 +412,24 @@ async fn staged_jobs_it_cannot_carry_out_change_nothing() {
             "{body}"
         );
     }
-    // A worker without schedule.role_arn cannot stage: it changes nothing.
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Active)
+    );
+    // A time already past, on a first delivery.
+    let past = json!({"request_id": "si-4", "user_name": user, "access_key_id": keys[0], "action": "deactivate", "delete_after": "2020-01-01T00:00:00Z"});
+    let report = worker.handle(env.deliver(&past.to_string()).await).await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::InvalidMessage));
+    let detail = report.detail.unwrap();
+    assert!(
+        detail.contains("1 key(s) changed") && detail.contains("no delete is scheduled"),
+        "{detail}"
+    );
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Inactive)
+    );
+    // A worker without schedule.role_arn cannot stage: it deactivates all the same.
     let mut unconfigured = TestEnv::new("staged-unconfigured").await;
     unconfigured.config.schedule.role_arn = None;
     let (user2, keys2) = unconfigured.user_with_keys("u", 1).await;
@@ -470,13 +445,10 @@ async fn staged_jobs_it_cannot_carry_out_change_nothing() {
     assert_eq!(report.outcome, Outcome::Rejected(Reason::InvalidMessage));
     assert!(report.detail.unwrap().contains("schedule.role_arn"));
     assert_eq!(
-        env.key_status(&user, &keys[0]).await,
-        Some(StatusType::Active)
-    );
-    assert_eq!(
         unconfigured.key_status(&user2, &keys2[0]).await,
-        Some(StatusType::Active)
+        Some(StatusType::Inactive)
     );
+    assert_eq!(unconfigured.dead_letters().await.len(), 1);
 }
 
 #[tokio::test]

@@ -11,7 +11,17 @@ use aws_sdk_securityhub::types::{
     StringFilterComparison, WorkflowStatus, WorkflowUpdate,
 };
 
-use crate::aws::classify::AwsError;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::client::http::{
+    http_client_fn, HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
+
+use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::metrics::RequestCounter;
 
@@ -97,19 +107,53 @@ pub fn client(sdk: &SdkConfig, region: &str) -> aws_sdk_securityhub::Client {
 }
 
 /// Whether Security Hub holds `finding` and it names access key `key` (`GetFindings` by
-/// its `Id` and `ProductArn`): a finding is marked only when it is about the key the job
-/// revoked, so that a forged event cannot close another finding. A GuardDuty finding
-/// about a key lists it among its `Resources` as type `AwsIamAccessKey`, whose `Id` ends
-/// with the key id (`AWS::IAM::AccessKey:AKIA…`); `Details.AwsIamAccessKey.AccessKeyId`
-/// names it too where present (Security Hub User Guide, "AwsIamAccessKey"). `None`: no
-/// such finding.
+/// its `Id` and `ProductArn`, with `sdk`'s credentials, in the finding's Region): a finding
+/// is marked only when it is about the key the job revoked, so that a forged event cannot
+/// close another finding. A GuardDuty finding about a key lists it among its `Resources`
+/// as type `AwsIamAccessKey`, whose `Id` ends with the key id
+/// (`AWS::IAM::AccessKey:AKIA…`); `Details.AwsIamAccessKey.AccessKeyId` names it too where
+/// present (Security Hub User Guide, "AwsIamAccessKey"). `None`: no such finding.
+///
+/// The answer is read as JSON where it arrives ([`ReadBack`]): the SDK's deserializer of
+/// the finding format (hundreds of resource types) needs more than 8 MiB of stack in a
+/// debug build, and the worker needs only these few fields.
 pub async fn names_key(
-    client: &aws_sdk_securityhub::Client,
+    sdk: &SdkConfig,
     policy: &BackoffPolicy,
     finding: &FindingRef,
     key: &str,
     retries: &RetryCounter,
 ) -> Result<Option<bool>, AwsError> {
+    let Some(http) = sdk.http_client() else {
+        return Err(AwsError {
+            operation: "GetFindings",
+            class: ErrorClass::Permanent,
+            code: None,
+            message: "no HTTP client configured".to_owned(),
+            unanswered: false,
+        });
+    };
+    let want = Arc::new(Wanted {
+        finding: finding.arn.clone(),
+        key: key.to_owned(),
+        seen: Mutex::new(None),
+    });
+    let read_back = {
+        let want = Arc::clone(&want);
+        http_client_fn(move |settings, components| {
+            SharedHttpConnector::new(ReadBack {
+                inner: http.http_connector(settings, components),
+                want: Arc::clone(&want),
+            })
+        })
+    };
+    let client = aws_sdk_securityhub::Client::from_conf(
+        aws_sdk_securityhub::config::Builder::from(sdk)
+            .region(Region::new(finding.region.clone()))
+            .http_client(read_back)
+            .interceptor(RequestCounter)
+            .build(),
+    );
     let filter = |value: String| {
         StringFilter::builder()
             .comparison(StringFilterComparison::Equals)
@@ -134,21 +178,7 @@ pub async fn names_key(
                 .map_err(|e| AwsError::from_sdk("GetFindings", e))
         })
         .await?;
-        if let Some(found) = out
-            .findings()
-            .iter()
-            .find(|f| f.id() == Some(finding.arn.as_str()))
-        {
-            let named = found.resources().iter().any(|r| {
-                r.r#type() == Some("AwsIamAccessKey")
-                    && (r
-                        .id()
-                        .is_some_and(|id| id == key || id.ends_with(&format!(":{key}")))
-                        || r.details()
-                            .and_then(|d| d.aws_iam_access_key())
-                            .and_then(|k| k.access_key_id())
-                            == Some(key))
-            });
+        if let Some(named) = *want.seen.lock().unwrap_or_else(|p| p.into_inner()) {
             return Ok(Some(named));
         }
         match out.next_token() {
@@ -157,6 +187,85 @@ pub async fn names_key(
         }
     }
     Ok(None)
+}
+
+/// The finding `names_key` looks for, and what it saw.
+#[derive(Debug)]
+struct Wanted {
+    finding: String,
+    key: String,
+    /// `Some(names the key)` once the finding was in an answer.
+    seen: Mutex<Option<bool>>,
+}
+
+impl Wanted {
+    /// Reads a `GetFindings` answer: notes whether it holds the finding and whether it
+    /// names the key, and returns the answer without its findings (its `NextToken` kept).
+    fn read(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let found = value["Findings"]
+            .as_array()?
+            .iter()
+            .find(|f| f["Id"].as_str() == Some(self.finding.as_str()));
+        if let Some(found) = found {
+            let suffix = format!(":{}", self.key);
+            let named = found["Resources"].as_array().is_some_and(|resources| {
+                resources.iter().any(|r| {
+                    r["Type"] == "AwsIamAccessKey"
+                        && (r["Id"]
+                            .as_str()
+                            .is_some_and(|id| id == self.key || id.ends_with(&suffix))
+                            || r["Details"]["AwsIamAccessKey"]["AccessKeyId"].as_str()
+                                == Some(self.key.as_str()))
+                })
+            });
+            *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(named);
+        }
+        let mut trimmed = serde_json::json!({ "Findings": [] });
+        if let Some(token) = value.get("NextToken").filter(|t| t.is_string()) {
+            trimmed["NextToken"] = token.clone();
+        }
+        Some(trimmed.to_string().into_bytes())
+    }
+}
+
+/// The HTTP connector of `names_key`'s client: the shared one, with each successful
+/// answer read by [`Wanted::read`] before the SDK sees it.
+#[derive(Debug)]
+struct ReadBack {
+    inner: SharedHttpConnector,
+    want: Arc<Wanted>,
+}
+
+impl HttpConnector for ReadBack {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let sent = self.inner.call(request);
+        let want = Arc::clone(&self.want);
+        HttpConnectorFuture::new(async move {
+            let response = sent.await?;
+            if !response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status();
+            let headers: Vec<(String, String)> = response
+                .headers()
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect();
+            let body = ByteStream::new(response.into_body())
+                .collect()
+                .await
+                .map_err(|e| ConnectorError::io(e.into()))?
+                .into_bytes();
+            let body = want.read(&body).unwrap_or_else(|| body.to_vec());
+            let mut trimmed = HttpResponse::new(status, SdkBody::from(body));
+            for (name, value) in headers {
+                trimmed.headers_mut().append(name, value);
+            }
+            Ok(trimmed)
+        })
+    }
 }
 
 /// Marks `finding` with `workflow` and `note` through `client` (in the finding's account

@@ -76,7 +76,14 @@ impl Worker {
             .first()
             .map(String::as_str)
             .unwrap_or("");
-        match findings::names_key(&client, self.sqs.policy(), &finding, key, retries).await {
+        let named = Box::pin(findings::names_key(
+            &sdk,
+            self.sqs.policy(),
+            &finding,
+            key,
+            retries,
+        ));
+        match named.await {
             Ok(Some(true)) => {}
             Ok(named) => {
                 metrics::finding_updated("refused");
@@ -93,16 +100,16 @@ impl Worker {
                 return Some(format!("Security Hub not updated: {e}"));
             }
         }
-        match findings::update(
+        let summary = report.summary();
+        let updated = Box::pin(findings::update(
             &client,
             self.sqs.policy(),
             &finding,
             workflow,
-            &report.summary(),
+            &summary,
             retries,
-        )
-        .await
-        {
+        ));
+        match updated.await {
             Ok(None) => {
                 metrics::finding_updated("ok");
                 tracing::info!(request_id, finding_arn = %finding.arn, workflow = workflow.as_str(), "Security Hub finding updated");

@@ -203,7 +203,8 @@ impl Worker {
             started.elapsed(),
         );
         // After the message is settled: the finding follows the outcome, never leads it.
-        report.facts.finding_update = self.close_finding(&report, &retries).await;
+        // On the heap: Security Hub's calls are kilobytes of future, rarely needed.
+        report.facts.finding_update = Box::pin(self.close_finding(&report, &retries)).await;
         self.record(&report, delivery, decided_at_ms);
         report
     }
@@ -217,7 +218,8 @@ impl Worker {
         };
         let mut facts = self.facts_of(&job).await;
         if !job.parts.is_empty() {
-            if let Err(decision) = self.send_parts(&job, message, delivery, retries).await {
+            let sent = Box::pin(self.send_parts(&job, message, delivery, retries)).await;
+            if let Err(decision) = sent {
                 return Worked {
                     decision,
                     facts,
@@ -295,7 +297,7 @@ impl Worker {
             };
         }
         let job = match intake::read(body, &self.intake) {
-            Ok(Intake::Job(job)) => match self.believe(job, retries).await {
+            Ok(Intake::Job(job)) => match Box::pin(self.believe(job, retries)).await {
                 Ok(job) => job,
                 Err(decision) => return decided(decision, JobFacts::salvaged(body)),
             },
@@ -380,7 +382,7 @@ impl Worker {
         delivery: Delivery,
         retries: &RetryCounter,
     ) -> Revocation {
-        let revocation = self.revoke_in(job, message, delivery, retries).await;
+        let revocation = Box::pin(self.revoke_in(job, message, delivery, retries)).await;
         let Some(account) = revocation.elsewhere.clone() else {
             return revocation;
         };
@@ -394,7 +396,8 @@ impl Worker {
                     account_id: Some(account.clone()),
                     ..job.clone()
                 };
-                let mut revocation = self.revoke_in(&there, message, delivery, retries).await;
+                let mut revocation =
+                    Box::pin(self.revoke_in(&there, message, delivery, retries)).await;
                 revocation.learnt.account_id = Some(account);
                 revocation
             }

@@ -30,3 +30,59 @@ pub fn guardduty_finding(id: &str, key: &str, user: &str) -> String {
     })
     .to_string()
 }
+
+/// Puts GuardDuty finding `id` about `user`'s access key `key` into Security Hub, as
+/// GuardDuty's integration does (AWS Security Finding Format: the key is a resource of
+/// type `AwsIamAccessKey` whose `Id` is `AWS::IAM::AccessKey:<key>`; Security Hub User
+/// Guide, "AwsIamAccessKey"), so that the worker can read it back.
+pub async fn import_finding(
+    clients: &iam_key_revoker::aws::clients::Clients,
+    id: &str,
+    key: &str,
+    user: &str,
+) {
+    use aws_sdk_securityhub::types::{
+        AwsIamAccessKeyDetails, AwsSecurityFinding, Resource, ResourceDetails, Severity,
+    };
+    let hub = aws_sdk_securityhub::Client::new(&clients.sdk);
+    let finding = AwsSecurityFinding::builder()
+        .schema_version("2018-10-08")
+        .id(finding_arn(id))
+        .product_arn("arn:aws:securityhub:us-east-1::product/aws/guardduty")
+        .generator_id(
+            "arn:aws:guardduty:us-east-1:123456789012:detector/12abc34d567e8fa901bc2d34e56789f0",
+        )
+        .aws_account_id(ACCOUNT)
+        .types("TTPs/Initial Access/UnauthorizedAccess:IAMUser-MaliciousIPCaller")
+        .created_at("2026-11-30T08:55:11.000Z")
+        .updated_at("2026-11-30T08:55:11.000Z")
+        .severity(Severity::builder().normalized(80).build())
+        .title("API was invoked from a known malicious IP address")
+        .description("An API was used to access a resource from a known malicious IP address.")
+        .resources(
+            Resource::builder()
+                .r#type("AwsIamAccessKey")
+                .id(format!("AWS::IAM::AccessKey:{key}"))
+                .partition(aws_sdk_securityhub::types::Partition::Aws)
+                .region("us-east-1")
+                .details(
+                    ResourceDetails::builder()
+                        .aws_iam_access_key(
+                            AwsIamAccessKeyDetails::builder()
+                                .principal_name(user)
+                                .principal_type("IAMUser")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let out = hub
+        .batch_import_findings()
+        .findings(finding)
+        .send()
+        .await
+        .expect("import the finding");
+    assert_eq!(out.failed_count(), Some(0), "{:?}", out.failed_findings());
+}

@@ -11,6 +11,7 @@ pub mod cfn;
 pub mod events;
 pub mod process;
 pub mod proxy;
+pub mod staging;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
