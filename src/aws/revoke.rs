@@ -13,7 +13,7 @@
 //! - All keys: `ListAccessKeys` (paginated), then act on each.
 
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::home::Home;
+use crate::aws::home::{Home, KeyHome};
 use crate::aws::iam::{Iam, LastUsed, Written};
 use crate::aws::retry::RetryCounter;
 use crate::aws::verdict::{all_keys, named_key, place, Owner, Placed, Seen, Verdict};
@@ -299,7 +299,21 @@ impl Iam {
         };
         match named_key(key, user, seen, key_home.as_ref()) {
             // Still listed right after NoSuchEntity: IAM is settling too.
-            Verdict::Act(_) | Verdict::Propagating => Err(inconsistent(key)),
+            Verdict::Act(_) => Err(inconsistent(key)),
+            // IAM names this user as the owner of a key it says the user does not hold:
+            // settling, unless the key is not this account's at all.
+            Verdict::Propagating => match home.of(key, retries).await? {
+                KeyHome::Elsewhere(account) => Ok(IamResult {
+                    elsewhere: Some(account.clone()),
+                    ..IamResult::rejected(
+                        Reason::OtherAccount,
+                        other_account(key, &account, home),
+                        Some(user),
+                        Some(key),
+                    )
+                }),
+                _ => Err(inconsistent(key)),
+            },
             Verdict::Absent => Ok(IamResult::absent(Some(user), vec![key.to_owned()])),
             Verdict::Refuse(reason, detail) => {
                 Ok(IamResult::rejected(reason, detail, Some(user), Some(key)))

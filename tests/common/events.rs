@@ -86,3 +86,24 @@ pub async fn import_finding(
         .expect("import the finding");
     assert_eq!(out.failed_count(), Some(0), "{:?}", out.failed_findings());
 }
+
+/// An AWS Health credential-exposure event naming `keys` in the emulator's account
+/// ("Reference: AWS Health events Amazon EventBridge schema", AWS Health User Guide).
+pub fn health_event(id: &str, keys: &[&str]) -> String {
+    let entities: Vec<serde_json::Value> =
+        keys.iter().map(|k| json!({ "entityValue": k })).collect();
+    json!({
+        "version": "0", "id": id, "detail-type": "AWS Health Event", "source": "aws.health",
+        "account": ACCOUNT, "time": "2026-11-28T06:27:57Z", "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventArn": format!("arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/AWS_RISK_CREDENTIALS_EXPOSED_{id}"),
+            "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED",
+            "eventTypeCategory": "issue", "startTime": "Sat, 28 Nov 2026 06:10:09 GMT",
+            "eventDescription": [{"language": "en_US",
+                "latestDescription": "Your AWS Access Key was found publicly available on GitHub."}],
+            "affectedEntities": entities
+        }
+    })
+    .to_string()
+}
