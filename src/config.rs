@@ -1,9 +1,7 @@
 //! Configuration: declared once as serde structs, loaded from a TOML file with
-//! `IAM_KEY_REVOKER__<SECTION>__<KEY>` environment overrides, and validated before
-//! anything else starts. Every error names the key it is about.
-//!
-//! `config/default.toml` documents every key with its default; the defaults below are
-//! the single source of those values and a test keeps the two in step.
+//! `IAM_KEY_REVOKER__<SECTION>__<KEY>` environment overrides, validated before anything
+//! else starts; every error names its key. `config/default.toml` documents every key with
+//! its default; the defaults here are their one source, a test keeps the two in step.
 
 use std::path::Path;
 
@@ -339,10 +337,8 @@ impl Default for ScheduleSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsSection {
-    /// Seconds added to a revocation's time for its session cut-off: IAM takes time to
-    /// propagate a deleted key (eventual consistency), and a session minted with it in
-    /// that time is cut off too. Its cost: the user's own temporary credentials issued
-    /// within the margin are denied as well. At most 3600.
+    /// Seconds added to a revocation's time for its session cut-off, for IAM's propagation
+    /// (README, "Revoking sessions", says its cost). At most 3600.
     pub margin_seconds: u32,
 }
 
@@ -357,10 +353,8 @@ impl Default for SessionsSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContinuationSection {
-    /// The KMS HMAC key (id, ARN or alias; `HMAC_256`, `GENERATE_VERIFY_MAC`) that MACs the
-    /// messages the worker sends itself; only the worker's role should be allowed
-    /// `kms:GenerateMac` on it. Unset: the worker cannot tell its own messages from a
-    /// producer's, believes no continuation's claims and hands no job on.
+    /// The KMS HMAC key (id, ARN or alias) that MACs the messages the worker sends itself
+    /// (README, "Continuations"). Unset: no continuation's claims are believed.
     pub mac_key_id: Option<String>,
 }
 
@@ -371,21 +365,9 @@ pub struct QuarantineSection {
     pub policy_arn: String,
 }
 
-/// AWS's newest quarantine policy, the kind AWS attaches itself when it finds a user's
-/// key exposed (AWS Managed Policy Reference, "AWSCompromisedKeyQuarantineV4", created
-/// November 2026; V3, V2 and the first remain). In another partition the worker uses
-/// the same policy there ([`quarantine_policy_in`]).
+/// AWS's newest quarantine policy (AWS Managed Policy Reference,
+/// "AWSCompromisedKeyQuarantineV4", November 2026), in the worker's partition at run time.
 pub const QUARANTINE_POLICY_ARN: &str = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV4";
-
-/// `policy_arn` in `partition`: AWS's own managed policies (`arn:aws:iam::aws:policy/…`)
-/// exist in each partition under its name (`aws-cn`, `aws-us-gov`); a customer managed
-/// policy's ARN is kept as configured.
-pub fn quarantine_policy_in(policy_arn: &str, partition: &str) -> String {
-    match policy_arn.strip_prefix("arn:aws:iam::aws:policy/") {
-        Some(name) => format!("arn:{partition}:iam::aws:policy/{name}"),
-        None => policy_arn.to_owned(),
-    }
-}
 
 impl Default for QuarantineSection {
     fn default() -> Self {
@@ -522,20 +504,8 @@ impl Config {
         self.quarantine.validate()?;
         self.activity.validate()?;
         self.schedule.validate()?;
-        if self.sessions.margin_seconds > 3600 {
-            return Err(invalid(
-                "sessions.margin_seconds",
-                format!("must be at most 3600, not {}", self.sessions.margin_seconds),
-            ));
-        }
-        if let Some(key) = &self.continuation.mac_key_id {
-            if key.is_empty() || key.len() > 2048 || key.chars().any(char::is_whitespace) {
-                return Err(invalid(
-                    "continuation.mac_key_id",
-                    format!("must be a KMS key id, key ARN or alias, not {key:?}"),
-                ));
-            }
-        }
+        self.sessions.validate()?;
+        self.continuation.validate()?;
         if intake.delete_after.is_some() && self.schedule.role_arn.is_none() {
             return Err(invalid(
                 "intake.delete_after",
@@ -625,16 +595,6 @@ fn load_error(errors: figment::Error) -> ConfigError {
         })
         .collect();
     ConfigError::Load(lines.join("; "))
-}
-
-pub(crate) fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => Err(invalid(key, format!("must be an http(s) URL, not {url:?}"))),
-    }
 }
 
 #[cfg(test)]

@@ -6,14 +6,61 @@ use std::time::Duration;
 
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
-    check_url, invalid, ActivitySection, AwsSection, ConfigError, CrossAccountSection, IamSection,
-    IntakeSection, MetricsSection, ProtectSection, QuarantineSection, ResultsSection, RetrySection,
-    ScheduleSection, SqsSection, WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
+    invalid, ActivitySection, AwsSection, ConfigError, ContinuationSection, CrossAccountSection,
+    IamSection, IntakeSection, MetricsSection, ProtectSection, QuarantineSection, ResultsSection,
+    RetrySection, ScheduleSection, SessionsSection, SqsSection, WorkerSection,
+    SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
 use crate::intake::IntakeRules;
 use crate::job::Action;
 use crate::job::{is_account_id, is_iam_name};
+
+pub(crate) fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(invalid(key, format!("must be an http(s) URL, not {url:?}"))),
+    }
+}
+
+/// `policy_arn` in `partition`: AWS's own managed policies (`arn:aws:iam::aws:policy/…`)
+/// exist in each partition under their name (`aws-cn`, `aws-us-gov`); a customer managed
+/// policy's ARN is kept as configured.
+pub fn quarantine_policy_in(policy_arn: &str, partition: &str) -> String {
+    match policy_arn.strip_prefix("arn:aws:iam::aws:policy/") {
+        Some(name) => format!("arn:{partition}:iam::aws:policy/{name}"),
+        None => policy_arn.to_owned(),
+    }
+}
+
+impl SessionsSection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.margin_seconds > 3600 {
+            return Err(invalid(
+                "sessions.margin_seconds",
+                format!("must be at most 3600, not {}", self.margin_seconds),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ContinuationSection {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.mac_key_id {
+            if key.is_empty() || key.len() > 2048 || key.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "continuation.mac_key_id",
+                    format!("must be a KMS key id, key ARN or alias, not {key:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 impl AwsSection {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {

@@ -13,6 +13,7 @@ pub mod home;
 pub mod iam;
 pub mod mac;
 pub mod notify;
+pub mod placement;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod retry;

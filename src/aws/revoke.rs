@@ -14,109 +14,13 @@
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::home::{Home, KeyHome};
-use crate::aws::iam::{Iam, LastUsed, Written};
+use crate::aws::iam::{Iam, Written};
+pub use crate::aws::placement::Placement;
 use crate::aws::retry::RetryCounter;
-use crate::aws::verdict::{all_keys, named_key, place, Owner, Placed, Seen, Verdict};
+use crate::aws::verdict::{all_keys, named_key, revoked, Owner, Placed, Seen, Verdict};
+pub use crate::aws::verdict::{Effect, IamResult};
 use crate::job::{Action, Job, OwnerSource, Target};
 use crate::outcome::{KeyResult, Reason};
-
-/// What the IAM step decided.
-#[derive(Debug, Clone)]
-pub enum Effect {
-    /// The action was applied (or the key was already in the asked-for state).
-    Revoked,
-    /// The key or user does not exist.
-    AlreadyAbsent,
-    /// The key's status is not the one the job required; nothing was changed.
-    Cancelled(String),
-    /// Nothing was changed, for this reason.
-    Rejected(Reason, String),
-    /// An AWS error ended the step (transient past its backoff, the worker's credentials,
-    /// or permanent). `keys_changed` says what was done before it (all-keys jobs).
-    Failed(AwsError),
-}
-
-/// The IAM step's result, with what it learnt for the audit line.
-#[derive(Debug, Clone)]
-pub struct IamResult {
-    pub effect: Effect,
-    /// The user acted on (the owner IAM reported, for key-only jobs).
-    pub user_name: Option<String>,
-    /// The key(s) concerned.
-    pub access_key_ids: Vec<String>,
-    /// How many keys this job actually changed.
-    pub keys_changed: usize,
-    /// Each key's last use, where IAM was asked for its owner anyway.
-    pub last_used: Vec<LastUsed>,
-    /// Each key's owner and result, for every job that names keys alone (one key too):
-    /// what a continuation carries on.
-    pub per_key: Vec<KeyResult>,
-    /// The account STS says the job's one key belongs to, when that is not the account
-    /// the job acted in (README, "Which account"): the job may be worked there.
-    pub elsewhere: Option<String>,
-}
-
-impl IamResult {
-    pub(crate) fn rejected(
-        reason: Reason,
-        detail: String,
-        user_name: Option<&str>,
-        key: Option<&str>,
-    ) -> Self {
-        Self {
-            effect: Effect::Rejected(reason, detail),
-            user_name: user_name.map(str::to_owned),
-            access_key_ids: key.map(str::to_owned).into_iter().collect(),
-            keys_changed: 0,
-            last_used: Vec::new(),
-            per_key: Vec::new(),
-            elsewhere: None,
-        }
-    }
-
-    pub(crate) fn absent(user_name: Option<&str>, keys: Vec<String>) -> Self {
-        Self {
-            effect: Effect::AlreadyAbsent,
-            user_name: user_name.map(str::to_owned),
-            access_key_ids: keys,
-            keys_changed: 0,
-            last_used: Vec::new(),
-            per_key: Vec::new(),
-            elsewhere: None,
-        }
-    }
-
-    pub(crate) fn with_keys(mut self, keys: &[String]) -> Self {
-        self.access_key_ids = keys.to_vec();
-        self
-    }
-
-    /// The users whose keys the job concerned: the one user, or each key's owner.
-    pub fn users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.user_name.iter().cloned().collect();
-        for key in &self.per_key {
-            let concerned = matches!(key.result, "deleted" | "deactivated" | "already_absent");
-            if concerned
-                && !key.user_name.is_empty()
-                && !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name))
-            {
-                users.push(key.user_name.clone());
-            }
-        }
-        users
-    }
-}
-
-/// Where the keys of a job that names keys alone stand before any write.
-#[derive(Debug, Default)]
-pub struct Placement {
-    places: Vec<(String, Placed)>,
-    /// Each key's last use, where IAM was asked for its owner.
-    pub last_used: Vec<LastUsed>,
-    /// The owners IAM's lookup named (key, user): once such a key is deleted, IAM can no
-    /// longer name them.
-    pub looked_up: Vec<(String, String)>,
-}
 
 /// What became of one key of a job that names keys alone.
 enum KeyEnd {
@@ -135,11 +39,6 @@ impl Iam {
     /// Access denied becomes `Rejected(access_denied)`; any other AWS error that ends the
     /// step is [`Effect::Failed`], with what was changed before it.
     pub async fn revoke(&self, job: &Job, home: &Home, retries: &RetryCounter) -> IamResult {
-        if job.require_inactive {
-            return self
-                .revoke_required(job, home, std::future::ready(Ok(None)), retries)
-                .await;
-        }
         let result = match &job.target {
             Target::Key {
                 access_key_id,
@@ -167,92 +66,9 @@ impl Iam {
         }
     }
 
-    /// A job that requires its key `Inactive` (the scheduled delete of a staged
-    /// revocation; such a job names its user): the owner's key list: a key listed `Active`
-    /// ends the job `cancelled` with nothing changed (a person restored it); a key not
-    /// listed is absent; for an `Inactive` key, `still_staged` is asked right before the
-    /// write (`Some(why)`: the staging was undone, `cancelled`), then the job's action. IAM
-    /// has no conditional delete: a reactivation between the list and the delete is not
-    /// seen (README, "Required status", says how long that can be).
-    pub async fn revoke_required(
-        &self,
-        job: &Job,
-        home: &Home,
-        still_staged: impl std::future::Future<Output = Result<Option<String>, AwsError>>,
-        retries: &RetryCounter,
-    ) -> IamResult {
-        let Target::Key {
-            access_key_id: key, ..
-        } = &job.target
-        else {
-            // Parsing refuses such a job: require_status names one key.
-            return IamResult::rejected(
-                Reason::InvalidMessage,
-                "require_status needs one access_key_id".to_owned(),
-                job.user_name(),
-                None,
-            );
-        };
-        match self
-            .if_inactive(job, key, home, still_staged, retries)
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => self.failed(job, e),
-        }
-    }
-
-    async fn if_inactive(
-        &self,
-        job: &Job,
-        key: &str,
-        home: &Home,
-        still_staged: impl std::future::Future<Output = Result<Option<String>, AwsError>>,
-        retries: &RetryCounter,
-    ) -> Result<IamResult, AwsError> {
-        let Some(user) = job.user_name().map(str::to_owned) else {
-            // Parsing refuses such a job; never act on a key whose status was not read.
-            return Ok(IamResult::rejected(
-                Reason::InvalidMessage,
-                "require_status needs user_name".to_owned(),
-                None,
-                Some(key),
-            ));
-        };
-        if self.protection.user(&user) {
-            let detail = format!("access key {key} belongs to protected user {user}");
-            return Ok(IamResult::rejected(
-                Reason::Protected,
-                detail,
-                Some(&user),
-                Some(key),
-            ));
-        }
-        let cancelled = |detail: String| IamResult {
-            effect: Effect::Cancelled(detail),
-            ..IamResult::absent(Some(&user), vec![key.to_owned()])
-        };
-        let listed = self.list_keys(&user, retries).await?;
-        match listed.unwrap_or_default().iter().find(|k| k.id == key) {
-            None => self.not_the_users(&user, key, home, retries).await,
-            Some(listed) if listed.active => Ok(cancelled(format!(
-                "access key {key} of {user} is Active again, not Inactive as the job requires: left alone"
-            ))),
-            Some(_) => match still_staged.await? {
-                Some(why) => Ok(cancelled(format!(
-                    "access key {key} of {user} left alone: {why}"
-                ))),
-                None => {
-                    self.revoke_named(&user, key, job.action, home, retries)
-                        .await
-                }
-            },
-        }
-    }
-
     /// The result of a job an AWS error ended before it changed anything: access denied
     /// is `Rejected(access_denied)`, anything else [`Effect::Failed`].
-    fn failed(&self, job: &Job, e: AwsError) -> IamResult {
+    pub(crate) fn failed(&self, job: &Job, e: AwsError) -> IamResult {
         IamResult {
             effect: if e.is_access_denied() {
                 Effect::Rejected(Reason::AccessDenied, e.to_string())
@@ -268,7 +84,7 @@ impl Iam {
         }
     }
 
-    async fn revoke_named(
+    pub(crate) async fn revoke_named(
         &self,
         user: &str,
         key: &str,
@@ -285,7 +101,7 @@ impl Iam {
     /// IAM said `NoSuchEntity` to a write naming `user` and `key`. The user's own key list
     /// decides whether their key is gone; IAM's owner lookup only tells a key that is
     /// somebody else's (`owner_mismatch`) from one that is gone.
-    async fn not_the_users(
+    pub(crate) async fn not_the_users(
         &self,
         user: &str,
         key: &str,
@@ -352,101 +168,6 @@ impl Iam {
         }
     }
 
-    /// Where each key of a job that names keys alone stands, before any write: the
-    /// owner named by the job's source or found with `GetAccessKeyLastUsed` (and, for a
-    /// key IAM cannot place, the account STS says it belongs to). A protected key or
-    /// owner refuses that key only (README, "Security events": one protected key does
-    /// not shield the rest); for a job of one key that is the whole job (`Err`), with
-    /// nothing changed.
-    async fn place_keys(
-        &self,
-        job: &Job,
-        keys: &[String],
-        home: &Home,
-        retries: &RetryCounter,
-    ) -> Result<Result<Placement, Box<IamResult>>, AwsError> {
-        let event = job.origin.is_some();
-        let mut placement = Placement::default();
-        for key in keys {
-            let place = if self.protection.key(key) {
-                Placed::Unplaced(Reason::Protected, format!("access key {key} is protected"))
-            } else {
-                match job.known_owner(key) {
-                    Some(known) if known.source == OwnerSource::Learned => {
-                        Placed::Owner(known.user_name.clone())
-                    }
-                    Some(known) => Placed::Hinted(known.user_name.clone()),
-                    None => {
-                        let (owner, used) = self.owner(key, retries).await?;
-                        placement.last_used.extend(used);
-                        if let Owner::User(user) = &owner {
-                            placement.looked_up.push((key.clone(), user.clone()));
-                        }
-                        self.locate(key, owner, home, event, retries).await?
-                    }
-                }
-            };
-            let place = match place {
-                Placed::Owner(user) | Placed::Hinted(user) if self.protection.user(&user) => {
-                    Placed::Unplaced(
-                        Reason::Protected,
-                        format!("access key {key} belongs to protected user {user}"),
-                    )
-                }
-                place => place,
-            };
-            if let (1, Placed::Unplaced(Reason::Protected, detail)) = (keys.len(), &place) {
-                let named = match job.known_owner(key) {
-                    Some(known) => Some(known.user_name.as_str()),
-                    None => placement.looked_up.first().map(|(_, u)| u.as_str()),
-                };
-                return Ok(Err(Box::new(
-                    IamResult {
-                        last_used: placement.last_used,
-                        ..IamResult::rejected(Reason::Protected, detail.clone(), named, None)
-                    }
-                    .with_keys(keys),
-                )));
-            }
-            placement.places.push((key.clone(), place));
-        }
-        Ok(Ok(placement))
-    }
-
-    /// Where a key IAM's owner lookup answered for stands: STS is asked which account it
-    /// belongs to only when IAM could not place it.
-    pub(crate) async fn locate(
-        &self,
-        key: &str,
-        owner: Owner,
-        home: &Home,
-        event: bool,
-        retries: &RetryCounter,
-    ) -> Result<Placed, AwsError> {
-        let key_home = match &owner {
-            Owner::Unresolved(..) => Some(home.of(key, retries).await?),
-            Owner::User(_) => None,
-        };
-        Ok(place(key, owner, key_home.as_ref(), event))
-    }
-
-    /// Finds the owners of the keys `job` names alone, changing nothing: the first half
-    /// of [`Iam::revoke`] for such a job. `Err` is the job's result when it ends here
-    /// (a protected owner, an AWS failure).
-    pub async fn place(
-        &self,
-        job: &Job,
-        home: &Home,
-        retries: &RetryCounter,
-    ) -> Result<Placement, IamResult> {
-        let keys = job.access_key_ids();
-        match self.place_keys(job, &keys, home, retries).await {
-            Ok(Ok(placement)) => Ok(placement),
-            Ok(Err(refused)) => Err(*refused),
-            Err(e) => Err(self.failed(job, e)),
-        }
-    }
-
     /// The second half: revokes each placed key from its owner.
     pub async fn revoke_placement(
         &self,
@@ -467,7 +188,7 @@ impl Iam {
 
     /// Revokes each placed key from its owner; a failure on one key does not stop the
     /// next.
-    async fn revoke_placed(
+    pub(crate) async fn revoke_placed(
         &self,
         job: &Job,
         keys: &[String],
@@ -686,18 +407,6 @@ impl Iam {
         } else {
             Ok(revoked(user, present, changed))
         }
-    }
-}
-
-fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
-    IamResult {
-        effect: Effect::Revoked,
-        user_name: Some(user.to_owned()),
-        access_key_ids: keys,
-        keys_changed: changed,
-        last_used: Vec::new(),
-        per_key: Vec::new(),
-        elsewhere: None,
     }
 }
 

@@ -2,10 +2,11 @@
 //! acts on them (`aws::revoke`) and `plan` predicts from them (`Iam::preview`), so the
 //! two cannot drift apart.
 
+use crate::aws::classify::AwsError;
 use crate::aws::home::KeyHome;
 use crate::guard::Protection;
-use crate::job::Action;
-use crate::outcome::Reason;
+use crate::job::{Action, LastUsed};
+use crate::outcome::{KeyResult, Reason};
 
 /// What the worker would do with a job, as predicted from read-only calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,4 +186,104 @@ fn unplaced(key: &str, how: Unplaced, why: String, home: Option<&KeyHome>) -> Pl
 pub(crate) struct ListedKey {
     pub(crate) id: String,
     pub(crate) active: bool,
+}
+
+/// What the IAM step decided.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// The action was applied (or the key was already in the asked-for state).
+    Revoked,
+    /// The key or user does not exist.
+    AlreadyAbsent,
+    /// The key's status is not the one the job required; nothing was changed.
+    Cancelled(String),
+    /// Nothing was changed, for this reason.
+    Rejected(Reason, String),
+    /// An AWS error ended the step (transient past its backoff, the worker's credentials,
+    /// or permanent). `keys_changed` says what was done before it (all-keys jobs).
+    Failed(AwsError),
+}
+
+/// The IAM step's result, with what it learnt for the audit line.
+#[derive(Debug, Clone)]
+pub struct IamResult {
+    pub effect: Effect,
+    /// The user acted on (the owner IAM reported, for key-only jobs).
+    pub user_name: Option<String>,
+    /// The key(s) concerned.
+    pub access_key_ids: Vec<String>,
+    /// How many keys this job actually changed.
+    pub keys_changed: usize,
+    /// Each key's last use, where IAM was asked for its owner anyway.
+    pub last_used: Vec<LastUsed>,
+    /// Each key's owner and result, for every job that names keys alone (one key too):
+    /// what a continuation carries on.
+    pub per_key: Vec<KeyResult>,
+    /// The account STS says the job's one key belongs to, when that is not the account
+    /// the job acted in (README, "Which account"): the job may be worked there.
+    pub elsewhere: Option<String>,
+}
+
+impl IamResult {
+    pub(crate) fn rejected(
+        reason: Reason,
+        detail: String,
+        user_name: Option<&str>,
+        key: Option<&str>,
+    ) -> Self {
+        Self {
+            effect: Effect::Rejected(reason, detail),
+            user_name: user_name.map(str::to_owned),
+            access_key_ids: key.map(str::to_owned).into_iter().collect(),
+            keys_changed: 0,
+            last_used: Vec::new(),
+            per_key: Vec::new(),
+            elsewhere: None,
+        }
+    }
+
+    pub(crate) fn absent(user_name: Option<&str>, keys: Vec<String>) -> Self {
+        Self {
+            effect: Effect::AlreadyAbsent,
+            user_name: user_name.map(str::to_owned),
+            access_key_ids: keys,
+            keys_changed: 0,
+            last_used: Vec::new(),
+            per_key: Vec::new(),
+            elsewhere: None,
+        }
+    }
+
+    pub(crate) fn with_keys(mut self, keys: &[String]) -> Self {
+        self.access_key_ids = keys.to_vec();
+        self
+    }
+
+    /// The users whose keys the job concerned: the one user, or each key's owner.
+    pub fn users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.user_name.iter().cloned().collect();
+        for key in &self.per_key {
+            let concerned = matches!(key.result, "deleted" | "deactivated" | "already_absent");
+            if concerned
+                && !key.user_name.is_empty()
+                && !users.iter().any(|u| u.eq_ignore_ascii_case(&key.user_name))
+            {
+                users.push(key.user_name.clone());
+            }
+        }
+        users
+    }
+}
+
+/// A job's result when it changed `changed` of `keys` of `user`.
+pub(crate) fn revoked(user: &str, keys: Vec<String>, changed: usize) -> IamResult {
+    IamResult {
+        effect: Effect::Revoked,
+        user_name: Some(user.to_owned()),
+        access_key_ids: keys,
+        keys_changed: changed,
+        last_used: Vec::new(),
+        per_key: Vec::new(),
+        elsewhere: None,
+    }
 }

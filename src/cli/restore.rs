@@ -304,7 +304,8 @@ pub async fn restore(
         .arn()
         .and_then(|arn| arn.split(':').nth(1))
         .unwrap_or("aws");
-    let policy = crate::config::quarantine_policy_in(&settings.quarantine.policy_arn, partition);
+    let policy =
+        crate::config_checks::quarantine_policy_in(&settings.quarantine.policy_arn, partition);
     let quarantined = match iam.quarantined(&user, &policy, &retries).await {
         Ok(attached) => attached,
         Err(e) => {

@@ -10,6 +10,7 @@ mod fit;
 mod pipeline;
 mod quarantine;
 pub mod results;
+mod revocation;
 mod sessions;
 mod settle;
 mod slots;

@@ -6,7 +6,8 @@
 use crate::aws::accounts::Accounts;
 use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
-use crate::config::{quarantine_policy_in, Config};
+use crate::config::Config;
+use crate::config_checks::quarantine_policy_in;
 use crate::metrics;
 use crate::worker::Worker;
 

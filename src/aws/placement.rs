@@ -1,0 +1,120 @@
+//! Where the keys of a job that names keys alone stand before any write (README,
+//! "Security events"): the owner the job's source named or IAM's owner lookup found, the
+//! account STS places a key in when IAM cannot, and a protected key or owner refused on
+//! its own. The first half of [`Iam::revoke`] for such a job; `aws::revoke` the second.
+
+use crate::aws::classify::AwsError;
+use crate::aws::home::Home;
+use crate::aws::iam::{Iam, LastUsed};
+use crate::aws::retry::RetryCounter;
+use crate::aws::verdict::{place, IamResult, Owner, Placed};
+use crate::job::{Job, OwnerSource};
+use crate::outcome::Reason;
+
+/// Where the keys of a job that names keys alone stand before any write.
+#[derive(Debug, Default)]
+pub struct Placement {
+    pub(crate) places: Vec<(String, Placed)>,
+    /// Each key's last use, where IAM was asked for its owner.
+    pub last_used: Vec<LastUsed>,
+    /// The owners IAM's lookup named (key, user): once such a key is deleted, IAM can no
+    /// longer name them.
+    pub looked_up: Vec<(String, String)>,
+}
+
+impl Iam {
+    /// Where each key of a job that names keys alone stands, before any write: the
+    /// owner named by the job's source or found with `GetAccessKeyLastUsed` (and, for a
+    /// key IAM cannot place, the account STS says it belongs to). A protected key or
+    /// owner refuses that key only (README, "Security events": one protected key does
+    /// not shield the rest); for a job of one key that is the whole job (`Err`), with
+    /// nothing changed.
+    pub(crate) async fn place_keys(
+        &self,
+        job: &Job,
+        keys: &[String],
+        home: &Home,
+        retries: &RetryCounter,
+    ) -> Result<Result<Placement, Box<IamResult>>, AwsError> {
+        let event = job.origin.is_some();
+        let mut placement = Placement::default();
+        for key in keys {
+            let place = if self.protection.key(key) {
+                Placed::Unplaced(Reason::Protected, format!("access key {key} is protected"))
+            } else {
+                match job.known_owner(key) {
+                    Some(known) if known.source == OwnerSource::Learned => {
+                        Placed::Owner(known.user_name.clone())
+                    }
+                    Some(known) => Placed::Hinted(known.user_name.clone()),
+                    None => {
+                        let (owner, used) = self.owner(key, retries).await?;
+                        placement.last_used.extend(used);
+                        if let Owner::User(user) = &owner {
+                            placement.looked_up.push((key.clone(), user.clone()));
+                        }
+                        self.locate(key, owner, home, event, retries).await?
+                    }
+                }
+            };
+            let place = match place {
+                Placed::Owner(user) | Placed::Hinted(user) if self.protection.user(&user) => {
+                    Placed::Unplaced(
+                        Reason::Protected,
+                        format!("access key {key} belongs to protected user {user}"),
+                    )
+                }
+                place => place,
+            };
+            if let (1, Placed::Unplaced(Reason::Protected, detail)) = (keys.len(), &place) {
+                let named = match job.known_owner(key) {
+                    Some(known) => Some(known.user_name.as_str()),
+                    None => placement.looked_up.first().map(|(_, u)| u.as_str()),
+                };
+                return Ok(Err(Box::new(
+                    IamResult {
+                        last_used: placement.last_used,
+                        ..IamResult::rejected(Reason::Protected, detail.clone(), named, None)
+                    }
+                    .with_keys(keys),
+                )));
+            }
+            placement.places.push((key.clone(), place));
+        }
+        Ok(Ok(placement))
+    }
+
+    /// Where a key IAM's owner lookup answered for stands: STS is asked which account it
+    /// belongs to only when IAM could not place it.
+    pub(crate) async fn locate(
+        &self,
+        key: &str,
+        owner: Owner,
+        home: &Home,
+        event: bool,
+        retries: &RetryCounter,
+    ) -> Result<Placed, AwsError> {
+        let key_home = match &owner {
+            Owner::Unresolved(..) => Some(home.of(key, retries).await?),
+            Owner::User(_) => None,
+        };
+        Ok(place(key, owner, key_home.as_ref(), event))
+    }
+
+    /// Finds the owners of the keys `job` names alone, changing nothing: the first half
+    /// of [`Iam::revoke`] for such a job. `Err` is the job's result when it ends here
+    /// (a protected owner, an AWS failure).
+    pub async fn place(
+        &self,
+        job: &Job,
+        home: &Home,
+        retries: &RetryCounter,
+    ) -> Result<Placement, IamResult> {
+        let keys = job.access_key_ids();
+        match self.place_keys(job, &keys, home, retries).await {
+            Ok(Ok(placement)) => Ok(placement),
+            Ok(Err(refused)) => Err(*refused),
+            Err(e) => Err(self.failed(job, e)),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! GuardDuty findings as EventBridge delivers them (README, "Security events"):
+//! "Creating custom responses to GuardDuty findings with Amazon EventBridge"
+//! (<https://docs.aws.amazon.com/guardduty/latest/ug/guardduty_findings_eventbridge.html>)
+//! and the `AccessKeyDetails` type of GuardDuty's API reference. The finding's user is a
+//! hint (the name at the time of the call: IAM's owner decides); a sample finding, the
+//! root user's key and a caller in an unaffiliated account change nothing.
+
+use serde::Deserialize;
+
+use super::{
+    invalid, is_long_term_key, is_temporary_key, Envelope, Intake, IntakeRules, NotRevocable,
+    GUARDDUTY,
+};
+use crate::job::{self, InvalidJob, Job, KnownOwner, Origin, OwnerSource, Target};
+use crate::rules::present;
+
+#[derive(Deserialize)]
+struct FindingDetail {
+    id: String,
+    /// `arn:aws:guardduty:<region>:<account>:detector/<detector>/finding/<id>`, which is
+    /// also the finding's `Id` in Security Hub.
+    #[serde(default, deserialize_with = "present")]
+    arn: Option<String>,
+    #[serde(rename = "accountId")]
+    account_id: String,
+    severity: f64,
+    #[serde(rename = "type")]
+    finding_type: String,
+    resource: FindingResource,
+    #[serde(default)]
+    service: FindingService,
+}
+
+/// The caller of the API call a finding is about, when it is another account
+/// (GuardDuty User Guide, "Finding details": `remoteAccountDetails`, whose `affiliated`
+/// says whether that account belongs to the same organization).
+#[derive(Deserialize, Default)]
+struct FindingService {
+    #[serde(default)]
+    action: Option<FindingAction>,
+    /// `additionalInfo.sample` is true on the findings `CreateSampleFindings` makes
+    /// (GuardDuty User Guide, "Sample findings").
+    #[serde(rename = "additionalInfo", default)]
+    additional_info: Option<serde_json::Value>,
+}
+
+impl FindingService {
+    /// Whether GuardDuty generated this finding as a sample: anyone with GuardDuty's
+    /// rights in an account can make one, about any key they name.
+    fn is_sample(&self) -> bool {
+        let sample = self.additional_info.as_ref().and_then(|i| i.get("sample"));
+        match sample {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FindingAction {
+    #[serde(rename = "awsApiCallAction", default)]
+    aws_api_call_action: Option<ApiCallAction>,
+}
+
+#[derive(Deserialize)]
+struct ApiCallAction {
+    #[serde(rename = "remoteAccountDetails", default)]
+    remote_account_details: Option<RemoteAccount>,
+}
+
+#[derive(Deserialize)]
+struct RemoteAccount {
+    #[serde(rename = "accountId")]
+    account_id: String,
+    #[serde(default)]
+    affiliated: bool,
+}
+
+#[derive(Deserialize)]
+struct FindingResource {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(rename = "accessKeyDetails", default, deserialize_with = "present")]
+    access_key_details: Option<AccessKeyDetails>,
+}
+
+#[derive(Deserialize)]
+struct AccessKeyDetails {
+    #[serde(rename = "accessKeyId")]
+    access_key_id: String,
+    #[serde(rename = "userName")]
+    user_name: String,
+    #[serde(rename = "userType")]
+    user_type: String,
+}
+
+/// A severity as people write it: `8.0`, `5.3`.
+fn severity_text(severity: f64) -> String {
+    if severity.fract() == 0.0 {
+        format!("{severity:.1}")
+    } else {
+        severity.to_string()
+    }
+}
+
+pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
+    let finding: FindingDetail = serde_json::from_value(envelope.detail)
+        .map_err(|e| invalid("GuardDuty finding detail", e))?;
+    let request_id = format!("{GUARDDUTY}:{}", finding.id);
+    job::check_request_id(&request_id)?;
+    if !job::is_account_id(&finding.account_id) {
+        return Err(InvalidJob(
+            "GuardDuty finding accountId must be exactly 12 digits".to_owned(),
+        ));
+    }
+    if !finding.severity.is_finite() {
+        return Err(InvalidJob(
+            "GuardDuty finding severity is not a number".to_owned(),
+        ));
+    }
+    let origin = Origin {
+        severity: Some(severity_text(finding.severity)),
+        finding_arn: finding
+            .arn
+            .clone()
+            .filter(|arn| arn.starts_with("arn:") && arn.len() <= 512),
+        ..Origin::new(GUARDDUTY, finding.finding_type.clone())
+    };
+    let sample = finding.service.is_sample();
+    let remote = finding
+        .service
+        .action
+        .and_then(|a| a.aws_api_call_action)
+        .and_then(|a| a.remote_account_details);
+    let details = finding.resource.access_key_details;
+    let not_revocable = |detail: String| {
+        Ok(Intake::NotRevocable(NotRevocable {
+            request_id: request_id.clone(),
+            origin: origin.clone(),
+            account_id: finding.account_id.clone(),
+            user_name: details.as_ref().map(|d| d.user_name.clone()),
+            access_key_ids: details
+                .as_ref()
+                .map(|d| d.access_key_id.clone())
+                .into_iter()
+                .collect(),
+            detail,
+        }))
+    };
+    if sample {
+        return not_revocable(
+            "the GuardDuty finding is a sample (service.additionalInfo.sample, made by CreateSampleFindings): samples never change a key".to_owned(),
+        );
+    }
+    if finding.resource.resource_type != "AccessKey" {
+        return not_revocable(format!(
+            "the GuardDuty finding is about a {} resource, not an access key",
+            finding.resource.resource_type
+        ));
+    }
+    let Some(key) = &details else {
+        return Err(InvalidJob(
+            "GuardDuty finding about an AccessKey without resource.accessKeyDetails".to_owned(),
+        ));
+    };
+    if key.user_type == "Root" {
+        return not_revocable(format!(
+            "the GuardDuty finding is about access key {} of the AWS account root user of {}: IAM cannot change a root user's keys, and the worker never does; sign in as the root user, delete the key (Security credentials), and check what it did",
+            key.access_key_id, finding.account_id
+        ));
+    }
+    if key.user_type != "IAMUser" {
+        return not_revocable(format!(
+            "the GuardDuty finding is about a {} principal, not an IAM user's access key",
+            key.user_type
+        ));
+    }
+    if is_temporary_key(&key.access_key_id) {
+        return not_revocable(
+            "the GuardDuty finding is about temporary credentials (ASIA…), which expire by themselves and cannot be deleted".to_owned(),
+        );
+    }
+    if finding.severity < rules.guardduty_min_severity {
+        return not_revocable(format!(
+            "GuardDuty finding severity {} is below intake.guardduty_min_severity = {}",
+            finding.severity, rules.guardduty_min_severity
+        ));
+    }
+    if !is_long_term_key(&key.access_key_id) {
+        return Err(InvalidJob(format!(
+            "GuardDuty finding accessKeyId {:?} is not an IAM user access key id",
+            key.access_key_id
+        )));
+    }
+    job::check_user_name(&key.user_name)?;
+    // A caller from another account: its key lives there, never in the finding's account
+    // (a user of the same name there is somebody else).
+    let account_id = match remote {
+        None => finding.account_id.clone(),
+        Some(remote) if !job::is_account_id(&remote.account_id) => {
+            return Err(InvalidJob(
+                "GuardDuty finding remoteAccountDetails.accountId must be exactly 12 digits"
+                    .to_owned(),
+            ))
+        }
+        Some(remote) if remote.affiliated => remote.account_id,
+        Some(remote) => {
+            return not_revocable(format!(
+                "the GuardDuty finding's caller is in account {}, which is not affiliated with the organization: the worker cannot act there",
+                remote.account_id
+            ))
+        }
+    };
+    Ok(Intake::Job(Job {
+        request_id,
+        // The finding's user is the name at the time of the call: a hint, as a Health
+        // event's is. The key's holder may have renamed the user since; IAM's owner
+        // decides (and protection is checked against it).
+        target: Target::Key {
+            access_key_id: key.access_key_id.clone(),
+            user_name: None,
+        },
+        action: rules.guardduty_action,
+        account_id: Some(account_id),
+        reason: Some(format!(
+            "GuardDuty finding {} (severity {})",
+            origin.event_type, finding.severity
+        )),
+        requested_by: Some(GUARDDUTY.to_owned()),
+        batch_id: None,
+        revoke_sessions: rules.revoke_sessions,
+        quarantine_user: rules.quarantine_user,
+        report_activity: rules.report_activity,
+        require_inactive: false,
+        delete_after: rules.staged(rules.guardduty_action),
+        spared: Vec::new(),
+        origin: Some(origin),
+        owners: vec![KnownOwner {
+            access_key_id: key.access_key_id.clone(),
+            user_name: key.user_name.clone(),
+            source: OwnerSource::Event,
+        }],
+        continuation: None,
+        parts: Vec::new(),
+    }))
+}
