@@ -65,6 +65,14 @@ fn operations_in_code() -> BTreeSet<String> {
     ops
 }
 
+/// What only `restore` calls, with a person's credentials (README, "Staged revocation"):
+/// the restore operators' policy grants it, never the worker's.
+const RESTORE_ONLY: &[&str] = &["iam:ListAttachedUserPolicies", "iam:DetachUserPolicy"];
+
+/// What the worker calls in its own account only: checking the quarantine policy exists
+/// (AWS's managed policies are the same in every account), and signing its own messages.
+const OWN_ACCOUNT_ONLY: &[&str] = &["iam:GetPolicy", "sts:GetAccessKeyInfo"];
+
 /// The IAM permission an operation needs; `None` for those that need none.
 fn permission(op: &str) -> Option<&'static str> {
     Some(match op {
@@ -77,7 +85,14 @@ fn permission(op: &str) -> Option<&'static str> {
         "ListUserPolicies" => "iam:ListUserPolicies",
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
         "AttachUserPolicy" => "iam:AttachUserPolicy",
+        "GetPolicy" => "iam:GetPolicy",
+        "ListAttachedUserPolicies" => "iam:ListAttachedUserPolicies",
+        "DetachUserPolicy" => "iam:DetachUserPolicy",
         "BatchUpdateFindings" => "securityhub:BatchUpdateFindings",
+        "GetFindings" => "securityhub:GetFindings",
+        "GetAccessKeyInfo" => "sts:GetAccessKeyInfo",
+        "GenerateMac" => "kms:GenerateMac",
+        "VerifyMac" => "kms:VerifyMac",
         // Neither supports resource-level permissions: the statement names "*".
         "LookupEvents" => "cloudtrail:LookupEvents",
         "ListRegions" => "account:ListRegions",
@@ -168,6 +183,7 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
     let mut needed: BTreeSet<String> = ops
         .iter()
         .filter_map(|op| permission(op))
+        .filter(|p| !RESTORE_ONLY.contains(p))
         .map(str::to_owned)
         .collect();
     // A schedule names the role EventBridge Scheduler sends with: creating or updating one
@@ -181,6 +197,16 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
         .flat_map(|p| actions_of(p, "the worker's policies"))
         .collect();
     assert_eq!(granted, needed);
+    // What only restore calls is the restore operators' to hold.
+    let restore = stack.properties("RestoreOperatorPolicy")["PolicyDocument"].clone();
+    let operators = actions_of(&restore, "the restore operators' policy");
+    for action in RESTORE_ONLY {
+        assert!(operators.contains(*action), "{action}");
+    }
+    assert!(
+        !operators.contains("iam:PutUserPolicy"),
+        "lifting a revocation's cut-off deletes its policy: no right to write one"
+    );
 }
 
 #[test]
@@ -195,6 +221,7 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
                 .iter()
                 .any(|service| p.starts_with(service))
         })
+        .filter(|p| !RESTORE_ONLY.contains(p) && !OWN_ACCOUNT_ONLY.contains(p))
         .map(str::to_owned)
         .collect();
     assert_eq!(
@@ -207,7 +234,8 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
     let statement = &trust["Statement"][0];
     assert_eq!(statement["Action"], "sts:AssumeRole");
     assert_eq!(
-        statement["Principal"]["AWS"], "arn:aws:iam::WORKER_ACCOUNT_ID:role/iam-key-revoker-worker",
+        statement["Principal"]["AWS"],
+        "arn:PARTITION:iam::WORKER_ACCOUNT_ID:role/iam-key-revoker-worker",
         "exactly the worker's role, not a whole account"
     );
     // One model: the organization is the control; an external id in a ConfigMap is no
@@ -269,8 +297,7 @@ fn users_may_be_given_the_quarantine_policy_and_no_other() {
         ],
     );
     let member_policy = member.properties("RevokerRole")["Policies"][0]["PolicyDocument"].clone();
-    let file: serde_json::Value =
-        serde_json::from_str(&read("deploy/aws/member-role-permissions.json")).unwrap();
+    let file = filled("deploy/aws/member-role-permissions.json");
     for (name, policies) in [
         ("worker", worker_policies(&stack)),
         ("member role", vec![member_policy]),
@@ -297,6 +324,24 @@ fn users_may_be_given_the_quarantine_policy_and_no_other() {
             "{name}: only the quarantine policy"
         );
     }
+    // The restore operators may detach that one policy and no other.
+    let restore = stack.properties("RestoreOperatorPolicy")["PolicyDocument"].clone();
+    let detach = restore["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| strings(&s["Action"]) == vec!["iam:DetachUserPolicy"])
+        .expect("a statement of its own");
+    assert_eq!(
+        detach["Condition"],
+        serde_json::json!({"ArnEquals": {"iam:PolicyARN": default}})
+    );
+    // Left empty, the parameter means AWS's policy in the stack's own partition.
+    assert!(member.condition("DefaultQuarantinePolicy"));
+    assert_eq!(
+        member.template["Parameters"]["QuarantinePolicyArn"]["Default"],
+        ""
+    );
     assert_eq!(Config::default().quarantine.policy_arn, default);
     assert_eq!(
         stack.template["Parameters"]["QuarantinePolicyArn"]["Default"],
@@ -326,20 +371,22 @@ fn the_member_role_template_matches_the_policy_files() {
     fn unsub(value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match value {
+            Value::Object(map) if map.len() == 1 && map.contains_key("Fn::If") => {
+                // The default quarantine policy, AWS's, in the stack's partition.
+                assert_eq!(map["Fn::If"][0], "DefaultQuarantinePolicy");
+                unsub(&map["Fn::If"][1])
+            }
             Value::Object(map) if map.len() == 1 && map.contains_key("Fn::Sub") => Value::from(
                 map["Fn::Sub"]
                     .as_str()
                     .unwrap()
-                    .replace("${AWS::Partition}", "aws")
+                    .replace("${AWS::Partition}", "PARTITION")
                     .replace("${AWS::AccountId}", "MEMBER_ACCOUNT_ID")
                     .replace("${WorkerAccountId}", "WORKER_ACCOUNT_ID")
                     .replace("${WorkerRoleName}", "iam-key-revoker-worker"),
             ),
             Value::Object(map) if map.get("Ref") == Some(&Value::from("OrganizationId")) => {
                 Value::from("ORGANIZATION_ID")
-            }
-            Value::Object(map) if map.get("Ref") == Some(&Value::from("QuarantinePolicyArn")) => {
-                Value::from(iam_key_revoker::config::QUARANTINE_POLICY_ARN)
             }
             Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), unsub(v))).collect(),
             Value::Array(items) => items.iter().map(unsub).collect(),
@@ -589,6 +636,27 @@ fn the_security_event_rules_feed_the_priority_queue_what_the_worker_takes() {
     let numeric = &guardduty["detail"]["severity"][0]["numeric"];
     assert_eq!(numeric[0], ">=");
     assert_eq!(numeric[1].as_f64(), Some(defaults.guardduty_min_severity));
+    // GuardDuty's sample findings are left out (they never change anything anyway),
+    // unless the stack asks for them, for the end-to-end check after a deploy.
+    assert_eq!(
+        guardduty["detail"]["$or"],
+        serde_json::json!([
+            {"service": {"additionalInfo": {"sample": [{"exists": false}]}}},
+            {"service": {"additionalInfo": {"sample": [false]}}}
+        ])
+    );
+    let with_samples = Stack::load(
+        "deploy/aws/worker.cfn.json",
+        &[
+            (
+                "OidcProvider",
+                "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0123456789",
+            ),
+            ("OrganizationId", "o-exampleorgid"),
+            ("DeliverSampleFindings", "true"),
+        ],
+    );
+    assert!(with_samples.properties("GuardDutyRule")["EventPattern"]["detail"]["$or"].is_null());
     let queue_policy = stack.properties("PriorityQueuePolicy");
     let statement = &queue_policy["PolicyDocument"]["Statement"][0];
     assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
@@ -962,6 +1030,7 @@ fn allows(policies: &[serde_json::Value], action: &str, resource: &str) -> bool 
 /// A shipped policy with its placeholders filled in as an operator would.
 fn filled(path: &str) -> serde_json::Value {
     let text = read(path)
+        .replace("PARTITION", "aws")
         .replace("WORKER_ACCOUNT_ID", "111122223333")
         .replace("REGION", "eu-west-1")
         .replace("ORGANIZATION_ID", "o-exampleorgid")
@@ -1037,9 +1106,25 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
         for action in IAM_READS
             .iter()
             .chain(iam_key_revoker::cli::deny::WRITE_ACTIONS)
+            .filter(|a| !RESTORE_ONLY.contains(a))
         {
             needed.push((action, arn.clone()));
         }
+    }
+    needed.push((
+        "securityhub:GetFindings",
+        "arn:aws:securityhub:us-east-1:111122223333:hub/default".into(),
+    ));
+    needed.push(("sts:GetAccessKeyInfo", "*".into()));
+    needed.push((
+        "iam:GetPolicy",
+        "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV4".into(),
+    ));
+    for action in ["kms:GenerateMac", "kms:VerifyMac"] {
+        needed.push((
+            action,
+            "arn:aws:kms:eu-west-1:111122223333:key/ContinuationKey-GENERATED".into(),
+        ));
     }
     needed.push((
         "sts:AssumeRole",
@@ -1241,6 +1326,8 @@ fn the_protect_policy_covers_every_write_the_code_makes() {
         .filter_map(|op| permission(op))
         .filter(|p| p.starts_with("iam:"))
         .filter(|p| !IAM_READS.contains(p))
+        // Reads whose resource is no user (a policy) or that change nothing.
+        .filter(|p| !["iam:GetPolicy", "iam:ListAttachedUserPolicies"].contains(p))
         .map(str::to_owned)
         .collect();
     let denied: BTreeSet<String> = iam_key_revoker::cli::deny::WRITE_ACTIONS

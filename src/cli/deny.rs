@@ -17,6 +17,7 @@ pub const WRITE_ACTIONS: &[&str] = &[
     "iam:PutUserPolicy",
     "iam:DeleteUserPolicy",
     "iam:AttachUserPolicy",
+    "iam:DetachUserPolicy",
 ];
 
 /// A protected pattern IAM's ARN matching cannot express.

@@ -141,6 +141,8 @@ impl Stack {
                 "arn:aws:sns:{REGION}:{ACCOUNT}:{}",
                 self.name(name, "TopicName")
             ),
+            // CloudFormation: Ref of an alias is its name.
+            "AWS::KMS::Alias" => self.name(name, "AliasName"),
             "AWS::IAM::ManagedPolicy" => format!(
                 "arn:aws:iam::{ACCOUNT}:policy/{}",
                 self.name(name, "ManagedPolicyName")
@@ -169,6 +171,9 @@ impl Stack {
                 self.name(logical, "Name")
             ),
             ("AWS::Events::EventBus", "Name") => self.name(logical, "Name"),
+            ("AWS::KMS::Key", "Arn") => {
+                format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical}-GENERATED")
+            }
             ("AWS::Events::Rule", "Arn") => {
                 let bus = self.resolve(&resource["Properties"]["EventBusName"]);
                 let name = self.name(logical, "Name");
@@ -194,6 +199,14 @@ impl Stack {
                         self.attribute(arg[0].as_str().unwrap(), arg[1].as_str().unwrap())
                     }
                     "Fn::Sub" => json!(self.sub(arg.as_str().expect("the string form"))),
+                    "Fn::If" => {
+                        let chosen = if self.condition(arg[0].as_str().unwrap()) {
+                            &arg[1]
+                        } else {
+                            &arg[2]
+                        };
+                        self.resolve(chosen)
+                    }
                     _ => Value::Object(self.resolve_map(map)),
                 }
             }
@@ -201,6 +214,16 @@ impl Stack {
             Value::Array(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect()),
             other => other.clone(),
         }
+    }
+
+    /// Whether the template's condition `name` holds for these parameters (`Fn::Equals`,
+    /// the one kind the templates use).
+    pub fn condition(&self, name: &str) -> bool {
+        let condition = &self.template["Conditions"][name];
+        let equals = condition["Fn::Equals"]
+            .as_array()
+            .unwrap_or_else(|| panic!("condition {name} is an Fn::Equals"));
+        self.resolve(&equals[0]) == self.resolve(&equals[1])
     }
 
     fn resolve_map(&self, map: &Map<String, Value>) -> Map<String, Value> {
