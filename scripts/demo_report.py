@@ -60,7 +60,7 @@ for name in users:
     keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
     shown = ", ".join(f"{k['AccessKeyId']} ({k['Status']})" for k in keys) or "none"
     print(f"  {name:18} {shown}")
-print("\nSessions cut off (inline policies iam-key-revoker-revoke-older-sessions-<time>):")
+print("\nSessions cut off (inline policies iam-key-revoker-revoke-older-sessions-<time>-<revocation>):")
 for name in users:
     names = iam.list_user_policies(UserName=name)["PolicyNames"]
     for policy in (n for n in names if n.startswith("iam-key-revoker-revoke-older-sessions")):

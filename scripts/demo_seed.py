@@ -14,6 +14,7 @@ sqs = session.client("sqs", endpoint_url=endpoint)
 iam = session.client("iam", endpoint_url=endpoint)
 sns = session.client("sns", endpoint_url=endpoint)
 scheduler = session.client("scheduler", endpoint_url=endpoint)
+kms = session.client("kms", endpoint_url=endpoint)
 
 dlq = sqs.create_queue(QueueName="iam-key-revocations-dlq")["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -34,6 +35,11 @@ sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
 # EventBridge Scheduler parks a delete it cannot send.
 scheduler.create_schedule_group(Name="iam-key-revoker")
 schedule_dlq = sqs.create_queue(QueueName="iam-key-revoker-schedule-dlq")["QueueUrl"]
+
+
+# The key that MACs the worker's own messages, as the worker stack creates it.
+mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+kms.create_alias(AliasName="alias/iam-key-revoker-continuation", TargetKeyId=mac_key)
 
 
 def user(name, keys):
