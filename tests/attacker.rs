@@ -814,3 +814,47 @@ async fn a_key_of_another_account_is_revoked_there_never_called_absent() {
         None
     );
 }
+
+/// A Health event naming two keys: the first is deleted, the second's delete fails past
+/// the backoff. The first user's sessions are cut off in this same delivery, not when the
+/// job comes back.
+#[tokio::test]
+async fn a_failure_after_a_change_does_not_wait_to_cut_off_the_first_user() {
+    let mut env = TestEnv::new("atk-halfway").await;
+    env.config.retry.max_elapsed_seconds = 1;
+    let (first, first_keys) = env.user_with_keys("first", 1).await;
+    let (second, second_keys) = env.user_with_keys("second", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    proxy.set_fault_matching(
+        &["DeleteAccessKey".to_owned(), second_keys[0].clone()],
+        Fault::Status(503, iam_error("ServiceUnavailable")),
+    );
+    env.route_iam_through(&proxy).await;
+    let worker = env.worker().await;
+
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&health_event(
+                &common::unique("halfway"),
+                &[&first_keys[0], &second_keys[0]],
+            ))
+            .await,
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::Retry(Reason::TransientError));
+    assert_eq!(env.key_status(&first, &first_keys[0]).await, None);
+    assert!(
+        policies(&env, &first)
+            .await
+            .iter()
+            .any(|n| n.starts_with(SESSION_POLICY_NAME)),
+        "cut off now: {:?}",
+        report.detail
+    );
+    assert!(
+        env.key_status(&second, &second_keys[0]).await.is_some(),
+        "the second key is left for the retry"
+    );
+}

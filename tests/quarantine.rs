@@ -152,3 +152,55 @@ async fn security_events_quarantine_when_intake_says_so() {
     assert_eq!(report.outcome, Outcome::Deactivated);
     assert_eq!(attached(&env, &user).await, vec![policy]);
 }
+
+/// A user who holds a protected key is never quarantined (the policy would deny that
+/// key's own calls), and `restore` tells whether a user is quarantined and lifts it when
+/// asked.
+#[tokio::test]
+async fn a_protected_keys_holder_is_not_quarantined_and_restore_lifts_it() {
+    let mut env = TestEnv::new("quarantine-protected").await;
+    let policy = quarantine_policy(&env).await;
+    env.config.quarantine.policy_arn = policy.clone();
+    let (holder, holder_keys) = env.user_with_keys("holder", 2).await;
+    env.config.protect.access_keys = vec![holder_keys[1].clone()];
+    let worker = env.worker().await;
+
+    let body = json!({"request_id": "qp-1", "access_key_id": holder_keys[0], "user_name": holder, "quarantine_user": true}).to_string();
+    let report = worker.handle(env.deliver(&body).await).await;
+    assert_eq!(report.outcome, Outcome::Deleted);
+    assert!(attached(&env, &holder).await.is_empty());
+    assert!(report
+        .facts
+        .quarantine
+        .unwrap()
+        .contains("holds protected access key"));
+
+    // Another user, quarantined by a deactivation, restored with the quarantine lifted.
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    let body = json!({"request_id": "qp-2", "access_key_id": keys[0], "user_name": user, "action": "deactivate", "quarantine_user": true}).to_string();
+    worker.handle(env.deliver(&body).await).await;
+    assert_eq!(attached(&env, &user).await, vec![policy.clone()]);
+    let restore = |lift: bool| iam_key_revoker::cli::restore::Request {
+        access_key_id: keys[0].clone(),
+        user_name: user.clone(),
+        lift_quarantine: lift,
+        ..Default::default()
+    };
+    let record =
+        iam_key_revoker::cli::restore::restore(&env.settings(), &env.clients, restore(false))
+            .await
+            .unwrap();
+    assert_eq!(record.quarantined, Some(true));
+    assert!(!record.quarantine_lifted);
+    assert!(
+        record.detail.contains("still quarantined"),
+        "{}",
+        record.detail
+    );
+    let record =
+        iam_key_revoker::cli::restore::restore(&env.settings(), &env.clients, restore(true))
+            .await
+            .unwrap();
+    assert!(record.quarantine_lifted);
+    assert!(attached(&env, &user).await.is_empty());
+}

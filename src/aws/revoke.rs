@@ -6,10 +6,10 @@
 //!   (IAM is eventually consistent: a key still listed means "try again later", never
 //!   "absent"), and `GetAccessKeyLastUsed` says whether another user owns it.
 //! - Keys named alone: `GetAccessKeyLastUsed` names each owner (unless the job's source
-//!   named it), then act as above, key by key. IAM's API reference documents no error of
-//!   its own for `GetAccessKeyLastUsed`; for a job message a key it cannot resolve is
-//!   `owner_unknown`, never guessed to be absent; for a security event, which names the
-//!   account, `NoSuchEntity` means the key is gone.
+//!   named it, as a hint), then act as above, key by key (`aws::placement`). IAM's API
+//!   reference documents no error of its own for `GetAccessKeyLastUsed`; a key it answers
+//!   `NoSuchEntity` for is gone only where STS `GetAccessKeyInfo` places the key in the
+//!   account asked (`aws::home`); a key of another account is never absent here.
 //! - All keys: `ListAccessKeys` (paginated), then act on each.
 
 use crate::aws::classify::{AwsError, ErrorClass};
@@ -39,6 +39,12 @@ impl Iam {
     /// Access denied becomes `Rejected(access_denied)`; any other AWS error that ends the
     /// step is [`Effect::Failed`], with what was changed before it.
     pub async fn revoke(&self, job: &Job, home: &Home, retries: &RetryCounter) -> IamResult {
+        // Never a write on a key whose status was not read (the worker itself passes the
+        // staging check: `Worker::staging_in_force`).
+        if job.require_inactive {
+            let no_check = std::future::ready(Ok(None));
+            return self.revoke_required(job, home, no_check, retries).await;
+        }
         let result = match &job.target {
             Target::Key {
                 access_key_id,

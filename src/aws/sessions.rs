@@ -562,9 +562,12 @@ mod tests {
             })
     }
 
+    /// What each `PutUserPolicy` put: (name, document).
+    type Put = Arc<Mutex<Vec<(String, String)>>>;
+
     /// `PutUserPolicy` answering `status` (refusing with `LimitExceeded` otherwise), and
-    /// what each call put: (name, document).
-    fn puts(statuses: Vec<u16>) -> (Rule, Arc<Mutex<Vec<(String, String)>>>) {
+    /// what each call put.
+    fn puts(statuses: Vec<u16>) -> (Rule, Put) {
         let put = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&put);
         let calls = Arc::new(Mutex::new(0usize));

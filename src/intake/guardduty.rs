@@ -135,7 +135,7 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
         .and_then(|a| a.remote_account_details);
     let details = finding.resource.access_key_details;
     let not_revocable = |detail: String| {
-        Ok(Intake::NotRevocable(NotRevocable {
+        Ok(Intake::NotRevocable(Box::new(NotRevocable {
             request_id: request_id.clone(),
             origin: origin.clone(),
             account_id: finding.account_id.clone(),
@@ -146,7 +146,7 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
                 .into_iter()
                 .collect(),
             detail,
-        }))
+        })))
     };
     if sample {
         return not_revocable(
@@ -212,7 +212,7 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
             ))
         }
     };
-    Ok(Intake::Job(Job {
+    Ok(Intake::Job(Box::new(Job {
         request_id,
         // The finding's user is the name at the time of the call: a hint, as a Health
         // event's is. The key's holder may have renamed the user since; IAM's owner
@@ -243,5 +243,5 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
         }],
         continuation: None,
         parts: Vec::new(),
-    }))
+    })))
 }

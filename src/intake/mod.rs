@@ -88,9 +88,9 @@ impl IntakeRules {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Intake {
     /// A job: from a job message, or from a security event naming revocable keys.
-    Job(Job),
+    Job(Box<Job>),
     /// A security event that names nothing the worker may revoke; nothing is done.
-    NotRevocable(NotRevocable),
+    NotRevocable(Box<NotRevocable>),
 }
 
 /// An accepted event that revokes nothing, and why.
@@ -110,7 +110,7 @@ pub fn read(body: &str, rules: &IntakeRules) -> Result<Intake, InvalidJob> {
         serde_json::Value::Object(object) if is_event(&object) => {
             event(serde_json::Value::Object(object), rules)
         }
-        value => job::parse_json(body, value).map(Intake::Job),
+        value => job::parse_json(body, value).map(|job| Intake::Job(Box::new(job))),
     }
 }
 
@@ -237,14 +237,14 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
     );
     job::check_request_id(&request_id)?;
     let not_revocable = |detail: String, keys: Vec<String>| {
-        Ok(Intake::NotRevocable(NotRevocable {
+        Ok(Intake::NotRevocable(Box::new(NotRevocable {
             request_id: request_id.clone(),
             origin: origin.clone(),
             account_id: account.clone(),
             user_name: None,
             access_key_ids: keys,
             detail,
-        }))
+        })))
     };
     if !rules.health_event_types.contains(&detail.event_type_code) {
         return not_revocable(
@@ -283,7 +283,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         },
         _ => Target::Keys(keys),
     };
-    Ok(Intake::Job(Job {
+    Ok(Intake::Job(Box::new(Job {
         request_id,
         target,
         action: rules.health_action,
@@ -301,7 +301,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         owners,
         continuation: None,
         parts,
-    }))
+    })))
 }
 
 /// The request id of a Health event. Backup copies and pages of one event share its
@@ -508,7 +508,7 @@ mod tests {
 
     fn job_of(body: &str) -> Job {
         match read(body, &IntakeRules::default()) {
-            Ok(Intake::Job(job)) => job,
+            Ok(Intake::Job(job)) => *job,
             other => panic!("not a job: {other:?}"),
         }
     }

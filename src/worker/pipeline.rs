@@ -268,7 +268,7 @@ impl Worker {
             };
         }
         let job = match intake::read(body, &self.intake) {
-            Ok(Intake::Job(job)) => match Box::pin(self.believe(job, retries)).await {
+            Ok(Intake::Job(job)) => match Box::pin(self.believe(*job, retries)).await {
                 Ok(job) => job,
                 Err(decision) => return decided(decision, JobFacts::salvaged(body)),
             },
@@ -276,7 +276,7 @@ impl Worker {
                 let detail = format!("{}; nothing done", event.detail);
                 return decided(
                     Decision::new(Outcome::Rejected(Reason::NotRevocable), detail),
-                    JobFacts::not_revocable(event),
+                    JobFacts::not_revocable(*event),
                 );
             }
             Err(e) => {
