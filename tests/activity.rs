@@ -239,10 +239,45 @@ async fn a_task_received_early_waits_and_a_report_failure_never_touches_the_job(
         "the failed Region is said"
     );
 
-    // A task whose time has not come goes back, invisible until then.
-    let early = json!({"request_id": "early-1", "access_key_id": keys[0],
+    // A task that is not the worker's own (no MAC) is refused: a producer cannot make the
+    // worker read a key's history and send it out.
+    let forged = json!({"request_id": "early-1", "access_key_id": keys[0],
         "continuation": {"activity_report": {"pass": 2, "revoked_at_ms": 1, "not_before_ms": 32_503_680_000_000u64}}})
     .to_string();
+    let report = worker.handle(env.deliver(&forged).await).await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::InvalidMessage));
+    assert!(report.detail.unwrap().contains("not the worker's own"));
+    assert_eq!(env.dead_letters().await.len(), 1);
+    // The worker's own, whose time has not come, goes back, invisible until then.
+    let settings = env.settings();
+    let mac = iam_key_revoker::aws::mac::Mac::new(
+        aws_sdk_kms::Client::new(&env.clients.sdk),
+        settings.continuation.mac_key_id.as_deref().unwrap(),
+        settings.backoff,
+    );
+    let mut task = iam_key_revoker::activity::Task {
+        request_id: "early-1".into(),
+        access_key_id: keys[0].clone(),
+        user_name: None,
+        account_id: None,
+        pass: 2,
+        revoked_at_ms: 1,
+        not_before_ms: 32_503_680_000_000,
+        event_source: None,
+        event_type: None,
+        expires_at_ms: Some(32_503_680_000_000),
+        mac: None,
+    };
+    task.mac = Some(
+        mac.sign(
+            iam_key_revoker::aws::mac::Purpose::ReportTask,
+            &task.canonical(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let early = task.to_body();
     let report = worker.handle(env.deliver(&early).await).await;
     assert_eq!(report.outcome, Outcome::Retry(Reason::ReportLater));
     assert_eq!(

@@ -80,16 +80,15 @@ async fn a_job_for_another_account_revokes_there_and_nowhere_else() {
     let report = worker
         .handle(env.deliver(&member_job("x-2", &user, &own_keys[0])).await)
         .await;
-    // Not among the member user's keys. On AWS the member account cannot place the key
-    // (already_absent); the emulator's GetAccessKeyLastUsed finds it in the other account
-    // under the same user name, which the worker takes as IAM still settling (retry).
-    assert!(
-        matches!(
-            report.outcome,
-            Outcome::AlreadyAbsent | Outcome::Retry(Reason::TransientError)
-        ),
+    // Not among the member user's keys, and STS says it is the worker's own account's:
+    // never already_absent, and a job that names the user and the account is not moved
+    // to another account's user of that name.
+    assert_eq!(
+        report.outcome,
+        Outcome::Rejected(Reason::OtherAccount),
         "{report:?}"
     );
+    assert!(report.detail.unwrap().contains("123456789012"));
     assert_eq!(
         env.key_status(&user, &own_keys[0]).await,
         Some(StatusType::Active)

@@ -1031,7 +1031,7 @@ mod tests {
             mock!(aws_sdk_sts::Client::get_access_key_info)
                 .sequence()
                 .http_status(status, Some(body))
-                .times(100)
+                .repeatedly()
                 .build()
         };
         for (status, code, absent) in [

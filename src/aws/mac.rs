@@ -152,6 +152,97 @@ fn digest(purpose: Purpose, canonical: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_kms::operation::generate_mac::GenerateMacOutput;
+    use aws_sdk_kms::operation::verify_mac::VerifyMacOutput;
+    use aws_sdk_kms::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    /// KMS's JSON error, as its API reference documents them.
+    fn kms_error(code: &str) -> String {
+        format!(r#"{{"__type": "{code}", "message": "as KMS says it"}}"#)
+    }
+
+    fn mac(rules: &[&aws_smithy_mocks::Rule]) -> Mac {
+        let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules, |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        Mac::new(client, "alias/k", crate::aws::retry::quick_policy())
+    }
+
+    /// A MAC KMS refuses is `KMSInvalidMacException` (KMS API Reference, `VerifyMac`): the
+    /// message is not the worker's. Throttling is retried; a failure KMS could not answer
+    /// is an error for the caller, never a verdict.
+    #[tokio::test(start_paused = true)]
+    async fn verify_tells_a_foreign_mac_from_a_kms_that_cannot_say() {
+        let sign = mock!(Client::generate_mac)
+            .match_requests(|r| {
+                r.key_id() == Some("alias/k")
+                    && r.mac_algorithm() == Some(&MacAlgorithmSpec::HmacSha256)
+                    && r.message().map(|m| m.as_ref().len()) == Some(32)
+            })
+            .then_output(|| {
+                GenerateMacOutput::builder()
+                    .mac(Blob::new(vec![7u8; 32]))
+                    .build()
+            });
+        let signature = mac(&[&sign])
+            .sign(Purpose::Continuation, "{}", &RetryCounter::default())
+            .await
+            .unwrap();
+        assert_eq!(signature, aws_smithy_types::base64::encode([7u8; 32]));
+
+        let valid = mock!(Client::verify_mac)
+            .then_output(|| VerifyMacOutput::builder().mac_valid(true).build());
+        let answer = mac(&[&valid])
+            .verify(
+                Purpose::Continuation,
+                "{}",
+                &signature,
+                &RetryCounter::default(),
+            )
+            .await;
+        assert!(matches!(answer, Ok(Verified::Yes)), "{answer:?}");
+
+        let invalid = mock!(Client::verify_mac).then_http_response(|| {
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(kms_error("KMSInvalidMacException")),
+            )
+        });
+        let answer = mac(&[&invalid])
+            .verify(
+                Purpose::Continuation,
+                "{}",
+                &signature,
+                &RetryCounter::default(),
+            )
+            .await;
+        assert!(matches!(answer, Ok(Verified::No(_))), "{answer:?}");
+        // Not even base64: no call.
+        let none = mock!(Client::verify_mac).then_output(|| VerifyMacOutput::builder().build());
+        let answer = mac(&[&none])
+            .verify(
+                Purpose::Continuation,
+                "{}",
+                "not base64!",
+                &RetryCounter::default(),
+            )
+            .await;
+        assert!(matches!(answer, Ok(Verified::No(_))));
+        assert_eq!(none.num_calls(), 0);
+
+        let throttled = mock!(Client::verify_mac)
+            .sequence()
+            .http_status(400, Some(kms_error("ThrottlingException")))
+            .repeatedly()
+            .build();
+        let retries = RetryCounter::default();
+        let answer = mac(&[&throttled])
+            .verify(Purpose::Continuation, "{}", &signature, &retries)
+            .await;
+        let Err(e) = answer else { panic!("{answer:?}") };
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert!(retries.get() > 0, "retried first");
+    }
 
     #[test]
     fn the_digest_binds_the_purpose_and_every_byte() {

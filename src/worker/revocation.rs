@@ -44,8 +44,10 @@ impl Revocation {
 
 impl Worker {
     /// The IAM action, in the account the job names, and the job as a continuation
-    /// would carry it on. A job of one key that STS places in another account is worked
-    /// there once, when the worker may act there (README, "Which account").
+    /// would carry it on. A job of one key named alone (a leak detector's, an event's)
+    /// that STS places in another account is worked there once, when the worker may act
+    /// there (README, "Which account"); a job that names the user and the account is
+    /// refused `other_account` instead: its producer named a user of that account.
     pub(super) async fn revoke(
         &self,
         job: &Job,
@@ -57,6 +59,9 @@ impl Worker {
         let Some(account) = revocation.elsewhere.clone() else {
             return revocation;
         };
+        if !job.names_keys_alone() {
+            return revocation;
+        }
         if job.account_id.as_deref() == Some(account.as_str()) {
             return revocation;
         }
