@@ -26,6 +26,12 @@ queue and, once the worker is draining them, N more urgent jobs follow, one ever
 --urgent-every seconds. Each urgent job's time to revoke is measured from its send to
 the moment its key is gone from IAM (polled every 20 ms), and reported for the idle
 worker next to the worker behind the backlog.
+
+--key-only sends every job (urgent ones too) with the key id alone, as a leak detector
+or an AWS Health event names it: the worker looks the owner up and hands the job on to a
+message of its own, MACed with its KMS key (README, "Continuations"), before it deletes.
+The worker is always given a MAC key (on the SQS emulator, which serves KMS), as the
+worker stack gives it one.
 """
 
 import argparse
@@ -247,6 +253,8 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="workers on the queue at once")
     parser.add_argument("--notify", action="store_true",
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
+    parser.add_argument("--key-only", action="store_true",
+                        help="jobs name the key alone: owner lookup, hand-on, MAC (README, Continuations)")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
     if args.urgent and args.feed:
@@ -272,7 +280,16 @@ def main():
         QueueName=run,
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
-    bodies = [json.dumps({"request_id": f"{run}-{i}", "user_name": u, "access_key_id": k}) for i, (u, k) in enumerate(keys)]
+    def job_body(request_id, user, key):
+        job = {"request_id": request_id, "access_key_id": key}
+        if not args.key_only:
+            job["user_name"] = user
+        return json.dumps(job)
+    bodies = [job_body(f"{run}-{i}", u, k) for i, (u, k) in enumerate(keys)]
+    # The worker's MAC key, as the worker stack creates it; KMS is served by the SQS
+    # emulator (the front sends every JSON request there).
+    kms = session.client("kms", endpoint_url=args.sqs_endpoint)
+    mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
     priority = None
     if args.urgent:
         pdlq = sqs.create_queue(QueueName=f"{run}-priority-dlq")["QueueUrl"]
@@ -300,7 +317,7 @@ def main():
     def time_to_revoke(index):
         """Sends urgent job `index` to the priority queue; seconds until its key is gone."""
         user, key = urgent_keys[index]
-        body = json.dumps({"request_id": f"{run}-urgent-{index}", "user_name": user, "access_key_id": key})
+        body = job_body(f"{run}-urgent-{index}", user, key)
         sent_at = time.monotonic()
         sqs.send_message(QueueUrl=priority, MessageBody=body)
         while iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
@@ -344,6 +361,7 @@ def main():
             "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
             "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
             "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+            "IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID": mac_key,
         }
         if priority:
             env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
@@ -444,6 +462,12 @@ def main():
         "latency_p50_seconds": None if p50 is None else round(p50, 3),
         "latency_p99_seconds": None if p99 is None else round(p99, 3),
     }
+    if args.key_only:
+        # The owner lookup (IAM), the hand-on (SQS) and its MAC (KMS), made and checked.
+        result["key_only"] = True
+        for service in ["kms", "sts"]:
+            calls = total(samples, "iam_key_revoker_aws_requests_total", service=service)
+            result[f"{service}_calls_per_job"] = round(calls / args.jobs, 3)
     if args.urgent:
         behind_times = [t for t, _ in behind]
         result["urgent_jobs"] = args.urgent

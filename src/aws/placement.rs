@@ -20,6 +20,9 @@ pub struct Placement {
     /// The owners IAM's lookup named (key, user): once such a key is deleted, IAM can no
     /// longer name them.
     pub looked_up: Vec<(String, String)>,
+    /// Keys whose place could not be found (IAM or STS failing past the backoff): the
+    /// others are revoked all the same, and the job goes round again for these.
+    pub(crate) failed: Vec<(String, AwsError)>,
 }
 
 impl Iam {
@@ -39,38 +42,41 @@ impl Iam {
         let event = job.origin.is_some();
         let mut placement = Placement::default();
         for key in keys {
-            let place = if self.protection.key(key) {
-                Placed::Unplaced(Reason::Protected, format!("access key {key} is protected"))
-            } else {
-                match job.known_owner(key) {
-                    Some(known) if known.source == OwnerSource::Learned => {
-                        Placed::Owner(known.user_name.clone())
-                    }
-                    Some(known) => Placed::Hinted(known.user_name.clone()),
-                    None => {
-                        let (owner, used) = self.owner(key, retries).await?;
-                        placement.last_used.extend(used);
-                        if let Owner::User(user) = &owner {
-                            placement.looked_up.push((key.clone(), user.clone()));
-                        }
-                        self.locate(key, owner, home, event, retries).await?
-                    }
+            let hint = job.known_owner(key);
+            let place = match hint {
+                _ if self.protection.key(key) => {
+                    Placed::Unplaced(Reason::Protected, format!("access key {key} is protected"))
                 }
+                Some(known) if known.source == OwnerSource::Learned => {
+                    Placed::Owner(known.user_name.clone())
+                }
+                // The event's user is a hint: never a write on a protected name it gives;
+                // IAM's owner decides whether the key is a protected user's.
+                Some(known) if !self.protection.user(&known.user_name) => {
+                    Placed::Hinted(known.user_name.clone())
+                }
+                _ => match self
+                    .look_up(key, home, event, &mut placement, retries)
+                    .await
+                {
+                    Ok(place) => place,
+                    // One key's lookup failing never holds the others back.
+                    Err(e) if keys.len() > 1 => {
+                        placement.failed.push((key.clone(), e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let place = match place {
-                Placed::Owner(user) | Placed::Hinted(user) if self.protection.user(&user) => {
-                    Placed::Unplaced(
-                        Reason::Protected,
-                        format!("access key {key} belongs to protected user {user}"),
-                    )
-                }
+                Placed::Owner(user) if self.protection.user(&user) => Placed::Unplaced(
+                    Reason::Protected,
+                    format!("access key {key} belongs to protected user {user}"),
+                ),
                 place => place,
             };
             if let (1, Placed::Unplaced(Reason::Protected, detail)) = (keys.len(), &place) {
-                let named = match job.known_owner(key) {
-                    Some(known) => Some(known.user_name.as_str()),
-                    None => placement.looked_up.first().map(|(_, u)| u.as_str()),
-                };
+                let named = placement.looked_up.first().map(|(_, u)| u.as_str());
                 return Ok(Err(Box::new(
                     IamResult {
                         last_used: placement.last_used,
@@ -82,6 +88,23 @@ impl Iam {
             placement.places.push((key.clone(), place));
         }
         Ok(Ok(placement))
+    }
+
+    /// IAM's owner of `key` (`GetAccessKeyLastUsed`), placed, with its last use noted.
+    async fn look_up(
+        &self,
+        key: &str,
+        home: &Home,
+        event: bool,
+        placement: &mut Placement,
+        retries: &RetryCounter,
+    ) -> Result<Placed, AwsError> {
+        let (owner, used) = self.owner(key, retries).await?;
+        placement.last_used.extend(used);
+        if let Owner::User(user) = &owner {
+            placement.looked_up.push((key.to_owned(), user.clone()));
+        }
+        self.locate(key, owner, home, event, retries).await
     }
 
     /// Where a key IAM's owner lookup answered for stands: STS is asked which account it

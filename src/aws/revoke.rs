@@ -204,28 +204,34 @@ impl Iam {
     ) -> Result<IamResult, AwsError> {
         let event = job.origin.is_some();
         let Placement {
-            places: placed,
+            places,
             last_used,
+            failed: unplaced,
             ..
         } = placement;
-        let mut results = Vec::with_capacity(placed.len());
+        let mut results = Vec::with_capacity(places.len() + unplaced.len());
         let mut changed = 0;
         let mut refused: Option<(Reason, String)> = None;
         let mut failed: Option<AwsError> = None;
         let mut elsewhere = None;
+        // The keys placed, then those whose place could not be found (each a failure of
+        // its own: the job goes round again for them).
+        let placed = places.into_iter().map(|(key, place)| (key, Ok(place)));
+        let placed = placed.chain(unplaced.into_iter().map(|(key, e)| (key, Err(e))));
         for (key, place) in placed {
             let end = match place {
-                Placed::Owner(user) => {
+                Ok(Placed::Owner(user)) => {
                     self.revoke_from(&user, &key, job.action, home, retries)
                         .await
                 }
-                Placed::Hinted(user) => {
+                Ok(Placed::Hinted(user)) => {
                     self.revoke_hinted(&user, &key, job.action, event, home, retries)
                         .await
                 }
-                Placed::Gone => Ok(KeyEnd::Absent(None)),
-                Placed::Unplaced(reason, detail) => Ok(KeyEnd::Refused(None, reason, detail)),
-                Placed::Elsewhere(account) => Ok(KeyEnd::Elsewhere(account)),
+                Ok(Placed::Gone) => Ok(KeyEnd::Absent(None)),
+                Ok(Placed::Unplaced(reason, detail)) => Ok(KeyEnd::Refused(None, reason, detail)),
+                Ok(Placed::Elsewhere(account)) => Ok(KeyEnd::Elsewhere(account)),
+                Err(e) => Err(e),
             };
 
             let earlier = job

@@ -18,18 +18,18 @@ impl Worker {
     /// What a job's continuation claims (README, "Continuations"): believed only when the
     /// worker's own MAC over the message verifies and has not expired. One that does not
     /// is worked from its own fields as a new job (its keys, named alone), none of its
-    /// claims believed: owners, changes, the security event. `Err` when KMS cannot say
-    /// (the job is tried again).
-    pub(super) async fn believe(&self, job: Job, retries: &RetryCounter) -> Result<Job, Decision> {
+    /// claims believed: owners, changes, the security event; so is one KMS cannot check
+    /// now (a revocation never waits on it).
+    pub(super) async fn believe(&self, job: Job, retries: &RetryCounter) -> Job {
         let Some(continuation) = &job.continuation else {
-            return Ok(job);
+            return job;
         };
         let claims = continuation.claims()
             || job.origin.is_some()
             || !job.owners.is_empty()
             || continuation.mac.is_some();
         if !claims {
-            return Ok(job);
+            return job;
         }
         let now = crate::metrics::now_ms();
         let verified = match (
@@ -51,21 +51,16 @@ impl Worker {
                 let checked =
                     Box::pin(mac.verify(Purpose::Continuation, &canonical, signature, retries))
                         .await;
+                // KMS not answering never holds a revocation back: the claims are dropped,
+                // the keys worked (CONTRACT §1: what cannot be verified is not believed).
                 match checked {
                     Ok(verified) => verified,
-                    Err(e) => {
-                        let mut decision = self.aws_failure(e, 0);
-                        decision.detail = Some(format!(
-                            "could not verify the job's continuation: {}",
-                            decision.detail.unwrap_or_default()
-                        ));
-                        return Err(decision);
-                    }
+                    Err(e) => Verified::No(format!("KMS could not verify its mac: {e}")),
                 }
             }
         };
         match verified {
-            Verified::Yes => Ok(job),
+            Verified::Yes => job,
             Verified::No(why) => {
                 crate::metrics::unverified_message("continuation");
                 tracing::warn!(
@@ -73,23 +68,22 @@ impl Worker {
                     why = %why,
                     "A continuation that does not verify: worked from its own fields as a new job, none of its claims believed"
                 );
-                Ok(job.without_claims())
+                job.without_claims()
             }
         }
     }
 
     /// A security event naming more keys than one job holds: each further part goes on
     /// as a job of its own (README, "Security events"), to the priority queue when there
-    /// is one, before this job works the first. `Err` when a part cannot be sent (nothing
-    /// has changed yet: the whole event is tried again, and parts already sent end
-    /// `duplicate` or are worked once).
+    /// is one. `Err` says which part could not be sent: this delivery then works its own
+    /// part here and goes round again for the rest (never a reason to revoke nothing).
     pub(super) async fn send_parts(
         &self,
         job: &Job,
         message: &Message,
         delivery: Delivery,
         retries: &RetryCounter,
-    ) -> Result<(), Decision> {
+    ) -> Result<(), String> {
         let queue_url = self
             .priority_queues()
             .unwrap_or(&self.source(delivery.lane).queues)
@@ -102,13 +96,11 @@ impl Worker {
                 .send_on(message, delivery, &mut part, &queue_url, 0, retries)
                 .await
             {
-                let mut decision = self.aws_failure(e, 0);
-                decision.detail = Some(format!(
-                    "could not send part {} of the event's keys; nothing changed: {}",
-                    i + 2,
-                    decision.detail.unwrap_or_default()
+                tracing::warn!(request_id = %job.request_id, part = i + 2, error = %e, "Could not send a part of the event's keys; the job goes round again for it");
+                return Err(format!(
+                    "part {} of the event's keys (and the ones after it) not sent yet: {e}",
+                    i + 2
                 ));
-                return Err(decision);
             }
         }
         tracing::info!(request_id = %job.request_id, parts = job.parts.len() + 1, "An event naming more keys than one job holds, worked in parts");
@@ -131,10 +123,12 @@ impl Worker {
         placement: &Placement,
         retries: &RetryCounter,
     ) -> Option<Decision> {
-        // Without a MAC key its continuation would not be believed: work it here.
+        // Without a MAC key its continuation would not be believed, and with parts of an
+        // event still unsent the message must stay to send them: work it here.
         if job.action != Action::Delete
             || placement.looked_up.is_empty()
             || self.settler.mac.is_none()
+            || !job.parts.is_empty()
         {
             return None;
         }

@@ -188,18 +188,17 @@ impl Worker {
             Admission::Decided(worked) => return worked,
         };
         let mut facts = self.facts_of(&job).await;
-        if !job.parts.is_empty() {
-            let sent = Box::pin(self.send_parts(&job, message, delivery, retries)).await;
-            if let Err(decision) = sent {
-                return Worked {
-                    decision,
-                    facts,
-                    claim: Some(claim),
-                    carry_on: None,
-                };
-            }
+        let mut job = job;
+        let unsent = match job.parts.is_empty() {
+            true => None,
+            false => Box::pin(self.send_parts(&job, message, delivery, retries))
+                .await
+                .err(),
+        };
+        if unsent.is_none() {
+            job.parts.clear();
         }
-        let (decision, carry_on) = match self.guard(&job) {
+        let (mut decision, carry_on) = match self.guard(&job) {
             Some(refused) => (refused, None),
             None => {
                 let revocation = self.revoke(&job, message, delivery, retries).await;
@@ -207,6 +206,14 @@ impl Worker {
                 (revocation.decision, revocation.carry_on)
             }
         };
+        // The keys of this part are revoked; the rest of the event comes round again.
+        if let (Some(unsent), true) = (unsent, decision.outcome.is_remembered()) {
+            let detail = decision.detail.take().into_iter().chain([unsent]);
+            decision = Decision::new(
+                Outcome::Retry(Reason::TransientError),
+                detail.collect::<Vec<_>>().join("; "),
+            );
+        }
         Worked {
             decision,
             facts,
@@ -268,10 +275,7 @@ impl Worker {
             };
         }
         let job = match intake::read(body, &self.intake) {
-            Ok(Intake::Job(job)) => match Box::pin(self.believe(*job, retries)).await {
-                Ok(job) => job,
-                Err(decision) => return decided(decision, JobFacts::salvaged(body)),
-            },
+            Ok(Intake::Job(job)) => Box::pin(self.believe(*job, retries)).await,
             Ok(Intake::NotRevocable(event)) => {
                 let detail = format!("{}; nothing done", event.detail);
                 return decided(

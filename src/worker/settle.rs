@@ -319,13 +319,21 @@ impl Settler {
         }
         // The worker's word on it, for its time (README, "Continuations"): without a MAC
         // key the continuation goes unsigned, and none of its claims will be believed.
+        // KMS failing never holds the job back: unsigned, the continuation is worked from
+        // its own fields (its keys), which still revokes them.
         if let (Some(mac), Some(continuation)) = (&self.mac, next.continuation.as_mut()) {
             continuation.mac = None;
             continuation.expires_at_ms = Some(crate::metrics::now_ms() + CONTINUATION_TTL_MS);
             let canonical = next.canonical();
-            let signature = Box::pin(mac.sign(Purpose::Continuation, &canonical, retries)).await?;
+            let signed = Box::pin(mac.sign(Purpose::Continuation, &canonical, retries)).await;
             if let Some(continuation) = next.continuation.as_mut() {
-                continuation.mac = Some(signature);
+                match signed {
+                    Ok(signature) => continuation.mac = Some(signature),
+                    Err(e) => {
+                        tracing::warn!(error = %e, message_id, "Could not MAC the job's continuation; sending it unsigned (none of its claims will be believed)");
+                        continuation.expires_at_ms = None;
+                    }
+                }
             }
         }
         let group = message
