@@ -183,3 +183,39 @@ async fn without_update_findings_security_hub_is_not_called() {
     assert!(updates(&proxy).is_empty());
     assert_eq!(report.facts.finding_update, None);
 }
+
+/// A forged event marked as GuardDuty's sample, naming the ARN of a real finding about a
+/// real key: the key is not touched, and the real finding stays as it is (a person still
+/// sees it NEW), never marked NOTIFIED. The mark is read in both places GuardDuty gives
+/// it: `additionalInfo.sample`, and the JSON string `additionalInfo.value`.
+#[tokio::test]
+async fn a_sample_event_leaves_the_real_finding_it_names_untouched() {
+    let (env, proxy) = env_with_proxy("finding-sample", true).await;
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("u", 1).await;
+    let id = new_id();
+    import_finding(&env.clients, &id, &keys[0], &user).await;
+
+    for info in [
+        json!({"type": "default", "value": "{\"sample\":true}"}),
+        json!({"sample": true}),
+    ] {
+        let mut body: Value = serde_json::from_str(&finding(&id, &keys[0], &user)).unwrap();
+        body["id"] = json!(common::unique("ev"));
+        body["detail"]["service"]["additionalInfo"] = info.clone();
+        let report = env
+            .handle_job(&worker, env.deliver(&body.to_string()).await)
+            .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Rejected(Reason::NotRevocable),
+            "{info}"
+        );
+        assert_eq!(report.facts.finding_update, None, "{info}");
+    }
+    assert!(updates(&proxy).is_empty(), "no BatchUpdateFindings");
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(aws_sdk_iam::types::StatusType::Active)
+    );
+}

@@ -46,14 +46,26 @@ struct FindingService {
 
 impl FindingService {
     /// Whether GuardDuty generated this finding as a sample: anyone with GuardDuty's
-    /// rights in an account can make one, about any key they name.
+    /// rights in an account can make one, about any key they name. The mark is
+    /// `additionalInfo.sample` as the User Guide's events show it, or inside
+    /// `additionalInfo.value`, the JSON string of the API's `ServiceAdditionalInfo`
+    /// (GuardDuty API Reference, "ServiceAdditionalInfo").
     fn is_sample(&self) -> bool {
-        let sample = self.additional_info.as_ref().and_then(|i| i.get("sample"));
-        match sample {
+        let Some(info) = self.additional_info.as_ref() else {
+            return false;
+        };
+        let within = match info.get("value") {
+            Some(serde_json::Value::String(value)) => {
+                serde_json::from_str::<serde_json::Value>(value).ok()
+            }
+            _ => None,
+        };
+        let marked = |v: Option<&serde_json::Value>| match v {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
             _ => false,
-        }
+        };
+        marked(info.get("sample")) || marked(within.as_ref().and_then(|w| w.get("sample")))
     }
 }
 

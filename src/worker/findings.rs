@@ -1,7 +1,8 @@
 //! Closing the finding (README, "Closing the finding"): with `intake.update_findings`, a
 //! job from a GuardDuty finding marks the finding in Security Hub once its outcome is
 //! settled: `RESOLVED` with the job's summary as the note when its key was revoked (or
-//! already gone), `NOTIFIED` when the job was rejected. Like every step after the
+//! already gone), `NOTIFIED` when the job was rejected for a reason a person must act on
+//! (never for a sample, a root key or a message that is not a job). Like every step after the
 //! revocation it never changes the job's outcome: a failure is retried by the retry
 //! wrapper, then counted and logged, as are findings Security Hub did not process; the
 //! outcome's `finding_update` says what became of it.
@@ -10,7 +11,7 @@ use crate::aws::findings::{self, FindingRef, Workflow};
 use crate::aws::retry::RetryCounter;
 use crate::intake::GUARDDUTY;
 use crate::metrics;
-use crate::outcome::{JobReport, Outcome};
+use crate::outcome::{JobReport, Outcome, Reason};
 use crate::worker::Worker;
 
 impl Worker {
@@ -31,6 +32,16 @@ impl Worker {
             .filter(|o| o.source == GUARDDUTY)?;
         let workflow = match report.outcome {
             Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent => Workflow::Resolved,
+            // What the finding names stays NEW for a person: a sample or a root key (never
+            // the worker's to revoke), a message that is not a job or reuses a request id.
+            // A forged event must not mark a real finding as handled (README, "Threat
+            // model").
+            Outcome::Rejected(
+                Reason::NotRevocable
+                | Reason::InvalidMessage
+                | Reason::RequestIdConflict
+                | Reason::TooManyReceives,
+            ) => return None,
             Outcome::Rejected(_) => Workflow::Notified,
             // Done by the earlier copy; or not finished yet.
             Outcome::Duplicate | Outcome::Cancelled | Outcome::Retry(_) => return None,
