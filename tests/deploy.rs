@@ -1396,3 +1396,40 @@ fn a_fresh_cluster_gets_its_namespace_drains_and_monitoring() {
         "the PodMonitor's pod selector stays as it is"
     );
 }
+
+/// The worker's MAC key (README, "Continuations"): only the worker's role may make or
+/// check a MAC with it, and no statement lets anyone hand that right on (`CreateGrant`,
+/// or a wildcard that covers it or the MAC actions), which would let them forge what the
+/// worker writes for itself.
+#[test]
+fn only_the_workers_role_macs_with_its_key() {
+    let stack = Stack::worker();
+    let key = stack.properties("ContinuationKey");
+    assert_eq!(key["KeySpec"], "HMAC_256");
+    assert_eq!(key["KeyUsage"], "GENERATE_VERIFY_MAC");
+    let statements = key["KeyPolicy"]["Statement"].as_array().unwrap();
+    for statement in statements {
+        let actions: Vec<&str> = match &statement["Action"] {
+            serde_json::Value::String(a) => vec![a.as_str()],
+            other => other
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect(),
+        };
+        for forbidden in ["kms:CreateGrant", "kms:GenerateMac", "kms:VerifyMac"] {
+            if actions.iter().any(|a| wildcard(a, forbidden)) {
+                assert_eq!(
+                    statement["Principal"]["AWS"],
+                    "arn:aws:iam::111122223333:role/iam-key-revoker-worker",
+                    "{forbidden} only to the worker's role: {statement}"
+                );
+                assert_ne!(
+                    forbidden, "kms:CreateGrant",
+                    "nobody may grant: {statement}"
+                );
+            }
+        }
+    }
+}
