@@ -38,7 +38,7 @@ pub fn quarantine_policy_in(policy_arn: &str, partition: &str) -> String {
 
 impl SessionsSection {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.margin_seconds > 3600 {
+        if self.margin_seconds > crate::sessions::MAX_MARGIN_SECONDS {
             return Err(invalid(
                 "sessions.margin_seconds",
                 format!("must be at most 3600, not {}", self.margin_seconds),

@@ -20,8 +20,10 @@
 //! - **Impostors.** A user whose key leaked can often write its own policies. A policy
 //!   with the worker's name counts as a cut-off only when its document is exactly this
 //!   shape, its name carries its T and Sid, and T is no later than IAM's clock plus the
-//!   margin plus [`FUTURE_TOLERANCE_SECONDS`]: anything else is an impostor, which the
-//!   worker replaces and reports.
+//!   largest margin allowed ([`MAX_MARGIN_SECONDS`]) plus [`FUTURE_TOLERANCE_SECONDS`]
+//!   (a margin lowered since, or a replica's larger one, never makes the worker's own
+//!   cut-off an impostor): anything else is an impostor, which the worker replaces and
+//!   reports.
 
 use aws_smithy_types::date_time::{DateTime, Format};
 use sha2::{Digest, Sha256};
@@ -30,8 +32,11 @@ use sha2::{Digest, Sha256};
 /// by `-` and T (`20261130T120001Z`), then `-` and the revocation's Sid or `Folded`.
 pub const SESSION_POLICY_NAME: &str = "iam-key-revoker-revoke-older-sessions";
 
-/// How much later than IAM's clock plus `sessions.margin_seconds` a cut-off's time may
-/// be and still be the worker's: replicas whose clocks or margins differ a little.
+/// The largest `sessions.margin_seconds` (config check).
+pub const MAX_MARGIN_SECONDS: u32 = 3600;
+
+/// How much later than IAM's clock plus [`MAX_MARGIN_SECONDS`] a cut-off's time may be
+/// and still be the worker's: replicas whose clocks differ a little.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 300;
 
 /// The most revocations of one user that keep a cut-off policy each.
@@ -74,17 +79,6 @@ pub fn request_digest(request_id: &str) -> String {
         .take(16)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The Sid of the revocation that staged the scheduled delete `delete_id` (its request id
-/// and `.delete`, or `staged-<digest>.delete` for a long one; README, "Staged
-/// revocation").
-pub fn sid_of_scheduled_delete(delete_id: &str) -> Option<String> {
-    let staged = delete_id.strip_suffix(".delete")?;
-    match staged.strip_prefix("staged-") {
-        Some(digest) if is_record(&format!("R{digest}")) => Some(format!("R{digest}")),
-        _ => Some(revocation_sid(staged)),
-    }
 }
 
 fn is_record(sid: &str) -> bool {
@@ -327,17 +321,6 @@ mod tests {
         ] {
             assert_eq!(claim(other), None, "{other}");
         }
-        // A staged delete leads back to the revocation that staged it.
-        assert_eq!(
-            sid_of_scheduled_delete("st-1.delete"),
-            Some(revocation_sid("st-1"))
-        );
-        let long = "r".repeat(128);
-        let delete = format!("staged-{}.delete", request_digest(&long));
-        assert_eq!(
-            sid_of_scheduled_delete(&delete),
-            Some(revocation_sid(&long))
-        );
     }
 
     #[test]

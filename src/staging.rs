@@ -141,6 +141,22 @@ pub fn schedule_name(account: &str, key: &str) -> String {
     name
 }
 
+/// What a staged delete's schedule says of itself: its key, user, account and the
+/// request that staged it (a request id has no spaces, so it reads back whole).
+pub fn staged_description(key: &str, user: &str, account: &str, request_id: &str) -> String {
+    format!("iam-key-revoker: delete {key} of {user} in {account}, {STAGED_BY}{request_id}")
+}
+
+const STAGED_BY: &str = "staged by request ";
+
+/// The request that staged a delete, read from its schedule's description
+/// ([`staged_description`]); `None` for any other description (a restore's record).
+pub fn staged_by(description: &str) -> Option<&str> {
+    let rest = description.strip_prefix("iam-key-revoker: delete ")?;
+    let (_, id) = rest.rsplit_once(&format!(", {STAGED_BY}"))?;
+    crate::rules::check_request_id(id).ok().map(|()| id)
+}
+
 /// Whether `name` keeps Scheduler's rules: 1-64 of `[0-9a-zA-Z-_.]`.
 pub fn is_schedule_name(name: &str) -> bool {
     (1..=NAME_MAX).contains(&name.len())
@@ -173,6 +189,30 @@ pub fn rfc3339(epoch_seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The request that staged a delete reads back whole from its description, whatever
+    /// it looks like (`staged-…` included); a restore's description names none.
+    #[test]
+    fn a_staged_delete_names_the_request_that_staged_it() {
+        let long = "r".repeat(128);
+        for id in [
+            "st-1",
+            "staged-0123456789abcdef0123456789abcdef",
+            long.as_str(),
+        ] {
+            let description =
+                staged_description("AKIAEXAMPLE000000001", "a,b.c@d", "123456789012", id);
+            assert_eq!(staged_by(&description), Some(id));
+        }
+        assert_eq!(
+            staged_by("iam-key-revoker: restored to Active by arn:aws:iam::1:user/x at 2026-12-07T00:00:00Z; the delete will not be sent"),
+            None
+        );
+        assert_eq!(
+            staged_by("iam-key-revoker: delete K of u in 1, staged by request has space"),
+            None
+        );
+    }
 
     #[test]
     fn durations_and_times_are_read_and_everything_else_refused() {

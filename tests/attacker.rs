@@ -90,6 +90,32 @@ async fn policies(env: &TestEnv, user: &str) -> Vec<String> {
         .to_vec()
 }
 
+/// A managed policy standing in for the quarantine policy (the emulator has none of
+/// AWS's), denying `actions`; its ARN.
+async fn quarantine_policy(env: &TestEnv, actions: Value) -> String {
+    let document = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": actions, "Resource": "*"}]});
+    env.clients
+        .iam
+        .create_policy()
+        .policy_name(format!("{}-quarantine", env.name))
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .and_then(|p| p.arn)
+        .unwrap()
+}
+
+/// The names of the worker's cut-offs on `user`.
+async fn cutoffs(env: &TestEnv, user: &str) -> Vec<String> {
+    policies(env, user)
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with(SESSION_POLICY_NAME))
+        .collect()
+}
+
 /// The cut-off `name`'s document as IAM holds it.
 async fn document(env: &TestEnv, user: &str, name: &str) -> Value {
     let out = env
@@ -205,21 +231,8 @@ async fn a_planted_cutoff_does_not_stop_the_next_one() {
 async fn a_filled_inline_quota_still_contains_as_far_as_iam_allows() {
     let mut env = TestEnv::new("atk-quota").await;
     let (user, key, _) = leaked(&env, "q").await;
-    let quarantine = env
-        .clients
-        .iam
-        .create_policy()
-        .policy_name(format!("{}-quarantine", env.name))
-        .policy_document(
-            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": ["iam:CreateAccessKey", "sts:GetSessionToken"], "Resource": "*"}]})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .policy
-        .and_then(|p| p.arn)
-        .unwrap();
+    let quarantine =
+        quarantine_policy(&env, json!(["iam:CreateAccessKey", "sts:GetSessionToken"])).await;
     env.config.quarantine.policy_arn = quarantine.clone();
     let (user2, key2, _) = leaked(&env, "q2").await;
     let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
@@ -278,21 +291,7 @@ async fn a_filled_inline_quota_still_contains_as_far_as_iam_allows() {
 #[tokio::test]
 async fn a_forged_continuation_is_worked_from_its_own_fields() {
     let mut env = TestEnv::new("atk-forge").await;
-    let quarantine = env
-        .clients
-        .iam
-        .create_policy()
-        .policy_name(format!("{}-quarantine", env.name))
-        .policy_document(
-            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "*"}]})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .policy
-        .and_then(|p| p.arn)
-        .unwrap();
+    let quarantine = quarantine_policy(&env, json!("ec2:RunInstances")).await;
     env.config.quarantine.policy_arn = quarantine;
     env.config.intake.update_findings = true;
     let (bystander, _) = env.user_with_keys("bystander", 1).await;
@@ -392,12 +391,23 @@ async fn a_forged_continuation_is_worked_from_its_own_fields() {
     );
     assert!(report.facts.origin.is_some());
 
-    // Its content changed: not believed.
+    // Its content changed, one field at a time: not believed. The action alone (the
+    // request id kept) is a new job under a finished request id: refused as a conflict.
     let changed = genuine.replace("\"action\":\"delete\"", "\"action\":\"deactivate\"");
+    assert_ne!(changed, genuine);
+    let report = worker.handle(env.deliver(&changed).await).await;
+    assert_eq!(report.facts.origin, None, "{:?}", report.detail);
+    assert_eq!(
+        report.outcome,
+        Outcome::Rejected(Reason::RequestIdConflict),
+        "{:?}",
+        report.detail
+    );
     let report = worker
-        .handle(env.deliver(&changed.replace("forged-3", "forged-4")).await)
+        .handle(env.deliver(&genuine.replace("forged-3", "forged-4")).await)
         .await;
     assert_eq!(report.facts.origin, None, "{:?}", report.detail);
+    unverified(&report);
     // Its time over: not believed, whatever the MAC.
     let (canonical, unsigned) = signed("forged-5", now_ms() - 1_000);
     let signature = mac
@@ -803,6 +813,7 @@ async fn a_key_of_another_account_is_revoked_there_never_called_absent() {
     );
 
     env.config.cross_account.role_name = Some("iam-key-revoker".to_owned());
+
     let worker = env.worker().await;
     let report = env
         .handle_job(&worker, env.deliver(&body("acct-2", &member_keys[1])).await)
@@ -812,6 +823,31 @@ async fn a_key_of_another_account_is_revoked_there_never_called_absent() {
     assert_eq!(
         common::key_status(&member, &user, &member_keys[1]).await,
         None
+    );
+
+    // The role there throttled past the backoff: AWS's answer, retried, never
+    // `other_account` (which says the worker may not act there at all).
+    let (other, other_keys) =
+        common::create_user_with_keys(&member, &format!("{}-t", env.name), 1).await;
+    env.config.retry.max_elapsed_seconds = 1;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    proxy.set_fault_for("AssumeRole", Fault::Status(400, iam_error("Throttling")));
+    env.route_iam_and_sts_through(&proxy).await;
+    let worker = env.worker().await;
+    let report = env
+        .handle_job(&worker, env.deliver(&body("acct-t", &other_keys[0])).await)
+        .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Retry(Reason::TransientError),
+        "{:?}",
+        report.detail
+    );
+    assert!(report.detail.unwrap().contains(MEMBER));
+    assert!(proxy.count("AssumeRole") > 0, "the role there was asked");
+    assert_eq!(
+        common::key_status(&member, &other, &other_keys[0]).await,
+        Some(StatusType::Active)
     );
 }
 
@@ -857,4 +893,192 @@ async fn a_failure_after_a_change_does_not_wait_to_cut_off_the_first_user() {
         env.key_status(&second, &second_keys[0]).await.is_some(),
         "the second key is left for the retry"
     );
+}
+
+/// The holder fills one user's inline quota; the event names keys of two users. The
+/// other user's sessions are cut off all the same (one user's failure never keeps the
+/// next from theirs), the full one is quarantined instead, and the job pages. A job
+/// naming a user whose key IAM does not know (a typo) quarantines nobody when that
+/// user's quota is full: the fallback is for users IAM tied to a changed key.
+#[tokio::test]
+async fn one_users_full_quota_does_not_keep_the_other_from_their_cutoff() {
+    let mut env = TestEnv::new("atk-quota2").await;
+    let quarantine = quarantine_policy(&env, json!("iam:CreateAccessKey")).await;
+    env.config.quarantine.policy_arn = quarantine.clone();
+    let (full, full_keys) = env.user_with_keys("full", 1).await;
+    let (other, other_keys) = env.user_with_keys("other", 1).await;
+    let (typo, _) = env.user_with_keys("typo", 1).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    for user in [&full, &typo] {
+        proxy.set_fault_matching(
+            &[
+                "Action=PutUserPolicy".to_owned(),
+                format!("UserName={user}&"),
+            ],
+            Fault::Status(409, iam_error("LimitExceeded")),
+        );
+    }
+    env.route_iam_through(&proxy).await;
+    let worker = env.worker().await;
+    let attached = |user: String| {
+        let iam = env.clients.iam.clone();
+        async move {
+            iam.list_attached_user_policies()
+                .user_name(user)
+                .send()
+                .await
+                .unwrap()
+                .attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&health_event(
+                &common::unique("quota2"),
+                &[&full_keys[0], &other_keys[0]],
+            ))
+            .await,
+        )
+        .await;
+
+    // The event's keys were named alone: the refusal carries on as the worker's own
+    // message naming their owners, dead-lettered itself, ready to be moved back.
+    assert_eq!(report.outcome, Outcome::Retry(Reason::PolicyQuota));
+    let report = worker.handle(env.receive_one().await).await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::PolicyQuota));
+    assert_eq!(env.key_status(&full, &full_keys[0]).await, None);
+    assert_eq!(env.key_status(&other, &other_keys[0]).await, None);
+    assert!(
+        policies(&env, &other)
+            .await
+            .iter()
+            .any(|n| n.starts_with(SESSION_POLICY_NAME)),
+        "the other user is cut off: {:?}",
+        report.detail
+    );
+    assert_eq!(attached(full.clone()).await, vec![quarantine.clone()]);
+    assert!(attached(other.clone()).await.is_empty());
+
+    // A key IAM does not know, named with a user whose quota is full.
+    let body = json!({"request_id": "typo-1", "access_key_id": "AKIANOSUCHKEY0000009", "user_name": typo, "revoke_sessions": true}).to_string();
+    let report = worker.handle(env.deliver(&body).await).await;
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::PolicyQuota));
+    assert!(
+        report
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("not quarantined"),
+        "{:?}",
+        report.detail
+    );
+    assert!(
+        attached(typo.clone()).await.is_empty(),
+        "nobody locked out by a typo"
+    );
+}
+
+/// An operator's undo must not reopen another incident. Key B of a user is revoked for
+/// an incident (cut-off, quarantine). A producer stages key A of the same user under a
+/// request id built to look like the incident's digest (`staged-<digest>`), hoping that
+/// a restore of A lifts the incident's cut-off. The restore reads which revocation staged
+/// A from the schedule's own description and lifts only that one's cut-off; the
+/// quarantine, which the incident still needs while B is Inactive, is not lifted without
+/// --force, and that refusal changes nothing. Two keys of one staged job: restoring one
+/// with the lift is refused while the other is Inactive (the cut-off still ends its
+/// sessions).
+#[tokio::test]
+async fn a_restore_never_lifts_what_another_incident_needs() {
+    let (mut env, scheduler) = staged_env("atk-undo").await;
+    let quarantine = quarantine_policy(&env, json!("iam:CreateAccessKey")).await;
+    env.config.quarantine.policy_arn = quarantine.clone();
+    let (user, keys) = env.user_with_keys("u", 2).await;
+    let worker = env.worker().await;
+    let incident = json!({"request_id": "incident-1", "user_name": user, "access_key_id": keys[1],
+                          "action": "deactivate", "revoke_sessions": true, "quarantine_user": true});
+    let report = worker
+        .handle(env.deliver(&incident.to_string()).await)
+        .await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let lookalike = format!(
+        "staged-{}",
+        iam_key_revoker::sessions::request_digest("incident-1")
+    );
+    let staged = json!({"request_id": lookalike, "user_name": user, "access_key_id": keys[0],
+                        "action": "deactivate", "delete_after": "7d", "revoke_sessions": true});
+    let report = worker.handle(env.deliver(&staged.to_string()).await).await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    assert_eq!(cutoffs(&env, &user).await.len(), 2);
+    let ask = |lift_quarantine: bool, force: bool| Request {
+        access_key_id: keys[0].clone(),
+        user_name: user.clone(),
+        lift_session_cutoff: true,
+        lift_quarantine,
+        force,
+        ..Default::default()
+    };
+
+    // The quarantine serves the incident too: refused, nothing changed.
+    let refused = restore(&env.settings(), &env.clients, ask(true, false))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.exit_code(), 2);
+    assert!(refused.to_string().contains(&keys[1]), "{refused}");
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Inactive)
+    );
+    let kept = schedule(&env, &scheduler, &keys[0]).await.unwrap();
+    assert_eq!(kept.state(), Some(&ScheduleState::Enabled));
+    assert_eq!(cutoffs(&env, &user).await.len(), 2);
+
+    // The lift alone: only the staged revocation's cut-off goes.
+    let record = restore(&env.settings(), &env.clients, ask(false, false))
+        .await
+        .expect("restored");
+    assert_eq!(record.exit_code(), 0, "{}", record.detail);
+    let left = cutoffs(&env, &user).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].ends_with(&revocation_sid("incident-1")),
+        "the incident's cut-off stays: {left:?}"
+    );
+    assert!(record.quarantined == Some(true) && !record.quarantine_lifted);
+    assert_eq!(
+        env.key_status(&user, &keys[1]).await,
+        Some(StatusType::Inactive)
+    );
+
+    // One staged job, two keys of one user: the lift waits for the other key.
+    let (pair_user, pair) = env.user_with_keys("pair", 2).await;
+    let both = json!({"request_id": "pair-1", "user_name": pair_user, "all_keys": true,
+                      "action": "deactivate", "delete_after": "7d", "revoke_sessions": true});
+    let report = worker.handle(env.deliver(&both.to_string()).await).await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    let one = Request {
+        access_key_id: pair[0].clone(),
+        user_name: pair_user.clone(),
+        lift_session_cutoff: true,
+        ..Default::default()
+    };
+    let refused = restore(&env.settings(), &env.clients, one.clone())
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains(&pair[1]), "{refused}");
+    assert_eq!(cutoffs(&env, &pair_user).await.len(), 1);
+    let record = restore(
+        &env.settings(),
+        &env.clients,
+        Request { force: true, ..one },
+    )
+    .await
+    .expect("forced");
+    assert_eq!(record.exit_code(), 0, "{}", record.detail);
+    assert!(cutoffs(&env, &pair_user).await.is_empty());
 }

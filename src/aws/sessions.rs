@@ -32,7 +32,7 @@ use crate::aws::iam::{next_marker, Iam};
 use crate::aws::retry::RetryCounter;
 use crate::sessions::{
     cutoff_policy, fmt, is_cutoff_name, latest, legacy_policy_name, policy_name, read_cutoff,
-    revocation_sid, to_fold, Cutoff, FOLDED_SID, FUTURE_TOLERANCE_SECONDS,
+    revocation_sid, to_fold, Cutoff, FOLDED_SID, FUTURE_TOLERANCE_SECONDS, MAX_MARGIN_SECONDS,
 };
 pub use crate::sessions::{session_policy, SESSIONS_COVERED, SESSION_POLICY_NAME};
 
@@ -118,8 +118,9 @@ impl Iam {
             return Ok(Sessions::NoUser);
         };
         let before = self.cutoff_time(now, margin_seconds);
-        let allowed = DateTime::from_secs(before.secs() + FUTURE_TOLERANCE_SECONDS);
-        let found = self.read_cutoffs(user, &names, allowed, retries).await?;
+        let found = self
+            .read_cutoffs(user, &names, self.latest_allowed(now), retries)
+            .await?;
         let sid = revocation_sid(request_id);
         let own = found
             .cutoffs
@@ -221,8 +222,9 @@ impl Iam {
 
     /// IAM refused the cut-off for its quota: room is made, step by step, and a cut-off
     /// put again; returns what was put. Removed are, in turn, the impostors (never the
-    /// user's own policies); then the worker's cut-offs, all folded into one at the latest
-    /// time, put back when even that does not fit.
+    /// user's own policies); then the worker's cut-offs, one at a time from the earliest,
+    /// until one cut-off at the latest time of them all fits (put back when it never
+    /// does).
     #[allow(clippy::too_many_arguments)]
     async fn make_room(
         &self,
@@ -248,7 +250,11 @@ impl Iam {
                 Err(e) => return Err(e),
             }
         }
-        // The worker's cut-offs give way to one that covers them all.
+        // The worker's cut-offs give way, one at a time and the earliest first, to one
+        // that covers them all: the latest stays in force until the very last step.
+        if found.cutoffs.is_empty() {
+            return Err(refused);
+        }
         let at = found
             .cutoffs
             .iter()
@@ -256,33 +262,47 @@ impl Iam {
             .chain([wanted.before])
             .max_by_key(DateTime::secs)
             .unwrap_or(wanted.before);
-        if found.cutoffs.is_empty() {
-            return Err(refused);
-        }
-        for cutoff in &found.cutoffs {
-            self.delete_user_policy(user, &cutoff.name, retries).await?;
-            gone.push(cutoff.name.clone());
-        }
         let name = policy_name(at, FOLDED_SID);
-        match self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
-            Ok(()) => Ok(Cutoff {
-                name,
-                sid: None,
-                before: at,
-            }),
-            Err(e) => {
-                for cutoff in &found.cutoffs {
-                    let sid = cutoff.sid.as_deref().unwrap_or(FOLDED_SID);
-                    let back = self
-                        .put_cutoff(user, &cutoff.name, sid, cutoff.before, retries)
-                        .await;
-                    if let Err(back) = back {
-                        tracing::error!(user, policy = %cutoff.name, error = %back, "Could not put back a session cut-off");
-                    }
+        let mut earliest_first: Vec<&Cutoff> = found.cutoffs.iter().collect();
+        earliest_first.sort_by_key(|c| c.before.secs());
+        let mut deleted: Vec<&Cutoff> = Vec::new();
+        let mut last = refused;
+        for cutoff in earliest_first {
+            if let Err(e) = self.delete_user_policy(user, &cutoff.name, retries).await {
+                last = e;
+                break;
+            }
+            gone.push(cutoff.name.clone());
+            deleted.push(cutoff);
+            match self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
+                Ok(()) => {
+                    return Ok(Cutoff {
+                        name,
+                        sid: None,
+                        before: at,
+                    })
                 }
-                Err(e)
+                Err(e) if e.code.as_deref() == Some("LimitExceeded") => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
             }
         }
+        // Nothing fitted: what was deleted goes back.
+        for cutoff in deleted {
+            let sid = cutoff.sid.as_deref().unwrap_or(FOLDED_SID);
+            let back = self
+                .put_cutoff(user, &cutoff.name, sid, cutoff.before, retries)
+                .await;
+            match back {
+                Ok(()) => gone.retain(|g| g != &cutoff.name),
+                Err(back) => {
+                    tracing::error!(user, policy = %cutoff.name, error = %back, "Could not put back a session cut-off")
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Lifts the cut-off of the revocation whose Sid is `revocation`
@@ -299,18 +319,10 @@ impl Iam {
         revocation: Option<&str>,
         force: bool,
         now: DateTime,
-        margin_seconds: u32,
         retries: &RetryCounter,
     ) -> Result<Lift, AwsError> {
         let _turn = self.session_turns.take(user).await;
-        let names = self
-            .user_policy_names(user, retries)
-            .await?
-            .unwrap_or_default();
-        let allowed = DateTime::from_secs(
-            self.cutoff_time(now, margin_seconds).secs() + FUTURE_TOLERANCE_SECONDS,
-        );
-        let found = self.read_cutoffs(user, &names, allowed, retries).await?;
+        let found = self.found_on(user, now, retries).await?;
         let impostors = found.impostor_notes();
         let lifted: Vec<&Cutoff> = match (revocation, force) {
             (_, true) => found.cutoffs.iter().collect(),
@@ -352,6 +364,48 @@ impl Iam {
             in_force: latest(&left).map(|c| c.name.clone()),
             impostors,
         })
+    }
+
+    /// The worker's cut-offs on `user` that serve another revocation than `revocation`
+    /// (folded ones and those of earlier versions included): while one stays, another
+    /// incident may need what a restore would lift. Reads only.
+    pub async fn other_cutoffs(
+        &self,
+        user: &str,
+        revocation: Option<&str>,
+        now: DateTime,
+        retries: &RetryCounter,
+    ) -> Result<Vec<String>, AwsError> {
+        let found = self.found_on(user, now, retries).await?;
+        Ok(found
+            .cutoffs
+            .into_iter()
+            .filter(|c| c.sid.is_none() || c.sid.as_deref() != revocation)
+            .map(|c| c.name)
+            .collect())
+    }
+
+    /// What the worker's name is on among `user`'s policies, at `now` (none for a user
+    /// that does not exist).
+    async fn found_on(
+        &self,
+        user: &str,
+        now: DateTime,
+        retries: &RetryCounter,
+    ) -> Result<Found, AwsError> {
+        let names = self
+            .user_policy_names(user, retries)
+            .await?
+            .unwrap_or_default();
+        self.read_cutoffs(user, &names, self.latest_allowed(now), retries)
+            .await
+    }
+
+    /// The latest time a cut-off of the worker's can carry: IAM's clock plus the largest
+    /// margin allowed plus the replicas' tolerance (`crate::sessions`, "Impostors").
+    fn latest_allowed(&self, now: DateTime) -> DateTime {
+        let at = self.cutoff_time(now, MAX_MARGIN_SECONDS);
+        DateTime::from_secs(at.secs() + FUTURE_TOLERANCE_SECONDS)
     }
 
     /// T for a cut-off at `now`: IAM's clock when later, to the second up, plus the
@@ -500,6 +554,15 @@ mod tests {
         Iam::for_tests(client)
     }
 
+    impl Iam {
+        /// `revoke_sessions` at `NOW` with a margin of 300 seconds.
+        async fn cut_off(&self, user: &str, request_id: &str) -> Result<Sessions, AwsError> {
+            let now = DateTime::from_secs(NOW);
+            self.revoke_sessions(user, request_id, now, 300, &RetryCounter::default())
+                .await
+        }
+    }
+
     /// An IAM query-protocol answer, as IAM sends it, with IAM's `Date`.
     fn answer(status: u16, operation: &str, result: &str, date: &str) -> HttpResponse {
         let body = if status == 200 {
@@ -606,6 +669,20 @@ mod tests {
         (rule, deleted)
     }
 
+    /// A user holding the worker's cut-offs of these revocations at these times: their
+    /// names, and IAM's `ListUserPolicies` and `GetUserPolicy` for them.
+    fn held(cutoffs: &[(&str, i64)]) -> (Vec<String>, Rule, Rule) {
+        let held: Vec<(String, String)> = cutoffs
+            .iter()
+            .map(|(request, secs)| {
+                let (sid, at) = (revocation_sid(request), DateTime::from_secs(*secs));
+                (policy_name(at, &sid), cutoff_policy(&sid, at))
+            })
+            .collect();
+        let names: Vec<String> = held.iter().map(|(n, _)| n.clone()).collect();
+        (names.clone(), listing(names), documents(held))
+    }
+
     /// The cut-off a document the worker put denies: its Sid and time.
     fn read(document: &str) -> (String, String) {
         let value: serde_json::Value = serde_json::from_str(document).unwrap();
@@ -636,16 +713,7 @@ mod tests {
             )
         });
         let (put, put_docs) = puts(vec![200]);
-        let sessions = iam(&[&list, &put])
-            .revoke_sessions(
-                "alice",
-                "r-1",
-                DateTime::from_secs(NOW),
-                300,
-                &RetryCounter::default(),
-            )
-            .await
-            .unwrap();
+        let sessions = iam(&[&list, &put]).cut_off("alice", "r-1").await.unwrap();
         let Sessions::InForce(in_force) = sessions else {
             panic!("{sessions:?}")
         };
@@ -673,13 +741,7 @@ mod tests {
         let (put, put_docs) = puts(vec![200]);
         let (delete, deleted) = deletes();
         let sessions = iam(&[&list, &get, &put, &delete])
-            .revoke_sessions(
-                "alice",
-                "r-2",
-                DateTime::from_secs(NOW),
-                300,
-                &RetryCounter::default(),
-            )
+            .cut_off("alice", "r-2")
             .await
             .unwrap();
         let Sessions::InForce(in_force) = sessions else {
@@ -738,13 +800,7 @@ mod tests {
             let (put, put_docs) = puts(vec![200]);
             let (delete, deleted) = deletes();
             let sessions = iam(&[&list, &get, &put, &delete])
-                .revoke_sessions(
-                    "alice",
-                    "r-3",
-                    DateTime::from_secs(NOW),
-                    300,
-                    &RetryCounter::default(),
-                )
+                .cut_off("alice", "r-3")
                 .await
                 .unwrap();
             let Sessions::InForce(in_force) = sessions else {
@@ -775,13 +831,7 @@ mod tests {
         let (put, put_docs) = puts(vec![409, 200]);
         let (delete, deleted) = deletes();
         let sessions = iam(&[&list, &get, &put, &delete])
-            .revoke_sessions(
-                "alice",
-                "r-4",
-                DateTime::from_secs(NOW),
-                300,
-                &RetryCounter::default(),
-            )
+            .cut_off("alice", "r-4")
             .await
             .unwrap();
         assert!(
@@ -791,44 +841,58 @@ mod tests {
         assert_eq!(deleted.lock().unwrap().clone(), vec![planted.clone()]);
         assert_eq!(put_docs.lock().unwrap().len(), 2);
 
-        // No impostor, an older cut-off: both fold into one at the latest time.
-        let older = policy_name(DateTime::from_secs(NOW - 60), &revocation_sid("old"));
-        let list = listing(vec![older.clone()]);
-        let get = documents(vec![(
-            older.clone(),
-            cutoff_policy(&revocation_sid("old"), DateTime::from_secs(NOW - 60)),
-        )]);
-        let (put, put_docs) = puts(vec![409, 200]);
+        // No impostor, an older cut-off: both fold into one at the latest time. Two
+        // older ones: the earliest gives way first, and once the folded one fits the later
+        // stays (never a moment without a cut-off in force).
+        let cases: [(&[(&str, i64)], usize); 2] = [
+            (&[("old", NOW - 60)], 0),
+            (&[("late", NOW - 60), ("early", NOW - 600)], 1),
+        ];
+        for (cutoffs, gives_way) in cases {
+            let (names, list, get) = held(cutoffs);
+            let (put, put_docs) = puts(vec![409, 200]);
+            let (delete, deleted) = deletes();
+            let sessions = iam(&[&list, &get, &put, &delete])
+                .cut_off("alice", "r-5")
+                .await
+                .unwrap();
+            assert!(
+                matches!(&sessions, Sessions::InForce(f) if f.folded),
+                "{sessions:?}"
+            );
+            let put = put_docs.lock().unwrap().clone();
+            assert_eq!(read(&put[1].1), (FOLDED_SID.to_owned(), at(NOW + 301)));
+            assert_eq!(
+                deleted.lock().unwrap().clone(),
+                vec![names[gives_way].clone()]
+            );
+        }
+
+        // Even with both gone nothing fits: both are put back.
+        let (names, list, get) = held(&[("late", NOW - 60), ("early", NOW - 600)]);
+        let (late, early) = (names[0].clone(), names[1].clone());
+        let (put, put_docs) = puts(vec![409, 409, 409, 200, 200]);
         let (delete, deleted) = deletes();
-        let sessions = iam(&[&list, &get, &put, &delete])
-            .revoke_sessions(
-                "alice",
-                "r-5",
-                DateTime::from_secs(NOW),
-                300,
-                &RetryCounter::default(),
-            )
+        let refused = iam(&[&list, &get, &put, &delete])
+            .cut_off("alice", "r-8")
             .await
-            .unwrap();
-        assert!(
-            matches!(&sessions, Sessions::InForce(f) if f.folded),
-            "{sessions:?}"
+            .unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("LimitExceeded"));
+        assert_eq!(
+            deleted.lock().unwrap().clone(),
+            vec![early.clone(), late.clone()]
         );
-        let put = put_docs.lock().unwrap().clone();
-        assert_eq!(read(&put[1].1), (FOLDED_SID.to_owned(), at(NOW + 301)));
-        assert_eq!(deleted.lock().unwrap().clone(), vec![older]);
+        let put_back: Vec<String> = put_docs.lock().unwrap()[3..]
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(put_back, vec![early, late]);
 
         // Refused whatever is done: the caller's to contain otherwise.
         let list = listing(Vec::new());
         let (put, _) = puts(vec![409, 409, 409]);
         let refused = iam(&[&list, &put])
-            .revoke_sessions(
-                "alice",
-                "r-6",
-                DateTime::from_secs(NOW),
-                300,
-                &RetryCounter::default(),
-            )
+            .cut_off("alice", "r-6")
             .await
             .unwrap_err();
         assert_eq!(refused.code.as_deref(), Some("LimitExceeded"));
@@ -862,7 +926,6 @@ mod tests {
                     Some(lift),
                     false,
                     DateTime::from_secs(NOW),
-                    300,
                     &RetryCounter::default(),
                 )
                 .await
@@ -893,7 +956,6 @@ mod tests {
                 Some(&staged),
                 false,
                 DateTime::from_secs(NOW),
-                300,
                 &RetryCounter::default(),
             )
             .await
@@ -909,7 +971,6 @@ mod tests {
                 None,
                 true,
                 DateTime::from_secs(NOW),
-                300,
                 &RetryCounter::default(),
             )
             .await

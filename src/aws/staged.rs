@@ -94,19 +94,19 @@ impl Iam {
         }
     }
 
-    /// Whether `key` is `user`'s and `Active`: `None` when IAM does not list it for them.
-    pub async fn key_active(
+    /// `user`'s keys, each with whether it is `Active` (`ListAccessKeys`); none when the
+    /// user does not exist.
+    pub async fn key_statuses(
         &self,
         user: &str,
-        key: &str,
         retries: &RetryCounter,
-    ) -> Result<Option<bool>, AwsError> {
+    ) -> Result<Vec<(String, bool)>, AwsError> {
         let listed = self.list_keys(user, retries).await?;
         Ok(listed
             .unwrap_or_default()
-            .iter()
-            .find(|k| k.id == key)
-            .map(|k| k.active))
+            .into_iter()
+            .map(|k| (k.id, k.active))
+            .collect())
     }
 
     /// Sets `key` of `user` back to `Active` (the operator's `restore`; no job message

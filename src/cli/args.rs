@@ -67,6 +67,7 @@ pub enum Command {
     },
     /// Set a staged key back to Active (a person's undo, with your own credentials): its
     /// schedule is kept, disabled, as the record of the restore.
+    #[command(group(clap::ArgGroup::new("lift").args(["lift_session_cutoff", "lift_quarantine"]).multiple(true)))]
     Restore {
         #[arg(long, value_name = "FILE")]
         /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
@@ -88,14 +89,17 @@ pub enum Command {
         lift_session_cutoff: bool,
         /// The request id of the job that revoked the key, whose cut-off is lifted, when
         /// no staged delete of the key names it.
-        #[arg(long, requires = "lift_session_cutoff")]
+        #[arg(long, requires = "lift")]
         request_id: Option<String>,
-        /// With --lift-session-cutoff: when the cut-offs on the user do not record this
-        /// revocation (or it is not known), lift every cut-off on the user. Only for a
-        /// person who knows no other incident needs them.
-        #[arg(long, requires = "lift_session_cutoff")]
+        /// With a lift: lift even when another incident may need it (another of the
+        /// user's keys is Inactive, or other revocations' cut-offs stay), and lift every
+        /// cut-off on the user when this revocation's own is not on record. Only for a
+        /// person who has checked that no other incident needs them.
+        #[arg(long, requires = "lift")]
         force: bool,
-        /// Also detach the quarantine policy (quarantine.policy_arn) from the user.
+        /// Also detach the quarantine policy (quarantine.policy_arn) from the user;
+        /// refused while another of the user's keys is Inactive or another revocation's
+        /// cut-off stays, unless --force.
         #[arg(long)]
         lift_quarantine: bool,
         /// Why, for the audit record.

@@ -17,8 +17,8 @@ use crate::aws::sessions::Lift;
 use crate::aws::sqs::Sqs;
 use crate::config::Settings;
 use crate::job::{check_access_key_id, check_user_name, is_account_id};
-use crate::sessions::{revocation_sid, sid_of_scheduled_delete};
-use crate::staging::{rfc3339, schedule_name};
+use crate::sessions::revocation_sid;
+use crate::staging::{rfc3339, schedule_name, staged_by};
 
 /// What `restore` is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +30,8 @@ pub struct Request {
     /// The job that revoked the key, whose cut-off is lifted, when no staged delete
     /// names it.
     pub request_id: Option<String>,
-    /// Lift every cut-off on the user when this revocation's own is not on record.
+    /// Lift every cut-off on the user when this revocation's own is not on record, and
+    /// lift even when another incident may need what is lifted.
     pub force: bool,
     /// Detach the quarantine policy.
     pub lift_quarantine: bool,
@@ -76,14 +77,17 @@ pub struct Record {
     pub quarantined: Option<bool>,
     /// Whether `--lift-quarantine` detached it.
     pub quarantine_lifted: bool,
+    /// Why the quarantine asked to be lifted was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_not_lifted: Option<String>,
     pub detail: String,
 }
 
 impl Record {
-    /// 0 when everything asked was done; 1 when the key is restored but a cut-off asked
-    /// to be lifted was not.
+    /// 0 when everything asked was done; 1 when the key is restored but a cut-off or the
+    /// quarantine asked to be lifted was not.
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.session_cutoff_not_lifted.is_some())
+        u8::from(self.session_cutoff_not_lifted.is_some() || self.quarantine_not_lifted.is_some())
     }
 }
 
@@ -234,7 +238,8 @@ pub async fn restore(
             AccountError::Disabled { .. } => RestoreError::Refused(e.to_string()),
             AccountError::Aws(e) => e.into(),
         })?;
-    let Some(active) = iam.key_active(&user, &key, &retries).await? else {
+    let statuses = iam.key_statuses(&user, &retries).await?;
+    let Some(active) = statuses.iter().find(|(id, _)| *id == key).map(|(_, a)| *a) else {
         return Err(RestoreError::Failed(format!(
             "IAM lists no access key {key} for user {user} in {account} (deleted already, or not theirs): nothing to restore"
         )));
@@ -254,17 +259,58 @@ pub async fn restore(
     .take(512)
     .collect();
     // Which revocation's cut-off is lifted: the one the operator names, else the staging
-    // job whose delete the key's schedule sends.
+    // job the key's schedule names (its description, written by the worker, read before
+    // the restore's record replaces it).
     let staged = schedules.get(&name, &retries).await?;
-    let revocation = match (&request_id, staged.as_ref().and_then(|f| f.request_id())) {
+    let revocation = match (
+        &request_id,
+        staged.as_ref().and_then(|f| f.description.as_deref()),
+    ) {
         (Some(id), _) => Some(revocation_sid(id)),
-        (None, Some(delete_id)) => sid_of_scheduled_delete(&delete_id),
+        (None, Some(description)) => staged_by(description).map(revocation_sid),
         (None, None) => None,
     };
-    if lift_session_cutoff && revocation.is_none() && !force {
-        return Err(RestoreError::Refused(format!(
-            "--lift-session-cutoff: no staged delete of {key} names the revocation whose cut-off to lift; give --request-id (the job that revoked the key), or --force to lift every cut-off on {user}; nothing was changed"
-        )));
+    let now = aws_smithy_types::DateTime::from_millis(crate::metrics::now_ms() as i64);
+    if (lift_session_cutoff || lift_quarantine) && !force {
+        // Before anything changes: what is lifted must not be what another incident of
+        // the user still needs (README, "Staged revocation"). A key of the user left
+        // Inactive is one: its sessions stay cut off only by a cut-off of its own
+        // revocation; the quarantine, one per user, serves every incident.
+        if lift_session_cutoff && revocation.is_none() {
+            return Err(RestoreError::Refused(format!(
+                "--lift-session-cutoff: no staged delete of {key} names the revocation whose cut-off to lift; give --request-id (the job that revoked the key), or --force to lift every cut-off on {user}; nothing was changed"
+            )));
+        }
+        let inactive: Vec<&str> = statuses
+            .iter()
+            .filter(|(id, active)| *id != key && !active)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let others = match lift_quarantine || !inactive.is_empty() {
+            true => {
+                iam.other_cutoffs(&user, revocation.as_deref(), now, &retries)
+                    .await?
+            }
+            false => Vec::new(),
+        };
+        if lift_quarantine && !(inactive.is_empty() && others.is_empty()) {
+            let why = match (inactive.is_empty(), others.is_empty()) {
+                (false, _) => format!("{user}'s other access key(s) {} are Inactive", inactive.join(", ")),
+                _ => format!(
+                    "{user} has session cut-offs this revocation is not known to have put alone ({})",
+                    others.join(", ")
+                ),
+            };
+            return Err(RestoreError::Refused(format!(
+                "--lift-quarantine: {why}: another incident may need the quarantine; check it and give --force (with --request-id when the key was not staged), or restore without --lift-quarantine; nothing was changed"
+            )));
+        }
+        if lift_session_cutoff && !inactive.is_empty() && others.is_empty() {
+            return Err(RestoreError::Refused(format!(
+                "--lift-session-cutoff: {user}'s other access key(s) {} are Inactive and no other revocation's cut-off is on the user: this revocation's cut-off is what ends the sessions minted with them; restore those keys first, or check and give --force; nothing was changed",
+                inactive.join(", ")
+            )));
+        }
     }
     // The record first: from here a late staging job leaves the key alone.
     let found = schedules.disable(&name, &description, &retries).await?;
@@ -288,17 +334,17 @@ pub async fn restore(
     if !active {
         iam.reactivate(&user, &key, &retries).await?;
     }
+    // From here the key is Active again: a failure is said in the record (exit 1), never
+    // an error that hides what was done.
     // This revocation's cut-off only: the latest one another revocation of the user
     // needs stays in force.
-    let lift = if lift_session_cutoff {
-        let now = aws_smithy_types::DateTime::from_millis(crate::metrics::now_ms() as i64);
-        let margin = settings.sessions.margin_seconds;
-        Some(
-            iam.lift_session_cutoff(&user, revocation.as_deref(), force, now, margin, &retries)
-                .await?,
-        )
-    } else {
-        None
+    let lift = match lift_session_cutoff {
+        true => Some(
+            iam.lift_session_cutoff(&user, revocation.as_deref(), force, now, &retries)
+                .await
+                .unwrap_or_else(|e| Lift::Refused(format!("IAM failed: {e}"))),
+        ),
+        false => None,
     };
     let partition = caller
         .arn()
@@ -313,9 +359,19 @@ pub async fn restore(
             None
         }
     };
-    let quarantine_lifted = lift_quarantine && quarantined == Some(true);
-    if quarantine_lifted {
-        iam.release(&user, &policy, &retries).await?;
+    let (mut quarantine_lifted, mut quarantine_not_lifted) = (false, None);
+    if lift_quarantine {
+        match quarantined {
+            Some(true) => match iam.release(&user, &policy, &retries).await {
+                Ok(()) => quarantine_lifted = true,
+                Err(e) => quarantine_not_lifted = Some(format!("IAM failed: {e}")),
+            },
+            Some(false) => {}
+            None => {
+                quarantine_not_lifted =
+                    Some("whether the user is quarantined could not be read".to_owned())
+            }
+        }
     }
     let mut detail = Vec::new();
     detail.push(if active {
@@ -368,6 +424,10 @@ pub async fn restore(
     let policy_name = policy.rsplit('/').next().unwrap_or(&policy);
     match (quarantined, quarantine_lifted) {
         (_, true) => detail.push(format!("{policy_name} detached from {user}")),
+        _ if quarantine_not_lifted.is_some() => detail.push(format!(
+            "{policy_name} NOT detached from {user}: {}",
+            quarantine_not_lifted.as_deref().unwrap_or_default()
+        )),
         (Some(true), false) => detail.push(format!(
             "{user} is still quarantined ({policy_name} attached; --lift-quarantine detaches it, unless another incident needs it)"
         )),
@@ -395,6 +455,7 @@ pub async fn restore(
         session_cutoff_not_lifted: not_lifted,
         quarantined,
         quarantine_lifted,
+        quarantine_not_lifted,
         detail: detail.join("; "),
     };
     tracing::info!(

@@ -77,7 +77,7 @@ impl Worker {
                 revocation.learnt.account_id = Some(account);
                 revocation
             }
-            Err(e) => {
+            Err(e @ AccountError::Disabled { .. }) => {
                 let detail = format!(
                     "{}; the worker cannot act there: {e}",
                     revocation.decision.detail.as_deref().unwrap_or("")
@@ -86,6 +86,16 @@ impl Worker {
                     Outcome::Rejected(Reason::OtherAccount),
                     detail,
                 ))
+            }
+            // The role there failing (throttled, refused, down) is AWS's answer, not the
+            // key's: retried or rejected as any AWS failure is.
+            Err(AccountError::Aws(e)) => {
+                let mut decision = self.aws_failure(e, 0);
+                decision.detail = Some(format!(
+                    "STS places the key in account {account}, where the worker could not act: {}",
+                    decision.detail.unwrap_or_default()
+                ));
+                Revocation::decided(decision)
             }
         }
     }
@@ -161,13 +171,21 @@ impl Worker {
         let (mut decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
         let staged = self.stage(job, &result, delivery, retries).await;
         sessions.scheduled_deletes = staged.scheduled;
-        if let (Some(e), true) = (staged.failure, decision.outcome.is_remembered()) {
+        match (staged.failure, decision.outcome.is_remembered()) {
             // Deactivated and contained, its delete not scheduled: tried again, for it.
-            let failed = self.aws_failure(e, result.keys_changed);
-            decision = Decision::new(
-                failed.outcome,
-                join_details(decision.detail, failed.detail.into_iter()),
-            );
+            (Some(e), true) => {
+                let failed = self.aws_failure(e, result.keys_changed);
+                decision = Decision::new(
+                    failed.outcome,
+                    join_details(decision.detail, failed.detail.into_iter()),
+                );
+            }
+            // The job ends otherwise for its own reason; the schedule's failure is said.
+            (Some(e), false) => {
+                let note = format!("a delete could not be scheduled: {e}");
+                decision.detail = Some(join_details(decision.detail, std::iter::once(note)));
+            }
+            (None, _) => {}
         }
         if let (Some(problem), true) = (&problem, decision.outcome.is_remembered()) {
             // Deactivated all the same; what could not be staged needs a person.
@@ -224,17 +242,18 @@ impl Worker {
             Effect::Failed(e) => self.aws_failure(e.clone(), result.keys_changed),
         };
         let contain = decision.outcome.is_remembered() || result.keys_changed > 0;
+        let tied = tied_users(result);
         let (decision, mut facts) = if job.revoke_sessions && contain {
             let cut = Cut {
                 request_id: &job.request_id,
                 keys_changed: result.keys_changed,
+                tied: &tied,
             };
             self.revoke_sessions(iam, &result.users(), decision, cut, retries)
                 .await
         } else {
             (decision, SessionFacts::default())
         };
-        let tied = tied_users(result);
         if job.quarantine_user && !tied.is_empty() {
             facts.quarantine = Some(self.quarantine(iam, &tied, retries).await);
         }

@@ -30,6 +30,9 @@ pub(super) struct Cut<'a> {
     /// The job's request id: the cut-off records it (README, "Revoking sessions").
     pub request_id: &'a str,
     pub keys_changed: usize,
+    /// The users IAM tied to a key the job changed: the only ones the quota's fallback
+    /// quarantines (README, "Quarantine": a typo must not lock a colleague out).
+    pub tied: &'a [String],
 }
 
 impl Worker {
@@ -37,7 +40,9 @@ impl Worker {
     /// several keys changed some and then failed): the session policy on each user whose
     /// key the job concerned (README, "Revoking sessions"). The cut-off is the time of the
     /// revocation, rounded up to the second, plus `sessions.margin_seconds`. A user the
-    /// protected list names, or who holds a protected key, never gets it.
+    /// protected list names, or who holds a protected key, never gets it. One user's
+    /// failure never keeps the others from theirs: the first failure decides the job
+    /// once every user has been tried.
     pub(super) async fn revoke_sessions(
         &self,
         iam: &Iam,
@@ -51,6 +56,7 @@ impl Worker {
         let margin = self.config.sessions.margin_seconds;
         let mut notes = Vec::new();
         let mut skipped = Vec::new();
+        let mut failed: Option<Decision> = None;
         for user in users {
             if self.protection.user(user) {
                 notes.push(format!("user {user} is protected: sessions left alone"));
@@ -67,7 +73,12 @@ impl Worker {
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return (self.sessions_failure(e, decision, cut.keys_changed), facts),
+                Err(e) => {
+                    notes.push(format!("sessions of {user} NOT revoked: {e}"));
+                    let failure = self.sessions_failure(e, &decision, cut.keys_changed);
+                    failed.get_or_insert(failure);
+                    continue;
+                }
             }
             match iam
                 .revoke_sessions(user, cut.request_id, now, margin, retries)
@@ -107,13 +118,24 @@ impl Worker {
                     notes.push(format!("user {user} does not exist: no sessions to revoke"));
                 }
                 Err(e) if e.code.as_deref() == Some("LimitExceeded") => {
-                    let (decision, quarantine) = self
-                        .quota_full(iam, user, e, decision, cut.keys_changed, retries)
+                    let tied = cut.tied.iter().any(|t| t.eq_ignore_ascii_case(user));
+                    let (failure, quarantine) = self
+                        .quota_full(iam, user, tied, e, &decision, cut.keys_changed, retries)
                         .await;
-                    facts.quarantine = Some(quarantine);
-                    return (decision, facts);
+                    notes.push(format!(
+                        "sessions of {user} NOT revoked: IAM's inline policy quota is full"
+                    ));
+                    facts.quarantine = Some(match facts.quarantine.take() {
+                        Some(earlier) => format!("{earlier}; {quarantine}"),
+                        None => quarantine,
+                    });
+                    failed.get_or_insert(failure);
                 }
-                Err(e) => return (self.sessions_failure(e, decision, cut.keys_changed), facts),
+                Err(e) => {
+                    notes.push(format!("sessions of {user} NOT revoked: {e}"));
+                    let failure = self.sessions_failure(e, &decision, cut.keys_changed);
+                    failed.get_or_insert(failure);
+                }
             }
         }
         if !skipped.is_empty() {
@@ -123,11 +145,15 @@ impl Worker {
                 None => why,
             });
         }
-        let detail = match decision.detail {
+        let (outcome, detail) = match failed {
+            Some(failed) => (failed.outcome, failed.detail),
+            None => (decision.outcome, decision.detail),
+        };
+        let detail = match detail {
             Some(detail) => format!("{detail}; {}", notes.join("; ")),
             None => notes.join("; "),
         };
-        (Decision::new(decision.outcome, detail), facts)
+        (Decision::new(outcome, detail), facts)
     }
 
     /// IAM refused the cut-off for its quota even after the worker made what room it may
@@ -136,15 +162,28 @@ impl Worker {
     /// policy, which IAM enforces on the user's sessions too, attached instead (a managed
     /// policy; 10 per user by default). `rejected/policy_quota` pages, and a redrive once
     /// room is made puts the cut-off.
+    #[allow(clippy::too_many_arguments)]
     async fn quota_full(
         &self,
         iam: &Iam,
         user: &str,
+        tied: bool,
         e: AwsError,
-        done: Decision,
+        done: &Decision,
         keys_changed: usize,
         retries: &RetryCounter,
     ) -> (Decision, String) {
+        if !tied {
+            let detail = format!(
+                "{} ({keys_changed} key(s) changed), but older sessions of {user} were not revoked: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user; {user} is not quarantined instead, since IAM tied no key this job changed to them. Delete or shorten one of their inline policies (aws iam list-user-policies) and move this message back",
+                done.outcome.as_str()
+            );
+            let note = format!("{user} not quarantined: IAM tied no key this job changed to them");
+            return (
+                Decision::new(Outcome::Rejected(Reason::PolicyQuota), detail),
+                note,
+            );
+        }
         let Some(policy) = self.quarantine_policy().await else {
             let detail = format!(
                 "{} ({keys_changed} key(s) changed), but older sessions were not revoked: {e}. The user's inline policies fill IAM's quota of 2,048 characters per user, and quarantine.policy_arn {} does not exist: NOTHING contains the sessions minted with the key; act now (delete or shorten one of the user's inline policies and move this message back)",
@@ -188,7 +227,7 @@ impl Worker {
     /// credential failures leave the job on the queue (its redelivery finds the key gone
     /// and puts the policy). A refusal dead-letters it with what was done, so that an
     /// operator who grants `iam:PutUserPolicy` can move it back.
-    fn sessions_failure(&self, e: AwsError, done: Decision, keys_changed: usize) -> Decision {
+    fn sessions_failure(&self, e: AwsError, done: &Decision, keys_changed: usize) -> Decision {
         let did = format!(
             "{} ({keys_changed} key(s) changed), but older sessions were not revoked",
             done.outcome.as_str()

@@ -296,10 +296,8 @@ impl Worker {
                 let delete = scheduled_delete(job, &user, &key, due);
                 let input = |due| scheduled_delete(job, &user, &key, due).to_body();
                 let name = schedule_name(&account, &key);
-                let description = format!(
-                    "iam-key-revoker: delete {key} of {user} in {account}, staged by request {}",
-                    job.request_id
-                );
+                let description =
+                    crate::staging::staged_description(&key, &user, &account, &job.request_id);
                 let put = staging
                     .schedules
                     .put(
