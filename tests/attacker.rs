@@ -1082,3 +1082,72 @@ async fn a_restore_never_lifts_what_another_incident_needs() {
     assert_eq!(record.exit_code(), 0, "{}", record.detail);
     assert!(cutoffs(&env, &pair_user).await.is_empty());
 }
+
+/// One protected key inside an event of three: it refuses only itself. The other two
+/// keys are revoked and their users cut off; the protected key stays, and its holder gets
+/// no cut-off (it would end that key's sessions too); the job ends `rejected/protected`
+/// with its changes listed. A finding that names a protected user as the key's user
+/// (the name is the event's, a hint) does not shield a key IAM says is another user's.
+#[tokio::test]
+async fn a_protected_key_in_an_event_shields_only_itself() {
+    let mut env = TestEnv::new("atk-shield").await;
+    let (first, first_keys) = env.user_with_keys("first", 1).await;
+    let (holder, held) = env.user_with_keys("holder", 1).await;
+    let (last, last_keys) = env.user_with_keys("last", 1).await;
+    let (breakglass, _) = env.user_with_keys("breakglass", 1).await;
+    let (ci, ci_keys) = env.user_with_keys("ci", 1).await;
+    env.config.protect.access_keys = vec![held[0].clone()];
+    env.config.protect.users = vec![breakglass.clone()];
+    let worker = env.worker().await;
+
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&health_event(
+                &common::unique("shield"),
+                &[&first_keys[0], &held[0], &last_keys[0]],
+            ))
+            .await,
+        )
+        .await;
+    let report = match report.outcome {
+        // Changed, then refused: the record of the change is dead-lettered itself.
+        Outcome::Retry(Reason::Protected) => worker.handle(env.receive_one().await).await,
+        _ => report,
+    };
+    assert_eq!(
+        report.outcome,
+        Outcome::Rejected(Reason::Protected),
+        "{:?}",
+        report.detail
+    );
+    assert_eq!(report.facts.keys_changed, 2, "{:?}", report.detail);
+    assert_eq!(env.key_status(&first, &first_keys[0]).await, None);
+    assert_eq!(env.key_status(&last, &last_keys[0]).await, None);
+    assert_eq!(
+        env.key_status(&holder, &held[0]).await,
+        Some(StatusType::Active)
+    );
+    assert_eq!(cutoffs(&env, &first).await.len(), 1);
+    assert_eq!(cutoffs(&env, &last).await.len(), 1);
+    assert!(cutoffs(&env, &holder).await.is_empty());
+
+    // The protected name as the finding's user, on another user's key.
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&guardduty_finding(
+                &common::unique("s").replace('-', ""),
+                &ci_keys[0],
+                &breakglass,
+            ))
+            .await,
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Deactivated, "{:?}", report.detail);
+    assert_eq!(
+        env.key_status(&ci, &ci_keys[0]).await,
+        Some(StatusType::Inactive)
+    );
+    assert!(cutoffs(&env, &breakglass).await.is_empty());
+}
