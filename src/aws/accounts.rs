@@ -168,41 +168,47 @@ impl Accounts {
             let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(others.entry(account.to_owned()).or_default())
         };
-        let member = cell
-            .get_or_try_init(|| async {
-                self.assume(account, &role_arn, retries).await.map(Arc::new)
-            })
-            .await?;
+        if let Some(member) = cell.get() {
+            return Ok(Some(Arc::clone(member)));
+        }
+        // On the heap: STS's call is kilobytes of future, made once per account.
+        let member = Box::pin(cell.get_or_try_init(|| async {
+            self.assume(account, &role_arn, retries).await.map(Arc::new)
+        }))
+        .await?;
         Ok(Some(Arc::clone(member)))
     }
 
     /// The worker's own account and partition, asked of STS once.
     pub async fn own_identity(&self, retries: &RetryCounter) -> Result<&Identity, AwsError> {
-        self.own_identity
-            .get_or_try_init(|| async {
-                let out = call(
-                    &self.policy,
-                    retries,
-                    "sts",
-                    "GetCallerIdentity",
-                    || async {
-                        self.sts
-                            .get_caller_identity()
-                            .send()
-                            .await
-                            .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
-                    },
-                )
-                .await?;
-                Identity::from_caller(out.account(), out.arn()).ok_or_else(|| AwsError {
-                    operation: "GetCallerIdentity",
-                    class: ErrorClass::Transient,
-                    code: None,
-                    message: "STS returned no account or ARN".into(),
-                    unanswered: false,
-                })
+        if let Some(identity) = self.own_identity.get() {
+            return Ok(identity);
+        }
+        // On the heap: asked once, and every job's path awaits this.
+        Box::pin(self.own_identity.get_or_try_init(|| async {
+            let out = call(
+                &self.policy,
+                retries,
+                "sts",
+                "GetCallerIdentity",
+                || async {
+                    self.sts
+                        .get_caller_identity()
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))
+                },
+            )
+            .await?;
+            Identity::from_caller(out.account(), out.arn()).ok_or_else(|| AwsError {
+                operation: "GetCallerIdentity",
+                class: ErrorClass::Transient,
+                code: None,
+                message: "STS returned no account or ARN".into(),
+                unanswered: false,
             })
-            .await
+        }))
+        .await
     }
 
     /// Whether the worker's own credentials work: one `GetCallerIdentity`, which needs no

@@ -133,8 +133,10 @@ impl Worker {
             } = worked;
             remember(decision.outcome, claim);
             // Before the message goes: the report tasks are durable once it is.
-            self.schedule_reports(&facts, decision.outcome, &retries)
-                .await;
+            if facts.report_activity {
+                // On the heap: SQS's batch send, for jobs that ask for reports only.
+                Box::pin(self.schedule_reports(&facts, decision.outcome, &retries)).await;
+            }
             let settling = self
                 .settler
                 .settle(
@@ -262,10 +264,14 @@ impl Worker {
                         account_id: task.account_id.clone(),
                         ..JobFacts::default()
                     };
-                    let decision = match self.own_task(&task, retries).await {
-                        Ok(()) => self.report(&task, retries).await,
-                        Err(refused) => refused,
-                    };
+                    // On the heap: CloudTrail's and KMS's futures, for report tasks only.
+                    let decision = Box::pin(async {
+                        match self.own_task(&task, retries).await {
+                            Ok(()) => self.report(&task, retries).await,
+                            Err(refused) => refused,
+                        }
+                    })
+                    .await;
                     decided(decision, facts)
                 }
                 Err(e) => decided(

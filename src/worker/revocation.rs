@@ -7,6 +7,7 @@ use aws_sdk_sqs::types::Message;
 
 use super::Worker;
 use crate::aws::accounts::AccountError;
+use crate::aws::home::Home;
 use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
 use crate::aws::revoke::{Effect, IamResult};
@@ -18,7 +19,7 @@ use crate::worker::continuation::carry_on;
 use crate::worker::facts::Learnt;
 use crate::worker::sessions::{Cut, SessionFacts};
 use crate::worker::settle::Decision;
-use crate::worker::staging::Prepared;
+use crate::worker::staging::Staged;
 
 /// The IAM step of a job: its decision, the job as a continuation would carry it on, and
 /// what it learnt, returned rather than written into the job's facts.
@@ -125,51 +126,39 @@ impl Worker {
             Ok(home) => home,
             Err(e) => return Revocation::decided(self.aws_failure(e, 0)),
         };
-        let Prepared {
-            job: staged,
-            problem,
-            notes,
-        } = match self.before_staging(job, &iam, delivery, retries).await {
-            Ok(prepared) => prepared,
-            Err(decision) => return Revocation::decided(decision),
-        };
-        let job = &staged;
+        // Staging's checks and the key-only path each on the heap when a job needs them:
+        // a plain job's task keeps none of their futures.
+        let mut prepared = None;
+        if job.delete_after.is_some() {
+            match Box::pin(self.before_staging(job, &iam, delivery, retries)).await {
+                Ok(ready) => prepared = Some(ready),
+                Err(decision) => return Revocation::decided(decision),
+            }
+        }
+        let (problem, notes) = prepared
+            .as_mut()
+            .map(|p| (p.problem.take(), std::mem::take(&mut p.notes)))
+            .unwrap_or_default();
+        let job = prepared.as_ref().map_or(job, |p| &p.job);
         let result = if job.require_inactive {
             let still_staged = self.staging_in_force(job, retries);
-            iam.revoke_required(job, &home, still_staged, retries).await
+            Box::pin(iam.revoke_required(job, &home, still_staged, retries)).await
         } else if job.names_keys_alone() {
-            let placement = match iam.place(job, &home, retries).await {
-                Ok(placement) => placement,
-                Err(ended) => {
-                    let elsewhere = ended.elsewhere.clone();
-                    let (decision, sessions) = self.decide(job, &iam, &ended, retries).await;
-                    return Revocation {
-                        decision,
-                        carry_on: None,
-                        learnt: Learnt::of(Some(ended), Vec::new(), sessions),
-                        elsewhere,
-                    };
-                }
-            };
-            if let Some(handed) = self
-                .hand_off(job, message, delivery, &placement, retries)
-                .await
-            {
-                return Revocation {
-                    decision: handed,
-                    carry_on: None,
-                    learnt: Learnt::of(None, placement.last_used, SessionFacts::default()),
-                    elsewhere: None,
-                };
+            let alone = Box::pin(self.revoke_alone(job, &iam, &home, message, delivery, retries));
+            match alone.await {
+                Ok(result) => result,
+                Err(ended) => return *ended,
             }
-            iam.revoke_placement(job, placement, &home, retries).await
         } else {
             iam.revoke(job, &home, retries).await
         };
         let carry_on = carry_on(job, &result);
         // Containment first: the cut-off and quarantine never wait on the schedule.
         let (mut decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
-        let staged = self.stage(job, &result, delivery, retries).await;
+        let staged = match job.delete_after.is_some() {
+            true => Box::pin(self.stage(job, &result, delivery, retries)).await,
+            false => Staged::default(),
+        };
         sessions.scheduled_deletes = staged.scheduled;
         match (staged.failure, decision.outcome.is_remembered()) {
             // Deactivated and contained, its delete not scheduled: tried again, for it.
@@ -205,6 +194,45 @@ impl Worker {
             learnt: Learnt::of(Some(result), Vec::new(), sessions),
             elsewhere,
         }
+    }
+
+    /// The IAM step of a job that names keys alone: each key placed (IAM's owner, STS's
+    /// account), handed on when its owners were looked up, then revoked. `Err` is how the
+    /// job ended before any key was revoked.
+    async fn revoke_alone(
+        &self,
+        job: &Job,
+        iam: &Iam,
+        home: &Home,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Result<IamResult, Box<Revocation>> {
+        let placement = match iam.place(job, home, retries).await {
+            Ok(placement) => placement,
+            Err(ended) => {
+                let elsewhere = ended.elsewhere.clone();
+                let (decision, sessions) = self.decide(job, iam, &ended, retries).await;
+                return Err(Box::new(Revocation {
+                    decision,
+                    carry_on: None,
+                    learnt: Learnt::of(Some(ended), Vec::new(), sessions),
+                    elsewhere,
+                }));
+            }
+        };
+        if let Some(handed) = self
+            .hand_off(job, message, delivery, &placement, retries)
+            .await
+        {
+            return Err(Box::new(Revocation {
+                decision: handed,
+                carry_on: None,
+                learnt: Learnt::of(None, placement.last_used, SessionFacts::default()),
+                elsewhere: None,
+            }));
+        }
+        Ok(iam.revoke_placement(job, placement, home, retries).await)
     }
 
     /// What the IAM step's result means for the job, with containment: once a key of a
@@ -249,13 +277,15 @@ impl Worker {
                 keys_changed: result.keys_changed,
                 tied: &tied,
             };
-            self.revoke_sessions(iam, &result.users(), decision, cut, retries)
-                .await
+            // On the heap, as each step below: kilobytes of IAM futures a plain job never
+            // needs in its task.
+            let users = result.users();
+            Box::pin(self.revoke_sessions(iam, &users, decision, cut, retries)).await
         } else {
             (decision, SessionFacts::default())
         };
         if job.quarantine_user && !tied.is_empty() {
-            facts.quarantine = Some(self.quarantine(iam, &tied, retries).await);
+            facts.quarantine = Some(Box::pin(self.quarantine(iam, &tied, retries)).await);
         }
         (decision, facts)
     }
