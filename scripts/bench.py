@@ -30,8 +30,8 @@ worker next to the worker behind the backlog.
 --key-only sends every job (urgent ones too) with the key id alone, as a leak detector
 or an AWS Health event names it: the worker looks the owner up and hands the job on to a
 message of its own, MACed with its KMS key (README, "Continuations"), before it deletes.
-The worker is always given a MAC key (on the SQS emulator, which serves KMS), as the
-worker stack gives it one.
+The worker is given a MAC key (on the SQS emulator, which serves KMS), as the worker
+stack gives it one, unless --no-mac-key.
 """
 
 import argparse
@@ -255,6 +255,8 @@ def main():
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--key-only", action="store_true",
                         help="jobs name the key alone: owner lookup, hand-on, MAC (README, Continuations)")
+    parser.add_argument("--no-mac-key", action="store_true",
+                        help="start the worker without continuation.mac_key_id (as a worker of before it)")
     parser.add_argument("--record", help="append the result to this Markdown file")
     args = parser.parse_args()
     if args.urgent and args.feed:
@@ -361,8 +363,9 @@ def main():
             "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
             "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
             "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
-            "IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID": mac_key,
         }
+        if not args.no_mac_key:
+            env["IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID"] = mac_key
         if priority:
             env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
         if args.notify:
