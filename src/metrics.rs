@@ -40,6 +40,7 @@ pub const ACTIVITY_LOOKUPS_THROTTLED_TOTAL: &str =
 pub const IAM_RATE_LIMIT: &str = "iam_key_revoker_iam_rate_limit_requests_per_second";
 pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
+pub const MEMBER_ACCOUNTS_FAILING: &str = "iam_key_revoker_member_accounts_failing";
 pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total";
 pub const QUEUE_MESSAGES: &str = "iam_key_revoker_queue_messages";
 pub const IMPOSTOR_CUTOFFS_TOTAL: &str = "iam_key_revoker_impostor_cutoffs_total";
@@ -61,6 +62,7 @@ pub const ALL: &[&str] = &[
     IAM_RATE_LIMIT,
     CREDENTIALS_FAILING,
     CREDENTIAL_FAILURES_TOTAL,
+    MEMBER_ACCOUNTS_FAILING,
     SESSIONS_REVOKED_TOTAL,
     QUEUE_MESSAGES,
     QUARANTINES_TOTAL,
@@ -239,6 +241,10 @@ fn describe() {
         CREDENTIAL_FAILURES_TOTAL,
         "AWS calls refused because of the worker's own credentials, by error code (no_credentials: none could be loaded)"
     );
+    describe_gauge!(
+        MEMBER_ACCOUNTS_FAILING,
+        "Member accounts whose role the worker cannot assume or whose role session AWS refuses now: only their jobs fail (/readyz and the logs name them)"
+    );
 
     for lane in [Lane::Main, Lane::Priority] {
         for outcome in OUTCOMES {
@@ -276,6 +282,7 @@ fn describe() {
     counter!(ACTIVITY_LOOKUPS_THROTTLED_TOTAL).increment(0);
     gauge!(JOBS_IN_FLIGHT).set(0.0);
     gauge!(CREDENTIALS_FAILING).set(0.0);
+    gauge!(MEMBER_ACCOUNTS_FAILING).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -387,6 +394,12 @@ pub fn credentials_failed(error_code: &'static str) {
 /// The worker's own credentials work again.
 pub fn credentials_recovered() {
     gauge!(CREDENTIALS_FAILING).set(0.0);
+}
+
+/// How many member accounts' roles fail now (no account label: an organization has a
+/// thousand accounts; `/readyz` names them).
+pub fn member_accounts_failing(accounts: usize) {
+    gauge!(MEMBER_ACCOUNTS_FAILING).set(accounts as f64);
 }
 
 /// The adaptive IAM request rate changed.

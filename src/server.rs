@@ -1,7 +1,8 @@
 //! The one HTTP listener (`metrics.listen`): `/metrics` in Prometheus text format,
 //! `/healthz` (200 while the process runs) and `/readyz` (200 while the last successful
 //! receive is recent, the worker's credentials work and it is not shutting down; 503
-//! otherwise).
+//! otherwise). Its body names the member accounts whose role fails: their failure is
+//! theirs, the worker stays ready.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::classify::code_label;
+use crate::aws::member::MemberFailures;
 
 /// Readiness as the worker reports it.
 #[derive(Debug)]
@@ -29,17 +31,21 @@ pub struct Health {
     credentials_failing: AtomicBool,
     /// Credential failures since a job last got through: spaces out the checks.
     credential_strikes: AtomicU32,
+    /// The member accounts whose role fails now.
+    members: Arc<MemberFailures>,
 }
 
 impl Health {
-    /// Ready while a receive succeeded within `max_age`.
-    pub fn new(max_age: Duration) -> Self {
+    /// Ready while a receive succeeded within `max_age`; `members` are named, not held
+    /// against readiness.
+    pub fn new(max_age: Duration, members: Arc<MemberFailures>) -> Self {
         Self {
             last_receive_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             max_age,
             credentials_failing: AtomicBool::new(false),
             credential_strikes: AtomicU32::new(0),
+            members,
         }
     }
 
@@ -148,11 +154,15 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let (status, mut body) = if state.health.is_ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+    };
+    if let Some(members) = state.health.members.describe() {
+        body.push_str(&members);
     }
+    (status, body)
 }
 
 #[cfg(test)]
@@ -161,14 +171,14 @@ mod tests {
 
     #[test]
     fn readiness_needs_a_recent_receive_and_no_shutdown() {
-        let health = Health::new(Duration::from_secs(60));
+        let health = Health::new(Duration::from_secs(60), Arc::default());
         assert!(!health.is_ready(), "not ready before the first receive");
         health.receive_succeeded();
         assert!(health.is_ready());
         health.stopping();
         assert!(!health.is_ready(), "not ready once shutdown starts");
 
-        let stale = Health::new(Duration::ZERO);
+        let stale = Health::new(Duration::ZERO, Arc::default());
         stale
             .last_receive_ms
             .store(now_ms() - 1_000, Ordering::Relaxed);
@@ -177,7 +187,7 @@ mod tests {
 
     #[test]
     fn failing_credentials_make_it_unready_and_space_out_the_checks() {
-        let health = Health::new(Duration::from_secs(60));
+        let health = Health::new(Duration::from_secs(60), Arc::default());
         health.receive_succeeded();
         health.credentials_failed(Some("ExpiredToken"));
         assert!(!health.is_ready());

@@ -1,23 +1,25 @@
 //! Jobs for other accounts: the worker assumes `cross_account.role_name` there. The
 //! emulator models accounts: credentials from a role assumed in 222222222222 see only
-//! that account's users.
+//! that account's users. A member account's role failing, at first or on renewal, is
+//! that account's failure alone (CONTRACT §3).
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_iam::types::StatusType;
+use common::process::{http_get, listening_port, metric, sigterm, wait, worker_command};
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
-use common::{attribute, TestEnv};
+use common::{attribute, eventually, eventually_async, job, TestEnv};
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::json;
 
 const MEMBER: &str = "222222222222";
 
-/// An IAM client acting in `account`, as the test's own view of that account.
-async fn iam_in(env: &TestEnv, account: &str) -> aws_sdk_iam::Client {
-    let assumed = env
-        .clients
+/// Credentials of a role session in `account`, from the emulator's STS.
+async fn session_in(env: &TestEnv, account: &str) -> aws_sdk_sts::types::Credentials {
+    env.clients
         .sts
         .assume_role()
         .role_arn(format!("arn:aws:iam::{account}:role/test-setup"))
@@ -26,7 +28,12 @@ async fn iam_in(env: &TestEnv, account: &str) -> aws_sdk_iam::Client {
         .await
         .expect("assume role")
         .credentials
-        .expect("credentials");
+        .expect("credentials")
+}
+
+/// An IAM client acting in `account`, as the test's own view of that account.
+async fn iam_in(env: &TestEnv, account: &str) -> aws_sdk_iam::Client {
+    let assumed = session_in(env, account).await;
     let credentials = aws_sdk_iam::config::Credentials::new(
         assumed.access_key_id(),
         assumed.secret_access_key(),
@@ -118,8 +125,12 @@ async fn a_role_that_cannot_be_assumed_ends_access_denied() {
     assert_eq!(proxy.count("AssumeRole"), 1, "AccessDenied is not retried");
     assert_eq!(
         report.detail.as_deref(),
-        Some("AssumeRole: AccessDenied: injected"),
-        "one readable line, not the SDK's error dump"
+        Some("AssumeRole: AccessDenied: account 222222222222: injected"),
+        "one readable line naming the account, not the SDK's error dump"
+    );
+    assert!(
+        !worker.health().credentials_failing(),
+        "the member account's failure is not the worker's"
     );
     assert_eq!(
         common::key_status(&member, &user, &keys[0]).await,
@@ -176,4 +187,165 @@ async fn concurrent_jobs_for_a_new_account_assume_the_role_once() {
     for (user, key) in &jobs {
         assert_eq!(common::key_status(&member, user, key).await, None);
     }
+}
+
+/// STS's AssumeRole answer (API reference, AssumeRole: `AssumeRoleResult`) with
+/// `credentials`, expiring `expires_in` from now.
+fn assume_role_answer(
+    credentials: &aws_sdk_sts::types::Credentials,
+    expires_in: Duration,
+) -> String {
+    let expiration = aws_smithy_types::DateTime::from(std::time::SystemTime::now() + expires_in)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+         <Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
+         <SessionToken>{}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
+         <AssumedRoleUser><AssumedRoleId>AROAEXAMPLE:worker</AssumedRoleId>\
+         <Arn>arn:aws:sts::{MEMBER}:assumed-role/iam-key-revoker/worker</Arn></AssumedRoleUser>\
+         </AssumeRoleResult><ResponseMetadata><RequestId>proxy</RequestId></ResponseMetadata>\
+         </AssumeRoleResponse>",
+        credentials.access_key_id(),
+        credentials.secret_access_key(),
+        credentials.session_token(),
+    )
+}
+
+/// The worker's role in a member account is refused when its credentials are renewed
+/// (the role deleted or its trust changed after the first job): that account's jobs end
+/// `access_denied` naming it, a stream of the worker's own account's jobs is worked
+/// without a pause and none of them is dead-lettered, the worker stays ready and says
+/// which account fails; once the role works again the next job assumes it anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_role_refused_on_renewal_fails_only_that_accounts_jobs() {
+    let env = TestEnv::new("xrenew").await;
+    let member = iam_in(&env, MEMBER).await;
+    let mut member_keys = Vec::new();
+    for i in 0..3 {
+        let user = format!("{}-m{i}", env.name);
+        let (_, keys) = common::create_user_with_keys(&member, &user, 1).await;
+        member_keys.push((user, keys[0].clone()));
+    }
+    let mut own = Vec::new();
+    for i in 0..8 {
+        let (user, keys) = env.user_with_keys(&format!("o{i}"), 1).await;
+        own.push((user, keys[0].clone()));
+    }
+    // The first AssumeRole answers with credentials that are due for renewal at once
+    // (the SDK renews them ahead of their expiry), so the next request renews them.
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    let session = session_in(&env, MEMBER).await;
+    proxy.set_fault_for(
+        "AssumeRole",
+        Fault::Status(200, assume_role_answer(&session, Duration::from_secs(1))),
+    );
+    let child = worker_command(&env, &proxy.url, 0)
+        .env(
+            "IAM_KEY_REVOKER__CROSS_ACCOUNT__ROLE_NAME",
+            "iam-key-revoker",
+        )
+        .spawn()
+        .unwrap();
+    let port = listening_port(&child).await;
+    let metrics = || {
+        http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let gone = |(user, key): &(String, String)| {
+        let member = member.clone();
+        let (user, key) = (user.clone(), key.clone());
+        async move { common::key_status(&member, &user, &key).await.is_none() }
+    };
+
+    let (user, key) = &member_keys[0];
+    env.send(&member_job("xr-0", user, key)).await;
+    eventually_async(
+        "the member account's first job",
+        Duration::from_secs(20),
+        || gone(&member_keys[0]),
+    )
+    .await;
+
+    // The role is refused from now on; a member job and a stream of own jobs arrive.
+    let assumed = proxy.count("AssumeRole");
+    proxy.set_fault_for("AssumeRole", Fault::Status(403, iam_error("AccessDenied")));
+    let (user, key) = &member_keys[1];
+    let refused = member_job("xr-1", user, key);
+    env.send(&refused).await;
+    for (i, (user, key)) in own.iter().enumerate() {
+        env.send(&job(&format!("xr-own-{i}"), user, key)).await;
+    }
+    eventually("every own key revoked", Duration::from_secs(30), || {
+        metric(
+            &metrics(),
+            "iam_key_revoker_jobs_total{outcome=\"deleted\",reason=\"none\",queue=\"main\"}",
+        ) == 9.0
+    })
+    .await;
+    eventually("the member job refused", Duration::from_secs(20), || {
+        metric(
+            &metrics(),
+            "iam_key_revoker_jobs_total{outcome=\"rejected\",reason=\"access_denied\",queue=\"main\"}",
+        ) == 1.0
+    })
+    .await;
+    for (user, key) in &own {
+        assert_eq!(env.key_status(user, key).await, None, "{user}");
+    }
+    assert_eq!(
+        common::key_status(&member, &member_keys[1].0, &member_keys[1].1).await,
+        Some(StatusType::Active)
+    );
+    let text = metrics();
+    assert_eq!(metric(&text, "iam_key_revoker_credentials_failing"), 0.0);
+    assert!(
+        !text.contains("iam_key_revoker_credential_failures_total{"),
+        "the worker's own credentials never failed:\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "iam_key_revoker_member_accounts_failing"),
+        1.0
+    );
+    let (status, body) = http_get(port, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("222222222222: "), "{body}");
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1, "only the member account's job");
+    assert_eq!(dead[0].body(), Some(refused.as_str()));
+    assert_eq!(
+        attribute(&dead[0], "revoker-reason").as_deref(),
+        Some("access_denied")
+    );
+    let detail = attribute(&dead[0], "revoker-detail").unwrap();
+    assert!(
+        detail.contains("account 222222222222: the worker's role there could not be assumed again: AssumeRole: AccessDenied"),
+        "the renewal was refused, not a first assumption: {detail}"
+    );
+    assert!(
+        proxy.count("AssumeRole") > assumed,
+        "the credentials were renewed"
+    );
+
+    // The role works again: the next job assumes it anew, and the account is no longer
+    // named.
+    proxy.set_fault_for("AssumeRole", Fault::None);
+    let (user, key) = &member_keys[2];
+    env.send(&member_job("xr-2", user, key)).await;
+    eventually_async(
+        "the member account's job after the fix",
+        Duration::from_secs(20),
+        || gone(&member_keys[2]),
+    )
+    .await;
+    eventually("the account recovered", Duration::from_secs(10), || {
+        metric(&metrics(), "iam_key_revoker_member_accounts_failing") == 0.0
+    })
+    .await;
+    assert_eq!(http_get(port, "/readyz"), Some((200, "ready\n".to_owned())));
+
+    sigterm(&child);
+    let output = wait(child, Duration::from_secs(20)).await;
+    assert!(output.status.success(), "{output:?}");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_iam::types::StatusType;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::process::{
-    audit_lines, http_body, http_status, listening_port, sigterm, wait, worker_command,
+    audit_lines, http_body, http_status, listening_port, metric, sigterm, wait, worker_command,
 };
 use common::proxy::{iam_error, Fault, FaultProxy, Scope};
 use common::{attribute, eventually, job, TestEnv};
@@ -100,13 +100,6 @@ async fn a_reused_request_id_for_another_key_is_a_conflict_and_changes_nothing()
         Some("request_id_conflict")
     );
     assert_eq!(env.queue_depth().await, (0, 0));
-}
-
-/// Series value from a Prometheus exposition, 0 when absent.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,10 @@
 //! IAM request budget (IAM's quotas are per account), cached for the life of the worker;
 //! the client's identity cache refreshes the credentials before they expire. Concurrent
 //! jobs for a new account wait for one AssumeRole instead of making one each.
+//!
+//! A member account's role failing, when first assumed or when renewed, is that
+//! account's failure and never the worker's own credentials' (`aws::member`): the
+//! session is assumed again by the next job for the account.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::clients::Clients;
 use crate::aws::home::Home;
 use crate::aws::iam::Iam;
+use crate::aws::member::{MemberFailures, MemberSession};
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::config::Settings;
@@ -58,6 +63,8 @@ pub struct Accounts {
     policy: BackoffPolicy,
     protection: Protection,
     others: Mutex<HashMap<String, Arc<OnceCell<Arc<Member>>>>>,
+    /// The member accounts whose role fails now.
+    failures: Arc<MemberFailures>,
 }
 
 /// A member account the worker acts in: IAM there, and the SDK configuration with the
@@ -66,6 +73,7 @@ pub struct Accounts {
 struct Member {
     iam: Arc<Iam>,
     sdk: SdkConfig,
+    session: Arc<MemberSession>,
 }
 
 impl Accounts {
@@ -84,7 +92,13 @@ impl Accounts {
             policy: config.backoff,
             protection: config.protection.clone(),
             others: Mutex::new(HashMap::new()),
+            failures: Arc::default(),
         }
+    }
+
+    /// The member accounts whose role fails now (for `/readyz`).
+    pub fn member_failures(&self) -> Arc<MemberFailures> {
+        Arc::clone(&self.failures)
     }
 
     /// IAM in the worker's own account and, through its role, in others, as `config`
@@ -166,7 +180,12 @@ impl Accounts {
         let role_arn = role_arn(&own.partition, account, role_name);
         let cell = {
             let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(others.entry(account.to_owned()).or_default())
+            let cell = others.entry(account.to_owned()).or_default();
+            if cell.get().is_some_and(|member| member.session.is_stale()) {
+                // AWS refused the session or its renewal: this job assumes the role again.
+                *cell = Arc::default();
+            }
+            Arc::clone(cell)
         };
         if let Some(member) = cell.get() {
             return Ok(Some(Arc::clone(member)));
@@ -175,7 +194,16 @@ impl Accounts {
         let member = Box::pin(cell.get_or_try_init(|| async {
             self.assume(account, &role_arn, retries).await.map(Arc::new)
         }))
-        .await?;
+        .await
+        .map_err(|mut e| {
+            // The worker's own credentials failing (STS refused them for AssumeRole) is
+            // the worker's; anything else is this account's.
+            if e.class != ErrorClass::Credentials {
+                e.message = format!("account {account}: {}", e.message);
+                self.failures.failed(account, &e);
+            }
+            e
+        })?;
         Ok(Some(Arc::clone(member)))
     }
 
@@ -240,13 +268,16 @@ impl Accounts {
             let result = provider.provide_credentials().await;
             // AssumeRoleProvider runs its own STS client, outside the request counter.
             crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
-            result.map_err(assume_role_error)
+            result.map_err(|e| assume_role_error(&e))
         })
         .await?;
         tracing::info!(account, role_arn, "Assumed the cross-account role");
+        let session = Arc::new(MemberSession::new(account, Arc::clone(&self.failures)));
+        session.renewed();
         let credentials = SharedCredentialsProvider::new(Prefetched {
             first: Mutex::new(Some(first)),
             inner: provider,
+            session: Arc::clone(&session),
         });
         let sdk = self
             .sdk
@@ -263,10 +294,12 @@ impl Accounts {
             self.max_requests_per_second,
             self.policy,
             self.protection.clone(),
-        );
+        )
+        .in_member(Arc::clone(&session));
         Ok(Member {
             iam: Arc::new(iam),
             sdk,
+            session,
         })
     }
 }
@@ -310,27 +343,30 @@ fn session_name() -> String {
 }
 
 /// Maps a failed AssumeRole to an [`AwsError`], classified like any other AWS error.
-fn assume_role_error(e: CredentialsError) -> AwsError {
-    let sdk = std::error::Error::source(&e)
+fn assume_role_error(e: &CredentialsError) -> AwsError {
+    let sdk = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>());
     if let Some(sdk) = sdk {
         return AwsError::of("AssumeRole", sdk);
     }
-    let class = match &e {
+    let class = match e {
         CredentialsError::InvalidConfiguration(_) => ErrorClass::Permanent,
         // The worker's own (source) credentials are missing: not the job's fault.
         CredentialsError::CredentialsNotLoaded(_) => ErrorClass::Credentials,
         _ => ErrorClass::Transient,
     };
-    AwsError::other("AssumeRole", class, &e)
+    AwsError::other("AssumeRole", class, e)
 }
 
 /// Hands out the credentials fetched while warming up first, then asks the role again
-/// (counting each later AssumeRole in the request metrics).
+/// (counting each later AssumeRole in the request metrics). A renewal that fails other
+/// than for the worker's own credentials is the member account's failure
+/// ([`MemberSession::renewal_failed`]).
 #[derive(Debug)]
 struct Prefetched {
     first: Mutex<Option<Credentials>>,
     inner: AssumeRoleProvider,
+    session: Arc<MemberSession>,
 }
 
 impl ProvideCredentials for Prefetched {
@@ -344,7 +380,22 @@ impl ProvideCredentials for Prefetched {
             None => future::ProvideCredentials::new(async move {
                 let result = self.inner.provide_credentials().await;
                 crate::metrics::aws_request("sts", "AssumeRole", result.is_ok());
-                result
+                match result {
+                    Ok(credentials) => {
+                        self.session.renewed();
+                        Ok(credentials)
+                    }
+                    Err(e) => {
+                        let error = assume_role_error(&e);
+                        if error.class == ErrorClass::Credentials {
+                            // The worker's own credentials: its failure, as it is.
+                            return Err(e);
+                        }
+                        Err(CredentialsError::provider_error(
+                            self.session.renewal_failed(error),
+                        ))
+                    }
+                }
             }),
         }
     }

@@ -84,7 +84,9 @@ impl AwsError {
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("HTTP {}", service.raw().status().as_u16())),
             SdkError::TimeoutError(_) => "request timed out".to_owned(),
-            other => causes(other),
+            other => {
+                find::<MemberRoleFailed>(other).map_or_else(|| causes(other), ToString::to_string)
+            }
         };
         let unanswered = match err {
             SdkError::TimeoutError(_) => true,
@@ -259,17 +261,27 @@ fn strip_sqs_prefix(code: &str) -> &str {
     code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code)
 }
 
-/// Whether a credentials provider failed somewhere below `err` (no credentials found,
-/// the provider timed out or failed): the request was never sent.
-fn credentials_failed(err: &(dyn StdError + 'static)) -> bool {
+/// A member account's role could not be assumed again when its credentials were due
+/// for renewal: that account's failure, classified as STS answered AssumeRole, never as
+/// the worker's own credentials failing (CONTRACT §3). The member account's credentials
+/// provider returns it inside its [`CredentialsError`].
+#[derive(Debug, thiserror::Error)]
+#[error("account {account}: the worker's role there could not be assumed again: {error}")]
+pub struct MemberRoleFailed {
+    pub account: String,
+    pub error: AwsError,
+}
+
+/// The first error of type `T` in `err`'s chain of sources, `err` included.
+fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = next {
-        if e.downcast_ref::<CredentialsError>().is_some() {
-            return true;
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// Classifies an SDK error and returns the service's error code, if any.
@@ -277,11 +289,18 @@ pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> (ErrorClass, Option<Strin
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
+    // A credentials provider failed below the request (none found, it timed out or
+    // failed): the request was never sent. A member account's role is its own.
+    if !matches!(err, SdkError::ServiceError(_) | SdkError::TimeoutError(_)) {
+        if let Some(member) = find::<MemberRoleFailed>(err) {
+            return (member.error.class, member.error.code.clone());
+        }
+        if find::<CredentialsError>(err).is_some() {
+            return (ErrorClass::Credentials, None);
+        }
+    }
     match err {
         SdkError::TimeoutError(_) => (ErrorClass::Transient, None),
-        _ if !matches!(err, SdkError::ServiceError(_)) && credentials_failed(err) => {
-            (ErrorClass::Credentials, None)
-        }
         SdkError::DispatchFailure(failure) => {
             // A request the SDK could not even build or sign (a user error) will fail the
             // same way again; I/O, timeouts and anything else on the wire may not.

@@ -14,6 +14,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::clock::{ClockReader, ServerClock};
 use crate::aws::home::Home;
+use crate::aws::member::MemberSession;
 use crate::aws::ratelimit::AdaptiveRate;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::aws::turns::UserTurns;
@@ -45,6 +46,8 @@ pub struct Iam {
     pub(super) clock: Arc<ServerClock>,
     /// One session-policy change per user at a time.
     pub(super) session_turns: UserTurns,
+    /// In a member account: the role session this client's credentials come from.
+    member: Option<Arc<MemberSession>>,
 }
 
 impl Iam {
@@ -71,6 +74,16 @@ impl Iam {
             protection,
             clock,
             session_turns: UserTurns::default(),
+            member: None,
+        }
+    }
+
+    /// This client acts in a member account with `session`'s credentials: IAM refusing
+    /// them is that account's failure, not the worker's own credentials'.
+    pub fn in_member(self, session: Arc<MemberSession>) -> Self {
+        Self {
+            member: Some(session),
+            ..self
         }
     }
 
@@ -94,7 +107,14 @@ impl Iam {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let sent = self.rate.acquire().await;
-        let result = send().await.map_err(|e| AwsError::from_sdk(operation, e));
+        let result = send().await.map_err(|e| {
+            let answered = matches!(e, SdkError::ServiceError(_));
+            let mut error = AwsError::from_sdk(operation, e);
+            if let (Some(session), true) = (&self.member, answered) {
+                session.refused(&mut error);
+            }
+            error
+        });
         match &result {
             Err(e) if e.is_throttling() => self.rate.throttled(sent),
             _ => self.rate.succeeded(),

@@ -12,6 +12,7 @@ pub mod findings;
 pub mod home;
 pub mod iam;
 pub mod mac;
+pub mod member;
 pub mod notify;
 pub mod placement;
 pub mod quarantine;

@@ -201,9 +201,10 @@ impl Worker {
             protected_access_keys = %config.protect.access_keys.join(","),
             "Worker ready"
         );
-        let health = Arc::new(Health::new(Duration::from_secs(
-            config.metrics.ready_max_receive_age_seconds,
-        )));
+        let health = Arc::new(Health::new(
+            Duration::from_secs(config.metrics.ready_max_receive_age_seconds),
+            accounts.member_failures(),
+        ));
         let mut sinks = Vec::new();
         if let Some(url) = &config.results.queue_url {
             sinks.push(Sink::Queue(sqs.clone(), url.clone()));

@@ -147,6 +147,13 @@ pub fn http_body(port: u16, path: &str) -> Option<String> {
     http_get(port, path).map(|(_, body)| body)
 }
 
+/// Series value from a Prometheus exposition, 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The JSON audit lines ("Job finished") of a run.
 pub fn audit_lines(output: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&output.stdout)

@@ -1,0 +1,201 @@
+//! Each member account's role session, and which member accounts fail now.
+//!
+//! A member account's role that cannot be assumed (deleted, its trust changed, the
+//! account gone from the organization, a service control policy) or whose session AWS
+//! refuses is that account's failure, not the worker's own credentials' (CONTRACT §3):
+//! its jobs end `access_denied` or `retry` with the account in the detail, its session is
+//! dropped so the next job assumes the role again, and every other account's jobs go on.
+//! The accounts failing now are counted in `iam_key_revoker_member_accounts_failing` and
+//! named by `/readyz` and the logs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::aws::classify::{AwsError, ErrorClass, MemberRoleFailed};
+
+/// The most failing accounts `/readyz` lists one by one.
+const LISTED: usize = 20;
+
+/// The member accounts whose role fails now, each with its last failure.
+#[derive(Debug, Default)]
+pub struct MemberFailures {
+    failing: Mutex<BTreeMap<String, String>>,
+}
+
+impl MemberFailures {
+    /// Acting in `account` failed with `error` (not the worker's own credentials).
+    pub fn failed(&self, account: &str, error: &AwsError) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let first = failing
+            .insert(account.to_owned(), error.to_string())
+            .is_none();
+        if first {
+            tracing::warn!(account_id = account, %error, "A member account's role fails: only that account's jobs wait or are refused");
+        }
+        crate::metrics::member_accounts_failing(failing.len());
+    }
+
+    /// The role in `account` was assumed or renewed again.
+    pub fn recovered(&self, account: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.remove(account).is_some() {
+            tracing::info!(account_id = account, "A member account's role works again");
+            crate::metrics::member_accounts_failing(failing.len());
+        }
+    }
+
+    /// The accounts failing now, one line each (the first [`LISTED`], then how many
+    /// more), or `None` when none is.
+    pub fn describe(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.is_empty() {
+            return None;
+        }
+        let mut text = format!(
+            "member accounts failing ({}; only their jobs are refused or retried):\n",
+            failing.len()
+        );
+        for (account, error) in failing.iter().take(LISTED) {
+            text.push_str(&format!("{account}: {error}\n"));
+        }
+        if failing.len() > LISTED {
+            text.push_str(&format!("and {} more\n", failing.len() - LISTED));
+        }
+        Some(text)
+    }
+}
+
+/// One assumption of the worker's role in a member account: marked stale when AWS
+/// refuses it, so that the next job assumes the role again.
+#[derive(Debug)]
+pub struct MemberSession {
+    account: String,
+    stale: AtomicBool,
+    failures: Arc<MemberFailures>,
+}
+
+impl MemberSession {
+    pub fn new(account: &str, failures: Arc<MemberFailures>) -> Self {
+        Self {
+            account: account.to_owned(),
+            stale: AtomicBool::new(false),
+            failures,
+        }
+    }
+
+    /// Whether the session failed since it was assumed.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// The credentials were renewed.
+    pub fn renewed(&self) {
+        self.failures.recovered(&self.account);
+    }
+
+    /// Renewing the credentials failed with AssumeRole's `error`, which is not the
+    /// worker's own credentials failing: the account's failure, as the member account's
+    /// requests will report it.
+    pub fn renewal_failed(&self, error: AwsError) -> MemberRoleFailed {
+        self.stale.store(true, Ordering::Relaxed);
+        self.failures.failed(&self.account, &error);
+        MemberRoleFailed {
+            account: self.account.clone(),
+            error,
+        }
+    }
+
+    /// IAM refused a request made with this session's credentials as credentials
+    /// (`ExpiredToken`, `InvalidClientTokenId`, ...): the session is the account's
+    /// failure, retried, and the role assumed again on the job's next try. The worker's
+    /// own credentials are not involved: the session's are the role's alone.
+    pub fn refused(&self, error: &mut AwsError) {
+        if error.class != ErrorClass::Credentials {
+            return;
+        }
+        self.stale.store(true, Ordering::Relaxed);
+        error.class = ErrorClass::Transient;
+        error.message = format!(
+            "account {}: the role's session was refused; the role is assumed again on the job's next try: {}",
+            self.account, error.message
+        );
+        self.failures.failed(&self.account, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied() -> AwsError {
+        AwsError {
+            operation: "AssumeRole",
+            class: ErrorClass::Permanent,
+            code: Some("AccessDenied".into()),
+            message: "not authorized".into(),
+            unanswered: false,
+        }
+    }
+
+    #[test]
+    fn failing_accounts_are_listed_until_they_recover() {
+        let failures = Arc::new(MemberFailures::default());
+        assert_eq!(failures.describe(), None);
+        let session = MemberSession::new("222222222222", Arc::clone(&failures));
+        let failed = session.renewal_failed(denied());
+        assert!(session.is_stale());
+        assert_eq!(
+            failed.to_string(),
+            "account 222222222222: the worker's role there could not be assumed again: AssumeRole: AccessDenied: not authorized"
+        );
+        assert_eq!(
+            failures.describe().as_deref(),
+            Some("member accounts failing (1; only their jobs are refused or retried):\n222222222222: AssumeRole: AccessDenied: not authorized\n")
+        );
+        MemberSession::new("222222222222", Arc::clone(&failures)).renewed();
+        assert_eq!(failures.describe(), None);
+    }
+
+    #[test]
+    fn a_refused_session_is_retried_and_named() {
+        let failures = Arc::new(MemberFailures::default());
+        let session = MemberSession::new("333333333333", Arc::clone(&failures));
+        let mut throttled = AwsError {
+            class: ErrorClass::Transient,
+            code: Some("Throttling".into()),
+            ..denied()
+        };
+        session.refused(&mut throttled);
+        assert_eq!(throttled.class, ErrorClass::Transient);
+        assert!(
+            !session.is_stale(),
+            "only credential answers concern the session"
+        );
+        assert_eq!(failures.describe(), None);
+
+        let mut expired = AwsError {
+            operation: "DeleteAccessKey",
+            class: ErrorClass::Credentials,
+            code: Some("ExpiredToken".into()),
+            message: "expired".into(),
+            unanswered: false,
+        };
+        session.refused(&mut expired);
+        assert_eq!(expired.class, ErrorClass::Transient, "not the worker's own");
+        assert!(session.is_stale());
+        assert!(expired.to_string().contains("account 333333333333"));
+        assert!(failures.describe().unwrap().contains("333333333333"));
+    }
+
+    #[test]
+    fn a_thousand_failing_accounts_are_counted_not_listed() {
+        let failures = MemberFailures::default();
+        for i in 0..1000 {
+            failures.failed(&format!("{i:012}"), &denied());
+        }
+        let text = failures.describe().unwrap();
+        assert_eq!(text.lines().count(), 1 + LISTED + 1);
+        assert!(text.ends_with("and 980 more\n"));
+    }
+}
