@@ -518,6 +518,8 @@ def record(args, result):
             f"--iam-quota {args.iam_quota}" if args.iam_quota else "",
             f"--workers {args.workers}" if args.workers > 1 else "",
             "--notify" if args.notify else "",
+            "--key-only" if args.key_only else "",
+            "--no-mac-key" if args.no_mac_key else "",
             *(f"--set {s}" for s in args.set),
         ] if a
     )
