@@ -348,4 +348,10 @@ async fn a_member_role_refused_on_renewal_fails_only_that_accounts_jobs() {
     sigterm(&child);
     let output = wait(child, Duration::from_secs(20)).await;
     assert!(output.status.success(), "{output:?}");
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        logs.matches("Assumed the cross-account role").count(),
+        2,
+        "assumed for the first job, and again after the refused renewal: {logs}"
+    );
 }

@@ -293,7 +293,12 @@ where
     // failed): the request was never sent. A member account's role is its own.
     if !matches!(err, SdkError::ServiceError(_) | SdkError::TimeoutError(_)) {
         if let Some(member) = find::<MemberRoleFailed>(err) {
-            return (member.error.class, member.error.code.clone());
+            // AssumeRole's answer: whether to retry or give up; never "not found".
+            let class = match member.error.class {
+                ErrorClass::Transient => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            };
+            return (class, member.error.code.clone());
         }
         if find::<CredentialsError>(err).is_some() {
             return (ErrorClass::Credentials, None);

@@ -6,21 +6,27 @@
 //! its jobs end `access_denied` or `retry` with the account in the detail, its session is
 //! dropped so the next job assumes the role again, and every other account's jobs go on.
 //! The accounts failing now are counted in `iam_key_revoker_member_accounts_failing` and
-//! named by `/readyz` and the logs.
+//! named by `/readyz` and the logs. An account leaves the list when its role works again,
+//! or [`FORGET_AFTER`] after its last failure (no job for it since, or an account that
+//! does not exist), so that nothing stays listed for the life of the process.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::aws::classify::{AwsError, ErrorClass, MemberRoleFailed};
 
 /// The most failing accounts `/readyz` lists one by one.
 const LISTED: usize = 20;
 
-/// The member accounts whose role fails now, each with its last failure.
+/// How long an account stays listed after its last failure without a job trying again.
+pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The member accounts whose role fails now, each with its last failure and when.
 #[derive(Debug, Default)]
 pub struct MemberFailures {
-    failing: Mutex<BTreeMap<String, String>>,
+    failing: Mutex<BTreeMap<String, (String, Instant)>>,
 }
 
 impl MemberFailures {
@@ -28,12 +34,29 @@ impl MemberFailures {
     pub fn failed(&self, account: &str, error: &AwsError) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         let first = failing
-            .insert(account.to_owned(), error.to_string())
+            .insert(account.to_owned(), (error.to_string(), Instant::now()))
             .is_none();
         if first {
             tracing::warn!(account_id = account, %error, "A member account's role fails: only that account's jobs wait or are refused");
         }
         crate::metrics::member_accounts_failing(failing.len());
+    }
+
+    /// Forgets the accounts whose last failure is older than [`FORGET_AFTER`] (called
+    /// periodically by the worker).
+    pub fn forget_old(&self) {
+        if let Some(before) = Instant::now().checked_sub(FORGET_AFTER) {
+            self.forget_before(before);
+        }
+    }
+
+    fn forget_before(&self, before: Instant) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let listed = failing.len();
+        failing.retain(|_, (_, at)| *at >= before);
+        if failing.len() != listed {
+            crate::metrics::member_accounts_failing(failing.len());
+        }
     }
 
     /// The role in `account` was assumed or renewed again.
@@ -56,7 +79,7 @@ impl MemberFailures {
             "member accounts failing ({}; only their jobs are refused or retried):\n",
             failing.len()
         );
-        for (account, error) in failing.iter().take(LISTED) {
+        for (account, (error, _)) in failing.iter().take(LISTED) {
             text.push_str(&format!("{account}: {error}\n"));
         }
         if failing.len() > LISTED {
@@ -89,8 +112,9 @@ impl MemberSession {
         self.stale.load(Ordering::Relaxed)
     }
 
-    /// The credentials were renewed.
+    /// The credentials were renewed: a failure before is over.
     pub fn renewed(&self) {
+        self.stale.store(false, Ordering::Relaxed);
         self.failures.recovered(&self.account);
     }
 
@@ -109,9 +133,16 @@ impl MemberSession {
     /// IAM refused a request made with this session's credentials as credentials
     /// (`ExpiredToken`, `InvalidClientTokenId`, ...): the session is the account's
     /// failure, retried, and the role assumed again on the job's next try. The worker's
-    /// own credentials are not involved: the session's are the role's alone.
+    /// own credentials are not involved: the session's are the role's alone. A request
+    /// refused for its time (`RequestExpired`, `SignatureDoesNotMatch`: the clock is
+    /// off) is the worker's, as it is.
     pub fn refused(&self, error: &mut AwsError) {
-        if error.class != ErrorClass::Credentials {
+        if error.class != ErrorClass::Credentials
+            || matches!(
+                error.code.as_deref(),
+                Some("RequestExpired" | "SignatureDoesNotMatch")
+            )
+        {
             return;
         }
         self.stale.store(true, Ordering::Relaxed);
@@ -155,6 +186,13 @@ mod tests {
         );
         MemberSession::new("222222222222", Arc::clone(&failures)).renewed();
         assert_eq!(failures.describe(), None);
+
+        // An account no job tries again is forgotten after a while.
+        failures.failed("444444444444", &denied());
+        failures.forget_old();
+        assert!(failures.describe().is_some(), "kept while recent");
+        failures.forget_before(Instant::now() + Duration::from_secs(1));
+        assert_eq!(failures.describe(), None);
     }
 
     #[test]
@@ -186,6 +224,19 @@ mod tests {
         assert!(session.is_stale());
         assert!(expired.to_string().contains("account 333333333333"));
         assert!(failures.describe().unwrap().contains("333333333333"));
+        session.renewed();
+        assert!(!session.is_stale(), "renewed credentials end the failure");
+        assert_eq!(failures.describe(), None);
+
+        // The worker's clock being off is the worker's failure, in any account.
+        let mut skewed = AwsError {
+            code: Some("SignatureDoesNotMatch".into()),
+            ..expired.clone()
+        };
+        skewed.class = ErrorClass::Credentials;
+        session.refused(&mut skewed);
+        assert_eq!(skewed.class, ErrorClass::Credentials);
+        assert!(!session.is_stale());
     }
 
     #[test]

@@ -466,7 +466,8 @@ impl Worker {
     }
 
     /// Reads every queue's depth every `QUEUE_DEPTH_INTERVAL` for
-    /// `iam_key_revoker_queue_messages`, so alerts need no CloudWatch exporter.
+    /// `iam_key_revoker_queue_messages`, so alerts need no CloudWatch exporter, and
+    /// forgets member accounts whose last failure no job has repeated for a while.
     async fn report_depths(self: Arc<Self>, shutdown: CancellationToken) {
         let mut queues = vec![
             ("jobs", self.settler.main.queues.queue_url.clone()),
@@ -501,6 +502,7 @@ impl Worker {
                     }
                 }
             }
+            self.accounts.member_failures().forget_old();
         }
     }
 
