@@ -196,6 +196,16 @@ impl Accounts {
         }))
         .await
         .map_err(|mut e| {
+            // Nothing kept for an account whose role was not assumed: a producer naming
+            // made-up accounts leaves no entry behind.
+            let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+            if others
+                .get(account)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &cell) && kept.get().is_none())
+            {
+                others.remove(account);
+            }
+            drop(others);
             // The worker's own credentials failing (STS refused them for AssumeRole) is
             // the worker's; anything else is this account's.
             if e.class != ErrorClass::Credentials {

@@ -23,6 +23,10 @@ const LISTED: usize = 20;
 /// How long an account stays listed after its last failure without a job trying again.
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// The most accounts listed at once: more than an organization has, so that a producer
+/// naming made-up accounts cannot grow the list without bound.
+const MAX_TRACKED: usize = 10_000;
+
 /// The member accounts whose role fails now, each with its last failure and when.
 #[derive(Debug, Default)]
 pub struct MemberFailures {
@@ -33,6 +37,10 @@ impl MemberFailures {
     /// Acting in `account` failed with `error` (not the worker's own credentials).
     pub fn failed(&self, account: &str, error: &AwsError) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.len() >= MAX_TRACKED && !failing.contains_key(account) {
+            tracing::warn!(account_id = account, %error, "A member account's role fails (not listed: the list of failing accounts is full)");
+            return;
+        }
         let first = failing
             .insert(account.to_owned(), (error.to_string(), Instant::now()))
             .is_none();
@@ -248,5 +256,17 @@ mod tests {
         let text = failures.describe().unwrap();
         assert_eq!(text.lines().count(), 1 + LISTED + 1);
         assert!(text.ends_with("and 980 more\n"));
+
+        // Made-up accounts named by a producer fill the list up to its cap, no further.
+        for i in 1000..MAX_TRACKED + 500 {
+            failures.failed(&format!("{i:012}"), &denied());
+        }
+        let text = failures.describe().unwrap();
+        assert!(text.starts_with(&format!("member accounts failing ({MAX_TRACKED};")));
+        failures.failed("000000000007", &denied());
+        assert!(
+            failures.describe().unwrap().contains("(10000;"),
+            "a listed one is updated"
+        );
     }
 }
