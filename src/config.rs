@@ -7,10 +7,11 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
+use crate::config_lists::list_or_comma_separated;
 use crate::guard::Protection;
 use crate::intake::IntakeRules;
 use crate::job::Action;
@@ -223,13 +224,28 @@ pub struct ProtectSection {
     pub access_keys: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrossAccountSection {
     /// Role assumed in `account_id` for jobs that name another account.
     pub role_name: Option<String>,
     /// External id the member accounts' trust policies require, if any.
     pub external_id: Option<String>,
+    /// Role `plan` assumes in another account: read rights only, never the worker's.
+    pub planner_role_name: String,
+    /// Role `restore` assumes in another account: what restore does, never the worker's.
+    pub restorer_role_name: String,
+}
+
+impl Default for CrossAccountSection {
+    fn default() -> Self {
+        Self {
+            role_name: None,
+            external_id: None,
+            planner_role_name: "iam-key-revoker-planner".into(),
+            restorer_role_name: "iam-key-revoker-restorer".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -420,40 +436,6 @@ impl Default for LogSection {
         Self {
             format: LogFormat::Json,
             level: "info".to_owned(),
-        }
-    }
-}
-
-/// Accepts a TOML list, or one string of comma-separated items (as environment
-/// variables write lists). A string that names nothing is refused: an
-/// empty environment variable (`IAM_KEY_REVOKER__PROTECT__USERS=""`) must not silently
-/// replace the protected list from the file with none. An explicit `[]` in the file is
-/// how to say "protect nothing".
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        Text(String),
-        Number(i64),
-    }
-    match ListOrString::deserialize(d)? {
-        ListOrString::List(items) => Ok(items),
-        ListOrString::Number(n) => Ok(vec![n.to_string()]),
-        ListOrString::Text(text) => {
-            let items: Vec<String> = text
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if items.is_empty() {
-                Err(serde::de::Error::custom(
-                    "is an empty list: a list is never cleared by an empty value (write [] in the file for none)",
-                ))
-            } else {
-                Ok(items)
-            }
         }
     }
 }

@@ -455,6 +455,17 @@ impl CrossAccountSection {
                 ));
             }
         }
+        for (key, role) in [
+            ("cross_account.planner_role_name", &self.planner_role_name),
+            ("cross_account.restorer_role_name", &self.restorer_role_name),
+        ] {
+            if !is_iam_name(role, 64) {
+                return Err(invalid(
+                    key,
+                    "must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)",
+                ));
+            }
+        }
         if let Some(id) = &self.external_id {
             let ok = (2..=1224).contains(&id.len())
                 && id

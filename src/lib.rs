@@ -51,6 +51,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod config_checks;
+mod config_lists;
 pub mod continuation;
 pub mod guard;
 pub mod intake;

@@ -355,3 +355,142 @@ async fn a_member_role_refused_on_renewal_fails_only_that_accounts_jobs() {
         "assumed for the first job, and again after the refused renewal: {logs}"
     );
 }
+
+/// The role an `AssumeRole` request the proxy saw asks for.
+fn assumed_role(request: &str) -> String {
+    let arn = request
+        .split('&')
+        .find_map(|p| p.strip_prefix("RoleArn="))
+        .unwrap_or_default();
+    arn.replace("%3A", ":").replace("%2F", "/")
+}
+
+/// The operators' commands take roles of their own in a member account, never the
+/// worker's, whose rights include writing every user's policies: `restore` a restorer's
+/// (with what restore does and the protected users' Deny), `plan` a planner's (read rights
+/// only); `--role-name` names another (CONTRACT §6; README "Operators' roles in member
+/// accounts"). What each role may do is tests/deploy.rs's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_and_plan_assume_roles_of_their_own_never_the_workers() {
+    let mut env = TestEnv::new("xroles").await;
+    env.config.cross_account.role_name = Some("iam-key-revoker".to_owned());
+    let member = iam_in(&env, MEMBER).await;
+    let user = format!("{}-u", env.name);
+    let (_, keys) = common::create_user_with_keys(&member, &user, 2).await;
+    for key in &keys {
+        member
+            .update_access_key()
+            .user_name(&user)
+            .access_key_id(key)
+            .status(StatusType::Inactive)
+            .send()
+            .await
+            .unwrap();
+    }
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    env.route_iam_and_sts_through(&proxy).await;
+    let restore = |key: &str, role_name: Option<&str>| iam_key_revoker::cli::restore::Request {
+        access_key_id: key.to_owned(),
+        user_name: user.clone(),
+        account_id: Some(MEMBER.to_owned()),
+        reason: Some("test".to_owned()),
+        role_name: role_name.map(str::to_owned),
+        ..Default::default()
+    };
+
+    let record = iam_key_revoker::cli::restore::restore(
+        &env.settings(),
+        &env.clients,
+        restore(&keys[0], None),
+    )
+    .await
+    .unwrap();
+    assert!(record.restored, "{record:?}");
+    assert_eq!(record.account_id, MEMBER);
+    assert_eq!(
+        common::key_status(&member, &user, &keys[0]).await,
+        Some(StatusType::Active)
+    );
+    let roles: Vec<String> = proxy
+        .requests_containing("Action=AssumeRole")
+        .iter()
+        .map(|r| assumed_role(r))
+        .collect();
+    assert_eq!(
+        roles,
+        [format!(
+            "arn:aws:iam::{MEMBER}:role/iam-key-revoker-restorer"
+        )]
+    );
+
+    iam_key_revoker::cli::restore::restore(
+        &env.settings(),
+        &env.clients,
+        restore(&keys[1], Some("our-restorer")),
+    )
+    .await
+    .unwrap();
+    let roles: Vec<String> = proxy
+        .requests_containing("Action=AssumeRole")
+        .iter()
+        .map(|r| assumed_role(r))
+        .collect();
+    assert_eq!(
+        roles.last().map(String::as_str),
+        Some(format!("arn:aws:iam::{MEMBER}:role/our-restorer").as_str())
+    );
+
+    // `plan`, the binary, its IAM and STS requests through the proxy.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n",
+            json!({"request_id": "xr-plan", "user_name": user, "access_key_id": keys[0], "account_id": MEMBER})
+        ),
+    )
+    .unwrap();
+    let plan = |worker_role: Option<&str>| {
+        let mut command = common::process::command(&proxy.url, &env.queue_url);
+        command
+            .args(["plan", "--output", "json", "--file"])
+            .arg(&file);
+        if let Some(role) = worker_role {
+            command.env("IAM_KEY_REVOKER__CROSS_ACCOUNT__ROLE_NAME", role);
+        }
+        let output = command.output().expect("the binary runs");
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+        rows[0]["prediction"].as_str().unwrap().to_owned()
+    };
+    let before = proxy.requests_containing("Action=AssumeRole").len();
+    assert_eq!(plan(Some("iam-key-revoker")), "would_delete");
+    let roles: Vec<String> = proxy.requests_containing("Action=AssumeRole")[before..]
+        .iter()
+        .map(|r| assumed_role(r))
+        .collect();
+    assert_eq!(
+        roles,
+        [format!(
+            "arn:aws:iam::{MEMBER}:role/iam-key-revoker-planner"
+        )]
+    );
+    // A worker that acts in no other account: the line is predicted as the worker would
+    // end it, and no role is assumed.
+    assert_eq!(plan(None), "cross_account_disabled");
+    assert_eq!(
+        proxy.requests_containing("Action=AssumeRole").len(),
+        before + 1
+    );
+    assert!(
+        proxy
+            .requests_containing("role%2Fiam-key-revoker&")
+            .is_empty()
+            && !proxy
+                .requests_containing("Action=AssumeRole")
+                .iter()
+                .any(|r| assumed_role(r).ends_with(":role/iam-key-revoker")),
+        "the worker's role is never assumed by an operator's command"
+    );
+}

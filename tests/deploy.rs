@@ -326,16 +326,7 @@ fn users_may_be_given_the_quarantine_policy_and_no_other() {
     }
     // The restore operators may detach that one policy and no other.
     let restore = stack.properties("RestoreOperatorPolicy")["PolicyDocument"].clone();
-    let detach = restore["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| strings(&s["Action"]) == vec!["iam:DetachUserPolicy"])
-        .expect("a statement of its own");
-    assert_eq!(
-        detach["Condition"],
-        serde_json::json!({"ArnEquals": {"iam:PolicyARN": default}})
-    );
+    assert_detaches_only(&restore, default);
     // Left empty, the parameter means AWS's policy in the stack's own partition.
     assert!(member.condition("DefaultQuarantinePolicy"));
     assert_eq!(
@@ -346,6 +337,20 @@ fn users_may_be_given_the_quarantine_policy_and_no_other() {
     assert_eq!(
         stack.template["Parameters"]["QuarantinePolicyArn"]["Default"],
         member.template["Parameters"]["QuarantinePolicyArn"]["Default"]
+    );
+}
+
+/// `policy` may detach `quarantine` from users, in a statement of its own, and no other.
+fn assert_detaches_only(policy: &serde_json::Value, quarantine: &str) {
+    let detach = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| strings(&s["Action"]) == vec!["iam:DetachUserPolicy"])
+        .expect("a statement of its own");
+    assert_eq!(
+        detach["Condition"],
+        serde_json::json!({"ArnEquals": {"iam:PolicyARN": quarantine}})
     );
 }
 
@@ -561,7 +566,15 @@ fn the_stack_outputs_configure_the_worker() {
         config.results.sns_topic_arn.as_deref(),
         Some(outputs["IAM_KEY_REVOKER__RESULTS__SNS_TOPIC_ARN"].as_str())
     );
-    assert_eq!(config.results.event_bus.as_deref(), Some("default"));
+    // The stack's own outcome bus, not the default bus anyone in the account may put on.
+    assert_eq!(
+        config.results.event_bus.as_deref(),
+        Some(outputs["IAM_KEY_REVOKER__RESULTS__EVENT_BUS"].as_str())
+    );
+    assert_eq!(
+        outputs["IAM_KEY_REVOKER__RESULTS__EVENT_BUS"],
+        "iam-key-revoker-outcomes"
+    );
     assert_eq!(
         config.quarantine.policy_arn,
         outputs["IAM_KEY_REVOKER__QUARANTINE__POLICY_ARN"]
@@ -1099,7 +1112,7 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
     ));
     needed.push((
         "events:PutEvents",
-        "arn:aws:events:eu-west-1:111122223333:event-bus/default".into(),
+        "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker-outcomes".into(),
     ));
     for user in ["user/alice", "user/engineering/ci/alice"] {
         let arn = format!("arn:aws:iam::111122223333:{user}");
@@ -1206,6 +1219,13 @@ fn the_scheduler_role_sends_only_to_the_job_queues_and_only_scheduler_may_use_it
     assert_eq!(
         stack.resolve(&trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"]),
         stack.resolve(&serde_json::json!({"Ref": "AWS::AccountId"}))
+    );
+    // Only schedules of the worker's group: one in another group, made by whoever may
+    // pass the role, cannot use it (EventBridge Scheduler User Guide, "Set up the
+    // execution role": aws:SourceArn is the schedule group's ARN).
+    assert_eq!(
+        stack.resolve(&trust[0]["Condition"]["StringEquals"]["aws:SourceArn"]),
+        "arn:aws:scheduler:eu-west-1:111122223333:schedule-group/iam-key-revoker"
     );
     let policies = role["Properties"]["Policies"].as_array().unwrap();
     let documents: Vec<serde_json::Value> = policies
@@ -1431,5 +1451,329 @@ fn only_the_workers_role_macs_with_its_key() {
                 );
             }
         }
+    }
+}
+
+/// The protected users as the stacks' `ProtectedUserArns` parameter takes them, from
+/// `protect-policy --format parameter` on the shipped configuration.
+fn protected_user_arns() -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iam-key-revoker"))
+        .env_clear()
+        .args([
+            "protect-policy",
+            "--format",
+            "parameter",
+            "--config",
+            &format!("{ROOT}/deploy/kubernetes/worker.toml"),
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The identity policies of a role of the member-role stack, resolved.
+fn role_policies(stack: &Stack, role: &str) -> Vec<serde_json::Value> {
+    stack.properties(role)["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect()
+}
+
+/// What `plan` and `restore` call in a member account (src/cli/plan.rs, src/cli/restore.rs
+/// through src/aws: preview, key_statuses, reactivate, other_cutoffs, lift_session_cutoff,
+/// quarantined, release).
+const PLAN_CALLS: &[&str] = &["iam:ListAccessKeys", "iam:GetAccessKeyLastUsed"];
+const RESTORE_CALLS: &[&str] = &[
+    "iam:ListAccessKeys",
+    "iam:UpdateAccessKey",
+    "iam:ListUserPolicies",
+    "iam:GetUserPolicy",
+    "iam:DeleteUserPolicy",
+    "iam:ListAttachedUserPolicies",
+    "iam:DetachUserPolicy",
+];
+
+/// Each person gets only their rights: in a member account the planner's role can read
+/// keys and change nothing, the restorer's can do what `restore` does and cannot write a
+/// policy, delete a key or touch a protected user; the worker's member role refuses the
+/// protected users too; in the worker account the plan and restore operators' policies may
+/// assume only their own role of a member account, never the worker's, which may write
+/// every user's policies. Evaluated here with IAM's logic (an explicit Deny wins): the
+/// emulator does not evaluate user ARNs or conditions.
+#[test]
+fn each_operator_gets_only_the_rights_of_their_command() {
+    let protected = protected_user_arns();
+    assert!(protected.contains("arn:aws:iam::*:user/break-glass-*"));
+    let planners = "arn:aws:iam::111122223333:role/secops-planner";
+    let restorers =
+        "arn:aws:iam::111122223333:role/secops-oncall arn:aws:iam::111122223333:role/secops-lead";
+    let member = Stack::load(
+        "deploy/aws/member-role.cfn.json",
+        &[
+            ("WorkerAccountId", "111122223333"),
+            ("OrganizationId", "o-exampleorgid"),
+            ("ProtectedUserArns", &protected),
+            ("PlannerPrincipalArns", planners),
+            ("RestorerPrincipalArns", restorers),
+        ],
+    );
+    let user = |name: &str| format!("arn:aws:iam::111122223333:user/{name}");
+    let (alice, admin, terraform) = (
+        user("alice"),
+        user("break-glass-admin"),
+        user("ops/terraform-ci"),
+    );
+    let config = Config::default();
+    assert_eq!(
+        member.properties("PlannerRole")["RoleName"],
+        config.cross_account.planner_role_name.as_str()
+    );
+    assert_eq!(
+        member.properties("RestorerRole")["RoleName"],
+        config.cross_account.restorer_role_name.as_str()
+    );
+
+    let planner = role_policies(&member, "PlannerRole");
+    for action in PLAN_CALLS {
+        assert!(allows(&planner, action, &alice), "planner: {action}");
+    }
+    let everything = [
+        iam_key_revoker::cli::deny::WRITE_ACTIONS,
+        &[
+            "iam:CreateAccessKey",
+            "iam:AttachUserPolicy",
+            "iam:ListUserPolicies",
+        ],
+    ]
+    .concat();
+    for action in &everything {
+        assert!(!allows(&planner, action, &alice), "planner: {action}");
+    }
+
+    let restorer = role_policies(&member, "RestorerRole");
+    for action in RESTORE_CALLS {
+        assert!(allows(&restorer, action, &alice), "restorer: {action}");
+    }
+    for action in [
+        "iam:PutUserPolicy",
+        "iam:AttachUserPolicy",
+        "iam:DeleteAccessKey",
+        "iam:CreateAccessKey",
+        "iam:CreateLoginProfile",
+    ] {
+        assert!(!allows(&restorer, action, &alice), "restorer: {action}");
+    }
+    for victim in [&admin, &terraform] {
+        for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+            assert!(
+                !allows(&restorer, action, victim),
+                "restorer: {action} on {victim}"
+            );
+        }
+        assert!(allows(&restorer, "iam:ListAccessKeys", victim));
+    }
+    // Only the quarantine policy may be detached.
+    assert_detaches_only(&restorer[0], &config.quarantine.policy_arn);
+
+    // Each trusts exactly the principals its parameter names, from inside the organization.
+    for (role, principals) in [("PlannerRole", planners), ("RestorerRole", restorers)] {
+        let trust = &member.properties(role)["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(trust.as_array().unwrap().len(), 1);
+        assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+        assert_eq!(
+            strings(&trust[0]["Principal"]["AWS"]),
+            principals.split(' ').collect::<Vec<_>>()
+        );
+        assert_eq!(
+            trust[0]["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+            "o-exampleorgid"
+        );
+    }
+
+    // The worker's member role: the same Deny, from the same parameter.
+    let worker = role_policies(&member, "RevokerRole");
+    assert_eq!(
+        worker.len(),
+        2,
+        "the worker's permissions and the protected users' Deny"
+    );
+    for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+        assert!(!allows(&worker, action, &admin), "worker: {action}");
+    }
+    assert!(allows(&worker, "iam:DeleteAccessKey", &alice));
+
+    // Without the parameters: no planner or restorer role, and no empty Deny.
+    let bare = Stack::load(
+        "deploy/aws/member-role.cfn.json",
+        &[
+            ("WorkerAccountId", "111122223333"),
+            ("OrganizationId", "o-exampleorgid"),
+        ],
+    );
+    assert!(!bare.creates("PlannerRole") && !bare.creates("RestorerRole"));
+    assert!(bare.creates("RevokerRole"));
+    assert_eq!(role_policies(&bare, "RevokerRole").len(), 1);
+
+    // The worker account: the operators' policies assume their own role, never the
+    // worker's; the restore operators' policy refuses the protected users.
+    let stack = Stack::load(
+        "deploy/aws/worker.cfn.json",
+        &[
+            (
+                "OidcProvider",
+                "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0123456789",
+            ),
+            ("OrganizationId", "o-exampleorgid"),
+            ("ProtectedUserArns", &protected),
+        ],
+    );
+    let role_in = |name: &str| format!("arn:aws:iam::444455556666:role/{name}");
+    let worker_member_role = role_in(
+        config
+            .cross_account
+            .role_name
+            .as_deref()
+            .unwrap_or("iam-key-revoker"),
+    );
+    let plan = vec![stack.properties("PlanOperatorPolicy")["PolicyDocument"].clone()];
+    let restore = vec![stack.properties("RestoreOperatorPolicy")["PolicyDocument"].clone()];
+    let here = |name: &str| format!("arn:aws:iam::111122223333:user/{name}");
+    assert!(allows(
+        &plan,
+        "sts:AssumeRole",
+        &role_in("iam-key-revoker-planner")
+    ));
+    assert!(allows(
+        &restore,
+        "sts:AssumeRole",
+        &role_in("iam-key-revoker-restorer")
+    ));
+    for (name, policy) in [("plan", &plan), ("restore", &restore)] {
+        assert!(
+            !allows(policy, "sts:AssumeRole", &worker_member_role),
+            "{name} operators never take the worker's member role"
+        );
+        assert!(
+            !allows(
+                policy,
+                "sts:AssumeRole",
+                "arn:aws:iam::111122223333:role/iam-key-revoker-worker"
+            ),
+            "{name} operators never take the worker's role"
+        );
+        for action in [
+            "iam:PutUserPolicy",
+            "iam:AttachUserPolicy",
+            "iam:DeleteAccessKey",
+        ] {
+            assert!(!allows(policy, action, &here("alice")), "{name}: {action}");
+        }
+    }
+    assert!(!allows(
+        &plan,
+        "sts:AssumeRole",
+        &role_in("iam-key-revoker-restorer")
+    ));
+    for action in PLAN_CALLS {
+        assert!(allows(&plan, action, &here("alice")), "plan: {action}");
+    }
+    for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+        assert!(!allows(&plan, action, &here("alice")), "plan: {action}");
+        assert!(
+            !allows(&restore, action, &here("break-glass-admin")),
+            "restore: {action} on a protected user"
+        );
+    }
+    assert!(allows(&restore, "iam:UpdateAccessKey", &here("alice")));
+    // The worker's own role refuses them too.
+    let worker = worker_policies(&stack);
+    for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+        assert!(
+            !allows(&worker, action, &here("ops/terraform-ci")),
+            "worker: {action}"
+        );
+    }
+    assert!(allows(&worker, "iam:DeleteAccessKey", &here("alice")));
+}
+
+/// What the worker writes for others is its own: the outcome topic is encrypted with KMS,
+/// and outcome events go to a bus of the stack's own whose policy denies `PutEvents` to
+/// every principal but the worker's role (within one account an identity policy alone
+/// would grant it: only an explicit Deny keeps others out, "Policy evaluation logic", IAM
+/// User Guide). Producers in other accounts of the organization may send jobs, when named.
+#[test]
+fn outcome_sinks_are_the_workers_and_producers_elsewhere_are_named() {
+    let stack = Stack::worker();
+    assert_eq!(
+        stack.properties("OutcomeTopic")["KmsMasterKeyId"],
+        "alias/aws/sns"
+    );
+    let bus = stack.properties("OutcomeEventBus");
+    assert_eq!(bus["Name"], "iam-key-revoker-outcomes");
+    let policy = stack.properties("OutcomeEventBusPolicy");
+    assert_eq!(policy["EventBusName"], "iam-key-revoker-outcomes");
+    let statement = &policy["Statement"];
+    assert_eq!(statement["Effect"], "Deny");
+    assert_eq!(statement["Principal"], "*");
+    assert_eq!(statement["Action"], "events:PutEvents");
+    assert_eq!(
+        statement["Resource"],
+        "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker-outcomes"
+    );
+    assert_eq!(
+        statement["Condition"],
+        serde_json::json!({"ArnNotEquals": {"aws:PrincipalArn": "arn:aws:iam::111122223333:role/iam-key-revoker-worker"}})
+    );
+
+    // No producer elsewhere unless named; named, on both job queues, from the organization.
+    assert!(!stack.creates("JobQueuePolicy"));
+    assert_eq!(
+        stack.properties("PriorityQueuePolicy")["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let hr = "arn:aws:iam::777788889999:role/hr-offboarding";
+    let with = Stack::load(
+        "deploy/aws/worker.cfn.json",
+        &[
+            (
+                "OidcProvider",
+                "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0123456789",
+            ),
+            ("OrganizationId", "o-exampleorgid"),
+            ("ProducerPrincipalArns", hr),
+        ],
+    );
+    assert!(with.creates("JobQueuePolicy"));
+    for (policy, queue) in [
+        ("JobQueuePolicy", "JobQueue"),
+        ("PriorityQueuePolicy", "PriorityQueue"),
+    ] {
+        let statements = with.properties(policy)["PolicyDocument"]["Statement"].clone();
+        let producers = statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "ProducersOfOurOrganizationSend")
+            .unwrap_or_else(|| panic!("{policy}"))
+            .clone();
+        assert_eq!(strings(&producers["Principal"]["AWS"]), vec![hr]);
+        assert_eq!(
+            producers["Resource"],
+            with.resolve(&serde_json::json!({"Fn::GetAtt": [queue, "Arn"]}))
+        );
+        assert!(strings(&producers["Action"]).contains(&"sqs:SendMessage".to_owned()));
+        assert!(!strings(&producers["Action"])
+            .iter()
+            .any(|a| a.contains("Receive") || a.contains("Delete")));
+        assert_eq!(
+            producers["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+            "o-exampleorgid"
+        );
     }
 }

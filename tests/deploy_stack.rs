@@ -638,6 +638,8 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
         "iam-key-revoker-worker",
         "iam-key-revoker-keda-scaler",
         "iam-key-revoker",
+        "iam-key-revoker-planner",
+        "iam-key-revoker-restorer",
     ] {
         clients
             .iam
@@ -647,15 +649,77 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             .await
             .unwrap_or_else(|e| panic!("{role}: {e:?}"));
     }
-    let protected = clients
-        .iam
-        .get_role_policy()
-        .role_name("iam-key-revoker-worker")
-        .policy_name("protected-users")
-        .send()
-        .await
-        .expect("README puts the protected users' Deny on the worker's role");
-    assert!(protected.policy_document().contains("break-glass-"));
+    // The protected users' Deny, from protect-policy through ProtectedUserArns: in the
+    // worker's policy, the restore operators' and the member roles of the worker and the
+    // restorer.
+    let document = |policy: &str| {
+        let arn = format!("arn:aws:iam::{ACCOUNT}:policy/{policy}");
+        let version = aws(
+            &url,
+            TESTING,
+            &[
+                "iam",
+                "get-policy-version",
+                "--policy-arn",
+                &arn,
+                "--version-id",
+                "v1",
+            ],
+        );
+        version["PolicyVersion"]["Document"].to_string()
+    };
+    for policy in ["iam-key-revoker-worker", "iam-key-revoker-restore"] {
+        let text = document(policy);
+        assert!(
+            text.contains("NeverChangeProtectedUsers") && text.contains("user/break-glass-*"),
+            "{policy}: {text}"
+        );
+    }
+    for role in ["iam-key-revoker", "iam-key-revoker-restorer"] {
+        let policies = aws(
+            &url,
+            TESTING,
+            &["iam", "list-role-policies", "--role-name", role],
+        );
+        let text = if role == "iam-key-revoker" {
+            let protected = clients
+                .iam
+                .get_role_policy()
+                .role_name(role)
+                .policy_name("protected-users")
+                .send()
+                .await
+                .expect("the member role refuses the protected users");
+            protected.policy_document().to_owned()
+        } else {
+            let only = policies["PolicyNames"][0].as_str().unwrap().to_owned();
+            let got = clients
+                .iam
+                .get_role_policy()
+                .role_name(role)
+                .policy_name(&only)
+                .send()
+                .await
+                .unwrap();
+            got.policy_document().to_owned()
+        };
+        // URL-encoded as IAM returns it (IAM API Reference, GetRolePolicy).
+        assert!(
+            text.contains("Deny") && text.contains("break-glass-"),
+            "{role}: {text}"
+        );
+    }
+    let planner = aws(
+        &url,
+        TESTING,
+        &["iam", "get-role", "--role-name", "iam-key-revoker-planner"],
+    );
+    assert!(
+        planner["Role"]["AssumeRolePolicyDocument"]
+            .to_string()
+            .contains(&format!("arn:aws:iam::{ACCOUNT}:role/secops-analyst")),
+        "{planner}"
+    );
     let providers = aws(&url, TESTING, &["iam", "list-open-id-connect-providers"]);
     assert_eq!(
         providers["OpenIDConnectProviderList"]
@@ -873,7 +937,7 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
     let stack_grants = |resource: &str| -> Vec<String> {
         stack_statements
             .iter()
-            .filter(|s| s["Resource"].to_string().contains(resource))
+            .filter(|s| s["Effect"] == "Allow" && s["Resource"].to_string().contains(resource))
             .flat_map(|s| match &s["Action"] {
                 Value::Array(actions) => actions.clone(),
                 one => vec![one.clone()],

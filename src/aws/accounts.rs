@@ -113,6 +113,14 @@ impl Accounts {
         Self::new(config, own, clients.sts.clone(), clients.sdk.clone())
     }
 
+    /// The same, assuming `role_name` in other accounts instead of the worker's role:
+    /// the operators' commands take a role of their own there (`plan` a planner's,
+    /// `restore` a restorer's), never the one that may write every user's policies.
+    pub fn with_role(mut self, role_name: &str) -> Self {
+        self.role_name = Some(role_name.to_owned());
+        self
+    }
+
     /// The IAM request rate of the worker's own account.
     pub fn own_rate(&self) -> Arc<AdaptiveRate> {
         self.own.shared_rate()

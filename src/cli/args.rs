@@ -58,6 +58,10 @@ pub enum Command {
         /// The file's format (default: from its extension; .csv is CSV).
         #[arg(long, value_enum)]
         format: Option<FormatArg>,
+        /// The role assumed in a line's account_id when it is not your credentials' own
+        /// (default: cross_account.planner_role_name, a role with read rights only).
+        #[arg(long, value_parser = role_name)]
+        role_name: Option<String>,
         /// Print a table or JSON.
         #[arg(long, value_enum, default_value = "table")]
         output: OutputArg,
@@ -78,10 +82,13 @@ pub enum Command {
         /// Its user (IAM confirms the key is theirs).
         #[arg(long)]
         user_name: String,
-        /// The account the key is in, when it is not the one of your credentials (the
-        /// configured cross_account.role_name is assumed there).
+        /// The account the key is in, when it is not the one of your credentials (a
+        /// restorer's role is assumed there, never the worker's).
         #[arg(long)]
         account_id: Option<String>,
+        /// The role assumed in --account-id (default: cross_account.restorer_role_name).
+        #[arg(long, requires = "account_id", value_parser = role_name)]
+        role_name: Option<String>,
         /// Also lift the session cut-off this revocation put on the user (its statement in
         /// the inline policy iam-key-revoker-revoke-older-sessions-<time>); the latest
         /// cut-off another revocation of the user needs stays in force.
@@ -115,6 +122,10 @@ pub enum Command {
         /// The AWS partition of the ARNs (aws, aws-cn, aws-us-gov).
         #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
         partition: String,
+        /// `policy`: the policy document; `parameter`: the users' ARN patterns separated
+        /// by spaces, for the stacks' ProtectedUserArns parameter.
+        #[arg(long, default_value = "policy", value_parser = ["policy", "parameter"])]
+        format: String,
     },
 }
 
@@ -256,5 +267,14 @@ impl InputArgs {
             fields.insert("report_activity".to_owned(), true.into());
         }
         Input::One(fields)
+    }
+}
+
+/// An IAM role name, as `--role-name` takes it.
+fn role_name(value: &str) -> Result<String, String> {
+    if crate::job::is_iam_name(value, 64) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be an IAM role name (1-64 of A-Za-z0-9+=,.@_-)".into())
     }
 }

@@ -155,13 +155,29 @@ fn stopped(endpoint: &str, e: &AwsError) -> String {
 }
 
 /// `plan`: predicts every line with read-only IAM calls and prints the plan.
-pub async fn plan(config: &Settings, clients: Clients, input: Input, output: PlanOutput) -> u8 {
+pub async fn plan(
+    config: &Settings,
+    clients: Clients,
+    input: Input,
+    output: PlanOutput,
+    role_name: Option<String>,
+) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
         Err(code) => return code,
     };
     let endpoint = endpoint(&clients.sdk);
+    // A planner's role of its own, read rights only; none when the worker acts in no
+    // other account (its lines are then predicted `cross_account_disabled`).
     let accounts = Accounts::from_settings(config, &clients);
+    let accounts = match &config.cross_account.role_name {
+        Some(_) => accounts.with_role(
+            role_name
+                .as_deref()
+                .unwrap_or(&config.cross_account.planner_role_name),
+        ),
+        None => accounts,
+    };
     let rows = match plan::plan(&lines, std::sync::Arc::new(accounts)).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -214,12 +230,17 @@ pub async fn restore(
     }
 }
 
-/// `protect-policy`: prints the protected users' patterns as an IAM Deny policy (exit 2
-/// for a pattern IAM cannot express).
-pub fn protect_policy(users: &[String], partition: &str) -> u8 {
-    match crate::cli::deny::protected_users_policy(users, partition) {
-        Ok(policy) => {
-            let text = serde_json::to_string_pretty(&policy).unwrap_or_default();
+/// `protect-policy`: prints the protected users' patterns as an IAM Deny policy, or as
+/// the stacks' `ProtectedUserArns` parameter (exit 2 for a pattern IAM cannot express).
+pub fn protect_policy(users: &[String], partition: &str, parameter: bool) -> u8 {
+    let printed = if parameter {
+        crate::cli::deny::protected_user_arns(users, partition).map(|arns| arns.join(" "))
+    } else {
+        crate::cli::deny::protected_users_policy(users, partition)
+            .map(|policy| serde_json::to_string_pretty(&policy).unwrap_or_default())
+    };
+    match printed {
+        Ok(text) => {
             let _ = write_stdout(&format!("{text}\n"));
             0
         }

@@ -31,14 +31,7 @@ pub struct Inexpressible(pub String);
 /// account of `partition`, with or without a path (a user's ARN carries its path:
 /// `user/NAME` and `user/PATH/NAME`).
 pub fn protected_users_policy(users: &[String], partition: &str) -> Result<Value, Inexpressible> {
-    let mut resources = Vec::new();
-    for pattern in users {
-        if pattern.contains(['[', ']', '{', '}', '\\', '/']) {
-            return Err(Inexpressible(pattern.clone()));
-        }
-        resources.push(format!("arn:{partition}:iam::*:user/{pattern}"));
-        resources.push(format!("arn:{partition}:iam::*:user/*/{pattern}"));
-    }
+    let resources = protected_user_arns(users, partition)?;
     let mut statements = Vec::new();
     if !resources.is_empty() {
         statements.push(json!({
@@ -49,6 +42,25 @@ pub fn protected_users_policy(users: &[String], partition: &str) -> Result<Value
         }));
     }
     Ok(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// The ARN patterns of the protected users: each with and without a path, in every
+/// account of `partition`. IAM compares the name in an ARN case-sensitively ("IAM JSON
+/// policy elements: Resource", IAM User Guide), `protect.users` does not: the Deny covers
+/// a name as written.
+pub fn protected_user_arns(
+    users: &[String],
+    partition: &str,
+) -> Result<Vec<String>, Inexpressible> {
+    let mut resources = Vec::new();
+    for pattern in users {
+        if pattern.contains(['[', ']', '{', '}', '\\', '/']) {
+            return Err(Inexpressible(pattern.clone()));
+        }
+        resources.push(format!("arn:{partition}:iam::*:user/{pattern}"));
+        resources.push(format!("arn:{partition}:iam::*:user/*/{pattern}"));
+    }
+    Ok(resources)
 }
 
 #[cfg(test)]

@@ -46,13 +46,16 @@ pub fn run(cli: Cli) -> u8 {
             }
         }
     }
-    if let Command::ProtectPolicy { partition, .. } = &cli.command {
+    if let Command::ProtectPolicy {
+        partition, format, ..
+    } = &cli.command
+    {
         // Only protect.* matters here: a configuration without its queues will do.
         if let Err(e) = config.protect.validate() {
             eprintln!("error: {e}");
             return 2;
         }
-        return commands::protect_policy(&config.protect.users, partition);
+        return commands::protect_policy(&config.protect.users, partition, format == "parameter");
     }
     let config = match Settings::new(config) {
         Ok(settings) => settings,
@@ -131,6 +134,7 @@ pub fn run(cli: Cli) -> u8 {
                 force,
                 lift_quarantine,
                 reason,
+                role_name,
                 ..
             } => {
                 let request = crate::cli::restore::Request {
@@ -142,6 +146,7 @@ pub fn run(cli: Cli) -> u8 {
                     force,
                     lift_quarantine,
                     reason,
+                    role_name,
                 };
                 commands::restore(&config, &clients, request).await
             }
@@ -149,6 +154,7 @@ pub fn run(cli: Cli) -> u8 {
                 file,
                 format,
                 output,
+                role_name,
                 ..
             } => {
                 let input = Input::File {
@@ -159,7 +165,7 @@ pub fn run(cli: Cli) -> u8 {
                     OutputArg::Table => PlanOutput::Table,
                     OutputArg::Json => PlanOutput::Json,
                 };
-                commands::plan(&config, clients, input, output).await
+                commands::plan(&config, clients, input, output, role_name).await
             }
         }
     }))

@@ -36,6 +36,8 @@ pub struct Request {
     /// Detach the quarantine policy.
     pub lift_quarantine: bool,
     pub reason: Option<String>,
+    /// The role assumed in `account_id` (default: `cross_account.restorer_role_name`).
+    pub role_name: Option<String>,
 }
 
 /// The audit record `restore` prints (one JSON object) and logs.
@@ -197,6 +199,7 @@ pub async fn restore(
         force,
         lift_quarantine,
         reason,
+        role_name,
     } = request;
     if let Some(id) = &request_id {
         crate::job::check_request_id(id).map_err(|e| RestoreError::Refused(e.0))?;
@@ -230,7 +233,10 @@ pub async fn restore(
         Some(account) => account.clone(),
         None => caller.account().unwrap_or_default().to_owned(),
     };
-    let accounts = Accounts::from_settings(settings, clients);
+    let role = role_name
+        .as_deref()
+        .unwrap_or(&settings.cross_account.restorer_role_name);
+    let accounts = Accounts::from_settings(settings, clients).with_role(role);
     let iam = accounts
         .iam_for(account_id.as_deref(), &retries)
         .await

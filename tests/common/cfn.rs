@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 
 pub const ACCOUNT: &str = "111122223333";
 pub const REGION: &str = "eu-west-1";
+/// What `Ref: AWS::NoValue` resolves to here, before the element holding it is removed.
+const NO_VALUE: &str = "<AWS::NoValue>";
 
 /// A template with its parameters' values (defaults, then `overrides`).
 pub struct Stack {
@@ -114,12 +116,23 @@ impl Stack {
         for (name, value) in &self.params {
             out = out.replace(&format!("${{{name}}}"), value);
         }
+        // `${Logical}` of a resource is its `Ref`.
+        while let Some(start) = out.find("${") {
+            let end = start + out[start..].find('}').expect("a closing brace");
+            let logical = out[start + 2..end].to_owned();
+            if self.template["Resources"].get(&logical).is_none() {
+                break;
+            }
+            let value = self.reference(&logical);
+            out.replace_range(start..=end, value.as_str().unwrap());
+        }
         assert!(!out.contains("${"), "unresolved in {text}");
         out
     }
 
     fn reference(&self, name: &str) -> Value {
         match name {
+            "AWS::NoValue" => return json!(NO_VALUE),
             "AWS::Region" => return json!(REGION),
             "AWS::AccountId" => return json!(ACCOUNT),
             "AWS::Partition" => return json!("aws"),
@@ -207,28 +220,58 @@ impl Stack {
                         };
                         self.resolve(chosen)
                     }
+                    // CloudFormation: an empty string split is one empty string.
+                    "Fn::Split" => {
+                        let text = self.resolve(&arg[1]);
+                        json!(text
+                            .as_str()
+                            .unwrap()
+                            .split(arg[0].as_str().unwrap())
+                            .collect::<Vec<_>>())
+                    }
                     _ => Value::Object(self.resolve_map(map)),
                 }
             }
             Value::Object(map) => Value::Object(self.resolve_map(map)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect()),
+            // `AWS::NoValue` removes the element it stands for.
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .filter(|v| *v != json!(NO_VALUE))
+                    .collect(),
+            ),
             other => other.clone(),
         }
     }
 
-    /// Whether the template's condition `name` holds for these parameters (`Fn::Equals`,
-    /// the one kind the templates use).
+    /// Whether the template's condition `name` holds for these parameters (`Fn::Equals`
+    /// and `Fn::Not`, the kinds the templates use).
     pub fn condition(&self, name: &str) -> bool {
-        let condition = &self.template["Conditions"][name];
+        self.holds(&self.template["Conditions"][name], name)
+    }
+
+    fn holds(&self, condition: &Value, name: &str) -> bool {
+        if let Some(inner) = condition["Fn::Not"].as_array() {
+            return !self.holds(&inner[0], name);
+        }
         let equals = condition["Fn::Equals"]
             .as_array()
-            .unwrap_or_else(|| panic!("condition {name} is an Fn::Equals"));
+            .unwrap_or_else(|| panic!("condition {name} is an Fn::Equals or Fn::Not"));
         self.resolve(&equals[0]) == self.resolve(&equals[1])
+    }
+
+    /// Whether the resource `logical` is created for these parameters (its `Condition`).
+    pub fn creates(&self, logical: &str) -> bool {
+        self.resource(logical)["Condition"]
+            .as_str()
+            .is_none_or(|c| self.condition(c))
     }
 
     fn resolve_map(&self, map: &Map<String, Value>) -> Map<String, Value> {
         map.iter()
             .map(|(k, v)| (k.clone(), self.resolve(v)))
+            .filter(|(_, v)| *v != json!(NO_VALUE))
             .collect()
     }
 }
