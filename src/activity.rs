@@ -452,6 +452,10 @@ pub struct ActivityReport {
     pub regions: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_regions: Vec<RegionFailure>,
+    /// Regions where CloudTrail refused lookups before (an SCP denying the Region): not
+    /// read, and not a failure of this report (`activity.regions` leaves them out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_regions: Vec<String>,
     pub source: &'static str,
     pub activity: KeyActivity,
 }
@@ -486,6 +490,12 @@ impl ActivityReport {
         ));
         if !self.failed_regions.is_empty() {
             line.push_str(&format!(", {} not read", self.failed_regions.len()));
+        }
+        if !self.skipped_regions.is_empty() {
+            line.push_str(&format!(
+                ", {} refused before and skipped",
+                self.skipped_regions.len()
+            ));
         }
         if self.result() == "error" {
             line.push_str("): CloudTrail could not be read");
@@ -650,6 +660,7 @@ mod tests {
             window_end: String::new(),
             regions: vec!["us-east-1".into(), "eu-west-1".into()],
             failed_regions: Vec::new(),
+            skipped_regions: Vec::new(),
             source: MANAGEMENT_EVENTS_ONLY,
             activity: KeyActivity::default(),
         };

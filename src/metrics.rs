@@ -45,6 +45,7 @@ pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total
 pub const QUEUE_MESSAGES: &str = "iam_key_revoker_queue_messages";
 pub const IMPOSTOR_CUTOFFS_TOTAL: &str = "iam_key_revoker_impostor_cutoffs_total";
 pub const UNVERIFIED_MESSAGES_TOTAL: &str = "iam_key_revoker_unverified_messages_total";
+pub const DEAD_LETTERED_TOTAL: &str = "iam_key_revoker_dead_lettered_total";
 
 /// Every series name the worker exports (histograms by their base name).
 pub const ALL: &[&str] = &[
@@ -73,6 +74,7 @@ pub const ALL: &[&str] = &[
     ACTIVITY_LOOKUPS_THROTTLED_TOTAL,
     IMPOSTOR_CUTOFFS_TOTAL,
     UNVERIFIED_MESSAGES_TOTAL,
+    DEAD_LETTERED_TOTAL,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run
@@ -148,6 +150,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!(JOBS_TOTAL, "Jobs finished, by outcome and reason");
+    describe_counter!(
+        DEAD_LETTERED_TOTAL,
+        "Messages the worker copied to a dead-letter queue, by queue and reason"
+    );
     describe_counter!(
         KEYS_REVOKED_TOTAL,
         "Access keys deleted or deactivated (keys, not jobs)"
@@ -250,6 +256,10 @@ fn describe() {
         for outcome in OUTCOMES {
             counter!(JOBS_TOTAL, "outcome" => outcome.as_str(), "reason" => outcome.reason(), "queue" => lane.as_str())
                 .increment(0);
+            if matches!(outcome, Outcome::Rejected(_)) {
+                counter!(DEAD_LETTERED_TOTAL, "queue" => lane.as_str(), "reason" => outcome.reason())
+                    .increment(0);
+            }
         }
     }
     for action in [Action::Delete, Action::Deactivate] {
@@ -318,6 +328,13 @@ pub fn job_finished(
     if let (Some(action), true) = (action, keys_changed > 0) {
         counter!(KEYS_REVOKED_TOTAL, "action" => action.as_str()).increment(keys_changed as u64);
     }
+}
+
+/// A rejected message copied to `lane`'s dead-letter queue, for `outcome`'s reason: what
+/// the dead-letter queue holds by reason, as far as the worker put it there.
+pub fn dead_lettered(lane: Lane, outcome: Outcome) {
+    counter!(DEAD_LETTERED_TOTAL, "queue" => lane.as_str(), "reason" => outcome.reason())
+        .increment(1);
 }
 
 /// A queue's depth, read from SQS: `queue` is `jobs`, `dead_letter`, `priority`,

@@ -204,12 +204,33 @@ async fn a_revoked_key_gets_two_reports_that_follow_its_minted_credentials() {
         .iter()
         .all(|r| r.contains("\"AttributeKey\":\"AccessKeyId\"")));
 
-    // Pass 2, durable on the queue, comes back after the delay.
+    // Pass 2, durable on the queue, comes back after the delay. The Region that refused
+    // lookups (as a service control policy denying it does) is not asked again: said
+    // once, in pass 1, not a failure of every report after it.
+    let refused_before = lookups
+        .iter()
+        .filter(|r| r.contains("/eu-west-1/cloudtrail/"))
+        .count();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second = worker.handle(env.receive_one().await).await;
     assert_eq!(second.outcome, Outcome::Retry(Reason::Reported));
     let reports = reports_on(&env, &results, 1).await;
     assert_eq!(reports[0]["pass"], 2);
+    assert_eq!(reports[0]["regions"], json!(["us-east-1"]));
+    assert_eq!(reports[0]["skipped_regions"], json!(["eu-west-1"]));
+    assert!(reports[0].get("failed_regions").is_none(), "{}", reports[0]);
+    assert!(reports[0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("1 refused before and skipped"));
+    assert_eq!(
+        proxy
+            .requests_containing(TARGET)
+            .iter()
+            .filter(|r| r.contains("/eu-west-1/cloudtrail/"))
+            .count(),
+        refused_before
+    );
     env.wait_for_depth((0, 0), Duration::from_secs(5)).await;
 }
 

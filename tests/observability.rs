@@ -89,6 +89,17 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
         0.0,
         "known series exist at zero"
     );
+    // What the dead-letter queue holds, by reason, as far as the worker put it there
+    // (what IamKeyRevokerRejectedNeedsAction reads).
+    let dead_lettered = |reason: &str| {
+        value(
+            &s,
+            &format!("iam_key_revoker_dead_lettered_total{{queue=\"main\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(dead_lettered("owner_mismatch"), 1.0);
+    assert_eq!(dead_lettered("invalid_message"), 1.0);
+    assert_eq!(dead_lettered("access_denied"), 0.0);
     assert_eq!(
         value(
             &s,

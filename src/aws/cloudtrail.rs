@@ -5,7 +5,7 @@
 //! two per second, per account, per Region"), kept with an [`AdaptiveRate`] of its own
 //! per account and Region; and the Regions enabled in an account (`account:ListRegions`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use aws_config::{Region, SdkConfig};
@@ -24,13 +24,32 @@ const LOOKUPS_PER_SECOND: u32 = 2;
 /// `LookupEvents`' largest page.
 const PAGE: i32 = 50;
 
-/// The lookup rate of each (account, Region).
+/// The most (account, Region) pairs remembered as refusing lookups: a thousand accounts
+/// of thirty Regions.
+const REFUSED_MAX: usize = 30_000;
+
+/// The lookup rate of each (account, Region), and the pairs where CloudTrail refused
+/// lookups (a service control policy denying the Region, typically): those are not read
+/// again for the life of the process, and said once.
 #[derive(Debug, Default)]
 pub struct LookupRates {
     rates: Mutex<HashMap<(String, String), Arc<AdaptiveRate>>>,
+    refused: Mutex<HashSet<(String, String)>>,
 }
 
 impl LookupRates {
+    /// Remembers that `account` refuses lookups in `region`; true the first time.
+    pub fn refuse(&self, account: &str, region: &str) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.len() < REFUSED_MAX && refused.insert((account.to_owned(), region.to_owned()))
+    }
+
+    /// Whether `account` refused lookups in `region` before.
+    pub fn refused(&self, account: &str, region: &str) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.contains(&(account.to_owned(), region.to_owned()))
+    }
+
     /// The rate of `account` in `region`.
     pub fn of(&self, account: &str, region: &str) -> Arc<AdaptiveRate> {
         let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());

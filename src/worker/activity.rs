@@ -196,6 +196,7 @@ impl Worker {
             window_end: iso(now),
             regions: Vec::new(),
             failed_regions: Vec::new(),
+            skipped_regions: Vec::new(),
             source: MANAGEMENT_EVENTS_ONLY,
             activity: KeyActivity {
                 access_key_id: task.access_key_id.clone(),
@@ -238,6 +239,13 @@ impl Worker {
             settings.regions.clone()
         };
         let account = task.account_id.as_deref().unwrap_or("own");
+        // Regions where CloudTrail refused lookups before are not asked again: said once,
+        // when first refused (events_of), not after every event.
+        let (skipped, read): (Vec<String>, Vec<String>) = std::mem::take(&mut report.regions)
+            .into_iter()
+            .partition(|region| self.lookup_rates.refused(account, region));
+        report.regions = read;
+        report.skipped_regions = skipped;
         let max = settings.max_events as usize;
         let (events, capped) = self
             .events_of(
@@ -378,6 +386,18 @@ impl Worker {
                 Ok((found, more)) => {
                     capped |= more;
                     events.extend(found);
+                }
+                Err(e) if e.is_access_denied() && self.lookup_rates.refuse(account, region) => {
+                    tracing::warn!(
+                        region = %region,
+                        account,
+                        error = %e,
+                        "CloudTrail refused LookupEvents in this Region of this account (a service control policy denying the Region?): it is not read there again until the worker restarts; set activity.regions to the Regions your keys are used in"
+                    );
+                    failures.push(RegionFailure {
+                        region: region.clone(),
+                        error: e.to_string(),
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(region = %region, access_key_id = key, error = %e, "Could not read CloudTrail's event history");

@@ -203,7 +203,10 @@ impl Settler {
                 .await;
                 match copied {
                     // Invariant 4: deleted only once the copy is durable.
-                    Ok(()) => done(decision, self.delete(delivery, receipt, message_id).await),
+                    Ok(()) => {
+                        crate::metrics::dead_lettered(delivery.lane, decision.outcome);
+                        done(decision, self.delete(delivery, receipt, message_id).await)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, message_id, "Dead-letter copy failed; leaving the message on the queue");
                         let detail = format!(
