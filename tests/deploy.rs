@@ -1777,3 +1777,88 @@ fn outcome_sinks_are_the_workers_and_producers_elsewhere_are_named() {
         );
     }
 }
+
+/// A forwarding that fails is seen: each rule's target has a dead-letter queue (an event
+/// EventBridge could not deliver after its retries goes there instead of being dropped:
+/// "Using dead-letter queues to process undelivered events", EventBridge User Guide),
+/// which only those rules may send to; an alarm watches each rule's FailedInvocations and
+/// one the dead-letter queue's depth, notifying AlarmTopicArn when it is set.
+#[test]
+fn a_failing_forwarding_is_kept_and_alarmed() {
+    let forwarding = Stack::load(
+        "deploy/aws/forwarding.cfn.json",
+        &[
+            (
+                "SecurityEventBusArn",
+                "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker",
+            ),
+            ("AlarmTopicArn", "arn:aws:sns:us-east-1:111122223333:oncall"),
+        ],
+    );
+    let dlq = forwarding
+        .resolve(&serde_json::json!({"Fn::GetAtt": ["ForwardingDeadLetterQueue", "Arn"]}));
+    let mut rules = Vec::new();
+    for rule in ["HealthForward", "GuardDutyForward"] {
+        let targets = forwarding.properties(rule)["Targets"].clone();
+        for target in targets.as_array().unwrap() {
+            assert_eq!(target["DeadLetterConfig"]["Arn"], dlq, "{rule}");
+        }
+        rules.push(forwarding.resolve(&serde_json::json!({"Fn::GetAtt": [rule, "Arn"]})));
+    }
+    let policy = forwarding.properties("ForwardingDeadLetterQueuePolicy")["PolicyDocument"].clone();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        statements[0]["Principal"],
+        serde_json::json!({"Service": "events.amazonaws.com"})
+    );
+    assert_eq!(statements[0]["Action"], "sqs:SendMessage");
+    assert_eq!(statements[0]["Resource"], dlq);
+    assert_eq!(
+        statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        serde_json::Value::Array(rules)
+    );
+    let alarms = forwarding.of_type("AWS::CloudWatch::Alarm");
+    assert_eq!(alarms.len(), 3, "{alarms:?}");
+    for alarm in &alarms {
+        let properties = forwarding.properties(alarm);
+        assert_eq!(
+            properties["AlarmActions"],
+            serde_json::json!(["arn:aws:sns:us-east-1:111122223333:oncall"]),
+            "{alarm}"
+        );
+        assert_eq!(properties["ComparisonOperator"], "GreaterThanThreshold");
+        assert_eq!(properties["Threshold"], 0);
+    }
+    for rule in ["HealthForward", "GuardDutyForward"] {
+        let alarm = forwarding.properties(&format!("{rule}Failing"));
+        assert_eq!(alarm["MetricName"], "FailedInvocations");
+        assert_eq!(alarm["Namespace"], "AWS/Events");
+        assert_eq!(
+            alarm["Dimensions"][0]["Value"],
+            forwarding.resolve(&serde_json::json!({"Ref": rule}))
+        );
+    }
+    // A Health-only instance (the StackSet's) keeps only its rule's alarm and grant.
+    let health_only = Stack::load(
+        "deploy/aws/forwarding.cfn.json",
+        &[
+            (
+                "SecurityEventBusArn",
+                "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker",
+            ),
+            ("ForwardGuardDuty", "false"),
+        ],
+    );
+    assert!(!health_only.creates("GuardDutyForwardFailing"));
+    let policy =
+        health_only.properties("ForwardingDeadLetterQueuePolicy")["PolicyDocument"].clone();
+    assert_eq!(
+        strings(&policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]).len(),
+        1
+    );
+    assert!(health_only
+        .properties("ForwardingDeadLetters")
+        .get("AlarmActions")
+        .is_none());
+}

@@ -102,6 +102,10 @@ impl Stack {
 
     fn name(&self, logical: &str, property: &str) -> String {
         let properties = &self.resource(logical)["Properties"];
+        // A queue or rule without a name gets one CloudFormation makes up.
+        if ["QueueName", "Name"].contains(&property) && properties.get(property).is_none() {
+            return format!("stack-{logical}-GENERATED");
+        }
         self.resolve(&properties[property])
             .as_str()
             .unwrap_or_else(|| panic!("{logical} has a {property}"))
@@ -148,6 +152,8 @@ impl Stack {
                 self.name(name, "QueueName")
             ),
             "AWS::IAM::Role" => self.name(name, "RoleName"),
+            // CloudFormation: Ref of a rule on the default bus is its name.
+            "AWS::Events::Rule" => self.name(name, "Name"),
             // CloudFormation: Ref of a schedule group is its name.
             "AWS::Scheduler::ScheduleGroup" => self.name(name, "Name"),
             "AWS::SNS::Topic" => format!(
@@ -171,6 +177,7 @@ impl Stack {
                 "arn:aws:sqs:{REGION}:{ACCOUNT}:{}",
                 self.name(logical, "QueueName")
             ),
+            ("AWS::SQS::Queue", "QueueName") => self.name(logical, "QueueName"),
             ("AWS::IAM::Role", "Arn") => {
                 // A role without a name gets one CloudFormation makes up.
                 let name = match resource["Properties"].get("RoleName") {
