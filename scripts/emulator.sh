@@ -16,7 +16,7 @@ install_emulator() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
 
-# The AWS CLI that README's deploy steps use, into .venv too (v1: PyPI has no v2), pinned
+# The AWS CLI that the deploy scripts (deploy/scripts/) use, into .venv too (v1: PyPI has no v2), pinned
 # with botocore equal to the emulator's; tests/deploy_stack.rs runs the steps with it.
 AWSCLI_VERSION="1.46.3"
 install_aws_cli() {

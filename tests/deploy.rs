@@ -409,7 +409,7 @@ fn the_member_role_template_matches_the_policy_files() {
     assert_eq!(unsub(&properties["AssumeRolePolicyDocument"]), trust);
 }
 
-/// The worker stack's outputs as README's deploy steps write them into stack.env, and
+/// The worker stack's outputs as deploy/scripts/20-worker-account.sh writes them into stack.env, and
 /// the manifests kustomize renders with them.
 fn stack_and_manifests() -> (Stack, BTreeMap<String, String>, Vec<serde_json::Value>) {
     let stack = Stack::worker();

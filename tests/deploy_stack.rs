@@ -1,13 +1,15 @@
-//! README's deploy steps, run as written (the text between its `deploy-steps` markers,
-//! not a copy) against an emulator of this test's own, with the AWS CLI v1 that PyPI has
-//! (the steps are written for v2 and use only what both accept). What needs a cluster,
-//! Helm, Docker or Cargo is played by stand-ins on `PATH` that record their arguments;
-//! `kubectl apply -k` renders the manifests with the real kustomize, and the "cluster"
-//! then starts the worker exactly as the rendered Deployment says (its ConfigMaps, its
-//! environment). Then: an AWS Health event on us-east-1's default bus and a GuardDuty
-//! finding in another Region reach the priority queue through the forwarding and the
-//! worker's rules, and their keys are revoked; and the worker runs with credentials whose
-//! only policies are the stack's, the emulator enforcing them.
+//! The deploy scripts (`deploy/scripts/`), run as a person runs them, in the order README's
+//! `deploy-steps` block lists them (the block itself, not a copy), against an emulator of
+//! this test's own, with the AWS CLI v1 that PyPI has (the scripts are written for v2 and
+//! use only what both accept); all of them twice, the second run changing nothing; then
+//! the teardown, twice. The emulator is one account, so every account of `deploy.env` is
+//! it. What needs a cluster, Helm, Docker or Cargo is played by stand-ins on `PATH` that
+//! record their arguments; `kubectl apply -k` renders the manifests with the real
+//! kustomize, and the "cluster" then starts the worker exactly as the rendered Deployment
+//! says (its ConfigMaps, its environment). Then: an AWS Health event on us-east-1's default
+//! bus and a GuardDuty finding in another Region reach the priority queue through the
+//! forwarding and the worker's rules, and their keys are revoked; and the worker runs with
+//! credentials whose only policies are the stack's, the emulator enforcing them.
 //!
 //! What the emulator does differently from AWS, and how the test deals with it:
 //! - it skips resource types it does not know (`AWS::SQS::QueuePolicy`,
@@ -15,6 +17,17 @@
 //!   tests/deploy.rs checks those from the template, and `cfn-lint` (scripts/lint-deploy)
 //!   the template itself; the schedule group the worker checks for at start is created
 //!   here in the stack's stead;
+//! - it has no `ActivateOrganizationsAccess`/`DescribeOrganizationsAccess` (StackSets'
+//!   trusted access) and no GuardDuty `CreateSampleFindings`: the `aws` stand-in plays
+//!   them (recorded), and the test puts the sample finding's event on the bus itself;
+//! - its `DeleteStackInstances` reads only the self-managed `--accounts`, not a
+//!   service-managed StackSet's `--deployment-targets`: the stand-in passes the account;
+//! - deleting a stack, it deletes a managed policy without detaching it from the roles
+//!   its `Roles` names (CloudFormation detaches it), and then cannot delete those roles:
+//!   the test lets the stack's own attachments go before the teardown's last part;
+//! - a service-managed StackSet deploys into the calling account too (AWS never deploys to
+//!   the management account), so `MANAGEMENT_ACCOUNT_STACKS` stays false here (its roles'
+//!   names would meet the StackSet's);
 //! - it rewrites `account`, `region`, `id` and `time` when it forwards an event between
 //!   buses (AWS keeps them), and its SQS delivery leaves out the event's `account`, which
 //!   AWS delivers ("Amazon EventBridge events", EventBridge User Guide: every event has
@@ -26,9 +39,7 @@
 //!   `SignatureDoesNotMatch` (it computes REST requests' signatures differently), so the
 //!   worker's start-up look at its schedule group is refused there: the worker warns and
 //!   starts, as it does for any answer but "no such group"; tests/deploy.rs evaluates the
-//!   Scheduler statements, tests/staged.rs runs staging against the emulator unenforced;
-//! - a service-managed StackSet deploys into the calling account too (AWS never deploys to
-//!   the management account).
+//!   Scheduler statements, tests/staged.rs runs staging against the emulator unenforced.
 
 mod common;
 
@@ -108,8 +119,9 @@ impl Drop for Emulator {
     }
 }
 
-/// README's deploy steps: every `sh` block between its markers, in order.
-fn readme_steps() -> String {
+/// README's deploy parts, in order: the command lines of the `sh` block between its
+/// markers.
+fn readme_parts() -> Vec<String> {
     let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
     let start = readme
         .find("<!-- deploy-steps:")
@@ -117,45 +129,86 @@ fn readme_steps() -> String {
     let end = readme
         .find("<!-- deploy-steps: end -->")
         .expect("README marks the end of its deploy steps");
-    let mut script = String::new();
+    let mut parts = Vec::new();
     let mut block = false;
     for line in readme[start..end].lines() {
         match (block, line.trim_end()) {
             (false, "```sh") => block = true,
             (true, "```") => block = false,
-            (true, line) => {
-                script.push_str(line);
-                script.push('\n');
-            }
+            (true, line) if !line.is_empty() => parts.push(line.to_owned()),
             _ => {}
         }
     }
-    assert!(script.lines().count() > 30, "{script}");
-    script
+    assert!(parts.len() >= 8, "{parts:?}");
+    parts
 }
 
-/// Stand-ins on `PATH`: `aws` is the real CLI pointed at the emulator; `docker`, `helm`
-/// and `cargo` record their arguments; `kubectl` renders with the real kustomize and
-/// waits for the "cluster" (this test) at `rollout status`; `iam-key-revoker` is the
-/// binary under test.
+/// Stand-ins on `PATH`: `aws` is the real CLI pointed at the emulator (recorded, and
+/// playing what the emulator lacks); `docker` records and "pushes" an image manifest to
+/// the emulator's ECR; `helm` records and remembers KEDA; `cargo` records; `kubectl`
+/// renders with the real kustomize, waits for the "cluster" (this test) at `rollout
+/// status` and reads the worker's log for `logs`; `iam-key-revoker` is the binary under
+/// test.
 fn stand_ins(bin: &Path, state: &Path, emulator: &str) {
     let real_kubectl = which("kubectl");
+    let real_aws = venv("aws");
     let scripts = [
         (
             "aws",
             format!(
-                "#!/bin/sh\nexec {} --endpoint-url {emulator} \"$@\"\n",
-                venv("aws").display()
+                r#"#!/bin/bash
+echo "aws $*" >>{state}/calls
+case "$*" in
+  *"cloudformation describe-organizations-access"*)
+    if [ -e {state}/organizations-access ]; then echo ENABLED; else echo DISABLED; fi; exit 0 ;;
+  *"cloudformation activate-organizations-access"*) touch {state}/organizations-access; exit 0 ;;
+  *"guardduty create-sample-findings"*) touch {state}/sample-finding; exit 0 ;;
+  *"cloudformation delete-stack-instances"*)
+    args=(); skip=0
+    for a in "$@"; do
+      if [ "$skip" = 1 ]; then skip=0; args+=(--accounts {ACCOUNT}); continue; fi
+      if [ "$a" = --deployment-targets ]; then skip=1; continue; fi
+      args+=("$a")
+    done
+    exec {aws} --endpoint-url {emulator} "${{args[@]}}" ;;
+esac
+exec {aws} --endpoint-url {emulator} "$@"
+"#,
+                state = state.display(),
+                aws = real_aws.display(),
             ),
         ),
         (
             "docker",
             format!(
-                "#!/bin/sh\necho \"docker $*\" >>{calls}\n[ \"$1\" = login ] && cat >/dev/null\nexit 0\n",
-                calls = state.join("calls").display()
+                r#"#!/bin/bash
+echo "docker $*" >>{state}/calls
+[ "$1" = login ] && cat >/dev/null
+if [ "$1" = buildx ]; then
+  tag=""; prev=""
+  for a in "$@"; do [ "$prev" = -t ] && tag=$a; prev=$a; done
+  {aws} --endpoint-url {emulator} ecr put-image --repository-name iam-key-revoker \
+    --image-tag "${{tag##*:}}" --image-manifest '{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}},"layers":[]}}' >/dev/null
+fi
+exit 0
+"#,
+                state = state.display(),
+                aws = real_aws.display(),
             ),
         ),
-        ("helm", record("helm", state)),
+        (
+            "helm",
+            format!(
+                r#"#!/bin/bash
+echo "helm $*" >>{state}/calls
+case "$*" in
+  "status keda"*) [ -e {state}/keda ] ;;
+  "upgrade --install keda"*) touch {state}/keda ;;
+esac
+"#,
+                state = state.display()
+            ),
+        ),
         ("cargo", record("cargo", state)),
         (
             "kubectl",
@@ -166,11 +219,16 @@ echo "kubectl $*" >>{state}/calls
 case "$*" in
   "apply -k "*) {real} kustomize "$3" >"{state}/applied-$(basename "$3").yaml"; touch "{state}/applied" ;;
   "apply -f -") cat >"{state}/applied-stdin.yaml" ;;
+  "delete -k "*) touch "{state}/deleted" ;;
+  "delete --ignore-not-found -f -") cat >/dev/null ;;
+  "config current-context") echo "arn:aws:eks:{REGION}:{ACCOUNT}:cluster/revoker-cluster" ;;
+  "get crd podmonitors.monitoring.coreos.com") ;;
   kustomize*) exec {real} "$@" ;;
   "-n security rollout status"*)
     for _ in $(seq 1200); do [ -e "{state}/worker-running" ] && exit 0; sleep 0.1; done
     echo "the worker did not start" >&2; exit 1 ;;
-  "-n security logs"*) cat "{state}/worker.log" ;;
+  "-n security logs -l app.kubernetes.io/name=iam-key-revoker --prefix --tail=-1")
+    cat "{state}"/worker*.log | sed 's|^|[pod/iam-key-revoker-7d9f/worker] |' ;;
   *) echo "kubectl: not played here: $*" >&2; exit 1 ;;
 esac
 "#,
@@ -444,8 +502,105 @@ async fn delivered(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
     events
 }
 
+/// The deploy's settings, as a person fills deploy.env in: every account is the
+/// emulator's.
+fn deploy_env() -> String {
+    format!(
+        r#"WORKER_ACCOUNT={ACCOUNT}
+MANAGEMENT_ACCOUNT={ACCOUNT}
+STACKSETS_ACCOUNT={ACCOUNT}
+GUARDDUTY_ADMIN_ACCOUNT={ACCOUNT}
+REGION={REGION}
+GUARDDUTY_REGIONS="eu-west-1 eu-central-1"
+CLUSTER=revoker-cluster
+TARGET_OUS=""
+VERSION=1.0.0
+IMAGE_PLATFORM=linux/amd64
+PLANNERS="arn:aws:iam::{ACCOUNT}:role/secops-analyst"
+RESTORERS="arn:aws:iam::{ACCOUNT}:role/secops-oncall"
+PRODUCERS=""
+MANAGEMENT_ACCOUNT_STACKS=false
+ALARM_TOPIC_ARN=""
+DELIVER_SAMPLE_FINDINGS=true
+PROMETHEUS_RELEASE=kube-prometheus-stack
+"#
+    )
+}
+
+/// Where the deploy runs: a checkout's `deploy/`, the stand-ins, the "cluster"'s state.
+struct Deploy {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    state: PathBuf,
+    work: PathBuf,
+    url: String,
+}
+
+impl Deploy {
+    /// Runs `line` (one part, as README writes it) with the deploy's environment, and
+    /// plays the cluster meanwhile: once the part applies the manifests, the worker is
+    /// started as the rendered Deployment says (`pod`, `worker`). Its output, and whether
+    /// it succeeded.
+    async fn run(
+        &self,
+        line: &str,
+        name: &str,
+        pod: &mut Option<Pod>,
+        worker: &mut Option<Running>,
+    ) -> (String, bool) {
+        let out = self.dir.path().join(format!("{name}.out"));
+        let child = Command::new("bash")
+            .args(["-c", line])
+            .current_dir(&self.work)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("HOME", self.dir.path())
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // The binary's commands (protect-policy, enqueue) go to the emulator too.
+            .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", &self.url)
+            .env("MEMBER_ACCOUNT", ACCOUNT)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&out).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let mut child = Running(Some(child));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
+                break status;
+            }
+            if worker.is_none() && self.state.join("applied").exists() {
+                let rendered =
+                    std::fs::read_to_string(self.state.join("applied-kubernetes.yaml")).unwrap();
+                let started = Pod::from_manifests(&rendered, self.dir.path());
+                let log = self.state.join("worker.log");
+                *worker = Some(started.start(&self.url, TESTING, &log));
+                metrics_port(&log).await;
+                std::fs::write(self.state.join("worker-running"), "").unwrap();
+                *pod = Some(started);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{line}: {}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        child.0 = None;
+        (std::fs::read_to_string(&out).unwrap(), status.success())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
+async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source() {
     let dir = tempfile::tempdir().unwrap();
     let (bin, state, work) = (
         dir.path().join("bin"),
@@ -458,14 +613,23 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
     let emulator = Emulator::start(&dir.path().join("emulator.log")).await;
     let url = emulator.url.clone();
     stand_ins(&bin, &state, &url);
-    // The checkout README's commands run in (they write stack.env into deploy/).
+    // The checkout the scripts run in (they write stack.env into deploy/).
     let status = Command::new("cp")
         .args(["-r", &format!("{ROOT}/deploy"), work.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(status.success());
+    std::fs::write(work.join("deploy/scripts/deploy.env"), deploy_env()).unwrap();
+    let deploy = Deploy {
+        dir,
+        bin,
+        state: state.clone(),
+        work: work.clone(),
+        url: url.clone(),
+    };
 
-    // What README takes as given: the organization and the cluster.
+    // What the deploy takes as given: the organization, the cluster, the operators'
+    // roles, GuardDuty.
     aws(
         &url,
         TESTING,
@@ -490,7 +654,32 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             "subnetIds=subnet-0a1b2c3d",
         ],
     );
-
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
+    for role in ["secops-analyst", "secops-oncall"] {
+        aws(
+            &url,
+            TESTING,
+            &[
+                "iam",
+                "create-role",
+                "--role-name",
+                role,
+                "--assume-role-policy-document",
+                &trust.to_string(),
+            ],
+        );
+    }
+    aws(
+        &url,
+        TESTING,
+        &[
+            "--region",
+            "eu-west-1",
+            "guardduty",
+            "create-detector",
+            "--enable",
+        ],
+    );
     // The stack's schedule group, which the emulator's CloudFormation skips.
     aws(
         &url,
@@ -503,63 +692,148 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
         ],
     );
 
-    // README's steps, top to bottom; the "cluster" starts the worker once they apply it.
-    let script = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &readme_steps()])
-        .current_dir(&work)
-        .env_clear()
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("HOME", dir.path())
-        .env("KUBECONFIG", dir.path().join("kubeconfig"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        // The binary's commands (protect-policy, enqueue) go to the emulator too.
-        .env("IAM_KEY_REVOKER__AWS__ENDPOINT_URL", &url)
-        .stdout(std::fs::File::create(dir.path().join("steps.out")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("steps.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut script = Running(Some(script));
-    let steps_output = || {
-        format!(
-            "{}{}",
-            std::fs::read_to_string(dir.path().join("steps.out")).unwrap_or_default(),
-            std::fs::read_to_string(dir.path().join("steps.err")).unwrap_or_default()
-        )
-    };
-    common::eventually(
-        "README's steps to apply the manifests",
-        Duration::from_secs(240),
-        || {
-            state.join("applied").exists()
-                || matches!(script.0.as_mut().unwrap().try_wait(), Ok(Some(_)))
-        },
-    )
-    .await;
-    assert!(state.join("applied").exists(), "{}", steps_output());
-    let rendered = std::fs::read_to_string(state.join("applied-kubernetes.yaml")).unwrap();
-    let pod = Pod::from_manifests(&rendered, dir.path());
-    let log = state.join("worker.log");
-    let worker = pod.start(&url, TESTING, &log);
-    metrics_port(&log).await;
-    std::fs::write(state.join("worker-running"), "").unwrap();
-    let mut child = script.0.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "README's deploy steps: {}",
-        steps_output()
-    );
+    // README's parts, top to bottom, twice; the "cluster" starts the worker once the
+    // manifests are applied.
+    let parts = readme_parts();
+    let clients = clients(&url, TESTING).await;
+    let (mut pod, mut worker) = (None, None);
+    let mut outputs = Vec::new();
+    let mut calls_of_first_run = 0;
+    for run in 1..=2 {
+        for (index, line) in parts.iter().enumerate() {
+            let (output, ok) = deploy
+                .run(
+                    line,
+                    &format!("run{run}-part{index}"),
+                    &mut pod,
+                    &mut worker,
+                )
+                .await;
+            assert!(ok, "run {run}, {line}: {output}");
+            if run == 1 && line.contains("70-sample-finding.sh") {
+                // GuardDuty's sample finding, as GuardDuty puts it on the bus (the
+                // emulator has no CreateSampleFindings): it travels the forwarding.
+                assert!(state.join("sample-finding").exists());
+                stop(worker.take().unwrap());
+                let priority = std::fs::read_to_string(work.join("deploy/kubernetes/stack.env"))
+                    .unwrap()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL="))
+                    .unwrap()
+                    .to_owned();
+                let mut sample =
+                    guardduty_finding("AKIAIOSFODNN7EXAMPLE", "GeneratedFindingUserName");
+                sample["id"] = json!("deploy-sample-finding");
+                sample["service"]["additionalInfo"] = json!({"sample": true});
+                put_event(
+                    &url,
+                    "eu-central-1",
+                    "aws.guardduty",
+                    "GuardDuty Finding",
+                    &sample,
+                );
+                let events = delivered(&clients.sqs, &priority).await;
+                assert_eq!(events.len(), 1, "{events:?}");
+                worker = Some(pod.as_ref().unwrap().start(
+                    &url,
+                    TESTING,
+                    &state.join("worker-2.log"),
+                ));
+                metrics_port(&state.join("worker-2.log")).await;
+            }
+            outputs.push((run, line.clone(), output));
+        }
+        if run == 1 {
+            calls_of_first_run = std::fs::read_to_string(state.join("calls"))
+                .unwrap()
+                .lines()
+                .count();
+        }
+    }
+    let worker = worker.expect("the cluster runs the worker");
+    let pod = pod.unwrap();
 
-    // Every step did what it says.
+    // The second run changed nothing and said so.
     let calls = std::fs::read_to_string(state.join("calls")).unwrap();
+    let second: Vec<&str> = calls.lines().skip(calls_of_first_run).collect();
+    for change in [
+        "cloudformation create-stack ",
+        "cloudformation create-stack-set",
+        "cloudformation create-stack-instances",
+        "cloudformation update-stack-set",
+        "activate-organizations-access",
+        "enable-organization-admin-account",
+        "create-open-id-connect-provider",
+        "attach-role-policy",
+        "ecr create-repository",
+        "docker buildx",
+        "helm upgrade",
+    ] {
+        assert!(
+            !second.iter().any(|c| c.contains(change)),
+            "the second run: {change} in {second:?}"
+        );
+    }
+    let said: String = outputs
+        .iter()
+        .filter(|(run, _, _)| *run == 2)
+        .map(|(_, _, output)| output.as_str())
+        .collect();
+    for unchanged in [
+        "Trusted access: enabled already",
+        "eu-central-1: administrator already",
+        "OIDC provider: exists",
+        "Stack iam-key-revoker in eu-west-1: unchanged",
+        "secops-analyst: has iam-key-revoker-plan already",
+        "secops-oncall: has iam-key-revoker-restore already",
+        "pushed already",
+        "StackSet iam-key-revoker-health-forwarding: unchanged",
+        "StackSet iam-key-revoker-member-role: unchanged",
+        "StackSet iam-key-revoker-member-role: every instance succeeded",
+        "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: unchanged",
+        "KEDA is installed already",
+        "The sample finding reached the worker, which changed nothing",
+    ] {
+        assert!(
+            said.contains(unchanged),
+            "the second run said {unchanged}: {said}"
+        );
+    }
+    for changed in [
+        ": created",
+        ": updated",
+        "Registered\n",
+        "given iam-key-revoker",
+    ] {
+        assert!(
+            !said.contains(changed),
+            "the second run: {changed} in {said}"
+        );
+    }
+    let first: String = outputs
+        .iter()
+        .filter(|(run, _, _)| *run == 1)
+        .map(|(_, _, output)| output.as_str())
+        .collect();
+    for created in [
+        "Trusted access: enabled\n",
+        "Stack iam-key-revoker in eu-west-1: created",
+        "StackSet iam-key-revoker-member-role: created",
+        "StackSet iam-key-revoker-member-role: every instance succeeded",
+        "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: created",
+        "KEDA: installed",
+        "revoked",
+        "The sample finding reached the worker, which changed nothing",
+        "Credentials: arn:aws:sts::",
+    ] {
+        assert!(
+            first.contains(created),
+            "the first run said {created}: {first}"
+        );
+    }
+
+    // Every part did what it says.
+    let rendered = std::fs::read_to_string(state.join("applied-kubernetes.yaml")).unwrap();
     let env: BTreeMap<String, String> =
         std::fs::read_to_string(work.join("deploy/kubernetes/stack.env"))
             .unwrap()
@@ -569,17 +843,29 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
     let image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/iam-key-revoker:1.0.0");
     assert_eq!(env["IMAGE"], image);
     for call in [
-        "cargo install --locked --path .".to_owned(),
-        format!("docker build -t {image} ."),
-        format!("docker push {image}"),
+        format!(
+            "docker buildx build --platform linux/amd64 -t {image} --push {}",
+            work.display()
+        ),
         format!(
             "helm upgrade --install keda kedacore/keda --namespace keda --create-namespace --version 2.20.2 --set podIdentity.aws.irsa.enabled=true --set podIdentity.aws.irsa.roleArn={}",
             env["KEDA_SCALER_ROLE_ARN"]
         ),
-        "kubectl apply -k deploy/kubernetes/".to_owned(),
+        format!("kubectl apply -k {}/deploy/kubernetes/", work.display()),
+        "aws cloudformation activate-organizations-access".to_owned(),
     ] {
         assert!(calls.lines().any(|l| l == call), "{call} in {calls}");
     }
+    // kubeconfig before anything touches the cluster.
+    let first_kubectl = calls
+        .lines()
+        .position(|l| l.starts_with("kubectl") || l.starts_with("helm"))
+        .unwrap();
+    let kubeconfig = calls
+        .lines()
+        .position(|l| l.contains("eks update-kubeconfig"))
+        .unwrap();
+    assert!(kubeconfig < first_kubectl, "{calls}");
     assert!(rendered.contains(&format!("image: {image}")));
     let monitoring = std::fs::read_to_string(state.join("applied-stdin.yaml")).unwrap();
     assert_eq!(
@@ -617,7 +903,6 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             Some(&env[variable])
         );
     }
-    let clients = clients(&url, TESTING).await;
     let queues = clients.sqs.list_queues().send().await.unwrap();
     for name in [
         "iam-key-revocations",
@@ -762,13 +1047,27 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
             "forwarding rules in {region}"
         );
     }
-    let revoked: Vec<&str> = std::fs::read_to_string(&log)
-        .unwrap()
+    let logs = format!(
+        "{}{}",
+        std::fs::read_to_string(state.join("worker.log")).unwrap(),
+        std::fs::read_to_string(state.join("worker-2.log")).unwrap()
+    );
+    let first_jobs = logs
         .lines()
         .filter(|l| l.contains("\"Job finished\"") && l.contains("iam-key-revoker-first-job"))
-        .map(|_| "deleted")
-        .collect();
-    assert_eq!(revoked.len(), 1, "README's first job, revoked once");
+        .filter(|l| l.contains("\"outcome\":\"deleted\""))
+        .count();
+    assert_eq!(first_jobs, 2, "the first job of each run, revoked once");
+    let sample = logs
+        .lines()
+        .find(|l| {
+            l.contains("\"Job finished\"") && l.contains("aws.guardduty:deploy-sample-finding")
+        })
+        .expect("the sample finding reached the worker");
+    assert!(
+        sample.contains("\"not_revocable\"") && sample.contains("\"keys_changed\":0"),
+        "{sample}"
+    );
     stop(worker);
 
     // Security events from where AWS delivers them, through the forwarding stacks and the
@@ -1067,6 +1366,108 @@ async fn readme_deploys_the_stacks_and_the_worker_revokes_from_every_source() {
         "{lines}"
     );
     assert!(!lines.contains("AccessDenied"), "{lines}");
+
+    // The teardown, part by part in README's order, each in its account, twice: the second
+    // finds nothing left and fails nowhere.
+    std::fs::remove_file(state.join("applied")).unwrap();
+    // This test's own user holds the stack's policies: it lets them go first, as anyone
+    // who attached them by hand must (CloudFormation deletes a managed policy only when
+    // nothing else holds it).
+    for policy in ["iam-key-revoker-worker", "iam-key-revoker-worker-results"] {
+        clients
+            .iam
+            .detach_user_policy()
+            .user_name("deploy-test-worker")
+            .policy_arn(format!("arn:aws:iam::{ACCOUNT}:policy/{policy}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // The emulator deletes a stack's managed policy without detaching it from the roles
+    // its `Roles` names, which CloudFormation does, and then cannot delete those roles:
+    // the stack's own attachments are let go here in its stead.
+    for role in ["iam-key-revoker-worker", "iam-key-revoker-keda-scaler"] {
+        let attached = clients
+            .iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
+        for policy in attached.attached_policies() {
+            clients
+                .iam
+                .detach_role_policy()
+                .role_name(role)
+                .policy_arn(policy.policy_arn().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let mut said = [String::new(), String::new()];
+    for run in 1..=2 {
+        for part in ["cluster", "guardduty", "management", "stacksets", "worker"] {
+            let (output, ok) = deploy
+                .run(
+                    &format!("deploy/scripts/90-teardown.sh {part}"),
+                    &format!("teardown{run}-{part}"),
+                    &mut None,
+                    &mut None,
+                )
+                .await;
+            assert!(ok, "teardown {run}, {part}: {output}");
+            said[run - 1].push_str(&output);
+        }
+    }
+    assert!(
+        state.join("deleted").exists(),
+        "the cluster's part deletes the manifests"
+    );
+    for gone in [
+        "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: deleted",
+        "StackSet iam-key-revoker-member-role: deleted",
+        "StackSet iam-key-revoker-health-forwarding: deleted",
+        "Repository iam-key-revoker: deleted",
+        "Stack iam-key-revoker in eu-west-1: deleted",
+        "secops-analyst: iam-key-revoker-plan taken off",
+    ] {
+        assert!(
+            said[0].contains(gone),
+            "the teardown said {gone}: {}",
+            said[0]
+        );
+    }
+    for none in [
+        "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: none",
+        "StackSet iam-key-revoker-member-role: none",
+        "Repository iam-key-revoker: none",
+        "Stack iam-key-revoker in eu-west-1: none",
+    ] {
+        assert!(
+            said[1].contains(none),
+            "the second teardown said {none}: {}",
+            said[1]
+        );
+    }
+    let stacks = aws(&url, TESTING, &["cloudformation", "list-stacks"]);
+    let live: Vec<&Value> = stacks["StackSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["StackStatus"] != "DELETE_COMPLETE")
+        .collect();
+    assert!(live.is_empty(), "{live:?}");
+    let sets = aws(&url, TESTING, &["cloudformation", "list-stack-sets"]);
+    assert!(
+        sets["Summaries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["Status"] == "DELETED"),
+        "{sets}"
+    );
+    assert!(!work.join("deploy/kubernetes/stack.env").exists());
 }
 
 /// A user with an access key and, when given, these managed policies (and nothing else).

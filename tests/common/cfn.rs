@@ -1,6 +1,6 @@
 //! The shipped CloudFormation templates read the way CloudFormation would create them:
 //! intrinsic functions resolved for one example account and Region, and the outputs as
-//! the `stack.env` README's deploy steps write. For checks that need no emulator; the
+//! the `stack.env` deploy/scripts/20-worker-account.sh writes. For checks that need no emulator; the
 //! deploy test (tests/deploy_stack.rs) creates the stacks on the emulator.
 
 #![allow(dead_code)]
