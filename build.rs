@@ -1,4 +1,4 @@
-//! Link-time settings for the worker binary on Linux with glibc (see README, "Building").
+//! Link-time settings for the worker binary on Linux with glibc (see docs, "Building").
 
 use std::path::Path;
 

@@ -29,7 +29,7 @@ worker next to the worker behind the backlog.
 
 --key-only sends every job (urgent ones too) with the key id alone, as a leak detector
 or an AWS Health event names it: the worker looks the owner up and hands the job on to a
-message of its own, MACed with its KMS key (README, "Continuations"), before it deletes.
+message of its own, MACed with its KMS key (docs, "Continuations"), before it deletes.
 The worker is given a MAC key (on the SQS emulator, which serves KMS), as the worker
 stack gives it one, unless --no-mac-key.
 """
@@ -254,7 +254,7 @@ def main():
     parser.add_argument("--notify", action="store_true",
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--key-only", action="store_true",
-                        help="jobs name the key alone: owner lookup, hand-on, MAC (README, Continuations)")
+                        help="jobs name the key alone: owner lookup, hand-on, MAC (docs, "Continuations")")
     parser.add_argument("--no-mac-key", action="store_true",
                         help="start the worker without continuation.mac_key_id (as a worker of before it)")
     parser.add_argument("--record", help="append the result to this Markdown file")

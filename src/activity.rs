@@ -1,4 +1,4 @@
-//! Activity reports (README, "Activity reports"): what a revoked key did, from
+//! Activity reports (docs, "Activity reports"): what a revoked key did, from
 //! CloudTrail's event history. This module is the part without AWS: the report task a
 //! worker sends itself (a message of its own, so that a restart loses no pass), the
 //! events as `LookupEvents` returns them, and the report built from them.
@@ -54,7 +54,7 @@ const MINTING: &[&str] = &["GetSessionToken", "GetFederationToken", "AssumeRole"
 const LISTED_MAX: usize = 200;
 
 /// One report pass a worker sends itself: the continuation of a job that revoked a key
-/// (README, "Activity reports", for its shape).
+/// (docs, "Activity reports", for its shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub request_id: String,
@@ -71,7 +71,7 @@ pub struct Task {
     pub event_type: Option<String>,
     /// Until when the worker vouches for the task (Unix milliseconds; its MAC covers it).
     pub expires_at_ms: Option<u64>,
-    /// The worker's MAC over the task (README, "Continuations"), base64.
+    /// The worker's MAC over the task (docs, "Continuations"), base64.
     pub mac: Option<String>,
 }
 

@@ -354,7 +354,7 @@ impl Default for ScheduleSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsSection {
     /// Seconds added to a revocation's time for its session cut-off, for IAM's propagation
-    /// (README, "Revoking sessions", says its cost). At most 3600.
+    /// (docs, "Revoking sessions", says its cost). At most 3600.
     pub margin_seconds: u32,
 }
 
@@ -370,7 +370,7 @@ impl Default for SessionsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ContinuationSection {
     /// The KMS HMAC key (id, ARN or alias) that MACs the messages the worker sends itself
-    /// (README, "Continuations"). Unset: no continuation's claims are believed.
+    /// (docs, "Continuations"). Unset: no continuation's claims are believed.
     pub mac_key_id: Option<String>,
 }
 

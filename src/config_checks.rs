@@ -1,4 +1,4 @@
-//! Checking each section of the configuration (README, "Configuration"): every key's
+//! Checking each section of the configuration (docs, "Configuration"): every key's
 //! rule, with an error that names the key. `Config::validate` runs them all.
 
 use std::net::SocketAddr;

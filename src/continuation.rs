@@ -1,12 +1,12 @@
 //! What a job knows beyond the fields of its message: the security event it came from,
-//! the owners its source named, and what earlier deliveries did (README,
+//! the owners its source named, and what earlier deliveries did (docs,
 //! "Continuations"), parsed from a `continuation` object.
 
 use serde::{Deserialize, Serialize};
 
 use crate::rules::{check_access_key_id, check_len, check_user_name, present, InvalidJob};
 
-/// The security event a job came from (README, "Security events").
+/// The security event a job came from (docs, "Security events").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The event's `source`: `aws.health` or `aws.guardduty`.
@@ -17,7 +17,7 @@ pub struct Origin {
     pub exposed_url: Option<String>,
     /// A GuardDuty finding's severity, as the finding gave it.
     pub severity: Option<String>,
-    /// A GuardDuty finding's ARN: its identifier in Security Hub (README, "Closing the
+    /// A GuardDuty finding's ARN: its identifier in Security Hub (docs, "Closing the
     /// finding").
     pub finding_arn: Option<String>,
 }
@@ -50,13 +50,13 @@ pub enum OwnerSource {
     /// first; a user IAM does not know (renamed, stale) falls back to IAM's owner lookup.
     Event,
     /// IAM named the owner to an earlier delivery of this job, which then changed the
-    /// key (README, "Continuations"). The key is revoked from that user, as if the job
+    /// key (docs, "Continuations"). The key is revoked from that user, as if the job
     /// named them: once the key is deleted IAM can no longer say whose it was.
     Learned,
 }
 
 /// What earlier deliveries of a job did: a job that changed something and could not
-/// finish goes on in a message of the worker's own (README, "Continuations").
+/// finish goes on in a message of the worker's own (docs, "Continuations").
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Continuation {
     /// How many deliveries came before (the original message's receive count, added up).
@@ -71,11 +71,11 @@ pub struct Continuation {
     /// Until when the worker vouches for this message (Unix milliseconds): its MAC
     /// covers it, so a captured message is not believed for ever.
     pub expires_at_ms: Option<u64>,
-    /// A scheduled delete's due time (Unix seconds; README, "Staged revocation"): past it
+    /// A scheduled delete's due time (Unix seconds; docs, "Staged revocation"): past it
     /// by more than the late window, the delete is `cancelled`. Believed with or without a
     /// MAC: it can only make the worker do less.
     pub due_at: Option<i64>,
-    /// The worker's MAC over the message (README, "Continuations"), base64.
+    /// The worker's MAC over the message (docs, "Continuations"), base64.
     pub mac: Option<String>,
 }
 
@@ -104,7 +104,7 @@ pub struct LastUsed {
 /// The most keys one job (one security event) may name.
 pub const MAX_KEYS: usize = 100;
 
-/// A continuation as the worker writes it (README, "Continuations").
+/// A continuation as the worker writes it (docs, "Continuations").
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawContinuation {

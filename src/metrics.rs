@@ -1,4 +1,4 @@
-//! Every metric the worker exports (README, "Observability"): names, labels, buckets and the
+//! Every metric the worker exports (docs, "Observability"): names, labels, buckets and the
 //! typed functions the rest of the code records through. No other module names a
 //! metric. Labels only ever hold bounded values: never a user name or key id.
 
@@ -465,7 +465,7 @@ pub fn quarantine(ok: bool) {
     counter!(QUARANTINES_TOTAL, "result" => result).increment(1);
 }
 
-/// What became of a staged key (README, "Staged revocation"): the `event` label.
+/// What became of a staged key (docs, "Staged revocation"): the `event` label.
 pub const STAGED_EVENTS: [&str; 4] = ["scheduled", "schedule_failed", "cancelled", "restored"];
 
 /// A staged key's `event` (one of [`STAGED_EVENTS`]), `keys` times.
@@ -473,7 +473,7 @@ pub fn staged(event: &'static str, keys: usize) {
     counter!(STAGED_REVOCATIONS_TOTAL, "event" => event).increment(keys as u64);
 }
 
-/// The sinks of outcome events (README, "Notifications"): the `sink` label.
+/// The sinks of outcome events (docs, "Notifications"): the `sink` label.
 pub const SINKS: [&str; 3] = ["queue", "sns", "eventbridge"];
 
 /// Outcome events that `sink` could not publish.

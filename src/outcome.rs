@@ -1,4 +1,4 @@
-//! Outcomes (README, "Outcomes") and the audit line written for every finished job.
+//! Outcomes (docs, "Outcomes") and the audit line written for every finished job.
 
 use std::time::Duration;
 
@@ -24,13 +24,13 @@ pub enum Reason {
     /// The request id finished recently for a job that changes something else (another
     /// key, user, account or action).
     RequestIdConflict,
-    /// A security event that names nothing the worker may revoke (README, "Security
+    /// A security event that names nothing the worker may revoke (docs, "Security
     /// events").
     NotRevocable,
     /// The job names another account and no cross-account role is configured.
     CrossAccountDisabled,
     /// STS says the key belongs to another account than the job's, and the worker cannot
-    /// act there (README, "Which account").
+    /// act there (docs, "Which account").
     OtherAccount,
     /// A transient AWS failure outlasted the in-process backoff.
     TransientError,
@@ -43,13 +43,13 @@ pub enum Reason {
     /// goes back too, to keep the group's order.
     GroupOrder,
     /// A job that names keys alone, whose owners IAM just named, handed on to a message
-    /// of the worker's own that names them before any key is deleted (README,
+    /// of the worker's own that names them before any key is deleted (docs,
     /// "Continuations").
     Continued,
     /// IAM refused the session policy: the user's inline policies fill its quota
-    /// (README, "Revoking sessions").
+    /// (docs, "Revoking sessions").
     PolicyQuota,
-    /// Not a job: an activity report task the worker sent itself, done (README,
+    /// Not a job: an activity report task the worker sent itself, done (docs,
     /// "Activity reports"). Its message is deleted; no job outcome is counted.
     Reported,
     /// Not a job: an activity report task received before its time, made invisible
@@ -157,7 +157,7 @@ pub struct KeyResult {
     pub reason: Option<&'static str>,
 }
 
-/// Which job queue a message came from (README, "The priority queue").
+/// Which job queue a message came from (docs, "The priority queue").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Lane {
     /// `sqs.queue_url`: bulk work when a priority queue is configured.
@@ -195,21 +195,21 @@ pub struct JobFacts {
     pub sessions_revoked_before: Option<String>,
     /// What the cut-off covers, and for which users there is none and why.
     pub sessions: Option<String>,
-    /// Whether the job asked for an activity report (README, "Activity reports").
+    /// Whether the job asked for an activity report (docs, "Activity reports").
     pub report_activity: bool,
     /// When the job's first message was enqueued, for a job carried on by a message of
     /// the worker's own (Unix milliseconds).
     pub enqueued_at_ms: Option<u64>,
-    /// What became of the quarantine policy (README, "Quarantine").
+    /// What became of the quarantine policy (docs, "Quarantine").
     pub quarantine: Option<String>,
-    /// What became of the GuardDuty finding in Security Hub (README, "Closing the
+    /// What became of the GuardDuty finding in Security Hub (docs, "Closing the
     /// finding").
     pub finding_update: Option<String>,
     /// The keys' last use, where IAM was asked for the owner anyway.
     pub last_used: Vec<LastUsed>,
     /// Each key's owner and result, for jobs of several keys.
     pub keys: Vec<KeyResult>,
-    /// The deletes a staged revocation scheduled (README, "Staged revocation").
+    /// The deletes a staged revocation scheduled (docs, "Staged revocation").
     pub scheduled_deletes: Vec<ScheduledDelete>,
 }
 

@@ -1,4 +1,4 @@
-//! The field rules of the job message (README, "The job message"): IAM's own limits on
+//! The field rules of the job message (docs, "The job message"): IAM's own limits on
 //! names and key ids, and the error that says which rule a body broke.
 
 use serde::{Deserialize, Deserializer};

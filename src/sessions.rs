@@ -1,4 +1,4 @@
-//! The session cut-off's documents (README, "Revoking sessions"), apart from IAM: what the
+//! The session cut-off's documents (docs, "Revoking sessions"), apart from IAM: what the
 //! worker writes, how each cut-off records the revocation it serves, and how it tells a
 //! cut-off of its own from an impostor.
 //!
@@ -8,7 +8,7 @@
 //!   one `Deny` of everything to temporary credentials issued before T: `{"Sid":
 //!   "R<digest>", "Effect": "Deny", "Action": "*", "Resource": "*", "Condition":
 //!   {"DateLessThan": {"aws:TokenIssueTime": T}}}`. The latest T in force is the one that
-//!   counts. Lifting one revocation's (`restore`; README, "Staged revocation") deletes its
+//!   counts. Lifting one revocation's (`restore`; docs, "Staged revocation") deletes its
 //!   policy and nothing else, so the latest cut-off another revocation needs stays in
 //!   force, and a restorer needs no right to write policies. A Sid takes ASCII letters and
 //!   digits only (IAM User Guide, "IAM JSON policy elements: Sid").

@@ -1,4 +1,4 @@
-//! Staged revocation (README, "Staged revocation"): `delete_after` as a job gives it, the
+//! Staged revocation (docs, "Staged revocation"): `delete_after` as a job gives it, the
 //! name of the one schedule per key, and the time in EventBridge Scheduler's one-time
 //! form.
 //!

@@ -1,4 +1,4 @@
-//! The one-line human summary of a finished job (README, "Notifications"): what was done,
+//! The one-line human summary of a finished job (docs, "Notifications"): what was done,
 //! to which key of whom, where, why, and what the session cut-off covers. It goes into
 //! the audit line and every outcome event, and a shorter form into an SNS subject.
 

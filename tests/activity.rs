@@ -1,4 +1,4 @@
-//! README "Activity reports": a job that revoked a key and asked for a report sends
+//! docs "Activity reports": a job that revoked a key and asked for a report sends
 //! itself two report tasks; each reads the key's CloudTrail history and goes to the
 //! sinks. IAM and SQS are the emulator's; the emulator has no CloudTrail, so the
 //! fault-injecting proxy in front of it answers `LookupEvents` in the shape the

@@ -1,4 +1,4 @@
-//! README "Threat model", played by those it names: the holder of a leaked key, acting
+//! docs "Threat model", played by those it names: the holder of a leaked key, acting
 //! with the key's own rights within the minute (a planted cut-off, a filled inline
 //! quota, a rename between the finding and the job); a producer forging what the worker
 //! writes for itself (a continuation, a sample finding); and an operator's undo (a
@@ -361,7 +361,7 @@ async fn a_forged_continuation_is_worked_from_its_own_fields() {
     );
 
     // The worker's own MAC over the very same message: believed. (Only the worker's
-    // role may use the key: README, "Threat model".)
+    // role may use the key: docs, "Threat model".)
     let settings = env.settings();
     let kms = aws_sdk_kms::Client::new(&env.clients.sdk);
     let mac = Mac::new(

@@ -2,7 +2,7 @@
 //! the emulator cannot (or does not) send. Each row is an error as the service sends it
 //! (IAM and STS: the query protocol's XML `ErrorResponse` with its HTTP status; SQS: the
 //! JSON protocol's `__type` body with the query-compatible code in `x-amzn-query-error`),
-//! parsed by the real SDK and classified by the worker. README, "On real AWS", lists the
+//! parsed by the real SDK and classified by the worker. docs, "On real AWS", lists the
 //! same codes for operators.
 //!
 //! Sources: IAM API Reference and STS API Reference, "Common Error Types"; SQS API

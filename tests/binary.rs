@@ -193,3 +193,29 @@ async fn missing_credentials_at_start_are_one_clear_line() {
     }
     assert!(!stderr.contains("DispatchFailure"), "{stderr}");
 }
+
+/// The book's "Command line" page holds every command's `--help` as the binary prints it:
+/// a flag added, renamed or explained anew changes the page too.
+#[test]
+fn the_command_line_page_is_the_binarys_help() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/src/reference/command-line.md"
+    ))
+    .unwrap();
+    for command in ["", "run", "enqueue", "plan", "restore", "protect-policy"] {
+        let mut args: Vec<&str> = Vec::new();
+        if !command.is_empty() {
+            args.push(command);
+        }
+        args.push("--help");
+        let output = Command::new(BIN).args(&args).env_clear().output().unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8(output.stdout).unwrap();
+        let block = format!("```text\n{}\n```", help.trim_end());
+        assert!(
+            page.contains(&block),
+            "docs/src/reference/command-line.md lacks `iam-key-revoker {command} --help` as printed:\n{block}"
+        );
+    }
+}

@@ -541,7 +541,7 @@ async fn the_commands_log_for_people_unless_asked_for_json() {
     assert!(String::from_utf8_lossy(&machine.stdout).starts_with("LINE"));
 }
 
-/// README "The priority queue": `enqueue --priority` sends to `sqs.priority_queue_url`,
+/// docs "The priority queue": `enqueue --priority` sends to `sqs.priority_queue_url`,
 /// and says so plainly when there is none.
 #[tokio::test]
 async fn enqueue_priority_sends_to_the_priority_queue() {

@@ -368,7 +368,7 @@ fn assumed_role(request: &str) -> String {
 /// The operators' commands take roles of their own in a member account, never the
 /// worker's, whose rights include writing every user's policies: `restore` a restorer's
 /// (with what restore does and the protected users' Deny), `plan` a planner's (read rights
-/// only); `--role-name` names another (CONTRACT §6; README "Operators' roles in member
+/// only); `--role-name` names another (CONTRACT §6; docs "Operators' roles in member
 /// accounts"). What each role may do is tests/deploy.rs's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_and_plan_assume_roles_of_their_own_never_the_workers() {

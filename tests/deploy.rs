@@ -65,7 +65,7 @@ fn operations_in_code() -> BTreeSet<String> {
     ops
 }
 
-/// What only `restore` calls, with a person's credentials (README, "Staged revocation"):
+/// What only `restore` calls, with a person's credentials (docs, "Staged revocation"):
 /// the restore operators' policy grants it, never the worker's.
 const RESTORE_ONLY: &[&str] = &["iam:ListAttachedUserPolicies", "iam:DetachUserPolicy"];
 
@@ -1201,7 +1201,7 @@ fn the_worker_policy_allows_each_action_on_each_resource_the_worker_addresses() 
     ));
 }
 
-/// Staged revocation's deploy (README, "Staged revocation"): EventBridge Scheduler alone,
+/// Staged revocation's deploy (docs, "Staged revocation"): EventBridge Scheduler alone,
 /// for this account alone, may assume the scheduler role, which may only send to the job
 /// queues and its dead-letter queue; the worker passes it to Scheduler only; the restore
 /// operators' policy can undo a staged revocation and nothing more.
@@ -1417,7 +1417,7 @@ fn a_fresh_cluster_gets_its_namespace_drains_and_monitoring() {
     );
 }
 
-/// The worker's MAC key (README, "Continuations"): only the worker's role may make or
+/// The worker's MAC key (docs, "Continuations"): only the worker's role may make or
 /// check a MAC with it, and no statement lets anyone hand that right on (`CreateGrant`,
 /// or a wildcard that covers it or the MAC actions), which would let them forge what the
 /// worker writes for itself.

@@ -1,5 +1,5 @@
-//! The deploy scripts (`deploy/scripts/`), run as a person runs them, in the order README's
-//! `deploy-steps` block lists them (the block itself, not a copy), against an emulator of
+//! The deploy scripts (`deploy/scripts/`), run as a person runs them, in the order the book's
+//! `deploy-steps` block lists them (docs/src/deploy/deploying.md) (the block itself, not a copy), against an emulator of
 //! this test's own, with the AWS CLI v1 that PyPI has (the scripts are written for v2 and
 //! use only what both accept); all of them twice, the second run changing nothing; then
 //! the teardown, twice. The emulator is one account, so every account of `deploy.env` is
@@ -57,7 +57,7 @@ use serde_json::{json, Value};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The emulator's account.
 const ACCOUNT: &str = "123456789012";
-/// The worker's Region in README's steps.
+/// The worker's Region in deploy.env.
 const REGION: &str = "eu-west-1";
 
 fn venv(tool: &str) -> PathBuf {
@@ -119,16 +119,16 @@ impl Drop for Emulator {
     }
 }
 
-/// README's deploy parts, in order: the command lines of the `sh` block between its
-/// markers.
-fn readme_parts() -> Vec<String> {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+/// The deploy parts, in the book's order: the command lines of the `sh` block between
+/// the markers of its "Deploying" chapter.
+fn deploy_parts() -> Vec<String> {
+    let readme = std::fs::read_to_string(format!("{ROOT}/docs/src/deploy/deploying.md")).unwrap();
     let start = readme
         .find("<!-- deploy-steps:")
-        .expect("README marks its deploy steps");
+        .expect("Deploying marks its deploy steps");
     let end = readme
         .find("<!-- deploy-steps: end -->")
-        .expect("README marks the end of its deploy steps");
+        .expect("Deploying marks the end of its deploy steps");
     let mut parts = Vec::new();
     let mut block = false;
     for line in readme[start..end].lines() {
@@ -266,7 +266,7 @@ fn which(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{tool} is installed"))
 }
 
-/// The AWS CLI against the emulator, for what README's steps take as given (an
+/// The AWS CLI against the emulator, for what the deploy takes as given (an
 /// organization, a cluster) and for the checks; its output as JSON.
 fn aws(emulator: &str, credentials: (&str, &str), args: &[&str]) -> Value {
     let output = Command::new(venv("aws"))
@@ -522,6 +522,7 @@ PRODUCERS=""
 MANAGEMENT_ACCOUNT_STACKS=false
 ALARM_TOPIC_ARN=""
 DELIVER_SAMPLE_FINDINGS=true
+BOOK_URL=https://docs.example.org/iam-key-revoker/
 PROMETHEUS_RELEASE=kube-prometheus-stack
 "#
     )
@@ -537,7 +538,7 @@ struct Deploy {
 }
 
 impl Deploy {
-    /// Runs `line` (one part, as README writes it) with the deploy's environment, and
+    /// Runs `line` (one part, as the book writes it) with the deploy's environment, and
     /// plays the cluster meanwhile: once the part applies the manifests, the worker is
     /// started as the rendered Deployment says (`pod`, `worker`). Its output, and whether
     /// it succeeded.
@@ -692,9 +693,9 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         ],
     );
 
-    // README's parts, top to bottom, twice; the "cluster" starts the worker once the
+    // The book's parts, top to bottom, twice; the "cluster" starts the worker once the
     // manifests are applied.
-    let parts = readme_parts();
+    let parts = deploy_parts();
     let clients = clients(&url, TESTING).await;
     let (mut pod, mut worker) = (None, None);
     let mut outputs = Vec::new();
@@ -871,6 +872,17 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
     assert_eq!(
         monitoring.matches("release: kube-prometheus-stack").count(),
         2
+    );
+    // Every alert's runbook link leads into the published book.
+    assert!(!monitoring.contains("BOOK_URL"), "{monitoring}");
+    assert_eq!(
+        monitoring
+            .matches("runbook_url: https://docs.example.org/iam-key-revoker/operate/runbooks.html#")
+            .count()
+            + monitoring
+                .matches("runbook_url: \"https://docs.example.org/iam-key-revoker/operate/runbooks.html#")
+                .count(),
+        monitoring.matches("runbook_url:").count()
     );
     let stack = &aws(
         &url,
@@ -1367,7 +1379,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
     );
     assert!(!lines.contains("AccessDenied"), "{lines}");
 
-    // The teardown, part by part in README's order, each in its account, twice: the second
+    // The teardown, part by part in the book's order, each in its account, twice: the second
     // finds nothing left and fails nowhere.
     std::fs::remove_file(state.join("applied")).unwrap();
     // This test's own user holds the stack's policies: it lets them go first, as anyone

@@ -2,7 +2,7 @@
 //! emulator with the fault-injecting proxy: a job redriven after its cause was fixed, a
 //! reused request id, the worker's own credentials expiring, a slow dead-letter copy,
 //! SIGTERM while an IAM write is under way, and the order of a FIFO message group.
-//! README, "On real AWS", says what each means for an operator.
+//! docs, "On real AWS", says what each means for an operator.
 
 mod common;
 

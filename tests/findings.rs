@@ -1,4 +1,4 @@
-//! README "Closing the finding": a job from a GuardDuty finding marks the finding in
+//! docs "Closing the finding": a job from a GuardDuty finding marks the finding in
 //! Security Hub (`BatchUpdateFindings`) once its outcome is settled. IAM and SQS are the
 //! emulator's; the emulator has no Security Hub, so the fault-injecting proxy in front of
 //! it answers `PATCH /findings/batchupdate` as the Security Hub API Reference documents

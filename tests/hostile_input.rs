@@ -1,5 +1,5 @@
 //! Hostile input. Property tests: any text either parses to a job that satisfies every
-//! rule of README's "The job message" (checked by an oracle written independently of the parser)
+//! rule of the job message's (docs, "The job message") (checked by an oracle written independently of the parser)
 //! or is rejected, never a panic. And thousands of random bodies through a live worker
 //! all end dead-lettered byte-identical, with no IAM write.
 
@@ -18,7 +18,7 @@ use proptest::test_runner::TestRunner;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-/// The rules of README's "The job message", restated independently of `job::parse`.
+/// The rules of the job message's (docs, "The job message"), restated independently of `job::parse`.
 fn oracle(object: &Map<String, Value>) -> bool {
     if object.keys().any(|k| !job::FIELDS.contains(&k.as_str())) {
         return false;

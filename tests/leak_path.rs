@@ -1,4 +1,4 @@
-//! README "Security events", "Continuations" and "Revoking sessions" as AWS delivers
+//! docs "Security events", "Continuations" and "Revoking sessions" as AWS delivers
 //! them: AWS Health events about another account, naming the user, in backup copies and
 //! pages; a job that changed something and could not finish carries on, on any worker;
 //! session cut-offs that never move back. Against the local emulator through the real

@@ -1,4 +1,4 @@
-//! README "Notifications": outcome events reach an SNS topic and an EventBridge bus, end
+//! docs "Notifications": outcome events reach an SNS topic and an EventBridge bus, end
 //! to end through the emulator: the topic delivers to SQS subscribers (one of them with a
 //! filter policy on the message attributes), and a rule on the bus sends the events to an
 //! SQS target. Against the local emulator through the real SDK.

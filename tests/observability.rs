@@ -119,7 +119,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
         ),
         1.0
     );
-    // The key-only job hands itself on before its delete (README, "Continuations"):
+    // The key-only job hands itself on before its delete (docs, "Continuations"):
     // one message more, received, but no job more.
     assert_eq!(value(&s, "iam_key_revoker_messages_received_total"), 9.0);
     assert_eq!(value(&s, "iam_key_revoker_jobs_in_flight"), 0.0);
@@ -467,7 +467,7 @@ fn dashboard_and_alerts_name_only_exported_series() {
             "{name} is not a series the worker exports"
         );
     }
-    // The dashboard shows what README's "Observability" says it does.
+    // The dashboard shows what the book's "Observability" says it does.
     let all = exprs.join("\n");
     for needle in [
         "histogram_quantile(0.5, sum by (le, queue) (rate(iam_key_revoker_revocation_latency_seconds_bucket",
@@ -500,8 +500,8 @@ fn dashboard_and_alerts_name_only_exported_series() {
         );
     }
     // Each alert has a summary, a description that shows the value and a runbook_url
-    // that points at its own section of README's "Runbooks".
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // that points at its own section of the book's "Runbooks".
+    let readme = std::fs::read_to_string(format!("{root}/docs/src/operate/runbooks.md")).unwrap();
     let rules = yaml_rust2::YamlLoader::load_from_str(&alerts).unwrap();
     let rules = rules[0]["groups"][0]["rules"].as_vec().unwrap();
     let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
@@ -525,8 +525,9 @@ fn dashboard_and_alerts_name_only_exported_series() {
         .iter()
         .find(|r| r["alert"].as_str() == Some("IamKeyRevokerRejectedNeedsAction"))
         .unwrap();
-    // Pages a minute after the first such rejection (not on one evaluation's blip), and
-    // keeps paging while the dead-letter queues hold it (alerts.test.yml).
+    // Pages a minute after the worker dead-lettered such a job (not on one evaluation's
+    // blip), for an hour, and not for other content of the dead-letter queues
+    // (alerts.test.yml).
     assert_eq!(needs_action["for"].as_str(), Some("1m"));
     for reason in [
         "access_denied",
@@ -548,15 +549,17 @@ fn dashboard_and_alerts_name_only_exported_series() {
                 .contains("{{ $value"),
             "{name}"
         );
+        // The book's page, where it is published (BOOK_URL, put in at deploy); mdBook
+        // makes a heading's anchor of its text in lower case.
         let url = annotations["runbook_url"].as_str().unwrap();
         assert_eq!(
-            url.rsplit_once('#').map(|(_, anchor)| anchor),
-            Some(name.to_lowercase().as_str()),
+            url,
+            format!("BOOK_URL/operate/runbooks.html#{}", name.to_lowercase()),
             "{name}"
         );
         assert!(
-            readme.contains(&format!("\n### {name}\n")),
-            "README runbook for {name}"
+            readme.contains(&format!("\n## {name}\n")),
+            "a runbook for {name}"
         );
     }
     // The Prometheus Operator rule holds exactly the same groups.

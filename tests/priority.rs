@@ -1,4 +1,4 @@
-//! README "The priority queue": urgent jobs on a second queue go before a bulk backlog on
+//! docs "The priority queue": urgent jobs on a second queue go before a bulk backlog on
 //! the main one, for job slots and for IAM requests, with every guarantee of the main
 //! queue (dead-lettering, dedup, shutdown). Against the local emulator through the real
 //! SDK; time bounds here are generous, the exact figures are in BENCHMARKS.md.

@@ -1,4 +1,4 @@
-//! README "Quarantine": the quarantine policy attached to the user of a revoked key, never
+//! docs "Quarantine": the quarantine policy attached to the user of a revoked key, never
 //! to a protected user, and its failure (IAM's limit of attached managed policies, a
 //! refusal) never changing the job's outcome. The emulator does not load AWS managed
 //! policies, so the tests attach a customer managed policy of their own through

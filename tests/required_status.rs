@@ -1,4 +1,4 @@
-//! README "Required status": a job with `require_status: "Inactive"` (the scheduled
+//! docs "Required status": a job with `require_status: "Inactive"` (the scheduled
 //! delete of a staged revocation) changes its key only while IAM lists it `Inactive`; a
 //! key a person set `Active` again is left alone and the job ends `cancelled`, deleted
 //! from the queue, never dead-lettered. Against the local emulator through the real SDK.

@@ -1,4 +1,4 @@
-//! README "Security events" and "Revoking sessions": AWS Health events and GuardDuty
+//! docs "Security events" and "Revoking sessions": AWS Health events and GuardDuty
 //! findings sent by EventBridge straight to the job queue, and the session policy that
 //! cuts off the temporary credentials a leaked key minted. Against the local emulator
 //! through the real SDK; event bodies are shaped like the examples in AWS's documentation

@@ -1,4 +1,4 @@
-//! README "Staged revocation": a job with `delete_after` deactivates its key now and
+//! docs "Staged revocation": a job with `delete_after` deactivates its key now and
 //! leaves the delete to one EventBridge Scheduler schedule per key; the scheduled delete
 //! deletes only a key still `Inactive`; `restore` sets a key back to `Active` and keeps
 //! its schedule, disabled, as the record. Against the local emulator through the real SDK.

@@ -30,11 +30,18 @@ kubectl apply -k "$REPO/deploy/kubernetes/"
 kubectl -n security rollout status deployment/iam-key-revoker --timeout=5m
 
 say "Monitoring"
+if [ -z "${BOOK_URL:-}" ]; then
+  echo "error: BOOK_URL is empty: the alerts' runbook links would lead nowhere; publish the book (scripts/docs) and set it" >&2
+  exit 2
+fi
 if kubectl get crd podmonitors.monitoring.coreos.com >/dev/null 2>&1; then
   kubectl kustomize "$REPO/deploy/prometheus/" |
-    sed "s/release: kube-prometheus-stack/release: $PROMETHEUS_RELEASE/" | kubectl apply -f -
+    sed -e "s/release: kube-prometheus-stack/release: $PROMETHEUS_RELEASE/" -e "s#BOOK_URL/#${BOOK_URL%/}/#g" |
+    kubectl apply -f -
+  echo "Alerts' runbooks: ${BOOK_URL%/}/operate/runbooks.html"
 else
-  echo "No Prometheus Operator in the cluster: merge deploy/prometheus/scrape-config.yml and alerts.yml into your Prometheus"
+  echo "No Prometheus Operator in the cluster: merge deploy/prometheus/scrape-config.yml and alerts.yml into your Prometheus,"
+  echo "with BOOK_URL in alerts.yml replaced by ${BOOK_URL%/}"
 fi
 
 say "Done. To check:"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by every deploy script (README, "Deploying"): the settings in deploy.env,
+# Sourced by every deploy script (docs, "Deploying"): the settings in deploy.env,
 # the check that the credentials are the account a part runs in, and stack operations a
 # second run repeats without changing anything. Bash 3.2 or later (macOS's), POSIX tools.
 set -euo pipefail

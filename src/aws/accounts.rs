@@ -139,7 +139,7 @@ impl Accounts {
     }
 
     /// The account a job naming `account` (or none: the worker's own) acts in, with STS
-    /// to ask which account a key IAM cannot find there belongs to (README, "Which
+    /// to ask which account a key IAM cannot find there belongs to (docs, "Which
     /// account").
     pub async fn home_for(
         &self,

@@ -181,7 +181,7 @@ pub(crate) const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
 ];
 
-/// Error codes that mean "try again" (README, "On real AWS"), besides throttling.
+/// Error codes that mean "try again" (docs, "On real AWS"), besides throttling.
 const RETRYABLE_CODES: &[&str] = &[
     "ServiceFailure",
     "ServiceUnavailable",

@@ -1,5 +1,5 @@
 //! IAM's own clock, read from the `Date` header of its answers: a session cut-off is
-//! never earlier than IAM's time when the worker's clock is behind (README, "Revoking
+//! never earlier than IAM's time when the worker's clock is behind (docs, "Revoking
 //! sessions").
 
 use std::sync::atomic::{AtomicI64, Ordering};

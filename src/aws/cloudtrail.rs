@@ -1,4 +1,4 @@
-//! Reading a key's CloudTrail event history (README, "Activity reports"):
+//! Reading a key's CloudTrail event history (docs, "Activity reports"):
 //! `LookupEvents` by `AccessKeyId`, page by page (`NextToken`, 50 events a page), in one
 //! Region, within CloudTrail's quota of 2 requests per second per account and Region
 //! (CloudTrail API Reference, "LookupEvents": "The rate of lookup requests is limited to

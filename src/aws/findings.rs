@@ -1,4 +1,4 @@
-//! Closing the finding (README, "Closing the finding"): a GuardDuty finding marked in
+//! Closing the finding (docs, "Closing the finding"): a GuardDuty finding marked in
 //! Security Hub with `BatchUpdateFindings`, in the finding's own account and Region. In
 //! Security Hub a GuardDuty finding's `Id` is its GuardDuty ARN and its `ProductArn` is
 //! `arn:PARTITION:securityhub:REGION::product/aws/guardduty` (Security Hub User Guide,

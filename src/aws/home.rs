@@ -1,4 +1,4 @@
-//! Which account a key belongs to (README, "Which account"): IAM answering
+//! Which account a key belongs to (docs, "Which account"): IAM answering
 //! `NoSuchEntity` in the account a job names proves the key absent only if the key
 //! belongs to that account. STS `GetAccessKeyInfo` says which account a key id belongs
 //! to; the worker asks it only where IAM could not find a key, before it concludes

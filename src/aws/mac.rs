@@ -1,4 +1,4 @@
-//! Proof that a message is the worker's own (README, "Continuations" and "Threat
+//! Proof that a message is the worker's own (docs, "Continuations" and "Threat
 //! model"): a MAC from a KMS HMAC key that only the worker's role may use.
 //!
 //! What is relied on, from the AWS KMS API Reference and Developer Guide:
@@ -25,9 +25,9 @@ const ALGORITHM: MacAlgorithmSpec = MacAlgorithmSpec::HmacSha256;
 /// What a message is, bound into its MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// A job carried on by a message of the worker's own (README, "Continuations").
+    /// A job carried on by a message of the worker's own (docs, "Continuations").
     Continuation,
-    /// An activity report task (README, "Activity reports").
+    /// An activity report task (docs, "Activity reports").
     ReportTask,
 }
 

@@ -1,4 +1,4 @@
-//! Where the keys of a job that names keys alone stand before any write (README,
+//! Where the keys of a job that names keys alone stand before any write (docs,
 //! "Security events"): the owner the job's source named or IAM's owner lookup found, the
 //! account STS places a key in when IAM cannot, and a protected key or owner refused on
 //! its own. The first half of [`Iam::revoke`] for such a job; `aws::revoke` the second.
@@ -29,7 +29,7 @@ impl Iam {
     /// Where each key of a job that names keys alone stands, before any write: the
     /// owner named by the job's source or found with `GetAccessKeyLastUsed` (and, for a
     /// key IAM cannot place, the account STS says it belongs to). A protected key or
-    /// owner refuses that key only (README, "Security events": one protected key does
+    /// owner refuses that key only (docs, "Security events": one protected key does
     /// not shield the rest); for a job of one key that is the whole job (`Err`), with
     /// nothing changed.
     pub(crate) async fn place_keys(

@@ -1,4 +1,4 @@
-//! Quarantine (README, "Quarantine"): attaching a managed policy, by default AWS's
+//! Quarantine (docs, "Quarantine"): attaching a managed policy, by default AWS's
 //! `AWSCompromisedKeyQuarantineV4`, to the user of a leaked key, as AWS does itself when
 //! it finds a key exposed. `AttachUserPolicy` of a policy already attached succeeds, so a
 //! redelivered job attaches nothing twice. `restore --lift-quarantine` detaches it.

@@ -163,6 +163,10 @@ where
     Fut: Future<Output = Result<T, AwsError>>,
 {
     let stop = retries.stop.clone();
+    // This call's retries: the first is a warning, the rest are said at debug (the
+    // caller says how the call ended), so a throttled bulk run or a Region that keeps
+    // failing does not write a warning per attempt.
+    let retried = std::sync::atomic::AtomicU32::new(0);
     send.retry(policy.builder())
         .sleep(move |delay| {
             let stop = stop.clone();
@@ -185,13 +189,25 @@ where
                 operation,
                 crate::aws::classify::code_label(e.code.as_deref(), "none"),
             );
-            tracing::warn!(
-                operation,
-                error_code = e.code.as_deref().unwrap_or("none"),
-                delay_ms = delay.as_millis() as u64,
-                error = %e,
-                "Transient AWS error, retrying"
-            );
+            let retry = retried.fetch_add(1, Ordering::Relaxed) + 1;
+            if retry == 1 {
+                tracing::warn!(
+                    operation,
+                    error_code = e.code.as_deref().unwrap_or("none"),
+                    delay_ms = delay.as_millis() as u64,
+                    error = %e,
+                    "Transient AWS error, retrying (further retries of this call at debug level)"
+                );
+            } else {
+                tracing::debug!(
+                    operation,
+                    error_code = e.code.as_deref().unwrap_or("none"),
+                    delay_ms = delay.as_millis() as u64,
+                    retry,
+                    error = %e,
+                    "Transient AWS error, retrying again"
+                );
+            }
         })
         .await
 }

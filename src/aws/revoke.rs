@@ -156,7 +156,7 @@ impl Iam {
     /// judged before any key is changed, so a protected owner refuses the job with
     /// nothing changed. A key IAM cannot place is refused on its own and never blocks the
     /// others; each placed key is revoked from its own owner, and a failure on one key
-    /// does not stop the next. A key an earlier delivery changed (README,
+    /// does not stop the next. A key an earlier delivery changed (docs,
     /// "Continuations") counts as changed by the job once IAM confirms it is gone.
     async fn revoke_unnamed(
         &self,

@@ -1,4 +1,4 @@
-//! EventBridge Scheduler, for staged revocation (README, "Staged revocation"): one
+//! EventBridge Scheduler, for staged revocation (docs, "Staged revocation"): one
 //! one-time schedule per key, in `schedule.group_name`, whose target is the job queue and
 //! whose input is the delete job.
 //!

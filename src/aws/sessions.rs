@@ -1,4 +1,4 @@
-//! Cutting off the temporary credentials a leaked key minted (README, "Revoking
+//! Cutting off the temporary credentials a leaked key minted (docs, "Revoking
 //! sessions"): an inline user policy that denies everything to credentials issued before
 //! a time T. Its document, its record of the revocations it serves and how an impostor is
 //! told from it are in [`crate::sessions`]; this module reads and writes it in IAM.
@@ -307,7 +307,7 @@ impl Iam {
 
     /// Lifts the cut-off of the revocation whose Sid is `revocation`
     /// ([`crate::sessions::revocation_sid`]) from `user` (`restore --lift-session-cutoff`;
-    /// README, "Staged revocation"): its policy is deleted, and the latest cut-off another
+    /// docs, "Staged revocation"): its policy is deleted, and the latest cut-off another
     /// revocation needs stays in force. Refused when the cut-offs in force do not record
     /// it (put by earlier versions, or folded with older ones) or when the revocation is
     /// not known, unless `force`: then every cut-off of the worker's on the user goes.
@@ -417,7 +417,7 @@ impl Iam {
     }
 
     /// Reads each policy of `names` with the worker's name: a cut-off of the worker's,
-    /// or an impostor (README, "Revoking sessions").
+    /// or an impostor (docs, "Revoking sessions").
     async fn read_cutoffs(
         &self,
         user: &str,

@@ -285,7 +285,7 @@ impl Sqs {
         .await
     }
 
-    /// Sends one message of the worker's own, a continuation of a job (README,
+    /// Sends one message of the worker's own, a continuation of a job (docs,
     /// "Continuations"), `delay_seconds` from now (at most SQS's 900). A FIFO queue takes
     /// no delay per message (SQS API Reference, `SendMessage`: `DelaySeconds`): there the
     /// message joins the end of `fifo`'s message group, with that deduplication id.

@@ -1,4 +1,4 @@
-//! IAM for staged revocation (README, "Staged revocation"): the keys a staged job covers,
+//! IAM for staged revocation (docs, "Staged revocation"): the keys a staged job covers,
 //! the scheduled delete that requires its key `Inactive`, and `restore`'s read of a key's
 //! status and its reactivation.
 
@@ -17,7 +17,7 @@ impl Iam {
     /// listed is absent; for an `Inactive` key, `still_staged` is asked right before the
     /// write (`Some(why)`: the staging was undone, `cancelled`), then the job's action. IAM
     /// has no conditional delete: a reactivation between the list and the delete is not
-    /// seen (README, "Required status", says how long that can be).
+    /// seen (docs, "Required status", says how long that can be).
     pub async fn revoke_required(
         &self,
         job: &Job,

@@ -1,5 +1,5 @@
 //! Turns per user: within one process, one change of a user's session policies at a time
-//! (README, "Revoking sessions").
+//! (docs, "Revoking sessions").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -220,7 +220,7 @@ pub struct IamResult {
     /// what a continuation carries on.
     pub per_key: Vec<KeyResult>,
     /// The account STS says the job's one key belongs to, when that is not the account
-    /// the job acted in (README, "Which account"): the job may be worked there.
+    /// the job acted in (docs, "Which account"): the job may be worked there.
     pub elsewhere: Option<String>,
 }
 

@@ -1,4 +1,4 @@
-//! The command line (README, "Running it"): `run`, `enqueue`, `plan` and
+//! The command line (docs, "Running it"): `run`, `enqueue`, `plan` and
 //! `protect-policy`, their flags and
 //! what they become.
 

@@ -1,5 +1,5 @@
 //! The `enqueue`, `plan` and `restore` commands end to end: read and validate the input, talk to
-//! AWS, print the result. Each returns the process exit code (README, "Running it"):
+//! AWS, print the result. Each returns the process exit code (docs, "Running it"):
 //! 0 success, 2 usage or validation error, 1 any other failure.
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! What the binary does with its command line: loads and validates the configuration
 //! once (into [`Settings`]), sets up logging, checks that AWS credentials are there, and
-//! runs the command. Returns the process exit code (README, "Running it"): 0 success, 2 usage, configuration or
+//! runs the command. Returns the process exit code (docs, "Running it"): 0 success, 2 usage, configuration or
 //! validation error, 1 any other failure.
 
 use anyhow::Context;

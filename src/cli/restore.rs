@@ -1,4 +1,4 @@
-//! `restore` (README, "Staged revocation"): a person's undo of a staged revocation, with
+//! `restore` (docs, "Staged revocation"): a person's undo of a staged revocation, with
 //! their own credentials. It keeps the key's schedule, disabled, as the record of the
 //! restore (a late delivery of the staging job then leaves the key alone, and the delete
 //! is never sent), sets the key back to `Active`, lifts this revocation's session cut-off
@@ -279,7 +279,7 @@ pub async fn restore(
     let now = aws_smithy_types::DateTime::from_millis(crate::metrics::now_ms() as i64);
     if (lift_session_cutoff || lift_quarantine) && !force {
         // Before anything changes: what is lifted must not be what another incident of
-        // the user still needs (README, "Staged revocation"). A key of the user left
+        // the user still needs (docs, "Staged revocation"). A key of the user left
         // Inactive is one: its sessions stay cut off only by a cut-off of its own
         // revocation; the quarantine, one per user, serves every incident.
         if lift_session_cutoff && revocation.is_none() {

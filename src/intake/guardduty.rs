@@ -1,4 +1,4 @@
-//! GuardDuty findings as EventBridge delivers them (README, "Security events"):
+//! GuardDuty findings as EventBridge delivers them (docs, "Security events"):
 //! "Creating custom responses to GuardDuty findings with Amazon EventBridge"
 //! (<https://docs.aws.amazon.com/guardduty/latest/ug/guardduty_findings_eventbridge.html>)
 //! and the `AccessKeyDetails` type of GuardDuty's API reference. The finding's user is a

@@ -1,4 +1,4 @@
-//! What a message body asks for (README, "The job message" and "Security events"): a
+//! What a message body asks for (docs, "The job message" and "Security events"): a
 //! job message, or an EventBridge event from AWS Health or GuardDuty that becomes one.
 //!
 //! Events are parsed strictly: every field the worker reads must be there with its type,
@@ -47,7 +47,7 @@ pub struct IntakeRules {
     /// Whether jobs from security events report the key's activity.
     pub report_activity: bool,
     /// Staged revocation for events whose action is `deactivate`: the delete follows
-    /// after this duration (README, "Staged revocation").
+    /// after this duration (docs, "Staged revocation").
     pub delete_after: Option<crate::staging::DeleteAfter>,
 }
 
@@ -259,7 +259,7 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         .into_iter()
         .collect();
     // Every named key is a live leak: an event naming more than one job may hold is
-    // worked in parts, each a job of its own (README, "Security events").
+    // worked in parts, each a job of its own (docs, "Security events").
     let parts: Vec<Vec<String>> = if keys.len() > job::MAX_KEYS {
         let rest = keys.split_off(job::MAX_KEYS);
         rest.chunks(job::MAX_KEYS).map(<[String]>::to_vec).collect()

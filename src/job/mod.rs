@@ -1,4 +1,4 @@
-//! The job message (README, "The job message"): strict parsing and validation, SNS envelope
+//! The job message (docs, "The job message"): strict parsing and validation, SNS envelope
 //! included. A body either becomes a [`Job`] that satisfies every rule, or an
 //! [`InvalidJob`] that says which rule it broke.
 
@@ -14,8 +14,8 @@ pub use crate::staging::DeleteAfter;
 mod parse;
 pub use parse::{body_json, parse, parse_json, salvage_request_id};
 
-/// The fields of a job message (README, "The job message"), and no others; a message of
-/// the worker's own may also carry `continuation` (README, "Continuations").
+/// The fields of a job message (docs, "The job message"), and no others; a message of
+/// the worker's own may also carry `continuation` (docs, "Continuations").
 pub const FIELDS: &[&str] = &[
     "request_id",
     "access_key_id",
@@ -73,7 +73,7 @@ pub enum Target {
     /// Every key of one user (offboarding).
     AllKeys { user_name: String },
     /// Several keys named alone, each revoked from the owner IAM reports for it: a
-    /// security event that names more than one key (README, "Security events"). No job
+    /// security event that names more than one key (docs, "Security events"). No job
     /// message has this form.
     Keys(Vec<String>),
 }
@@ -88,20 +88,20 @@ pub struct Job {
     pub reason: Option<String>,
     pub requested_by: Option<String>,
     pub batch_id: Option<String>,
-    /// Also cut off the temporary credentials issued before the revocation (README,
+    /// Also cut off the temporary credentials issued before the revocation (docs,
     /// "Revoking sessions").
     pub revoke_sessions: bool,
-    /// Also attach the quarantine policy to the user (README, "Quarantine").
+    /// Also attach the quarantine policy to the user (docs, "Quarantine").
     pub quarantine_user: bool,
-    /// Also report what the key did, from CloudTrail (README, "Activity reports"). Not
+    /// Also report what the key did, from CloudTrail (docs, "Activity reports"). Not
     /// part of the digest: it changes nothing in IAM.
     pub report_activity: bool,
     /// Change the key only if IAM reports it `Inactive` (the scheduled delete of a staged
-    /// revocation; README, "Required status"); otherwise the job ends `cancelled`.
+    /// revocation; docs, "Required status"); otherwise the job ends `cancelled`.
     pub require_inactive: bool,
-    /// Deactivate now, delete then (README, "Staged revocation"): a schedule per key.
+    /// Deactivate now, delete then (docs, "Staged revocation"): a schedule per key.
     pub delete_after: Option<Box<DeleteAfter>>,
-    /// Keys a person restored after this job was sent (README, "Staged revocation"):
+    /// Keys a person restored after this job was sent (docs, "Staged revocation"):
     /// left alone by this delivery. Never part of a message.
     pub spared: Vec<String>,
     /// The security event the job came from; `None` for a job message.
@@ -110,12 +110,12 @@ pub struct Job {
     /// named to an earlier delivery). Not part of what the job asks for: the digest
     /// leaves them out.
     pub owners: Vec<KnownOwner>,
-    /// Set on a message of the worker's own that carries on a job (README,
+    /// Set on a message of the worker's own that carries on a job (docs,
     /// "Continuations").
     pub continuation: Option<Continuation>,
     /// The further parts of a security event that names more keys than one job holds
     /// ([`MAX_KEYS`]): each goes on as a job of its own before this one is worked
-    /// (README, "Security events"). Never part of a message.
+    /// (docs, "Security events"). Never part of a message.
     pub parts: Vec<Vec<String>>,
 }
 
@@ -235,7 +235,7 @@ impl Job {
         serde_json::Value::Object(object).to_string()
     }
 
-    /// The `continuation` object (README, "Continuations"): every key the job names,
+    /// The `continuation` object (docs, "Continuations"): every key the job names,
     /// with the owner learned and what an earlier delivery did to it, and the security
     /// event the job came from.
     fn continuation_json(&self, continuation: &Continuation) -> serde_json::Value {
@@ -308,7 +308,7 @@ impl Job {
     }
 
     /// Part `n` (from 2) of a security event naming more keys than one job holds: those
-    /// `keys`, as a job of its own whose request id says which part (README, "Security
+    /// `keys`, as a job of its own whose request id says which part (docs, "Security
     /// events").
     pub fn part(&self, n: usize, keys: &[String]) -> Job {
         let suffix = format!(":part{n}");
@@ -343,7 +343,7 @@ impl Job {
     }
 
     /// This job with none of its continuation's claims: what a continuation that does
-    /// not verify leaves (README, "Continuations"). The keys it names stay the job's
+    /// not verify leaves (docs, "Continuations"). The keys it names stay the job's
     /// target, worked as if a producer had named them alone; a scheduled delete's due
     /// time stays, since it can only make the worker do less.
     pub fn without_claims(&self) -> Job {
@@ -359,7 +359,7 @@ impl Job {
         job
     }
 
-    /// This job carried on by a message of the worker's own (README, "Continuations"):
+    /// This job carried on by a message of the worker's own (docs, "Continuations"):
     /// `learned` are keys with the owner IAM named and, where this delivery changed the
     /// key, how. Owners, changes and deliveries counted before stay.
     pub fn continued(&self, learned: &[(String, String, Option<String>)]) -> Job {
@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(job.request_id, "sns-1");
     }
 
-    /// Every rule of README's "The job message", each broken once.
+    /// Every rule of the job message (docs, "The job message"), each broken once.
     #[test]
     fn every_rule_is_enforced() {
         let long = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();

@@ -1,4 +1,4 @@
-//! Reading a job message (README, "The job message"): the body exactly as the contract
+//! Reading a job message (docs, "The job message"): the body exactly as the contract
 //! allows it, SNS envelope included, and every rule of its fields and of how they go
 //! together, into a [`Job`].
 

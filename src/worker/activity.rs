@@ -1,4 +1,4 @@
-//! Activity reports in the worker (README, "Activity reports"). A job that revoked a key
+//! Activity reports in the worker (docs, "Activity reports"). A job that revoked a key
 //! and asked for a report (every security event, unless `intake.report_activity` is
 //! false) sends, before its message is settled, two report tasks of its own to the main
 //! job queue: pass 1 at once, pass 2 `activity.second_pass_delay_seconds` later. Being
@@ -107,7 +107,7 @@ impl Worker {
         }
     }
 
-    /// Whether a report task is the worker's own (README, "Activity reports"): with a MAC
+    /// Whether a report task is the worker's own (docs, "Activity reports"): with a MAC
     /// key, its MAC must verify and not have expired (a producer could otherwise make the
     /// worker read any key's history and send it to the sinks); without one, every task
     /// is taken, as the worker cannot tell. `Err` is the task's decision when it is not.

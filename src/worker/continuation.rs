@@ -1,4 +1,4 @@
-//! Continuations (README, "Continuations"): a job whose key owners only IAM's lookup
+//! Continuations (docs, "Continuations"): a job whose key owners only IAM's lookup
 //! named is handed on, before its first delete, to a message of the worker's own that
 //! names them; one that changed keys and cannot finish is carried on with what it
 //! changed.
@@ -15,7 +15,7 @@ use crate::worker::settle::Decision;
 use crate::worker::Worker;
 
 impl Worker {
-    /// What a job's continuation claims (README, "Continuations"): believed only when the
+    /// What a job's continuation claims (docs, "Continuations"): believed only when the
     /// worker's own MAC over the message verifies and has not expired. One that does not
     /// is worked from its own fields as a new job (its keys, named alone), none of its
     /// claims believed: owners, changes, the security event; so is one KMS cannot check
@@ -74,7 +74,7 @@ impl Worker {
     }
 
     /// A security event naming more keys than one job holds: each further part goes on
-    /// as a job of its own (README, "Security events"), to the priority queue when there
+    /// as a job of its own (docs, "Security events"), to the priority queue when there
     /// is one. `Err` says which part could not be sent: this delivery then works its own
     /// part here and goes round again for the rest (never a reason to revoke nothing).
     pub(super) async fn send_parts(
@@ -108,7 +108,7 @@ impl Worker {
     }
 
     /// A job that would delete keys whose owners only IAM's lookup just named first hands
-    /// itself on to a message of the worker's own naming them (README, "Continuations"):
+    /// itself on to a message of the worker's own naming them (docs, "Continuations"):
     /// if the worker then died after a delete, a redelivery of the original could no
     /// longer find the owner (to cut off its sessions, to say the key is gone rather than
     /// `owner_unknown`). The message goes to the priority queue when there is one (it is
@@ -173,7 +173,7 @@ impl Worker {
 }
 
 /// The job as a message of the worker's own carries it on, when this delivery changed
-/// keys of a job that names keys alone (README, "Continuations"): once a key is deleted,
+/// keys of a job that names keys alone (docs, "Continuations"): once a key is deleted,
 /// a redelivery could not find its owner again to finish the job (the other keys, the
 /// session policy), nor say that the job changed it.
 pub(super) fn carry_on(job: &Job, result: &IamResult) -> Option<Box<Job>> {

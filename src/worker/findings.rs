@@ -1,4 +1,4 @@
-//! Closing the finding (README, "Closing the finding"): with `intake.update_findings`, a
+//! Closing the finding (docs, "Closing the finding"): with `intake.update_findings`, a
 //! job from a GuardDuty finding marks the finding in Security Hub once its outcome is
 //! settled: `RESOLVED` with the job's summary as the note when its key was revoked (or
 //! already gone), `NOTIFIED` when the job was rejected for a reason a person must act on
@@ -34,7 +34,7 @@ impl Worker {
             Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent => Workflow::Resolved,
             // What the finding names stays NEW for a person: a sample or a root key (never
             // the worker's to revoke), a message that is not a job or reuses a request id.
-            // A forged event must not mark a real finding as handled (README, "Threat
+            // A forged event must not mark a real finding as handled (docs, "Threat
             // model").
             Outcome::Rejected(
                 Reason::NotRevocable

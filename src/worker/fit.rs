@@ -1,4 +1,4 @@
-//! Cutting an event to the size a sink takes (README, "Notifications"): an event is never
+//! Cutting an event to the size a sink takes (docs, "Notifications"): an event is never
 //! dropped for its size. While its JSON is longer than the limit, the list that takes
 //! the most room anywhere in it loses the second half of its items; once no list has
 //! any, the longest string is cut in half. The top-level `truncated` object names each

@@ -78,7 +78,7 @@ pub enum StartupError {
 }
 
 impl StartupError {
-    /// The process exit code (README, "Running it"): 2 for what the operator must fix in
+    /// The process exit code (docs, "Running it"): 2 for what the operator must fix in
     /// the configuration (a missing dead-letter queue included), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -225,7 +225,7 @@ impl Worker {
             Mac::new(kms, key_id, policy)
         });
         if mac.is_none() {
-            tracing::warn!("continuation.mac_key_id is not set: the worker cannot tell its own messages from a producer's, so it believes no continuation's claims and hands no job on (README, \"Continuations\")");
+            tracing::warn!("continuation.mac_key_id is not set: the worker cannot tell its own messages from a producer's, so it believes no continuation's claims and hands no job on (docs, \"Continuations\")");
         }
         let quarantine_policy = tokio::sync::OnceCell::new();
         if settings.intake.quarantine_user {

@@ -35,7 +35,7 @@ pub(super) struct Worked {
     pub facts: JobFacts,
     /// The in-flight mark of its request id, while it holds one.
     pub claim: Option<InFlight>,
-    /// The job as a message of the worker's own would carry it on (README,
+    /// The job as a message of the worker's own would carry it on (docs,
     /// "Continuations"): set when this delivery changed keys whose owner only IAM's
     /// lookup named, which a redelivery of the original could no longer find.
     pub carry_on: Option<Box<Job>>,
@@ -355,7 +355,7 @@ impl Worker {
 
     /// Maps an AWS failure that ended the IAM step to an outcome. A failure of the
     /// worker's own credentials is never a verdict on the job. A permanent failure after
-    /// keys were changed is `rejected` with the changes in its detail (README,
+    /// keys were changed is `rejected` with the changes in its detail (docs,
     /// "Outcomes").
     pub(super) fn aws_failure(&self, e: AwsError, keys_changed: usize) -> Decision {
         let detail = e.to_string();

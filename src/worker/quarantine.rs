@@ -1,4 +1,4 @@
-//! Quarantine after the key action (README, "Quarantine"): `quarantine.policy_arn`
+//! Quarantine after the key action (docs, "Quarantine"): `quarantine.policy_arn`
 //! attached to each user whose key the job revoked. Like every step after the
 //! revocation, it never changes the job's outcome: a failure is retried by the retry
 //! wrapper, then counted, logged and said in the outcome's `quarantine`.
@@ -31,7 +31,7 @@ pub(super) async fn check_policy(accounts: &Accounts, config: &Config) -> Option
     match iam.policy_exists(&policy, &retries).await {
         Ok(true) => Some(policy),
         Ok(false) => {
-            tracing::warn!(policy_arn = %policy, "quarantine.policy_arn does not exist: nobody is quarantined (README, \"Quarantine\")");
+            tracing::warn!(policy_arn = %policy, "quarantine.policy_arn does not exist: nobody is quarantined (docs, \"Quarantine\")");
             None
         }
         Err(e) => {

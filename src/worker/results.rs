@@ -1,4 +1,4 @@
-//! Outcome events (README, "Notifications"): one JSON event per finished job, with a
+//! Outcome events (docs, "Notifications"): one JSON event per finished job, with a
 //! one-line summary, sent to each configured sink: the results queue
 //! (`SendMessageBatch`), an SNS topic (`PublishBatch`, with message attributes to filter
 //! on and a subject) and an EventBridge bus (`PutEvents`, detail type
@@ -43,7 +43,7 @@ const LINGER: Duration = Duration::from_millis(50);
 /// The event sent for each finished job.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OutcomeEvent {
-    /// One line for people (README, "Notifications").
+    /// One line for people (docs, "Notifications").
     pub summary: String,
     pub request_id: Option<String>,
     pub message_id: String,

@@ -1,4 +1,4 @@
-//! The IAM step of a job (README, "Outcomes"): the action in the account the job names,
+//! The IAM step of a job (docs, "Outcomes"): the action in the account the job names,
 //! or in the account STS places its one key in; then containment, the session cut-off and
 //! quarantine, whatever comes after (CONTRACT §2, invariant 6); then staging. Returns the
 //! job's decision and what it learnt.
@@ -47,7 +47,7 @@ impl Worker {
     /// The IAM action, in the account the job names, and the job as a continuation
     /// would carry it on. A job of one key named alone (a leak detector's, an event's)
     /// that STS places in another account is worked there once, when the worker may act
-    /// there (README, "Which account"); a job that names the user and the account is
+    /// there (docs, "Which account"); a job that names the user and the account is
     /// refused `other_account` instead: its producer named a user of that account.
     pub(super) async fn revoke(
         &self,

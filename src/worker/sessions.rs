@@ -1,4 +1,4 @@
-//! The session cut-off after the key action (README, "Revoking sessions"), and what its
+//! The session cut-off after the key action (docs, "Revoking sessions"), and what its
 //! failure means for the job.
 
 use crate::aws::classify::{AwsError, ErrorClass};
@@ -27,18 +27,18 @@ pub(super) struct SessionFacts {
 /// Which revocation a cut-off serves, and what it changed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Cut<'a> {
-    /// The job's request id: the cut-off records it (README, "Revoking sessions").
+    /// The job's request id: the cut-off records it (docs, "Revoking sessions").
     pub request_id: &'a str,
     pub keys_changed: usize,
     /// The users IAM tied to a key the job changed: the only ones the quota's fallback
-    /// quarantines (README, "Quarantine": a typo must not lock a colleague out).
+    /// quarantines (docs, "Quarantine": a typo must not lock a colleague out).
     pub tied: &'a [String],
 }
 
 impl Worker {
     /// After the key action (also when the key was already absent, or when a job of
     /// several keys changed some and then failed): the session policy on each user whose
-    /// key the job concerned (README, "Revoking sessions"). The cut-off is the time of the
+    /// key the job concerned (docs, "Revoking sessions"). The cut-off is the time of the
     /// revocation, rounded up to the second, plus `sessions.margin_seconds`. A user the
     /// protected list names, or who holds a protected key, never gets it. One user's
     /// failure never keeps the others from theirs: the first failure decides the job
@@ -241,7 +241,7 @@ impl Worker {
             _ if e.is_access_denied() => Decision::new(
                 Outcome::Rejected(Reason::AccessDenied),
                 format!(
-                    "{did}: {e}. The worker needs iam:ListUserPolicies, iam:PutUserPolicy, iam:DeleteUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (README, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
+                    "{did}: {e}. The worker needs iam:ListUserPolicies, iam:PutUserPolicy, iam:DeleteUserPolicy and iam:GetUserPolicy to revoke sessions; grant them (docs, \"Revoking sessions\") and move this message back, or send jobs without revoke_sessions"
                 ),
             ),
             _ => Decision::new(Outcome::Rejected(Reason::AwsError), format!("{did}: {e}")),

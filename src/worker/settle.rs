@@ -33,7 +33,7 @@ pub(super) struct Source {
 #[derive(Debug)]
 pub(super) struct Settler {
     sqs: Sqs,
-    /// Signs the messages the worker sends itself (README, "Continuations").
+    /// Signs the messages the worker sends itself (docs, "Continuations").
     pub mac: Option<Mac>,
     /// `sqs.queue_url`.
     pub main: Source,
@@ -252,7 +252,7 @@ impl Settler {
     }
 
     /// Carries an unfinished job on in a message of the worker's own that names the
-    /// owners IAM reported and what was changed (README, "Continuations"), then deletes
+    /// owners IAM reported and what was changed (docs, "Continuations"), then deletes
     /// the original: once a key is deleted, a redelivery of the original could no longer
     /// find its owner to finish the job. The continuation comes back after the retry
     /// delay (at once after a refusal, so that it is dead-lettered itself, ready to be
@@ -300,7 +300,7 @@ impl Settler {
     }
 
     /// Sends `next`, the job of `message`, on to `queue_url` as a message of the worker's
-    /// own, `delay` seconds from now (README, "Continuations"); returns its id. It counts
+    /// own, `delay` seconds from now (docs, "Continuations"); returns its id. It counts
     /// the deliveries so far and keeps the first message's enqueue time.
     pub(super) async fn send_on(
         &self,
@@ -320,7 +320,7 @@ impl Settler {
                 continuation.enqueued_at_ms = delivery.sent_timestamp_ms;
             }
         }
-        // The worker's word on it, for its time (README, "Continuations"): without a MAC
+        // The worker's word on it, for its time (docs, "Continuations"): without a MAC
         // key the continuation goes unsigned, and none of its claims will be believed.
         // KMS failing never holds the job back: unsigned, the continuation is worked from
         // its own fields (its keys), which still revokes them.

@@ -1,5 +1,5 @@
 //! Job slots: a job holds one while it is worked. A priority job goes before every
-//! main-queue job, and a quarter of the slots is kept for priority jobs (README, "The
+//! main-queue job, and a quarter of the slots is kept for priority jobs (docs, "The
 //! priority queue").
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,4 @@
-//! Staged revocation in the job's path (README, "Staged revocation"): a job with
+//! Staged revocation in the job's path (docs, "Staged revocation"): a job with
 //! `delete_after` deactivates its key(s) now and leaves the delete to one EventBridge
 //! Scheduler schedule per key, whose target is the queue the job came from.
 //!
@@ -131,7 +131,7 @@ impl Staging {
 impl Worker {
     /// Before the IAM write of a staged job: ends `cancelled` one whose every key a
     /// person restored since it was sent (`Err`), and returns the job with the restored
-    /// keys spared otherwise. Deactivation never waits on Scheduler (README, "Staged
+    /// keys spared otherwise. Deactivation never waits on Scheduler (docs, "Staged
     /// revocation"): a `delete_after` this worker cannot honour (staging not configured
     /// here, a time already past) and a schedule it cannot look up never stop the
     /// deactivation; the first comes back as the scheduling problem to report once the
@@ -381,7 +381,7 @@ impl Worker {
     }
 
     /// Right before a scheduled delete (a job that requires its key `Inactive`) deletes:
-    /// whether its staging is still in force (README, "Staged revocation"). `Some(why)`
+    /// whether its staging is still in force (docs, "Staged revocation"). `Some(why)`
     /// cancels the delete: past its due time by more than [`LATE_DELETE_SECONDS`] (a late
     /// or redriven copy), a restore recorded (its schedule kept disabled), or its
     /// schedule now sending another staging's delete. A schedule that is gone ran and
@@ -472,7 +472,7 @@ pub(super) struct Staged {
     pub failure: Option<AwsError>,
 }
 
-/// The delete a staged revocation schedules for `key` of `user` (README, "Staged
+/// The delete a staged revocation schedules for `key` of `user` (docs, "Staged
 /// revocation"): that key of that user, deleted only while IAM lists it `Inactive`, in
 /// the same account, with the staging job's requester and batch. Its request id is
 /// the staging job's with `.delete` (or, for an id too long for that, a digest of it),

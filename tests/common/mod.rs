@@ -90,7 +90,7 @@ impl TestEnv {
         };
         let queue_url = create_queue(&clients.sqs, &name, redrive_policy).await;
         config.sqs.queue_url = queue_url.clone();
-        // The worker's MAC key, as the worker stack makes it (README, "Continuations").
+        // The worker's MAC key, as the worker stack makes it (docs, "Continuations").
         config.continuation.mac_key_id = Some(mac_key(&clients).await);
         if !redrive {
             config.sqs.dead_letter_queue_url = Some(dlq_url.clone());
@@ -180,7 +180,7 @@ impl TestEnv {
     }
 
     /// Handles `message` to the job's end: while the worker hands the job on to a message
-    /// of its own before changing anything (`retry/continued`, README "Continuations"),
+    /// of its own before changing anything (`retry/continued`, docs "Continuations"),
     /// that message too.
     pub async fn handle_job(&self, worker: &Worker, message: Message) -> JobReport {
         let mut report = worker.handle(message).await;

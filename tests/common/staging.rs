@@ -1,5 +1,5 @@
 //! Staged revocation's test set-up: a schedule group of the test's own, its schedules read
-//! back, and staging jobs (README, "Staged revocation").
+//! back, and staging jobs (docs, "Staged revocation").
 
 use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
 use iam_key_revoker::staging::schedule_name;
