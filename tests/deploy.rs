@@ -388,7 +388,8 @@ fn the_member_role_template_matches_the_policy_files() {
                     .replace("${AWS::Partition}", "PARTITION")
                     .replace("${AWS::AccountId}", "MEMBER_ACCOUNT_ID")
                     .replace("${WorkerAccountId}", "WORKER_ACCOUNT_ID")
-                    .replace("${WorkerRoleName}", "iam-key-revoker-worker"),
+                    .replace("${WorkerRoleName}", "iam-key-revoker-worker")
+                    .replace("${WorkerRoleRevision}", "1"),
             ),
             Value::Object(map) if map.get("Ref") == Some(&Value::from("OrganizationId")) => {
                 Value::from("ORGANIZATION_ID")

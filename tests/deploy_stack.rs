@@ -35,6 +35,10 @@
 //! - it evaluates IAM policies for SQS queues and IAM roles, but checks IAM users'
 //!   resources against `*` and evaluates no conditions: with enforcement on, the worker's
 //!   IAM calls on users are refused here (tests/deploy.rs evaluates those statements);
+//!   a trust policy's condition it cannot evaluate (`aws:PrincipalOrgID`) refuses every
+//!   caller, and it matches a role session against the trust's role ARN as text, so the
+//!   planner's and restorer's roles cannot be taken here at all: tests/deploy.rs
+//!   evaluates their trust and rights with IAM's logic;
 //! - with enforcement on, it refuses every EventBridge Scheduler request as
 //!   `SignatureDoesNotMatch` (it computes REST requests' signatures differently), so the
 //!   worker's start-up look at its schedule group is refused there: the worker warns and
@@ -202,7 +206,6 @@ exit 0
                 r#"#!/bin/bash
 echo "helm $*" >>{state}/calls
 case "$*" in
-  "status keda"*) [ -e {state}/keda ] ;;
   "upgrade --install keda"*) touch {state}/keda ;;
 esac
 "#,
@@ -219,10 +222,10 @@ echo "kubectl $*" >>{state}/calls
 case "$*" in
   "apply -k "*) {real} kustomize "$3" >"{state}/applied-$(basename "$3").yaml"; touch "{state}/applied" ;;
   "apply -f -") cat >"{state}/applied-stdin.yaml" ;;
-  "delete -k "*) touch "{state}/deleted" ;;
-  "delete --ignore-not-found -f -") cat >/dev/null ;;
   "config current-context") echo "arn:aws:eks:{REGION}:{ACCOUNT}:cluster/revoker-cluster" ;;
   "get crd podmonitors.monitoring.coreos.com") ;;
+  "get crd scaledobjects.keda.sh") [ -e "{state}/keda" ] ;;
+  "-n security delete --ignore-not-found"*) touch "{state}/deleted" ;;
   kustomize*) exec {real} "$@" ;;
   "-n security rollout status"*)
     for _ in $(seq 1200); do [ -e "{state}/worker-running" ] && exit 0; sleep 0.1; done
@@ -614,9 +617,15 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
     let emulator = Emulator::start(&dir.path().join("emulator.log")).await;
     let url = emulator.url.clone();
     stand_ins(&bin, &state, &url);
-    // The checkout the scripts run in (they write stack.env into deploy/).
+    // The checkout the scripts run in (they write stack.env into deploy/, and read the
+    // version from Cargo.toml).
     let status = Command::new("cp")
-        .args(["-r", &format!("{ROOT}/deploy"), work.to_str().unwrap()])
+        .args([
+            "-r",
+            &format!("{ROOT}/deploy"),
+            &format!("{ROOT}/Cargo.toml"),
+            work.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -790,7 +799,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         "pushed already",
         "StackSet iam-key-revoker-health-forwarding: unchanged",
         "StackSet iam-key-revoker-member-role: unchanged",
-        "StackSet iam-key-revoker-member-role: every instance succeeded",
+        "StackSet iam-key-revoker-member-role: no instance failed",
         "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: unchanged",
         "KEDA is installed already",
         "The sample finding reached the worker, which changed nothing",
@@ -820,7 +829,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         "Trusted access: enabled\n",
         "Stack iam-key-revoker in eu-west-1: created",
         "StackSet iam-key-revoker-member-role: created",
-        "StackSet iam-key-revoker-member-role: every instance succeeded",
+        "StackSet iam-key-revoker-member-role: no instance failed",
         "Stack iam-key-revoker-guardduty-forwarding in eu-central-1: created",
         "KEDA: installed",
         "revoked",
@@ -1349,6 +1358,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop(worker);
+
     emulator.enforce(false);
     let lines = std::fs::read_to_string(&log).unwrap();
     let outcomes: BTreeMap<String, String> = lines

@@ -11,12 +11,8 @@ ORGANIZATION_ID=$(aws organizations describe-organization --query Organization.I
 REGISTRY=$WORKER_ACCOUNT.dkr.ecr.$REGION.amazonaws.com
 IMAGE=$REGISTRY/iam-key-revoker:$VERSION
 
-say "The binary (the commands and the worker; Rust 1.95 or later)"
-if command -v iam-key-revoker >/dev/null 2>&1; then
-  echo "Installed: $(command -v iam-key-revoker)"
-else
-  cargo install --locked --path "$REPO"
-fi
+say "The binary (the commands and the worker)"
+ensure_binary
 PROTECTED_USER_ARNS=$(protected_user_arns)
 echo "Protected users (IAM's Deny): ${PROTECTED_USER_ARNS:-none}"
 
@@ -48,6 +44,9 @@ say "The operators' policies"
 attach() {
   local role_arn=$1 policy=$2 role
   case $role_arn in
+    "arn:aws:iam::$WORKER_ACCOUNT:role/aws-reserved/"*)
+      echo "$role_arn is IAM Identity Center's: give its permission set ${policy##*/}'s rights"
+      ;;
     "arn:aws:iam::$WORKER_ACCOUNT:role/"*)
       role=${role_arn##*/}
       if aws iam list-attached-role-policies --role-name "$role" \

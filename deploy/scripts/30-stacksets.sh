@@ -17,17 +17,23 @@ ORGANIZATION_ID=$(aws organizations describe-organization --query Organization.I
 OUS=$(target_ous)
 PROTECTED_USER_ARNS=$(protected_user_arns)
 failed=0
+ensure_binary
 
 say "AWS Health's forwarding, every account, us-east-1 and us-west-2"
 stackset_apply iam-key-revoker-health-forwarding "$REPO/deploy/aws/forwarding.cfn.json" "$OUS" "us-east-1 us-west-2" \
   "SecurityEventBusArn=$SECURITY_EVENT_BUS_ARN" ForwardHealth=true ForwardGuardDuty=false \
-  "AlarmTopicArn=$ALARM_TOPIC_ARN" || failed=1
+  "AlarmTopicArn=$ALARM_TOPIC_ARN"
 
 say "The member roles, every account"
 stackset_apply iam-key-revoker-member-role "$REPO/deploy/aws/member-role.cfn.json" "$OUS" "$REGION" \
-  "WorkerAccountId=$WORKER_ACCOUNT" "OrganizationId=$ORGANIZATION_ID" \
+  "WorkerAccountId=$WORKER_ACCOUNT" "WorkerRoleRevision=${WORKER_ROLE_REVISION:-1}" \
+  "OrganizationId=$ORGANIZATION_ID" \
   "ProtectedUserArns=$PROTECTED_USER_ARNS" "PlannerPrincipalArns=$PLANNERS" \
-  "RestorerPrincipalArns=$RESTORERS" || failed=1
+  "RestorerPrincipalArns=$RESTORERS"
+
+say "Failed instances"
+stackset_failures iam-key-revoker-health-forwarding || failed=1
+stackset_failures iam-key-revoker-member-role || failed=1
 
 say "Done. To check:"
 echo "  aws cloudformation list-stack-instances --call-as $CALL_AS --stack-set-name iam-key-revoker-member-role \\"

@@ -12,6 +12,7 @@ if [ "${MANAGEMENT_ACCOUNT_STACKS:-false}" != true ]; then
 fi
 in_account management "$MANAGEMENT_ACCOUNT"
 load_stack_env
+ensure_binary
 ORGANIZATION_ID=$(aws organizations describe-organization --query Organization.Id --output text)
 
 say "AWS Health's forwarding, us-east-1 and us-west-2"
@@ -23,7 +24,8 @@ done
 
 say "The member roles"
 stack_apply iam-key-revoker-member-role "$REPO/deploy/aws/member-role.cfn.json" "$REGION" \
-  "WorkerAccountId=$WORKER_ACCOUNT" "OrganizationId=$ORGANIZATION_ID" \
+  "WorkerAccountId=$WORKER_ACCOUNT" "WorkerRoleRevision=${WORKER_ROLE_REVISION:-1}" \
+  "OrganizationId=$ORGANIZATION_ID" \
   "ProtectedUserArns=$(protected_user_arns)" "PlannerPrincipalArns=$PLANNERS" \
   "RestorerPrincipalArns=$RESTORERS"
 

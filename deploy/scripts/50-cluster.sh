@@ -16,10 +16,12 @@ aws eks update-kubeconfig --name "$CLUSTER" --region "$REGION"
 echo "Context: $(kubectl config current-context)"
 
 say "KEDA"
-if helm status keda --namespace keda >/dev/null 2>&1; then
-  echo "KEDA is installed already: left as it is (its values and its operator's role unchanged)"
+if kubectl get crd scaledobjects.keda.sh >/dev/null 2>&1; then
+  echo "KEDA is installed already: left as it is (its values and its operator's role unchanged;"
+  echo "the scaler role trusts the stack's KedaNamespace/KedaServiceAccountName: its operator's)"
 else
   helm repo add kedacore https://kedacore.github.io/charts
+  helm repo update kedacore
   helm upgrade --install keda kedacore/keda --namespace keda --create-namespace --version 2.20.2 \
     --set podIdentity.aws.irsa.enabled=true --set podIdentity.aws.irsa.roleArn="$KEDA_SCALER_ROLE_ARN"
   echo "KEDA: installed"

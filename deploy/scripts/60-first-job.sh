@@ -31,8 +31,11 @@ if ! wait_for 120 "the revocation of $KEY" keys_gone; then
   exit 1
 fi
 echo "$KEY: revoked"
-kubectl -n security logs -l app.kubernetes.io/name=iam-key-revoker --prefix --tail=-1 |
-  grep '"Job finished"' | grep "$KEY"
+job_logged() {
+  kubectl -n security logs -l app.kubernetes.io/name=iam-key-revoker --prefix --tail=-1 |
+    grep '"Job finished"' | grep "$KEY"
+}
+wait_for 30 "a replica's audit line for $KEY" job_logged
 aws iam delete-user --user-name "$USER_NAME"
 
 say "Done: the worker revokes."

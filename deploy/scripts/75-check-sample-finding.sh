@@ -15,4 +15,6 @@ sample_logged() {
 wait_for 300 "a replica's log of the sample finding of $ACCOUNT" sample_logged
 echo "The sample finding reached the worker, which changed nothing:"
 printf '%s\n' "$line"
+echo "Its message waits in the priority dead-letter queue (revoker-reason not_revocable), which"
+echo "IamKeyRevokerDeadLetterQueueNotEmpty warns of: delete it there (console, or receive and delete)."
 say "Done: the event path works from $ACCOUNT."

@@ -15,10 +15,15 @@ case $part in
     in_account worker "$WORKER_ACCOUNT"
     aws eks update-kubeconfig --name "$CLUSTER" --region "$REGION"
     echo "Context: $(kubectl config current-context)"
-    kubectl delete -k "$REPO/deploy/kubernetes/" --ignore-not-found
+    # The worker's objects by name; the namespace stays (other tools may live there).
+    kubectl -n security delete --ignore-not-found scaledobject/iam-key-revoker \
+      triggerauthentication/iam-key-revoker-keda deployment/iam-key-revoker \
+      poddisruptionbudget/iam-key-revoker serviceaccount/iam-key-revoker
+    kubectl -n security delete --ignore-not-found configmap -l app.kubernetes.io/name=iam-key-revoker
     if kubectl get crd podmonitors.monitoring.coreos.com >/dev/null 2>&1; then
-      kubectl kustomize "$REPO/deploy/prometheus/" | kubectl delete --ignore-not-found -f -
+      kubectl -n security delete --ignore-not-found podmonitor/iam-key-revoker prometheusrule/iam-key-revoker
     fi
+    echo "The worker's objects in the namespace security: deleted (the namespace stays)"
     ;;
   guardduty)
     in_account "GuardDuty administrator" "$GUARDDUTY_ADMIN_ACCOUNT"

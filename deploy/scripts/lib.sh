@@ -43,6 +43,20 @@ in_account() {
   fi
 }
 
+# The binary of this checkout's version on PATH, installed when it is not (Rust 1.95 or
+# later; a release build of 10-20 minutes).
+ensure_binary() {
+  local want have
+  want=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -n 1)
+  have=$(iam-key-revoker --version 2>/dev/null | cut -d' ' -f2 || true)
+  if [ "$have" = "$want" ]; then
+    echo "iam-key-revoker $have: $(command -v iam-key-revoker)"
+  else
+    echo "iam-key-revoker ${have:-none} installed, this checkout is $want: installing it"
+    cargo install --locked --path "$REPO"
+  fi
+}
+
 # The stacks' ProtectedUserArns: protect.users of the shipped worker.toml.
 protected_user_arns() {
   iam-key-revoker protect-policy --config "$REPO/deploy/kubernetes/worker.toml" --format parameter
@@ -154,18 +168,32 @@ wait_operation() {
   echo "StackSet $set: operation $operation $status"
 }
 
-# stackset_failures STACKSET: lists the instances that did not succeed; true when none.
+# stackset_failures STACKSET: lists the instances that failed (FAILED, CANCELLED,
+# INOPERABLE, FAILED_IMPORT); true when none. Suspended accounts (SKIPPED_SUSPENDED_ACCOUNT)
+# and instances still deploying (PENDING, RUNNING: a new account) are said, not failures.
 stackset_failures() {
-  local set=$1 failed
-  failed=$(aws cloudformation list-stack-instances --call-as "$CALL_AS" --stack-set-name "$set" \
-    --query "Summaries[?StackInstanceStatus.DetailedStatus!='SUCCEEDED'].[Account,Region,StackInstanceStatus.DetailedStatus,StatusReason]" \
-    --output text)
+  local set=$1 failed others
+  # shellcheck disable=SC2016 # JMESPath's literals are in backquotes
+  if ! failed=$(aws cloudformation list-stack-instances --call-as "$CALL_AS" --stack-set-name "$set" \
+    --query 'Summaries[?contains(`["FAILED","CANCELLED","INOPERABLE","FAILED_IMPORT"]`, StackInstanceStatus.DetailedStatus)].[Account,Region,StackInstanceStatus.DetailedStatus,StatusReason]' \
+    --output text); then
+    echo "error: StackSet $set: its instances could not be listed" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2016 # JMESPath's literals are in backquotes
+  others=$(aws cloudformation list-stack-instances --call-as "$CALL_AS" --stack-set-name "$set" \
+    --query 'Summaries[?contains(`["PENDING","RUNNING","SKIPPED_SUSPENDED_ACCOUNT"]`, StackInstanceStatus.DetailedStatus)].[Account,Region,StackInstanceStatus.DetailedStatus]' \
+    --output text) || others=""
+  if [ -n "$others" ] && [ "$others" != None ]; then
+    echo "StackSet $set: not failed, not done (account, Region, status):"
+    printf '%s\n' "$others"
+  fi
   if [ -n "$failed" ] && [ "$failed" != None ]; then
-    echo "StackSet $set: these instances did not succeed (account, Region, status, reason):" >&2
+    echo "StackSet $set: these instances failed (account, Region, status, reason):" >&2
     printf '%s\n' "$failed" >&2
     return 1
   fi
-  echo "StackSet $set: every instance succeeded"
+  echo "StackSet $set: no instance failed"
 }
 
 # stackset_apply NAME TEMPLATE TARGET_OUS "REGIONS" KEY=VALUE...: a service-managed
@@ -201,6 +229,12 @@ stackset_apply() {
   for region in $regions; do
     count=$(aws cloudformation list-stack-instances --call-as "$CALL_AS" --stack-set-name "$name" \
       --stack-instance-region "$region" --query 'length(Summaries)' --output text)
+    case $count in
+      '' | *[!0-9]*)
+        echo "error: StackSet $name: its instances in $region could not be counted ($count)" >&2
+        return 1
+        ;;
+    esac
     if [ "$count" = 0 ]; then
       missing="$missing $region"
     fi
@@ -208,13 +242,12 @@ stackset_apply() {
   if [ -n "$missing" ]; then
     # shellcheck disable=SC2086 # one argument per Region
     operation=$(aws cloudformation create-stack-instances --call-as "$CALL_AS" --stack-set-name "$name" \
-      --deployment-targets "OrganizationalUnitIds=$ous" --regions $missing \
+      --deployment-targets "OrganizationalUnitIds=${ous// /,}" --regions $missing \
       --operation-preferences "$OPERATION_PREFERENCES" --query OperationId --output text)
     wait_operation "$name" "$operation"
   else
     echo "StackSet $name: instances in $regions already"
   fi
-  stackset_failures "$name"
 }
 
 # stackset_remove NAME TARGET_OUS "REGIONS": deletes its instances (and their stacks),
@@ -229,15 +262,22 @@ stackset_remove() {
     --query 'length(Summaries)' --output text)" != 0 ]; then
     # shellcheck disable=SC2086 # one argument per Region
     operation=$(aws cloudformation delete-stack-instances --call-as "$CALL_AS" --stack-set-name "$name" \
-      --deployment-targets "OrganizationalUnitIds=$ous" --regions $regions --no-retain-stacks \
+      --deployment-targets "OrganizationalUnitIds=${ous// /,}" --regions $regions --no-retain-stacks \
       --operation-preferences "$OPERATION_PREFERENCES" --query OperationId --output text)
     wait_operation "$name" "$operation"
+    if [ "$(aws cloudformation list-stack-instances --call-as "$CALL_AS" --stack-set-name "$name" \
+      --query 'length(Summaries)' --output text)" != 0 ]; then
+      echo "error: StackSet $name still has instances; their stacks could not all be deleted:" >&2
+      stackset_failures "$name" || true
+      return 1
+    fi
   fi
   aws cloudformation delete-stack-set --call-as "$CALL_AS" --stack-set-name "$name"
   echo "StackSet $name: deleted"
 }
 
-# The organizational units the StackSets deploy to: TARGET_OUS, or the organization's root.
+# The organizational units the StackSets deploy to (separated by spaces): TARGET_OUS, or
+# the organization's root.
 target_ous() {
   if [ -n "${TARGET_OUS:-}" ]; then
     printf '%s' "$TARGET_OUS"
