@@ -1783,7 +1783,8 @@ fn outcome_sinks_are_the_workers_and_producers_elsewhere_are_named() {
 /// EventBridge could not deliver after its retries goes there instead of being dropped:
 /// "Using dead-letter queues to process undelivered events", EventBridge User Guide),
 /// which only those rules may send to; an alarm watches each rule's FailedInvocations and
-/// one the dead-letter queue's depth, notifying AlarmTopicArn when it is set.
+/// one the dead-letter queue's depth, notifying the topic AlarmTopicName of the stack's
+/// own Region, in AlarmTopicAccountId, when it is set.
 #[test]
 fn a_failing_forwarding_is_kept_and_alarmed() {
     let forwarding = Stack::load(
@@ -1793,7 +1794,8 @@ fn a_failing_forwarding_is_kept_and_alarmed() {
                 "SecurityEventBusArn",
                 "arn:aws:events:eu-west-1:111122223333:event-bus/iam-key-revoker",
             ),
-            ("AlarmTopicArn", "arn:aws:sns:us-east-1:111122223333:oncall"),
+            ("AlarmTopicName", "oncall"),
+            ("AlarmTopicAccountId", "999988887777"),
         ],
     );
     let dlq = forwarding
@@ -1825,7 +1827,7 @@ fn a_failing_forwarding_is_kept_and_alarmed() {
         let properties = forwarding.properties(alarm);
         assert_eq!(
             properties["AlarmActions"],
-            serde_json::json!(["arn:aws:sns:us-east-1:111122223333:oncall"]),
+            serde_json::json!(["arn:aws:sns:eu-west-1:999988887777:oncall"]),
             "{alarm}"
         );
         assert_eq!(properties["ComparisonOperator"], "GreaterThanThreshold");

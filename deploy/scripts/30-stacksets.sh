@@ -22,7 +22,7 @@ ensure_binary
 say "AWS Health's forwarding, every account, us-east-1 and us-west-2"
 stackset_apply iam-key-revoker-health-forwarding "$REPO/deploy/aws/forwarding.cfn.json" "$OUS" "us-east-1 us-west-2" \
   "SecurityEventBusArn=$SECURITY_EVENT_BUS_ARN" ForwardHealth=true ForwardGuardDuty=false \
-  "AlarmTopicArn=$ALARM_TOPIC_ARN"
+  "AlarmTopicName=$ALARM_TOPIC_NAME" "AlarmTopicAccountId=$ALARM_TOPIC_ACCOUNT"
 
 say "The member roles, every account"
 stackset_apply iam-key-revoker-member-role "$REPO/deploy/aws/member-role.cfn.json" "$OUS" "$REGION" \

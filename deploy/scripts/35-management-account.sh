@@ -19,7 +19,7 @@ say "AWS Health's forwarding, us-east-1 and us-west-2"
 for region in us-east-1 us-west-2; do
   stack_apply iam-key-revoker-health-forwarding "$REPO/deploy/aws/forwarding.cfn.json" "$region" \
     "SecurityEventBusArn=$SECURITY_EVENT_BUS_ARN" ForwardHealth=true ForwardGuardDuty=false \
-    "AlarmTopicArn=$ALARM_TOPIC_ARN"
+    "AlarmTopicName=$ALARM_TOPIC_NAME" "AlarmTopicAccountId=$ALARM_TOPIC_ACCOUNT"
 done
 
 say "The member roles"

@@ -11,7 +11,8 @@ for region in $GUARDDUTY_REGIONS; do
   say "GuardDuty's forwarding in $region"
   stack_apply iam-key-revoker-guardduty-forwarding "$REPO/deploy/aws/forwarding.cfn.json" "$region" \
     "SecurityEventBusArn=$SECURITY_EVENT_BUS_ARN" ForwardHealth=false ForwardGuardDuty=true \
-    "DeliverSampleFindings=${DELIVER_SAMPLE_FINDINGS:-false}" "AlarmTopicArn=$ALARM_TOPIC_ARN"
+    "DeliverSampleFindings=${DELIVER_SAMPLE_FINDINGS:-false}" \
+    "AlarmTopicName=$ALARM_TOPIC_NAME" "AlarmTopicAccountId=$ALARM_TOPIC_ACCOUNT"
 done
 
 say "Done. To check:"

@@ -218,7 +218,19 @@ impl Stack {
                     "Fn::GetAtt" => {
                         self.attribute(arg[0].as_str().unwrap(), arg[1].as_str().unwrap())
                     }
-                    "Fn::Sub" => json!(self.sub(arg.as_str().expect("the string form"))),
+                    "Fn::Sub" => match arg {
+                        Value::Array(form) => {
+                            // The list form: the text, and variables of its own.
+                            let mut text = form[0].as_str().unwrap().to_owned();
+                            for (name, value) in form[1].as_object().unwrap() {
+                                let value = self.resolve(value);
+                                text =
+                                    text.replace(&format!("${{{name}}}"), value.as_str().unwrap());
+                            }
+                            json!(self.sub(&text))
+                        }
+                        text => json!(self.sub(text.as_str().unwrap())),
+                    },
                     "Fn::If" => {
                         let chosen = if self.condition(arg[0].as_str().unwrap()) {
                             &arg[1]
