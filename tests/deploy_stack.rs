@@ -18,8 +18,9 @@
 //!   the template itself; the schedule group the worker checks for at start is created
 //!   here in the stack's stead;
 //! - it has no `ActivateOrganizationsAccess`/`DescribeOrganizationsAccess` (StackSets'
-//!   trusted access) and no GuardDuty `CreateSampleFindings`: the `aws` stand-in plays
-//!   them (recorded), and the test puts the sample finding's event on the bus itself;
+//!   trusted access), no Security Hub `ListOrganizationAdminAccounts` and no GuardDuty
+//!   `CreateSampleFindings`: the `aws` stand-in plays them (recorded), and the test puts
+//!   the sample finding's event on the bus itself;
 //! - its `DeleteStackInstances` reads only the self-managed `--accounts`, not a
 //!   service-managed StackSet's `--deployment-targets`: the stand-in passes the account;
 //! - deleting a stack, it deletes a managed policy without detaching it from the roles
@@ -167,6 +168,9 @@ case "$*" in
     if [ -e {state}/organizations-access ]; then echo ENABLED; else echo DISABLED; fi; exit 0 ;;
   *"cloudformation activate-organizations-access"*) touch {state}/organizations-access; exit 0 ;;
   *"guardduty create-sample-findings"*) touch {state}/sample-finding; exit 0 ;;
+  *"securityhub list-organization-admin-accounts"*)
+    if [ -e {state}/securityhub-admin ]; then echo ENABLED; fi; exit 0 ;;
+  *"securityhub enable-organization-admin-account"*) touch {state}/securityhub-admin ;;
   *"cloudformation delete-stack-instances"*)
     args=(); skip=0
     for a in "$@"; do
@@ -525,6 +529,7 @@ PRODUCERS=""
 MANAGEMENT_ACCOUNT_STACKS=false
 ALARM_TOPIC_NAME=""
 ALARM_TOPIC_ACCOUNT=""
+UPDATE_FINDINGS=true
 DELIVER_SAMPLE_FINDINGS=true
 BOOK_URL=https://docs.example.org/iam-key-revoker/
 PROMETHEUS_RELEASE=kube-prometheus-stack
@@ -793,6 +798,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
     for unchanged in [
         "Trusted access: enabled already",
         "eu-central-1: administrator already",
+        "New accounts: enabled already",
         "OIDC provider: exists",
         "Stack iam-key-revoker in eu-west-1: unchanged",
         "secops-analyst: has iam-key-revoker-plan already",

@@ -3,7 +3,8 @@
 # need of the organization. CloudFormation StackSets' trusted access with Organizations
 # (without it a service-managed StackSet is refused: API Reference,
 # ActivateOrganizationsAccess); a StackSets delegated administrator when STACKSETS_ACCOUNT
-# is not this account; GuardDuty's delegated administrator in each of GUARDDUTY_REGIONS.
+# is not this account; GuardDuty's delegated administrator in each of GUARDDUTY_REGIONS,
+# and Security Hub's (the same account) with UPDATE_FINDINGS=true.
 # Re-runnable: what is in place already is left as it is.
 source "$(dirname "$0")/lib.sh"
 in_account management "$MANAGEMENT_ACCOUNT"
@@ -41,6 +42,21 @@ for region in $GUARDDUTY_REGIONS; do
     echo "$region: administrator registered"
   fi
 done
+
+if [ "${UPDATE_FINDINGS:-false}" = true ]; then
+  say "Security Hub: delegated administrator $GUARDDUTY_ADMIN_ACCOUNT (intake.update_findings)"
+  for region in $GUARDDUTY_REGIONS; do
+    status=$(aws securityhub list-organization-admin-accounts --region "$region" \
+      --query "AdminAccounts[?AccountId=='$GUARDDUTY_ADMIN_ACCOUNT'].Status" --output text)
+    if [ "$status" = ENABLED ]; then
+      echo "$region: administrator already"
+    else
+      aws securityhub enable-organization-admin-account --region "$region" \
+        --admin-account-id "$GUARDDUTY_ADMIN_ACCOUNT"
+      echo "$region: administrator registered"
+    fi
+  done
+fi
 
 say "Done. To check:"
 echo "  aws cloudformation describe-organizations-access        # Status ENABLED"

@@ -2,7 +2,8 @@
 # Part 4, in the GUARDDUTY ADMINISTRATOR account (5 minutes a Region): GuardDuty delivers a
 # finding in the Region where it was found, and a member's findings also reach the
 # administrator in that Region; a forwarding stack in each of GUARDDUTY_REGIONS sends the
-# access-key findings to the worker's bus. Re-runnable.
+# access-key findings to the worker's bus. With UPDATE_FINDINGS=true, Security Hub is
+# turned on for the organization's new accounts there too. Re-runnable.
 source "$(dirname "$0")/lib.sh"
 in_account "GuardDuty administrator" "$GUARDDUTY_ADMIN_ACCOUNT"
 load_stack_env
@@ -14,6 +15,18 @@ for region in $GUARDDUTY_REGIONS; do
     "DeliverSampleFindings=${DELIVER_SAMPLE_FINDINGS:-false}" \
     "AlarmTopicName=$ALARM_TOPIC_NAME" "AlarmTopicAccountId=$ALARM_TOPIC_ACCOUNT"
 done
+
+if [ "${UPDATE_FINDINGS:-false}" = true ]; then
+  for region in $GUARDDUTY_REGIONS; do
+    say "Security Hub in $region: on in every account, new ones too (intake.update_findings)"
+    if [ "$(aws securityhub describe-organization-configuration --region "$region" --query AutoEnable --output text)" = True ]; then
+      echo "New accounts: enabled already"
+    else
+      aws securityhub update-organization-configuration --region "$region" --auto-enable
+      echo "New accounts: enabled from now on (existing members: Security Hub's console, Configuration)"
+    fi
+  done
+fi
 
 say "Done. To check:"
 echo "  aws cloudformation describe-stacks --region REGION --stack-name iam-key-revoker-guardduty-forwarding"
