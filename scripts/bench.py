@@ -254,7 +254,7 @@ def main():
     parser.add_argument("--notify", action="store_true",
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--key-only", action="store_true",
-                        help="jobs name the key alone: owner lookup, hand-on, MAC (docs, "Continuations")")
+                        help="jobs name the key alone: owner lookup, hand-on, MAC (docs, 'Continuations')")
     parser.add_argument("--no-mac-key", action="store_true",
                         help="start the worker without continuation.mac_key_id (as a worker of before it)")
     parser.add_argument("--record", help="append the result to this Markdown file")
