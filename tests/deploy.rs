@@ -1865,3 +1865,41 @@ fn a_failing_forwarding_is_kept_and_alarmed() {
         .get("AlarmActions")
         .is_none());
 }
+
+/// The worker stack's own rules keep what they could not put on the priority queue (its
+/// policy or encryption refusing EventBridge): a dead-letter queue of their own, which
+/// only they may send to and the worker never reads, with an alarm on its depth.
+#[test]
+fn the_worker_stacks_rules_keep_what_they_could_not_deliver() {
+    let stack = Stack::worker();
+    let arn = |id: &str| stack.resolve(&serde_json::json!({"Fn::GetAtt": [id, "Arn"]}));
+    let dlq = arn("SecurityEventDeadLetterQueue");
+    for rule in ["HealthRule", "GuardDutyRule"] {
+        let targets = stack.properties(rule)["Targets"].clone();
+        for target in targets.as_array().unwrap() {
+            assert_eq!(target["DeadLetterConfig"]["Arn"], dlq, "{rule}");
+        }
+    }
+    let policy = stack.properties("SecurityEventDeadLetterQueuePolicy")["PolicyDocument"].clone();
+    let statement = &policy["Statement"][0];
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        statement["Principal"],
+        serde_json::json!({"Service": "events.amazonaws.com"})
+    );
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    assert_eq!(
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+        serde_json::json!([arn("HealthRule"), arn("GuardDutyRule")])
+    );
+    let worker = worker_policies(&stack);
+    for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"] {
+        assert!(!allows(&worker, action, dlq.as_str().unwrap()), "{action}");
+    }
+    let alarm = stack.properties("SecurityEventsUndelivered");
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        alarm["Dimensions"][0]["Value"],
+        "iam-key-revoker-security-events-dlq"
+    );
+}
