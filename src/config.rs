@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
+pub use crate::breaker::config::{BreakerSection, LaneLimits};
 use crate::config_lists::list_or_comma_separated;
 use crate::guard::Protection;
 use crate::intake::IntakeRules;
@@ -69,6 +70,8 @@ pub struct Config {
     pub sessions: SessionsSection,
     /// Proof that a message is the worker's own.
     pub continuation: ContinuationSection,
+    /// The breaker: limits on keys changed, holds and pauses.
+    pub breaker: BreakerSection,
     /// The metrics and health listener.
     pub metrics: MetricsSection,
     /// Logging.
@@ -488,6 +491,7 @@ impl Config {
         self.schedule.validate()?;
         self.sessions.validate()?;
         self.continuation.validate()?;
+        self.breaker.validate()?;
         if intake.delete_after.is_some() && self.schedule.role_arn.is_none() {
             return Err(invalid(
                 "intake.delete_after",

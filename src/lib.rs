@@ -48,6 +48,7 @@
 pub mod activity;
 pub mod app;
 pub mod aws;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod config_checks;

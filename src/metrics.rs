@@ -98,6 +98,8 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::AlreadyAbsent,
     Outcome::Duplicate,
     Outcome::Cancelled,
+    Outcome::Held(Reason::AccountLimit),
+    Outcome::Held(Reason::FleetLimit),
     Outcome::Rejected(Reason::InvalidMessage),
     Outcome::Rejected(Reason::Protected),
     Outcome::Rejected(Reason::OwnerMismatch),
@@ -150,6 +152,7 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!(JOBS_TOTAL, "Jobs finished, by outcome and reason");
+    crate::breaker::gauges::describe();
     describe_counter!(
         DEAD_LETTERED_TOTAL,
         "Messages the worker copied to a dead-letter queue, by queue and reason"

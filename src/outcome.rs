@@ -55,6 +55,16 @@ pub enum Reason {
     /// Not a job: an activity report task received before its time, made invisible
     /// until then.
     ReportLater,
+    /// The breaker: the job's keys would exceed its queue's limit in the account.
+    AccountLimit,
+    /// The breaker: the job's keys would exceed its queue's limit in all accounts.
+    FleetLimit,
+    /// The breaker: this request was held already and waits for a person; not counted
+    /// again.
+    AlreadyHeld,
+    /// The breaker's table did not answer and the job's queue fails closed: back on the
+    /// queue, nothing changed.
+    BreakerUnavailable,
 }
 
 impl Reason {
@@ -80,6 +90,10 @@ impl Reason {
             Reason::Continued => "continued",
             Reason::Reported => "reported",
             Reason::ReportLater => "report_later",
+            Reason::AccountLimit => "account_limit",
+            Reason::FleetLimit => "fleet_limit",
+            Reason::AlreadyHeld => "already_held",
+            Reason::BreakerUnavailable => "breaker_unavailable",
         }
     }
 }
@@ -102,6 +116,9 @@ pub enum Outcome {
     Rejected(Reason),
     /// Left on the queue for a later attempt.
     Retry(Reason),
+    /// The breaker held the job for a person's approval; nothing changed; the hold is
+    /// kept in the breaker's table and the message deleted.
+    Held(Reason),
 }
 
 impl Outcome {
@@ -115,13 +132,16 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Rejected(_) => "rejected",
             Outcome::Retry(_) => "retry",
+            Outcome::Held(_) => "held",
         }
     }
 
     /// The reason code, `none` where no reason applies.
     pub fn reason(self) -> &'static str {
         match self {
-            Outcome::Rejected(reason) | Outcome::Retry(reason) => reason.as_str(),
+            Outcome::Rejected(reason) | Outcome::Retry(reason) | Outcome::Held(reason) => {
+                reason.as_str()
+            }
             _ => "none",
         }
     }

@@ -33,6 +33,8 @@ pub struct Health {
     credential_strikes: AtomicU32,
     /// The member accounts whose role fails now.
     members: Arc<MemberFailures>,
+    /// What an operator paused (docs, "The breaker"), as `/readyz` says it.
+    paused: std::sync::Mutex<Option<String>>,
 }
 
 impl Health {
@@ -46,7 +48,32 @@ impl Health {
             credentials_failing: AtomicBool::new(false),
             credential_strikes: AtomicU32::new(0),
             members,
+            paused: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The breaker's pauses as last read: the worker is not ready while one holds.
+    pub fn set_paused(&self, paused: Option<String>) {
+        let mut known = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *known != paused {
+            match &paused {
+                Some(what) => {
+                    tracing::warn!(paused = %what.trim_end(), "Key changes paused by an operator: not ready")
+                }
+                None => tracing::info!("Key changes resumed"),
+            }
+            *known = paused;
+        }
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The worker's own credentials failed: not ready, and no new jobs, until they work.
@@ -108,6 +135,7 @@ impl Health {
         let last = self.last_receive_ms.load(Ordering::Relaxed);
         !self.stopping.load(Ordering::Relaxed)
             && !self.credentials_failing()
+            && self.paused().is_none()
             && last > 0
             && now_ms().saturating_sub(last) <= self.max_age.as_millis() as u64
     }
@@ -159,6 +187,9 @@ async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     };
+    if let Some(paused) = state.health.paused() {
+        body.push_str(&paused);
+    }
     if let Some(members) = state.health.members.describe() {
         body.push_str(&members);
     }

@@ -47,6 +47,11 @@ impl JobReport {
                     self.verb()
                 )
             }
+            Outcome::Held(reason) => format!(
+                "Held for a person's approval ({}): did not {} {what}",
+                reason.as_str(),
+                self.verb()
+            ),
         };
         if let Some(origin) = &facts.origin {
             match origin.source {

@@ -179,6 +179,8 @@ pub(crate) const THROTTLING_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "TooManyRequestsException",
     "SlowDown",
+    // DynamoDB (API Reference, Common Errors and each operation's Errors).
+    "ProvisionedThroughputExceededException",
 ];
 
 /// Error codes that mean "try again" (docs, "On real AWS"), besides throttling.
@@ -194,6 +196,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestTimeoutException",
     "PriorRequestNotComplete",
     "KmsThrottled",
+    "TransactionConflictException",
 ];
 
 /// Error codes that mean the worker's own credentials failed: expired or unknown

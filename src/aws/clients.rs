@@ -29,6 +29,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
+    /// The breaker's table (docs, "The breaker").
+    pub dynamodb: aws_sdk_dynamodb::Client,
     /// The shared configuration, source of the clients built later (other accounts).
     pub sdk: SdkConfig,
 }
@@ -103,10 +105,14 @@ impl Clients {
         let sts = aws_sdk_sts::config::Builder::from(sdk)
             .interceptor(RequestCounter)
             .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(RequestCounter)
+            .build();
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             iam: aws_sdk_iam::Client::from_conf(iam),
             sts: aws_sdk_sts::Client::from_conf(sts),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             sdk: sdk.clone(),
         }
     }

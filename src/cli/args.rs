@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cli::batch::Format;
+pub use crate::cli::breaker::{LaneArg, Which as BreakerWhich};
 use crate::cli::commands::Input;
 
 #[derive(Parser)]
@@ -38,6 +39,10 @@ pub enum Command {
         /// Send to the priority queue (sqs.priority_queue_url): urgent jobs, served first.
         #[arg(long, conflicts_with = "queue_url")]
         priority: bool,
+        /// Send a batch that alone exceeds the breaker's limits (what is over them is
+        /// held for a person's approval).
+        #[arg(long)]
+        over_cap: bool,
         #[command(flatten)]
         input: Box<InputArgs>,
         /// SendMessageBatch calls in flight at once.
@@ -65,6 +70,9 @@ pub enum Command {
         /// Print a table or JSON.
         #[arg(long, value_enum, default_value = "table")]
         output: OutputArg,
+        /// Compare the batch with the priority queue's breaker limits, not the main's.
+        #[arg(long)]
+        priority: bool,
         /// Log lines on standard error: for people, or one JSON object each.
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormatArg,
@@ -126,6 +134,59 @@ pub enum Command {
         /// by spaces, for the stacks' ProtectedUserArns parameter.
         #[arg(long, default_value = "policy", value_parser = ["policy", "parameter"])]
         format: String,
+    },
+    /// List the jobs the breaker held for a person, oldest first (one JSON object each).
+    Held {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// Also list held jobs already approved or discarded.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Release held jobs to be worked, whatever the breaker's limits (your own
+    /// credentials; the approval binds to the exact message that was held).
+    Approve {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        which: BreakerWhich,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Decide held jobs are not to be worked; nothing is sent.
+    Discard {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        which: BreakerWhich,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop every replica's key changes (and receives) on a queue within seconds.
+    Pause {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// Which queue's jobs.
+        #[arg(long, value_enum, default_value = "all")]
+        lane: LaneArg,
+        /// Why, for the audit record, /readyz and the log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let every replica change keys again on a queue.
+    Resume {
+        #[arg(long, value_name = "FILE")]
+        /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
+        config: Option<PathBuf>,
+        /// Which queue's jobs.
+        #[arg(long, value_enum, default_value = "all")]
+        lane: LaneArg,
     },
 }
 

@@ -8,8 +8,12 @@ use std::time::Instant;
 use crate::aws::accounts::Accounts;
 use crate::aws::classify::AwsError;
 use crate::aws::clients::Clients;
+use crate::aws::retry::RetryCounter;
+use crate::aws::sqs::Lane;
 use crate::aws::sqs::Sqs;
+use crate::breaker::admin::Admin;
 use crate::cli::batch::{self, Format, Line};
+use crate::cli::cap;
 use crate::cli::enqueue::{self, Progress};
 use crate::cli::plan::{self, Predicted};
 use crate::config::Settings;
@@ -80,7 +84,13 @@ fn report_invalid(lines: &[Line], input: &Input) -> bool {
 }
 
 /// `enqueue`: validates everything first; sends nothing if any line is invalid.
-pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurrency: usize) -> u8 {
+pub async fn enqueue(
+    config: &Settings,
+    clients: Clients,
+    input: Input,
+    concurrency: usize,
+    (lane, over_cap): (Lane, bool),
+) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
         Err(code) => return code,
@@ -94,6 +104,22 @@ pub async fn enqueue(config: &Settings, clients: Clients, input: Input, concurre
         return 0;
     }
     let jobs: Vec<_> = lines.into_iter().filter_map(|l| l.job.ok()).collect();
+    if config.breaker.table_name.is_some() && !over_cap {
+        // Each job changes one key at least: a batch with more jobs than a limit trips it
+        // whatever is counted already.
+        let mut batch = cap::PerAccount::new();
+        for job in &jobs {
+            cap::add(&mut batch, job.account_id.as_deref(), 1);
+        }
+        let over = cap::over(&batch, lane, config.breaker.limits(lane), |_| 0);
+        if !over.is_empty() {
+            for line in &over {
+                eprintln!("error: {line}");
+            }
+            eprintln!("Nothing was sent: the batch alone exceeds the breaker's limits, so the worker would hold what is over them for a person. Split it over windows, or send it anyway with --over-cap (and approve what is held: iam-key-revoker held, approve --batch-id).");
+            return 2;
+        }
+    }
     let sqs = Sqs::new(clients.sqs, config.backoff);
     let started = Instant::now();
     let endpoint = endpoint(&clients.sdk);
@@ -161,6 +187,7 @@ pub async fn plan(
     input: Input,
     output: PlanOutput,
     role_name: Option<String>,
+    lane: Lane,
 ) -> u8 {
     let lines = match load(&input) {
         Ok(lines) => lines,
@@ -200,6 +227,12 @@ pub async fn plan(
             }
         },
     }
+    if let Some(table) = &config.breaker.table_name {
+        let admin = Admin::new(clients.dynamodb.clone(), table.clone(), config.backoff);
+        for line in breaker_check(config, &admin, &lines, &rows, lane).await {
+            eprintln!("{line}");
+        }
+    }
     // The whole plan is printed either way; invalid lines make it a validation error.
     if rows.iter().any(|r| r.prediction == Predicted::Invalid) {
         2
@@ -208,6 +241,68 @@ pub async fn plan(
     } else {
         0
     }
+}
+
+/// Whether the keys the plan would change trip the breaker on `lane`, with what is
+/// counted in the table now (read with the operator's credentials; when it cannot be
+/// read, the batch alone is compared).
+async fn breaker_check(
+    config: &Settings,
+    admin: &Admin,
+    lines: &[Line],
+    rows: &[plan::PlanRow],
+    lane: Lane,
+) -> Vec<String> {
+    let mut batch = cap::PerAccount::new();
+    for row in rows {
+        if let Predicted::Would(_) = row.prediction {
+            let account = lines
+                .iter()
+                .find(|l| l.number == row.line)
+                .and_then(|l| l.job.as_ref().ok())
+                .and_then(|job| job.account_id.as_deref());
+            cap::add(&mut batch, account, row.access_key_ids.len().max(1) as u64);
+        }
+    }
+    let retries = RetryCounter::default();
+    let window = config.breaker.window_seconds;
+    let mut counted = std::collections::BTreeMap::new();
+    let mut unread = None;
+    // The worker's own account is counted under its id, which a line without an account
+    // does not name: its keys are compared with the limit alone.
+    let scopes = batch
+        .keys()
+        .filter(|a| *a != cap::OWN_ACCOUNT)
+        .map(|a| Some(a.as_str()))
+        .chain([None]);
+    for scope in scopes {
+        match admin.counted(lane, scope, window, &retries).await {
+            Ok(n) => {
+                counted.insert(scope.map(str::to_owned), u64::try_from(n).unwrap_or(0));
+            }
+            Err(e) => unread = Some(e),
+        }
+    }
+    let mut out = cap::over(&batch, lane, config.breaker.limits(lane), |scope| {
+        counted.get(&scope.map(str::to_owned)).copied().unwrap_or(0)
+    });
+    if out.is_empty() {
+        out.push(format!(
+            "breaker: the batch's {} key(s) fit breaker.{}'s limits",
+            batch.values().sum::<u64>(),
+            lane.as_str()
+        ));
+    } else {
+        for line in &mut out {
+            *line = format!("breaker: {line}");
+        }
+    }
+    if let Some(e) = unread {
+        out.push(format!(
+            "breaker: what is counted now could not be read ({e}): the batch alone was compared"
+        ));
+    }
+    out
 }
 
 /// `restore`: prints the audit record (one JSON object), or says why not.

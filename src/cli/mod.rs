@@ -6,6 +6,8 @@
 
 pub mod args;
 pub mod batch;
+pub mod breaker;
+pub mod cap;
 pub mod commands;
 pub mod deny;
 pub mod enqueue;

@@ -6,8 +6,10 @@
 use anyhow::Context;
 
 use crate::aws::clients::{load_sdk_config, Clients};
+use crate::aws::sqs::Lane;
 use crate::cli::args::{Cli, Command, LogFormatArg, OutputArg};
 use crate::cli::batch::Format;
+use crate::cli::breaker;
 use crate::cli::commands::{self, Input, PlanOutput};
 use crate::config::{Config, LogFormat, LogSection, Settings};
 use crate::telemetry;
@@ -20,7 +22,12 @@ pub fn run(cli: Cli) -> u8 {
         | Command::Enqueue { config, .. }
         | Command::Plan { config, .. }
         | Command::Restore { config, .. }
-        | Command::ProtectPolicy { config, .. } => config.clone(),
+        | Command::ProtectPolicy { config, .. }
+        | Command::Held { config, .. }
+        | Command::Approve { config, .. }
+        | Command::Discard { config, .. }
+        | Command::Pause { config, .. }
+        | Command::Resume { config, .. } => config.clone(),
     };
     let queue_url = match &cli.command {
         Command::Enqueue { queue_url, .. } => queue_url.as_deref(),
@@ -70,7 +77,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Run { .. } => telemetry::init(&config.log, false),
         Command::ProtectPolicy { .. } => {}
         // The audit record goes to standard output; log lines for people on standard error.
-        Command::Restore { .. } => telemetry::init(
+        Command::Restore { .. }
+        | Command::Held { .. }
+        | Command::Approve { .. }
+        | Command::Discard { .. }
+        | Command::Pause { .. }
+        | Command::Resume { .. } => telemetry::init(
             &LogSection {
                 format: LogFormat::Pretty,
                 level: config.log.level.clone(),
@@ -114,13 +126,19 @@ pub fn run(cli: Cli) -> u8 {
         match cli.command {
             Command::Run { .. } => worker(config, clients).await,
             Command::Enqueue {
-                input, concurrency, ..
+                input,
+                concurrency,
+                priority,
+                over_cap,
+                ..
             } => {
+                let lane = if priority { Lane::Priority } else { Lane::Main };
                 commands::enqueue(
                     &config,
                     clients,
                     input.into_input(),
                     usize::from(concurrency),
+                    (lane, over_cap),
                 )
                 .await
             }
@@ -150,11 +168,25 @@ pub fn run(cli: Cli) -> u8 {
                 };
                 commands::restore(&config, &clients, request).await
             }
+            Command::Held { all, .. } => breaker_exit(breaker::held(&config, &clients, all).await),
+            Command::Approve { which, reason, .. } => {
+                breaker_exit(breaker::approve(&config, &clients, &which, &reason).await)
+            }
+            Command::Discard { which, reason, .. } => {
+                breaker_exit(breaker::discard(&config, &clients, &which, &reason).await)
+            }
+            Command::Pause { lane, reason, .. } => {
+                breaker_exit(breaker::pause(&config, &clients, lane, Some(&reason)).await)
+            }
+            Command::Resume { lane, .. } => {
+                breaker_exit(breaker::pause(&config, &clients, lane, None).await)
+            }
             Command::Plan {
                 file,
                 format,
                 output,
                 role_name,
+                priority,
                 ..
             } => {
                 let input = Input::File {
@@ -165,10 +197,22 @@ pub fn run(cli: Cli) -> u8 {
                     OutputArg::Table => PlanOutput::Table,
                     OutputArg::Json => PlanOutput::Json,
                 };
-                commands::plan(&config, clients, input, output, role_name).await
+                let lane = if priority { Lane::Priority } else { Lane::Main };
+                commands::plan(&config, clients, input, output, role_name, lane).await
             }
         }
     }))
+}
+
+/// A breaker command's exit code, its failure said on standard error.
+fn breaker_exit(result: Result<(), breaker::Failed>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(breaker::Failed(code, message)) => {
+            eprintln!("error: {message}");
+            code
+        }
+    }
 }
 
 /// Whether the AWS credential chain finds credentials, before anything else is tried: one

@@ -101,6 +101,11 @@ pub(super) struct Learnt {
 }
 
 impl Learnt {
+    /// How many keys the step changed.
+    pub(super) fn keys_changed(&self) -> usize {
+        self.result.as_ref().map_or(0, |r| r.keys_changed)
+    }
+
     pub(super) fn of(
         result: Option<IamResult>,
         last_used: Vec<LastUsed>,

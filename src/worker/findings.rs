@@ -44,7 +44,9 @@ impl Worker {
             ) => return None,
             Outcome::Rejected(_) => Workflow::Notified,
             // Done by the earlier copy; or not finished yet.
-            Outcome::Duplicate | Outcome::Cancelled | Outcome::Retry(_) => return None,
+            Outcome::Duplicate | Outcome::Cancelled | Outcome::Retry(_) | Outcome::Held(_) => {
+                return None
+            }
         };
         let request_id = report.facts.request_id.as_deref().unwrap_or("");
         let Some(finding) = origin.finding_arn.as_deref().and_then(FindingRef::parse) else {

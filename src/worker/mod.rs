@@ -3,6 +3,7 @@
 //! `settle`), and outcome events ([`results`]).
 
 mod activity;
+mod breaker;
 mod continuation;
 mod facts;
 mod findings;
@@ -128,6 +129,8 @@ pub struct Worker {
     /// `quarantine.policy_arn` in the worker's partition, once checked; `None` when IAM
     /// says it does not exist (nobody is quarantined, and the worker says so).
     quarantine_policy: tokio::sync::OnceCell<Option<String>>,
+    /// The breaker, when `breaker.table_name` is set.
+    breaker: Option<Arc<crate::breaker::Breaker>>,
 }
 
 impl Worker {
@@ -246,7 +249,26 @@ impl Worker {
             ),
             None => None,
         };
+        let breaker = config.breaker.table_name.as_ref().map(|table| {
+            crate::breaker::gauges::started(config.breaker.pause_alert_seconds);
+            Arc::new(crate::breaker::Breaker::new(
+                clients.dynamodb.clone(),
+                table.clone(),
+                config.breaker.clone(),
+                policy,
+            ))
+        });
+        if let Some(breaker) = &breaker {
+            // A paused fleet stays paused across a restart: read before the first receive.
+            if let Err(e) = breaker
+                .read_pauses(&crate::aws::retry::RetryCounter::default())
+                .await
+            {
+                tracing::warn!(error = %e, "Could not read the breaker's pause flags at start; every key change still checks its queue's flag");
+            }
+        }
         Ok(Self {
+            breaker,
             working,
             main_slots,
             in_progress,
@@ -303,6 +325,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
         let depths = tokio::spawn(Arc::clone(&self).report_depths(shutdown.clone()));
+        let pauses = tokio::spawn(Arc::clone(&self).watch_pauses(shutdown.clone()));
         let main = Arc::clone(&self).receive(Lane::Main, &tracker, &shutdown, &hard_stop);
         if self.settler.priority.is_some() {
             let priority =
@@ -312,6 +335,7 @@ impl Worker {
             main.await;
         }
         depths.abort();
+        pauses.abort();
         // Not ready from the moment shutdown starts until the process exits.
         self.health.stopping();
         tracker.close();
@@ -376,6 +400,10 @@ impl Worker {
                     self.check_credentials().await;
                 }
                 continue;
+            }
+            // Paused by an operator: no receive spends a message's receive count.
+            if !self.until_resumed(lane, shutdown).await {
+                break;
             }
             if lane == Lane::Main {
                 tokio::select! {

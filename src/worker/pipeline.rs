@@ -405,6 +405,10 @@ impl Worker {
             return;
         }
         report.log();
+        // A held job is counted once, however often it is received (docs, "The breaker").
+        if report.outcome == Outcome::Held(Reason::AlreadyHeld) {
+            return;
+        }
         let enqueued_ms = report.facts.enqueued_at_ms.or(delivery.sent_timestamp_ms);
         metrics::job_finished(
             delivery.lane,

@@ -126,11 +126,35 @@ impl Worker {
             Ok(home) => home,
             Err(e) => return Revocation::decided(self.aws_failure(e, 0)),
         };
+        // The breaker counts the job's keys before its first IAM write.
+        let units = match Box::pin(self.take_units(job, message, delivery, retries)).await {
+            Ok(units) => units,
+            Err(decision) => return Revocation::decided(decision),
+        };
+        let revocation =
+            Box::pin(self.revoke_counted(job, &iam, &home, message, delivery, retries)).await;
+        if let Some(units) = units {
+            let changed = revocation.learnt.keys_changed();
+            self.give_back(&units, changed, retries).await;
+        }
+        revocation
+    }
+
+    /// [`Worker::revoke_in`] once the job's keys are counted.
+    async fn revoke_counted(
+        &self,
+        job: &Job,
+        iam: &Iam,
+        home: &Home,
+        message: &Message,
+        delivery: Delivery,
+        retries: &RetryCounter,
+    ) -> Revocation {
         // Staging's checks and the key-only path each on the heap when a job needs them:
         // a plain job's task keeps none of their futures.
         let mut prepared = None;
         if job.delete_after.is_some() {
-            match Box::pin(self.before_staging(job, &iam, delivery, retries)).await {
+            match Box::pin(self.before_staging(job, iam, delivery, retries)).await {
                 Ok(ready) => prepared = Some(ready),
                 Err(decision) => return Revocation::decided(decision),
             }
@@ -142,19 +166,19 @@ impl Worker {
         let job = prepared.as_ref().map_or(job, |p| &p.job);
         let result = if job.require_inactive {
             let still_staged = self.staging_in_force(job, retries);
-            Box::pin(iam.revoke_required(job, &home, still_staged, retries)).await
+            Box::pin(iam.revoke_required(job, home, still_staged, retries)).await
         } else if job.names_keys_alone() {
-            let alone = Box::pin(self.revoke_alone(job, &iam, &home, message, delivery, retries));
+            let alone = Box::pin(self.revoke_alone(job, iam, home, message, delivery, retries));
             match alone.await {
                 Ok(result) => result,
                 Err(ended) => return *ended,
             }
         } else {
-            iam.revoke(job, &home, retries).await
+            iam.revoke(job, home, retries).await
         };
         let carry_on = carry_on(job, &result);
         // Containment first: the cut-off and quarantine never wait on the schedule.
-        let (mut decision, mut sessions) = self.decide(job, &iam, &result, retries).await;
+        let (mut decision, mut sessions) = self.decide(job, iam, &result, retries).await;
         let staged = match job.delete_after.is_some() {
             true => Box::pin(self.stage(job, &result, delivery, retries)).await,
             false => Staged::default(),

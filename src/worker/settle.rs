@@ -186,6 +186,8 @@ impl Settler {
             | Outcome::AlreadyAbsent
             | Outcome::Duplicate
             | Outcome::Cancelled
+            // Held: kept in the breaker's table before the message goes.
+            | Outcome::Held(_)
             | Outcome::Retry(Reason::Continued | Reason::Reported) => {
                 done(decision, self.delete(delivery, receipt, message_id).await)
             }

@@ -2,6 +2,12 @@
 //! slow answers, error statuses and requests that hang. It sits between the worker and
 //! the emulator, forwards each request as is, and records the operation of each one
 //! (`Action=` for IAM/STS query requests, `X-Amz-Target` for SQS JSON requests).
+//!
+//! It can also forward some requests one at a time ([`FaultProxy::serialize_matching`]):
+//! the emulator's DynamoDB does not isolate concurrent writes to an item (moto's backend
+//! takes no lock), where DynamoDB serializes them (DynamoDB Developer Guide, "Amazon
+//! DynamoDB Transactions: How it works", isolation levels: serializable between
+//! transactional and standard writes); one at a time is what DynamoDB's answers look like.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +57,8 @@ struct State {
     /// Requests received and not yet answered, and the most there ever were.
     open: usize,
     max_open: usize,
+    /// Requests containing one of these are forwarded one at a time.
+    serialized: Vec<String>,
 }
 
 /// Marks one request as open until dropped, whichever way its handling ends.
@@ -78,6 +86,9 @@ pub struct FaultProxy {
     state: Arc<Mutex<State>>,
 }
 
+/// Held while a serialized request is forwarded.
+type OneAtATime = Arc<tokio::sync::Mutex<()>>;
+
 /// An IAM query-protocol error body.
 pub fn iam_error(code: &str) -> String {
     format!(
@@ -104,14 +115,25 @@ impl FaultProxy {
             counted: 0,
             open: 0,
             max_open: 0,
+            serialized: Vec::new(),
         }));
         let shared = state.clone();
+        let one = OneAtATime::default();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(serve(client, upstream.clone(), shared.clone()));
+                tokio::spawn(serve(client, upstream.clone(), shared.clone(), one.clone()));
             }
         });
         Self { url, state }
+    }
+
+    /// Forwards requests whose text contains `needle` one at a time.
+    pub fn serialize_matching(&self, needle: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .serialized
+            .push(needle.to_owned());
     }
 
     pub fn set_fault(&self, fault: Fault) {
@@ -166,15 +188,16 @@ impl FaultProxy {
     }
 }
 
-async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
+async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>, one: OneAtATime) {
     let (read, mut write) = client.into_split();
     let mut read = BufReader::new(read);
     while let Some(request) = read_message(&mut read).await {
         let _open = Open::new(&state);
         let (operation, is_query) = operation_of(&request);
-        let fault = {
+        let (fault, serialized) = {
             let mut s = state.lock().unwrap();
             let text = String::from_utf8_lossy(&request);
+            let serialized = s.serialized.iter().any(|n| text.contains(n.as_str()));
             let matching = s
                 .by_content
                 .iter()
@@ -183,13 +206,18 @@ async fn serve(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
             let specific = matching.or_else(|| s.by_operation.get(&operation).cloned());
             s.operations.push(operation);
             s.requests.push(text.into_owned());
-            if let Some(fault) = specific {
+            let fault = if let Some(fault) = specific {
                 fault
             } else if s.scope == Scope::All || is_query {
                 s.fault.clone()
             } else {
                 Fault::None
-            }
+            };
+            (fault, serialized)
+        };
+        let _turn = match serialized {
+            true => Some(one.lock().await),
+            false => None,
         };
         let fault = match fault {
             Fault::TenthsOf(n, inner) => {

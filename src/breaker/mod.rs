@@ -1,0 +1,617 @@
+//! The breaker (docs, "The breaker"): keys changed per account and in all, per sliding
+//! window and per queue, counted across every replica in DynamoDB before each IAM write;
+//! a job that would exceed a limit changes nothing and is held for a person; operators
+//! pause and resume every replica's key changes.
+//!
+//! One `TransactWriteItems` takes a job's units: the account's count, the fleet's count
+//! and a check that the queue is not paused move together or not at all, each count
+//! conditioned on its limit, so replicas racing for the last unit of a window cannot
+//! overshoot it (DynamoDB API Reference, TransactWriteItems: the whole request is
+//! cancelled when a condition fails). What a job did not change is given back.
+
+pub mod admin;
+pub mod config;
+pub mod gauges;
+pub mod table;
+pub mod window;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ConditionCheck, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use tokio::sync::watch;
+
+use crate::aws::classify::{AwsError, ErrorClass};
+use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
+use crate::outcome::Lane;
+use config::BreakerSection;
+use table::{count_key, key, num, text};
+use window::Window;
+
+/// What one queue's pause says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub reason: String,
+    pub by: String,
+    /// Unix seconds.
+    pub since: u64,
+}
+
+/// Both queues' pauses as last read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pauses {
+    pub main: Option<Pause>,
+    pub priority: Option<Pause>,
+}
+
+impl Pauses {
+    pub fn of(&self, lane: Lane) -> Option<&Pause> {
+        match lane {
+            Lane::Main => self.main.as_ref(),
+            Lane::Priority => self.priority.as_ref(),
+        }
+    }
+
+    /// One line for `/readyz` and the log; `None` when nothing is paused.
+    pub fn describe(&self) -> Option<String> {
+        let lines: Vec<String> = [Lane::Main, Lane::Priority]
+            .into_iter()
+            .filter_map(|lane| {
+                self.of(lane).map(|p| {
+                    format!(
+                        "paused: {} queue's key changes, by {}: {}",
+                        lane.as_str(),
+                        p.by,
+                        p.reason
+                    )
+                })
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n") + "\n")
+    }
+}
+
+/// Which limit a job would exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Account,
+    Fleet,
+}
+
+/// Units taken for a job, to be given back for the keys it did not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Units {
+    lane: Lane,
+    account: String,
+    pub n: u32,
+    bucket: u64,
+}
+
+/// The answer to a take.
+#[derive(Debug)]
+pub enum Take {
+    Taken(Units),
+    /// Over this limit; what was counted, said for a person.
+    Over(Scope, String),
+    /// The queue's key changes are paused.
+    Paused,
+    /// The table did not answer (after retries), or refused.
+    Failed(AwsError),
+}
+
+/// A held job's record, as the worker writes it.
+#[derive(Debug, Clone)]
+pub struct Hold<'a> {
+    pub request_id: &'a str,
+    pub lane: Lane,
+    pub account: &'a str,
+    pub batch_id: Option<&'a str>,
+    pub keys: u32,
+    pub scope: Scope,
+    pub detail: &'a str,
+    pub body: &'a str,
+}
+
+/// The worker's side of the breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    window: Window,
+    config: BreakerSection,
+    policy: BackoffPolicy,
+    pauses: watch::Sender<Pauses>,
+}
+
+/// Rounds of rolling stale buckets out before a take gives up as transient.
+const ROLL_ROUNDS: usize = 4;
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Breaker {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        config: BreakerSection,
+        policy: BackoffPolicy,
+    ) -> Self {
+        Self {
+            client,
+            table,
+            window: Window::new(config.window_seconds),
+            config,
+            policy,
+            pauses: watch::Sender::new(Pauses::default()),
+        }
+    }
+
+    pub fn config(&self) -> &BreakerSection {
+        &self.config
+    }
+
+    /// The pauses as last read, to be watched.
+    pub fn pauses(&self) -> watch::Receiver<Pauses> {
+        self.pauses.subscribe()
+    }
+
+    pub fn is_paused(&self, lane: Lane) -> bool {
+        self.pauses.borrow().of(lane).is_some()
+    }
+
+    /// Reads both queues' pause items (a strongly consistent read each). `Err` leaves the
+    /// last known pauses as they were.
+    pub async fn read_pauses(&self, retries: &RetryCounter) -> Result<Pauses, AwsError> {
+        let mut pauses = Pauses::default();
+        for lane in [Lane::Main, Lane::Priority] {
+            let item = call(&self.policy, retries, "dynamodb", "GetItem", || async {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(table::pause_key(lane))))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetItem", e))
+            })
+            .await?;
+            let pause = item.item().and_then(admin::pause_of);
+            match lane {
+                Lane::Main => pauses.main = pause,
+                Lane::Priority => pauses.priority = pause,
+            }
+        }
+        self.pauses.send_if_modified(|known| {
+            let changed = *known != pauses;
+            *known = pauses.clone();
+            changed
+        });
+        Ok(pauses)
+    }
+
+    /// Takes `n` units for `lane`'s jobs in `account`, unless that would exceed a limit
+    /// (`force`: an approved job, counted whatever the limit) or the queue is paused.
+    pub async fn take(
+        &self,
+        lane: Lane,
+        account: &str,
+        n: u32,
+        force: bool,
+        retries: &RetryCounter,
+    ) -> Take {
+        let limits = self.config.limits(lane);
+        if !force {
+            // A job larger than a limit can never fit its window.
+            if n > limits.max_keys_per_account {
+                return Take::Over(
+                    Scope::Account,
+                    format!(
+                        "{n} key(s), more than breaker.{}.max_keys_per_account = {} in any window",
+                        lane.as_str(),
+                        limits.max_keys_per_account
+                    ),
+                );
+            }
+            if n > limits.max_keys {
+                return Take::Over(
+                    Scope::Fleet,
+                    format!(
+                        "{n} key(s), more than breaker.{}.max_keys = {} in any window",
+                        lane.as_str(),
+                        limits.max_keys
+                    ),
+                );
+            }
+        }
+        for _ in 0..ROLL_ROUNDS {
+            let now = unix_now();
+            let bucket = self.window.bucket(now);
+            let scopes = [
+                (count_key(lane, Some(account)), limits.max_keys_per_account),
+                (count_key(lane, None), limits.max_keys),
+            ];
+            let items: Vec<TransactWriteItem> = scopes
+                .iter()
+                .map(|(pk, limit)| {
+                    self.count_update(pk, n, bucket, now, (!force).then_some(*limit))
+                })
+                .chain([self.pause_check(lane)])
+                .collect();
+            let answer = call(
+                &self.policy,
+                retries,
+                "dynamodb",
+                "TransactWriteItems",
+                || {
+                    let items = items.clone();
+                    async move {
+                        match self
+                            .client
+                            .transact_write_items()
+                            .set_transact_items(Some(items))
+                            .send()
+                            .await
+                        {
+                            Ok(_) => Ok(None),
+                            Err(e) => cancelled(e).map(Some),
+                        }
+                    }
+                },
+            )
+            .await;
+            let reasons = match answer {
+                Ok(None) => {
+                    return Take::Taken(Units {
+                        lane,
+                        account: account.to_owned(),
+                        n,
+                        bucket,
+                    })
+                }
+                Ok(Some(reasons)) => reasons,
+                Err(e) => return Take::Failed(e),
+            };
+            let failed = |i: usize| {
+                reasons
+                    .get(i)
+                    .and_then(CancellationReason::code)
+                    .is_some_and(|c| c == "ConditionalCheckFailed")
+            };
+            if failed(2) {
+                return Take::Paused;
+            }
+            let mut rolled = false;
+            for (i, (pk, _)) in scopes.iter().enumerate() {
+                let Some(item) = reasons.get(i).filter(|_| failed(i)).and_then(|r| r.item()) else {
+                    continue;
+                };
+                let counted = table::counted(item);
+                if counted.is_stale(self.window, now) {
+                    if let Err(e) = self.roll(pk, &counted, now, retries).await {
+                        return Take::Failed(e);
+                    }
+                    rolled = true;
+                }
+            }
+            if rolled {
+                continue;
+            }
+            for (i, (scope, (pk, limit))) in [Scope::Account, Scope::Fleet]
+                .into_iter()
+                .zip(&scopes)
+                .enumerate()
+            {
+                if failed(i) {
+                    let live = reasons[i]
+                        .item()
+                        .map_or(0, |item| table::counted(item).live(self.window, now));
+                    let name = match scope {
+                        Scope::Account => "max_keys_per_account",
+                        Scope::Fleet => "max_keys",
+                    };
+                    let whose = match scope {
+                        Scope::Account => format!("in account {account}"),
+                        Scope::Fleet => "in all accounts".to_owned(),
+                    };
+                    let _ = pk;
+                    return Take::Over(
+                        scope,
+                        format!(
+                            "{n} more key(s) would exceed breaker.{}.{name} = {limit} {whose}: {live} changed in the last {} s",
+                            lane.as_str(),
+                            self.config.window_seconds
+                        ),
+                    );
+                }
+            }
+            // Cancelled for no condition of ours: the table's answer, retried as AWS's.
+            let codes: Vec<&str> = reasons
+                .iter()
+                .filter_map(CancellationReason::code)
+                .collect();
+            return Take::Failed(AwsError {
+                operation: "TransactWriteItems",
+                class: ErrorClass::Transient,
+                code: Some("TransactionCanceledException".to_owned()),
+                message: format!("transaction cancelled: {}", codes.join(", ")),
+                unanswered: false,
+            });
+        }
+        Take::Failed(AwsError {
+            operation: "TransactWriteItems",
+            class: ErrorClass::Transient,
+            code: None,
+            message: "the count's buckets kept expiring while they were rolled out".to_owned(),
+            unanswered: false,
+        })
+    }
+
+    /// One count's update: the unit added to this bucket and the total, under the limit
+    /// (when one applies) and only when no bucket older than the window is left in it.
+    fn count_update(
+        &self,
+        pk: &str,
+        n: u32,
+        bucket: u64,
+        now: u64,
+        limit: Option<u32>,
+    ) -> TransactWriteItem {
+        let mut condition = "(attribute_not_exists(#o) OR #o >= :live)".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_owned())))
+            .update_expression(
+                "SET #t = if_not_exists(#t, :zero) + :n, #b = if_not_exists(#b, :zero) + :n, #o = if_not_exists(#o, :bucket)",
+            )
+            .expression_attribute_names("#t", "total")
+            .expression_attribute_names("#b", Window::attribute(bucket))
+            .expression_attribute_names("#o", "oldest")
+            .expression_attribute_values(":zero", num(0))
+            .expression_attribute_values(":n", num(n))
+            .expression_attribute_values(":bucket", num(bucket))
+            .expression_attribute_values(":live", num(self.window.oldest_live(now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(limit) = limit {
+            condition.push_str(" AND (attribute_not_exists(#t) OR #t <= :room)");
+            update =
+                update.expression_attribute_values(":room", num(i64::from(limit) - i64::from(n)));
+        }
+        let update = update
+            .condition_expression(condition)
+            .build()
+            .expect("table, key and expression are set");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    /// The check that `lane`'s key changes are not paused, in the same transaction.
+    fn pause_check(&self, lane: Lane) -> TransactWriteItem {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(table::pause_key(lane))))
+            .condition_expression("attribute_not_exists(#p) OR #p = :no")
+            .expression_attribute_names("#p", "paused")
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .build()
+            .expect("table, key and expression are set");
+        TransactWriteItem::builder().condition_check(check).build()
+    }
+
+    /// Removes the buckets of `pk` that left the window, if nobody changed them since
+    /// they were read.
+    async fn roll(
+        &self,
+        pk: &str,
+        counted: &window::Counted,
+        now: u64,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let (expired, oldest) = counted.roll(self.window, now);
+        let mut names = HashMap::from([
+            ("#t".to_owned(), "total".to_owned()),
+            ("#o".to_owned(), "oldest".to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (
+                ":gone".to_owned(),
+                num(expired.iter().map(|(_, n)| n).sum::<i64>()),
+            ),
+            (":was".to_owned(), num(counted.oldest.unwrap_or(0))),
+        ]);
+        let mut conditions = vec!["#o = :was".to_owned()];
+        let mut removed = Vec::new();
+        for (i, (index, count)) in expired.iter().enumerate() {
+            names.insert(format!("#x{i}"), Window::attribute(*index));
+            values.insert(format!(":x{i}"), num(count));
+            conditions.push(format!("#x{i} = :x{i}"));
+            removed.push(format!("#x{i}"));
+        }
+        let mut expression = "SET #t = #t - :gone".to_owned();
+        match oldest {
+            Some(oldest) => {
+                expression.push_str(", #o = :oldest");
+                values.insert(":oldest".to_owned(), num(oldest));
+                if !removed.is_empty() {
+                    expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+                }
+            }
+            None => {
+                removed.push("#o".to_owned());
+                expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+            }
+        }
+        let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_owned())))
+                .update_expression(&expression)
+                .condition_expression(conditions.join(" AND "))
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("UpdateItem", e))
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Another replica rolled it (or a give-back changed a bucket): read again.
+            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives back the units of `taken` a job did not use (`used` keys changed).
+    pub async fn give_back(&self, taken: &Units, used: usize, retries: &RetryCounter) {
+        let unused = taken
+            .n
+            .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX));
+        if unused == 0 {
+            return;
+        }
+        for pk in [
+            count_key(taken.lane, Some(&taken.account)),
+            count_key(taken.lane, None),
+        ] {
+            let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone())))
+                    .update_expression("SET #t = #t - :n, #b = #b - :n")
+                    // A bucket already rolled out of the window counts for nothing.
+                    .condition_expression("#b >= :n")
+                    .expression_attribute_names("#t", "total")
+                    .expression_attribute_names("#b", Window::attribute(taken.bucket))
+                    .expression_attribute_values(":n", num(unused))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("UpdateItem", e))
+            })
+            .await;
+            if let Err(e) = result {
+                if e.code.as_deref() != Some("ConditionalCheckFailedException") {
+                    tracing::warn!(item = %pk, units = unused, error = %e, "Could not give back the breaker's units: they count until the window passes");
+                }
+            }
+        }
+    }
+
+    /// Records a held job. `Ok(false)`: it was held already (a redelivery, or the same
+    /// request sent again), and is not counted again.
+    pub async fn hold(&self, hold: &Hold<'_>, retries: &RetryCounter) -> Result<bool, AwsError> {
+        let mut item = HashMap::from([
+            ("pk".to_owned(), text(table::held_key(hold.request_id))),
+            ("request_id".to_owned(), text(hold.request_id)),
+            ("queue".to_owned(), text(hold.lane.as_str())),
+            ("account_id".to_owned(), text(hold.account)),
+            ("keys".to_owned(), num(hold.keys)),
+            (
+                "limit".to_owned(),
+                text(match hold.scope {
+                    Scope::Account => "account",
+                    Scope::Fleet => "fleet",
+                }),
+            ),
+            ("detail".to_owned(), text(hold.detail)),
+            ("body".to_owned(), text(hold.body)),
+            (
+                "body_sha256".to_owned(),
+                text(table::body_digest(hold.body)),
+            ),
+            ("held_at".to_owned(), num(unix_now())),
+            ("state".to_owned(), text("held")),
+        ]);
+        if let Some(batch) = hold.batch_id {
+            item.insert("batch_id".to_owned(), text(batch));
+        }
+        let result = call(&self.policy, retries, "dynamodb", "PutItem", || async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                // An open hold of this request stays as it is; a decided one is replaced.
+                .condition_expression("attribute_not_exists(pk) OR #s <> :held")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":held", text("held"))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("PutItem", e))
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an operator approved exactly `body` for `request_id` on `lane`.
+    pub async fn approved(
+        &self,
+        request_id: &str,
+        lane: Lane,
+        body: &str,
+        retries: &RetryCounter,
+    ) -> Result<bool, AwsError> {
+        let out = call(&self.policy, retries, "dynamodb", "GetItem", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(table::approval_key(request_id))))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetItem", e))
+        })
+        .await?;
+        Ok(out.item().is_some_and(|item| {
+            table::s(item, "body_sha256").as_deref() == Some(&table::body_digest(body))
+                && table::s(item, "queue").as_deref() == Some(lane.as_str())
+        }))
+    }
+
+    /// How long a job waits between looks at a paused queue.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.config.poll_seconds)
+    }
+}
+
+/// A cancelled transaction's reasons, or the error as AWS's: a conflict with another
+/// transaction on the same item is transient (DynamoDB API Reference,
+/// TransactWriteItems, "TransactionConflict").
+fn cancelled(
+    e: SdkError<
+        TransactWriteItemsError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> Result<Vec<CancellationReason>, AwsError> {
+    if let SdkError::ServiceError(service) = &e {
+        if let TransactWriteItemsError::TransactionCanceledException(c) = service.err() {
+            let reasons = c.cancellation_reasons().to_vec();
+            let conflict = reasons.iter().any(|r| {
+                matches!(
+                    r.code(),
+                    Some(
+                        "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                    )
+                )
+            });
+            if !conflict && !reasons.is_empty() {
+                return Ok(reasons);
+            }
+            let mut error = AwsError::from_sdk("TransactWriteItems", e);
+            error.class = ErrorClass::Transient;
+            return Err(error);
+        }
+    }
+    Err(AwsError::from_sdk("TransactWriteItems", e))
+}
