@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
 pub use crate::breaker::config::{BreakerSection, LaneLimits};
+pub(crate) use crate::config_error::invalid;
+pub use crate::config_error::ConfigError;
 use crate::config_lists::list_or_comma_separated;
 use crate::guard::Protection;
 use crate::intake::IntakeRules;
@@ -19,24 +21,6 @@ use crate::job::Action;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "IAM_KEY_REVOKER__";
-
-/// A configuration problem, always about one key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or an environment variable could not be read into the schema.
-    #[error("invalid configuration: {0}")]
-    Load(String),
-    /// A value was read but breaks a rule.
-    #[error("invalid configuration: `{key}` {problem}")]
-    Invalid { key: &'static str, problem: String },
-}
-
-pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
-    }
-}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

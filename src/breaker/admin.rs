@@ -9,23 +9,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use crate::aws::classify::AwsError;
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::breaker::table::{self, key, n, num, s, text};
+use crate::breaker::unix_now;
 use crate::breaker::window::Window;
-use crate::breaker::{unix_now, Pause};
 use crate::outcome::Lane;
-
-/// A pause item's meaning: `None` when it does not pause.
-pub fn pause_of(item: &HashMap<String, AttributeValue>) -> Option<Pause> {
-    if table::boolean(item, "paused") != Some(true) {
-        return None;
-    }
-    Some(Pause {
-        reason: s(item, "reason").unwrap_or_default(),
-        by: s(item, "by").unwrap_or_default(),
-        since: n(item, "since")
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0),
-    })
-}
 
 /// One held job as the table keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{invalid, ConfigError};
+use crate::config_error::{invalid, ConfigError};
 use crate::outcome::Lane;
 
 /// The breaker: unset `table_name`, no breaker.

@@ -2,7 +2,7 @@
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
-use crate::breaker::Pauses;
+use crate::breaker::pause::Pauses;
 use crate::outcome::Lane;
 
 const PAUSED: &str = "iam_key_revoker_breaker_paused";

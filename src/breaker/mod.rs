@@ -11,70 +11,25 @@
 
 pub mod admin;
 pub mod config;
+mod count;
 pub mod gauges;
+pub mod pause;
 pub mod table;
 pub mod window;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{CancellationReason, TransactWriteItem};
 use tokio::sync::watch;
 
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::{call, BackoffPolicy, RetryCounter};
 use crate::outcome::Lane;
 use config::BreakerSection;
+pub use pause::{Pause, Pauses};
 use table::{count_key, key, num, text};
 use window::Window;
-
-/// What one queue's pause says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pause {
-    pub reason: String,
-    pub by: String,
-    /// Unix seconds.
-    pub since: u64,
-}
-
-/// Both queues' pauses as last read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pauses {
-    pub main: Option<Pause>,
-    pub priority: Option<Pause>,
-}
-
-impl Pauses {
-    pub fn of(&self, lane: Lane) -> Option<&Pause> {
-        match lane {
-            Lane::Main => self.main.as_ref(),
-            Lane::Priority => self.priority.as_ref(),
-        }
-    }
-
-    /// One line for `/readyz` and the log; `None` when nothing is paused.
-    pub fn describe(&self) -> Option<String> {
-        let lines: Vec<String> = [Lane::Main, Lane::Priority]
-            .into_iter()
-            .filter_map(|lane| {
-                self.of(lane).map(|p| {
-                    format!(
-                        "paused: {} queue's key changes, by {}: {}",
-                        lane.as_str(),
-                        p.by,
-                        p.reason
-                    )
-                })
-            })
-            .collect();
-        (!lines.is_empty()).then(|| lines.join("\n") + "\n")
-    }
-}
 
 /// Which limit a job would exceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +138,7 @@ impl Breaker {
                     .map_err(|e| AwsError::from_sdk("GetItem", e))
             })
             .await?;
-            let pause = item.item().and_then(admin::pause_of);
+            let pause = item.item().and_then(pause::pause_of);
             match lane {
                 Lane::Main => pauses.main = pause,
                 Lane::Priority => pauses.priority = pause,
@@ -261,7 +216,7 @@ impl Breaker {
                             .await
                         {
                             Ok(_) => Ok(None),
-                            Err(e) => cancelled(e).map(Some),
+                            Err(e) => count::cancelled(e).map(Some),
                         }
                     }
                 },
@@ -352,121 +307,6 @@ impl Breaker {
             message: "the count's buckets kept expiring while they were rolled out".to_owned(),
             unanswered: false,
         })
-    }
-
-    /// One count's update: the unit added to this bucket and the total, under the limit
-    /// (when one applies) and only when no bucket older than the window is left in it.
-    fn count_update(
-        &self,
-        pk: &str,
-        n: u32,
-        bucket: u64,
-        now: u64,
-        limit: Option<u32>,
-    ) -> TransactWriteItem {
-        let mut condition = "(attribute_not_exists(#o) OR #o >= :live)".to_owned();
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(pk.to_owned())))
-            .update_expression(
-                "SET #t = if_not_exists(#t, :zero) + :n, #b = if_not_exists(#b, :zero) + :n, #o = if_not_exists(#o, :bucket)",
-            )
-            .expression_attribute_names("#t", "total")
-            .expression_attribute_names("#b", Window::attribute(bucket))
-            .expression_attribute_names("#o", "oldest")
-            .expression_attribute_values(":zero", num(0))
-            .expression_attribute_values(":n", num(n))
-            .expression_attribute_values(":bucket", num(bucket))
-            .expression_attribute_values(":live", num(self.window.oldest_live(now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(limit) = limit {
-            condition.push_str(" AND (attribute_not_exists(#t) OR #t <= :room)");
-            update =
-                update.expression_attribute_values(":room", num(i64::from(limit) - i64::from(n)));
-        }
-        let update = update
-            .condition_expression(condition)
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().update(update).build()
-    }
-
-    /// The check that `lane`'s key changes are not paused, in the same transaction.
-    fn pause_check(&self, lane: Lane) -> TransactWriteItem {
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(table::pause_key(lane))))
-            .condition_expression("attribute_not_exists(#p) OR #p = :no")
-            .expression_attribute_names("#p", "paused")
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().condition_check(check).build()
-    }
-
-    /// Removes the buckets of `pk` that left the window, if nobody changed them since
-    /// they were read.
-    async fn roll(
-        &self,
-        pk: &str,
-        counted: &window::Counted,
-        now: u64,
-        retries: &RetryCounter,
-    ) -> Result<(), AwsError> {
-        let (expired, oldest) = counted.roll(self.window, now);
-        let mut names = HashMap::from([
-            ("#t".to_owned(), "total".to_owned()),
-            ("#o".to_owned(), "oldest".to_owned()),
-        ]);
-        let mut values = HashMap::from([
-            (
-                ":gone".to_owned(),
-                num(expired.iter().map(|(_, n)| n).sum::<i64>()),
-            ),
-            (":was".to_owned(), num(counted.oldest.unwrap_or(0))),
-        ]);
-        let mut conditions = vec!["#o = :was".to_owned()];
-        let mut removed = Vec::new();
-        for (i, (index, count)) in expired.iter().enumerate() {
-            names.insert(format!("#x{i}"), Window::attribute(*index));
-            values.insert(format!(":x{i}"), num(count));
-            conditions.push(format!("#x{i} = :x{i}"));
-            removed.push(format!("#x{i}"));
-        }
-        let mut expression = "SET #t = #t - :gone".to_owned();
-        match oldest {
-            Some(oldest) => {
-                expression.push_str(", #o = :oldest");
-                values.insert(":oldest".to_owned(), num(oldest));
-                if !removed.is_empty() {
-                    expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
-                }
-            }
-            None => {
-                removed.push("#o".to_owned());
-                expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
-            }
-        }
-        let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(pk.to_owned())))
-                .update_expression(&expression)
-                .condition_expression(conditions.join(" AND "))
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("UpdateItem", e))
-        })
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Another replica rolled it (or a give-back changed a bucket): read again.
-            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Gives back the units of `taken` a job did not use (`used` keys changed).
@@ -583,35 +423,4 @@ impl Breaker {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.config.poll_seconds)
     }
-}
-
-/// A cancelled transaction's reasons, or the error as AWS's: a conflict with another
-/// transaction on the same item is transient (DynamoDB API Reference,
-/// TransactWriteItems, "TransactionConflict").
-fn cancelled(
-    e: SdkError<
-        TransactWriteItemsError,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> Result<Vec<CancellationReason>, AwsError> {
-    if let SdkError::ServiceError(service) = &e {
-        if let TransactWriteItemsError::TransactionCanceledException(c) = service.err() {
-            let reasons = c.cancellation_reasons().to_vec();
-            let conflict = reasons.iter().any(|r| {
-                matches!(
-                    r.code(),
-                    Some(
-                        "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
-                    )
-                )
-            });
-            if !conflict && !reasons.is_empty() {
-                return Ok(reasons);
-            }
-            let mut error = AwsError::from_sdk("TransactWriteItems", e);
-            error.class = ErrorClass::Transient;
-            return Err(error);
-        }
-    }
-    Err(AwsError::from_sdk("TransactWriteItems", e))
 }

@@ -189,6 +189,27 @@ impl Worker {
     }
 }
 
+/// The breaker when `breaker.table_name` is set, its pauses read before the first
+/// receive: a paused fleet stays paused across a restart.
+pub(super) async fn build(
+    config: &crate::config::Config,
+    clients: &crate::aws::clients::Clients,
+    policy: crate::aws::retry::BackoffPolicy,
+) -> Option<Arc<Breaker>> {
+    let table = config.breaker.table_name.as_ref()?;
+    gauges::started(config.breaker.pause_alert_seconds);
+    let breaker = Breaker::new(
+        clients.dynamodb.clone(),
+        table.clone(),
+        config.breaker.clone(),
+        policy,
+    );
+    if let Err(e) = breaker.read_pauses(&RetryCounter::default()).await {
+        tracing::warn!(error = %e, "Could not read the breaker's pause flags at start; every key change still checks its queue's flag");
+    }
+    Some(Arc::new(breaker))
+}
+
 /// One poll interval, cut short when the job's retries are called off: `false` then.
 async fn wait_a_poll(breaker: &Breaker, retries: &RetryCounter) -> bool {
     let step = std::time::Duration::from_millis(250);

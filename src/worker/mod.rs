@@ -249,26 +249,8 @@ impl Worker {
             ),
             None => None,
         };
-        let breaker = config.breaker.table_name.as_ref().map(|table| {
-            crate::breaker::gauges::started(config.breaker.pause_alert_seconds);
-            Arc::new(crate::breaker::Breaker::new(
-                clients.dynamodb.clone(),
-                table.clone(),
-                config.breaker.clone(),
-                policy,
-            ))
-        });
-        if let Some(breaker) = &breaker {
-            // A paused fleet stays paused across a restart: read before the first receive.
-            if let Err(e) = breaker
-                .read_pauses(&crate::aws::retry::RetryCounter::default())
-                .await
-            {
-                tracing::warn!(error = %e, "Could not read the breaker's pause flags at start; every key change still checks its queue's flag");
-            }
-        }
         Ok(Self {
-            breaker,
+            breaker: breaker::build(config, &clients, policy).await,
             working,
             main_slots,
             in_progress,
