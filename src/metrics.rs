@@ -75,6 +75,10 @@ pub const ALL: &[&str] = &[
     IMPOSTOR_CUTOFFS_TOTAL,
     UNVERIFIED_MESSAGES_TOTAL,
     DEAD_LETTERED_TOTAL,
+    crate::breaker::gauges::PAUSED,
+    crate::breaker::gauges::PAUSED_SECONDS,
+    crate::breaker::gauges::PAUSE_ALERT_AFTER,
+    crate::breaker::gauges::UNAVAILABLE,
 ];
 
 /// A job takes milliseconds (one IAM call) to about a minute (a throttled bulk run

@@ -203,7 +203,19 @@ fn the_command_line_page_is_the_binarys_help() {
         "/docs/src/reference/command-line.md"
     ))
     .unwrap();
-    for command in ["", "run", "enqueue", "plan", "restore", "protect-policy"] {
+    for command in [
+        "",
+        "run",
+        "enqueue",
+        "plan",
+        "restore",
+        "held",
+        "approve",
+        "discard",
+        "pause",
+        "resume",
+        "protect-policy",
+    ] {
         let mut args: Vec<&str> = Vec::new();
         if !command.is_empty() {
             args.push(command);

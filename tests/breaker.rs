@@ -570,3 +570,62 @@ async fn the_table_unreachable_fails_closed_for_bulk_jobs_and_open_for_security_
     let report = worker.handle_from(message, Lane::Priority).await;
     assert_eq!(report.outcome, Outcome::Deleted, "a leak waits for nobody");
 }
+
+#[tokio::test]
+async fn enqueue_refuses_a_batch_over_a_limit_and_plan_says_what_it_would_trip() {
+    let env = TestEnv::new("breaker-batch").await;
+    let table = create_table(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let (user, ids) = env.user_with_keys(&format!("batch{i}"), 1).await;
+        lines.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"request_id": format!("b-{i}"), "user_name": user, "access_key_id": ids[0], "batch_id": "leavers-7"})
+        ));
+        keys.push((user, ids[0].clone()));
+    }
+    let file = dir.path().join("leavers.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Three already counted in the window for the worker's own account.
+    let breaker = breaker(&env, &table, {
+        let mut c = BreakerSection::default();
+        c.main.max_keys_per_account = 4;
+        c
+    });
+    let retries = RetryCounter::default();
+    assert!(matches!(
+        breaker
+            .take(Lane::Main, OWN_ACCOUNT, 3, false, &retries)
+            .await,
+        Take::Taken(_)
+    ));
+    let plan = run(&env, &table, &["plan", "--file", file]).await;
+    let said = String::from_utf8_lossy(&plan.stderr);
+    assert!(plan.status.success(), "{said}");
+    assert!(
+        said.contains("breaker: account (the worker's own account): 5 key(s) in this batch exceed breaker.main.max_keys_per_account = 4"),
+        "{said}"
+    );
+
+    let refused = run(&env, &table, &["enqueue", "--file", file]).await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("Nothing was sent") && said.contains("--over-cap"),
+        "{said}"
+    );
+    assert_eq!(env.queue_depth().await, (0, 0));
+
+    let sent = run(&env, &table, &["enqueue", "--file", file, "--over-cap"]).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(env.queue_depth().await, (5, 0));
+    assert_eq!(active_keys(&env, &keys).await, 5, "enqueue changes nothing");
+}

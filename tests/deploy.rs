@@ -10,6 +10,8 @@ mod cfn;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cfn::{of_kind, rendered_manifests, Stack};
+use iam_key_revoker::aws::sqs::Lane;
+use iam_key_revoker::breaker::table;
 use iam_key_revoker::config::{Config, Settings};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -69,6 +71,10 @@ fn operations_in_code() -> BTreeSet<String> {
 /// the restore operators' policy grants it, never the worker's.
 const RESTORE_ONLY: &[&str] = &["iam:ListAttachedUserPolicies", "iam:DetachUserPolicy"];
 
+/// What only the breaker's operators call (`held` lists the table): their policy grants
+/// it, never the worker's.
+const BREAKER_OPERATORS_ONLY: &[&str] = &["dynamodb:Scan"];
+
 /// What the worker calls in its own account only: checking the quarantine policy exists
 /// (AWS's managed policies are the same in every account), and signing its own messages.
 const OWN_ACCOUNT_ONLY: &[&str] = &["iam:GetPolicy", "sts:GetAccessKeyInfo"];
@@ -110,6 +116,14 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetSchedule" => "scheduler:GetSchedule",
         "UpdateSchedule" => "scheduler:UpdateSchedule",
         "GetScheduleGroup" => "scheduler:GetScheduleGroup",
+        // The breaker's table; a transaction is authorized item by item as the action
+        // each of its parts is ("Using IAM with DynamoDB transactions", DynamoDB
+        // Developer Guide): the worker's updates its counts (its ConditionCheck is added
+        // below), the operators' puts an approval and updates a hold.
+        "GetItem" => "dynamodb:GetItem",
+        "PutItem" => "dynamodb:PutItem",
+        "UpdateItem" | "TransactWriteItems" => "dynamodb:UpdateItem",
+        "Scan" => "dynamodb:Scan",
         // sts:GetCallerIdentity is always allowed; no policy can deny it.
         "GetCallerIdentity" => return None,
         other => {
@@ -183,13 +197,17 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
     let mut needed: BTreeSet<String> = ops
         .iter()
         .filter_map(|op| permission(op))
-        .filter(|p| !RESTORE_ONLY.contains(p))
+        .filter(|p| !RESTORE_ONLY.contains(p) && !BREAKER_OPERATORS_ONLY.contains(p))
         .map(str::to_owned)
         .collect();
     // A schedule names the role EventBridge Scheduler sends with: creating or updating one
     // passes it (EventBridge Scheduler User Guide, "Setting up the execution role").
     if ops.contains("CreateSchedule") {
         needed.insert("iam:PassRole".to_owned());
+    }
+    // The breaker's take checks its queue's pause in the same transaction.
+    if ops.contains("TransactWriteItems") {
+        needed.insert("dynamodb:ConditionCheckItem".to_owned());
     }
     let stack = Stack::worker();
     let granted: BTreeSet<String> = worker_policies(&stack)
@@ -1018,6 +1036,18 @@ fn strings(element: &serde_json::Value) -> Vec<String> {
 /// explicit Deny wins, then an Allow, else the implicit deny. Conditions are taken as
 /// met (the emulator cannot evaluate them either; tests elsewhere check each one).
 fn allows(policies: &[serde_json::Value], action: &str, resource: &str) -> bool {
+    evaluate(policies, action, resource, |_| true)
+}
+
+/// IAM's evaluation of identity policies: an explicit Deny wins, then an Allow, else the
+/// implicit deny; a statement applies when its action and resource match and
+/// `conditions_met` says its conditions hold.
+fn evaluate(
+    policies: &[serde_json::Value],
+    action: &str,
+    resource: &str,
+    conditions_met: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
     let applies = |s: &serde_json::Value| {
         strings(&s["Action"])
             .iter()
@@ -1025,20 +1055,18 @@ fn allows(policies: &[serde_json::Value], action: &str, resource: &str) -> bool 
             && strings(&s["Resource"])
                 .iter()
                 .any(|r| wildcard(r, resource))
+            && conditions_met(s)
     };
     let statements: Vec<&serde_json::Value> = policies
         .iter()
         .flat_map(|p| p["Statement"].as_array().expect("statements"))
         .collect();
-    if statements
+    !statements
         .iter()
         .any(|s| s["Effect"] == "Deny" && applies(s))
-    {
-        return false;
-    }
-    statements
-        .iter()
-        .any(|s| s["Effect"] == "Allow" && applies(s))
+        && statements
+            .iter()
+            .any(|s| s["Effect"] == "Allow" && applies(s))
 }
 
 /// A shipped policy with its placeholders filled in as an operator would.
@@ -1902,4 +1930,173 @@ fn the_worker_stacks_rules_keep_what_they_could_not_deliver() {
         alarm["Dimensions"][0]["Value"],
         "iam-key-revoker-security-events-dlq"
     );
+}
+
+/// Whether `policies` allow `action` on `resource` for a request whose
+/// `dynamodb:LeadingKeys` are `leading` (`None`: the request carries no key, as a `Scan`),
+/// with IAM's condition logic for the operators this repository's policies use on that
+/// key ("IAM JSON policy elements: Condition operators", IAM User Guide): `ForAllValues`
+/// is true of a key the request does not carry, which is why each statement also says
+/// `Null: false`; every other condition is taken as met (tests above check each one).
+fn allows_on_item(
+    policies: &[serde_json::Value],
+    action: &str,
+    resource: &str,
+    leading: Option<&[&str]>,
+) -> bool {
+    let conditions_met = |s: &serde_json::Value| {
+        let Some(condition) = s["Condition"].as_object() else {
+            return true;
+        };
+        condition.iter().all(|(operator, keys)| {
+            let Some(patterns) = keys.get("dynamodb:LeadingKeys") else {
+                return true;
+            };
+            match operator.as_str() {
+                "ForAllValues:StringLike" => leading.is_none_or(|values| {
+                    values
+                        .iter()
+                        .all(|v| strings(patterns).iter().any(|p| wildcard(p, v)))
+                }),
+                "Null" => (patterns == "true") == leading.is_none(),
+                other => panic!("condition operator {other} on dynamodb:LeadingKeys"),
+            }
+        })
+    };
+    evaluate(policies, action, resource, conditions_met)
+}
+
+/// The breaker's table (docs, "The breaker") separates who counts from who decides by
+/// the partition key's prefix (`dynamodb:LeadingKeys`, DynamoDB Developer Guide, "Using
+/// IAM policy conditions for fine-grained access control"): the worker's role may update
+/// counts, record holds and read approvals and pauses, never write an approval or a
+/// pause; the breaker operators may approve, decide, pause and resume and list the
+/// table, never change a count; the plan operators only read counts; producers and
+/// restorers nothing. The emulator evaluates no condition: this is IAM's logic on the
+/// shipped policies.
+#[test]
+fn only_operators_approve_or_pause_and_only_the_worker_counts() {
+    let stack = Stack::worker();
+    let table = stack.resolve(&serde_json::json!({"Fn::GetAtt": ["BreakerTable", "Arn"]}));
+    let table = table.as_str().unwrap();
+    assert_eq!(
+        stack.outputs()["IAM_KEY_REVOKER__BREAKER__TABLE_NAME"],
+        "iam-key-revoker-breaker"
+    );
+    let keys = stack.properties("BreakerTable");
+    assert_eq!(keys["KeySchema"][0]["AttributeName"], "pk");
+    assert_eq!(
+        keys["KeySchema"].as_array().unwrap().len(),
+        1,
+        "a partition key alone: LeadingKeys is the whole key"
+    );
+    assert_eq!(
+        keys["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    let count = table::count_key(Lane::Main, Some("444455556666"));
+    let all = table::count_key(Lane::Priority, None);
+    let held = table::held_key("r-1");
+    let approval = table::approval_key("r-1");
+    let pause = table::pause_key(Lane::Main);
+    let on = |policies: &[serde_json::Value], action: &str, pk: &str| {
+        allows_on_item(policies, action, table, Some(&[pk]))
+    };
+
+    let worker = worker_policies(&stack);
+    for (action, pk) in [
+        ("dynamodb:UpdateItem", &count),
+        ("dynamodb:UpdateItem", &all),
+        ("dynamodb:PutItem", &held),
+        ("dynamodb:GetItem", &approval),
+        ("dynamodb:GetItem", &pause),
+        ("dynamodb:ConditionCheckItem", &pause),
+    ] {
+        assert!(on(&worker, action, pk), "worker: {action} on {pk}");
+    }
+    for (action, pk) in [
+        ("dynamodb:PutItem", &approval),
+        ("dynamodb:UpdateItem", &approval),
+        ("dynamodb:PutItem", &pause),
+        ("dynamodb:UpdateItem", &pause),
+        ("dynamodb:UpdateItem", &held),
+        ("dynamodb:PutItem", &count),
+        ("dynamodb:DeleteItem", &pause),
+        ("dynamodb:DeleteItem", &approval),
+        ("dynamodb:BatchWriteItem", &approval),
+    ] {
+        assert!(!on(&worker, action, pk), "worker: {action} on {pk}");
+    }
+    // A request with a key of each kind is refused whole.
+    assert!(!allows_on_item(
+        &worker,
+        "dynamodb:UpdateItem",
+        table,
+        Some(&[count.as_str(), approval.as_str()])
+    ));
+    // Without a key to check (a Scan, a PartiQL statement), nothing.
+    for action in [
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:PartiQLUpdate",
+    ] {
+        assert!(
+            !allows_on_item(&worker, action, table, None),
+            "worker: {action}"
+        );
+    }
+
+    let operators = vec![stack.properties("BreakerOperatorPolicy")["PolicyDocument"].clone()];
+    for (action, pk) in [
+        ("dynamodb:PutItem", &approval),
+        ("dynamodb:UpdateItem", &held),
+        ("dynamodb:PutItem", &pause),
+        ("dynamodb:GetItem", &count),
+    ] {
+        assert!(on(&operators, action, pk), "operators: {action} on {pk}");
+    }
+    assert!(allows_on_item(&operators, "dynamodb:Scan", table, None));
+    for action in [
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+    ] {
+        assert!(
+            !on(&operators, action, &count),
+            "operators: {action} on counts"
+        );
+    }
+    let queue = |name: &str| format!("arn:aws:sqs:eu-west-1:111122223333:{name}");
+    for q in ["iam-key-revocations", "iam-key-revocations-priority"] {
+        assert!(allows(&operators, "sqs:SendMessage", &queue(q)));
+    }
+    for action in iam_key_revoker::cli::deny::WRITE_ACTIONS {
+        assert!(
+            !allows(&operators, action, "arn:aws:iam::111122223333:user/alice"),
+            "operators: {action}"
+        );
+    }
+
+    let plan = vec![stack.properties("PlanOperatorPolicy")["PolicyDocument"].clone()];
+    assert!(on(&plan, "dynamodb:GetItem", &count));
+    for (action, pk) in [
+        ("dynamodb:GetItem", &held),
+        ("dynamodb:PutItem", &approval),
+        ("dynamodb:UpdateItem", &count),
+    ] {
+        assert!(!on(&plan, action, pk), "plan: {action} on {pk}");
+    }
+    for name in ["ProducerPolicy", "RestoreOperatorPolicy"] {
+        let policy = vec![stack.properties(name)["PolicyDocument"].clone()];
+        for pk in [&count, &held, &approval, &pause] {
+            for action in [
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:GetItem",
+            ] {
+                assert!(!on(&policy, action, pk), "{name}: {action} on {pk}");
+            }
+        }
+    }
 }

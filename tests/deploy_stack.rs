@@ -525,6 +525,7 @@ VERSION=1.0.0
 IMAGE_PLATFORM=linux/amd64
 PLANNERS="arn:aws:iam::{ACCOUNT}:role/secops-analyst"
 RESTORERS="arn:aws:iam::{ACCOUNT}:role/secops-oncall"
+BREAKER_OPERATORS="arn:aws:iam::{ACCOUNT}:role/secops-lead"
 PRODUCERS=""
 MANAGEMENT_ACCOUNT_STACKS=false
 ALARM_TOPIC_NAME=""
@@ -671,7 +672,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         ],
     );
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
-    for role in ["secops-analyst", "secops-oncall"] {
+    for role in ["secops-analyst", "secops-oncall", "secops-lead"] {
         aws(
             &url,
             TESTING,
@@ -803,6 +804,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         "Stack iam-key-revoker in eu-west-1: unchanged",
         "secops-analyst: has iam-key-revoker-plan already",
         "secops-oncall: has iam-key-revoker-restore already",
+        "secops-lead: has iam-key-revoker-breaker-operator already",
         "pushed already",
         "StackSet iam-key-revoker-health-forwarding: unchanged",
         "StackSet iam-key-revoker-member-role: unchanged",
@@ -1461,6 +1463,7 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         "Repository iam-key-revoker: deleted",
         "Stack iam-key-revoker in eu-west-1: deleted",
         "secops-analyst: iam-key-revoker-plan taken off",
+        "secops-lead: iam-key-revoker-breaker-operator taken off",
     ] {
         assert!(
             said[0].contains(gone),

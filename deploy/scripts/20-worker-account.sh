@@ -62,6 +62,7 @@ attach() {
 }
 for role in $PLANNERS; do attach "$role" "$PLAN_OPERATOR_POLICY_ARN"; done
 for role in $RESTORERS; do attach "$role" "$RESTORE_OPERATOR_POLICY_ARN"; done
+for role in ${BREAKER_OPERATORS:-}; do attach "$role" "$BREAKER_OPERATOR_POLICY_ARN"; done
 
 say "The image, for $IMAGE_PLATFORM"
 if aws ecr describe-repositories --repository-names iam-key-revoker >/dev/null 2>&1; then

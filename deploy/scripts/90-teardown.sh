@@ -49,13 +49,13 @@ case $part in
     in_account worker "$WORKER_ACCOUNT"
     # The operators' policies leave their roles first: CloudFormation deletes a managed
     # policy only once nothing it did not attach it to holds it.
-    for role_arn in $PLANNERS $RESTORERS; do
+    for role_arn in $PLANNERS $RESTORERS ${BREAKER_OPERATORS:-}; do
       case $role_arn in
         "arn:aws:iam::$WORKER_ACCOUNT:role/"*) ;;
         *) continue ;;
       esac
       role=${role_arn##*/}
-      for policy in $(aws iam list-attached-role-policies --role-name "$role"         --query "AttachedPolicies[?PolicyName=='iam-key-revoker-plan' || PolicyName=='iam-key-revoker-restore'].PolicyArn"         --output text 2>/dev/null || true); do
+      for policy in $(aws iam list-attached-role-policies --role-name "$role"         --query "AttachedPolicies[?PolicyName=='iam-key-revoker-plan' || PolicyName=='iam-key-revoker-restore' || PolicyName=='iam-key-revoker-breaker-operator'].PolicyArn"         --output text 2>/dev/null || true); do
         aws iam detach-role-policy --role-name "$role" --policy-arn "$policy"
         echo "$role: ${policy##*/} taken off"
       done

@@ -5,10 +5,10 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 use crate::breaker::pause::Pauses;
 use crate::outcome::Lane;
 
-const PAUSED: &str = "iam_key_revoker_breaker_paused";
-const PAUSED_SECONDS: &str = "iam_key_revoker_breaker_paused_seconds";
-const PAUSE_ALERT_AFTER: &str = "iam_key_revoker_breaker_pause_alert_after_seconds";
-const UNAVAILABLE: &str = "iam_key_revoker_breaker_unavailable_total";
+pub const PAUSED: &str = "iam_key_revoker_breaker_paused";
+pub const PAUSED_SECONDS: &str = "iam_key_revoker_breaker_paused_seconds";
+pub const PAUSE_ALERT_AFTER: &str = "iam_key_revoker_breaker_pause_alert_after_seconds";
+pub const UNAVAILABLE: &str = "iam_key_revoker_breaker_unavailable_total";
 
 pub(crate) fn describe() {
     describe_gauge!(

@@ -162,6 +162,8 @@ impl Stack {
             ),
             // CloudFormation: Ref of an alias is its name.
             "AWS::KMS::Alias" => self.name(name, "AliasName"),
+            // CloudFormation: Ref of a table is its name.
+            "AWS::DynamoDB::Table" => self.name(name, "TableName"),
             "AWS::IAM::ManagedPolicy" => format!(
                 "arn:aws:iam::{ACCOUNT}:policy/{}",
                 self.name(name, "ManagedPolicyName")
@@ -191,6 +193,10 @@ impl Stack {
                 self.name(logical, "Name")
             ),
             ("AWS::Events::EventBus", "Name") => self.name(logical, "Name"),
+            ("AWS::DynamoDB::Table", "Arn") => format!(
+                "arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}",
+                self.name(logical, "TableName")
+            ),
             ("AWS::KMS::Key", "Arn") => {
                 format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical}-GENERATED")
             }
