@@ -122,7 +122,12 @@ async def serve_front(iam_port, sqs_port, sinks_port, delay, port, ready, iam_st
                 # IAM/STS speak the query protocol, SQS JSON. The outcome events of
                 # --notify (SNS, query; EventBridge, JSON) go to an emulator of their own,
                 # as SNS and EventBridge are fleets of their own.
-                sink = body.startswith(b"Action=PublishBatch") or b"AWSEvents." in head
+                # The breaker's DynamoDB (--breaker) goes there too: a fleet of its own.
+                sink = (
+                    body.startswith(b"Action=PublishBatch")
+                    or b"AWSEvents." in head
+                    or b"DynamoDB_20120810." in head
+                )
                 iam = body.startswith(b"Action=") and not sink
                 if iam and not within_quota():
                     writer.write(
@@ -251,6 +256,8 @@ def main():
     parser.add_argument("--urgent-every", type=float, default=2.0, help="seconds between urgent jobs behind the backlog")
     parser.add_argument("--iam-quota", type=int, default=0, help="IAM's true quota, requests a second (0: none)")
     parser.add_argument("--workers", type=int, default=1, help="workers on the queue at once")
+    parser.add_argument("--breaker", action="store_true",
+                        help="the breaker on: its DynamoDB table on the sinks' emulator, limits far above the run, so its cost is measured and nothing is held")
     parser.add_argument("--notify", action="store_true",
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--key-only", action="store_true",
@@ -316,6 +323,17 @@ def main():
         sinks["bus"] = f"{run}-bus"
         events.create_event_bus(Name=sinks["bus"])
 
+    breaker_table = None
+    if args.breaker:
+        dynamodb = session.client("dynamodb", endpoint_url=args.sinks_endpoint)
+        breaker_table = f"{run}-breaker"
+        dynamodb.create_table(
+            TableName=breaker_table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
     def time_to_revoke(index):
         """Sends urgent job `index` to the priority queue; seconds until its key is gone."""
         user, key = urgent_keys[index]
@@ -368,6 +386,11 @@ def main():
             env["IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID"] = mac_key
         if priority:
             env["IAM_KEY_REVOKER__SQS__PRIORITY_QUEUE_URL"] = priority
+        if breaker_table:
+            env["IAM_KEY_REVOKER__BREAKER__TABLE_NAME"] = breaker_table
+            for lane in ["MAIN", "PRIORITY"]:
+                env[f"IAM_KEY_REVOKER__BREAKER__{lane}__MAX_KEYS_PER_ACCOUNT"] = "1000000"
+                env[f"IAM_KEY_REVOKER__BREAKER__{lane}__MAX_KEYS"] = "1000000"
         if args.notify:
             env["IAM_KEY_REVOKER__RESULTS__QUEUE_URL"] = sinks["queue"]
             env["IAM_KEY_REVOKER__RESULTS__SNS_TOPIC_ARN"] = sinks["topic"]
@@ -465,6 +488,15 @@ def main():
         "latency_p50_seconds": None if p50 is None else round(p50, 3),
         "latency_p99_seconds": None if p99 is None else round(p99, 3),
     }
+    if args.breaker:
+        result["breaker"] = True
+        result["dynamodb_calls_per_job"] = round(
+            total(samples, "iam_key_revoker_aws_requests_total", service="dynamodb") / args.jobs, 3
+        )
+        result["dynamodb_calls_by_operation"] = {
+            op: int(total(samples, "iam_key_revoker_aws_requests_total", service="dynamodb", operation=op))
+            for op in ["TransactWriteItems", "UpdateItem", "GetItem", "PutItem"]
+        }
     if args.key_only:
         # The owner lookup (IAM), the hand-on (SQS) and its MAC (KMS), made and checked.
         result["key_only"] = True
@@ -518,6 +550,7 @@ def record(args, result):
             f"--iam-quota {args.iam_quota}" if args.iam_quota else "",
             f"--workers {args.workers}" if args.workers > 1 else "",
             "--notify" if args.notify else "",
+            "--breaker" if args.breaker else "",
             "--key-only" if args.key_only else "",
             "--no-mac-key" if args.no_mac_key else "",
             *(f"--set {s}" for s in args.set),

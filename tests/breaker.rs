@@ -480,6 +480,43 @@ async fn buckets_past_the_window_are_rolled_out_before_the_limit_is_compared() {
         !item.contains_key(&format!("b{old}")),
         "the old bucket is gone"
     );
+
+    // Counted under a two-hour window (two-minute buckets), read under a one-hour one:
+    // what counted there still counts, never less.
+    let other = table::count_key(Lane::Priority, Some("111122223333"));
+    let recent = (now - 600) / 120;
+    let aged = (now - 7400) / 120;
+    env.clients
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("pk", table::text(other))
+        .item("total", table::num(5))
+        .item("oldest", table::num(aged))
+        .item("w", table::num(120))
+        .item(format!("b{recent}"), table::num(2))
+        .item(format!("b{aged}"), table::num(3))
+        .send()
+        .await
+        .unwrap();
+    let mut config = BreakerSection::default();
+    config.priority.max_keys_per_account = 4;
+    let rewidth = self::breaker(&env, &table, config);
+    assert!(
+        matches!(
+            rewidth
+                .take(Lane::Priority, "111122223333", 2, false, &retries)
+                .await,
+            Take::Taken(_)
+        ),
+        "the five counted in the old window's buckets, of which two are still inside it"
+    );
+    assert!(matches!(
+        rewidth
+            .take(Lane::Priority, "111122223333", 1, false, &retries)
+            .await,
+        Take::Over(..)
+    ));
 }
 
 #[tokio::test]
@@ -531,26 +568,126 @@ async fn an_approval_releases_only_the_body_that_was_held() {
         )
         .await
         .unwrap());
-    // A producer reusing the approved request id for another key gets no approval.
+    // A producer reusing the approved request id for another key gets no approval, and
+    // cannot replace the approved hold: a conflict, kept in the dead-letter queue.
     let forged = job("a-2", &user, &keys[1]);
     let report = env.handle_job(&worker, env.deliver(&forged).await).await;
-    assert_eq!(report.outcome, Outcome::Held(Reason::AccountLimit));
+    assert_eq!(report.outcome, Outcome::Rejected(Reason::RequestIdConflict));
     assert_eq!(
         env.key_status(&user, &keys[1]).await,
         Some(StatusType::Active)
     );
-    // The approved body itself is worked over the limit.
+    assert_eq!(env.dead_letters().await.len(), 1);
+    // The approved body itself is worked over the limit, once.
     let report = env.handle_job(&worker, env.deliver(&held_body).await).await;
     assert_eq!(report.outcome, Outcome::Deleted, "{report:?}");
     assert_eq!(env.key_status(&user, &keys[0]).await, None);
+    // Sent again (a replay), its approval is spent: held for a person again, by another
+    // replica that does not remember the request.
+    let other = env.worker().await;
+    let report = env.handle_job(&other, env.deliver(&held_body).await).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Held(Reason::AccountLimit),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pause_read_while_a_job_works_stops_its_next_key_write() {
+    let mut env = TestEnv::new("breaker-midjob").await;
+    let table = create_table(&env).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    env.route_iam_and_sts_through(&proxy).await;
+    env.config.breaker.table_name = Some(table.clone());
+    env.config.breaker.poll_seconds = 1;
+    let (user, keys) = env.user_with_keys("two", 2).await;
+    // Each delete takes two seconds: the pause is read during the first.
+    for key in &keys {
+        proxy.set_fault_matching(
+            &[
+                "Action=DeleteAccessKey".to_owned(),
+                format!("AccessKeyId={key}"),
+            ],
+            common::proxy::Fault::Delay(Duration::from_secs(2)),
+        );
+    }
+    let worker = std::sync::Arc::new(env.worker().await);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(std::sync::Arc::clone(&worker).run(shutdown.clone()));
+    env.send(
+        &serde_json::json!({"request_id": "mid-1", "user_name": user, "all_keys": true})
+            .to_string(),
+    )
+    .await;
+    eventually_async(
+        "the first delete under way",
+        Duration::from_secs(10),
+        || async {
+            !proxy
+                .requests_containing("Action=DeleteAccessKey")
+                .is_empty()
+        },
+    )
+    .await;
+    let admin = admin(&env, &table);
+    let retries = RetryCounter::default();
+    admin
+        .set_pause(Lane::Main, Some("stop"), "tester", &retries)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut active = 0;
+    for key in &keys {
+        if env.key_status(&user, key).await == Some(StatusType::Active) {
+            active += 1;
+        }
+    }
+    assert_eq!(active, 1, "the second key waits for the resume");
+    assert_eq!(proxy.requests_containing("Action=DeleteAccessKey").len(), 1);
+    admin
+        .set_pause(Lane::Main, None, "tester", &retries)
+        .await
+        .unwrap();
+    eventually_async(
+        "the job finished after resume",
+        Duration::from_secs(15),
+        || async {
+            env.key_status(&user, &keys[0]).await.is_none()
+                && env.key_status(&user, &keys[1]).await.is_none()
+        },
+    )
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+async fn priority_job(env: &TestEnv, worker: &iam_key_revoker::Worker, body: &str) -> Outcome {
+    let priority = env.config.sqs.priority_queue_url.clone().unwrap();
+    common::send(&env.clients.sqs, &priority, body).await;
+    let message = common::receive(&env.clients.sqs, &priority, 1, 2)
+        .await
+        .pop()
+        .unwrap();
+    worker.handle_from(message, Lane::Priority).await.outcome
 }
 
 #[tokio::test]
 async fn the_table_unreachable_fails_closed_for_bulk_jobs_and_open_for_security_events() {
     let mut env = TestEnv::new("breaker-down").await;
     env.add_priority_queue().await;
-    // A table that is not there: every request refused, as when it cannot be reached.
-    env.config.breaker.table_name = Some(format!("{}-missing", env.name));
+    let table = create_table(&env).await;
+    // DynamoDB answers 500 to everything: the table cannot be reached.
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    proxy.set_fault_matching(
+        &["DynamoDB_20120810.".to_owned()],
+        common::proxy::Fault::Status(
+            500,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#.to_owned(),
+        ),
+    );
+    env.route_all_through(&proxy).await;
+    env.config.breaker.table_name = Some(table);
     let worker = env.worker().await;
     let (user, keys) = env.user_with_keys("down", 2).await;
     let report = env
@@ -561,14 +698,27 @@ async fn the_table_unreachable_fails_closed_for_bulk_jobs_and_open_for_security_
         env.key_status(&user, &keys[0]).await,
         Some(StatusType::Active)
     );
-    let priority = env.config.sqs.priority_queue_url.clone().unwrap();
-    common::send(&env.clients.sqs, &priority, &job("d-2", &user, &keys[1])).await;
-    let message = common::receive(&env.clients.sqs, &priority, 1, 2)
-        .await
-        .pop()
-        .unwrap();
-    let report = worker.handle_from(message, Lane::Priority).await;
-    assert_eq!(report.outcome, Outcome::Deleted, "a leak waits for nobody");
+    assert_eq!(
+        priority_job(&env, &worker, &job("d-2", &user, &keys[1])).await,
+        Outcome::Deleted,
+        "a leak waits for nobody"
+    );
+
+    // A table that refuses (here: not there) is a configuration to fix: nothing is
+    // changed uncounted, on either queue.
+    let mut env = TestEnv::new("breaker-refused").await;
+    env.add_priority_queue().await;
+    env.config.breaker.table_name = Some(format!("{}-missing", env.name));
+    let worker = env.worker().await;
+    let (user, keys) = env.user_with_keys("refused", 1).await;
+    assert_eq!(
+        priority_job(&env, &worker, &job("r-1", &user, &keys[0])).await,
+        Outcome::Retry(Reason::BreakerUnavailable)
+    );
+    assert_eq!(
+        env.key_status(&user, &keys[0]).await,
+        Some(StatusType::Active)
+    );
 }
 
 #[tokio::test]

@@ -2008,6 +2008,10 @@ fn only_operators_approve_or_pause_and_only_the_worker_counts() {
         ("dynamodb:UpdateItem", &count),
         ("dynamodb:UpdateItem", &all),
         ("dynamodb:PutItem", &held),
+        // Reading a hold, and spending an approval on it (the approval itself is an
+        // operator's item).
+        ("dynamodb:GetItem", &held),
+        ("dynamodb:UpdateItem", &held),
         ("dynamodb:GetItem", &approval),
         ("dynamodb:GetItem", &pause),
         ("dynamodb:ConditionCheckItem", &pause),
@@ -2019,7 +2023,7 @@ fn only_operators_approve_or_pause_and_only_the_worker_counts() {
         ("dynamodb:UpdateItem", &approval),
         ("dynamodb:PutItem", &pause),
         ("dynamodb:UpdateItem", &pause),
-        ("dynamodb:UpdateItem", &held),
+        ("dynamodb:ConditionCheckItem", &approval),
         ("dynamodb:PutItem", &count),
         ("dynamodb:DeleteItem", &pause),
         ("dynamodb:DeleteItem", &approval),

@@ -297,6 +297,16 @@ impl Iam {
         action: Action,
         retries: &RetryCounter,
     ) -> Result<Written, AwsError> {
+        // A pause read since the job's keys were counted stops its next key write.
+        if !retries.unpaused().await {
+            return Err(AwsError {
+                operation: "UpdateAccessKey",
+                class: ErrorClass::Transient,
+                code: None,
+                message: "key changes paused until shutdown; nothing changed".to_owned(),
+                unanswered: false,
+            });
+        }
         let result = match action {
             Action::Delete => self
                 .request("DeleteAccessKey", retries, || {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use crate::aws::classify::{AwsError, ErrorClass};
+use crate::breaker::pause::Pauses;
+use crate::outcome::Lane;
 use tokio_util::sync::CancellationToken;
 
 /// Exponential backoff with jitter, bounded by a total time budget.
@@ -108,6 +110,9 @@ pub struct RetryCounter {
     stop: CancellationToken,
     /// An answer-less failure (connection, DNS, TLS, timeout) is not retried.
     fail_fast: bool,
+    /// The breaker's pauses as last read, and the job's queue: each key write waits
+    /// while that queue is paused (docs, "The breaker").
+    gate: Option<(tokio::sync::watch::Receiver<Pauses>, Lane)>,
 }
 
 impl RetryCounter {
@@ -117,6 +122,25 @@ impl RetryCounter {
             count: AtomicU32::new(0),
             stop,
             fail_fast: false,
+            gate: None,
+        }
+    }
+
+    /// Key writes of this job wait while `lane` is paused, as `pauses` last says.
+    pub fn gated(mut self, gate: Option<(tokio::sync::watch::Receiver<Pauses>, Lane)>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Waits while the job's queue is paused; `false` when retrying is called off first.
+    pub async fn unpaused(&self) -> bool {
+        let Some((pauses, lane)) = &self.gate else {
+            return true;
+        };
+        let mut pauses = pauses.clone();
+        tokio::select! {
+            _ = pauses.wait_for(|p| p.of(*lane).is_none()) => !self.stopped(),
+            () = self.stop.cancelled() => false,
         }
     }
 

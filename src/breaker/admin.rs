@@ -178,21 +178,8 @@ impl Admin {
             TransactWriteItem::builder().put(put).build(),
             TransactWriteItem::builder().update(decided).build(),
         ];
-        let result = call(
-            &self.policy,
-            retries,
-            "dynamodb",
-            "TransactWriteItems",
-            || async {
-                self.client
-                    .transact_write_items()
-                    .set_transact_items(Some(items.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("TransactWriteItems", e))
-            },
-        )
-        .await;
+        let result =
+            crate::breaker::count::transact(&self.client, &self.policy, items, retries).await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.code.as_deref() == Some("TransactionCanceledException") => Ok(false),
@@ -231,21 +218,8 @@ impl Admin {
         let items = vec![TransactWriteItem::builder()
             .update(self.decision(held, "discarded", by, reason))
             .build()];
-        let result = call(
-            &self.policy,
-            retries,
-            "dynamodb",
-            "TransactWriteItems",
-            || async {
-                self.client
-                    .transact_write_items()
-                    .set_transact_items(Some(items.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("TransactWriteItems", e))
-            },
-        )
-        .await;
+        let result =
+            crate::breaker::count::transact(&self.client, &self.policy, items, retries).await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.code.as_deref() == Some("TransactionCanceledException") => Ok(false),

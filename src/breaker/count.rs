@@ -28,13 +28,17 @@ impl Breaker {
         now: u64,
         limit: Option<u32>,
     ) -> TransactWriteItem {
-        let mut condition = "(attribute_not_exists(#o) OR #o >= :live)".to_owned();
+        let mut condition =
+            "(attribute_not_exists(#o) OR #o >= :live) AND (attribute_not_exists(#w) OR #w = :w)"
+                .to_owned();
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk.to_owned())))
             .update_expression(
-                "SET #t = if_not_exists(#t, :zero) + :n, #b = if_not_exists(#b, :zero) + :n, #o = if_not_exists(#o, :bucket)",
+                "SET #t = if_not_exists(#t, :zero) + :n, #b = if_not_exists(#b, :zero) + :n, #o = if_not_exists(#o, :bucket), #w = if_not_exists(#w, :w)",
             )
+            .expression_attribute_names("#w", "w")
+            .expression_attribute_values(":w", num(self.window.bucket_seconds()))
             .expression_attribute_names("#t", "total")
             .expression_attribute_names("#b", Window::attribute(bucket))
             .expression_attribute_names("#o", "oldest")
@@ -66,6 +70,53 @@ impl Breaker {
             .build()
             .expect("table, key and expression are set");
         TransactWriteItem::builder().condition_check(check).build()
+    }
+
+    /// Collapses the buckets of `pk`, counted in another bucket length, into the current
+    /// bucket: what counted in their own window still counts, for a whole window more
+    /// (never less than the keys changed, at most a window longer), if nobody changed
+    /// them since they were read.
+    pub(super) async fn rewidth(
+        &self,
+        pk: &str,
+        counted: &window::Counted,
+        now: u64,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
+        let live = counted.live_as_counted(self.window, now);
+        let bucket = self.window.bucket(now);
+        let mut names = HashMap::from([
+            ("#t".to_owned(), "total".to_owned()),
+            ("#o".to_owned(), "oldest".to_owned()),
+            ("#w".to_owned(), "w".to_owned()),
+            ("#b".to_owned(), Window::attribute(bucket)),
+        ]);
+        let mut values = HashMap::from([
+            (":live".to_owned(), num(live)),
+            (":bucket".to_owned(), num(bucket)),
+            (":w".to_owned(), num(self.window.bucket_seconds())),
+            (":was".to_owned(), num(counted.width.unwrap_or(0))),
+        ]);
+        let mut conditions = vec!["#w = :was".to_owned()];
+        let mut removed = Vec::new();
+        for (i, (index, count)) in counted.buckets.iter().enumerate() {
+            if *index == bucket {
+                // Set below, from what counted.
+                conditions.push(format!("#b = :x{i}"));
+                values.insert(format!(":x{i}"), num(count));
+                continue;
+            }
+            names.insert(format!("#x{i}"), Window::attribute(*index));
+            values.insert(format!(":x{i}"), num(count));
+            conditions.push(format!("#x{i} = :x{i}"));
+            removed.push(format!("#x{i}"));
+        }
+        let mut expression = "SET #t = :live, #b = :live, #o = :bucket, #w = :w".to_owned();
+        if !removed.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        }
+        self.repair(pk, &expression, &conditions, names, values, retries)
+            .await
     }
 
     /// Removes the buckets of `pk` that left the window, if nobody changed them since
@@ -111,12 +162,27 @@ impl Breaker {
                 expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
             }
         }
+        self.repair(pk, &expression, &conditions, names, values, retries)
+            .await
+    }
+
+    /// Rewrites a count item's buckets if they are still as read (`conditions`): when
+    /// another replica (or a give-back) changed them first, the take reads them again.
+    async fn repair(
+        &self,
+        pk: &str,
+        expression: &str,
+        conditions: &[String],
+        names: HashMap<String, String>,
+        values: HashMap<String, AttributeValue>,
+        retries: &RetryCounter,
+    ) -> Result<(), AwsError> {
         let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(pk.to_owned())))
-                .update_expression(&expression)
+                .update_expression(expression)
                 .condition_expression(conditions.join(" AND "))
                 .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))
@@ -127,7 +193,6 @@ impl Breaker {
         .await;
         match result {
             Ok(_) => Ok(()),
-            // Another replica rolled it (or a give-back changed a bucket): read again.
             Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(()),
             Err(e) => Err(e),
         }
@@ -163,4 +228,33 @@ pub(super) fn cancelled(
         }
     }
     Err(AwsError::from_sdk("TransactWriteItems", e))
+}
+
+/// One `TransactWriteItems` of `items`, under one `ClientRequestToken` for all its retries:
+/// DynamoDB applies it once however often it is sent within ten minutes (API Reference,
+/// TransactWriteItems), so a retry after a lost answer does not apply it twice.
+pub(super) async fn transact(
+    client: &aws_sdk_dynamodb::Client,
+    policy: &crate::aws::retry::BackoffPolicy,
+    items: Vec<TransactWriteItem>,
+    retries: &RetryCounter,
+) -> Result<(), AwsError> {
+    let token = uuid::Uuid::now_v7().to_string();
+    call(
+        policy,
+        retries,
+        "dynamodb",
+        "TransactWriteItems",
+        || async {
+            client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(token.clone())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("TransactWriteItems", e))
+        },
+    )
+    .await
 }

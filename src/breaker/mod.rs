@@ -20,7 +20,7 @@ pub mod window;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{CancellationReason, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, TransactWriteItem};
 use tokio::sync::watch;
 
 use crate::aws::classify::{AwsError, ErrorClass};
@@ -45,6 +45,17 @@ pub struct Units {
     account: String,
     pub n: u32,
     bucket: u64,
+}
+
+/// What recording a hold found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Held now.
+    New,
+    /// This same message is held already (a redelivery, or sent again): not counted again.
+    Already,
+    /// The request id is held, or approved, for another message: a request id conflict.
+    Conflict,
 }
 
 /// The answer to a take.
@@ -200,6 +211,10 @@ impl Breaker {
                 })
                 .chain([self.pause_check(lane)])
                 .collect();
+            // The same token on every retry of this take: DynamoDB applies it once however
+            // often it is sent within ten minutes (API Reference, TransactWriteItems,
+            // ClientRequestToken), so a retry after a lost answer does not count twice.
+            let token = uuid::Uuid::now_v7().to_string();
             let answer = call(
                 &self.policy,
                 retries,
@@ -207,11 +222,13 @@ impl Breaker {
                 "TransactWriteItems",
                 || {
                     let items = items.clone();
+                    let token = token.clone();
                     async move {
                         match self
                             .client
                             .transact_write_items()
                             .set_transact_items(Some(items))
+                            .client_request_token(token)
                             .send()
                             .await
                         {
@@ -249,11 +266,17 @@ impl Breaker {
                     continue;
                 };
                 let counted = table::counted(item);
-                if counted.is_stale(self.window, now) {
-                    if let Err(e) = self.roll(pk, &counted, now, retries).await {
-                        return Take::Failed(e);
-                    }
-                    rolled = true;
+                let repaired = if counted.is_other_width(self.window) {
+                    Some(self.rewidth(pk, &counted, now, retries).await)
+                } else if counted.is_stale(self.window, now) {
+                    Some(self.roll(pk, &counted, now, retries).await)
+                } else {
+                    None
+                };
+                match repaired {
+                    Some(Err(e)) => return Take::Failed(e),
+                    Some(Ok(())) => rolled = true,
+                    None => {}
                 }
             }
             if rolled {
@@ -317,37 +340,39 @@ impl Breaker {
         if unused == 0 {
             return;
         }
-        for pk in [
+        // Both counts at once, once: a retry after a lost answer carries the same token
+        // and is not applied twice. A bucket already rolled out of the window counts for
+        // nothing: then nothing is given back, which only counts more.
+        let items: Vec<TransactWriteItem> = [
             count_key(taken.lane, Some(&taken.account)),
             count_key(taken.lane, None),
-        ] {
-            let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk.clone())))
-                    .update_expression("SET #t = #t - :n, #b = #b - :n")
-                    // A bucket already rolled out of the window counts for nothing.
-                    .condition_expression("#b >= :n")
-                    .expression_attribute_names("#t", "total")
-                    .expression_attribute_names("#b", Window::attribute(taken.bucket))
-                    .expression_attribute_values(":n", num(unused))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("UpdateItem", e))
-            })
-            .await;
-            if let Err(e) = result {
-                if e.code.as_deref() != Some("ConditionalCheckFailedException") {
-                    tracing::warn!(item = %pk, units = unused, error = %e, "Could not give back the breaker's units: they count until the window passes");
-                }
+        ]
+        .into_iter()
+        .map(|pk| {
+            let update = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk)))
+                .update_expression("SET #t = #t - :n, #b = #b - :n")
+                .condition_expression("#b >= :n")
+                .expression_attribute_names("#t", "total")
+                .expression_attribute_names("#b", Window::attribute(taken.bucket))
+                .expression_attribute_values(":n", num(unused))
+                .build()
+                .expect("table, key and expression are set");
+            TransactWriteItem::builder().update(update).build()
+        })
+        .collect();
+        let result = count::transact(&self.client, &self.policy, items, retries).await;
+        if let Err(e) = result {
+            if e.code.as_deref() != Some("TransactionCanceledException") {
+                tracing::warn!(units = unused, error = %e, "Could not give back the breaker's units: they count until the window passes");
             }
         }
     }
 
-    /// Records a held job. `Ok(false)`: it was held already (a redelivery, or the same
-    /// request sent again), and is not counted again.
-    pub async fn hold(&self, hold: &Hold<'_>, retries: &RetryCounter) -> Result<bool, AwsError> {
+    /// Records a held job, unless its request id is held or approved already: then says
+    /// whether for this same message.
+    pub async fn hold(&self, hold: &Hold<'_>, retries: &RetryCounter) -> Result<Holding, AwsError> {
         let mut item = HashMap::from([
             ("pk".to_owned(), text(table::held_key(hold.request_id))),
             ("request_id".to_owned(), text(hold.request_id)),
@@ -378,23 +403,85 @@ impl Breaker {
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item.clone()))
-                // An open hold of this request stays as it is; a decided one is replaced.
-                .condition_expression("attribute_not_exists(pk) OR #s <> :held")
+                // A hold waiting for a person, or approved and not yet worked, stays as it
+                // is; one discarded or worked is replaced.
+                .condition_expression("attribute_not_exists(pk) OR #s = :discarded OR #s = :worked")
                 .expression_attribute_names("#s", "state")
-                .expression_attribute_values(":held", text("held"))
+                .expression_attribute_values(":discarded", text("discarded"))
+                .expression_attribute_values(":worked", text("worked"))
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("PutItem", e))
         })
         .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(false),
+            Ok(_) => Ok(Holding::New),
+            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => {
+                let held = self
+                    .item(&table::held_key(hold.request_id), retries)
+                    .await?;
+                let same = held.as_ref().and_then(|h| table::s(h, "body_sha256"))
+                    == Some(table::body_digest(hold.body));
+                Ok(if same {
+                    Holding::Already
+                } else {
+                    Holding::Conflict
+                })
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Whether an operator approved exactly `body` for `request_id` on `lane`.
+    /// One item, read strongly consistently.
+    async fn item(
+        &self,
+        pk: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
+        let out = call(&self.policy, retries, "dynamodb", "GetItem", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_owned())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetItem", e))
+        })
+        .await?;
+        Ok(out.item().cloned())
+    }
+
+    /// Records that the approved `body` of `request_id` was counted and worked: its
+    /// approval is spent, and the same message sent again is held again.
+    pub async fn spend_approval(&self, request_id: &str, body: &str, retries: &RetryCounter) {
+        let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(table::held_key(request_id))))
+                .update_expression("SET #s = :worked, worked_at = :at")
+                .condition_expression("#s = :approved AND body_sha256 = :sha")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":worked", text("worked"))
+                .expression_attribute_values(":approved", text("approved"))
+                .expression_attribute_values(":sha", text(table::body_digest(body)))
+                .expression_attribute_values(":at", num(unix_now()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("UpdateItem", e))
+        })
+        .await;
+        if let Err(e) = result {
+            if e.code.as_deref() != Some("ConditionalCheckFailedException") {
+                tracing::warn!(request_id, error = %e, "Could not record the approval as spent");
+            }
+        }
+    }
+
+    /// Whether an operator approved exactly `body` for `request_id` on `lane`, and that
+    /// approval is not spent: the hold says `approved` for this body, and the approval
+    /// (which only operators may write) names it.
     pub async fn approved(
         &self,
         request_id: &str,
@@ -402,21 +489,20 @@ impl Breaker {
         body: &str,
         retries: &RetryCounter,
     ) -> Result<bool, AwsError> {
-        let out = call(&self.policy, retries, "dynamodb", "GetItem", || async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(table::approval_key(request_id))))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetItem", e))
-        })
-        .await?;
-        Ok(out.item().is_some_and(|item| {
-            table::s(item, "body_sha256").as_deref() == Some(&table::body_digest(body))
+        let digest = table::body_digest(body);
+        let names = |item: &HashMap<String, AttributeValue>| {
+            table::s(item, "body_sha256").as_deref() == Some(digest.as_str())
                 && table::s(item, "queue").as_deref() == Some(lane.as_str())
-        }))
+        };
+        let held = self.item(&table::held_key(request_id), retries).await?;
+        if !held
+            .as_ref()
+            .is_some_and(|h| names(h) && table::s(h, "state").as_deref() == Some("approved"))
+        {
+            return Ok(false);
+        }
+        let approval = self.item(&table::approval_key(request_id), retries).await?;
+        Ok(approval.as_ref().is_some_and(names))
     }
 
     /// How long a job waits between looks at a paused queue.

@@ -86,6 +86,7 @@ pub fn counted(item: &HashMap<String, AttributeValue>) -> Counted {
     Counted {
         total: n(item, "total").unwrap_or(0),
         oldest: n(item, "oldest").and_then(|o| u64::try_from(o).ok()),
+        width: n(item, "w").and_then(|o| u64::try_from(o).ok()),
         buckets: item
             .iter()
             .filter_map(|(name, value)| {

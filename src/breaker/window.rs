@@ -26,6 +26,19 @@ impl Window {
         }
     }
 
+    /// The window whose buckets are `bucket_seconds` long.
+    pub fn of_buckets(bucket_seconds: u64) -> Self {
+        Self {
+            bucket_seconds: bucket_seconds.max(1),
+        }
+    }
+
+    /// How long a bucket is: a count item records it (`w`), so that buckets of another
+    /// window length are never read as this one's.
+    pub fn bucket_seconds(self) -> u64 {
+        self.bucket_seconds
+    }
+
     /// The bucket `unix_seconds` falls in.
     pub fn bucket(self, unix_seconds: u64) -> u64 {
         unix_seconds / self.bucket_seconds
@@ -53,6 +66,8 @@ impl Window {
 pub struct Counted {
     pub total: i64,
     pub oldest: Option<u64>,
+    /// The bucket length its buckets were counted in (`None`: none recorded yet).
+    pub width: Option<u64>,
     pub buckets: BTreeMap<u64, i64>,
 }
 
@@ -65,6 +80,17 @@ impl Counted {
             .map(|(_, n)| *n)
             .sum::<i64>()
             .max(0)
+    }
+
+    /// Whether its buckets were counted in another bucket length (`breaker.window_seconds`
+    /// changed): they are collapsed into the current bucket before anything else.
+    pub fn is_other_width(&self, window: Window) -> bool {
+        self.width.is_some_and(|w| w != window.bucket_seconds)
+    }
+
+    /// What counts at `unix_seconds` in the window its own buckets were counted in.
+    pub fn live_as_counted(&self, window: Window, unix_seconds: u64) -> i64 {
+        self.live(self.width.map_or(window, Window::of_buckets), unix_seconds)
     }
 
     /// Whether the item holds buckets past the window, to be rolled out before its total

@@ -13,7 +13,7 @@ use super::Worker;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Delivery, Lane};
-use crate::breaker::{gauges, unix_now, Breaker, Hold, Scope, Take, Units};
+use crate::breaker::{gauges, unix_now, Breaker, Hold, Holding, Scope, Take, Units};
 use crate::job::{Job, Target};
 use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::Decision;
@@ -58,7 +58,12 @@ impl Worker {
         let mut approved = false;
         loop {
             let (scope, detail) = match breaker.take(lane, &account, n, approved, retries).await {
-                Take::Taken(units) => return Ok(Some(units)),
+                Take::Taken(units) => {
+                    if approved {
+                        breaker.spend_approval(&job.request_id, body, retries).await;
+                    }
+                    return Ok(Some(units));
+                }
                 Take::Paused => {
                     tracing::info!(request_id = %job.request_id, queue = lane.as_str(), "Key changes paused: the job waits, its message kept");
                     if !wait_a_poll(breaker, retries).await {
@@ -94,16 +99,21 @@ impl Worker {
                 body,
             };
             return Err(match breaker.hold(&hold, retries).await {
-                Ok(true) => Decision::new(
+                Ok(Holding::New) => Decision::new(
                     Outcome::Held(match scope {
                         Scope::Account => Reason::AccountLimit,
                         Scope::Fleet => Reason::FleetLimit,
                     }),
                     format!("{detail}; nothing changed; held for a person: iam-key-revoker approve --request-id {}", job.request_id),
                 ),
-                Ok(false) => Decision::new(
+                Ok(Holding::Already) => Decision::new(
                     Outcome::Held(Reason::AlreadyHeld),
                     format!("{detail}; held already, waiting for a person; nothing changed"),
+                ),
+                // Kept, in the dead-letter queue: the held job is another message.
+                Ok(Holding::Conflict) => Decision::new(
+                    Outcome::Rejected(Reason::RequestIdConflict),
+                    format!("request id {} is held (or approved) for another message; nothing changed", job.request_id),
                 ),
                 // Not durable as held: the message stays, nothing lost.
                 Err(e) => Decision::new(
@@ -132,7 +142,10 @@ impl Worker {
         if e.class == ErrorClass::Credentials {
             return Err(self.aws_failure(e, 0));
         }
-        let open = breaker.config().limits(lane).fail_open;
+        // Open only for a table that does not answer: one that refuses (no right to it,
+        // no such table) is a configuration to fix, never a reason to change keys
+        // uncounted.
+        let open = breaker.config().limits(lane).fail_open && e.class == ErrorClass::Transient;
         gauges::unavailable(lane, open);
         if open {
             tracing::warn!(queue = lane.as_str(), error = %e, "The breaker's table could not count this job's keys: changing them uncounted (breaker.{}.fail_open)", lane.as_str());

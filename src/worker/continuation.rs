@@ -74,8 +74,7 @@ impl Worker {
     }
 
     /// A security event naming more keys than one job holds: each further part goes on
-    /// as a job of its own (docs, "Security events"), to the priority queue when there
-    /// is one. `Err` says which part could not be sent: this delivery then works its own
+    /// as a job of its own (docs, "Security events"), on the queue the event came from. `Err` says which part could not be sent: this delivery then works its own
     /// part here and goes round again for the rest (never a reason to revoke nothing).
     pub(super) async fn send_parts(
         &self,
@@ -84,11 +83,9 @@ impl Worker {
         delivery: Delivery,
         retries: &RetryCounter,
     ) -> Result<(), String> {
-        let queue_url = self
-            .priority_queues()
-            .unwrap_or(&self.source(delivery.lane).queues)
-            .queue_url
-            .clone();
+        // The queue the job came from: its keys count on that queue's breaker limits,
+        // and a bulk job's work never moves onto the priority queue ahead of leaks.
+        let queue_url = self.source(delivery.lane).queues.queue_url.clone();
         for (i, keys) in job.parts.iter().enumerate() {
             let mut part = job.part(i + 2, keys);
             if let Err(e) = self
@@ -111,8 +108,8 @@ impl Worker {
     /// itself on to a message of the worker's own naming them (docs, "Continuations"):
     /// if the worker then died after a delete, a redelivery of the original could no
     /// longer find the owner (to cut off its sessions, to say the key is gone rather than
-    /// `owner_unknown`). The message goes to the priority queue when there is one (it is
-    /// urgent work), else back to the job's queue, and does the work; the original is
+    /// `owner_unknown`). The message goes back to the job's queue (its keys count on
+    /// that queue's breaker limits) and does the work; the original is
     /// deleted. When it cannot be sent, the job is worked here and now. A key that is
     /// deactivated stays in IAM, and its owner can be found again.
     pub(super) async fn hand_off(
@@ -141,11 +138,9 @@ impl Worker {
         if let Some(continuation) = next.continuation.as_mut() {
             continuation.last_used.clone_from(&placement.last_used);
         }
-        let queue_url = self
-            .priority_queues()
-            .unwrap_or(&self.source(delivery.lane).queues)
-            .queue_url
-            .clone();
+        // The queue the job came from: its keys count on that queue's breaker limits,
+        // and a bulk job's work never moves onto the priority queue ahead of leaks.
+        let queue_url = self.source(delivery.lane).queues.queue_url.clone();
         let sent = self
             .settler
             .send_on(message, delivery, &mut next, &queue_url, 0, retries)

@@ -102,7 +102,8 @@ impl Worker {
         let _in_progress = Counted::new(&self.in_progress);
         let delivery = Delivery::of(&message, lane);
         let receipt = message.receipt_handle().unwrap_or_default();
-        let retries = RetryCounter::until(hard_stop);
+        let retries =
+            RetryCounter::until(hard_stop).gated(self.breaker.as_ref().map(|b| (b.pauses(), lane)));
         let Turn { previous, next } = turn;
         let job = pin!(async {
             if Turn::wait(previous).await {
