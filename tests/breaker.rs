@@ -29,7 +29,7 @@ const OWN_ACCOUNT: &str = "123456789012";
 async fn create_table(env: &TestEnv) -> String {
     let name = format!("{}-breaker", env.name);
     env.clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(&name)
         .key_schema(
@@ -55,7 +55,7 @@ async fn create_table(env: &TestEnv) -> String {
 
 fn admin(env: &TestEnv, table: &str) -> Admin {
     Admin::new(
-        env.clients.dynamodb.clone(),
+        env.clients.dynamodb(),
         table.to_owned(),
         env.settings().backoff,
     )
@@ -337,7 +337,7 @@ async fn a_paused_fleet_changes_nothing_while_jobs_arrive_and_resumes_with_every
 
 fn breaker(env: &TestEnv, table: &str, config: BreakerSection) -> Breaker {
     Breaker::new(
-        env.clients.dynamodb.clone(),
+        env.clients.dynamodb(),
         table.to_owned(),
         config,
         env.settings().backoff,
@@ -437,7 +437,7 @@ async fn buckets_past_the_window_are_rolled_out_before_the_limit_is_compared() {
     let old = (now - 7200) / 60;
     for account in [Some("111122223333"), None] {
         env.clients
-            .dynamodb
+            .dynamodb()
             .put_item()
             .table_name(&table)
             .item("pk", table::text(table::count_key(Lane::Main, account)))
@@ -467,7 +467,7 @@ async fn buckets_past_the_window_are_rolled_out_before_the_limit_is_compared() {
     }
     let item = env
         .clients
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name(&table)
         .key("pk", table::text(table::count_key(Lane::Main, None)))
@@ -487,7 +487,7 @@ async fn buckets_past_the_window_are_rolled_out_before_the_limit_is_compared() {
     let recent = (now - 600) / 120;
     let aged = (now - 7400) / 120;
     env.clients
-        .dynamodb
+        .dynamodb()
         .put_item()
         .table_name(&table)
         .item("pk", table::text(other))

@@ -29,8 +29,6 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
-    /// The breaker's table (docs, "The breaker").
-    pub dynamodb: aws_sdk_dynamodb::Client,
     /// The shared configuration, source of the clients built later (other accounts).
     pub sdk: SdkConfig,
 }
@@ -88,6 +86,17 @@ fn timeouts(config: &Config, extra: Duration) -> TimeoutConfig {
 }
 
 impl Clients {
+    /// A DynamoDB client for the breaker's table (docs, "The breaker"), built only where
+    /// one is configured: a worker without a breaker never touches the SDK's DynamoDB
+    /// code, and keeps it out of its resident memory.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+                .interceptor(RequestCounter)
+                .build(),
+        )
+    }
+
     /// Builds every client from one SDK configuration, each counting its requests in the
     /// metrics. The SQS client allows long polls their wait time on top of the request
     /// timeout.
@@ -105,14 +114,11 @@ impl Clients {
         let sts = aws_sdk_sts::config::Builder::from(sdk)
             .interceptor(RequestCounter)
             .build();
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
-            .interceptor(RequestCounter)
-            .build();
+
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             iam: aws_sdk_iam::Client::from_conf(iam),
             sts: aws_sdk_sts::Client::from_conf(sts),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             sdk: sdk.clone(),
         }
     }

@@ -76,7 +76,7 @@ fn admin(config: &Settings, clients: &Clients) -> Result<Admin, Failed> {
             "breaker.table_name is not set (or IAM_KEY_REVOKER__BREAKER__TABLE_NAME): there is no breaker".to_owned(),
         )
     })?;
-    Ok(Admin::new(clients.dynamodb.clone(), table, config.backoff))
+    Ok(Admin::new(clients.dynamodb(), table, config.backoff))
 }
 
 /// Who is acting: the caller's ARN, as STS says it.

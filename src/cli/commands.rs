@@ -228,7 +228,7 @@ pub async fn plan(
         },
     }
     if let Some(table) = &config.breaker.table_name {
-        let admin = Admin::new(clients.dynamodb.clone(), table.clone(), config.backoff);
+        let admin = Admin::new(clients.dynamodb(), table.clone(), config.backoff);
         for line in breaker_check(config, &admin, &lines, &rows, lane).await {
             eprintln!("{line}");
         }

@@ -212,7 +212,7 @@ pub(super) async fn build(
     let table = config.breaker.table_name.as_ref()?;
     gauges::started(config.breaker.pause_alert_seconds);
     let breaker = Breaker::new(
-        clients.dynamodb.clone(),
+        clients.dynamodb(),
         table.clone(),
         config.breaker.clone(),
         policy,
