@@ -1192,6 +1192,24 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop(worker);
+    // Both were counted in the stack's breaker table, on the priority queue's limits (with
+    // the sample findings' and first jobs' keys before them).
+    let counted = clients
+        .dynamodb()
+        .get_item()
+        .table_name("iam-key-revoker-breaker")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("count#priority#all".to_owned()),
+        )
+        .send()
+        .await
+        .expect("the stack's breaker table");
+    let total = match counted.item().and_then(|i| i.get("total")) {
+        Some(aws_sdk_dynamodb::types::AttributeValue::N(n)) => n.parse::<u32>().unwrap(),
+        _ => 0,
+    };
+    assert!(total >= 2, "{counted:?}");
 
     // The stack's policies, enforced: the worker's credentials have the stack's managed
     // policies and, where the emulator reads IAM differently from AWS, those grants as
@@ -1312,7 +1330,20 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
     let results = &env["IAM_KEY_REVOKER__RESULTS__QUEUE_URL"];
     let published_before = common::queue_depth(&admin_clients.sqs, results).await.0;
     let log = state.join("worker-enforced.log");
-    let worker = pod.start(&url, (&worker_credentials.0, &worker_credentials.1), &log);
+    // Without the breaker here: the emulator takes a condition it cannot resolve
+    // (`dynamodb:LeadingKeys`) for an explicit deny of every DynamoDB request, where IAM
+    // separates the worker's items from the operators' by it (tests/deploy.rs evaluates
+    // those statements with IAM's logic; the unenforced run above counted every job in
+    // the stack's table).
+    let mut env_enforced = pod.env.clone();
+    assert!(env_enforced
+        .remove("IAM_KEY_REVOKER__BREAKER__TABLE_NAME")
+        .is_some_and(|t| t == "iam-key-revoker-breaker"));
+    let enforced = Pod {
+        config: pod.config.clone(),
+        env: env_enforced,
+    };
+    let worker = enforced.start(&url, (&worker_credentials.0, &worker_credentials.1), &log);
     let port = metrics_port(&log).await;
     let metrics = || {
         http_get(port, "/metrics")
