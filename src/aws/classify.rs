@@ -197,6 +197,9 @@ const RETRYABLE_CODES: &[&str] = &[
     "PriorRequestNotComplete",
     "KmsThrottled",
     "TransactionConflictException",
+    // A retry carrying the same ClientRequestToken while the first is still applied
+    // (DynamoDB API Reference, TransactWriteItems).
+    "TransactionInProgressException",
 ];
 
 /// Error codes that mean the worker's own credentials failed: expired or unknown

@@ -34,6 +34,8 @@ pub struct Held {
     pub body: String,
     #[serde(skip)]
     pub body_sha256: String,
+    #[serde(skip)]
+    pub job_digest: String,
 }
 
 impl Held {
@@ -53,6 +55,7 @@ impl Held {
             sent: item.contains_key("sent_at"),
             body: s(item, "body").unwrap_or_default(),
             body_sha256: s(item, "body_sha256").unwrap_or_default(),
+            job_digest: s(item, "job_digest").unwrap_or_default(),
         })
     }
 
@@ -164,6 +167,7 @@ impl Admin {
             ("request_id".to_owned(), text(held.request_id.clone())),
             ("queue".to_owned(), text(held.queue.clone())),
             ("body_sha256".to_owned(), text(held.body_sha256.clone())),
+            ("job_digest".to_owned(), text(held.job_digest.clone())),
             ("by".to_owned(), text(by)),
             ("reason".to_owned(), text(reason)),
             ("at".to_owned(), num(unix_now())),
@@ -299,7 +303,7 @@ impl Admin {
         })
         .await?;
         Ok(out.item().map_or(0, |item| {
-            table::counted(item).live(Window::new(window_seconds), unix_now())
+            table::counted(item).live_as_counted(Window::new(window_seconds), unix_now())
         }))
     }
 }

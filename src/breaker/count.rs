@@ -96,8 +96,11 @@ impl Breaker {
             (":bucket".to_owned(), num(bucket)),
             (":w".to_owned(), num(self.window.bucket_seconds())),
             (":was".to_owned(), num(counted.width.unwrap_or(0))),
+            (":total".to_owned(), num(counted.total)),
         ]);
-        let mut conditions = vec!["#w = :was".to_owned()];
+        // The total too: a replica still on the old length that added a bucket since the
+        // read changed it, and its keys must not be dropped.
+        let mut conditions = vec!["#w = :was".to_owned(), "#t = :total".to_owned()];
         let mut removed = Vec::new();
         for (i, (index, count)) in counted.buckets.iter().enumerate() {
             if *index == bucket {

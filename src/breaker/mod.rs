@@ -45,6 +45,8 @@ pub struct Units {
     account: String,
     pub n: u32,
     bucket: u64,
+    /// Counted over the limit, by an operator's approval: spent once the job ends.
+    pub approved: bool,
 }
 
 /// What recording a hold found.
@@ -81,6 +83,8 @@ pub struct Hold<'a> {
     pub scope: Scope,
     pub detail: &'a str,
     pub body: &'a str,
+    /// [`table::job_digest`] of the job.
+    pub job_digest: &'a str,
 }
 
 /// The worker's side of the breaker.
@@ -246,6 +250,7 @@ impl Breaker {
                         account: account.to_owned(),
                         n,
                         bucket,
+                        approved: force,
                     })
                 }
                 Ok(Some(reasons)) => reasons,
@@ -317,7 +322,8 @@ impl Breaker {
                 .collect();
             return Take::Failed(AwsError {
                 operation: "TransactWriteItems",
-                class: ErrorClass::Transient,
+                // The table answered: never a reason to fail open.
+                class: ErrorClass::Permanent,
                 code: Some("TransactionCanceledException".to_owned()),
                 message: format!("transaction cancelled: {}", codes.join(", ")),
                 unanswered: false,
@@ -325,7 +331,7 @@ impl Breaker {
         }
         Take::Failed(AwsError {
             operation: "TransactWriteItems",
-            class: ErrorClass::Transient,
+            class: ErrorClass::Permanent,
             code: None,
             message: "the count's buckets kept expiring while they were rolled out".to_owned(),
             unanswered: false,
@@ -392,6 +398,7 @@ impl Breaker {
                 "body_sha256".to_owned(),
                 text(table::body_digest(hold.body)),
             ),
+            ("job_digest".to_owned(), text(hold.job_digest)),
             ("held_at".to_owned(), num(unix_now())),
             ("state".to_owned(), text("held")),
         ]);
@@ -420,8 +427,11 @@ impl Breaker {
                 let held = self
                     .item(&table::held_key(hold.request_id), retries)
                     .await?;
-                let same = held.as_ref().and_then(|h| table::s(h, "body_sha256"))
-                    == Some(table::body_digest(hold.body));
+                let same = held
+                    .as_ref()
+                    .and_then(|h| table::s(h, "job_digest"))
+                    .as_deref()
+                    == Some(hold.job_digest);
                 Ok(if same {
                     Holding::Already
                 } else {
@@ -452,20 +462,20 @@ impl Breaker {
         Ok(out.item().cloned())
     }
 
-    /// Records that the approved `body` of `request_id` was counted and worked: its
-    /// approval is spent, and the same message sent again is held again.
-    pub async fn spend_approval(&self, request_id: &str, body: &str, retries: &RetryCounter) {
+    /// Records that the approved job of `request_id` reached its outcome: its approval is
+    /// spent, and the same job sent again is held again.
+    pub async fn spend_approval(&self, request_id: &str, job_digest: &str, retries: &RetryCounter) {
         let result = call(&self.policy, retries, "dynamodb", "UpdateItem", || async {
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(table::held_key(request_id))))
                 .update_expression("SET #s = :worked, worked_at = :at")
-                .condition_expression("#s = :approved AND body_sha256 = :sha")
+                .condition_expression("#s = :approved AND job_digest = :digest")
                 .expression_attribute_names("#s", "state")
                 .expression_attribute_values(":worked", text("worked"))
                 .expression_attribute_values(":approved", text("approved"))
-                .expression_attribute_values(":sha", text(table::body_digest(body)))
+                .expression_attribute_values(":digest", text(job_digest))
                 .expression_attribute_values(":at", num(unix_now()))
                 .send()
                 .await
@@ -479,19 +489,18 @@ impl Breaker {
         }
     }
 
-    /// Whether an operator approved exactly `body` for `request_id` on `lane`, and that
-    /// approval is not spent: the hold says `approved` for this body, and the approval
-    /// (which only operators may write) names it.
+    /// Whether an operator approved the job `job_digest` names for `request_id` on
+    /// `lane`, and that approval is not spent: the hold says `approved` for it, and the
+    /// approval (which only operators may write) names it.
     pub async fn approved(
         &self,
         request_id: &str,
         lane: Lane,
-        body: &str,
+        job_digest: &str,
         retries: &RetryCounter,
     ) -> Result<bool, AwsError> {
-        let digest = table::body_digest(body);
         let names = |item: &HashMap<String, AttributeValue>| {
-            table::s(item, "body_sha256").as_deref() == Some(digest.as_str())
+            table::s(item, "job_digest").as_deref() == Some(job_digest)
                 && table::s(item, "queue").as_deref() == Some(lane.as_str())
         };
         let held = self.item(&table::held_key(request_id), retries).await?;

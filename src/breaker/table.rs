@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
 use crate::breaker::window::{Counted, Window};
+use crate::job::{Job, Target};
 use crate::outcome::Lane;
 
 /// The partition key's attribute name.
@@ -50,6 +51,36 @@ pub fn body_digest(body: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// What an approval binds to besides the request id: what the job changes (its keys or
+/// user, account and action, as `Job::digest` compares jobs), hashed with SHA-256 so that
+/// every build of the worker computes the same. A redelivery, a copy sent again and the
+/// job's own continuation have the same; another job under the same request id has not.
+pub fn job_digest(job: &Job) -> String {
+    let target = match &job.target {
+        Target::Key {
+            access_key_id,
+            user_name,
+        } => format!(
+            "key:{access_key_id}:{}",
+            user_name.as_deref().unwrap_or("").to_ascii_lowercase()
+        ),
+        Target::AllKeys { user_name } => format!("all_keys:{}", user_name.to_ascii_lowercase()),
+        Target::Keys(keys) => {
+            let mut keys = keys.clone();
+            keys.sort();
+            format!("keys:{}", keys.join(","))
+        }
+    };
+    body_digest(&format!(
+        "{target}|{}|{}|{}|{}|{}",
+        job.account_id.as_deref().unwrap_or(""),
+        job.action.as_str(),
+        job.revoke_sessions,
+        job.quarantine_user,
+        job.require_inactive
+    ))
 }
 
 pub fn s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {

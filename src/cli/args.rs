@@ -145,7 +145,7 @@ pub enum Command {
         all: bool,
     },
     /// Release held jobs to be worked, whatever the breaker's limits (your own
-    /// credentials; the approval binds to the exact message that was held).
+    /// credentials; the approval binds to the job that was held, once).
     Approve {
         #[arg(long, value_name = "FILE")]
         /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.

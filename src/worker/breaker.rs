@@ -13,7 +13,7 @@ use super::Worker;
 use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Delivery, Lane};
-use crate::breaker::{gauges, unix_now, Breaker, Hold, Holding, Scope, Take, Units};
+use crate::breaker::{gauges, table, unix_now, Breaker, Hold, Holding, Scope, Take, Units};
 use crate::job::{Job, Target};
 use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::Decision;
@@ -55,15 +55,11 @@ impl Worker {
         };
         let n = keys_at_most(job);
         let body = message.body().unwrap_or_default();
+        let digest = table::job_digest(job);
         let mut approved = false;
         loop {
             let (scope, detail) = match breaker.take(lane, &account, n, approved, retries).await {
-                Take::Taken(units) => {
-                    if approved {
-                        breaker.spend_approval(&job.request_id, body, retries).await;
-                    }
-                    return Ok(Some(units));
-                }
+                Take::Taken(units) => return Ok(Some(units)),
                 Take::Paused => {
                     tracing::info!(request_id = %job.request_id, queue = lane.as_str(), "Key changes paused: the job waits, its message kept");
                     if !wait_a_poll(breaker, retries).await {
@@ -78,14 +74,24 @@ impl Worker {
                 Take::Over(scope, detail) => (scope, detail),
             };
             if !approved {
-                match breaker.approved(&job.request_id, lane, body, retries).await {
+                match breaker
+                    .approved(&job.request_id, lane, &digest, retries)
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(request_id = %job.request_id, queue = lane.as_str(), "Over the breaker's limit, approved by an operator: counted and worked");
                         approved = true;
                         continue;
                     }
                     Ok(false) => {}
-                    Err(e) => return self.uncounted(breaker, lane, e),
+                    // The table answered "over": never a reason to fail open.
+                    Err(e) => {
+                        gauges::unavailable(lane, false);
+                        return Err(Decision::new(
+                            Outcome::Retry(Reason::BreakerUnavailable),
+                            format!("{detail}; whether it is approved could not be read: {e}; nothing changed"),
+                        ));
+                    }
                 }
             }
             let hold = Hold {
@@ -97,6 +103,7 @@ impl Worker {
                 scope,
                 detail: &detail,
                 body,
+                job_digest: &digest,
             };
             return Err(match breaker.hold(&hold, retries).await {
                 Ok(Holding::New) => Decision::new(
@@ -124,10 +131,24 @@ impl Worker {
         }
     }
 
-    /// Gives back what `units` counted beyond the `changed` keys.
-    pub(super) async fn give_back(&self, units: &Units, changed: usize, retries: &RetryCounter) {
+    /// Gives back what `units` counted beyond the `changed` keys; an approval the job was
+    /// counted on is spent once the job has its outcome (a job that goes round again, or
+    /// is carried on, keeps it).
+    pub(super) async fn give_back(
+        &self,
+        job: &Job,
+        units: &Units,
+        outcome: Outcome,
+        changed: usize,
+        retries: &RetryCounter,
+    ) {
         if let Some(breaker) = &self.breaker {
             breaker.give_back(units, changed, retries).await;
+            if units.approved && outcome.is_final() {
+                breaker
+                    .spend_approval(&job.request_id, &table::job_digest(job), retries)
+                    .await;
+            }
         }
     }
 

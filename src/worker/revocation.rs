@@ -135,7 +135,8 @@ impl Worker {
             Box::pin(self.revoke_counted(job, &iam, &home, message, delivery, retries)).await;
         if let Some(units) = units {
             let changed = revocation.learnt.keys_changed();
-            self.give_back(&units, changed, retries).await;
+            self.give_back(job, &units, revocation.decision.outcome, changed, retries)
+                .await;
         }
         revocation
     }
