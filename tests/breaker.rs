@@ -519,6 +519,34 @@ async fn buckets_past_the_window_are_rolled_out_before_the_limit_is_compared() {
     ));
 }
 
+/// With `breaker.main.max_keys_per_account = 1`: a job that uses the account's one unit.
+async fn fill_the_account(env: &TestEnv, worker: &iam_key_revoker::Worker, request_id: &str) {
+    let (user, keys) = env.user_with_keys("first", 1).await;
+    let report = env
+        .handle_job(worker, env.deliver(&job(request_id, &user, &keys[0])).await)
+        .await;
+    assert_eq!(report.outcome, Outcome::Deleted);
+}
+
+/// An operator's approval of the one held job `request_id`.
+async fn approve(admin: &Admin, request_id: &str) {
+    let retries = RetryCounter::default();
+    let held = admin
+        .select(&Selector::RequestId(request_id.into()), &retries)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(admin
+        .approve(
+            &held[0],
+            "arn:aws:iam::123456789012:user/op",
+            "checked",
+            &retries
+        )
+        .await
+        .unwrap());
+}
+
 #[tokio::test]
 async fn an_approval_releases_only_the_body_that_was_held() {
     let mut env = TestEnv::new("breaker-approval").await;
@@ -526,14 +554,7 @@ async fn an_approval_releases_only_the_body_that_was_held() {
     env.config.breaker.table_name = Some(table.clone());
     env.config.breaker.main.max_keys_per_account = 1;
     let worker = env.worker().await;
-    let (first_user, first) = env.user_with_keys("first", 1).await;
-    let report = env
-        .handle_job(
-            &worker,
-            env.deliver(&job("a-1", &first_user, &first[0])).await,
-        )
-        .await;
-    assert_eq!(report.outcome, Outcome::Deleted);
+    fill_the_account(&env, &worker, "a-1").await;
     let (user, keys) = env.user_with_keys("held", 2).await;
     let held_body = job("a-2", &user, &keys[0]);
     let report = env.handle_job(&worker, env.deliver(&held_body).await).await;
@@ -553,21 +574,7 @@ async fn an_approval_releases_only_the_body_that_was_held() {
     assert_eq!(report.outcome, Outcome::Held(Reason::AlreadyHeld));
 
     let admin = admin(&env, &table);
-    let retries = RetryCounter::default();
-    let held = admin
-        .select(&Selector::RequestId("a-2".into()), &retries)
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 1);
-    assert!(admin
-        .approve(
-            &held[0],
-            "arn:aws:iam::123456789012:user/op",
-            "checked",
-            &retries
-        )
-        .await
-        .unwrap());
+    approve(&admin, "a-2").await;
     // A producer reusing the approved request id for another key gets no approval, and
     // cannot replace the approved hold: a conflict, kept in the dead-letter queue.
     let forged = job("a-2", &user, &keys[1]);
@@ -778,4 +785,48 @@ async fn enqueue_refuses_a_batch_over_a_limit_and_plan_says_what_it_would_trip()
     );
     assert_eq!(env.queue_depth().await, (5, 0));
     assert_eq!(active_keys(&env, &keys).await, 5, "enqueue changes nothing");
+}
+
+#[tokio::test]
+async fn an_approved_job_that_goes_round_again_keeps_its_approval() {
+    let mut env = TestEnv::new("breaker-again").await;
+    let table = create_table(&env).await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::Iam).await;
+    env.route_iam_and_sts_through(&proxy).await;
+    env.config.breaker.table_name = Some(table.clone());
+    env.config.breaker.main.max_keys_per_account = 1;
+    let worker = env.worker().await;
+    fill_the_account(&env, &worker, "g-1").await;
+    let (user, keys) = env.user_with_keys("again", 1).await;
+    let body = job("g-2", &user, &keys[0]);
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
+    assert_eq!(report.outcome, Outcome::Held(Reason::AccountLimit));
+    let admin = admin(&env, &table);
+    let retries = RetryCounter::default();
+    approve(&admin, "g-2").await;
+    // IAM fails the approved job's delete for the whole retry budget: it goes round again.
+    let delete = [
+        "Action=DeleteAccessKey".to_owned(),
+        format!("AccessKeyId={}", keys[0]),
+    ];
+    proxy.set_fault_matching(
+        &delete,
+        common::proxy::Fault::Status(500, common::proxy::iam_error("ServiceFailure")),
+    );
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Retry(Reason::TransientError),
+        "{report:?}"
+    );
+    proxy.set_fault_matching(&delete, common::proxy::Fault::None);
+    // Its next delivery is still approved: worked over the limit, then the approval spent.
+    let report = env.handle_job(&worker, env.deliver(&body).await).await;
+    assert_eq!(report.outcome, Outcome::Deleted, "{report:?}");
+    assert_eq!(env.key_status(&user, &keys[0]).await, None);
+    let all = admin.held(true, &retries).await.unwrap();
+    assert_eq!(
+        all.iter().find(|h| h.request_id == "g-2").unwrap().state,
+        "worked"
+    );
 }

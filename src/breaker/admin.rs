@@ -291,19 +291,12 @@ impl Admin {
         window_seconds: u64,
         retries: &RetryCounter,
     ) -> Result<i64, AwsError> {
-        let out = call(&self.policy, retries, "dynamodb", "GetItem", || async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(table::count_key(lane, account))))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetItem", e))
-        })
-        .await?;
-        Ok(out.item().map_or(0, |item| {
-            table::counted(item).live_as_counted(Window::new(window_seconds), unix_now())
+        let pk = table::count_key(lane, account);
+        let item =
+            crate::breaker::count::get_item(&self.client, &self.policy, &self.table, &pk, retries)
+                .await?;
+        Ok(item.map_or(0, |item| {
+            table::counted(&item).live_as_counted(Window::new(window_seconds), unix_now())
         }))
     }
 }

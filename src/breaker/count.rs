@@ -261,3 +261,25 @@ pub(super) async fn transact(
     )
     .await
 }
+
+/// One item of `table`, read strongly consistently; `None` when there is none.
+pub(super) async fn get_item(
+    client: &aws_sdk_dynamodb::Client,
+    policy: &crate::aws::retry::BackoffPolicy,
+    table: &str,
+    pk: &str,
+    retries: &RetryCounter,
+) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
+    let out = call(policy, retries, "dynamodb", "GetItem", || async {
+        client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key(pk.to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetItem", e))
+    })
+    .await?;
+    Ok(out.item().cloned())
+}

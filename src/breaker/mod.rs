@@ -142,18 +142,8 @@ impl Breaker {
     pub async fn read_pauses(&self, retries: &RetryCounter) -> Result<Pauses, AwsError> {
         let mut pauses = Pauses::default();
         for lane in [Lane::Main, Lane::Priority] {
-            let item = call(&self.policy, retries, "dynamodb", "GetItem", || async {
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(table::pause_key(lane))))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("GetItem", e))
-            })
-            .await?;
-            let pause = item.item().and_then(pause::pause_of);
+            let item = self.item(&table::pause_key(lane), retries).await?;
+            let pause = item.as_ref().and_then(pause::pause_of);
             match lane {
                 Lane::Main => pauses.main = pause,
                 Lane::Priority => pauses.priority = pause,
@@ -448,18 +438,7 @@ impl Breaker {
         pk: &str,
         retries: &RetryCounter,
     ) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
-        let out = call(&self.policy, retries, "dynamodb", "GetItem", || async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(pk.to_owned())))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("GetItem", e))
-        })
-        .await?;
-        Ok(out.item().cloned())
+        count::get_item(&self.client, &self.policy, &self.table, pk, retries).await
     }
 
     /// Records that the approved job of `request_id` reached its outcome: its approval is
@@ -517,5 +496,124 @@ impl Breaker {
     /// How long a job waits between looks at a paused queue.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.config.poll_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use aws_sdk_dynamodb::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    /// `TransactionCanceledException` as the DynamoDB API Reference documents it
+    /// (TransactWriteItems, Errors): one reason per action, in the request's order, the
+    /// item as it was where `ReturnValuesOnConditionCheckFailure` asked for it.
+    fn cancelled(reasons: &str) -> String {
+        format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons","CancellationReasons":{reasons}}}"#
+        )
+    }
+
+    fn breaker(rules: &[&aws_smithy_mocks::Rule]) -> Breaker {
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, rules, |c| c
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled()));
+        let mut config = BreakerSection::default();
+        config.main.max_keys_per_account = 5;
+        config.main.max_keys = 8;
+        Breaker::new(
+            client,
+            "t".to_owned(),
+            config,
+            crate::aws::retry::quick_policy(),
+        )
+    }
+
+    /// DynamoDB's answers, not the emulator's: the fleet's count refused with its item
+    /// (over the limit, as counted), the pause check refused (paused), a conflict with
+    /// another transaction on the hot item (retried with the same token, then counted).
+    #[tokio::test(start_paused = true)]
+    async fn a_take_reads_dynamodbs_cancellation_reasons() {
+        let now = unix_now();
+        let bucket = Window::new(3600).bucket(now);
+        let fleet = format!(
+            r#"{{"pk":{{"S":"count#main#all"}},"total":{{"N":"8"}},"oldest":{{"N":"{bucket}"}},"w":{{"N":"60"}},"b{bucket}":{{"N":"8"}}}}"#
+        );
+        let over = mock!(Client::transact_write_items).then_http_response(move || {
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(cancelled(&format!(
+                    r#"[{{"Code":"None"}},{{"Code":"ConditionalCheckFailed","Message":"The conditional request failed","Item":{fleet}}},{{"Code":"None"}}]"#
+                ))),
+            )
+        });
+        match breaker(&[&over])
+            .take(
+                Lane::Main,
+                "111122223333",
+                1,
+                false,
+                &RetryCounter::default(),
+            )
+            .await
+        {
+            Take::Over(Scope::Fleet, detail) => {
+                assert!(detail.contains("breaker.main.max_keys = 8"), "{detail}");
+                assert!(detail.contains("8 changed in the last 3600 s"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let paused = mock!(Client::transact_write_items).then_http_response(|| {
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(cancelled(
+                    r#"[{"Code":"None"},{"Code":"None"},{"Code":"ConditionalCheckFailed","Message":"The conditional request failed"}]"#,
+                )),
+            )
+        });
+        assert!(matches!(
+            breaker(&[&paused])
+                .take(
+                    Lane::Main,
+                    "111122223333",
+                    1,
+                    true,
+                    &RetryCounter::default()
+                )
+                .await,
+            Take::Paused
+        ));
+
+        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = tokens.clone();
+        let conflict = mock!(Client::transact_write_items)
+            .match_requests(move |r| {
+                seen.lock()
+                    .unwrap()
+                    .push(r.client_request_token().unwrap_or_default().to_owned());
+                true
+            })
+            .sequence()
+            .http_status(
+                400,
+                Some(cancelled(
+                    r#"[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"},{"Code":"None"}]"#,
+                )),
+            )
+            .output(|| TransactWriteItemsOutput::builder().build())
+            .build();
+        let retries = RetryCounter::default();
+        let taken = breaker(&[&conflict])
+            .take(Lane::Main, "111122223333", 2, false, &retries)
+            .await;
+        assert!(matches!(taken, Take::Taken(ref u) if u.n == 2), "{taken:?}");
+        assert_eq!(retries.get(), 1, "the conflict was retried");
+        let tokens = tokens.lock().unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(
+            !tokens[0].is_empty() && tokens[0] == tokens[1],
+            "{tokens:?}"
+        );
     }
 }
