@@ -68,6 +68,13 @@ for name in users:
         if isinstance(document, str):
             document = json.loads(urllib.parse.unquote(document))
         print(f"  {name:18} {policy}: {json.dumps(document)}")
+print("\nRole sessions cut off (the same Deny on the role; a finding's narrowed to its session by aws:userid):")
+for name in ["web-app", "batch-runner"]:
+    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
+        if isinstance(document, str):
+            document = json.loads(urllib.parse.unquote(document))
+        print(f"  {name:18} {policy}: {json.dumps(document)}")
 print("\nStaged deletes (EventBridge Scheduler one-time schedules; the emulator never fires them):")
 staged_deletes()
 print("\nDead-letter queue (rejected jobs, body unchanged):")

@@ -209,6 +209,10 @@ pub struct ProtectSection {
     /// Glob patterns of access key ids never touched.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub access_keys: Vec<String>,
+    /// Glob patterns of role names whose sessions are never cut off (matched
+    /// case-insensitively). The worker's own roles are never touched whatever this says.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -258,6 +262,13 @@ pub struct IntakeSection {
     /// Staged revocation for events whose action is `deactivate`: delete the key this
     /// long after (`30d`, `12h`, `90m`); unset: no delete follows.
     pub delete_after: Option<String>,
+    /// GuardDuty finding types about a role session's temporary credentials that cut the
+    /// session off.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub role_session_finding_types: Vec<String>,
+    /// `session` (default): cut off the session the finding names; `role`: every session
+    /// of the role.
+    pub role_session_scope: crate::intake::RoleScope,
 }
 
 impl Default for IntakeSection {
@@ -273,6 +284,8 @@ impl Default for IntakeSection {
             update_findings: rules.update_findings,
             report_activity: rules.report_activity,
             delete_after: None,
+            role_session_finding_types: rules.role_session_finding_types,
+            role_session_scope: rules.role_session_scope,
         }
     }
 }
@@ -466,7 +479,7 @@ impl Config {
         self.worker.validate()?;
         self.iam.validate()?;
         let backoff = self.retry.validate()?;
-        let protection = self.protect.validate()?;
+        let protection = self.protect.validate(&self.own_roles())?;
         self.cross_account.validate()?;
         let intake = self.intake.validate()?;
         self.results.validate()?;

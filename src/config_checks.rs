@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::aws::retry::{BackoffError, BackoffPolicy};
 use crate::config::{
-    invalid, ActivitySection, AwsSection, ConfigError, ContinuationSection, CrossAccountSection,
-    IamSection, IntakeSection, MetricsSection, ProtectSection, QuarantineSection, ResultsSection,
-    RetrySection, ScheduleSection, SessionsSection, SqsSection, WorkerSection,
-    SQS_MAX_VISIBILITY_SECONDS,
+    invalid, ActivitySection, AwsSection, Config, ConfigError, ContinuationSection,
+    CrossAccountSection, IamSection, IntakeSection, MetricsSection, ProtectSection,
+    QuarantineSection, ResultsSection, RetrySection, ScheduleSection, SessionsSection, SqsSection,
+    WorkerSection, SQS_MAX_VISIBILITY_SECONDS,
 };
 use crate::guard::{ProtectedList, Protection};
 use crate::intake::IntakeRules;
@@ -199,15 +199,44 @@ impl RetrySection {
     }
 }
 
+impl Config {
+    /// The roles the worker itself uses, never cut off (docs, "Role sessions"): every
+    /// role the shipped stacks name (`iam-key-revoker*`: the worker's, the scheduler's,
+    /// the KEDA scaler's, the member accounts'), the member roles configured, and the
+    /// role Scheduler sends staged deletes with.
+    pub(crate) fn own_roles(&self) -> Vec<String> {
+        let configured = [
+            self.cross_account.role_name.as_deref(),
+            Some(self.cross_account.planner_role_name.as_str()),
+            Some(self.cross_account.restorer_role_name.as_str()),
+            self.schedule
+                .role_arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit('/').next()),
+        ];
+        // IAM names hold no glob characters: each configured name matches itself.
+        std::iter::once("iam-key-revoker*")
+            .chain(configured.into_iter().flatten())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl ProtectSection {
-    pub(crate) fn validate(&self) -> Result<Protection, ConfigError> {
-        Protection::new(&self.users, &self.access_keys).map_err(|e| {
-            let key = match e.list {
-                ProtectedList::Users => "protect.users",
-                ProtectedList::AccessKeys => "protect.access_keys",
-            };
-            invalid(key, e.to_string())
-        })
+    /// The compiled patterns; `own_roles` are the roles the worker itself uses, whose
+    /// sessions it never cuts off whatever `protect.roles` says.
+    pub(crate) fn validate(&self, own_roles: &[String]) -> Result<Protection, ConfigError> {
+        let roles: Vec<String> = self.roles.iter().chain(own_roles).cloned().collect();
+        Protection::new(&self.users, &self.access_keys)
+            .and_then(|p| p.with_roles(&roles))
+            .map_err(|e| {
+                let key = match e.list {
+                    ProtectedList::Users => "protect.users",
+                    ProtectedList::AccessKeys => "protect.access_keys",
+                    ProtectedList::Roles => "protect.roles",
+                };
+                invalid(key, e.to_string())
+            })
     }
 }
 
@@ -343,6 +372,14 @@ impl IntakeSection {
         }
         // GuardDuty severities run from 1.0 to 8.9 (GuardDuty User Guide, "Severity
         // levels of GuardDuty findings").
+        if let Some(bad) = self.role_session_finding_types.iter().find(|t| {
+            t.is_empty() || t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(invalid(
+                "intake.role_session_finding_types",
+                format!("holds {bad:?}, which is not a GuardDuty finding type"),
+            ));
+        }
         if !(0.0..=10.0).contains(&self.guardduty_min_severity) {
             return Err(invalid(
                 "intake.guardduty_min_severity",
@@ -381,6 +418,8 @@ impl IntakeSection {
             quarantine_user: self.quarantine_user,
             update_findings: self.update_findings,
             report_activity: self.report_activity,
+            role_session_finding_types: self.role_session_finding_types.clone(),
+            role_session_scope: self.role_session_scope,
         })
     }
 }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 pub struct Protection {
     users: GlobSet,
     keys: GlobSet,
+    roles: GlobSet,
 }
 
 /// Which protected list a pattern is in.
@@ -24,6 +25,7 @@ pub struct Protection {
 pub enum ProtectedList {
     Users,
     AccessKeys,
+    Roles,
 }
 
 /// A protected pattern that is not a valid glob.
@@ -42,7 +44,20 @@ impl Protection {
         Ok(Self {
             users: compile(ProtectedList::Users, users)?,
             keys: compile(ProtectedList::AccessKeys, access_keys)?,
+            roles: GlobSet::empty(),
         })
+    }
+
+    /// These, with the glob patterns of roles whose sessions are never cut off
+    /// (case-insensitive, as IAM role names are).
+    pub fn with_roles(mut self, roles: &[String]) -> Result<Self, PatternError> {
+        self.roles = compile(ProtectedList::Roles, roles)?;
+        Ok(self)
+    }
+
+    /// Whether this role's sessions may never be cut off.
+    pub fn role(&self, role_name: &str) -> bool {
+        self.roles.is_match(role_name)
     }
 
     /// Protects nothing.
@@ -50,6 +65,7 @@ impl Protection {
         Self {
             users: GlobSet::empty(),
             keys: GlobSet::empty(),
+            roles: GlobSet::empty(),
         }
     }
 
@@ -72,6 +88,11 @@ impl Protection {
     /// protected. A protected key among several a security event names refuses that key
     /// only, when the keys are placed: one protected key does not shield the rest.
     pub fn refuses(&self, job: &crate::job::Job) -> Option<String> {
+        if let Some(role) = job.role_name().filter(|r| self.role(r)) {
+            return Some(format!(
+                "role {role} is protected (protect.roles, or a role the worker itself uses): its sessions are left alone"
+            ));
+        }
         if let Some(user) = job.user_name().filter(|u| self.user(u)) {
             return Some(format!("user {user} is protected"));
         }

@@ -55,6 +55,7 @@ pub mod config_checks;
 mod config_error;
 mod config_lists;
 pub mod continuation;
+pub mod detection;
 pub mod guard;
 pub mod intake;
 pub mod job;

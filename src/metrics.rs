@@ -26,6 +26,7 @@ pub const AWS_REQUESTS_TOTAL: &str = "iam_key_revoker_aws_requests_total";
 pub const AWS_RETRIES_TOTAL: &str = "iam_key_revoker_aws_retries_total";
 pub const JOB_DURATION_SECONDS: &str = "iam_key_revoker_job_duration_seconds";
 pub const REVOCATION_LATENCY_SECONDS: &str = "iam_key_revoker_revocation_latency_seconds";
+pub const EXPOSURE_TO_REVOKE_SECONDS: &str = "iam_key_revoker_exposure_to_revoke_seconds";
 pub const JOBS_IN_FLIGHT: &str = "iam_key_revoker_jobs_in_flight";
 pub const LAST_RECEIVE_SUCCESS: &str = "iam_key_revoker_last_receive_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "iam_key_revoker_build_info";
@@ -42,6 +43,7 @@ pub const CREDENTIALS_FAILING: &str = "iam_key_revoker_credentials_failing";
 pub const CREDENTIAL_FAILURES_TOTAL: &str = "iam_key_revoker_credential_failures_total";
 pub const MEMBER_ACCOUNTS_FAILING: &str = "iam_key_revoker_member_accounts_failing";
 pub const SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_sessions_revoked_total";
+pub const ROLE_SESSIONS_REVOKED_TOTAL: &str = "iam_key_revoker_role_sessions_revoked_total";
 pub const QUEUE_MESSAGES: &str = "iam_key_revoker_queue_messages";
 pub const IMPOSTOR_CUTOFFS_TOTAL: &str = "iam_key_revoker_impostor_cutoffs_total";
 pub const UNVERIFIED_MESSAGES_TOTAL: &str = "iam_key_revoker_unverified_messages_total";
@@ -56,6 +58,7 @@ pub const ALL: &[&str] = &[
     AWS_RETRIES_TOTAL,
     JOB_DURATION_SECONDS,
     REVOCATION_LATENCY_SECONDS,
+    EXPOSURE_TO_REVOKE_SECONDS,
     JOBS_IN_FLIGHT,
     LAST_RECEIVE_SUCCESS,
     BUILD_INFO,
@@ -65,6 +68,7 @@ pub const ALL: &[&str] = &[
     CREDENTIAL_FAILURES_TOTAL,
     MEMBER_ACCOUNTS_FAILING,
     SESSIONS_REVOKED_TOTAL,
+    ROLE_SESSIONS_REVOKED_TOTAL,
     QUEUE_MESSAGES,
     QUARANTINES_TOTAL,
     STAGED_REVOCATIONS_TOTAL,
@@ -94,6 +98,13 @@ const REVOCATION_LATENCY_BUCKETS: &[f64] = &[
     7200.0, 21600.0, 43200.0,
 ];
 
+/// From detection to revocation: a minute or two on AWS Health's path, hours to days for
+/// a leak a scanner found late.
+const EXPOSURE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0,
+    86400.0, 259200.0, 604800.0,
+];
+
 /// Every outcome/reason pair the worker can record, created at zero on start so that
 /// rates and alerts work before the first occurrence.
 const OUTCOMES: &[Outcome] = &[
@@ -102,6 +113,7 @@ const OUTCOMES: &[Outcome] = &[
     Outcome::AlreadyAbsent,
     Outcome::Duplicate,
     Outcome::Cancelled,
+    Outcome::SessionsRevoked,
     Outcome::Held(Reason::AccountLimit),
     Outcome::Held(Reason::FleetLimit),
     Outcome::Rejected(Reason::InvalidMessage),
@@ -138,6 +150,12 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(REVOCATION_LATENCY_SECONDS.into()),
                         REVOCATION_LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(EXPOSURE_TO_REVOKE_SECONDS.into()),
+                        EXPOSURE_BUCKETS,
                     )
                 })
                 // Cannot fail: both bucket lists above are non-empty constants.
@@ -215,6 +233,11 @@ fn describe() {
         Unit::Seconds,
         "Time from enqueue (SentTimestamp) to outcome, for deleted, deactivated and already_absent jobs"
     );
+    describe_histogram!(
+        EXPOSURE_TO_REVOKE_SECONDS,
+        Unit::Seconds,
+        "Time from the exposure's detection (detected_at, AWS Health startTime, GuardDuty eventFirstSeen) to the revocation, by where that time came from; only jobs that carry one and end deleted, deactivated, already_absent or sessions_revoked"
+    );
     describe_gauge!(JOBS_IN_FLIGHT, "Jobs being worked now");
     describe_gauge!(
         LAST_RECEIVE_SUCCESS,
@@ -237,6 +260,10 @@ fn describe() {
     describe_counter!(
         SESSIONS_REVOKED_TOTAL,
         "Users whose temporary credentials issued before a revocation were cut off by the session policy"
+    );
+    describe_counter!(
+        ROLE_SESSIONS_REVOKED_TOTAL,
+        "Role cut-offs put: on one session a finding named (scope session), or on every session of the role (scope role)"
     );
     describe_counter!(
         IMPOSTOR_CUTOFFS_TOTAL,
@@ -274,6 +301,9 @@ fn describe() {
     }
     counter!(MESSAGES_RECEIVED_TOTAL).increment(0);
     counter!(SESSIONS_REVOKED_TOTAL).increment(0);
+    for scope in ["session", "role"] {
+        counter!(ROLE_SESSIONS_REVOKED_TOTAL, "scope" => scope).increment(0);
+    }
     counter!(IMPOSTOR_CUTOFFS_TOTAL).increment(0);
     for kind in UNVERIFIED_KINDS {
         counter!(UNVERIFIED_MESSAGES_TOTAL, "kind" => kind).increment(0);
@@ -337,6 +367,12 @@ pub fn job_finished(
     }
 }
 
+/// From detection to the revocation of a job that carries its detection time, by where
+/// that time came from (`aws.health`, `aws.guardduty`, `job`).
+pub fn exposure_to_revoke(source: &'static str, seconds: f64) {
+    histogram!(EXPOSURE_TO_REVOKE_SECONDS, "source" => source).record(seconds);
+}
+
 /// A rejected message copied to `lane`'s dead-letter queue, for `outcome`'s reason: what
 /// the dead-letter queue holds by reason, as far as the worker put it there.
 pub fn dead_lettered(lane: Lane, outcome: Outcome) {
@@ -359,6 +395,12 @@ pub fn queue_depth(queue: &'static str, depth: Depth) {
 /// One user's older sessions cut off by the session policy.
 pub fn sessions_revoked() {
     counter!(SESSIONS_REVOKED_TOTAL).increment(1);
+}
+
+/// A role's cut-off put: narrowed to one session (a finding's), or on every session.
+pub fn role_sessions_revoked(one_session: bool) {
+    let scope = if one_session { "session" } else { "role" };
+    counter!(ROLE_SESSIONS_REVOKED_TOTAL, "scope" => scope).increment(1);
 }
 
 /// Messages handed to the worker by one receive.

@@ -112,6 +112,8 @@ pub enum Outcome {
     /// The job required a status the key no longer has (a person reactivated it before
     /// its scheduled delete); nothing changed.
     Cancelled,
+    /// A role job put the role's session cut-off; no key changed (docs, "Role sessions").
+    SessionsRevoked,
     /// A permanent problem; nothing changed in IAM; the message went to the dead-letter queue.
     Rejected(Reason),
     /// Left on the queue for a later attempt.
@@ -130,6 +132,7 @@ impl Outcome {
             Outcome::AlreadyAbsent => "already_absent",
             Outcome::Duplicate => "duplicate",
             Outcome::Cancelled => "cancelled",
+            Outcome::SessionsRevoked => "sessions_revoked",
             Outcome::Rejected(_) => "rejected",
             Outcome::Retry(_) => "retry",
             Outcome::Held(_) => "held",
@@ -150,6 +153,18 @@ impl Outcome {
     /// deleted).
     pub fn is_final(self) -> bool {
         !matches!(self, Outcome::Retry(_))
+    }
+
+    /// Whether the outcome closes an exposure (docs, "The clock from exposure"): the key
+    /// revoked or gone, a role's sessions cut off.
+    pub fn closes_exposure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Deleted
+                | Outcome::Deactivated
+                | Outcome::AlreadyAbsent
+                | Outcome::SessionsRevoked
+        )
     }
 
     /// Whether a later delivery of the same job may end `duplicate`: only when this one
@@ -202,6 +217,10 @@ impl Lane {
 pub struct JobFacts {
     pub request_id: Option<String>,
     pub user_name: Option<String>,
+    /// The role of a role job (docs, "Role sessions").
+    pub role_name: Option<String>,
+    /// The one session of it the cut-off is narrowed to (`principalId`), if it is.
+    pub role_session: Option<String>,
     /// The key(s) acted on or named.
     pub access_key_ids: Vec<String>,
     pub account_id: Option<String>,
@@ -222,6 +241,11 @@ pub struct JobFacts {
     pub enqueued_at_ms: Option<u64>,
     /// What became of the quarantine policy (docs, "Quarantine").
     pub quarantine: Option<String>,
+    /// When the exposure was detected (Unix milliseconds), where the job carries it.
+    pub detected_at_ms: Option<u64>,
+    /// From detection to the revocation, for a job that carries its detection time and
+    /// closed the exposure (docs, "The clock from exposure").
+    pub exposure_to_revoke_seconds: Option<f64>,
     /// What became of the GuardDuty finding in Security Hub (docs, "Closing the
     /// finding").
     pub finding_update: Option<String>,
@@ -255,6 +279,12 @@ impl JobFacts {
     /// The Health event type code or GuardDuty finding type.
     pub fn event_type(&self) -> Option<&str> {
         self.origin.as_ref().map(|o| o.event_type.as_str())
+    }
+
+    /// Where the detection time came from, the `source` label of the exposure series:
+    /// the security event's source, or `job` for a producer's `detected_at`.
+    pub fn detection_source(&self) -> &'static str {
+        self.event_source().unwrap_or("job")
     }
 }
 
@@ -290,6 +320,8 @@ impl JobReport {
             reason = self.outcome.reason(),
             detail = self.detail.as_deref().unwrap_or(""),
             user_name = facts.user_name.as_deref().unwrap_or(""),
+            role_name = facts.role_name.as_deref().unwrap_or(""),
+            role_session = facts.role_session.as_deref().unwrap_or(""),
             access_key_ids = %facts.access_key_ids.join(","),
             account_id = facts.account_id.as_deref().unwrap_or(""),
             batch_id = facts.batch_id.as_deref().unwrap_or(""),
@@ -300,6 +332,8 @@ impl JobReport {
             sessions_revoked_before = facts.sessions_revoked_before.as_deref().unwrap_or(""),
             sessions = facts.sessions.as_deref().unwrap_or(""),
             quarantine = facts.quarantine.as_deref().unwrap_or(""),
+            detected_at = facts.detected_at_ms.map(crate::detection::text).unwrap_or_default(),
+            exposure_to_revoke_seconds = facts.exposure_to_revoke_seconds,
             finding_update = facts.finding_update.as_deref().unwrap_or(""),
             last_used = %json_or_empty(&facts.last_used),
             keys = %json_or_empty(&facts.keys),

@@ -24,6 +24,12 @@
 //!   (a margin lowered since, or a replica's larger one, never makes the worker's own
 //!   cut-off an impostor): anything else is an impostor, which the worker replaces and
 //!   reports.
+//! - **A role's session.** On a role, a cut-off may be narrowed to one session: its
+//!   condition also has `{"StringEquals": {"aws:userid": "<principalId>"}}` (the role's
+//!   `AROA…` id, `:` and the session name; IAM User Guide, "AWS global condition context
+//!   keys", `aws:userid`), so the role's other sessions keep working. Each narrowed
+//!   cut-off serves its own revocation and is never folded with another; on a user, a
+//!   narrowed cut-off is an impostor.
 
 use aws_smithy_types::date_time::{DateTime, Format};
 use sha2::{Digest, Sha256};
@@ -58,6 +64,8 @@ pub struct Cutoff {
     pub sid: Option<String>,
     /// Credentials issued before this are denied.
     pub before: DateTime,
+    /// The one role session it is narrowed to (`aws:userid`); `None`: every session.
+    pub scope: Option<String>,
 }
 
 /// The latest time of `cutoffs`, if any.
@@ -152,8 +160,14 @@ pub fn is_cutoff_name(name: &str) -> bool {
     name.starts_with(SESSION_POLICY_NAME)
 }
 
-/// The document of the cut-off at `before` for the revocation `sid` (or [`FOLDED_SID`]).
-pub fn cutoff_policy(sid: &str, before: DateTime) -> String {
+/// The document of the cut-off at `before` for the revocation `sid` (or [`FOLDED_SID`]),
+/// narrowed to the role session `scope` when there is one.
+pub fn cutoff_policy(sid: &str, before: DateTime, scope: Option<&str>) -> String {
+    let mut condition =
+        serde_json::json!({ "DateLessThan": { "aws:TokenIssueTime": fmt(before) } });
+    if let Some(scope) = scope {
+        condition["StringEquals"] = serde_json::json!({ "aws:userid": scope });
+    }
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -161,11 +175,14 @@ pub fn cutoff_policy(sid: &str, before: DateTime) -> String {
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
-            "Condition": { "DateLessThan": { "aws:TokenIssueTime": fmt(before) } }
+            "Condition": condition
         }]
     })
     .to_string()
 }
+
+/// What the cut-off on a role covers, for the audit line and the outcome event.
+pub const ROLE_SESSIONS_COVERED: &str = "denies the role's temporary credentials issued before the cut-off (AssumeRole, an instance profile's, a Lambda function's); sessions issued after it, such as the fresh credentials an instance's metadata service hands out, keep working (IAM may take a few minutes to enforce it everywhere)";
 
 /// The one-statement document earlier versions put (no Sid): still the worker's, read as
 /// folded (it records no revocation). Requests signed with long-term keys carry no
@@ -195,7 +212,7 @@ pub fn read_cutoff(name: &str, document: &str, latest_allowed: DateTime) -> Resu
         .map_err(|_| "its document is not UTF-8")?;
     let value: serde_json::Value =
         serde_json::from_str(&decoded).map_err(|_| "its document is not JSON")?;
-    let (sid, before) = deny_of(&value).ok_or("its document is not the worker's Deny")?;
+    let (sid, before, scope) = deny_of(&value).ok_or("its document is not the worker's Deny")?;
     let (claimed_at, recorded) = match (&claim, sid) {
         (Claim::Unnamed, None) => (None, None),
         (Claim::Legacy(at), None) => (Some(*at), None),
@@ -221,11 +238,14 @@ pub fn read_cutoff(name: &str, document: &str, latest_allowed: DateTime) -> Resu
         name: name.to_owned(),
         sid: recorded,
         before,
+        scope,
     })
 }
 
-/// The Sid (if any) and time of a document of exactly the worker's shape.
-fn deny_of(value: &serde_json::Value) -> Option<(Option<String>, DateTime)> {
+/// The Sid (if any), time and session (if narrowed to one) of a document of exactly the
+/// worker's shape.
+#[allow(clippy::type_complexity)]
+fn deny_of(value: &serde_json::Value) -> Option<(Option<String>, DateTime, Option<String>)> {
     let object = value.as_object()?;
     if object.len() != 2 || object.get("Version")? != "2012-10-17" {
         return None;
@@ -251,13 +271,44 @@ fn deny_of(value: &serde_json::Value) -> Option<(Option<String>, DateTime)> {
     }
     let condition = statement.get("Condition")?.as_object()?;
     let less = condition.get("DateLessThan")?.as_object()?;
-    if condition.len() != 1 || less.len() != 1 {
+    let scope = match condition.get("StringEquals") {
+        None => None,
+        Some(equals) => {
+            let equals = equals.as_object()?;
+            let scope = equals.get("aws:userid")?.as_str()?;
+            if equals.len() != 1 || !is_role_session(scope) {
+                return None;
+            }
+            Some(scope.to_owned())
+        }
+    };
+    if condition.len() != 1 + usize::from(scope.is_some()) || less.len() != 1 {
         return None;
     }
     let text = less.get("aws:TokenIssueTime")?.as_str()?;
     let before = DateTime::from_str(text, Format::DateTime).ok()?;
     // Exactly as the worker writes it: to the second, in UTC.
-    (fmt(before) == text).then_some((sid, before))
+    (fmt(before) == text).then_some((sid, before, scope))
+}
+
+/// Whether `principal` is a role session's `aws:userid` as GuardDuty's `principalId` gives
+/// it: the role's unique id (`AROA` and upper-case letters and digits; IAM User Guide,
+/// "Unique identifier prefixes") and a session name of 2-64 of `[\w+=,.@-]` (STS API
+/// Reference, `AssumeRole` `RoleSessionName`; an instance's is its id).
+pub fn is_role_session(principal: &str) -> bool {
+    let Some((id, session)) = principal.split_once(':') else {
+        return false;
+    };
+    id.len() > 4
+        && id.len() <= 128
+        && id.starts_with("AROA")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && (2..=64).contains(&session.len())
+        && session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
 }
 
 /// The cut-offs to fold so that at most [`RECORDED_MAX`] revocations keep a policy each
@@ -294,6 +345,7 @@ mod tests {
     fn cutoff(request_id: &str, secs: i64) -> Cutoff {
         let sid = revocation_sid(request_id);
         Cutoff {
+            scope: None,
             name: policy_name(DateTime::from_secs(secs), &sid),
             sid: Some(sid),
             before: DateTime::from_secs(secs),
@@ -329,7 +381,7 @@ mod tests {
         let allowed = DateTime::from_secs(1_800_000_600);
         let sid = revocation_sid("r-1");
         let name = policy_name(at, &sid);
-        let ours = cutoff_policy(&sid, at);
+        let ours = cutoff_policy(&sid, at, None);
         assert_eq!(
             read_cutoff(&name, &encoded(&ours), allowed),
             Ok(cutoff("r-1", 1_800_000_000))
@@ -350,7 +402,7 @@ mod tests {
             "}]}",
             "},{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}]}",
         );
-        let other_sid = cutoff_policy(&revocation_sid("r-2"), at);
+        let other_sid = cutoff_policy(&revocation_sid("r-2"), at, None);
         for impostor in [
             harmless, &narrowed, &extra, &allow, &other_key, &two, &other_sid, "not json",
         ] {
@@ -365,7 +417,8 @@ mod tests {
         // A time later than IAM's clock allows: planted to look like a cut-off to come.
         let far = DateTime::from_secs(4_070_908_800);
         let planted = policy_name(far, &sid);
-        let why = read_cutoff(&planted, &encoded(&cutoff_policy(&sid, far)), allowed).unwrap_err();
+        let why =
+            read_cutoff(&planted, &encoded(&cutoff_policy(&sid, far, None)), allowed).unwrap_err();
         assert!(why.contains("later than IAM's clock"), "{why}");
     }
 
@@ -386,7 +439,7 @@ mod tests {
             .iter()
             .all(|c| c.sid.as_deref() != Some(own.as_str())));
         assert!(folded.iter().all(|c| c.before.secs() < 1_004));
-        let document = cutoff_policy(FOLDED_SID, DateTime::from_secs(1_007));
+        let document = cutoff_policy(FOLDED_SID, DateTime::from_secs(1_007), None);
         let one = document.chars().filter(|c| !c.is_whitespace()).count()
             + policy_name(DateTime::from_secs(0), FOLDED_SID).len();
         assert!(

@@ -107,14 +107,18 @@ impl DeleteAfter {
 
 /// An RFC 3339 time in Unix seconds: `Z` or a numeric offset (`+01:00`), `T` or `t`.
 fn rfc3339_secs(text: &str) -> Option<i64> {
+    rfc3339_time(text).map(|t| t.secs())
+}
+
+/// An RFC 3339 time, fractions of a second kept: `Z` or a numeric offset (`+01:00`), `T`
+/// or `t`.
+pub fn rfc3339_time(text: &str) -> Option<DateTime> {
     let upper = text.to_ascii_uppercase();
     let bytes = upper.as_bytes();
     let n = bytes.len();
     let has_offset = n > 6 && matches!(bytes[n - 6], b'+' | b'-') && bytes[n - 3] == b':';
     if !has_offset {
-        return DateTime::from_str(&upper, Format::DateTime)
-            .ok()
-            .map(|t| t.secs());
+        return DateTime::from_str(&upper, Format::DateTime).ok();
     }
     let (local, offset) = upper.split_at(n - 6);
     let hours: i64 = offset[1..3].parse().ok()?;
@@ -124,7 +128,10 @@ fn rfc3339_secs(text: &str) -> Option<i64> {
     }
     let sign = if offset.starts_with('-') { -1 } else { 1 };
     let utc = DateTime::from_str(&format!("{local}Z"), Format::DateTime).ok()?;
-    Some(utc.secs() - sign * (hours * 3600 + minutes * 60))
+    Some(DateTime::from_secs_and_nanos(
+        utc.secs() - sign * (hours * 3600 + minutes * 60),
+        utc.subsec_nanos(),
+    ))
 }
 
 /// The one schedule of `key` in `account`: `<account>-<key>` (a key id is `[A-Z0-9]`), or

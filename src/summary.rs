@@ -26,6 +26,8 @@ impl JobReport {
             Outcome::Duplicate => {
                 format!("Nothing done: {what} was already revoked by an earlier copy of this job")
             }
+            Outcome::SessionsRevoked if facts.role_session.is_some() => format!("Cut off {what}"),
+            Outcome::SessionsRevoked => format!("Cut off the older sessions of {what}"),
             Outcome::Cancelled => format!(
                 "Cancelled: did not {} {what}: a person restored it",
                 self.verb()
@@ -63,6 +65,12 @@ impl JobReport {
                 }
                 _ => line.push_str(&format!(" after AWS Health {}", origin.event_type)),
             }
+        }
+        if let Some(seconds) = facts.exposure_to_revoke_seconds {
+            line.push_str(&format!(
+                ", {} after detection",
+                crate::detection::human(seconds)
+            ));
         }
         if let Some(before) = &facts.sessions_revoked_before {
             line.push_str(&format!("; sessions issued before {before} denied"));
@@ -130,6 +138,13 @@ impl JobReport {
                 .map(|k| k.user_name.as_str())
         };
         let mut what = match facts.access_key_ids.as_slice() {
+            [] if facts.role_name.is_some() => {
+                let role = facts.role_name.as_deref().unwrap_or_default();
+                match &facts.role_session {
+                    Some(session) => format!("session {session} of role {role}"),
+                    None => format!("role {role}"),
+                }
+            }
             [] => "every access key".to_owned(),
             [key] => format!("access key {key}"),
             keys => {

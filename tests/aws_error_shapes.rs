@@ -255,6 +255,7 @@ fn delete_job() -> Job {
         report_activity: false,
         require_inactive: false,
         delete_after: None,
+        detected_at_ms: None,
         spared: Vec::new(),
         origin: None,
         owners: Vec::new(),

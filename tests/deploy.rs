@@ -75,6 +75,16 @@ const RESTORE_ONLY: &[&str] = &["iam:ListAttachedUserPolicies", "iam:DetachUserP
 /// it, never the worker's.
 const BREAKER_OPERATORS_ONLY: &[&str] = &["dynamodb:Scan"];
 
+/// What only a role's session cut-off calls (docs, "Role sessions"): a policy of its own,
+/// which the stacks attach only when RevokeRoleSessions is true.
+const ROLE_SESSIONS_ONLY: &[&str] = &[
+    "iam:GetRole",
+    "iam:ListRolePolicies",
+    "iam:GetRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+];
+
 /// What the worker calls in its own account only: checking the quarantine policy exists
 /// (AWS's managed policies are the same in every account), and signing its own messages.
 const OWN_ACCOUNT_ONLY: &[&str] = &["iam:GetPolicy", "sts:GetAccessKeyInfo"];
@@ -90,6 +100,11 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetUserPolicy" => "iam:GetUserPolicy",
         "ListUserPolicies" => "iam:ListUserPolicies",
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
+        "GetRole" => "iam:GetRole",
+        "ListRolePolicies" => "iam:ListRolePolicies",
+        "GetRolePolicy" => "iam:GetRolePolicy",
+        "PutRolePolicy" => "iam:PutRolePolicy",
+        "DeleteRolePolicy" => "iam:DeleteRolePolicy",
         "AttachUserPolicy" => "iam:AttachUserPolicy",
         "GetPolicy" => "iam:GetPolicy",
         "ListAttachedUserPolicies" => "iam:ListAttachedUserPolicies",
@@ -137,15 +152,19 @@ fn policy_actions(path: &str) -> BTreeSet<String> {
     actions_of(&policy, path)
 }
 
-/// The actions of a policy document's Allow statements (every statement is one, names
-/// its resources, and no action is a wildcard).
+/// The actions of a policy document's Allow statements (every statement names its
+/// resources, no action is a wildcard, and a Deny only ever takes writes away).
 fn actions_of(policy: &serde_json::Value, name: &str) -> BTreeSet<String> {
     let mut actions = BTreeSet::new();
     for statement in policy["Statement"].as_array().expect("statements") {
-        assert_eq!(
-            statement["Effect"], "Allow",
-            "{name}: only Allow statements"
-        );
+        if statement["Effect"] == "Deny" {
+            assert!(
+                statement["Sid"].as_str().unwrap_or("").starts_with("Never"),
+                "{name}: a Deny says what it never lets happen"
+            );
+            continue;
+        }
+        assert_eq!(statement["Effect"], "Allow", "{name}: Allow or Deny");
         actions.extend(strings(&statement["Action"]));
         assert!(
             !statement["Resource"].is_null(),
@@ -166,6 +185,9 @@ fn worker_policies(stack: &Stack) -> Vec<serde_json::Value> {
     let role = stack.resolve(&serde_json::json!({"Ref": "WorkerRole"}));
     let mut policies = Vec::new();
     for id in stack.of_type("AWS::IAM::ManagedPolicy") {
+        if !stack.creates(&id) {
+            continue;
+        }
         let properties = stack.properties(&id);
         if properties["Roles"]
             .as_array()
@@ -209,12 +231,22 @@ fn the_worker_policy_grants_every_action_the_code_calls_and_nothing_else() {
     if ops.contains("TransactWriteItems") {
         needed.insert("dynamodb:ConditionCheckItem".to_owned());
     }
+    let granted = |stack: &Stack| -> BTreeSet<String> {
+        worker_policies(stack)
+            .iter()
+            .flat_map(|p| actions_of(p, "the worker's policies"))
+            .collect()
+    };
+    let with_roles = worker_stack_with(&[("RevokeRoleSessions", "true")]);
+    assert_eq!(granted(&with_roles), needed);
+    // A role's cut-off is switched on, or the worker holds no right on roles at all.
     let stack = Stack::worker();
-    let granted: BTreeSet<String> = worker_policies(&stack)
+    let without: BTreeSet<String> = needed
         .iter()
-        .flat_map(|p| actions_of(p, "the worker's policies"))
+        .filter(|a| !ROLE_SESSIONS_ONLY.contains(&a.as_str()))
+        .cloned()
         .collect();
-    assert_eq!(granted, needed);
+    assert_eq!(granted(&stack), without);
     // What only restore calls is the restore operators' to hold.
     let restore = stack.properties("RestoreOperatorPolicy")["PolicyDocument"].clone();
     let operators = actions_of(&restore, "the restore operators' policy");
@@ -242,9 +274,17 @@ fn member_accounts_grant_the_iam_actions_and_trust_only_the_worker() {
         .filter(|p| !RESTORE_ONLY.contains(p) && !OWN_ACCOUNT_ONLY.contains(p))
         .map(str::to_owned)
         .collect();
+    let (sessions, rest): (BTreeSet<String>, BTreeSet<String>) = iam_needed
+        .into_iter()
+        .partition(|p| ROLE_SESSIONS_ONLY.contains(&p.as_str()));
     assert_eq!(
         policy_actions("deploy/aws/member-role-permissions.json"),
-        iam_needed
+        rest
+    );
+    assert_eq!(
+        policy_actions("deploy/aws/member-role-sessions-permissions.json"),
+        sessions,
+        "a role's cut-off, a policy of its own"
     );
 
     let trust: serde_json::Value =
@@ -426,6 +466,16 @@ fn the_member_role_template_matches_the_policy_files() {
     let trust: serde_json::Value =
         serde_json::from_str(&read("deploy/aws/member-role-trust-policy.json")).unwrap();
     assert_eq!(unsub(&properties["AssumeRolePolicyDocument"]), trust);
+    // The role-sessions policy, attached only when RevokeRoleSessions is true, without
+    // the protected roles' Deny that only a filled ProtectedRoleArns adds.
+    let attached = &properties["Policies"][2]["Fn::If"];
+    assert_eq!(attached[0], "WithRoleSessions");
+    let mut document = attached[1]["PolicyDocument"].clone();
+    let statements = document["Statement"].as_array_mut().unwrap();
+    statements.retain(|s| s.get("Fn::If").is_none());
+    let sessions: serde_json::Value =
+        serde_json::from_str(&read("deploy/aws/member-role-sessions-permissions.json")).unwrap();
+    assert_eq!(unsub(&document), sessions);
 }
 
 /// The worker stack's outputs as deploy/scripts/20-worker-account.sh writes them into stack.env, and
@@ -1087,6 +1137,9 @@ const IAM_READS: &[&str] = &[
     "iam:GetUserPolicy",
 ];
 
+/// What the worker reads of a role before its cut-off.
+const ROLE_READS: &[&str] = &["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy"];
+
 /// Every (action, resource) the worker addresses, granted by the shipped worker policy;
 /// nothing it does not address on the queues granted.
 #[test]
@@ -1374,16 +1427,109 @@ fn the_protect_policy_covers_every_write_the_code_makes() {
         .iter()
         .filter_map(|op| permission(op))
         .filter(|p| p.starts_with("iam:"))
-        .filter(|p| !IAM_READS.contains(p))
+        .filter(|p| !IAM_READS.contains(p) && !ROLE_READS.contains(p))
         // Reads whose resource is no user (a policy) or that change nothing.
         .filter(|p| !["iam:GetPolicy", "iam:ListAttachedUserPolicies"].contains(p))
         .map(str::to_owned)
         .collect();
     let denied: BTreeSet<String> = iam_key_revoker::cli::deny::WRITE_ACTIONS
         .iter()
+        .chain(iam_key_revoker::cli::deny::ROLE_WRITE_ACTIONS)
         .map(|a| (*a).to_owned())
         .collect();
     assert_eq!(denied, writes);
+}
+
+/// The worker stack with example values, and these parameters.
+fn worker_stack_with(overrides: &[(&str, &str)]) -> Stack {
+    let mut all = vec![
+        (
+            "OidcProvider",
+            "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE0123456789",
+        ),
+        ("OrganizationId", "o-exampleorgid"),
+    ];
+    all.extend_from_slice(overrides);
+    Stack::load("deploy/aws/worker.cfn.json", &all)
+}
+
+/// `PutRolePolicy` is as strong as `PutUserPolicy`: the worker holds it on its account's
+/// roles only when RevokeRoleSessions is true, and never on its own roles or the protected
+/// ones, in its account or a member account.
+#[test]
+fn role_cutoffs_are_granted_only_when_switched_on_and_never_on_the_workers_roles() {
+    let arn = |account: &str, role: &str| format!("arn:aws:iam::{account}:role/{role}");
+    let off = worker_policies(&Stack::worker());
+    assert!(!allows(
+        &off,
+        "iam:PutRolePolicy",
+        &arn("111122223333", "app")
+    ));
+    assert!(!allows(&off, "iam:GetRole", &arn("111122223333", "app")));
+    let on = worker_policies(&worker_stack_with(&[
+        ("RevokeRoleSessions", "true"),
+        (
+            "ProtectedRoleArns",
+            "arn:aws:iam::*:role/prod-* arn:aws:iam::*:role/*/prod-*",
+        ),
+    ]));
+    let member = Stack::load(
+        "deploy/aws/member-role.cfn.json",
+        &[
+            ("WorkerAccountId", "111122223333"),
+            ("OrganizationId", "o-exampleorgid"),
+            ("RevokeRoleSessions", "true"),
+            ("ProtectedRoleArns", "arn:aws:iam::*:role/prod-*"),
+        ],
+    );
+    let member_policies: Vec<serde_json::Value> = member.properties("RevokerRole")["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+    // The stacks' own account, as the resolver names it.
+    for (policies, account) in [(&on, "111122223333"), (&member_policies, "111122223333")] {
+        for action in iam_key_revoker::cli::deny::ROLE_WRITE_ACTIONS {
+            assert!(allows(policies, action, &arn(account, "app")), "{action}");
+            for own in [
+                "iam-key-revoker-worker",
+                "iam-key-revoker",
+                "iam-key-revoker-scheduler",
+                "ci/iam-key-revoker-keda-scaler",
+                "prod-db",
+            ] {
+                assert!(
+                    !allows(policies, action, &arn(account, own)),
+                    "{action} on {own}"
+                );
+            }
+            assert!(
+                !allows(policies, action, &arn("999999999999", "app")),
+                "another account's role"
+            );
+        }
+        assert!(allows(policies, "iam:GetRole", &arn(account, "app")));
+    }
+    // Without it, the member role holds no right on roles either.
+    let off = Stack::load(
+        "deploy/aws/member-role.cfn.json",
+        &[
+            ("WorkerAccountId", "111122223333"),
+            ("OrganizationId", "o-exampleorgid"),
+        ],
+    );
+    let policies: Vec<serde_json::Value> = off.properties("RevokerRole")["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+    assert!(!allows(
+        &policies,
+        "iam:PutRolePolicy",
+        &arn("111122223333", "app")
+    ));
 }
 
 #[test]

@@ -467,7 +467,7 @@ async fn session_cutoffs_never_move_back_and_each_revocation_keeps_its_own() {
     );
     let soon = aws_smithy_types::DateTime::from_secs(now.secs() + 400);
     let sid = revocation_sid("another");
-    put(cutoff_name(soon, &sid), cutoff_policy(&sid, soon))
+    put(cutoff_name(soon, &sid), cutoff_policy(&sid, soon, None))
         .await
         .unwrap();
     let far = aws_smithy_types::DateTime::from_secs(4_000_000_000);

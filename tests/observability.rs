@@ -16,6 +16,13 @@ use serde_json::json;
 
 use common::process::{http_get as get, listening_port, sigterm, wait, worker_command as command};
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// Parses a Prometheus text exposition into "name{labels}" → value.
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -41,14 +48,18 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     let (alice, a_keys) = env.user_with_keys("alice", 2).await;
     let (bob, b_keys) = env.user_with_keys("bob", 2).await;
     let (carol, c_keys) = env.user_with_keys("carol", 1).await;
+    // Detected a minute and a half ago, and ten minutes ago (a key-only job, which goes
+    // on in a message of the worker's own: the time travels with it).
+    let ago = |seconds: u64| iam_key_revoker::detection::text(now_ms() - seconds * 1000);
     let jobs = [
         job("m-del-1", &alice, &a_keys[0]),
-        job("m-del-2", &bob, &b_keys[0]),
-        json!({"request_id": "m-keyonly", "access_key_id": c_keys[0]}).to_string(),
+        json!({"request_id": "m-del-2", "user_name": bob, "access_key_id": b_keys[0], "detected_at": ago(90)}).to_string(),
+        json!({"request_id": "m-keyonly", "access_key_id": c_keys[0], "detected_at": ago(600)}).to_string(),
         json!({"request_id": "m-deact", "user_name": alice, "access_key_id": a_keys[1], "action": "deactivate"}).to_string(),
         job("m-absent", &alice, "AKIA0000000000000ABS"),
         job("m-mismatch", &alice, &b_keys[1]),
         "{\"request_id\":\"m-invalid\"}".to_owned(),
+        json!({"request_id": "m-future", "user_name": bob, "access_key_id": b_keys[1], "detected_at": "2999-01-01T00:00:00Z"}).to_string(),
         job("m-del-1", &alice, &a_keys[0]),
     ];
     for body in &jobs {
@@ -83,7 +94,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     assert_eq!(jobs_total("already_absent", "none"), 1.0);
     assert_eq!(jobs_total("duplicate", "none"), 1.0);
     assert_eq!(jobs_total("rejected", "owner_mismatch"), 1.0);
-    assert_eq!(jobs_total("rejected", "invalid_message"), 1.0);
+    assert_eq!(jobs_total("rejected", "invalid_message"), 2.0);
     assert_eq!(
         jobs_total("rejected", "protected"),
         0.0,
@@ -98,7 +109,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
         )
     };
     assert_eq!(dead_lettered("owner_mismatch"), 1.0);
-    assert_eq!(dead_lettered("invalid_message"), 1.0);
+    assert_eq!(dead_lettered("invalid_message"), 2.0);
     assert_eq!(dead_lettered("access_denied"), 0.0);
     assert_eq!(
         value(
@@ -121,7 +132,7 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     );
     // The key-only job hands itself on before its delete (docs, "Continuations"):
     // one message more, received, but no job more.
-    assert_eq!(value(&s, "iam_key_revoker_messages_received_total"), 9.0);
+    assert_eq!(value(&s, "iam_key_revoker_messages_received_total"), 10.0);
     assert_eq!(value(&s, "iam_key_revoker_jobs_in_flight"), 0.0);
     assert_eq!(
         value(&s, "iam_key_revoker_build_info{version=\"0.1.0\"}"),
@@ -145,8 +156,8 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     assert_eq!(requests("iam", "UpdateAccessKey", "ok"), 1.0);
     assert_eq!(
         requests("sqs", "SendMessage", "ok"),
-        3.0,
-        "two dead-letter copies and the key-only job's hand-over"
+        4.0,
+        "three dead-letter copies and the key-only job's hand-over"
     );
     assert!(requests("sqs", "ReceiveMessage", "ok") >= 1.0);
     assert!(requests("sqs", "DeleteMessageBatch", "ok") >= 1.0);
@@ -176,6 +187,26 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
     assert!(s.contains_key(
         "iam_key_revoker_revocation_latency_seconds_bucket{queue=\"main\",le=\"43200\"}"
     ));
+    // The clock from exposure: only the two jobs that carry a detection time, from it.
+    let exposure = |part: &str| {
+        value(
+            &s,
+            &format!("iam_key_revoker_exposure_to_revoke_seconds_{part}{{source=\"job\"}}"),
+        )
+    };
+    assert_eq!(exposure("count"), 2.0);
+    let sum = exposure("sum");
+    assert!(
+        (690.0..720.0).contains(&sum),
+        "90 s + 600 s and the jobs' own time: {sum}"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "iam_key_revoker_exposure_to_revoke_seconds_bucket{source=\"job\",le=\"300\"}"
+        ),
+        1.0
+    );
     // The queues' depths, read at start: the job queue and its dead-letter queue.
     for queue in ["jobs", "dead_letter"] {
         for state in ["visible", "in_flight", "delayed"] {
@@ -220,7 +251,39 @@ async fn metrics_count_every_outcome_key_and_request_exactly() {
         enqueued <= received + 5 && received <= finished,
         "{deleted}"
     );
-    assert_eq!(event("m-keyonly", "deleted")["user_name"], carol.as_str());
+    let exposure = |e: &serde_json::Value| e["exposure_to_revoke_seconds"].as_f64().unwrap();
+    assert!((90.0..105.0).contains(&exposure(&deleted)), "{deleted}");
+    assert!(deleted["summary"]
+        .as_str()
+        .unwrap()
+        .contains(" s after detection"));
+    let keyonly = event("m-keyonly", "deleted");
+    assert_eq!(keyonly["user_name"], carol.as_str());
+    assert!((600.0..615.0).contains(&exposure(&keyonly)), "{keyonly}");
+    // The producer's time, as it travelled in the worker's own message: to the millisecond.
+    let carried = keyonly["detected_at"]
+        .as_str()
+        .expect("detected_at in the event");
+    let carried = iam_key_revoker::detection::read_detected_at(carried).unwrap();
+    let finished = keyonly["finished_at_ms"].as_u64().unwrap();
+    assert!(
+        (600_000..615_000).contains(&(finished - carried)),
+        "{keyonly}"
+    );
+    assert!(event("m-del-1", "deleted")
+        .get("exposure_to_revoke_seconds")
+        .is_none());
+    let future = event("m-future", "rejected");
+    assert!(
+        future["detail"].as_str().unwrap().contains("detected_at"),
+        "{future}"
+    );
+    assert!(
+        common::key_status(&env.clients.iam, &bob, &b_keys[1])
+            .await
+            .is_some(),
+        "a job refused for its detected_at changes nothing"
+    );
     assert_eq!(event("m-mismatch", "rejected")["reason"], "owner_mismatch");
     assert_eq!(event("m-invalid", "rejected")["reason"], "invalid_message");
     event("m-del-1", "duplicate");

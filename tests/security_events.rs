@@ -529,7 +529,7 @@ async fn the_cutoff_never_moves_back_and_a_planted_one_is_replaced() {
     let sid = iam_key_revoker::sessions::revocation_sid("another-replica");
     put(
         iam_key_revoker::sessions::policy_name(later, &sid),
-        iam_key_revoker::sessions::cutoff_policy(&sid, later),
+        iam_key_revoker::sessions::cutoff_policy(&sid, later, None),
     )
     .await
     .unwrap();
@@ -762,6 +762,7 @@ mod properties {
             Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
             Target::Keys(keys) => keys.clone(),
             Target::AllKeys { .. } => panic!("an event never revokes every key of a user"),
+            Target::Role { .. } => Vec::new(),
         }
     }
 

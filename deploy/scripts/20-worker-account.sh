@@ -14,6 +14,7 @@ IMAGE=$REGISTRY/iam-key-revoker:$VERSION
 say "The binary (the commands and the worker)"
 ensure_binary
 PROTECTED_USER_ARNS=$(protected_user_arns)
+PROTECTED_ROLE_ARNS=$(protected_role_arns)
 echo "Protected users (IAM's Deny): ${PROTECTED_USER_ARNS:-none}"
 
 say "The cluster's IAM OIDC provider (IRSA trusts it)"
@@ -30,7 +31,8 @@ say "The worker stack"
 stack_apply iam-key-revoker "$REPO/deploy/aws/worker.cfn.json" "$REGION" \
   "OidcProvider=$OIDC_PROVIDER" "OrganizationId=$ORGANIZATION_ID" \
   "ProtectedUserArns=$PROTECTED_USER_ARNS" "ProducerPrincipalArns=$PRODUCERS" \
-  "DeliverSampleFindings=${DELIVER_SAMPLE_FINDINGS:-false}"
+  "DeliverSampleFindings=${DELIVER_SAMPLE_FINDINGS:-false}" \
+  "RevokeRoleSessions=${REVOKE_ROLE_SESSIONS:-false}" "ProtectedRoleArns=$PROTECTED_ROLE_ARNS"
 {
   aws cloudformation describe-stacks --stack-name iam-key-revoker \
     --query 'Stacks[0].Outputs[].[Description,OutputValue]' --output text | tr '\t' '='

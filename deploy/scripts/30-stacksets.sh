@@ -16,6 +16,7 @@ load_stack_env
 ORGANIZATION_ID=$(aws organizations describe-organization --query Organization.Id --output text)
 OUS=$(target_ous)
 PROTECTED_USER_ARNS=$(protected_user_arns)
+PROTECTED_ROLE_ARNS=$(protected_role_arns)
 failed=0
 ensure_binary
 
@@ -29,7 +30,8 @@ stackset_apply iam-key-revoker-member-role "$REPO/deploy/aws/member-role.cfn.jso
   "WorkerAccountId=$WORKER_ACCOUNT" "WorkerRoleRevision=${WORKER_ROLE_REVISION:-1}" \
   "OrganizationId=$ORGANIZATION_ID" \
   "ProtectedUserArns=$PROTECTED_USER_ARNS" "PlannerPrincipalArns=$PLANNERS" \
-  "RestorerPrincipalArns=$RESTORERS"
+  "RestorerPrincipalArns=$RESTORERS" \
+  "RevokeRoleSessions=${REVOKE_ROLE_SESSIONS:-false}" "ProtectedRoleArns=$PROTECTED_ROLE_ARNS"
 
 say "Failed instances"
 stackset_failures iam-key-revoker-health-forwarding || failed=1

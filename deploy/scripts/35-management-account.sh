@@ -27,7 +27,8 @@ stack_apply iam-key-revoker-member-role "$REPO/deploy/aws/member-role.cfn.json" 
   "WorkerAccountId=$WORKER_ACCOUNT" "WorkerRoleRevision=${WORKER_ROLE_REVISION:-1}" \
   "OrganizationId=$ORGANIZATION_ID" \
   "ProtectedUserArns=$(protected_user_arns)" "PlannerPrincipalArns=$PLANNERS" \
-  "RestorerPrincipalArns=$RESTORERS"
+  "RestorerPrincipalArns=$RESTORERS" \
+  "RevokeRoleSessions=${REVOKE_ROLE_SESSIONS:-false}" "ProtectedRoleArns=$(protected_role_arns)"
 
 say "Done. To check:"
 echo "  aws iam get-role --role-name iam-key-revoker"

@@ -62,6 +62,11 @@ protected_user_arns() {
   iam-key-revoker protect-policy --config "$REPO/deploy/kubernetes/worker.toml" --format parameter
 }
 
+# The stacks' ProtectedRoleArns: protect.roles of the shipped worker.toml.
+protected_role_arns() {
+  iam-key-revoker protect-policy --config "$REPO/deploy/kubernetes/worker.toml" --format role-parameter
+}
+
 # json_parameters KEY=VALUE...: CloudFormation's parameter list as JSON (a value may hold
 # spaces and commas, which the CLI's shorthand would split).
 json_parameters() {

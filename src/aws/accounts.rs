@@ -328,6 +328,9 @@ pub struct Identity {
     pub account: String,
     /// `aws`, `aws-cn`, `aws-us-gov`, ...: every ARN the worker builds uses it.
     pub partition: String,
+    /// The role the worker's credentials are a session of (`assumed-role/<role>/…`), if
+    /// they are one: its sessions are never cut off.
+    pub role: Option<String>,
 }
 
 impl Identity {
@@ -335,9 +338,15 @@ impl Identity {
     pub fn from_caller(account: Option<&str>, arn: Option<&str>) -> Option<Self> {
         let partition = arn?.strip_prefix("arn:")?.split(':').next()?;
         let account = account?;
+        let role = arn?
+            .split_once(":assumed-role/")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
         (!partition.is_empty() && !account.is_empty()).then(|| Self {
             account: account.to_owned(),
             partition: partition.to_owned(),
+            role,
         })
     }
 }
@@ -438,6 +447,8 @@ mod tests {
         ] {
             let identity = Identity::from_caller(Some("111122223333"), Some(arn)).unwrap();
             assert_eq!(identity.partition, partition);
+            let role = arn.contains("assumed-role").then(|| "w".to_owned());
+            assert_eq!(identity.role, role);
             assert_eq!(
                 role_arn(&identity.partition, "444455556666", "iam-key-revoker"),
                 format!("arn:{partition}:iam::444455556666:role/iam-key-revoker")
@@ -473,7 +484,8 @@ mod tests {
             identity,
             Identity {
                 account: "111122223333".into(),
-                partition: "aws-cn".into()
+                partition: "aws-cn".into(),
+                role: Some("iam-key-revoker-worker".into()),
             }
         );
         // Asked once, then remembered.

@@ -174,6 +174,16 @@ impl Iam {
             });
         }
         let (verdict, user, keys) = match &job.target {
+            Target::Role { role_name, .. } => {
+                let detail = format!(
+                    "plan predicts key jobs; this job cuts off the sessions of role {role_name}"
+                );
+                return Ok(Preview {
+                    prediction: Prediction::Rejected(Reason::InvalidMessage, detail),
+                    user_name: None,
+                    access_key_ids: Vec::new(),
+                });
+            }
             Target::Key {
                 access_key_id: key,
                 user_name: Some(user),
@@ -549,6 +559,7 @@ mod tests {
             report_activity: false,
             require_inactive: false,
             delete_after: None,
+            detected_at_ms: None,
             spared: Vec::new(),
             origin: None,
             owners: Vec::new(),

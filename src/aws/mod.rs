@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cloudtrail;
 pub mod deleter;
 pub mod findings;
+pub mod holder;
 pub mod home;
 pub mod iam;
 pub mod mac;

@@ -65,6 +65,22 @@ impl Iam {
                     .await
             }
             Target::Keys(keys) => self.revoke_unnamed(job, keys, home, retries).await,
+            // The worker cuts a role's sessions off before any key step (docs, "Role
+            // sessions"): a role job that came here changes nothing.
+            Target::Role { role_name, .. } => {
+                return IamResult {
+                    effect: Effect::Rejected(
+                        Reason::InvalidMessage,
+                        format!("a role job names no key; role {role_name} left alone"),
+                    ),
+                    user_name: None,
+                    access_key_ids: Vec::new(),
+                    keys_changed: 0,
+                    last_used: Vec::new(),
+                    per_key: Vec::new(),
+                    elsewhere: None,
+                }
+            }
         };
         match result {
             Ok(result) => result,

@@ -28,7 +28,8 @@
 use aws_smithy_types::date_time::DateTime;
 
 use crate::aws::classify::{AwsError, ErrorClass};
-use crate::aws::iam::{next_marker, Iam};
+use crate::aws::holder::Holder;
+use crate::aws::iam::Iam;
 use crate::aws::retry::RetryCounter;
 use crate::sessions::{
     cutoff_policy, fmt, is_cutoff_name, latest, legacy_policy_name, policy_name, read_cutoff,
@@ -39,6 +40,15 @@ pub use crate::sessions::{session_policy, SESSIONS_COVERED, SESSION_POLICY_NAME}
 /// The name an earlier version gave the cut-off at `at` (one without a revocation).
 pub fn session_policy_name(at: DateTime) -> String {
     legacy_policy_name(at)
+}
+
+/// Which revocation a cut-off serves and when: the request id it records, the time of the
+/// revocation, and `sessions.margin_seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub request_id: &'a str,
+    pub now: DateTime,
+    pub margin_seconds: u32,
 }
 
 /// What cutting off a user's older sessions came to.
@@ -113,13 +123,38 @@ impl Iam {
         margin_seconds: u32,
         retries: &RetryCounter,
     ) -> Result<Sessions, AwsError> {
-        let _turn = self.session_turns.take(user).await;
-        let Some(names) = self.user_policy_names(user, retries).await? else {
+        let at = At {
+            request_id,
+            now,
+            margin_seconds,
+        };
+        self.revoke_sessions_of(Holder::User(user), None, at, retries)
+            .await
+    }
+
+    /// [`Iam::revoke_sessions`] on `holder`, a user or a role (docs, "Role sessions"),
+    /// narrowed to the role session `scope` when there is one: only the holder's cut-offs
+    /// of the same scope are merged, folded or replaced; another session's stay as they are.
+    pub async fn revoke_sessions_of(
+        &self,
+        holder: Holder<'_>,
+        scope: Option<&str>,
+        at: At<'_>,
+        retries: &RetryCounter,
+    ) -> Result<Sessions, AwsError> {
+        let At {
+            request_id,
+            now,
+            margin_seconds,
+        } = at;
+        let user = holder.name();
+        let _turn = self.session_turns.take(&holder.turn()).await;
+        let Some(names) = self.policy_names(holder, retries).await? else {
             return Ok(Sessions::NoUser);
         };
         let before = self.cutoff_time(now, margin_seconds);
         let found = self
-            .read_cutoffs(user, &names, self.latest_allowed(now), retries)
+            .read_cutoffs(holder, scope, &names, self.latest_allowed(now), retries)
             .await?;
         let sid = revocation_sid(request_id);
         let own = found
@@ -134,21 +169,24 @@ impl Iam {
             Some(own) if own.before.secs() >= before.secs() => own.clone(),
             _ => {
                 let name = policy_name(before, &sid);
-                match self.put_cutoff(user, &name, &sid, before, retries).await {
+                let put = self.put_cutoff(holder, &name, &sid, before, scope, retries);
+                match put.await {
                     Ok(()) => Cutoff {
                         name,
                         sid: Some(sid.clone()),
                         before,
+                        scope: scope.map(str::to_owned),
                     },
                     Err(e) if e.class == ErrorClass::NotFound => return Ok(Sessions::NoUser),
                     Err(e) if e.code.as_deref() == Some("LimitExceeded") => {
                         let put = self
                             .make_room(
-                                user,
+                                holder,
                                 Cutoff {
                                     name,
                                     sid: Some(sid.clone()),
                                     before,
+                                    scope: scope.map(str::to_owned),
                                 },
                                 &found,
                                 &mut gone,
@@ -174,7 +212,7 @@ impl Iam {
             .cloned()
             .collect::<Vec<_>>();
         for name in &stale {
-            if let Err(e) = self.delete_user_policy(user, name, retries).await {
+            if let Err(e) = self.delete_inline_policy(holder, name, retries).await {
                 tracing::warn!(error = %e, user, policy = %name, "Could not remove a policy with the worker's name; the cut-off just put is in force");
             }
         }
@@ -188,8 +226,9 @@ impl Iam {
             .cloned()
             .collect();
         left.push(mine.clone());
-        if !folded {
-            self.fold(user, &left, &sid, retries).await;
+        // A role session's cut-offs are never folded: each is narrowed to its session.
+        if !folded && scope.is_none() {
+            self.fold(holder, &left, &sid, retries).await;
         }
         let at = latest(&left).map_or(before, |c| c.before);
         Ok(Sessions::InForce(InForce {
@@ -203,18 +242,31 @@ impl Iam {
     /// Keeps at most [`crate::sessions::RECORDED_MAX`] revocations' cut-offs on a user:
     /// the older ones (never `keep`'s) become one folded cut-off at their latest time, put
     /// before they are removed. A failure leaves them as they are (they still cut off).
-    async fn fold(&self, user: &str, cutoffs: &[Cutoff], keep: &str, retries: &RetryCounter) {
+    async fn fold(
+        &self,
+        holder: Holder<'_>,
+        cutoffs: &[Cutoff],
+        keep: &str,
+        retries: &RetryCounter,
+    ) {
+        let user = holder.name();
         let older = to_fold(cutoffs, keep);
         let Some(at) = older.iter().map(|c| c.before).max_by_key(DateTime::secs) else {
             return;
         };
         let name = policy_name(at, FOLDED_SID);
-        if let Err(e) = self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
+        if let Err(e) = self
+            .put_cutoff(holder, &name, FOLDED_SID, at, None, retries)
+            .await
+        {
             tracing::warn!(error = %e, user, "Could not fold older session cut-offs; they stay in force");
             return;
         }
         for cutoff in older.iter().filter(|c| c.name != name) {
-            if let Err(e) = self.delete_user_policy(user, &cutoff.name, retries).await {
+            if let Err(e) = self
+                .delete_inline_policy(holder, &cutoff.name, retries)
+                .await
+            {
                 tracing::warn!(error = %e, user, policy = %cutoff.name, "Could not remove a folded session cut-off");
             }
         }
@@ -228,7 +280,7 @@ impl Iam {
     #[allow(clippy::too_many_arguments)]
     async fn make_room(
         &self,
-        user: &str,
+        holder: Holder<'_>,
         wanted: Cutoff,
         found: &Found,
         gone: &mut Vec<String>,
@@ -236,23 +288,30 @@ impl Iam {
         retries: &RetryCounter,
     ) -> Result<Cutoff, AwsError> {
         let sid = wanted.sid.clone().unwrap_or_else(|| FOLDED_SID.to_owned());
+        let scope = wanted.scope.clone();
         if !found.impostors.is_empty() {
             for (impostor, _) in &found.impostors {
-                self.delete_user_policy(user, impostor, retries).await?;
+                self.delete_inline_policy(holder, impostor, retries).await?;
                 gone.push(impostor.clone());
             }
-            match self
-                .put_cutoff(user, &wanted.name, &sid, wanted.before, retries)
-                .await
-            {
+            let put = self.put_cutoff(
+                holder,
+                &wanted.name,
+                &sid,
+                wanted.before,
+                scope.as_deref(),
+                retries,
+            );
+            match put.await {
                 Ok(()) => return Ok(wanted),
                 Err(e) if e.code.as_deref() == Some("LimitExceeded") => {}
                 Err(e) => return Err(e),
             }
         }
         // The worker's cut-offs give way, one at a time and the earliest first, to one
-        // that covers them all: the latest stays in force until the very last step.
-        if found.cutoffs.is_empty() {
+        // that covers them all: the latest stays in force until the very last step. A
+        // role session's are never folded: the quota stays refused.
+        if found.cutoffs.is_empty() || scope.is_some() {
             return Err(refused);
         }
         let at = found
@@ -268,18 +327,25 @@ impl Iam {
         let mut deleted: Vec<&Cutoff> = Vec::new();
         let mut last = refused;
         for cutoff in earliest_first {
-            if let Err(e) = self.delete_user_policy(user, &cutoff.name, retries).await {
+            if let Err(e) = self
+                .delete_inline_policy(holder, &cutoff.name, retries)
+                .await
+            {
                 last = e;
                 break;
             }
             gone.push(cutoff.name.clone());
             deleted.push(cutoff);
-            match self.put_cutoff(user, &name, FOLDED_SID, at, retries).await {
+            match self
+                .put_cutoff(holder, &name, FOLDED_SID, at, None, retries)
+                .await
+            {
                 Ok(()) => {
                     return Ok(Cutoff {
                         name,
                         sid: None,
                         before: at,
+                        scope: None,
                     })
                 }
                 Err(e) if e.code.as_deref() == Some("LimitExceeded") => last = e,
@@ -293,12 +359,12 @@ impl Iam {
         for cutoff in deleted {
             let sid = cutoff.sid.as_deref().unwrap_or(FOLDED_SID);
             let back = self
-                .put_cutoff(user, &cutoff.name, sid, cutoff.before, retries)
+                .put_cutoff(holder, &cutoff.name, sid, cutoff.before, None, retries)
                 .await;
             match back {
                 Ok(()) => gone.retain(|g| g != &cutoff.name),
                 Err(back) => {
-                    tracing::error!(user, policy = %cutoff.name, error = %back, "Could not put back a session cut-off")
+                    tracing::error!(holder = holder.name(), policy = %cutoff.name, error = %back, "Could not put back a session cut-off")
                 }
             }
         }
@@ -321,7 +387,7 @@ impl Iam {
         now: DateTime,
         retries: &RetryCounter,
     ) -> Result<Lift, AwsError> {
-        let _turn = self.session_turns.take(user).await;
+        let _turn = self.session_turns.take(&Holder::User(user).turn()).await;
         let found = self.found_on(user, now, retries).await?;
         let impostors = found.impostor_notes();
         let lifted: Vec<&Cutoff> = match (revocation, force) {
@@ -350,7 +416,8 @@ impl Iam {
         };
         let mut removed = Vec::new();
         for cutoff in &lifted {
-            self.delete_user_policy(user, &cutoff.name, retries).await?;
+            self.delete_inline_policy(Holder::User(user), &cutoff.name, retries)
+                .await?;
             removed.push(cutoff.name.clone());
         }
         let left: Vec<Cutoff> = found
@@ -393,11 +460,12 @@ impl Iam {
         now: DateTime,
         retries: &RetryCounter,
     ) -> Result<Found, AwsError> {
+        let holder = Holder::User(user);
         let names = self
-            .user_policy_names(user, retries)
+            .policy_names(holder, retries)
             .await?
             .unwrap_or_default();
-        self.read_cutoffs(user, &names, self.latest_allowed(now), retries)
+        self.read_cutoffs(holder, None, &names, self.latest_allowed(now), retries)
             .await
     }
 
@@ -416,22 +484,31 @@ impl Iam {
         DateTime::from_secs(up + i64::from(margin_seconds))
     }
 
-    /// Reads each policy of `names` with the worker's name: a cut-off of the worker's,
-    /// or an impostor (docs, "Revoking sessions").
+    /// Reads each policy of `names` with the worker's name: a cut-off of the worker's
+    /// of `scope`, or an impostor (docs, "Revoking sessions"). On a role, another
+    /// session's cut-off is left out, as it is; on a user, a narrowed cut-off is an
+    /// impostor (the worker never narrows a user's).
     async fn read_cutoffs(
         &self,
-        user: &str,
+        holder: Holder<'_>,
+        scope: Option<&str>,
         names: &[String],
         allowed: DateTime,
         retries: &RetryCounter,
     ) -> Result<Found, AwsError> {
         let mut found = Found::default();
         for name in names.iter().filter(|n| is_cutoff_name(n)) {
-            let Some(document) = self.user_policy(user, name, retries).await? else {
+            let Some(document) = self.inline_policy(holder, name, retries).await? else {
                 continue;
             };
             match read_cutoff(name, &document, allowed) {
-                Ok(cutoff) => found.cutoffs.push(cutoff),
+                Ok(cutoff) if cutoff.scope.as_deref() == scope => found.cutoffs.push(cutoff),
+                Ok(_) if matches!(holder, Holder::Role(_)) => {}
+                Ok(_) => found.impostors.push((
+                    name.clone(),
+                    "it is narrowed to one session, which the worker never puts on a user"
+                        .to_owned(),
+                )),
                 Err(why) => found.impostors.push((name.clone(), why)),
             }
         }
@@ -440,97 +517,16 @@ impl Iam {
 
     async fn put_cutoff(
         &self,
-        user: &str,
+        holder: Holder<'_>,
         name: &str,
         sid: &str,
         before: DateTime,
+        scope: Option<&str>,
         retries: &RetryCounter,
     ) -> Result<(), AwsError> {
-        let document = cutoff_policy(sid, before);
-        self.request("PutUserPolicy", retries, || {
-            self.client
-                .put_user_policy()
-                .user_name(user)
-                .policy_name(name)
-                .policy_document(&document)
-                .send()
-        })
-        .await
-        .map(drop)
-    }
-
-    /// The names of `user`'s inline policies; `None` when there is no such user.
-    async fn user_policy_names(
-        &self,
-        user: &str,
-        retries: &RetryCounter,
-    ) -> Result<Option<Vec<String>>, AwsError> {
-        let pages = self
-            .pages(
-                "ListUserPolicies",
-                retries,
-                |marker| {
-                    self.client
-                        .list_user_policies()
-                        .user_name(user)
-                        .set_marker(marker)
-                        .send()
-                },
-                |page| next_marker(page.is_truncated(), page.marker()),
-            )
-            .await?;
-        Ok(pages.map(|pages| {
-            pages
-                .iter()
-                .flat_map(|page| page.policy_names().iter().cloned())
-                .collect()
-        }))
-    }
-
-    /// The document of `user`'s inline policy `name`, as IAM returns it (URL-encoded);
-    /// `None` when it is gone.
-    async fn user_policy(
-        &self,
-        user: &str,
-        name: &str,
-        retries: &RetryCounter,
-    ) -> Result<Option<String>, AwsError> {
-        let got = self
-            .request("GetUserPolicy", retries, || {
-                self.client
-                    .get_user_policy()
-                    .user_name(user)
-                    .policy_name(name)
-                    .send()
-            })
-            .await;
-        match got {
-            Ok(out) => Ok(Some(out.policy_document().to_owned())),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn delete_user_policy(
-        &self,
-        user: &str,
-        name: &str,
-        retries: &RetryCounter,
-    ) -> Result<(), AwsError> {
-        let deleted = self
-            .request("DeleteUserPolicy", retries, || {
-                self.client
-                    .delete_user_policy()
-                    .user_name(user)
-                    .policy_name(name)
-                    .send()
-            })
+        let document = cutoff_policy(sid, before, scope);
+        self.put_inline_policy(holder, name, &document, retries)
             .await
-            .map(drop);
-        match deleted {
-            Err(e) if e.class != ErrorClass::NotFound => Err(e),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -676,7 +672,7 @@ mod tests {
             .iter()
             .map(|(request, secs)| {
                 let (sid, at) = (revocation_sid(request), DateTime::from_secs(*secs));
-                (policy_name(at, &sid), cutoff_policy(&sid, at))
+                (policy_name(at, &sid), cutoff_policy(&sid, at, None))
             })
             .collect();
         let names: Vec<String> = held.iter().map(|(n, _)| n.clone()).collect();
@@ -737,7 +733,7 @@ mod tests {
         let later = DateTime::from_secs(NOW + 400);
         let name = policy_name(later, &other);
         let list = listing(vec!["Other".into(), name.clone()]);
-        let get = documents(vec![(name.clone(), cutoff_policy(&other, later))]);
+        let get = documents(vec![(name.clone(), cutoff_policy(&other, later, None))]);
         let (put, put_docs) = puts(vec![200]);
         let (delete, deleted) = deletes();
         let sessions = iam(&[&list, &get, &put, &delete])
@@ -761,10 +757,10 @@ mod tests {
         let own = policy_name(DateTime::from_secs(NOW + 301), &revocation_sid("r-2"));
         let list = listing(vec![name.clone(), own.clone()]);
         let get = documents(vec![
-            (name.clone(), cutoff_policy(&other, later)),
+            (name.clone(), cutoff_policy(&other, later, None)),
             (
                 own,
-                cutoff_policy(&revocation_sid("r-2"), DateTime::from_secs(NOW + 301)),
+                cutoff_policy(&revocation_sid("r-2"), DateTime::from_secs(NOW + 301), None),
             ),
         ]);
         let (put, put_docs) = puts(vec![200]);
@@ -793,7 +789,7 @@ mod tests {
             (legacy_policy_name(far), harmless.to_owned()),
             (SESSION_POLICY_NAME.to_owned(), harmless.to_owned()),
             // A time far ahead in the worker's exact shape is an impostor too.
-            (policy_name(far, &sid), cutoff_policy(&sid, far)),
+            (policy_name(far, &sid), cutoff_policy(&sid, far, None)),
         ] {
             let list = listing(vec![planted.clone()]);
             let get = documents(vec![(planted.clone(), document)]);
@@ -910,11 +906,11 @@ mod tests {
         let get = documents(vec![
             (
                 first.clone(),
-                cutoff_policy(&staged, DateTime::from_secs(NOW - 86_400)),
+                cutoff_policy(&staged, DateTime::from_secs(NOW - 86_400), None),
             ),
             (
                 second.clone(),
-                cutoff_policy(&incident, DateTime::from_secs(NOW - 3_600)),
+                cutoff_policy(&incident, DateTime::from_secs(NOW - 3_600), None),
             ),
         ]);
         for (lift, removed, kept) in [(&staged, &first, &second), (&incident, &second, &first)] {
@@ -976,5 +972,61 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(lift, Lift::Lifted { ref removed, .. } if *removed == vec![old.clone()]));
+    }
+
+    /// A role's inline policies are full (IAM's 10,240 characters): a session's cut-off
+    /// that does not fit is refused as it is. Never folded: the other session's cut-off,
+    /// narrowed to its own session, is neither removed nor widened.
+    #[tokio::test]
+    async fn a_role_sessions_cutoff_that_does_not_fit_is_refused_and_touches_no_other() {
+        let other = "AROAEXAMPLEID1234567:i-0fedcba9876543210";
+        let mine = "AROAEXAMPLEID1234567:i-0123456789abcdef0";
+        let sid = revocation_sid("aws.guardduty:f-other");
+        let at = DateTime::from_secs(NOW - 3_600);
+        let held = policy_name(at, &sid);
+        let document = cutoff_policy(&sid, at, Some(other));
+        let names = held.clone();
+        let list = mock!(Client::list_role_policies).then_http_response(move || {
+            answer(
+                200,
+                "ListRolePolicies",
+                &format!("<PolicyNames><member>{names}</member></PolicyNames><IsTruncated>false</IsTruncated>"),
+                DATE,
+            )
+        });
+        let get = mock!(Client::get_role_policy).then_http_response(move || {
+            let encoded = percent_encoding::utf8_percent_encode(
+                &document,
+                percent_encoding::NON_ALPHANUMERIC,
+            );
+            answer(
+                200,
+                "GetRolePolicy",
+                &format!("<RoleName>web</RoleName><PolicyName>{held}</PolicyName><PolicyDocument>{encoded}</PolicyDocument>"),
+                DATE,
+            )
+        });
+        let put = mock!(Client::put_role_policy)
+            .then_http_response(|| answer(409, "PutRolePolicy", "LimitExceeded", DATE));
+        let delete = mock!(Client::delete_role_policy)
+            .then_http_response(|| answer(200, "DeleteRolePolicy", "", DATE));
+        let iam = iam(&[&list, &get, &put, &delete]);
+        let at = At {
+            request_id: "aws.guardduty:f-mine",
+            now: DateTime::from_secs(NOW),
+            margin_seconds: 300,
+        };
+        let refused = iam
+            .revoke_sessions_of(
+                Holder::Role("web"),
+                Some(mine),
+                at,
+                &RetryCounter::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("LimitExceeded"));
+        assert_eq!(put.num_calls(), 1, "put once, never folded");
+        assert_eq!(delete.num_calls(), 0, "the other session's cut-off stays");
     }
 }

@@ -72,6 +72,15 @@ pub fn job_digest(job: &Job) -> String {
             keys.sort();
             format!("keys:{}", keys.join(","))
         }
+        Target::Role {
+            role_name,
+            session,
+            every_session,
+        } => format!(
+            "role:{}:{}:{every_session}",
+            role_name.to_ascii_lowercase(),
+            session.as_deref().unwrap_or("")
+        ),
     };
     body_digest(&format!(
         "{target}|{}|{}|{}|{}|{}",

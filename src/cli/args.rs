@@ -121,8 +121,9 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Print protect.users as an IAM policy denying the worker's writes on those users
-    /// (for the worker's role and the member accounts' role). Calls no AWS API.
+    /// Print protect.users and protect.roles as an IAM policy denying the worker's writes on
+    /// those users and roles, and on its own roles (for the worker's role and the member
+    /// accounts' role). Calls no AWS API.
     ProtectPolicy {
         #[arg(long, value_name = "FILE")]
         /// TOML configuration file; IAM_KEY_REVOKER__SECTION__KEY variables override it.
@@ -131,8 +132,9 @@ pub enum Command {
         #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
         partition: String,
         /// `policy`: the policy document; `parameter`: the users' ARN patterns separated
-        /// by spaces, for the stacks' ProtectedUserArns parameter.
-        #[arg(long, default_value = "policy", value_parser = ["policy", "parameter"])]
+        /// by spaces, for the stacks' ProtectedUserArns parameter; `role-parameter`: the
+        /// protected roles' ARN patterns, for ProtectedRoleArns.
+        #[arg(long, default_value = "policy", value_parser = ["policy", "parameter", "role-parameter"])]
         format: String,
     },
     /// List the jobs the breaker held for a person, oldest first (one JSON object each).

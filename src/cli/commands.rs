@@ -327,12 +327,21 @@ pub async fn restore(
 
 /// `protect-policy`: prints the protected users' patterns as an IAM Deny policy, or as
 /// the stacks' `ProtectedUserArns` parameter (exit 2 for a pattern IAM cannot express).
-pub fn protect_policy(users: &[String], partition: &str, parameter: bool) -> u8 {
-    let printed = if parameter {
-        crate::cli::deny::protected_user_arns(users, partition).map(|arns| arns.join(" "))
-    } else {
-        crate::cli::deny::protected_users_policy(users, partition)
-            .map(|policy| serde_json::to_string_pretty(&policy).unwrap_or_default())
+pub fn protect_policy(
+    protect: &crate::config::ProtectSection,
+    partition: &str,
+    format: &str,
+) -> u8 {
+    use crate::cli::deny;
+    let printed = match format {
+        "parameter" => {
+            deny::protected_user_arns(&protect.users, partition).map(|arns| arns.join(" "))
+        }
+        "role-parameter" => {
+            deny::protected_role_arns(&protect.roles, partition).map(|arns| arns.join(" "))
+        }
+        _ => deny::protected_policy(&protect.users, &protect.roles, partition)
+            .map(|policy| serde_json::to_string_pretty(&policy).unwrap_or_default()),
     };
     match printed {
         Ok(text) => {

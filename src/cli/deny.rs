@@ -1,5 +1,6 @@
-//! `protect-policy`: `protect.users` as an IAM policy that denies the worker's writes on
-//! those users, for the worker's role and the member accounts' role. The worker refuses
+//! `protect-policy`: `protect.users` and `protect.roles` as an IAM policy that denies the
+//! worker's writes on those users and roles (and on the worker's own roles, always), for
+//! the worker's role and the member accounts' role. The worker refuses
 //! protected users itself; this makes IAM refuse too, should the worker (or whoever
 //! holds its role) ever try. IAM cannot scope `iam:PutUserPolicy` by the policy's name
 //! (its resource is the user) and a permissions boundary on the worker's role does not
@@ -20,6 +21,12 @@ pub const WRITE_ACTIONS: &[&str] = &[
     "iam:DetachUserPolicy",
 ];
 
+/// Every IAM action with which the worker changes a role (a role's session cut-off).
+pub const ROLE_WRITE_ACTIONS: &[&str] = &["iam:PutRolePolicy", "iam:DeleteRolePolicy"];
+
+/// The roles the shipped stacks name, the worker's own: never cut off.
+pub const OWN_ROLES: &str = "iam-key-revoker*";
+
 /// A protected pattern IAM's ARN matching cannot express.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
@@ -31,6 +38,16 @@ pub struct Inexpressible(pub String);
 /// account of `partition`, with or without a path (a user's ARN carries its path:
 /// `user/NAME` and `user/PATH/NAME`).
 pub fn protected_users_policy(users: &[String], partition: &str) -> Result<Value, Inexpressible> {
+    protected_policy(users, &[], partition)
+}
+
+/// [`protected_users_policy`], and a Deny of [`ROLE_WRITE_ACTIONS`] on each protected
+/// role and on the worker's own roles ([`OWN_ROLES`]), which is always there.
+pub fn protected_policy(
+    users: &[String],
+    roles: &[String],
+    partition: &str,
+) -> Result<Value, Inexpressible> {
     let resources = protected_user_arns(users, partition)?;
     let mut statements = Vec::new();
     if !resources.is_empty() {
@@ -41,7 +58,24 @@ pub fn protected_users_policy(users: &[String], partition: &str) -> Result<Value
             "Resource": resources,
         }));
     }
+    let mut roles = roles.to_vec();
+    roles.insert(0, OWN_ROLES.to_owned());
+    statements.push(json!({
+        "Sid": "NeverChangeProtectedRoles",
+        "Effect": "Deny",
+        "Action": ROLE_WRITE_ACTIONS,
+        "Resource": protected_role_arns(&roles, partition)?,
+    }));
     Ok(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// The ARN patterns of the protected roles, with and without a path, in every account of
+/// `partition`.
+pub fn protected_role_arns(
+    roles: &[String],
+    partition: &str,
+) -> Result<Vec<String>, Inexpressible> {
+    arns("role", roles, partition)
 }
 
 /// The ARN patterns of the protected users: each with and without a path, in every
@@ -52,13 +86,18 @@ pub fn protected_user_arns(
     users: &[String],
     partition: &str,
 ) -> Result<Vec<String>, Inexpressible> {
+    arns("user", users, partition)
+}
+
+/// `arn:<partition>:iam::*:<kind>/<pattern>` and `…/*/<pattern>` for each pattern.
+fn arns(kind: &str, patterns: &[String], partition: &str) -> Result<Vec<String>, Inexpressible> {
     let mut resources = Vec::new();
-    for pattern in users {
+    for pattern in patterns {
         if pattern.contains(['[', ']', '{', '}', '\\', '/']) {
             return Err(Inexpressible(pattern.clone()));
         }
-        resources.push(format!("arn:{partition}:iam::*:user/{pattern}"));
-        resources.push(format!("arn:{partition}:iam::*:user/*/{pattern}"));
+        resources.push(format!("arn:{partition}:iam::*:{kind}/{pattern}"));
+        resources.push(format!("arn:{partition}:iam::*:{kind}/*/{pattern}"));
     }
     Ok(resources)
 }
@@ -99,6 +138,24 @@ mod tests {
             );
         }
         let empty = protected_users_policy(&[], "aws").unwrap();
-        assert_eq!(empty["Statement"], json!([]));
+        assert_eq!(empty["Statement"][0]["Sid"], "NeverChangeProtectedRoles");
+        assert_eq!(empty["Statement"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_workers_own_roles_and_each_protected_role_are_denied_role_writes() {
+        let policy = protected_policy(&[], &["prod-*".into()], "aws").unwrap();
+        let statement = &policy["Statement"][0];
+        assert_eq!(statement["Effect"], "Deny");
+        assert_eq!(statement["Action"], json!(ROLE_WRITE_ACTIONS));
+        assert_eq!(
+            statement["Resource"],
+            json!([
+                "arn:aws:iam::*:role/iam-key-revoker*",
+                "arn:aws:iam::*:role/*/iam-key-revoker*",
+                "arn:aws:iam::*:role/prod-*",
+                "arn:aws:iam::*:role/*/prod-*",
+            ])
+        );
     }
 }

@@ -260,6 +260,7 @@ mod tests {
             report_activity: false,
             require_inactive: false,
             delete_after: None,
+            detected_at_ms: None,
             spared: Vec::new(),
             origin: None,
             owners: Vec::new(),

@@ -58,11 +58,11 @@ pub fn run(cli: Cli) -> u8 {
     } = &cli.command
     {
         // Only protect.* matters here: a configuration without its queues will do.
-        if let Err(e) = config.protect.validate() {
+        if let Err(e) = config.protect.validate(&[]) {
             eprintln!("error: {e}");
             return 2;
         }
-        return commands::protect_policy(&config.protect.users, partition, format == "parameter");
+        return commands::protect_policy(&config.protect, partition, format);
     }
     let config = match Settings::new(config) {
         Ok(settings) => settings,

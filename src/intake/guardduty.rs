@@ -42,6 +42,9 @@ struct FindingService {
     /// (GuardDuty User Guide, "Sample findings").
     #[serde(rename = "additionalInfo", default)]
     additional_info: Option<serde_json::Value>,
+    /// When GuardDuty first saw the activity: the start of the clock from exposure.
+    #[serde(rename = "eventFirstSeen", default)]
+    event_first_seen: Option<serde_json::Value>,
 }
 
 impl FindingService {
@@ -101,10 +104,88 @@ struct FindingResource {
 struct AccessKeyDetails {
     #[serde(rename = "accessKeyId")]
     access_key_id: String,
+    /// For a role session, the role's name ("if a role was used the User name field will
+    /// indicate the name of the role", GuardDuty User Guide, "Finding details").
     #[serde(rename = "userName")]
     user_name: String,
     #[serde(rename = "userType")]
     user_type: String,
+    /// For a role session, `AROA…:<session name>` (an instance's session name is its id).
+    #[serde(rename = "principalId", default)]
+    principal_id: Option<String>,
+}
+
+/// What a finding about a role session says of itself.
+struct RoleSession<'a> {
+    request_id: &'a str,
+    origin: &'a Origin,
+    account_id: &'a str,
+    severity: f64,
+    detected_at_ms: Option<u64>,
+}
+
+/// A finding about a role session's temporary credentials (docs, "Role sessions"): the
+/// session (or, by `intake.role_session_scope`, the role) is cut off, once the worker has
+/// verified the role against the `principalId`. `Err` is why it is not revocable.
+fn role_session(
+    finding: RoleSession<'_>,
+    key: &AccessKeyDetails,
+    rules: &IntakeRules,
+) -> Result<Intake, String> {
+    if !rules
+        .role_session_finding_types
+        .contains(&finding.origin.event_type)
+    {
+        return Err(format!(
+            "the GuardDuty finding is about temporary credentials of role {} ({}), and its type {} is not in intake.role_session_finding_types",
+            key.user_name, key.access_key_id, finding.origin.event_type
+        ));
+    }
+    if finding.severity < rules.guardduty_min_severity {
+        return Err(format!(
+            "GuardDuty finding severity {} is below intake.guardduty_min_severity = {}",
+            finding.severity, rules.guardduty_min_severity
+        ));
+    }
+    if !job::is_iam_name(&key.user_name, 64) {
+        return Err(format!(
+            "the GuardDuty finding names {:?}, which is not a role name",
+            key.user_name
+        ));
+    }
+    let principal = key.principal_id.clone().unwrap_or_default();
+    if !crate::sessions::is_role_session(&principal) {
+        return Err(format!(
+            "the GuardDuty finding's principalId {principal:?} is not a role session (AROA…:<session>): the worker cannot tell which session to cut off"
+        ));
+    }
+    Ok(Intake::Job(Box::new(Job {
+        request_id: finding.request_id.to_owned(),
+        target: Target::Role {
+            role_name: key.user_name.clone(),
+            session: Some(principal),
+            every_session: rules.role_session_scope == super::RoleScope::Role,
+        },
+        action: rules.guardduty_action,
+        account_id: Some(finding.account_id.to_owned()),
+        reason: Some(format!(
+            "GuardDuty finding {} (severity {})",
+            finding.origin.event_type, finding.severity
+        )),
+        requested_by: Some(GUARDDUTY.to_owned()),
+        batch_id: None,
+        revoke_sessions: true,
+        quarantine_user: false,
+        report_activity: false,
+        require_inactive: false,
+        delete_after: None,
+        detected_at_ms: finding.detected_at_ms,
+        spared: Vec::new(),
+        origin: Some(finding.origin.clone()),
+        owners: Vec::new(),
+        continuation: None,
+        parts: Vec::new(),
+    })))
 }
 
 /// A severity as people write it: `8.0`, `5.3`.
@@ -140,6 +221,12 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
         ..Origin::new(GUARDDUTY, finding.finding_type.clone())
     };
     let sample = finding.service.is_sample();
+    let first_seen = finding
+        .service
+        .event_first_seen
+        .as_ref()
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::detection::guardduty_first_seen);
     let remote = finding
         .service
         .action
@@ -181,6 +268,16 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
             "the GuardDuty finding is about access key {} of the AWS account root user of {}: IAM cannot change a root user's keys, and the worker never does; sign in as the root user, delete the key (Security credentials), and check what it did",
             key.access_key_id, finding.account_id
         ));
+    }
+    if key.user_type == "AssumedRole" {
+        let session = RoleSession {
+            request_id: &request_id,
+            origin: &origin,
+            account_id: &finding.account_id,
+            severity: finding.severity,
+            detected_at_ms: first_seen,
+        };
+        return role_session(session, key, rules).or_else(&not_revocable);
     }
     if key.user_type != "IAMUser" {
         return not_revocable(format!(
@@ -246,6 +343,7 @@ pub(super) fn guardduty(envelope: Envelope, rules: &IntakeRules) -> Result<Intak
         report_activity: rules.report_activity,
         require_inactive: false,
         delete_after: rules.staged(rules.guardduty_action),
+        detected_at_ms: first_seen,
         spared: Vec::new(),
         origin: Some(origin),
         owners: vec![KnownOwner {

@@ -49,6 +49,23 @@ pub struct IntakeRules {
     /// Staged revocation for events whose action is `deactivate`: the delete follows
     /// after this duration (docs, "Staged revocation").
     pub delete_after: Option<crate::staging::DeleteAfter>,
+    /// GuardDuty finding types about a role session's temporary credentials that cut
+    /// the session off (docs, "Role sessions").
+    pub role_session_finding_types: Vec<String>,
+    /// What such a finding cuts off: the session it names, or every session of the role.
+    pub role_session_scope: RoleScope,
+}
+
+/// What a GuardDuty finding about a role session cuts off (`intake.role_session_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleScope {
+    /// The session the finding names (`aws:userid` = its `principalId`): the role's other
+    /// sessions, on other instances, keep working.
+    #[default]
+    Session,
+    /// Every session of the role issued before now.
+    Role,
 }
 
 impl Default for IntakeRules {
@@ -70,6 +87,13 @@ impl Default for IntakeRules {
             update_findings: false,
             report_activity: true,
             delete_after: None,
+            role_session_finding_types: [
+                "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+                "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.InsideAWS",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            role_session_scope: RoleScope::Session,
         }
     }
 }
@@ -160,6 +184,10 @@ struct HealthEntities {
     communication_id: Option<String>,
     #[serde(rename = "eventMetadata", default, deserialize_with = "present")]
     event_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the event began, in Health's own format (`Sat, 05 Jun 2016 15:10:09 GMT`):
+    /// the start of the clock from exposure.
+    #[serde(rename = "startTime", default)]
+    start_time: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +324,11 @@ fn health(envelope: Envelope, rules: &IntakeRules) -> Result<Intake, InvalidJob>
         report_activity: rules.report_activity,
         require_inactive: false,
         delete_after: rules.staged(rules.health_action),
+        detected_at_ms: entities
+            .start_time
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(crate::detection::health_start),
         spared: Vec::new(),
         origin: Some(origin),
         owners,
@@ -516,10 +549,15 @@ mod tests {
     #[test]
     fn what_the_event_said_travels_with_the_job_and_its_continuation() {
         let body = health_with(
-            serde_json::json!({"eventMetadata": {"exposedUrl": "https://github.com/o/r/blob/main/.env"}}),
+            serde_json::json!({
+                "eventMetadata": {"exposedUrl": "https://github.com/o/r/blob/main/.env"},
+                "startTime": "Sat, 05 Jun 2016 15:10:09 GMT"
+            }),
             &["AKIAIOSFODNN7EXAMPLE"],
         );
         let job = job_of(&body);
+        // The clock from exposure starts at the event's startTime, in Health's format.
+        assert_eq!(job.detected_at_ms, Some(1_465_139_409_000));
         let origin = job.origin.clone().expect("from an event");
         assert_eq!(
             origin.exposed_url.as_deref(),
@@ -529,7 +567,12 @@ mod tests {
             serde_json::from_str(&finding(serde_json::json!({}), "IAMUser")).unwrap();
         value["detail"]["arn"] =
             "arn:aws:guardduty:us-east-1:123456789012:detector/d1/finding/f1".into();
+        value["detail"]["service"]["eventFirstSeen"] = "2020-02-05T16:29:08.000Z".into();
         let finding_job = job_of(&value.to_string());
+        assert_eq!(finding_job.detected_at_ms, Some(1_580_920_148_000));
+        // A time that does not read leaves the clock out; the finding is worked all the same.
+        value["detail"]["service"]["eventFirstSeen"] = "yesterday".into();
+        assert_eq!(job_of(&value.to_string()).detected_at_ms, None);
         let origin = finding_job.origin.clone().expect("from an event");
         assert_eq!(origin.severity.as_deref(), Some("8.0"));
         assert_eq!(
@@ -541,6 +584,7 @@ mod tests {
             let next = job.continued(&[]);
             let back = crate::job::parse(&next.to_body()).expect("the continuation parses");
             assert_eq!(back.origin, job.origin);
+            assert_eq!(back.detected_at_ms, job.detected_at_ms);
         }
     }
 
@@ -691,5 +735,49 @@ mod tests {
             ),
             Ok(Intake::NotRevocable(_))
         ));
+    }
+
+    #[test]
+    fn a_finding_about_a_role_session_cuts_off_that_session_or_by_setting_the_role() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&finding(serde_json::json!({}), "AssumedRole")).unwrap();
+        value["detail"]["type"] =
+            "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.InsideAWS".into();
+        let details = &mut value["detail"]["resource"]["accessKeyDetails"];
+        details["accessKeyId"] = "ASIAIOSFODNN7EXAMPLE".into();
+        details["userName"] = "web".into();
+        details["principalId"] = "AROAEXAMPLEID1234567:i-0123456789abcdef0".into();
+        let job = job_of(&value.to_string());
+        assert_eq!(
+            job.target,
+            Target::Role {
+                role_name: "web".into(),
+                session: Some("AROAEXAMPLEID1234567:i-0123456789abcdef0".into()),
+                every_session: false,
+            }
+        );
+        assert!(job.access_key_ids().is_empty() && !job.report_activity);
+        let rules = IntakeRules {
+            role_session_scope: RoleScope::Role,
+            ..IntakeRules::default()
+        };
+        let Ok(Intake::Job(every)) = read(&value.to_string(), &rules) else {
+            panic!("a role job")
+        };
+        assert!(matches!(
+            every.target,
+            Target::Role {
+                every_session: true,
+                ..
+            }
+        ));
+        // No principalId, or one that is no role session: nothing to cut off.
+        for principal in [serde_json::Value::Null, "AIDAEXAMPLE:alice".into()] {
+            value["detail"]["resource"]["accessKeyDetails"]["principalId"] = principal;
+            assert!(matches!(
+                read(&value.to_string(), &IntakeRules::default()),
+                Ok(Intake::NotRevocable(_))
+            ));
+        }
     }
 }

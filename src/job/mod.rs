@@ -31,6 +31,8 @@ pub const FIELDS: &[&str] = &[
     "report_activity",
     "require_status",
     "delete_after",
+    "role_name",
+    "detected_at",
 ];
 
 /// What to do with the key(s).
@@ -76,6 +78,17 @@ pub enum Target {
     /// security event that names more than one key (docs, "Security events"). No job
     /// message has this form.
     Keys(Vec<String>),
+    /// A role whose sessions issued before now are cut off (docs, "Role sessions"); no
+    /// key changes. `session` narrows the cut-off to one role session, the
+    /// `principalId` (`AROA…:<session name>`) a GuardDuty finding names; a job message
+    /// names the role alone, which cuts off every session of it.
+    Role {
+        role_name: String,
+        session: Option<String>,
+        /// Every session of the role, also when the finding names one
+        /// (`intake.role_session_scope = "role"`); its `session` is then verified only.
+        every_session: bool,
+    },
 }
 
 /// A validated job.
@@ -101,6 +114,10 @@ pub struct Job {
     pub require_inactive: bool,
     /// Deactivate now, delete then (docs, "Staged revocation"): a schedule per key.
     pub delete_after: Option<Box<DeleteAfter>>,
+    /// When the exposure was detected (Unix milliseconds): a producer's `detected_at`, a
+    /// Health event's `startTime`, a finding's `eventFirstSeen` (docs, "The clock from
+    /// exposure"). Not part of the digest: it changes nothing in IAM.
+    pub detected_at_ms: Option<u64>,
     /// Keys a person restored after this job was sent (docs, "Staged revocation"):
     /// left alone by this delivery. Never part of a message.
     pub spared: Vec<String>,
@@ -150,6 +167,16 @@ impl Job {
                 keys.sort();
                 keys.hash(&mut hasher);
             }
+            Target::Role {
+                role_name,
+                session,
+                every_session,
+            } => {
+                "role".hash(&mut hasher);
+                role_name.to_ascii_lowercase().hash(&mut hasher);
+                session.hash(&mut hasher);
+                every_session.hash(&mut hasher);
+            }
         }
         self.account_id.hash(&mut hasher);
         self.action.as_str().hash(&mut hasher);
@@ -168,7 +195,15 @@ impl Job {
         match &self.target {
             Target::Key { user_name, .. } => user_name.as_deref(),
             Target::AllKeys { user_name } => Some(user_name),
-            Target::Keys(_) => None,
+            Target::Keys(_) | Target::Role { .. } => None,
+        }
+    }
+
+    /// The role the job names, if it is a role job.
+    pub fn role_name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Role { role_name, .. } => Some(role_name),
+            _ => None,
         }
     }
 
@@ -197,8 +232,13 @@ impl Job {
             }
             // Several keys travel only in a continuation, which lists them all.
             Target::Keys(_) => {}
+            // A finding's session is the finding's: a role job from an event is never
+            // sent again, and a job message names the role alone.
+            Target::Role { role_name, .. } => put("role_name", role_name.clone().into()),
         }
-        put("action", self.action.as_str().into());
+        if !matches!(self.target, Target::Role { .. }) {
+            put("action", self.action.as_str().into());
+        }
         if self.revoke_sessions {
             put("revoke_sessions", true.into());
         }
@@ -213,6 +253,9 @@ impl Job {
         }
         if let Some(after) = &self.delete_after {
             put("delete_after", after.text().into());
+        }
+        if let Some(at) = self.detected_at_ms {
+            put("detected_at", crate::detection::text(at).into());
         }
         for (field, value) in [
             ("account_id", &self.account_id),
@@ -406,7 +449,7 @@ impl Job {
     pub fn access_key_id(&self) -> Option<&str> {
         match &self.target {
             Target::Key { access_key_id, .. } => Some(access_key_id),
-            Target::AllKeys { .. } | Target::Keys(_) => None,
+            Target::AllKeys { .. } | Target::Keys(_) | Target::Role { .. } => None,
         }
     }
 
@@ -414,7 +457,7 @@ impl Job {
     pub fn access_key_ids(&self) -> Vec<String> {
         match &self.target {
             Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
-            Target::AllKeys { .. } => Vec::new(),
+            Target::AllKeys { .. } | Target::Role { .. } => Vec::new(),
             Target::Keys(keys) => keys.clone(),
         }
     }

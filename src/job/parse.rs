@@ -44,6 +44,10 @@ struct RawJob {
     #[serde(default, deserialize_with = "present")]
     delete_after: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    role_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    detected_at: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     continuation: Option<RawContinuation>,
 }
 
@@ -89,8 +93,12 @@ fn unwrap_sns(value: serde_json::Value) -> Result<Option<String>, InvalidJob> {
     Ok(Some(envelope.message))
 }
 
-fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
+fn validate(mut raw: RawJob) -> Result<Job, InvalidJob> {
     check_request_id(&raw.request_id)?;
+    let role = match raw.role_name.take() {
+        Some(role) => Some(role_job(&raw, role)?),
+        None => None,
+    };
     if let Some(key) = &raw.access_key_id {
         check_access_key_id(key)?;
     }
@@ -104,6 +112,11 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
             ));
         }
     }
+    let detected_at_ms = raw
+        .detected_at
+        .as_deref()
+        .map(crate::detection::read_detected_at)
+        .transpose()?;
     check_len("reason", raw.reason.as_deref(), 1024)?;
     check_len("requested_by", raw.requested_by.as_deref(), 256)?;
     check_len("batch_id", raw.batch_id.as_deref(), 128)?;
@@ -181,6 +194,7 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         raw.access_key_id,
         raw.user_name,
     ) {
+        (_, None, None) if role.is_some() => role.unwrap_or(Target::Keys(Vec::new())),
         (true, Some(_), _) => {
             return Err(InvalidJob(
                 "access_key_id and all_keys: true are mutually exclusive".to_owned(),
@@ -223,11 +237,48 @@ fn validate(raw: RawJob) -> Result<Job, InvalidJob> {
         report_activity: raw.report_activity.unwrap_or(false),
         require_inactive,
         delete_after,
+        detected_at_ms,
         spared: Vec::new(),
         origin,
         owners,
         continuation,
         parts: Vec::new(),
+    })
+}
+
+/// The target of a job that names `role` (docs, "Role sessions"): the role alone, which
+/// is the job's one target, and nothing that acts on a key.
+fn role_job(raw: &RawJob, role: String) -> Result<Target, InvalidJob> {
+    if !crate::rules::is_iam_name(&role, 64) {
+        return Err(InvalidJob(
+            "role_name must be 1-64 characters of A-Za-z0-9+=,.@_-".to_owned(),
+        ));
+    }
+    let keyed = [
+        ("access_key_id", raw.access_key_id.is_some()),
+        ("user_name", raw.user_name.is_some()),
+        ("all_keys", raw.all_keys.is_some()),
+        ("action", raw.action.is_some()),
+        ("delete_after", raw.delete_after.is_some()),
+        ("require_status", raw.require_status.is_some()),
+        ("quarantine_user", raw.quarantine_user.is_some()),
+        ("report_activity", raw.report_activity.is_some()),
+        ("continuation", raw.continuation.is_some()),
+    ];
+    if let Some((field, _)) = keyed.iter().find(|(_, given)| *given) {
+        return Err(InvalidJob(format!(
+            "a job names exactly one target: role_name cuts off a role's sessions and takes no {field}"
+        )));
+    }
+    if raw.revoke_sessions == Some(false) {
+        return Err(InvalidJob(
+            "a job that names role_name cuts off the role's sessions: revoke_sessions cannot be false".to_owned(),
+        ));
+    }
+    Ok(Target::Role {
+        role_name: role,
+        session: None,
+        every_session: true,
     })
 }
 

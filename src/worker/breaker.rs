@@ -28,6 +28,8 @@ fn keys_at_most(job: &Job) -> u32 {
         Target::Key { .. } => 1,
         Target::AllKeys { .. } => KEYS_PER_USER,
         Target::Keys(keys) => u32::try_from(keys.len()).unwrap_or(u32::MAX),
+        // A role's cut-off changes no key: the breaker counts keys.
+        Target::Role { .. } => 0,
     }
 }
 
@@ -45,6 +47,9 @@ impl Worker {
         let Some(breaker) = &self.breaker else {
             return Ok(None);
         };
+        if keys_at_most(job) == 0 {
+            return Ok(None);
+        }
         let lane = delivery.lane;
         let account = match &job.account_id {
             Some(account) => account.clone(),

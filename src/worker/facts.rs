@@ -19,12 +19,22 @@ impl JobFacts {
                 .unwrap_or_default(),
             request_id: Some(job.request_id.clone()),
             user_name: job.user_name().map(str::to_owned),
+            role_name: job.role_name().map(str::to_owned),
+            role_session: match &job.target {
+                crate::job::Target::Role {
+                    session,
+                    every_session: false,
+                    ..
+                } => session.clone(),
+                _ => None,
+            },
             access_key_ids: job.access_key_ids(),
             account_id: job.account_id.clone(),
             batch_id: job.batch_id.clone(),
             action: Some(job.action),
             origin: job.origin.clone(),
             report_activity: job.report_activity,
+            detected_at_ms: job.detected_at_ms,
             ..Self::default()
         }
     }

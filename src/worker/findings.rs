@@ -31,7 +31,10 @@ impl Worker {
             .as_ref()
             .filter(|o| o.source == GUARDDUTY)?;
         let workflow = match report.outcome {
-            Outcome::Deleted | Outcome::Deactivated | Outcome::AlreadyAbsent => Workflow::Resolved,
+            Outcome::Deleted
+            | Outcome::Deactivated
+            | Outcome::AlreadyAbsent
+            | Outcome::SessionsRevoked => Workflow::Resolved,
             // What the finding names stays NEW for a person: a sample or a root key (never
             // the worker's to revoke), a message that is not a job or reuses a request id.
             // A forged event must not mark a real finding as handled (docs, "Threat

@@ -12,6 +12,7 @@ mod pipeline;
 mod quarantine;
 pub mod results;
 mod revocation;
+mod roles;
 mod sessions;
 mod settle;
 mod slots;

@@ -20,6 +20,7 @@ use crate::aws::classify::{AwsError, ErrorClass};
 use crate::aws::ratelimit;
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::{Delivery, Lane};
+use crate::detection;
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake};
 use crate::job::Job;
@@ -179,6 +180,14 @@ impl Worker {
         // After the message is settled: the finding follows the outcome, never leads it.
         // On the heap: Security Hub's calls are kilobytes of future, rarely needed.
         report.facts.finding_update = Box::pin(self.close_finding(&report, &retries)).await;
+        if let (Some(detected), Some(revoked), true) = (
+            report.facts.detected_at_ms,
+            decided_at_ms,
+            report.outcome.closes_exposure(),
+        ) {
+            report.facts.exposure_to_revoke_seconds =
+                Some(detection::exposure_seconds(detected, revoked));
+        }
         self.record(&report, delivery, decided_at_ms);
         report
     }
@@ -420,6 +429,9 @@ impl Worker {
             report.facts.action,
             report.facts.keys_changed,
         );
+        if let Some(seconds) = report.facts.exposure_to_revoke_seconds {
+            metrics::exposure_to_revoke(report.facts.detection_source(), seconds);
+        }
         if let Some(results) = &self.results {
             results.publish(report, enqueued_ms);
         }

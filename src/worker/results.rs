@@ -51,6 +51,11 @@ pub struct OutcomeEvent {
     pub reason: &'static str,
     pub detail: Option<String>,
     pub user_name: Option<String>,
+    /// The role of a role job, and the one session its cut-off is narrowed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_session: Option<String>,
     pub access_key_ids: Vec<String>,
     pub account_id: Option<String>,
     pub batch_id: Option<String>,
@@ -88,6 +93,12 @@ pub struct OutcomeEvent {
     pub scheduled_deletes: Vec<ScheduledDelete>,
     pub attempts: u32,
     pub retries: u32,
+    /// When the exposure was detected (RFC 3339), where the job carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<String>,
+    /// From detection to the revocation, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure_to_revoke_seconds: Option<f64>,
     /// When the job was enqueued (`SentTimestamp`), Unix milliseconds.
     pub enqueued_at_ms: Option<u64>,
     /// When this worker received it, Unix milliseconds.
@@ -111,6 +122,8 @@ impl OutcomeEvent {
             reason: report.outcome.reason(),
             detail: report.detail.clone(),
             user_name: report.facts.user_name.clone(),
+            role_name: report.facts.role_name.clone(),
+            role_session: report.facts.role_session.clone(),
             access_key_ids: report.facts.access_key_ids.clone(),
             account_id: report.facts.account_id.clone(),
             batch_id: report.facts.batch_id.clone(),
@@ -130,6 +143,8 @@ impl OutcomeEvent {
             scheduled_deletes: report.facts.scheduled_deletes.clone(),
             attempts: report.attempts,
             retries: report.retries,
+            detected_at: report.facts.detected_at_ms.map(crate::detection::text),
+            exposure_to_revoke_seconds: report.facts.exposure_to_revoke_seconds,
             enqueued_at_ms,
             received_at_ms: finished_at_ms.saturating_sub(report.duration.as_millis() as u64),
             finished_at_ms,

@@ -122,6 +122,16 @@ impl Worker {
             }
             Err(AccountError::Aws(e)) => return Revocation::decided(self.aws_failure(e, 0)),
         };
+        // A role's sessions: no key, nothing for the breaker to count.
+        if job.role_name().is_some() {
+            let (decision, sessions) = Box::pin(self.cut_off_role(job, &iam, retries)).await;
+            return Revocation {
+                decision,
+                carry_on: None,
+                learnt: Learnt::of(None, Vec::new(), sessions),
+                elsewhere: None,
+            };
+        }
         let home = match self.accounts.home_for(account, retries).await {
             Ok(home) => home,
             Err(e) => return Revocation::decided(self.aws_failure(e, 0)),

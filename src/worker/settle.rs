@@ -186,6 +186,7 @@ impl Settler {
             | Outcome::AlreadyAbsent
             | Outcome::Duplicate
             | Outcome::Cancelled
+            | Outcome::SessionsRevoked
             // Held: kept in the breaker's table before the message goes.
             | Outcome::Held(_)
             | Outcome::Retry(Reason::Continued | Reason::Reported) => {

@@ -173,6 +173,7 @@ impl Worker {
                 Target::Key { access_key_id, .. } => vec![access_key_id.clone()],
                 Target::Keys(keys) => keys.clone(),
                 Target::AllKeys { user_name } => iam.key_ids(user_name, retries).await?,
+                Target::Role { .. } => Vec::new(),
             };
             let delete_id = delete_request_id(job);
             let sent_ms = sent_ms(job, delivery);
@@ -505,6 +506,7 @@ pub(crate) fn scheduled_delete(job: &Job, user: &str, key: &str, due: i64) -> Jo
         report_activity: false,
         require_inactive: true,
         delete_after: None,
+        detected_at_ms: None,
         spared: Vec::new(),
         origin: None,
         owners: Vec::new(),
