@@ -45,6 +45,12 @@ pub const MAX_MARGIN_SECONDS: u32 = 3600;
 /// and still be the worker's: replicas whose clocks differ a little.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 300;
 
+/// No temporary credentials live longer than this (GetSessionToken's 129,600 seconds; a
+/// role's sessions last 12 hours at most: IAM User Guide, "Disabling permissions for
+/// temporary security credentials"): a cut-off whose time is this far past denies
+/// nothing any more.
+pub const LONGEST_SESSION_SECONDS: i64 = 129_600;
+
 /// The most revocations of one user that keep a cut-off policy each.
 pub const RECORDED_MAX: usize = 5;
 

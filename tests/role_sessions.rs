@@ -234,9 +234,13 @@ async fn nothing_is_put_on_a_role_the_finding_does_not_name_exactly() {
     let gone =
         json!({"request_id": "role-gone", "role_name": format!("{}-gone", env.name)}).to_string();
     assert_eq!(handle(gone).await.outcome, Outcome::AlreadyAbsent);
-    // The worker's own roles, whatever a producer names.
-    role(&env, "iam-key-revoker-worker", "/").await;
-    let own = json!({"request_id": "role-own", "role_name": "iam-key-revoker-worker"}).to_string();
+    // The worker's own roles (every iam-key-revoker* role), whatever a producer names.
+    let own_role = format!(
+        "iam-key-revoker-{}",
+        &env.name[env.name.len().saturating_sub(24)..]
+    );
+    role(&env, &own_role, "/").await;
+    let own = json!({"request_id": "role-own", "role_name": own_role}).to_string();
     assert_eq!(
         handle(own).await.outcome,
         Outcome::Rejected(Reason::Protected)
@@ -262,7 +266,7 @@ async fn nothing_is_put_on_a_role_the_finding_does_not_name_exactly() {
         handle(both).await.outcome,
         Outcome::Rejected(Reason::InvalidMessage)
     );
-    for role in [&name, "iam-key-revoker-worker", linked.as_str()] {
+    for role in [&name, &own_role, &linked] {
         assert!(
             role_policies(&env, role).await.is_empty(),
             "nothing put on {role}"
@@ -309,4 +313,106 @@ async fn a_protected_role_is_left_alone_and_a_planted_cutoff_is_replaced() {
     assert_eq!(policies.len(), 1, "the impostor is gone: {policies:?}");
     assert_ne!(policies[0].0, planted);
     deny(&policies[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_roles_cutoff_still_checks_the_session_and_expired_cutoffs_make_room() {
+    let mut env = TestEnv::new("role-scope").await;
+    env.config.intake.role_session_scope = iam_key_revoker::intake::RoleScope::Role;
+    let worker = env.worker().await;
+    let name = format!("{}-etl", env.name);
+    let id = role(&env, &name, "/").await;
+    // A finding naming a role that does not exist: not the finding's role.
+    let gone = format!("{}-gone", env.name);
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&role_finding(
+                "f-5",
+                &gone,
+                &format!("{id}:i-0123456789abcdef0"),
+                EXFILTRATION,
+            ))
+            .await,
+        )
+        .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Rejected(Reason::NotRevocable),
+        "{report:?}"
+    );
+    // The whole role, by setting: a principalId of another role is still refused.
+    let forged = "AROAXXXXXXXXXXXXXXXXX:i-0123456789abcdef0";
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&role_finding("f-6", &name, forged, EXFILTRATION))
+                .await,
+        )
+        .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Rejected(Reason::NotRevocable),
+        "{report:?}"
+    );
+    assert!(role_policies(&env, &name).await.is_empty());
+
+    // Two cut-offs of the worker's on other sessions: one two days old, which denies
+    // nothing any more (no credentials outlive 36 hours), and one of an hour ago.
+    let put = |secs: i64, request: &str, session: &str| {
+        let sid = iam_key_revoker::sessions::revocation_sid(request);
+        let at = DateTime::from_secs(secs);
+        let policy = iam_key_revoker::sessions::policy_name(at, &sid);
+        let document = iam_key_revoker::sessions::cutoff_policy(&sid, at, Some(session));
+        let iam = env.clients.iam.clone();
+        let name = name.clone();
+        async move {
+            iam.put_role_policy()
+                .role_name(&name)
+                .policy_name(&policy)
+                .policy_document(&document)
+                .send()
+                .await
+                .unwrap();
+            policy
+        }
+    };
+    let old = put(
+        now_secs() - 2 * 86_400,
+        "aws.guardduty:old",
+        &format!("{id}:i-0aaaaaaaaaaaaaaaa"),
+    )
+    .await;
+    let recent = put(
+        now_secs() - 3_600,
+        "aws.guardduty:recent",
+        &format!("{id}:i-0bbbbbbbbbbbbbbbb"),
+    )
+    .await;
+    let principal = format!("{id}:i-0123456789abcdef0");
+    let report = env
+        .handle_job(
+            &worker,
+            env.deliver(&role_finding("f-7", &name, &principal, EXFILTRATION))
+                .await,
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::SessionsRevoked, "{report:?}");
+    assert_eq!(report.facts.role_session, None, "every session, by setting");
+    let policies = role_policies(&env, &name).await;
+    let names: Vec<&str> = policies.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        !names.contains(&old.as_str()),
+        "the expired cut-off is gone: {names:?}"
+    );
+    assert!(
+        names.contains(&recent.as_str()),
+        "the live one stays: {names:?}"
+    );
+    let whole = policies.iter().find(|(n, _)| *n != recent).unwrap();
+    let (statement, _) = deny(&whole.1);
+    assert!(
+        statement["Condition"].get("StringEquals").is_none(),
+        "{statement}"
+    );
 }

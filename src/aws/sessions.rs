@@ -97,6 +97,10 @@ struct Found {
     cutoffs: Vec<Cutoff>,
     /// Name, and why it is not a cut-off of the worker's.
     impostors: Vec<(String, String)>,
+    /// A role's cut-offs of other sessions that deny nothing any more: every credential
+    /// issued before them has expired. Removed, so that a role's quota never fills with
+    /// them.
+    expired: Vec<String>,
 }
 
 impl Found {
@@ -156,6 +160,11 @@ impl Iam {
         let found = self
             .read_cutoffs(holder, scope, &names, self.latest_allowed(now), retries)
             .await?;
+        for name in &found.expired {
+            if let Err(e) = self.delete_inline_policy(holder, name, retries).await {
+                tracing::warn!(error = %e, holder = holder.name(), policy = %name, "Could not remove an expired session cut-off");
+            }
+        }
         let sid = revocation_sid(request_id);
         let own = found
             .cutoffs
@@ -497,13 +506,21 @@ impl Iam {
         retries: &RetryCounter,
     ) -> Result<Found, AwsError> {
         let mut found = Found::default();
+        let expired_before = allowed.secs()
+            - crate::sessions::LONGEST_SESSION_SECONDS
+            - 2 * i64::from(MAX_MARGIN_SECONDS)
+            - FUTURE_TOLERANCE_SECONDS;
         for name in names.iter().filter(|n| is_cutoff_name(n)) {
             let Some(document) = self.inline_policy(holder, name, retries).await? else {
                 continue;
             };
             match read_cutoff(name, &document, allowed) {
                 Ok(cutoff) if cutoff.scope.as_deref() == scope => found.cutoffs.push(cutoff),
-                Ok(_) if matches!(holder, Holder::Role(_)) => {}
+                Ok(cutoff) if matches!(holder, Holder::Role(_)) => {
+                    if cutoff.before.secs() < expired_before {
+                        found.expired.push(name.clone());
+                    }
+                }
                 Ok(_) => found.impostors.push((
                     name.clone(),
                     "it is narrowed to one session, which the worker never puts on a user"

@@ -52,6 +52,13 @@ impl Worker {
             }
         };
         let request_id = report.facts.request_id.as_deref().unwrap_or("");
+        if report.facts.role_name.is_some() {
+            // A role session's finding names temporary credentials the worker never saw in
+            // IAM: it verified the role, not the finding's resources. A person closes it.
+            return Some(
+                "Security Hub not updated: a finding about a role session is left for a person to close".to_owned(),
+            );
+        }
         let Some(finding) = origin.finding_arn.as_deref().and_then(FindingRef::parse) else {
             metrics::finding_updated("error");
             tracing::warn!(

@@ -55,11 +55,21 @@ impl Worker {
         };
         let decided =
             |outcome, detail: String| (Decision::new(outcome, detail), SessionFacts::default());
-        if let Some(refused) = self.own_role(job, role_name, retries).await {
-            return decided(Outcome::Rejected(Reason::Protected), refused);
+        match self.own_role(job, role_name, retries).await {
+            Ok(Some(refused)) => return decided(Outcome::Rejected(Reason::Protected), refused),
+            Ok(None) => {}
+            // Which role is the worker's own is not known: nothing is written.
+            Err(e) => return decided_failure(self, e, role_name),
         }
         let role = match iam.role(role_name, retries).await {
             Ok(Some(role)) => role,
+            // A finding names a session of a role IAM does not know: not the finding's.
+            Ok(None) if session.is_some() => {
+                return decided(
+                    Outcome::Rejected(Reason::NotRevocable),
+                    format!("the finding names role {role_name}, which does not exist: nothing to cut off; nothing done"),
+                )
+            }
             Ok(None) => {
                 return decided(
                     Outcome::AlreadyAbsent,
@@ -106,17 +116,24 @@ impl Worker {
     }
 
     /// Why the worker may not cut off `role` because it uses it itself: the role its own
-    /// credentials are a session of (STS says which), in its own account.
-    async fn own_role(&self, job: &Job, role: &str, retries: &RetryCounter) -> Option<String> {
-        let own = self.accounts.own_identity(retries).await.ok()?;
+    /// credentials are a session of (STS says which), in its own account. STS not
+    /// answering is an error: the worker does not write on a role it cannot tell apart
+    /// from its own.
+    async fn own_role(
+        &self,
+        job: &Job,
+        role: &str,
+        retries: &RetryCounter,
+    ) -> Result<Option<String>, AwsError> {
+        let own = self.accounts.own_identity(retries).await?;
         let here = job.account_id.as_deref().is_none_or(|a| a == own.account);
         let mine = own
             .role
             .as_deref()
             .is_some_and(|r| r.eq_ignore_ascii_case(role));
-        (here && mine).then(|| {
+        Ok((here && mine).then(|| {
             format!("role {role} is the worker's own: the worker never cuts off its own sessions")
-        })
+        }))
     }
 }
 
@@ -143,7 +160,7 @@ fn role_cut(role: &str, scope: Option<&str>, in_force: InForce) -> (Decision, Se
     }
     if scope.is_some() {
         notes.push(
-            "the instance's metadata service hands out credentials issued after the cut-off, which keep working: EC2 makes new ones available at least five minutes before the old expire, and until the instance's SDK fetches them its calls with the old ones fail".to_owned(),
+            "the instance itself is denied too until EC2 rotates its credentials: its metadata service hands out the same ones until then (EC2 makes new credentials available at least five minutes before the old expire, which may be hours away), and only credentials issued after the cut-off work; isolate or replace the instance to end it sooner".to_owned(),
         );
     }
     if !impostors.is_empty() {
