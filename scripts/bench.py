@@ -27,6 +27,12 @@ queue and, once the worker is draining them, N more urgent jobs follow, one ever
 the moment its key is gone from IAM (polled every 20 ms), and reported for the idle
 worker next to the worker behind the backlog.
 
+--iam-defaults runs the worker at its own IAM rate settings (iam.max_requests_per_second,
+iam.initial_requests_per_second) instead of the benchmark's unlimited rate: with
+--iam-quota, a burst at the default configuration. --events sends each job as the AWS
+Health event EventBridge delivers for a leaked key (key alone, startTime the moment it is
+enqueued), and reports the time from exposure to revocation from the worker's histogram.
+
 --key-only sends every job (urgent ones too) with the key id alone, as a leak detector
 or an AWS Health event names it: the worker looks the owner up and hands the job on to a
 message of its own, MACed with its KMS key (docs, "Continuations"), before it deletes.
@@ -262,6 +268,10 @@ def main():
                         help="outcome events to a results queue, an SNS topic and an EventBridge bus")
     parser.add_argument("--key-only", action="store_true",
                         help="jobs name the key alone: owner lookup, hand-on, MAC (docs, 'Continuations')")
+    parser.add_argument("--iam-defaults", action="store_true",
+                        help="the worker's own IAM rate settings, not the benchmark's unlimited rate")
+    parser.add_argument("--events", action="store_true",
+                        help="each job an AWS Health event naming its key (docs, 'Security events')")
     parser.add_argument("--no-mac-key", action="store_true",
                         help="start the worker without continuation.mac_key_id (as a worker of before it)")
     parser.add_argument("--record", help="append the result to this Markdown file")
@@ -290,10 +300,25 @@ def main():
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
     def job_body(request_id, user, key):
+        if args.events:
+            return json.dumps({
+                "version": "0", "id": request_id, "detail-type": "AWS Health Event", "source": "aws.health",
+                "account": ACCOUNT, "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": "us-east-1", "resources": [],
+                "detail": {
+                    "eventArn": f"arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/{request_id}",
+                    "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED", "eventTypeCategory": "issue",
+                    "communicationId": request_id, "startTime": HEALTH_START,
+                    "affectedEntities": [{"entityValue": key}],
+                },
+            })
         job = {"request_id": request_id, "access_key_id": key}
         if not args.key_only:
             job["user_name"] = user
         return json.dumps(job)
+    # Health's startTime is to the second: the enqueue's second, rounded down, so that the
+    # exposure measured is never shorter than the true one by more than a second.
+    HEALTH_START = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
     bodies = [job_body(f"{run}-{i}", u, k) for i, (u, k) in enumerate(keys)]
     # The worker's MAC key, as the worker stack creates it; KMS is served by the SQS
     # emulator (the front sends every JSON request there).
@@ -379,9 +404,12 @@ def main():
             "IAM_KEY_REVOKER__SQS__QUEUE_URL": queue,
             "IAM_KEY_REVOKER__SQS__WAIT_TIME_SECONDS": "1",
             "IAM_KEY_REVOKER__WORKER__MAX_IN_FLIGHT": str(args.max_in_flight),
-            "IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND": "10000",
             "IAM_KEY_REVOKER__METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
         }
+        if not args.iam_defaults:
+            # No client-side bound: the runs measure the worker, not its IAM budget.
+            env["IAM_KEY_REVOKER__IAM__MAX_REQUESTS_PER_SECOND"] = "10000"
+            env["IAM_KEY_REVOKER__IAM__INITIAL_REQUESTS_PER_SECOND"] = "10000"
         if not args.no_mac_key:
             env["IAM_KEY_REVOKER__CONTINUATION__MAC_KEY_ID"] = mac_key
         if priority:
@@ -497,6 +525,15 @@ def main():
             op: int(total(samples, "iam_key_revoker_aws_requests_total", service="dynamodb", operation=op))
             for op in ["TransactWriteItems", "UpdateItem", "GetItem", "PutItem"]
         }
+    if args.events:
+        exposure = "iam_key_revoker_exposure_to_revoke_seconds"
+        e50 = quantile(samples, exposure, 0.5, source="aws.health")
+        e99 = quantile(samples, exposure, 0.99, source="aws.health")
+        result["events"] = True
+        result["exposure_to_revoke_p50_seconds"] = None if e50 is None else round(e50, 3)
+        result["exposure_to_revoke_p99_seconds"] = None if e99 is None else round(e99, 3)
+    if args.iam_defaults:
+        result["iam_defaults"] = True
     if args.key_only:
         # The owner lookup (IAM), the hand-on (SQS) and its MAC (KMS), made and checked.
         result["key_only"] = True
@@ -552,6 +589,8 @@ def record(args, result):
             "--notify" if args.notify else "",
             "--breaker" if args.breaker else "",
             "--key-only" if args.key_only else "",
+            "--iam-defaults" if args.iam_defaults else "",
+            "--events" if args.events else "",
             "--no-mac-key" if args.no_mac_key else "",
             *(f"--set {s}" for s in args.set),
         ] if a

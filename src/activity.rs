@@ -222,6 +222,11 @@ pub struct TrailEvent {
     pub minted_key: Option<String>,
     /// The role an `AssumeRole` call assumed.
     pub role_arn: Option<String>,
+    /// The access key a `CreateAccessKey` call created (its response elements; the
+    /// secret is never in CloudTrail).
+    pub created_key: Option<String>,
+    /// The user an IAM call made something for or on: the response's, else the request's.
+    pub target_user: Option<String>,
 }
 
 impl TrailEvent {
@@ -252,6 +257,11 @@ impl TrailEvent {
             resources,
             minted_key: text("/responseElements/credentials/accessKeyId"),
             role_arn: text("/requestParameters/roleArn"),
+            created_key: text("/responseElements/accessKey/accessKeyId"),
+            target_user: text("/responseElements/accessKey/userName")
+                .or_else(|| text("/responseElements/loginProfile/userName"))
+                .or_else(|| text("/responseElements/user/userName"))
+                .or_else(|| text("/requestParameters/userName")),
         })
     }
 
@@ -280,6 +290,29 @@ pub struct Call {
     pub resources: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+}
+
+/// Something the leaked key made that is a way back in (docs, "What the leaked key
+/// made"): a key, a console password, a user, a grant, a role. Keys and passwords are
+/// contained by follow-up jobs (by setting); the rest is for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Made {
+    pub time: String,
+    pub region: String,
+    pub api: String,
+    /// The user it was made for or on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// The access key it created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The credentials that made it: the leaked key, or temporary credentials it minted.
+    pub made_with: String,
+    /// What the worker does about it: a follow-up job (its request id and action), or
+    /// `reported`, for a person.
+    pub containment: String,
 }
 
 /// Temporary credentials the key minted, and what they did (one level deep).
@@ -325,6 +358,9 @@ pub struct KeyActivity {
     pub persistence: Vec<Call>,
     /// Temporary credentials minted with the key.
     pub minted: Vec<Minted>,
+    /// What the key made that is a way back in, and what the worker does about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub made: Vec<Made>,
 }
 
 impl KeyActivity {
@@ -372,6 +408,19 @@ impl KeyActivity {
                 && listed(&activity.persistence)
             {
                 activity.persistence.push(event.call());
+                activity.made.push(Made {
+                    time: event.time.clone(),
+                    region: event.region.clone(),
+                    api: event.api.clone(),
+                    user_name: event.target_user.clone(),
+                    access_key_id: event
+                        .created_key
+                        .clone()
+                        .filter(|_| event.api == "CreateAccessKey"),
+                    resources: event.resources.clone(),
+                    made_with: key.to_owned(),
+                    containment: "reported".to_owned(),
+                });
             }
             if succeeded
                 && event.service == "sts.amazonaws.com"
@@ -412,6 +461,14 @@ impl KeyActivity {
                 ", {} temporary credential(s) minted",
                 self.minted.len()
             ));
+        }
+        let made_keys = self
+            .made
+            .iter()
+            .filter(|m| m.access_key_id.is_some())
+            .count();
+        if made_keys > 0 {
+            line.push_str(&format!(", {made_keys} access key(s) made"));
         }
         if !self.after_revocation.is_empty() {
             line.push_str(&format!(

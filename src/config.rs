@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
 pub use crate::breaker::config::{BreakerSection, LaneLimits};
+pub use crate::config_contain::ContainKeys;
 pub(crate) use crate::config_error::invalid;
 pub use crate::config_error::ConfigError;
 use crate::config_lists::list_or_comma_separated;
@@ -52,6 +53,8 @@ pub struct Config {
     pub schedule: ScheduleSection,
     /// Session cut-offs.
     pub sessions: SessionsSection,
+    /// What the leaked key made, contained.
+    pub contain: crate::config_contain::ContainSection,
     /// Proof that a message is the worker's own.
     pub continuation: ContinuationSection,
     /// The breaker: limits on keys changed, holds and pauses.
@@ -153,14 +156,19 @@ impl Default for WorkerSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IamSection {
-    /// Client-side limit on IAM requests per second, shared by every job of one account.
+    /// Client-side limit on IAM requests per second, shared by every job of one account:
+    /// the most the rate ever climbs to.
     pub max_requests_per_second: u32,
+    /// Where each account's rate starts; it doubles each second while jobs wait for it
+    /// until IAM first throttles, then stays just under the quota it learnt.
+    pub initial_requests_per_second: u32,
 }
 
 impl Default for IamSection {
     fn default() -> Self {
         Self {
-            max_requests_per_second: 10,
+            max_requests_per_second: 100,
+            initial_requests_per_second: 20,
         }
     }
 }

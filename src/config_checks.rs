@@ -158,6 +158,12 @@ impl IamSection {
         if self.max_requests_per_second == 0 {
             return Err(invalid("iam.max_requests_per_second", "must be at least 1"));
         }
+        if self.initial_requests_per_second == 0 {
+            return Err(invalid(
+                "iam.initial_requests_per_second",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }

@@ -52,6 +52,7 @@ pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod config_checks;
+mod config_contain;
 mod config_error;
 mod config_lists;
 pub mod continuation;

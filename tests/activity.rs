@@ -312,3 +312,122 @@ async fn a_task_received_early_waits_and_a_report_failure_never_touches_the_job(
     let report = worker.handle(env.deliver(&broken).await).await;
     assert_eq!(report.outcome, Outcome::Rejected(Reason::InvalidMessage));
 }
+
+/// What the leaked key made (docs, "What the leaked key made"): a key it created for
+/// another user is deactivated by a follow-up job of its own, linked to the original; a
+/// key CloudTrail names for a user who does not hold it is refused by IAM's ownership
+/// check, as any job's; a console password and a user are reported for a person; IAM's
+/// events are read in us-east-1 whatever activity.regions says; and a follow-up makes no
+/// follow-ups of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
+    let mut env = TestEnv::new("made").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    env.route_all_through(&proxy).await;
+    let results = results_queue(&env).await;
+    env.config.results.queue_url = Some(results.clone());
+    env.config.activity.regions = vec!["eu-west-1".into()];
+    env.config.activity.second_pass_delay_seconds = 900;
+    let worker = env.worker().await;
+    let (leaky, leaked) = env.user_with_keys("leaky", 1).await;
+    let (bob, made) = env.user_with_keys("bob", 1).await;
+    let (_, not_daves) = env.user_with_keys("carol", 1).await;
+    let key_value = format!("\"AttributeValue\":\"{}\"", leaked[0]);
+    // CreateAccessKey and CreateLoginProfile as CloudTrail records them (IAM User Guide,
+    // "Logging IAM and AWS STS API calls with AWS CloudTrail": the new key's id and user
+    // in responseElements.accessKey, never its secret; the password hidden).
+    let created = |key: &str, user: &str| {
+        record(
+            "2026-11-30T11:03:00Z",
+            "CreateAccessKey",
+            "iam.amazonaws.com",
+            json!({"readOnly": false, "requestParameters": {"userName": user},
+                   "responseElements": {"accessKey": {"accessKeyId": key, "status": "Active",
+                                        "userName": user, "createDate": "Nov 30, 2026 11:03:00 AM"}}}),
+        )
+    };
+    proxy.set_fault_matching(
+        &[TARGET.into(), key_value.clone(), "/us-east-1/cloudtrail/".into()],
+        page(
+            &[
+                created(&made[0], &bob),
+                created(&not_daves[0], "dave"),
+                record(
+                    "2026-11-30T11:04:00Z",
+                    "CreateLoginProfile",
+                    "iam.amazonaws.com",
+                    json!({"readOnly": false, "requestParameters": {"userName": bob, "password": "HIDDEN_DUE_TO_SECURITY_REASONS", "passwordResetRequired": false},
+                           "responseElements": {"loginProfile": {"userName": bob, "createDate": "Nov 30, 2026 11:04:00 AM", "passwordResetRequired": false}}}),
+                ),
+                record("2026-11-30T11:05:00Z", "CreateUser", "iam.amazonaws.com",
+                       json!({"readOnly": false, "requestParameters": {"userName": "mallory"}})),
+            ],
+            None,
+        ),
+    );
+    proxy.set_fault_matching(&[TARGET.into(), key_value], page(&[], None));
+
+    let body = json!({"request_id": "made-1", "access_key_id": leaked[0], "user_name": leaky, "report_activity": true}).to_string();
+    assert_eq!(
+        worker.handle(env.deliver(&body).await).await.outcome,
+        Outcome::Deleted
+    );
+    let pass = worker.handle(env.receive_one().await).await;
+    assert_eq!(pass.outcome, Outcome::Retry(Reason::Reported), "{pass:?}");
+    let lookups = proxy.requests_containing(TARGET);
+    assert!(
+        lookups.iter().any(|r| r.contains("/us-east-1/cloudtrail/")),
+        "IAM's events are read where CloudTrail keeps them"
+    );
+    let report = reports_on(&env, &results, 1).await.remove(0);
+    let made_list = report["activity"]["made"].as_array().unwrap().clone();
+    let entry = |api: &str, key: Option<&str>| {
+        made_list
+            .iter()
+            .find(|m| m["api"] == api && key.is_none_or(|k| m["access_key_id"] == k))
+            .unwrap_or_else(|| panic!("{api} in {made_list:?}"))
+            .clone()
+    };
+    let follow_up = format!("made-1:made:{}", made[0]);
+    assert_eq!(
+        entry("CreateAccessKey", Some(&made[0]))["containment"],
+        format!("follow-up job {follow_up} (deactivate)")
+    );
+    assert_eq!(entry("CreateLoginProfile", None)["user_name"], bob.as_str());
+    assert_eq!(entry("CreateLoginProfile", None)["containment"], "reported");
+    assert_eq!(entry("CreateUser", None)["user_name"], "mallory");
+    assert!(report["summary"]
+        .as_str()
+        .unwrap()
+        .contains("2 access key(s) made"));
+
+    // Each follow-up is a job of its own, with its own outcome.
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let report = worker.handle(env.receive_one().await).await;
+        assert_eq!(
+            report.facts.batch_id.as_deref(),
+            Some("made-1"),
+            "{report:?}"
+        );
+        outcomes.push((report.facts.request_id.clone().unwrap(), report.outcome));
+    }
+    assert!(
+        outcomes.contains(&(follow_up, Outcome::Deactivated)),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(
+            format!("made-1:made:{}", not_daves[0]),
+            Outcome::Rejected(Reason::OwnerMismatch)
+        )),
+        "a key CloudTrail names for a user who does not hold it is left alone: {outcomes:?}"
+    );
+    assert_eq!(
+        env.key_status(&bob, &made[0]).await,
+        Some(aws_sdk_iam::types::StatusType::Inactive)
+    );
+    // No report, so no follow-up, of a follow-up: only pass 2 of the original waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.queue_depth().await, (0, 0));
+}

@@ -60,6 +60,7 @@ pub struct Accounts {
     external_id: Option<String>,
     session_name: String,
     max_requests_per_second: u32,
+    initial_requests_per_second: u32,
     policy: BackoffPolicy,
     protection: Protection,
     others: Mutex<HashMap<String, Arc<OnceCell<Arc<Member>>>>>,
@@ -89,6 +90,7 @@ impl Accounts {
             external_id: config.cross_account.external_id.clone(),
             session_name: session_name(),
             max_requests_per_second: config.iam.max_requests_per_second,
+            initial_requests_per_second: config.iam.initial_requests_per_second,
             policy: config.backoff,
             protection: config.protection.clone(),
             others: Mutex::new(HashMap::new()),
@@ -109,6 +111,10 @@ impl Accounts {
             config.iam.max_requests_per_second,
             config.backoff,
             config.protection.clone(),
+        )
+        .starting_at(
+            config.iam.max_requests_per_second,
+            config.iam.initial_requests_per_second,
         );
         Self::new(config, own, clients.sts.clone(), clients.sdk.clone())
     }
@@ -312,6 +318,10 @@ impl Accounts {
             self.max_requests_per_second,
             self.policy,
             self.protection.clone(),
+        )
+        .starting_at(
+            self.max_requests_per_second,
+            self.initial_requests_per_second,
         )
         .in_member(Arc::clone(&session));
         Ok(Member {

@@ -78,6 +78,14 @@ impl Iam {
         }
     }
 
+    /// This client with its rate starting at `start` requests a second and climbing to
+    /// the account's quota, never above `max` (`iam.initial_requests_per_second`,
+    /// `iam.max_requests_per_second`).
+    pub fn starting_at(mut self, max: u32, start: u32) -> Self {
+        self.rate = Arc::new(AdaptiveRate::starting_at(max, start));
+        self
+    }
+
     /// This client acts in a member account with `session`'s credentials: IAM refusing
     /// them is that account's failure, not the worker's own credentials'.
     pub fn in_member(self, session: Arc<MemberSession>) -> Self {

@@ -93,6 +93,9 @@ const PROBE_OF_MAX_PER_SECOND: f64 = 0.005;
 const RESPACE: f64 = 1.2;
 /// Not throttled for this long, the ceiling learnt is forgotten.
 const FORGET: Duration = Duration::from_secs(30);
+/// Before IAM has throttled anything, the rate doubles each second while requests wait
+/// for it: from a start well under any account's quota to the quota within seconds.
+const START_PER_SECOND: f64 = 1.0;
 
 /// An adaptive request rate.
 #[derive(Debug)]
@@ -168,28 +171,37 @@ impl State {
 impl AdaptiveRate {
     /// Starts at `max_per_second` (at least 1).
     pub fn new(max_per_second: u32) -> Self {
+        Self::starting_at(max_per_second, max_per_second)
+    }
+
+    /// Never above `max_per_second`, starting at `start_per_second` (at most the
+    /// maximum): until IAM first throttles, the rate doubles each second while requests
+    /// wait for it (see the module's description).
+    pub fn starting_at(max_per_second: u32, start_per_second: u32) -> Self {
         Self::seeded(
             max_per_second,
+            start_per_second,
             std::collections::hash_map::RandomState::new().hash_one(0u8),
         )
     }
 
-    /// Like [`AdaptiveRate::new`], its margins and holds drawn from `seed`.
-    fn seeded(max_per_second: u32, seed: u64) -> Self {
+    /// Like [`AdaptiveRate::starting_at`], its margins and holds drawn from `seed`.
+    fn seeded(max_per_second: u32, start_per_second: u32, seed: u64) -> Self {
         let max = f64::from(max_per_second.max(1));
-        crate::metrics::iam_rate_limit(max);
+        let start = f64::from(start_per_second.clamp(1, max_per_second.max(1)));
+        crate::metrics::iam_rate_limit(start);
         let now = Instant::now();
         Self {
             max,
             // Never slower than one request every ten seconds, nor than 5% of the maximum.
             floor: (max * 0.05).max(0.1),
             state: Mutex::new(State {
-                rate: max,
+                rate: start,
                 next_slot: now,
                 next_urgent: now,
                 owed: 0,
                 epoch: 0,
-                spaced_at: max,
+                spaced_at: start,
                 last_slot: now,
                 ceiling: max,
                 last_cut: None,
@@ -422,7 +434,10 @@ impl AdaptiveRate {
             state.ceiling = self.max;
         }
         let below = state.ceiling * (1.0 - MARGIN.1);
-        let climb = if state.rate < below {
+        let climb = if state.last_cut.is_none() {
+            // Nothing learnt yet: the quota is somewhere above.
+            state.rate * START_PER_SECOND
+        } else if state.rate < below {
             state.rate * RECOVER_PER_SECOND
         } else {
             (state.ceiling * PROBE_PER_SECOND).max(self.max * PROBE_OF_MAX_PER_SECOND)
@@ -633,10 +648,70 @@ mod tests {
             .fold((0, 0), |(a, t), (ca, ct)| (a + ca, t + ct))
     }
 
+    /// How long `requests` requests (each retried until IAM accepts it) take through
+    /// `limiter` against `quota`, with `in_flight` callers, and how many were throttled.
+    async fn burst(
+        limiter: &Arc<AdaptiveRate>,
+        quota: &Arc<Mutex<Quota>>,
+        requests: usize,
+        in_flight: usize,
+    ) -> (Duration, u64) {
+        let started = Instant::now();
+        let left = Arc::new(std::sync::atomic::AtomicUsize::new(requests));
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..in_flight {
+            let (limiter, quota, left) = (limiter.clone(), quota.clone(), left.clone());
+            callers.spawn(async move {
+                let mut throttled = 0;
+                while left
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok()
+                {
+                    loop {
+                        let sent = limiter.acquire().await;
+                        let accepted = quota.lock().unwrap().take();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        if accepted {
+                            limiter.succeeded();
+                            break;
+                        }
+                        throttled += 1;
+                        limiter.throttled(sent);
+                    }
+                }
+                throttled
+            });
+        }
+        let throttled = callers.join_all().await.into_iter().sum();
+        (started.elapsed(), throttled)
+    }
+
+    /// At the defaults (a maximum of 100 a second, starting at 20), a burst of 100
+    /// requests is bound by the account's quota, not by the configuration: within 10% of
+    /// 100 / quota + 1 s, with at most 5% of the requests throttled.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_at_the_defaults_is_bound_by_the_quota() {
+        for (per_second, seed) in [(15.0, 1), (15.0, 2), (40.0, 3), (40.0, 4), (100.0, 5)] {
+            let quota = Quota::new(per_second);
+            let limiter = Arc::new(AdaptiveRate::seeded(100, 20, seed));
+            let (took, throttled) = burst(&limiter, &quota, 100, 16).await;
+            let bound = Duration::from_secs_f64(100.0 / per_second + 1.0).mul_f64(1.1);
+            assert!(
+                took <= bound,
+                "quota {per_second}: {took:?}, bound {bound:?}"
+            );
+            assert!(throttled <= 5, "quota {per_second}: {throttled} throttled");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_worker_above_the_quota_holds_it_with_few_throttles() {
         let quota = Quota::new(15.0);
-        let limiter = Arc::new(AdaptiveRate::seeded(40, 5));
+        let limiter = Arc::new(AdaptiveRate::seeded(40, 40, 5));
         let (answered, throttled) = drive(std::slice::from_ref(&limiter), &quota, 120, 16).await;
         let held = answered as f64 / (15.0 * 120.0);
         let refused = throttled as f64 / (answered + throttled) as f64;
@@ -651,7 +726,7 @@ mod tests {
     async fn three_workers_share_one_quota_without_multiplying_throttles() {
         let quota = Quota::new(15.0);
         let limiters: Vec<_> = (0..3)
-            .map(|n| Arc::new(AdaptiveRate::seeded(40, 11 + n)))
+            .map(|n| Arc::new(AdaptiveRate::seeded(40, 40, 11 + n)))
             .collect();
         let (answered, throttled) = drive(&limiters, &quota, 120, 16).await;
         let held = answered as f64 / (15.0 * 120.0);
@@ -732,7 +807,7 @@ mod tests {
         for (replicas, seed) in [(1, 1), (3, 1), (3, 2), (3, 3), (3, 4), (3, 5)] {
             let quota = Quota::new(15.0);
             let limiters: Vec<_> = (0..replicas)
-                .map(|n| Arc::new(AdaptiveRate::seeded(40, seed * 7919 + n)))
+                .map(|n| Arc::new(AdaptiveRate::seeded(40, 40, seed * 7919 + n)))
                 .collect();
             let (seconds, throttled) = drain(&limiters, &quota, 300).await;
             let held = 300.0 / seconds / 15.0;
@@ -751,7 +826,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quota_raised_later_is_found() {
         let quota = Quota::new(15.0);
-        let limiter = Arc::new(AdaptiveRate::seeded(100, 3));
+        let limiter = Arc::new(AdaptiveRate::seeded(100, 100, 3));
         let (answered, throttled) = drive(std::slice::from_ref(&limiter), &quota, 60, 16).await;
         // Configured far above it, the limiter holds the quota with few throttles.
         assert!(answered as f64 >= 0.95 * 15.0 * 60.0, "{answered}");
@@ -837,7 +912,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn work_held_back_for_the_rate_makes_it_climb_with_no_request_waiting() {
-        let rate = AdaptiveRate::seeded(40, 1);
+        let rate = AdaptiveRate::seeded(40, 40, 1);
         // Refused before IAM accepted anything: the floor, and a quick climb back...
         refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
@@ -869,7 +944,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_booked_at_a_low_rate_go_sooner_when_it_climbs() {
-        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        let rate = Arc::new(AdaptiveRate::seeded(40, 40, 1));
         // Refused before IAM accepted anything: the floor (2/s), and a quick climb back.
         refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
@@ -907,7 +982,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn urgent_requests_ahead_of_a_backlog_waste_no_moment_when_it_is_spaced_again() {
-        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        let rate = Arc::new(AdaptiveRate::seeded(40, 40, 1));
         refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);
         // Ten booked requests at the floor, then three urgent ones ahead of them, while
@@ -944,7 +1019,7 @@ mod tests {
     async fn below_three_a_second_a_refusal_at_the_floor_never_pins_the_rate() {
         // CloudTrail's 2/s: fewer than three answers ever fit in a second, so nothing is
         // measured and a refusal at the floor (0.1/s) is no share learnt.
-        let rate = Arc::new(AdaptiveRate::seeded(2, 1));
+        let rate = Arc::new(AdaptiveRate::seeded(2, 2, 1));
         for _ in 0..2 {
             refuse(&rate).await;
         }
@@ -961,7 +1036,7 @@ mod tests {
     async fn a_share_learnt_with_other_replicas_is_forgotten_once_they_are_gone() {
         // A replica that learnt a share of 3-4/s while two others held the rest...
         let quota = Quota::new(15.0);
-        let rate = Arc::new(AdaptiveRate::seeded(40, 2));
+        let rate = Arc::new(AdaptiveRate::seeded(40, 40, 2));
         for _ in 0..6 {
             tokio::time::advance(Duration::from_millis(330)).await;
             rate.succeeded();
@@ -979,7 +1054,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refused_at_its_floor_before_measuring_it_holds_that_share_and_probes() {
-        let rate = Arc::new(AdaptiveRate::seeded(40, 1));
+        let rate = Arc::new(AdaptiveRate::seeded(40, 40, 1));
         // A replica joining a quota the others hold: refused at once, the floor (2/s)...
         refuse(&rate).await;
         assert_eq!(rate.current(), 2.0);

@@ -137,6 +137,31 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job of `target` and `action` under `request_id`, asking for nothing more: the
+    /// start of a job the worker writes itself.
+    pub fn new(request_id: String, target: Target, action: Action) -> Self {
+        Self {
+            request_id,
+            target,
+            action,
+            account_id: None,
+            reason: None,
+            requested_by: None,
+            batch_id: None,
+            revoke_sessions: false,
+            quarantine_user: false,
+            report_activity: false,
+            require_inactive: false,
+            delete_after: None,
+            detected_at_ms: None,
+            spared: Vec::new(),
+            origin: None,
+            owners: Vec::new(),
+            continuation: None,
+            parts: Vec::new(),
+        }
+    }
+
     /// A digest of what the job does to IAM: its target (key, user or all keys), account
     /// and action. Two deliveries with the same request id and the same digest are the
     /// same job; the same request id with another digest is a conflict. Reason, requester

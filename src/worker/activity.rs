@@ -153,7 +153,11 @@ impl Worker {
                 format!("activity report pass {} is due later", task.pass),
             );
         }
-        let report = self.read_activity(task, retries).await;
+        let mut report = self.read_activity(task, retries).await;
+        // Containment before the report goes out: it says what became of what was made.
+        let unsent = Box::pin(self.contain_made(task, &mut report, retries))
+            .await
+            .err();
         let result = report.result();
         metrics::activity_report(task.pass, result);
         tracing::info!(
@@ -170,6 +174,10 @@ impl Worker {
         );
         if let Some(results) = &self.results {
             results.publish_report(&report);
+        }
+        if let Some(unsent) = unsent {
+            // The task stays on the queue: its next delivery sends what was not sent.
+            return Decision::new(Outcome::Retry(Reason::TransientError), unsent);
         }
         Decision::new(Outcome::Retry(Reason::Reported), report.summary)
     }
@@ -238,6 +246,22 @@ impl Worker {
         } else {
             settings.regions.clone()
         };
+        // IAM's calls (the keys and passwords the leaked key made) are in the event history
+        // of its partition's home Region only, whatever activity.regions says (AWS,
+        // "CloudTrail Lookup: global service events", since 22 November 2021: "CloudTrail's
+        // Lookup service within each region will only show global service events in
+        // us-east-1").
+        let partition = self
+            .accounts
+            .own_identity(retries)
+            .await
+            .map(|i| i.partition.clone())
+            .unwrap_or_else(|_| "aws".to_owned());
+        if let Some(home) = iam_events_region(&partition) {
+            if !report.regions.iter().any(|r| r == home) {
+                report.regions.push(home.to_owned());
+            }
+        }
         let account = task.account_id.as_deref().unwrap_or("own");
         // Regions where CloudTrail refused lookups before are not asked again: said once,
         // when first refused (events_of), not after every event.
@@ -409,5 +433,15 @@ impl Worker {
             }
         }
         (events, capped)
+    }
+}
+
+/// The Region whose CloudTrail event history holds IAM's events in `partition`.
+fn iam_events_region(partition: &str) -> Option<&'static str> {
+    match partition {
+        "aws" => Some("us-east-1"),
+        "aws-cn" => Some("cn-north-1"),
+        "aws-us-gov" => Some("us-gov-west-1"),
+        _ => None,
     }
 }
