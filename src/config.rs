@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::retry::BackoffPolicy;
 pub use crate::aws::visibility::SQS_MAX_VISIBILITY_SECONDS;
 pub use crate::breaker::config::{BreakerSection, LaneLimits};
-pub use crate::config_contain::ContainKeys;
+pub use crate::config_contain::{ContainKeys, ContainLogins};
 pub(crate) use crate::config_error::invalid;
 pub use crate::config_error::ConfigError;
 use crate::config_lists::list_or_comma_separated;

@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 pub struct ContainSection {
     /// Access keys the leaked key created: revoked by a follow-up job, or reported.
     pub created_keys: ContainKeys,
+    /// Console passwords the leaked key created or reset: removed by a follow-up job, or
+    /// reported.
+    pub login_profiles: ContainLogins,
+}
+
+/// What becomes of a console password the leaked key created or reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainLogins {
+    /// A follow-up job deletes it (`DeleteLoginProfile`).
+    #[default]
+    Delete,
+    /// Listed in the report for a person; nothing changes.
+    Report,
 }
 
 /// What becomes of an access key the leaked key created.

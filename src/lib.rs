@@ -60,6 +60,7 @@ pub mod detection;
 pub mod guard;
 pub mod intake;
 pub mod job;
+pub mod login_task;
 pub mod metrics;
 pub mod outcome;
 pub mod rules;

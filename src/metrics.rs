@@ -495,7 +495,7 @@ pub fn impostor_cutoffs(count: usize) {
 }
 
 /// The kinds of the worker's own messages (the `kind` label).
-pub const UNVERIFIED_KINDS: [&str; 2] = ["continuation", "report_task"];
+pub const UNVERIFIED_KINDS: [&str; 3] = ["continuation", "report_task", "login_profile"];
 
 /// A message claiming to be the worker's own whose MAC did not verify.
 pub fn unverified_message(kind: &'static str) {

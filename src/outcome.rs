@@ -221,6 +221,9 @@ pub struct JobFacts {
     pub role_name: Option<String>,
     /// The one session of it the cut-off is narrowed to (`principalId`), if it is.
     pub role_session: Option<String>,
+    /// A follow-up about the user's console password, not a key (docs, "What the leaked
+    /// key made").
+    pub console_password: bool,
     /// The key(s) acted on or named.
     pub access_key_ids: Vec<String>,
     pub account_id: Option<String>,

@@ -138,6 +138,7 @@ impl JobReport {
                 .map(|k| k.user_name.as_str())
         };
         let mut what = match facts.access_key_ids.as_slice() {
+            [] if facts.console_password => "the console password".to_owned(),
             [] if facts.role_name.is_some() => {
                 let role = facts.role_name.as_deref().unwrap_or_default();
                 match &facts.role_session {

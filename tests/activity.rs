@@ -331,7 +331,34 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
     let worker = env.worker().await;
     let (leaky, leaked) = env.user_with_keys("leaky", 1).await;
     let (bob, made) = env.user_with_keys("bob", 1).await;
-    let (_, not_daves) = env.user_with_keys("carol", 1).await;
+    let (carol, not_daves) = env.user_with_keys("carol", 1).await;
+    // Console passwords: bob's the leaked key set just now; carol's was made again after
+    // the leaked key's call (by a person), so it is not the attacker's.
+    for user in [&bob, &carol] {
+        env.clients
+            .iam
+            .create_login_profile()
+            .user_name(user)
+            .password("Correct-Horse-9")
+            .send()
+            .await
+            .unwrap();
+    }
+    let now = iam_key_revoker::activity::iso(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let login = |time: &str, user: &str| {
+        record(
+            time,
+            "CreateLoginProfile",
+            "iam.amazonaws.com",
+            json!({"readOnly": false, "requestParameters": {"userName": user, "password": "HIDDEN_DUE_TO_SECURITY_REASONS", "passwordResetRequired": false},
+                   "responseElements": {"loginProfile": {"userName": user, "createDate": time, "passwordResetRequired": false}}}),
+        )
+    };
     let key_value = format!("\"AttributeValue\":\"{}\"", leaked[0]);
     // CreateAccessKey and CreateLoginProfile as CloudTrail records them (IAM User Guide,
     // "Logging IAM and AWS STS API calls with AWS CloudTrail": the new key's id and user
@@ -347,20 +374,23 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
         )
     };
     proxy.set_fault_matching(
-        &[TARGET.into(), key_value.clone(), "/us-east-1/cloudtrail/".into()],
+        &[
+            TARGET.into(),
+            key_value.clone(),
+            "/us-east-1/cloudtrail/".into(),
+        ],
         page(
             &[
                 created(&made[0], &bob),
                 created(&not_daves[0], "dave"),
+                login(&now, &bob),
+                login("2026-11-30T11:04:00Z", &carol),
                 record(
-                    "2026-11-30T11:04:00Z",
-                    "CreateLoginProfile",
+                    "2026-11-30T11:05:00Z",
+                    "CreateUser",
                     "iam.amazonaws.com",
-                    json!({"readOnly": false, "requestParameters": {"userName": bob, "password": "HIDDEN_DUE_TO_SECURITY_REASONS", "passwordResetRequired": false},
-                           "responseElements": {"loginProfile": {"userName": bob, "createDate": "Nov 30, 2026 11:04:00 AM", "passwordResetRequired": false}}}),
+                    json!({"readOnly": false, "requestParameters": {"userName": "mallory"}}),
                 ),
-                record("2026-11-30T11:05:00Z", "CreateUser", "iam.amazonaws.com",
-                       json!({"readOnly": false, "requestParameters": {"userName": "mallory"}})),
             ],
             None,
         ),
@@ -393,8 +423,14 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
         entry("CreateAccessKey", Some(&made[0]))["containment"],
         format!("follow-up job {follow_up} (deactivate)")
     );
-    assert_eq!(entry("CreateLoginProfile", None)["user_name"], bob.as_str());
-    assert_eq!(entry("CreateLoginProfile", None)["containment"], "reported");
+    let bobs = made_list
+        .iter()
+        .find(|m| m["api"] == "CreateLoginProfile" && m["user_name"] == bob.as_str())
+        .unwrap();
+    assert_eq!(
+        bobs["containment"],
+        format!("follow-up job made-1:login:{bob} (delete the console password)")
+    );
     assert_eq!(entry("CreateUser", None)["user_name"], "mallory");
     assert!(report["summary"]
         .as_str()
@@ -403,7 +439,7 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
 
     // Each follow-up is a job of its own, with its own outcome.
     let mut outcomes = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..4 {
         let report = worker.handle(env.receive_one().await).await;
         assert_eq!(
             report.facts.batch_id.as_deref(),
@@ -416,6 +452,32 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
         outcomes.contains(&(follow_up, Outcome::Deactivated)),
         "{outcomes:?}"
     );
+    assert!(outcomes.contains(&(format!("made-1:login:{bob}"), Outcome::Deleted)));
+    assert!(
+        outcomes.contains(&(format!("made-1:login:{carol}"), Outcome::Cancelled)),
+        "a password made again since is not the attacker's: {outcomes:?}"
+    );
+    let has_password = |user: String| {
+        let iam = env.clients.iam.clone();
+        async move { iam.get_login_profile().user_name(user).send().await.is_ok() }
+    };
+    assert!(
+        !has_password(bob.clone()).await,
+        "bob's console password is gone"
+    );
+    assert!(has_password(carol.clone()).await, "carol's is left alone");
+    // A producer's copy of the follow-up, without the worker's MAC, removes nothing.
+    let forged = json!({"request_id": "forged-login", "user_name": carol,
+        "continuation": {"login_profile": {"made_by": "made-1", "made_with": leaked[0],
+            "api": "UpdateLoginProfile", "at": now, "expires_at_ms": 4_000_000_000_000u64, "mac": "Zm9yZ2Vk"}}})
+    .to_string();
+    let refused = worker.handle(env.deliver(&forged).await).await;
+    assert_eq!(
+        refused.outcome,
+        Outcome::Rejected(Reason::InvalidMessage),
+        "{refused:?}"
+    );
+    assert!(has_password(carol.clone()).await);
     assert!(
         outcomes.contains(&(
             format!("made-1:made:{}", not_daves[0]),

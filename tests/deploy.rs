@@ -100,6 +100,8 @@ fn permission(op: &str) -> Option<&'static str> {
         "GetUserPolicy" => "iam:GetUserPolicy",
         "ListUserPolicies" => "iam:ListUserPolicies",
         "DeleteUserPolicy" => "iam:DeleteUserPolicy",
+        "GetLoginProfile" => "iam:GetLoginProfile",
+        "DeleteLoginProfile" => "iam:DeleteLoginProfile",
         "GetRole" => "iam:GetRole",
         "ListRolePolicies" => "iam:ListRolePolicies",
         "GetRolePolicy" => "iam:GetRolePolicy",
@@ -1135,6 +1137,7 @@ const IAM_READS: &[&str] = &[
     "iam:GetAccessKeyLastUsed",
     "iam:ListUserPolicies",
     "iam:GetUserPolicy",
+    "iam:GetLoginProfile",
 ];
 
 /// What the worker reads of a role before its cut-off.

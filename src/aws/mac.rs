@@ -29,6 +29,8 @@ pub enum Purpose {
     Continuation,
     /// An activity report task (docs, "Activity reports").
     ReportTask,
+    /// A console password follow-up (docs, "What the leaked key made").
+    LoginProfile,
 }
 
 impl Purpose {
@@ -36,6 +38,7 @@ impl Purpose {
         match self {
             Purpose::Continuation => b"iam-key-revoker continuation v1\n",
             Purpose::ReportTask => b"iam-key-revoker activity report task v1\n",
+            Purpose::LoginProfile => b"iam-key-revoker login profile follow-up v1\n",
         }
     }
 }
@@ -92,6 +95,25 @@ impl Mac {
         .await?;
         let mac = out.mac().map(|b| b.as_ref()).unwrap_or_default();
         Ok(aws_smithy_types::base64::encode(mac))
+    }
+
+    /// Whether a message of the worker's own verifies: it carries a MAC and an expiry, has
+    /// not expired at `now_ms`, and its MAC is this key's of `canonical` as `purpose`.
+    pub async fn verify_within(
+        &self,
+        purpose: Purpose,
+        canonical: &str,
+        (mac, expires_at_ms): (Option<&str>, Option<u64>),
+        now_ms: u64,
+        retries: &RetryCounter,
+    ) -> Result<Verified, AwsError> {
+        match (mac, expires_at_ms) {
+            (None, _) | (_, None) => Ok(Verified::No("it carries no mac or expiry".to_owned())),
+            (_, Some(expires)) if expires < now_ms => Ok(Verified::No("it has expired".to_owned())),
+            (Some(signature), Some(_)) => {
+                Box::pin(self.verify(purpose, canonical, signature, retries)).await
+            }
+        }
     }
 
     /// Whether `mac` is this key's MAC of `canonical` as `purpose`. `Err` only when KMS

@@ -12,6 +12,7 @@ pub mod findings;
 pub mod holder;
 pub mod home;
 pub mod iam;
+pub mod logins;
 pub mod mac;
 pub mod member;
 pub mod notify;

@@ -19,6 +19,7 @@ pub const WRITE_ACTIONS: &[&str] = &[
     "iam:DeleteUserPolicy",
     "iam:AttachUserPolicy",
     "iam:DetachUserPolicy",
+    "iam:DeleteLoginProfile",
 ];
 
 /// Every IAM action with which the worker changes a role (a role's session cut-off).

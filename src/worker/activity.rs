@@ -119,18 +119,18 @@ impl Worker {
         let Some(mac) = &self.settler.mac else {
             return Ok(());
         };
-        let verified = match (&task.mac, task.expires_at_ms) {
-            (None, _) | (_, None) => Verified::No("it carries no mac or expiry".to_owned()),
-            (_, Some(expires)) if expires < metrics::now_ms() => {
-                Verified::No("it has expired".to_owned())
-            }
-            (Some(signature), Some(_)) => {
-                let canonical = task.canonical();
-                Box::pin(mac.verify(Purpose::ReportTask, &canonical, signature, retries))
-                    .await
-                    .map_err(|e| self.aws_failure(e, 0))?
-            }
-        };
+        let claims = (task.mac.as_deref(), task.expires_at_ms);
+        let canonical = task.canonical();
+        let verified = mac
+            .verify_within(
+                Purpose::ReportTask,
+                &canonical,
+                claims,
+                metrics::now_ms(),
+                retries,
+            )
+            .await
+            .map_err(|e| self.aws_failure(e, 0))?;
         match verified {
             Verified::Yes => Ok(()),
             Verified::No(why) => {

@@ -7,8 +7,9 @@
 //! elements), so IAM's ownership check and the protected lists apply to it as to any
 //! job; it carries the original request id as its `batch_id` and asks for no activity
 //! report of its own, so it never makes follow-ups: what the created keys did is the
-//! report's, one level deep. Console passwords, users, roles and grants are reported for
-//! a person.
+//! report's, one level deep. A console password it created or reset is removed by a
+//! follow-up of the worker's own (`contain.login_profiles`; see `logins`). Users, roles
+//! and grants are reported for a person.
 
 use crate::activity::{ActivityReport, Made, Task};
 use crate::aws::retry::RetryCounter;
@@ -51,6 +52,19 @@ impl Worker {
             }
         }
         for item in made {
+            if crate::login_task::LOGIN_CALLS.contains(&item.api.as_str()) {
+                match self
+                    .send_login_follow_up(task, item, &queue_url, retries)
+                    .await
+                {
+                    Ok(said) => item.containment = said,
+                    Err(e) => {
+                        item.containment = format!("follow-up job NOT sent yet: {e}");
+                        unsent.push(format!("console password of {:?}: {e}", item.user_name));
+                    }
+                }
+                continue;
+            }
             let (Some(key), Some(user)) = (item.access_key_id.clone(), item.user_name.clone())
             else {
                 continue;

@@ -8,6 +8,7 @@ mod continuation;
 mod facts;
 mod findings;
 mod fit;
+mod logins;
 mod made;
 mod pipeline;
 mod quarantine;

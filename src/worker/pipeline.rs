@@ -24,6 +24,7 @@ use crate::detection;
 use crate::guard::{Claim, InFlight};
 use crate::intake::{self, Intake};
 use crate::job::Job;
+use crate::login_task::LoginTask;
 use crate::metrics;
 use crate::outcome::{JobFacts, JobReport, Outcome, Reason};
 use crate::worker::settle::{Decision, Settled, Settling};
@@ -282,6 +283,26 @@ impl Worker {
                         }
                     })
                     .await;
+                    decided(decision, facts)
+                }
+                Err(e) => decided(
+                    Decision::new(Outcome::Rejected(Reason::InvalidMessage), e.to_string()),
+                    JobFacts::salvaged(body),
+                ),
+            };
+        }
+        if let Some(task) = LoginTask::of(body) {
+            return match task {
+                Ok(task) => {
+                    let facts = JobFacts {
+                        request_id: Some(task.request_id.clone()),
+                        user_name: Some(task.user_name.clone()),
+                        account_id: task.account_id.clone(),
+                        batch_id: Some(task.made_by.clone()),
+                        console_password: true,
+                        ..JobFacts::default()
+                    };
+                    let decision = Box::pin(self.remove_login(&task, retries)).await;
                     decided(decision, facts)
                 }
                 Err(e) => decided(
