@@ -402,12 +402,18 @@ impl KeyActivity {
                 activity.after_revocation.push(event.call());
             }
             let succeeded = event.error_code.is_none();
-            if succeeded
+            let iam_call = succeeded
                 && event.service == "iam.amazonaws.com"
-                && PERSISTENCE.contains(&event.api.as_str())
-                && listed(&activity.persistence)
-            {
+                && PERSISTENCE.contains(&event.api.as_str());
+            if iam_call && listed(&activity.persistence) {
                 activity.persistence.push(event.call());
+            }
+            // Keys and passwords are contained, however many other calls came first.
+            let contained = matches!(
+                event.api.as_str(),
+                "CreateAccessKey" | "CreateLoginProfile" | "UpdateLoginProfile"
+            );
+            if iam_call && (contained || activity.made.len() < LISTED_MAX) {
                 activity.made.push(Made {
                     time: event.time.clone(),
                     region: event.region.clone(),

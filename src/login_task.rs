@@ -138,17 +138,19 @@ impl LoginTask {
     }
 }
 
-/// The request id of the follow-up removing `user`'s console password, found by the job
-/// `request_id`: the same on every pass and replica.
-pub fn login_follow_up_id(request_id: &str, user: &str) -> String {
-    let id = format!("{request_id}:login:{user}");
+/// The request id of the follow-up removing the console password the call at `at` set on
+/// `user`, found by the job `request_id`: the same on every pass and replica, and another
+/// for each call (a password set, removed and set again is two follow-ups).
+pub fn login_follow_up_id(request_id: &str, user: &str, at: &str) -> String {
+    let when: String = at.chars().filter(char::is_ascii_alphanumeric).collect();
+    let id = format!("{request_id}:login:{user}:{when}");
     if id.len() <= 128 && check_request_id(&id).is_ok() {
         id
     } else {
         format!(
             "login-{}-{}",
             crate::sessions::request_digest(request_id),
-            crate::sessions::request_digest(&user.to_ascii_lowercase())
+            crate::sessions::request_digest(&format!("{}\n{at}", user.to_ascii_lowercase()))
         )
     }
 }
@@ -159,7 +161,7 @@ mod tests {
 
     fn task() -> LoginTask {
         LoginTask {
-            request_id: login_follow_up_id("aws.health:e-1", "bob"),
+            request_id: login_follow_up_id("aws.health:e-1", "bob", "2026-11-30T11:04:00Z"),
             user_name: "bob".into(),
             account_id: Some("111122223333".into()),
             made_by: "aws.health:e-1".into(),
@@ -191,10 +193,19 @@ mod tests {
 
     #[test]
     fn the_follow_up_id_is_stable_and_a_valid_request_id() {
-        assert_eq!(login_follow_up_id("r-1", "bob"), "r-1:login:bob");
+        let at = "2026-11-30T11:04:00Z";
+        assert_eq!(
+            login_follow_up_id("r-1", "bob", at),
+            "r-1:login:bob:20261130T110400Z"
+        );
+        // Set, removed and set again: two follow-ups.
+        assert_ne!(
+            login_follow_up_id("r-1", "bob", at),
+            login_follow_up_id("r-1", "bob", "2026-11-30T11:09:00Z")
+        );
         // IAM names may hold characters a request id may not (+=,@).
-        let id = login_follow_up_id("r-1", "bob+ops@example.com");
+        let id = login_follow_up_id("r-1", "bob+ops@example.com", at);
         check_request_id(&id).unwrap();
-        assert_eq!(id, login_follow_up_id("r-1", "bob+ops@example.com"));
+        assert_eq!(id, login_follow_up_id("r-1", "bob+ops@example.com", at));
     }
 }

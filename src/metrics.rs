@@ -100,9 +100,10 @@ const REVOCATION_LATENCY_BUCKETS: &[f64] = &[
 
 /// From detection to revocation: a minute or two on AWS Health's path, hours to days for
 /// a leak a scanner found late.
+/// Fine over the first minutes, where a quantile tells a fast path from a slow one.
 const EXPOSURE_BUCKETS: &[f64] = &[
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0,
-    86400.0, 259200.0, 604800.0,
+    1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0, 604800.0,
 ];
 
 /// Every outcome/reason pair the worker can record, created at zero on start so that

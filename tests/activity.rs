@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::proxy::{Fault, FaultProxy, Scope};
 use common::TestEnv;
+use iam_key_revoker::login_task::login_follow_up_id;
 use iam_key_revoker::{Outcome, Reason};
 use serde_json::{json, Value};
 
@@ -429,7 +430,10 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
         .unwrap();
     assert_eq!(
         bobs["containment"],
-        format!("follow-up job made-1:login:{bob} (delete the console password)")
+        format!(
+            "follow-up job {} (delete the console password)",
+            login_follow_up_id("made-1", &bob, &now)
+        )
     );
     assert_eq!(entry("CreateUser", None)["user_name"], "mallory");
     assert!(report["summary"]
@@ -452,9 +456,12 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
         outcomes.contains(&(follow_up, Outcome::Deactivated)),
         "{outcomes:?}"
     );
-    assert!(outcomes.contains(&(format!("made-1:login:{bob}"), Outcome::Deleted)));
+    assert!(outcomes.contains(&(login_follow_up_id("made-1", &bob, &now), Outcome::Deleted)));
     assert!(
-        outcomes.contains(&(format!("made-1:login:{carol}"), Outcome::Cancelled)),
+        outcomes.contains(&(
+            login_follow_up_id("made-1", &carol, "2026-11-30T11:04:00Z"),
+            Outcome::Cancelled
+        )),
         "a password made again since is not the attacker's: {outcomes:?}"
     );
     let has_password = |user: String| {
@@ -492,4 +499,53 @@ async fn keys_the_leaked_key_made_are_revoked_by_follow_ups_that_never_loop() {
     // No report, so no follow-up, of a follow-up: only pass 2 of the original waits.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.queue_depth().await, (0, 0));
+}
+
+/// Without the worker's MAC key a report task may be a producer's, naming any key whose
+/// history it likes: what that history made is reported, never changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_mac_key_what_the_key_made_is_only_reported() {
+    let mut env = TestEnv::new("made-nomac").await;
+    let proxy = FaultProxy::start(&common::endpoint(), Scope::All).await;
+    env.route_all_through(&proxy).await;
+    let results = results_queue(&env).await;
+    env.config.results.queue_url = Some(results.clone());
+    env.config.continuation.mac_key_id = None;
+    env.config.activity.regions = vec!["us-east-1".into()];
+    env.config.activity.second_pass_delay_seconds = 900;
+    let worker = env.worker().await;
+    let (leaky, leaked) = env.user_with_keys("leaky", 1).await;
+    let (bob, made) = env.user_with_keys("bob", 1).await;
+    proxy.set_fault_matching(
+        &[TARGET.into(), format!("\"AttributeValue\":\"{}\"", leaked[0])],
+        page(
+            &[record(
+                "2026-11-30T11:03:00Z",
+                "CreateAccessKey",
+                "iam.amazonaws.com",
+                json!({"readOnly": false, "responseElements": {"accessKey": {"accessKeyId": made[0], "status": "Active", "userName": bob}}}),
+            )],
+            None,
+        ),
+    );
+    let body = json!({"request_id": "nomac-1", "access_key_id": leaked[0], "user_name": leaky, "report_activity": true}).to_string();
+    assert_eq!(
+        worker.handle(env.deliver(&body).await).await.outcome,
+        Outcome::Deleted
+    );
+    let pass = worker.handle(env.receive_one().await).await;
+    assert_eq!(pass.outcome, Outcome::Retry(Reason::Reported), "{pass:?}");
+    let report = reports_on(&env, &results, 1).await.remove(0);
+    let made_entry = &report["activity"]["made"][0];
+    assert_eq!(made_entry["access_key_id"], made[0].as_str());
+    assert!(made_entry["containment"]
+        .as_str()
+        .unwrap()
+        .contains("needs the worker's own messages MACed"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.queue_depth().await, (0, 0), "no follow-up sent");
+    assert_eq!(
+        env.key_status(&bob, &made[0]).await,
+        Some(aws_sdk_iam::types::StatusType::Active)
+    );
 }

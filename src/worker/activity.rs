@@ -257,10 +257,11 @@ impl Worker {
             .await
             .map(|i| i.partition.clone())
             .unwrap_or_else(|_| "aws".to_owned());
+        // First: what the key made is contained from there, and a budget or an event
+        // cap that runs out must not leave it unread.
         if let Some(home) = iam_events_region(&partition) {
-            if !report.regions.iter().any(|r| r == home) {
-                report.regions.push(home.to_owned());
-            }
+            report.regions.retain(|r| r != home);
+            report.regions.insert(0, home.to_owned());
         }
         let account = task.account_id.as_deref().unwrap_or("own");
         // Regions where CloudTrail refused lookups before are not asked again: said once,

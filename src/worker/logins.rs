@@ -2,15 +2,15 @@
 //! the follow-up the activity report sends (`contain.login_profiles = "delete"`), and its
 //! work. The follow-up is a message of the worker's own, MACed: a console password is
 //! removed only on the worker's word that CloudTrail recorded the leaked key setting it,
-//! never on a producer's. A password made again after the leaked key's
-//! `CreateLoginProfile` is not the attacker's, and is left alone.
+//! never on a producer's. A password created after the leaked key's `CreateLoginProfile`
+//! or `UpdateLoginProfile` is not the one it set, and is left alone.
 
 use crate::activity::{Made, Task};
 use crate::aws::mac::{Purpose, Verified};
 use crate::aws::retry::RetryCounter;
 use crate::aws::sqs::Outgoing;
 use crate::config::ContainLogins;
-use crate::login_task::{login_follow_up_id, LoginTask, LOGIN_CALLS};
+use crate::login_task::{login_follow_up_id, LoginTask};
 use crate::metrics;
 use crate::outcome::{Outcome, Reason};
 use crate::worker::settle::{Decision, CONTINUATION_TTL_MS};
@@ -42,7 +42,7 @@ impl Worker {
             );
         };
         let mut follow_up = LoginTask {
-            request_id: login_follow_up_id(&task.request_id, &user),
+            request_id: login_follow_up_id(&task.request_id, &user, &item.time),
             user_name: user.clone(),
             account_id: task.account_id.clone(),
             made_by: task.request_id.clone(),
@@ -123,7 +123,8 @@ impl Worker {
         };
         let at_ms = crate::activity::parse_iso_ms(&task.at).unwrap_or(0);
         let created_ms = created.to_millis().ok().and_then(|m| u64::try_from(m).ok());
-        if task.api == LOGIN_CALLS[0] && created_ms.is_some_and(|c| c > at_ms + SAME_CALL_MS) {
+        // A password created after the call is not the one it set (or reset).
+        if created_ms.is_some_and(|c| c > at_ms + SAME_CALL_MS) {
             return Decision::new(
                 Outcome::Cancelled,
                 format!(

@@ -51,7 +51,21 @@ impl Worker {
                 made.extend(activity.made.iter_mut());
             }
         }
+        // Without the worker's MAC a report task may be a producer's, naming any key whose
+        // history it likes: what that history made is reported, never changed.
+        let own = self.settler.mac.is_some();
         for item in made {
+            // The caller's own user, when CloudTrail's record names none: only for the
+            // leaked key itself, whose user the task names.
+            if item.user_name.is_none() && item.made_with == task.access_key_id {
+                item.user_name = task.user_name.clone();
+            }
+            let contained = crate::login_task::LOGIN_CALLS.contains(&item.api.as_str())
+                || item.access_key_id.is_some();
+            if contained && !own {
+                item.containment = "reported: containing what the leaked key made needs the worker's own messages MACed (continuation.mac_key_id)".to_owned();
+                continue;
+            }
             if crate::login_task::LOGIN_CALLS.contains(&item.api.as_str()) {
                 match self
                     .send_login_follow_up(task, item, &queue_url, retries)
