@@ -468,11 +468,13 @@ fn the_member_role_template_matches_the_policy_files() {
     let trust: serde_json::Value =
         serde_json::from_str(&read("deploy/aws/member-role-trust-policy.json")).unwrap();
     assert_eq!(unsub(&properties["AssumeRolePolicyDocument"]), trust);
-    // The role-sessions policy, attached only when RevokeRoleSessions is true, without
-    // the protected roles' Deny that only a filled ProtectedRoleArns adds.
-    let attached = &properties["Policies"][2]["Fn::If"];
-    assert_eq!(attached[0], "WithRoleSessions");
-    let mut document = attached[1]["PolicyDocument"].clone();
+    // The role-sessions policy, a resource of its own attached only when
+    // RevokeRoleSessions is true, without the protected roles' Deny that only a filled
+    // ProtectedRoleArns adds.
+    let attached = &template["Resources"]["RevokerRoleSessionsPolicy"];
+    assert_eq!(attached["Condition"], "WithRoleSessions");
+    assert_eq!(attached["Properties"]["RoleName"]["Ref"], "RevokerRole");
+    let mut document = attached["Properties"]["PolicyDocument"].clone();
     let statements = document["Statement"].as_array_mut().unwrap();
     statements.retain(|s| s.get("Fn::If").is_none());
     let sessions: serde_json::Value =
@@ -1443,6 +1445,21 @@ fn the_protect_policy_covers_every_write_the_code_makes() {
     assert_eq!(denied, writes);
 }
 
+/// The member role's policies: its inline ones, and the role-sessions policy when the
+/// stack creates it.
+fn member_role_policies(stack: &Stack) -> Vec<serde_json::Value> {
+    let mut policies: Vec<serde_json::Value> = stack.properties("RevokerRole")["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+    if stack.creates("RevokerRoleSessionsPolicy") {
+        policies.push(stack.properties("RevokerRoleSessionsPolicy")["PolicyDocument"].clone());
+    }
+    policies
+}
+
 /// The worker stack with example values, and these parameters.
 fn worker_stack_with(overrides: &[(&str, &str)]) -> Stack {
     let mut all = vec![
@@ -1485,12 +1502,7 @@ fn role_cutoffs_are_granted_only_when_switched_on_and_never_on_the_workers_roles
             ("ProtectedRoleArns", "arn:aws:iam::*:role/prod-*"),
         ],
     );
-    let member_policies: Vec<serde_json::Value> = member.properties("RevokerRole")["Policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["PolicyDocument"].clone())
-        .collect();
+    let member_policies = member_role_policies(&member);
     // The stacks' own account, as the resolver names it.
     for (policies, account) in [(&on, "111122223333"), (&member_policies, "111122223333")] {
         for action in iam_key_revoker::cli::deny::ROLE_WRITE_ACTIONS {
@@ -1522,12 +1534,8 @@ fn role_cutoffs_are_granted_only_when_switched_on_and_never_on_the_workers_roles
             ("OrganizationId", "o-exampleorgid"),
         ],
     );
-    let policies: Vec<serde_json::Value> = off.properties("RevokerRole")["Policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["PolicyDocument"].clone())
-        .collect();
+    let policies = member_role_policies(&off);
+    assert!(!off.creates("RevokerRoleSessionsPolicy"));
     assert!(!allows(
         &policies,
         "iam:PutRolePolicy",

@@ -1294,9 +1294,10 @@ async fn the_deploy_scripts_run_twice_and_the_worker_revokes_from_every_source()
             .collect()
     };
     let on_users = stack_grants(":user/*");
-    // Revocation, sessions (four each) and quarantine (iam:AttachUserPolicy, whose
-    // condition on the policy ARN tests/deploy.rs checks).
-    assert_eq!(on_users.len(), 9, "{on_users:?}");
+    // Revocation, sessions (four each), console passwords the leaked key set (two) and
+    // quarantine (iam:AttachUserPolicy, whose condition on the policy ARN tests/deploy.rs
+    // checks).
+    assert_eq!(on_users.len(), 11, "{on_users:?}");
     let mut as_the_emulator_reads_them = vec![
         json!({"Effect": "Allow", "Action": on_users, "Resource": "*"}),
         json!({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"}),
