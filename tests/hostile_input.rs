@@ -95,12 +95,48 @@ fn oracle(object: &Map<String, Value>) -> bool {
                 && !object.contains_key("require_status") => {}
         Some(_) => return false,
     }
+    // The clock from exposure: RFC 3339, not in the future.
+    match object.get("detected_at") {
+        None => {}
+        Some(Value::String(when)) if DETECTED.contains(&when.as_str()) => {}
+        Some(_) => return false,
+    }
+    // A role's sessions: the role alone, and nothing that acts on a key.
+    match text("role_name") {
+        None => {}
+        Some(Some(role))
+            if chars_ok(role, 1, 64, &|c| {
+                c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+            }) =>
+        {
+            let keyed = [
+                "access_key_id",
+                "user_name",
+                "all_keys",
+                "action",
+                "delete_after",
+                "require_status",
+                "quarantine_user",
+                "report_activity",
+            ];
+            return !keyed.iter().any(|k| object.contains_key(*k))
+                && object.get("revoke_sessions") != Some(&Value::Bool(false));
+        }
+        Some(_) => return false,
+    }
     match (all_keys, key, user) {
         (true, Some(_), _) => false,
         (true, None, user) => user.is_some(),
         (false, key, _) => key.is_some(),
     }
 }
+
+/// The detection times the generator gives that are valid: RFC 3339, in the past.
+const DETECTED: [&str; 3] = [
+    "2026-12-07T10:00:00Z",
+    "2026-12-07T11:00:00+01:00",
+    "2020-01-01t00:00:00.5z",
+];
 
 /// The contract's `delete_after`: a whole number of minutes, hours or days (not zero, at
 /// most ten years), or an RFC 3339 time (the generator's own, plus what it mangles).
@@ -145,6 +181,8 @@ fn satisfies(job: &Job, object: &Map<String, Value>) -> bool {
         && job.report_activity == (object.get("report_activity") == Some(&Value::Bool(true)))
         && job.require_inactive == object.contains_key("require_status")
         && job.delete_after.as_deref().map(|d| d.text()) == s("delete_after")
+        && job.role_name() == s("role_name")
+        && job.detected_at_ms.is_some() == object.contains_key("detected_at")
 }
 
 /// A value that is often valid for `field`, often subtly not.
@@ -183,6 +221,17 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
             Just("2099-06-30t23:59:59.5z"),
             Just("2099-01-01"),
             Just("soon"),
+        ]
+        .prop_map(Value::from)
+        .boxed(),
+        "role_name" => text("[A-Za-z0-9+=,.@_-]{0,66}"),
+        "detected_at" => prop_oneof![
+            Just(DETECTED[0]),
+            Just(DETECTED[1]),
+            Just(DETECTED[2]),
+            Just("2999-01-01T00:00:00Z"),
+            Just("2026-12-07"),
+            Just("yesterday"),
         ]
         .prop_map(Value::from)
         .boxed(),

@@ -199,9 +199,14 @@ async fn outcome_events_reach_sns_subscribers_and_an_eventbridge_rule_with_a_sum
     assert_eq!(
         event["summary"],
         format!(
-            "Deleted access key {} of {user} after AWS Health AWS_RISK_CREDENTIALS_EXPOSED; \
-             sessions issued before {cut_off} denied",
-            keys[0]
+            "Deleted access key {} of {user} after AWS Health AWS_RISK_CREDENTIALS_EXPOSED, {} \
+             after detection; sessions issued before {cut_off} denied",
+            keys[0],
+            iam_key_revoker::detection::human(
+                event["exposure_to_revoke_seconds"]
+                    .as_f64()
+                    .expect("the event's startTime starts the clock")
+            )
         )
     );
     assert_eq!(
