@@ -239,29 +239,11 @@ fn iam(client: aws_sdk_iam::Client) -> Iam {
 }
 
 fn delete_job() -> Job {
-    Job {
-        request_id: "r".into(),
-        target: Target::Key {
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            user_name: Some("alice".into()),
-        },
-        action: Action::Delete,
-        account_id: None,
-        reason: None,
-        requested_by: None,
-        batch_id: None,
-        revoke_sessions: false,
-        quarantine_user: false,
-        report_activity: false,
-        require_inactive: false,
-        delete_after: None,
-        detected_at_ms: None,
-        spared: Vec::new(),
-        origin: None,
-        owners: Vec::new(),
-        continuation: None,
-        parts: Vec::new(),
-    }
+    let target = Target::Key {
+        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+        user_name: Some("alice".into()),
+    };
+    Job::new("r".into(), target, Action::Delete)
 }
 
 /// The job's account; STS is never asked here (IAM answers before it would be).

@@ -20,14 +20,6 @@ impl Holder<'_> {
         }
     }
 
-    /// `user` or `role`, for what the worker says.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Holder::User(_) => "user",
-            Holder::Role(_) => "role",
-        }
-    }
-
     /// The key of the holder's turn: one policy change per holder at a time. A role's
     /// carries a `:`, which no IAM name has, so a user and a role of one name never
     /// share one.

@@ -551,29 +551,11 @@ mod tests {
     }
 
     fn job(user: Option<&str>) -> Job {
-        Job {
-            request_id: "r".into(),
-            target: Target::Key {
-                access_key_id: KEY.into(),
-                user_name: user.map(str::to_owned),
-            },
-            action: Action::Delete,
-            account_id: None,
-            reason: None,
-            requested_by: None,
-            batch_id: None,
-            revoke_sessions: false,
-            quarantine_user: false,
-            report_activity: false,
-            require_inactive: false,
-            delete_after: None,
-            detected_at_ms: None,
-            spared: Vec::new(),
-            origin: None,
-            owners: Vec::new(),
-            continuation: None,
-            parts: Vec::new(),
-        }
+        let target = Target::Key {
+            access_key_id: KEY.into(),
+            user_name: user.map(str::to_owned),
+        };
+        Job::new("r".into(), target, Action::Delete)
     }
 
     fn no_such_entity() -> DeleteAccessKeyError {

@@ -245,28 +245,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn job(i: usize) -> Job {
-        Job {
-            request_id: format!("r-{i}"),
-            target: Target::AllKeys {
-                user_name: format!("u{i}"),
-            },
-            action: Action::Delete,
-            account_id: None,
-            reason: None,
-            requested_by: None,
-            batch_id: None,
-            revoke_sessions: false,
-            quarantine_user: false,
-            report_activity: false,
-            require_inactive: false,
-            delete_after: None,
-            detected_at_ms: None,
-            spared: Vec::new(),
-            origin: None,
-            owners: Vec::new(),
-            continuation: None,
-            parts: Vec::new(),
-        }
+        let target = Target::AllKeys {
+            user_name: format!("u{i}"),
+        };
+        Job::new(format!("r-{i}"), target, Action::Delete)
     }
 
     /// SQS refuses some entries of a batch (`SendMessageBatch` answers 200 with a

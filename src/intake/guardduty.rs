@@ -159,32 +159,28 @@ fn role_session(
             "the GuardDuty finding's principalId {principal:?} is not a role session (AROA…:<session>): the worker cannot tell which session to cut off"
         ));
     }
+    let target = Target::Role {
+        role_name: key.user_name.clone(),
+        session: Some(principal),
+        every_session: rules.role_session_scope == super::RoleScope::Role,
+    };
+    // A role's cut-off: no key, no report, no quarantine, no staging (Job::new asks for
+    // none of them).
     Ok(Intake::Job(Box::new(Job {
-        request_id: finding.request_id.to_owned(),
-        target: Target::Role {
-            role_name: key.user_name.clone(),
-            session: Some(principal),
-            every_session: rules.role_session_scope == super::RoleScope::Role,
-        },
-        action: rules.guardduty_action,
         account_id: Some(finding.account_id.to_owned()),
         reason: Some(format!(
             "GuardDuty finding {} (severity {})",
             finding.origin.event_type, finding.severity
         )),
         requested_by: Some(GUARDDUTY.to_owned()),
-        batch_id: None,
         revoke_sessions: true,
-        quarantine_user: false,
-        report_activity: false,
-        require_inactive: false,
-        delete_after: None,
         detected_at_ms: finding.detected_at_ms,
-        spared: Vec::new(),
         origin: Some(finding.origin.clone()),
-        owners: Vec::new(),
-        continuation: None,
-        parts: Vec::new(),
+        ..Job::new(
+            finding.request_id.to_owned(),
+            target,
+            rules.guardduty_action,
+        )
     })))
 }
 
